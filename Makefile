@@ -1,0 +1,31 @@
+# The two commands of the README: `make demo` runs the product, `make test` runs every test.
+PYTHON ?= python3
+VENV ?= .venv
+ADDR ?= 127.0.0.1:8000
+# pyenv keeps other Pythons off PATH; the test matrix needs 3.11 and 3.13.
+PYENV_VERSION ?= $(shell pyenv versions --bare 2>/dev/null | grep -E '^3\.(11|13)\.[0-9]+$$' | sort -V | paste -sd: -)
+export PYENV_VERSION
+
+.PHONY: demo test lint clean
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -r requirements.txt nox uv
+	touch $@
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/python manage.py migrate --no-input
+	$(VENV)/bin/python manage.py shell -c "from config.demo import ensure_admin; ensure_admin()"
+	$(VENV)/bin/python manage.py runscheduler & scheduler=$$!; \
+	trap 'kill $$scheduler 2>/dev/null; wait $$scheduler' EXIT INT TERM; \
+	$(VENV)/bin/python manage.py runserver $(ADDR)
+
+test: $(VENV)/.installed
+	$(VENV)/bin/nox
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/nox -s lint
+
+clean:
+	rm -rf $(VENV) .nox db.sqlite3* test-db.sqlite3*

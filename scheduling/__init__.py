@@ -1,0 +1,5 @@
+"""Scheduled jobs for Django sites, on APScheduler and django-apscheduler's job store."""
+
+from scheduling.declarations import job
+
+__all__ = ["job"]

@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+import importlib
+
+from django.apps import AppConfig
+from django.utils.module_loading import autodiscover_modules
+
+
+class SchedulingConfig(AppConfig):
+    name = "scheduling"
+    verbose_name = "Scheduling"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from scheduling.conf import settings
+
+        # Like admin.py: every installed app's jobs.py declares its jobs on import.
+        autodiscover_modules("jobs")
+        for module in settings.MODULES:
+            importlib.import_module(module)

@@ -1,0 +1,68 @@
+"""Every ``SCHEDULING_*`` setting in one place, read when used so ``override_settings`` works."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings as django_settings
+
+
+class Settings:
+    @property
+    def MODULES(self) -> list[str]:
+        """Modules to import for job declarations besides each installed app's ``jobs`` module."""
+        return list(getattr(django_settings, "SCHEDULING_MODULES", []))
+
+    @property
+    def THREADS(self) -> int:
+        """Size of the thread pool that runs jobs."""
+        return int(getattr(django_settings, "SCHEDULING_THREADS", 10))
+
+    @property
+    def POLL_INTERVAL(self) -> float:
+        """Seconds between checks for changes made by other processes (one indexed query each)."""
+        return float(getattr(django_settings, "SCHEDULING_POLL_INTERVAL", 0.5))
+
+    @property
+    def HEARTBEAT_INTERVAL(self) -> float:
+        """Seconds between two heartbeats of a running scheduler."""
+        return float(getattr(django_settings, "SCHEDULING_HEARTBEAT_INTERVAL", 5.0))
+
+    @property
+    def HEARTBEAT_TIMEOUT(self) -> float:
+        """A scheduler whose last heartbeat is older than this many seconds is considered dead."""
+        return float(getattr(django_settings, "SCHEDULING_HEARTBEAT_TIMEOUT", 30.0))
+
+    @property
+    def SHUTDOWN_TIMEOUT(self) -> float:
+        """Seconds to wait for running jobs on SIGTERM/SIGINT before recording them as interrupted."""
+        return float(getattr(django_settings, "SCHEDULING_SHUTDOWN_TIMEOUT", 30.0))
+
+    @property
+    def DATABASE_RETRY_MAX(self) -> float:
+        """Longest pause, in seconds, between retries while the database is unreachable."""
+        return float(getattr(django_settings, "SCHEDULING_DATABASE_RETRY_MAX", 5.0))
+
+    @property
+    def HISTORY_RETENTION(self) -> timedelta:
+        """How long execution history is kept before the built-in prune job deletes it."""
+        return getattr(django_settings, "SCHEDULING_HISTORY_RETENTION", timedelta(days=30))
+
+    @property
+    def PRUNE_BATCH_SIZE(self) -> int:
+        """Rows deleted per statement when pruning history, so no long lock is held."""
+        return int(getattr(django_settings, "SCHEDULING_PRUNE_BATCH_SIZE", 1000))
+
+    @property
+    def JOB_DEFAULTS(self) -> dict[str, object]:
+        """Defaults for options a declaration leaves out."""
+        defaults: dict[str, object] = {
+            "max_instances": 1,
+            "coalesce": True,
+            "misfire_grace_time": 60,
+        }
+        defaults.update(getattr(django_settings, "SCHEDULING_JOB_DEFAULTS", {}))
+        return defaults
+
+
+settings = Settings()

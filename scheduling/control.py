@@ -1,0 +1,90 @@
+"""Changing jobs from any process (admin, shell, scripts) by writing to the job store.
+
+Nothing here runs a job or talks to the scheduler: the running scheduler notices changes to the
+store within ``SCHEDULING_POLL_INTERVAL``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from apscheduler.job import Job
+from apscheduler.jobstores.base import JobLookupError
+from django.utils import timezone
+
+from scheduling import declarations
+from scheduling.models import ScheduledJob
+from scheduling.schedules import build_trigger, normalize_spec
+from scheduling.store import JobStore
+from scheduling.sync import apply_declaration
+
+
+class UnknownJobError(LookupError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"No stored job with id {job_id!r}")
+        self.job_id = job_id
+
+
+def _store() -> JobStore:
+    return JobStore()
+
+
+def _lookup(store: JobStore, job_id: str) -> Job:
+    job = store.lookup_job(job_id)
+    if job is None:
+        raise UnknownJobError(job_id)
+    return job
+
+
+def pause(job_id: str) -> None:
+    store = _store()
+    job = _lookup(store, job_id)
+    job.next_run_time = None
+    store.update_job(job)
+
+
+def resume(job_id: str) -> None:
+    store = _store()
+    job = _lookup(store, job_id)
+    job.next_run_time = job.trigger.get_next_fire_time(None, timezone.now())
+    store.update_job(job)
+
+
+def reschedule(job_id: str, **schedule: Any) -> None:
+    """Give a job a new schedule (cron=, interval= or date=, with timezone=, jitter=).
+
+    A job declared in code keeps this change across restarts, flagged as overridden, until it
+    is reset to its declaration.
+    """
+    spec = normalize_spec(
+        **{("timezone_name" if key == "timezone" else key): value for key, value in schedule.items()}
+    )
+    store = _store()
+    job = _lookup(store, job_id)
+    trigger = build_trigger(spec)
+    paused = job.next_run_time is None
+    job._modify(trigger=trigger)
+    job.next_run_time = None if paused else trigger.get_next_fire_time(None, timezone.now())
+    store.update_job(job)
+    ScheduledJob.objects.filter(id=job_id, source=ScheduledJob.Source.CODE).update(
+        overridden_at=timezone.now()
+    )
+
+
+def reset(job_id: str) -> None:
+    """Put a job declared in code back to its declaration (schedule and options)."""
+    declaration = declarations.registry.get(job_id)
+    if declaration is None:
+        raise UnknownJobError(job_id)
+    store = _store()
+    existing = store.lookup_job(job_id)
+    paused = existing is not None and existing.next_run_time is None
+    apply_declaration(store, declaration, existing is not None, timezone.now(), paused=paused)
+
+
+def delete(job_id: str) -> None:
+    """Remove a job from the store; its history stays."""
+    try:
+        _store().remove_job(job_id)
+    except JobLookupError:
+        raise UnknownJobError(job_id) from None

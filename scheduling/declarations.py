@@ -1,0 +1,198 @@
+"""The ``@job`` decorator: declaring scheduled jobs next to the code they call.
+
+Declaring only records the job in an in-memory registry and checks it; nothing touches the
+database until ``runscheduler`` syncs the registry into the job store.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from apscheduler.util import obj_to_ref
+from django.core.exceptions import ImproperlyConfigured
+
+from scheduling.conf import settings
+from scheduling.schedules import ScheduleError, normalize_spec
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+MAX_ID_LENGTH = 255  # django_apscheduler's DjangoJob.id
+
+
+class JobDeclarationError(ImproperlyConfigured):
+    """A job declaration that cannot work; the message names the job and the problem."""
+
+
+@dataclass(frozen=True)
+class Declaration:
+    id: str
+    func_ref: str
+    name: str
+    schedule: dict[str, Any]
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    max_instances: int = 1
+    coalesce: bool = True
+    misfire_grace_time: int | None = 60
+
+    @property
+    def fingerprint(self) -> str:
+        """Changes whenever the code changes what this job runs or when."""
+        payload = json.dumps(self.as_dict(), sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "func": self.func_ref,
+            "name": self.name,
+            "schedule": self.schedule,
+            "args": list(self.args),
+            "kwargs": self.kwargs,
+            "max_instances": self.max_instances,
+            "coalesce": self.coalesce,
+            "misfire_grace_time": self.misfire_grace_time,
+        }
+
+
+registry: dict[str, Declaration] = {}
+
+_UNSET: Any = object()
+
+
+def job(
+    func: F | None = None,
+    *,
+    cron: str | dict[str, Any] | None = None,
+    interval: dt.timedelta | int | float | dict[str, Any] | None = None,
+    date: dt.datetime | str | None = None,
+    id: str | None = None,
+    name: str | None = None,
+    args: tuple[Any, ...] | list[Any] = (),
+    kwargs: dict[str, Any] | None = None,
+    max_instances: int | None = None,
+    coalesce: bool | None = None,
+    misfire_grace_time: int | None = _UNSET,
+    jitter: int | None = None,
+    timezone: str | None = None,
+    **unknown: Any,
+) -> Any:
+    """Declare ``func`` as a scheduled job.
+
+    Exactly one of ``cron`` (a 5-field crontab string, or a dict of APScheduler cron fields such
+    as ``{"second": "*/10"}``), ``interval`` (a timedelta, seconds, or a dict of weeks/days/hours/
+    minutes/seconds) or ``date`` (a one-off run) is required. The job id defaults to the
+    function's dotted path. Options left out take ``SCHEDULING_JOB_DEFAULTS``; a
+    ``misfire_grace_time`` of ``None`` means "run however late". ``async def`` functions are
+    run to completion on the worker thread.
+    """
+
+    def decorate(function: F) -> F:
+        job_id = id or f"{function.__module__}.{function.__qualname__}"
+        try:
+            declaration = _declare(
+                function,
+                job_id=job_id,
+                name=name or function.__qualname__,
+                spec={
+                    "cron": cron,
+                    "interval": interval,
+                    "date": date,
+                    "timezone_name": timezone,
+                    "jitter": jitter,
+                },
+                args=tuple(args),
+                kwargs=dict(kwargs or {}),
+                options={
+                    "max_instances": max_instances,
+                    "coalesce": coalesce,
+                    "misfire_grace_time": misfire_grace_time,
+                },
+                unknown=unknown,
+            )
+        except (ScheduleError, ValueError, TypeError) as exc:
+            raise JobDeclarationError(f"Job {job_id!r}: {exc}") from None
+        register(declaration)
+        return function
+
+    return decorate(func) if func is not None else decorate
+
+
+def _declare(
+    function: Callable[..., Any],
+    *,
+    job_id: str,
+    name: str,
+    spec: dict[str, Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    options: dict[str, Any],
+    unknown: dict[str, Any],
+) -> Declaration:
+    if unknown:
+        raise TypeError(
+            f"unknown option {', '.join(map(repr, sorted(unknown)))}; schedule options go inside "
+            "cron=, interval= or date= (e.g. interval={'minutes': 5})"
+        )
+    if len(job_id) > MAX_ID_LENGTH:
+        raise ValueError(f"id is {len(job_id)} characters long; the job store allows {MAX_ID_LENGTH}")
+    func_ref = _importable_ref(function)
+    for label, value in (("args", list(args)), ("kwargs", kwargs)):
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"{label} cannot be stored ({exc}); use JSON values (str, int, float, bool, None, list, dict)"
+            ) from None
+    defaults = settings.JOB_DEFAULTS
+    for key in ("max_instances", "coalesce"):
+        if options[key] is None:
+            options[key] = defaults[key]
+    if options["misfire_grace_time"] is _UNSET:
+        options["misfire_grace_time"] = defaults["misfire_grace_time"]
+    _check_options(options)
+    return Declaration(
+        id=job_id,
+        func_ref=func_ref,
+        name=name,
+        schedule=normalize_spec(**spec),
+        args=args,
+        kwargs=kwargs,
+        **options,
+    )
+
+
+def _importable_ref(function: Callable[..., Any]) -> str:
+    # The module is still being imported while its decorators run, so the reference can only be
+    # checked for shape here; sync flags a job whose function cannot be imported.
+    try:
+        return obj_to_ref(function)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{exc}; declare the job on a module-level function") from None
+
+
+def _check_options(options: dict[str, Any]) -> None:
+    max_instances = options["max_instances"]
+    if not isinstance(max_instances, int) or isinstance(max_instances, bool) or max_instances < 1:
+        raise ValueError(f"max_instances must be a whole number >= 1, not {max_instances!r}")
+    grace = options["misfire_grace_time"]
+    if grace is not None and (not isinstance(grace, int) or isinstance(grace, bool) or grace < 1):
+        raise ValueError(f"misfire_grace_time must be a whole number of seconds >= 1 or None, not {grace!r}")
+    coalesce = options["coalesce"]
+    if not isinstance(coalesce, bool):
+        raise ValueError(f"coalesce must be True or False, not {coalesce!r}")
+
+
+def register(declaration: Declaration) -> None:
+    """Add a declaration to the registry; declaring the same job twice identically is harmless."""
+    existing = registry.get(declaration.id)
+    if existing is not None and existing != declaration:
+        raise JobDeclarationError(
+            f"Job {declaration.id!r} is declared twice: by {existing.func_ref} and by "
+            f"{declaration.func_ref}; give one of them another id="
+        )
+    registry[declaration.id] = declaration

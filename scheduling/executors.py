@@ -1,0 +1,107 @@
+"""Running a job: on a pool thread, with fresh database connections, recorded in the history.
+
+APScheduler's own ``run_job`` calls the function and reports events; it cannot await a
+coroutine on a thread pool (the coroutine is created and dropped, and the run is reported as
+successful) and it writes no history. This module replaces it for our executor.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import inspect
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.job import Job
+from asgiref.sync import async_to_sync
+from django.db import close_old_connections
+from django.utils import timezone
+
+from scheduling.history import Outcome, Recorder, describe_exception
+from scheduling.models import Execution
+
+logger = logging.getLogger(__name__)
+
+
+class RecordingThreadPoolExecutor(ThreadPoolExecutor):
+    """APScheduler's thread pool executor, running jobs through :func:`run_job`."""
+
+    def __init__(self, recorder: Recorder, max_workers: int = 10) -> None:
+        super().__init__(max_workers=max_workers, pool_kwargs={"thread_name_prefix": "scheduling-job"})
+        self.recorder = recorder
+        self._futures: set[concurrent.futures.Future[list[JobExecutionEvent]]] = set()
+
+    def _do_submit_job(self, job: Job, run_times: list[datetime]) -> None:
+        future = self._pool.submit(run_job, job, run_times, self.recorder)
+        self._futures.add(future)
+        future.add_done_callback(lambda done: self._job_done(job.id, done))
+
+    def _job_done(self, job_id: str, future: concurrent.futures.Future[list[JobExecutionEvent]]) -> None:
+        self._futures.discard(future)
+        exception = future.exception()
+        if exception is not None:
+            self._run_job_error(job_id, exception, exception.__traceback__)
+        else:
+            self._run_job_success(job_id, future.result())
+
+    def wait(self, timeout: float) -> bool:
+        """Wait for running jobs; True if all finished within ``timeout`` seconds."""
+        _, not_done = concurrent.futures.wait(set(self._futures), timeout=timeout)
+        return not not_done
+
+    @property
+    def running(self) -> int:
+        return len(self._futures)
+
+
+def run_job(job: Job, run_times: list[datetime], recorder: Recorder) -> list[JobExecutionEvent]:
+    """Run one job for each of its due fire times, recording each; returns APScheduler events."""
+    events = []
+    for run_time in run_times:
+        lateness = datetime.now(UTC) - run_time
+        if job.misfire_grace_time is not None and lateness > timedelta(seconds=job.misfire_grace_time):
+            logger.warning("Job %s missed its run at %s by %s", job.id, run_time, lateness)
+            recorder.record(
+                job.id,
+                [run_time],
+                Execution.Status.MISSED,
+                f"Missed: started {lateness.total_seconds():.1f} s late, after its misfire grace time "
+                f"of {job.misfire_grace_time} s",
+            )
+            events.append(JobExecutionEvent(EVENT_JOB_MISSED, job.id, job._jobstore_alias, run_time))
+            continue
+        close_old_connections()
+        execution = recorder.start(job.id, run_time)
+        if execution is None:
+            continue
+        outcome = call(job)
+        recorder.finish(execution, outcome)
+        close_old_connections()
+        code = EVENT_JOB_EXECUTED if outcome.status == Execution.Status.SUCCEEDED else EVENT_JOB_ERROR
+        events.append(JobExecutionEvent(code, job.id, job._jobstore_alias, run_time))
+    return events
+
+
+def call(job: Job) -> Outcome:
+    """Call the job's function (awaiting it if it is a coroutine function) and time it."""
+    started_at = timezone.now()
+    clock = time.perf_counter()
+    logger.info("Running job %s", job.id)
+    try:
+        function: Any = job.func
+        if inspect.iscoroutinefunction(function):
+            function = async_to_sync(function)
+        function(*job.args, **job.kwargs)
+    # The job's own failure, whatever it is, becomes its recorded outcome.
+    except BaseException as exc:
+        duration = time.perf_counter() - clock
+        message, formatted = describe_exception(exc)
+        logger.error("Job %s failed after %.3f s: %s", job.id, duration, message)
+        return Outcome(Execution.Status.FAILED, started_at, timezone.now(), duration, message, formatted)
+    duration = time.perf_counter() - clock
+    logger.info("Job %s succeeded in %.3f s", job.id, duration)
+    return Outcome(Execution.Status.SUCCEEDED, started_at, timezone.now(), duration)

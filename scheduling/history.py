@@ -1,0 +1,187 @@
+"""Execution history: one row per fire, written "running" before the job starts, finished after.
+
+Writes are retried while the database is unreachable, because the outcome of a run exists only
+in memory until it is on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TypeVar
+
+from django.db import IntegrityError, InterfaceError, OperationalError, close_old_connections, transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from scheduling.conf import settings
+from scheduling.models import Execution, SchedulerInstance
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+WRITE_RETRY_FOR = 300.0  # seconds a history write keeps being retried while the database is away
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str
+    started_at: datetime
+    finished_at: datetime
+    duration: float
+    exception: str = ""
+    traceback: str = ""
+
+
+def describe_exception(exc: BaseException) -> tuple[str, str]:
+    """The exception as "module.Class: message" and its full traceback, final line included."""
+    cls = type(exc)
+    name = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    return f"{name}: {exc}", "".join(traceback.format_exception(exc))
+
+
+def retrying(write: Callable[[], T], what: str, retry_for: float = WRITE_RETRY_FOR) -> T:
+    """Run a database write, retrying with backoff while the database is unreachable.
+
+    The write must be idempotent or fail cleanly (an insert guarded by a unique constraint, an
+    update conditioned on the current status), since an error may come after it took effect.
+    """
+    deadline = time.monotonic() + retry_for
+    delay = 0.2
+    while True:
+        try:
+            return write()
+        # Connection trouble only: other errors would fail the same way on every attempt.
+        except (OperationalError, InterfaceError) as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            logger.warning("Could not %s (%s); retrying in %.1f s", what, exc, delay)
+            close_old_connections()
+            time.sleep(delay)
+            delay = min(delay * 2, settings.DATABASE_RETRY_MAX)
+
+
+class Recorder:
+    """Writes the history of one scheduler process."""
+
+    def __init__(self, instance: SchedulerInstance | None = None) -> None:
+        self.instance = instance
+        self.hostname = instance.hostname if instance else socket.gethostname()
+        self.pid = instance.pid if instance else os.getpid()
+
+    def start(self, job_id: str, scheduled_at: datetime) -> Execution | None:
+        """Record a run as started; None if this fire already has an execution."""
+
+        def insert() -> Execution:
+            with transaction.atomic():
+                return Execution.objects.create(
+                    job_id=job_id,
+                    status=Execution.Status.RUNNING,
+                    scheduled_at=scheduled_at,
+                    started_at=timezone.now(),
+                    hostname=self.hostname,
+                    pid=self.pid,
+                    instance=self.instance,
+                )
+
+        try:
+            return retrying(insert, f"record the start of job {job_id}")
+        except IntegrityError:
+            logger.warning(
+                "Job %s already has an execution for %s; not running it again", job_id, scheduled_at
+            )
+            return None
+
+    def finish(self, execution: Execution, outcome: Outcome) -> None:
+        def update() -> int:
+            # Conditioned on "running" so a run recorded as interrupted at shutdown stays so.
+            return Execution.objects.filter(pk=execution.pk, status=Execution.Status.RUNNING).update(
+                status=outcome.status,
+                started_at=outcome.started_at,
+                finished_at=outcome.finished_at,
+                duration=outcome.duration,
+                exception=outcome.exception,
+                traceback=outcome.traceback,
+            )
+
+        retrying(update, f"record the outcome of job {execution.job_id}")
+
+    def record(self, job_id: str, scheduled_times: Iterable[datetime], status: str, message: str) -> None:
+        """Record fires that did not run (missed, skipped), one row each."""
+        now = timezone.now()
+        rows = [
+            Execution(
+                job_id=job_id,
+                status=status,
+                scheduled_at=scheduled_at,
+                finished_at=now,
+                exception=message,
+                hostname=self.hostname,
+                pid=self.pid,
+                instance=self.instance,
+            )
+            for scheduled_at in scheduled_times
+        ]
+        retrying(
+            lambda: Execution.objects.bulk_create(rows, ignore_conflicts=True),
+            f"record {status} runs of job {job_id}",
+        )
+
+    def interrupt_own_runs(self, reason: str) -> int:
+        """Mark this process's runs that are still going as interrupted."""
+        return mark_interrupted(Execution.objects.filter(instance=self.instance), reason)
+
+
+def mark_interrupted(executions: QuerySet[Execution], reason: str) -> int:
+    return executions.filter(status=Execution.Status.RUNNING).update(
+        status=Execution.Status.INTERRUPTED, finished_at=timezone.now(), exception=reason
+    )
+
+
+def recover_interrupted() -> int:
+    """Mark runs left "running" by schedulers that are gone as interrupted."""
+    alive = [
+        instance.pk
+        for instance in SchedulerInstance.objects.alive()
+        if instance.hostname != socket.gethostname() or _pid_alive(instance.pid)
+    ]
+    orphans = Execution.objects.exclude(instance__in=alive)
+    count = mark_interrupted(orphans, "Interrupted: the scheduler running it stopped without finishing it")
+    if count:
+        logger.warning("Marked %d run(s) left running by a stopped scheduler as interrupted", count)
+    return count
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def prune(older_than: timedelta | None = None, batch_size: int | None = None) -> int:
+    """Delete finished history older than the retention, in batches; returns rows deleted."""
+    cutoff = timezone.now() - (older_than or settings.HISTORY_RETENTION)
+    batch_size = batch_size or settings.PRUNE_BATCH_SIZE
+    old = Execution.objects.filter(scheduled_at__lt=cutoff).exclude(status=Execution.Status.RUNNING)
+    deleted = 0
+    while True:
+        # Materialised ids: MySQL cannot DELETE ... WHERE id IN (SELECT ... LIMIT n).
+        ids = list(old.order_by().values_list("pk", flat=True)[:batch_size])
+        if not ids:
+            break
+        deleted += Execution.objects.filter(pk__in=ids).delete()[0]
+    SchedulerInstance.objects.filter(stopped_at__lt=cutoff).delete()
+    if deleted:
+        logger.info("Pruned %d execution(s) older than %s", deleted, cutoff.isoformat())
+    return deleted

@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from types import FrameType
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from scheduling.conf import settings
+from scheduling.runner import Runner, SchedulerStartError
+from scheduling.schedules import format_local
+
+VERBOSITY_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG, 3: logging.DEBUG}
+SUMMARY_LIMIT = 50
+
+
+def non_negative_seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if seconds < 0:
+        raise argparse.ArgumentTypeError(f"{value!r} must be 0 or more seconds")
+    return seconds
+
+
+def positive_int(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} must be a whole number >= 1")
+    return int(value)
+
+
+class Command(BaseCommand):
+    help = "Run scheduled jobs until stopped with SIGINT or SIGTERM."
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--shutdown-timeout",
+            type=non_negative_seconds,
+            default=None,
+            help="Seconds to wait for running jobs when stopping (default: SCHEDULING_SHUTDOWN_TIMEOUT, "
+            f"{settings.SHUTDOWN_TIMEOUT:g}). Runs still going after it are recorded as interrupted.",
+        )
+        parser.add_argument(
+            "--threads",
+            type=positive_int,
+            default=None,
+            help=f"Jobs that may run at once (default: SCHEDULING_THREADS, {settings.THREADS}).",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        self._configure_logging(options["verbosity"])
+        runner = Runner(threads=options["threads"])
+        try:
+            runner.start()
+        except SchedulerStartError as exc:
+            raise CommandError(str(exc)) from None
+        if options["verbosity"]:
+            self._print_summary(runner)
+
+        stop = threading.Event()
+
+        def request_stop(signum: int, frame: FrameType | None) -> None:
+            stop.set()
+
+        signal.signal(signal.SIGINT, request_stop)
+        signal.signal(signal.SIGTERM, request_stop)
+        stop.wait()
+        interrupted = runner.stop(options["shutdown_timeout"])
+        if interrupted:
+            # Job threads that are still running would keep the interpreter alive; their runs
+            # are already recorded as interrupted.
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
+
+    def _configure_logging(self, verbosity: int) -> None:
+        logger = logging.getLogger("scheduling")
+        logger.setLevel(VERBOSITY_LEVELS.get(verbosity, logging.INFO))
+        if not logger.handlers and not logging.getLogger().handlers:
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+            logger.addHandler(handler)
+
+    def _print_summary(self, runner: Runner) -> None:
+        jobs = runner.jobs()
+        self.stdout.write(
+            f"Scheduler {runner.instance} running {len(jobs)} job(s). Stop with Ctrl-C or SIGTERM.",
+            self.style.SUCCESS,
+        )
+        width = max([len(job.id) for job in jobs[:SUMMARY_LIMIT]] + [6])
+        for job in jobs[:SUMMARY_LIMIT]:
+            next_run = format_local(job.next_run)
+            self.stdout.write(f"  {job.id:<{width}}  {job.schedule:<40}  next: {next_run:<25}  {job.state}")
+        if len(jobs) > SUMMARY_LIMIT:
+            self.stdout.write(f"  … and {len(jobs) - SUMMARY_LIMIT} more (see the admin)")

@@ -1,0 +1,148 @@
+"""Our tables beside django_apscheduler's ``DjangoJob`` (which keeps the pickled APScheduler jobs).
+
+Neither table has a foreign key to ``DjangoJob``: a job's history and our knowledge of where it
+came from must survive the job row (a finished one-off job is removed by APScheduler; an operator
+may delete a job), where django_apscheduler's cascade would take the history with it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from django.db import models
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from scheduling.conf import settings
+
+
+class ScheduledJob(models.Model):
+    """Where a stored job comes from and how it stands against its declaration in code."""
+
+    class Source(models.TextChoices):
+        CODE = "code", _("Declared in code")
+        EXTERNAL = "external", _("Added outside the code")
+
+    id = models.CharField(_("job id"), max_length=255, primary_key=True)
+    source = models.CharField(_("source"), max_length=16, choices=Source.choices)
+    func_ref = models.CharField(_("function"), max_length=255, blank=True)
+    name = models.CharField(_("name"), max_length=255, blank=True)
+    declaration = models.JSONField(
+        _("declaration"), null=True, blank=True, help_text=_("What the code declares; used to reset the job.")
+    )
+    declared_fingerprint = models.CharField(max_length=64, blank=True)
+    stored_fingerprint = models.CharField(
+        max_length=64, blank=True, help_text=_("What the last sync wrote, to notice changes made since.")
+    )
+    overridden_at = models.DateTimeField(
+        _("schedule overridden at"),
+        null=True,
+        blank=True,
+        help_text=_("Changed outside the code; kept until reset."),
+    )
+    undeclared_at = models.DateTimeField(_("removed from code at"), null=True, blank=True)
+    paused_by_sync = models.BooleanField(
+        default=False, help_text=_("Paused because the code no longer declares it; resumed if it returns.")
+    )
+    import_error = models.TextField(_("import error"), blank=True)
+    import_error_at = models.DateTimeField(_("broken since"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("scheduled job")
+        verbose_name_plural = _("scheduled jobs")
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.name or self.id
+
+    @property
+    def is_broken(self) -> bool:
+        return bool(self.import_error)
+
+
+class SchedulerInstanceQuerySet(models.QuerySet["SchedulerInstance"]):
+    def alive(self) -> SchedulerInstanceQuerySet:
+        """Schedulers that have not stopped and have beaten recently enough."""
+        cutoff = timezone.now() - timedelta(seconds=settings.HEARTBEAT_TIMEOUT)
+        return self.filter(stopped_at__isnull=True, last_beat__gte=cutoff)
+
+
+class SchedulerInstance(models.Model):
+    """One ``runscheduler`` process, with its heartbeat, so other processes can tell it is alive."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    hostname = models.CharField(_("host"), max_length=255)
+    pid = models.PositiveIntegerField(_("process id"))
+    started_at = models.DateTimeField(_("running since"), default=timezone.now)
+    last_beat = models.DateTimeField(_("last heartbeat"), default=timezone.now, db_index=True)
+    stopped_at = models.DateTimeField(_("stopped at"), null=True, blank=True)
+
+    objects = SchedulerInstanceQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("scheduler")
+        verbose_name_plural = _("schedulers")
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"{self.hostname}:{self.pid}"
+
+
+class Execution(models.Model):
+    """One fire of one job: exactly one row per job and scheduled time."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running", _("Running")
+        SUCCEEDED = "succeeded", _("Succeeded")
+        FAILED = "failed", _("Failed")
+        MISSED = "missed", _("Missed")
+        SKIPPED = "skipped", _("Skipped: max instances reached")
+        INTERRUPTED = "interrupted", _("Interrupted")
+
+    class Origin(models.TextChoices):
+        SCHEDULE = "schedule", _("Schedule")
+        MANUAL = "manual", _("Manual request")
+        IMPORTED = "imported", _("Imported from django-apscheduler")
+
+    id = models.BigAutoField(primary_key=True)
+    job_id = models.CharField(_("job id"), max_length=255)
+    status = models.CharField(_("status"), max_length=16, choices=Status.choices)
+    origin = models.CharField(_("started by"), max_length=16, choices=Origin.choices, default=Origin.SCHEDULE)
+    requested_by = models.CharField(_("requested by"), max_length=150, blank=True)
+    scheduled_at = models.DateTimeField(_("scheduled for"))
+    started_at = models.DateTimeField(_("started at"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+    duration = models.FloatField(_("duration (s)"), null=True, blank=True, help_text=_("Of the run itself."))
+    exception = models.TextField(_("exception"), blank=True)
+    traceback = models.TextField(_("traceback"), blank=True)
+    hostname = models.CharField(_("host"), max_length=255, blank=True)
+    pid = models.PositiveIntegerField(_("process id"), null=True, blank=True)
+    instance = models.ForeignKey(
+        SchedulerInstance,
+        verbose_name=_("scheduler"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="executions",
+    )
+
+    class Meta:
+        verbose_name = _("execution")
+        verbose_name_plural = _("executions")
+        ordering = ["-scheduled_at"]
+        constraints = [
+            # The database, not timing, guarantees one execution per job and fire time.
+            models.UniqueConstraint(
+                fields=["job_id", "scheduled_at"], name="scheduling_one_execution_per_fire"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["scheduled_at"], name="scheduling_exec_sched_idx"),
+            models.Index(fields=["status"], name="scheduling_exec_status_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job_id} @ {self.scheduled_at:%Y-%m-%d %H:%M:%S} ({self.status})"

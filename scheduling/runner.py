@@ -1,0 +1,237 @@
+"""The scheduler service: start-up checks, sync, the scheduling loop, heartbeat and shutdown.
+
+Drivable from tests without a subprocess: ``Runner().start()`` ... ``runner.stop()``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobSubmissionEvent
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import STATE_PAUSED, STATE_STOPPED
+from django.db import DatabaseError, connections
+from django.db.migrations.executor import MigrationExecutor
+from django.utils import timezone
+
+from scheduling import declarations, history
+from scheduling.conf import settings
+from scheduling.executors import RecordingThreadPoolExecutor
+from scheduling.models import Execution, ScheduledJob, SchedulerInstance
+from scheduling.schedules import describe
+from scheduling.store import JobStore
+from scheduling.sync import SyncReport, sync
+
+logger = logging.getLogger(__name__)
+
+MAX_SLEEP = 3600.0  # seconds; the poll catches anything earlier
+
+
+class SchedulerStartError(Exception):
+    """The scheduler cannot start; the message says why and what to do."""
+
+
+def check_database(alias: str = "default") -> None:
+    """Fail clearly when the database is unreachable or not fully migrated."""
+    connection = connections[alias]
+    where = f"{connection.vendor} database {connection.settings_dict.get('NAME')!s}"
+    host = connection.settings_dict.get("HOST")
+    if host:
+        where += f" on {host}:{connection.settings_dict.get('PORT') or 'default port'}"
+    try:
+        connection.ensure_connection()
+        executor = MigrationExecutor(connection)
+        plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    except DatabaseError as exc:
+        raise SchedulerStartError(f"Cannot reach the {where}: {exc}".strip()) from exc
+    if plan:
+        pending = ", ".join(f"{migration.app_label}.{migration.name}" for migration, _ in plan)
+        raise SchedulerStartError(
+            f"The {where} has {len(plan)} unapplied migration(s): {pending}. Run 'manage.py migrate' first."
+        )
+
+
+def drop_broken_connections() -> None:
+    """Close this thread's connections that failed, so the next query reconnects."""
+    for connection in connections.all(initialized_only=True):
+        if connection.connection is not None and connection.errors_occurred and not connection.is_usable():
+            connection.close()
+
+
+class Scheduler(BackgroundScheduler):
+    """A BackgroundScheduler whose loop also notices changes made by other processes.
+
+    Stock APScheduler sleeps until its own next wake-up, so a job added, resumed or rescheduled
+    elsewhere waits until then (or is found late and dropped). Every ``poll_interval`` this loop
+    asks the store for its earliest next run time (one indexed query) and wakes up early if it
+    moved earlier. Database errors anywhere in the loop are logged and retried with backoff; in
+    stock APScheduler an error in ``update_job`` ends the loop for good.
+    """
+
+    def __init__(
+        self, *, poll_interval: float, on_tick: Callable[[], None] | None = None, **options: Any
+    ) -> None:
+        super().__init__(**options)
+        self.poll_interval = poll_interval
+        self.on_tick = on_tick
+
+    def _main_loop(self) -> None:
+        next_wakeup: datetime | None = None  # None: look for due jobs now
+        failures = 0
+        while self.state != STATE_STOPPED:
+            if next_wakeup is not None:
+                # While the database is failing, wait out the backoff instead of polling it.
+                cap = MAX_SLEEP if failures else self.poll_interval
+                wait = min((next_wakeup - self._now()).total_seconds(), cap)
+                if self._event.wait(max(wait, 0)):
+                    next_wakeup = None
+                self._event.clear()
+                if self.state == STATE_STOPPED:
+                    break
+            try:
+                next_wakeup = self._tick(next_wakeup)
+            except DatabaseError as exc:
+                failures += 1
+                delay = min(0.5 * 2**failures, settings.DATABASE_RETRY_MAX)
+                (logger.warning if failures == 1 else logger.debug)(
+                    "Database error in the scheduler loop (%s); retrying in %.1f s", exc, delay
+                )
+                drop_broken_connections()
+                next_wakeup = self._now() + timedelta(seconds=delay)
+                continue
+            # The loop must outlive any surprise (e.g. a job deleted by another process between
+            # reading and updating it); the next pass starts from fresh database state.
+            except Exception:
+                failures += 1
+                logger.exception("Unexpected error in the scheduler loop; retrying in 1 s")
+                next_wakeup = self._now() + timedelta(seconds=1)
+                continue
+            if failures:
+                logger.info("The scheduler loop recovered after %d failed attempt(s)", failures)
+                failures = 0
+
+    def _tick(self, next_wakeup: datetime | None) -> datetime:
+        drop_broken_connections()
+        if self.on_tick is not None:
+            self.on_tick()
+        if self.state == STATE_PAUSED or not self._due(next_wakeup):
+            return next_wakeup or self._now() + timedelta(seconds=self.poll_interval)
+        wait_seconds = self._process_jobs()
+        return self._now() + timedelta(
+            seconds=MAX_SLEEP if wait_seconds is None else min(wait_seconds, MAX_SLEEP)
+        )
+
+    def _due(self, next_wakeup: datetime | None) -> bool:
+        if next_wakeup is None or self._now() >= next_wakeup:
+            return True
+        earliest = self._jobstores["default"].get_next_run_time()
+        return earliest is not None and earliest < next_wakeup
+
+    def _now(self) -> datetime:
+        return datetime.now(self.timezone)
+
+
+@dataclass
+class JobSummary:
+    id: str
+    name: str
+    schedule: str
+    next_run: datetime | None
+    state: str
+
+
+class Runner:
+    """One scheduler process: owns the store, the executor, the loop and the heartbeat."""
+
+    def __init__(self, *, threads: int | None = None, poll_interval: float | None = None) -> None:
+        self.threads = threads or settings.THREADS
+        self.poll_interval = poll_interval or settings.POLL_INTERVAL
+        self.started = False
+        self.sync_report = SyncReport()
+        self._last_beat = 0.0
+
+    def start(self) -> None:
+        check_database()
+        self.instance = SchedulerInstance.objects.create(hostname=socket.gethostname(), pid=os.getpid())
+        self._last_beat = time.monotonic()
+        history.recover_interrupted()
+        recorder = history.Recorder(self.instance)
+        self.executor = RecordingThreadPoolExecutor(recorder, max_workers=self.threads)
+        store = JobStore()
+        self.scheduler = Scheduler(
+            poll_interval=self.poll_interval,
+            on_tick=self._beat_if_due,
+            jobstores={"default": store},
+            executors={"default": self.executor},
+            timezone=timezone.get_default_timezone(),
+            jobstore_retry_interval=settings.DATABASE_RETRY_MAX,
+        )
+        self.scheduler.add_listener(
+            lambda event: self._record_skipped(recorder, event), EVENT_JOB_MAX_INSTANCES
+        )
+        # Started paused so the store is attached (sync needs it) before anything runs.
+        self.scheduler.start(paused=True)
+        self.started = True
+        self.sync_report = sync(store, declarations.registry.values())
+        self.scheduler.resume()
+        logger.info("Scheduler %s started with %d declared job(s)", self.instance, len(declarations.registry))
+
+    def stop(self, timeout: float | None = None) -> int:
+        """Stop scheduling, wait up to ``timeout`` s for running jobs; returns runs interrupted."""
+        timeout = settings.SHUTDOWN_TIMEOUT if timeout is None else timeout
+        running = self.executor.running
+        if running:
+            logger.info("Stopping: waiting up to %.0f s for %d running job(s)", timeout, running)
+        self.scheduler.shutdown(wait=False)
+        finished = self.executor.wait(timeout)
+        interrupted = 0
+        if not finished:
+            recorder = history.Recorder(self.instance)
+            interrupted = recorder.interrupt_own_runs(
+                f"Interrupted: the scheduler stopped and did not wait longer than {timeout:g} s"
+            )
+            logger.warning("Stopped with %d run(s) still going; recorded as interrupted", interrupted)
+        SchedulerInstance.objects.filter(pk=self.instance.pk).update(stopped_at=timezone.now())
+        connections.close_all()
+        logger.info("Scheduler %s stopped", self.instance)
+        return interrupted
+
+    def jobs(self) -> list[JobSummary]:
+        """Every stored job with its schedule in words and next run, for the start-up summary."""
+        metas = {meta.id: meta for meta in ScheduledJob.objects.all()}
+        summaries = []
+        for job in self.scheduler.get_jobs():
+            meta = metas.pop(job.id, None)
+            state = "scheduled" if job.next_run_time else "paused"
+            if meta and meta.undeclared_at:
+                state = "paused: no longer declared in code"
+            elif meta and meta.overridden_at:
+                state += ", overridden outside the code"
+            summaries.append(JobSummary(job.id, job.name, describe(job.trigger), job.next_run_time, state))
+        for meta in metas.values():
+            if meta.import_error:
+                summaries.append(JobSummary(meta.id, meta.name, "-", None, f"broken: {meta.import_error}"))
+        return summaries
+
+    def _beat_if_due(self) -> None:
+        if time.monotonic() - self._last_beat < settings.HEARTBEAT_INTERVAL:
+            return
+        SchedulerInstance.objects.filter(pk=self.instance.pk).update(last_beat=timezone.now())
+        self._last_beat = time.monotonic()
+        history.recover_interrupted()
+
+    @staticmethod
+    def _record_skipped(recorder: history.Recorder, event: JobSubmissionEvent) -> None:
+        recorder.record(
+            event.job_id,
+            event.scheduled_run_times,
+            Execution.Status.SKIPPED,
+            "Skipped: the previous run was still going (max_instances reached)",
+        )

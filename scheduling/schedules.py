@@ -1,0 +1,292 @@
+"""Schedules: turning declarations and admin input into APScheduler triggers, and triggers into words.
+
+A schedule *spec* is a small JSON-able dict with exactly one of ``cron``, ``interval`` or ``date``
+and optionally ``timezone`` and ``jitter``. Specs are what the code declares and what the
+database keeps as the declaration, so a job can always be reset to it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import zoneinfo
+from typing import Any
+
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.date import DateTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from cron_descriptor import ExpressionDescriptor, Options
+from django.conf import settings
+from django.utils import timezone
+
+CRON_FIELDS = ("year", "month", "day", "week", "day_of_week", "hour", "minute", "second")
+INTERVAL_UNITS = ("weeks", "days", "hours", "minutes", "seconds")
+KINDS = ("cron", "interval", "date")
+
+CRONTAB_MACROS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+# Crontab counts weekdays from Sunday (0 or 7); APScheduler's day_of_week counts from Monday.
+# Numbers are translated through names so "0 3 * * 0" means Sunday, as every crontab user expects.
+WEEKDAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+APSCHEDULER_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class ScheduleError(ValueError):
+    """A schedule that cannot be built; the message says which part is wrong."""
+
+
+def normalize_spec(
+    *,
+    cron: str | dict[str, Any] | None = None,
+    interval: dt.timedelta | int | float | dict[str, Any] | None = None,
+    date: dt.datetime | str | None = None,
+    timezone_name: str | None = None,
+    jitter: int | None = None,
+) -> dict[str, Any]:
+    """Collect the user's keyword arguments into a JSON-able spec and validate it."""
+    given = {k: v for k, v in (("cron", cron), ("interval", interval), ("date", date)) if v is not None}
+    if len(given) != 1:
+        raise ScheduleError("give exactly one of cron=, interval= or date=")
+    kind, value = next(iter(given.items()))
+    spec: dict[str, Any] = {}
+    if kind == "interval":
+        spec["interval"] = _interval_dict(value)
+    elif kind == "date":
+        spec["date"] = _parse_date(value).isoformat()
+    elif isinstance(value, dict):
+        spec["cron"] = {str(k): str(v) for k, v in value.items()}
+    else:
+        spec["cron"] = str(value).strip()
+    if timezone_name is not None:
+        spec["timezone"] = str(timezone_name)
+    if jitter is not None:
+        spec["jitter"] = jitter
+    build_trigger(spec)
+    return spec
+
+
+def build_trigger(spec: dict[str, Any]) -> BaseTrigger:
+    """Build the APScheduler trigger a spec describes, or raise ScheduleError naming the culprit."""
+    tz = _zone(spec.get("timezone"))
+    jitter = spec.get("jitter")
+    if jitter is not None and (not isinstance(jitter, int) or isinstance(jitter, bool) or jitter < 0):
+        raise ScheduleError(f"jitter must be a whole number of seconds >= 0, not {jitter!r}")
+    if "cron" in spec:
+        cron = spec["cron"]
+        if isinstance(cron, dict):
+            return _cron_from_fields(cron, tz, jitter)
+        return parse_crontab(cron, tz, jitter)
+    if "interval" in spec:
+        interval = _interval_dict(spec["interval"])
+        return IntervalTrigger(**interval, timezone=tz, jitter=jitter)
+    if "date" in spec:
+        return DateTrigger(run_date=_parse_date(spec["date"]), timezone=tz)
+    raise ScheduleError(f"a schedule needs one of {', '.join(KINDS)}; got {sorted(spec)}")
+
+
+def parse_crontab(expression: str, tz: dt.tzinfo, jitter: int | None = None) -> CronTrigger:
+    """A 5-field crontab line (or @daily and friends) with crontab's meaning of weekday numbers."""
+    line = CRONTAB_MACROS.get(expression.strip().lower(), expression)
+    parts = line.split()
+    if len(parts) != 5:
+        raise ScheduleError(
+            f"cron expression {expression!r} must have 5 fields (minute hour day month weekday), "
+            f"it has {len(parts)}; use cron={{'second': ...}} for APScheduler's fields"
+        )
+    minute, hour, day, month, weekday = parts
+    fields = {
+        "minute": minute,
+        "hour": hour,
+        "day": day,
+        "month": month,
+        "day_of_week": _crontab_weekdays(weekday, expression),
+    }
+    try:
+        return CronTrigger(**fields, timezone=tz, jitter=jitter)
+    except ValueError as exc:
+        raise ScheduleError(f"invalid cron expression {expression!r}: {exc}") from None
+
+
+def _cron_from_fields(fields: dict[str, Any], tz: dt.tzinfo, jitter: int | None) -> CronTrigger:
+    unknown = sorted(set(fields) - set(CRON_FIELDS) - {"start_date", "end_date"})
+    if unknown:
+        raise ScheduleError(
+            f"unknown cron option {', '.join(map(repr, unknown))}; "
+            f"known: {', '.join(CRON_FIELDS)}, start_date, end_date"
+        )
+    try:
+        return CronTrigger(**fields, timezone=tz, jitter=jitter)
+    except ValueError as exc:
+        raise ScheduleError(f"invalid cron fields {fields!r}: {exc}") from None
+
+
+def _crontab_weekdays(field: str, expression: str) -> str:
+    if field == "*":
+        return "*"
+    days: set[int] = set()
+    for part in field.lower().split(","):
+        days.update(_crontab_weekday_part(part, expression))
+    return ",".join(day for day in APSCHEDULER_WEEKDAYS if WEEKDAY_NAMES.index(day) in days)
+
+
+def _crontab_weekday_part(part: str, expression: str) -> set[int]:
+    match = re.fullmatch(r"(\*|\w+)(?:-(\w+))?(?:/(\d+))?", part)
+    if not match:
+        raise ScheduleError(f"invalid weekday field {part!r} in cron expression {expression!r}")
+    first, last, step = match.groups()
+    if first == "*":
+        start, end = 0, 6
+    else:
+        start = _weekday_number(first, expression)
+        end = _weekday_number(last, expression) if last else (6 if step else start)
+    if end == 0 and last:
+        end = 7  # "5-7" and "fri-sun" run up to Sunday
+    if start > end:
+        raise ScheduleError(f"weekday range {part!r} runs backwards in cron expression {expression!r}")
+    return {day % 7 for day in range(start, end + 1, int(step or 1))}
+
+
+def _weekday_number(token: str, expression: str) -> int:
+    if token.isdigit() and int(token) <= 7:
+        return int(token)
+    if token in WEEKDAY_NAMES:
+        return WEEKDAY_NAMES.index(token)
+    raise ScheduleError(f"invalid weekday {token!r} in cron expression {expression!r} (use 0-7 or sun-sat)")
+
+
+def _interval_dict(value: Any) -> dict[str, int | float]:
+    if isinstance(value, dt.timedelta):
+        value = {"seconds": value.total_seconds()}
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = {"seconds": value}
+    if not isinstance(value, dict):
+        raise ScheduleError(f"interval must be a timedelta, seconds or a dict of units, not {value!r}")
+    unknown = sorted(set(value) - set(INTERVAL_UNITS))
+    if unknown:
+        raise ScheduleError(
+            f"unknown interval option {', '.join(map(repr, unknown))}; known: {', '.join(INTERVAL_UNITS)}"
+        )
+    for unit, amount in value.items():
+        if not isinstance(amount, (int, float)) or isinstance(amount, bool) or amount < 0:
+            raise ScheduleError(f"interval {unit} must be a number >= 0, not {amount!r}")
+    seconds = dt.timedelta(**value).total_seconds()
+    if seconds <= 0:
+        raise ScheduleError("interval must be longer than zero")
+    return _split_seconds(seconds)
+
+
+def _split_seconds(seconds: float) -> dict[str, int | float]:
+    """Express an interval in the largest whole units, so the stored spec reads naturally."""
+    parts: dict[str, int | float] = {}
+    for unit, size in (("weeks", 604800), ("days", 86400), ("hours", 3600), ("minutes", 60)):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts[unit] = int(count)
+    if seconds:
+        parts["seconds"] = int(seconds) if float(seconds).is_integer() else seconds
+    return parts
+
+
+def _parse_date(value: Any) -> dt.datetime:
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise ScheduleError(f"date {value!r} is not an ISO 8601 date and time") from None
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        value = dt.datetime.combine(value, dt.time())
+    if not isinstance(value, dt.datetime):
+        raise ScheduleError(f"date must be a datetime or ISO 8601 string, not {value!r}")
+    if timezone.is_naive(value):
+        value = timezone.make_aware(value, timezone.get_default_timezone())
+    return value
+
+
+def _zone(name: str | None) -> dt.tzinfo:
+    if name is None:
+        return zoneinfo.ZoneInfo(settings.TIME_ZONE or "UTC")
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ScheduleError(f"unknown timezone {name!r}") from None
+
+
+def describe(trigger: BaseTrigger) -> str:
+    """The trigger in words: "At 03:00, every day", "Every 5 minutes", "Once, at …"."""
+    if isinstance(trigger, CronTrigger):
+        text = _describe_cron(trigger)
+    elif isinstance(trigger, IntervalTrigger):
+        text = "Every " + _describe_seconds(trigger.interval.total_seconds())
+    elif isinstance(trigger, DateTrigger):
+        return "Once, at " + format_local(trigger.run_date)
+    else:
+        return str(trigger)
+    if str(getattr(trigger, "timezone", "")) not in ("", settings.TIME_ZONE):
+        text += f" ({trigger.timezone})"
+    if getattr(trigger, "jitter", None):
+        text += f", up to {trigger.jitter} s late on purpose (jitter)"
+    return text
+
+
+def _describe_cron(trigger: CronTrigger) -> str:
+    fields = {field.name: field for field in trigger.fields}
+    if not (fields["year"].is_default and fields["week"].is_default):
+        return "Cron: " + str(trigger)[5:-1]
+    weekdays = _cron_weekdays(fields["day_of_week"])
+    if weekdays is None:
+        return "Cron: " + str(trigger)[5:-1]
+    parts = [str(fields[name]) for name in ("minute", "hour", "day", "month")] + [weekdays]
+    if str(fields["second"]) != "0":
+        parts.insert(0, str(fields["second"]))
+    options = Options()
+    options.use_24hour_time_format = True
+    try:
+        text = ExpressionDescriptor(" ".join(parts), options).get_description()
+    except Exception:  # cron-descriptor raises its own and plain errors for what it cannot phrase
+        return "Cron: " + str(trigger)[5:-1]
+    if text.startswith("At ") and parts[-3:] == ["*", "*", "*"]:
+        text += ", every day"
+    return text
+
+
+def _cron_weekdays(field: Any) -> str | None:
+    """APScheduler's weekday field as crontab names, or None if it has no crontab form."""
+    if field.is_default:
+        return "*"
+    monday = dt.datetime(2024, 1, 1)
+    matching = []
+    for offset in range(7):
+        day = monday + dt.timedelta(days=offset)
+        if field.get_next_value(day) == offset:
+            matching.append(offset)
+    if not matching:
+        return None
+    if len(matching) == 7:
+        return "*"
+    names = [APSCHEDULER_WEEKDAYS[i].upper() for i in matching]
+    if len(matching) >= 3 and matching == list(range(matching[0], matching[-1] + 1)):
+        return f"{names[0]}-{names[-1]}"
+    return ",".join(names)
+
+
+def _describe_seconds(seconds: float) -> str:
+    parts = _split_seconds(seconds)
+    if len(parts) == 1:
+        unit, count = next(iter(parts.items()))
+        return unit[:-1] if count == 1 else f"{count:g} {unit}"
+    return " ".join(f"{count:g} {unit[:-1] if count == 1 else unit}" for unit, count in parts.items())
+
+
+def format_local(moment: dt.datetime | None) -> str:
+    """A moment in the site's time zone, as operators read it: 2026-11-23 14:05:00 CET."""
+    if moment is None:
+        return "-"
+    return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M:%S %Z")

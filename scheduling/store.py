@@ -1,0 +1,96 @@
+"""The job store: django_apscheduler's ``DjangoJobStore``, made to keep what it cannot load.
+
+The stock store deletes every job it cannot unpickle or import, and its history with it. Ours
+flags such a job as broken (with the import error) and leaves it alone until the code returns.
+Broken jobs are also left out of the due-job and next-run queries; otherwise their past
+``next_run_time`` would make the scheduler wake up again and again.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from datetime import datetime
+from typing import Any
+
+from apscheduler.job import Job
+from apscheduler.jobstores.base import BaseJobStore, JobLookupError
+from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.utils import timezone
+from django_apscheduler.jobstores import DjangoJobStore
+from django_apscheduler.models import DjangoJob
+from django_apscheduler.util import get_apscheduler_datetime, get_django_internal_datetime
+
+from scheduling.models import ScheduledJob
+
+logger = logging.getLogger(__name__)
+
+
+def loadable_jobs() -> QuerySet[DjangoJob]:
+    """Stored jobs not flagged as broken."""
+    broken = ScheduledJob.objects.filter(id=OuterRef("id")).exclude(import_error="")
+    return DjangoJob.objects.filter(~Exists(broken))
+
+
+def unpickle(job_state: bytes | memoryview) -> dict[str, Any]:
+    return pickle.loads(job_state)  # noqa: S301 - the job store is pickled by design (django_apscheduler)
+
+
+def flag_broken(job_id: str, error: BaseException) -> None:
+    """Record that a stored job cannot be loaded; log it the first time only."""
+    message = f"{type(error).__name__}: {error}"
+    meta, _ = ScheduledJob.objects.get_or_create(id=job_id, defaults={"source": ScheduledJob.Source.EXTERNAL})
+    if meta.import_error != message:
+        logger.error("Job %s cannot be loaded and is kept, not run, until it can: %s", job_id, message)
+        meta.import_error = message
+        meta.import_error_at = meta.import_error_at or timezone.now()
+        meta.save(update_fields=["import_error", "import_error_at", "updated_at"])
+
+
+class JobStore(DjangoJobStore):
+    def start(self, scheduler: Any, alias: str) -> None:
+        # Skip DjangoResultStoreMixin.start: its listeners write django_apscheduler's history,
+        # which scheduling.history replaces.
+        BaseJobStore.start(self, scheduler, alias)
+
+    def get_due_jobs(self, now: datetime) -> list[Job]:
+        return self._load(loadable_jobs().filter(next_run_time__lte=get_django_internal_datetime(now)))
+
+    def get_next_run_time(self) -> datetime | None:
+        next_run_time = (
+            loadable_jobs()
+            .filter(next_run_time__isnull=False)
+            .order_by("next_run_time")
+            .values_list("next_run_time", flat=True)
+            .first()
+        )
+        return get_apscheduler_datetime(next_run_time, self._scheduler) if next_run_time else None
+
+    def get_all_jobs(self) -> list[Job]:
+        jobs = self._load(loadable_jobs())
+        self._fix_paused_jobs_sorting(jobs)
+        return jobs
+
+    def update_job(self, job: Job) -> None:
+        # One UPDATE instead of the stock SELECT ... FOR UPDATE + UPDATE: the row count tells
+        # whether the job still exists.
+        updated = DjangoJob.objects.filter(id=job.id).update(
+            next_run_time=get_django_internal_datetime(job.next_run_time),
+            job_state=pickle.dumps(job.__getstate__(), self.pickle_protocol),
+        )
+        if not updated:
+            raise JobLookupError(job.id)
+
+    def _get_jobs(self, **filters: Any) -> list[Job]:
+        return self._load(DjangoJob.objects.filter(Q(**filters)))
+
+    def _load(self, rows: QuerySet[DjangoJob]) -> list[Job]:
+        jobs = []
+        for job_id, job_state in rows.order_by("next_run_time", "id").values_list("id", "job_state"):
+            try:
+                jobs.append(self._reconstitute_job(job_state))
+            # Unpickling imports the job's function and trigger classes: any error means
+            # "cannot load now", never "delete".
+            except Exception as exc:
+                flag_broken(job_id, exc)
+        return jobs

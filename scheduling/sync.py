@@ -1,0 +1,206 @@
+"""Reconcile the jobs declared in code with the job store, at scheduler start.
+
+Rules, in the order a job meets them:
+
+* New in the code, or its declaration changed since the last sync: the code wins; the job is
+  written to the store (a job paused by an operator stays paused).
+* Declaration unchanged but the stored job differs from what the last sync wrote: someone
+  changed it outside the code (admin, shell). The change is kept and flagged as an override
+  until the job is reset to its declaration.
+* Stored, declared by an earlier deploy, no longer in the code: paused and flagged, never deleted.
+  If the declaration comes back unchanged, the job resumes.
+* Stored but cannot be loaded (its function was renamed or removed): flagged with the error,
+  kept, and cleared as soon as it loads again.
+* Declared, unchanged, but no longer stored (an operator deleted it, or a one-off job ran):
+  left alone, so a deploy does not bring back what an operator removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from apscheduler.job import Job
+from django.utils import timezone
+from django_apscheduler.models import DjangoJob
+
+from scheduling.declarations import Declaration
+from scheduling.models import ScheduledJob
+from scheduling.schedules import build_trigger
+from scheduling.store import JobStore, flag_broken
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SyncReport:
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    overridden: list[str] = field(default_factory=list)
+    undeclared: list[str] = field(default_factory=list)
+    broken: list[str] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)
+
+
+def job_fingerprint(job: Job) -> str:
+    """Changes whenever what a stored job runs, or when, changes."""
+    state = {
+        "func": job.func_ref,
+        "trigger": repr(job.trigger),
+        "args": repr(job.args),
+        "kwargs": repr(sorted(job.kwargs.items())),
+        "name": job.name,
+        "max_instances": job.max_instances,
+        "coalesce": job.coalesce,
+        "misfire_grace_time": job.misfire_grace_time,
+        "executor": job.executor,
+    }
+    return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
+
+
+def build_job(declaration: Declaration, store: JobStore, now: datetime, paused: bool = False) -> Job:
+    trigger = build_trigger(declaration.schedule)
+    job = Job(
+        store._scheduler,
+        id=declaration.id,
+        func=declaration.func_ref,
+        trigger=trigger,
+        executor="default",
+        args=declaration.args,
+        kwargs=declaration.kwargs,
+        name=declaration.name,
+        misfire_grace_time=declaration.misfire_grace_time,
+        coalesce=declaration.coalesce,
+        max_instances=declaration.max_instances,
+    )
+    # Assigned, not passed: Job would convert it with its scheduler's timezone, and control
+    # functions run in processes that have no scheduler.
+    job.next_run_time = None if paused else trigger.get_next_fire_time(None, now)
+    job._jobstore_alias = store._alias
+    return job
+
+
+def sync(store: JobStore, declarations: Iterable[Declaration], now: datetime | None = None) -> SyncReport:
+    now = now or timezone.now()
+    report = SyncReport()
+    rows = {row.id: row for row in DjangoJob.objects.all()}
+    metas = {meta.id: meta for meta in ScheduledJob.objects.all()}
+    declared = {declaration.id: declaration for declaration in declarations}
+    for declaration in declared.values():
+        _sync_declared(store, declaration, metas.get(declaration.id), rows.get(declaration.id), now, report)
+    for job_id, row in rows.items():
+        if job_id not in declared:
+            _sync_undeclared(store, metas.get(job_id), row, now, report)
+    gone = [
+        meta.id
+        for meta in metas.values()
+        if meta.source == ScheduledJob.Source.CODE and meta.id not in declared and meta.id not in rows
+    ]
+    ScheduledJob.objects.filter(id__in=gone, undeclared_at__isnull=True).update(undeclared_at=now)
+    return report
+
+
+def _sync_declared(
+    store: JobStore,
+    declaration: Declaration,
+    meta: ScheduledJob | None,
+    row: DjangoJob | None,
+    now: datetime,
+    report: SyncReport,
+) -> None:
+    if (
+        meta is None
+        or meta.source != ScheduledJob.Source.CODE
+        or meta.declared_fingerprint != declaration.fingerprint
+    ):
+        keep_paused = row is not None and row.next_run_time is None and not (meta and meta.paused_by_sync)
+        apply_declaration(store, declaration, row is not None, now, paused=keep_paused)
+        (report.updated if row is not None else report.added).append(declaration.id)
+        return
+    if row is None:
+        return
+    job = _load(store, row, meta, report)
+    if job is None:
+        return
+    changes: dict[str, Any] = {}
+    if meta.undeclared_at:
+        changes["undeclared_at"] = None
+        if meta.paused_by_sync:
+            changes["paused_by_sync"] = False
+            job.next_run_time = job.trigger.get_next_fire_time(None, now)
+            store.update_job(job)
+            logger.info("Job %s is declared again and resumes", job.id)
+    if job_fingerprint(job) != meta.stored_fingerprint and not meta.overridden_at:
+        changes["overridden_at"] = now
+        report.overridden.append(job.id)
+        logger.info("Job %s was changed outside the code; keeping that change until it is reset", job.id)
+    if changes:
+        ScheduledJob.objects.filter(id=meta.id).update(**changes)
+
+
+def _sync_undeclared(
+    store: JobStore, meta: ScheduledJob | None, row: DjangoJob, now: datetime, report: SyncReport
+) -> None:
+    if meta is None:
+        meta = ScheduledJob.objects.create(id=row.id, source=ScheduledJob.Source.EXTERNAL)
+    job = _load(store, row, meta, report)
+    if job is not None and not meta.func_ref:
+        ScheduledJob.objects.filter(id=meta.id).update(func_ref=job.func_ref, name=job.name)
+    if meta.source != ScheduledJob.Source.CODE or meta.undeclared_at:
+        return
+    paused_now = False
+    if job is not None and job.next_run_time is not None:
+        job.next_run_time = None
+        store.update_job(job)
+        paused_now = True
+    ScheduledJob.objects.filter(id=meta.id).update(undeclared_at=now, paused_by_sync=paused_now)
+    report.undeclared.append(row.id)
+    logger.warning("Job %s is no longer declared in the code: paused and kept, not deleted", row.id)
+
+
+def _load(store: JobStore, row: DjangoJob, meta: ScheduledJob, report: SyncReport) -> Job | None:
+    try:
+        job = store._reconstitute_job(row.job_state)
+    # Unpickling imports the job's function: any error means the code cannot run it now.
+    except Exception as exc:
+        flag_broken(row.id, exc)
+        report.broken.append(row.id)
+        return None
+    if meta.import_error:
+        ScheduledJob.objects.filter(id=meta.id).update(import_error="", import_error_at=None)
+        report.repaired.append(row.id)
+        logger.info("Job %s can be loaded again and resumes", row.id)
+    return job
+
+
+def apply_declaration(
+    store: JobStore, declaration: Declaration, exists: bool, now: datetime, paused: bool = False
+) -> Job:
+    """Write the code's declaration of a job to the store and remember it as synced."""
+    job = build_job(declaration, store, now, paused=paused)
+    if exists:
+        store.update_job(job)
+    else:
+        store.add_job(job)
+    ScheduledJob.objects.update_or_create(
+        id=declaration.id,
+        defaults={
+            "source": ScheduledJob.Source.CODE,
+            "func_ref": declaration.func_ref,
+            "name": declaration.name,
+            "declaration": declaration.as_dict(),
+            "declared_fingerprint": declaration.fingerprint,
+            "stored_fingerprint": job_fingerprint(job),
+            "overridden_at": None,
+            "undeclared_at": None,
+            "paused_by_sync": False,
+            "import_error": "",
+            "import_error_at": None,
+        },
+    )
+    return job

@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.db import connection
+
+from scheduling import declarations
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def registry(monkeypatch: pytest.MonkeyPatch) -> dict[str, declarations.Declaration]:
+    """An empty declaration registry for the test, so declarations made in it stay in it."""
+    fresh: dict[str, declarations.Declaration] = {}
+    monkeypatch.setattr(declarations, "registry", fresh)
+    return fresh
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
+    """Poll until ``predicate`` returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s: {predicate}")
+        time.sleep(interval)
+
+
+def subprocess_database_url() -> str:
+    """A DATABASE_URL that points other processes at the test database."""
+    settings = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{settings['NAME']}"
+    scheme = {"postgresql": "postgres", "mysql": "mysql"}[connection.vendor]
+    user = settings.get("USER") or ""
+    password = f":{settings['PASSWORD']}" if settings.get("PASSWORD") else ""
+    return f"{scheme}://{user}{password}@{settings['HOST']}:{settings['PORT']}/{settings['NAME']}"
+
+
+class SchedulerProcess:
+    """A real ``manage.py runscheduler`` process on the test database."""
+
+    def __init__(self, modules: str, env: dict[str, str], args: list[str], log: Path) -> None:
+        self.log = log
+        full_env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "DATABASE_URL": subprocess_database_url(),
+            "SCHEDULING_TEST_MODULES": modules,
+            "PYTHONUNBUFFERED": "1",
+            **env,
+        }
+        self.popen = subprocess.Popen(
+            [sys.executable, "manage.py", "runscheduler", *args],
+            cwd=ROOT,
+            env=full_env,
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+        )
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def wait_started(self, timeout: float = 20.0) -> None:
+        wait_for(lambda: "running" in self.output() or self.popen.poll() is not None, timeout)
+        assert self.popen.poll() is None, self.output()
+
+    def signal(self, signum: int) -> None:
+        self.popen.send_signal(signum)
+
+    def wait(self, timeout: float = 30.0) -> int:
+        return self.popen.wait(timeout)
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGKILL)
+            self.popen.wait(10)
+
+
+@pytest.fixture
+def scheduler_process(tmp_path: Path, transactional_db: None) -> Iterator[Callable[..., SchedulerProcess]]:
+    started: list[SchedulerProcess] = []
+
+    def start(
+        modules: str = "", env: dict[str, str] | None = None, args: list[str] | None = None
+    ) -> SchedulerProcess:
+        process = SchedulerProcess(modules, env or {}, args or [], tmp_path / f"scheduler-{len(started)}.log")
+        started.append(process)
+        process.wait_started()
+        return process
+
+    yield start
+    for process in started:
+        process.stop()

@@ -1,0 +1,6 @@
+"""An hourly job: a runscheduler process running it sleeps until something changes."""
+
+from scheduling import job
+from tests import jobs
+
+job(interval={"hours": 1}, id="proc.hourly")(jobs.succeed)

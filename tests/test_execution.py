@@ -1,0 +1,158 @@
+from __future__ import annotations
+
+import importlib
+import os
+import socket
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from apscheduler.job import Job
+from apscheduler.triggers.interval import IntervalTrigger
+from django.apps import apps
+from django.utils import timezone
+from django_apscheduler.models import DjangoJob, DjangoJobExecution
+
+from scheduling import history
+from scheduling.executors import run_job
+from scheduling.models import Execution, SchedulerInstance
+from tests import jobs
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def make_job(func: object, *args: object, grace: int | None = 60) -> Job:
+    job = Job(
+        None,
+        id="job",
+        func=func,
+        trigger=IntervalTrigger(minutes=1),
+        executor="default",
+        args=args,
+        kwargs={},
+        name="job",
+        misfire_grace_time=grace,
+        coalesce=True,
+        max_instances=1,
+    )
+    job.next_run_time = None
+    return job
+
+
+def test_a_successful_run_records_start_finish_duration_and_where_it_ran() -> None:
+    scheduled = datetime.now(UTC) - timedelta(seconds=2)
+
+    run_job(make_job(jobs.sleep, 0.2), [scheduled], history.Recorder())
+
+    execution = Execution.objects.get()
+    assert execution.status == Execution.Status.SUCCEEDED
+    assert execution.scheduled_at == scheduled
+    assert execution.started_at >= scheduled + timedelta(seconds=2)
+    assert 0.2 <= execution.duration < 1.5, "duration of the run itself, not since the scheduled time"
+    assert execution.finished_at >= execution.started_at + timedelta(seconds=0.2)
+    assert (execution.hostname, execution.pid) == (socket.gethostname(), os.getpid())
+    assert execution.origin == Execution.Origin.SCHEDULE
+
+
+def test_a_failed_run_records_the_exception_and_the_full_traceback() -> None:
+    run_job(make_job(jobs.fail), [datetime.now(UTC)], history.Recorder())
+
+    execution = Execution.objects.get()
+    assert execution.status == Execution.Status.FAILED
+    assert execution.exception == "ValueError: this job fails on purpose"
+    assert 'in fail\n    raise ValueError("this job fails on purpose")' in execution.traceback
+    assert execution.traceback.rstrip().endswith("ValueError: this job fails on purpose")
+
+
+def test_async_jobs_are_awaited_to_completion() -> None:
+    jobs.calls.clear()
+
+    run_job(make_job(jobs.async_job), [datetime.now(UTC)], history.Recorder())
+
+    assert jobs.calls == ["async_job"]
+    assert Execution.objects.get().status == Execution.Status.SUCCEEDED
+
+
+def test_a_run_later_than_its_grace_time_is_recorded_as_missed_and_not_run() -> None:
+    jobs.calls.clear()
+    late = datetime.now(UTC) - timedelta(seconds=30)
+
+    run_job(make_job(jobs.succeed, grace=10), [late], history.Recorder())
+
+    assert jobs.calls == []
+    execution = Execution.objects.get()
+    assert execution.status == Execution.Status.MISSED
+    assert "after its misfire grace time of 10 s" in execution.exception
+
+
+def test_a_fire_that_already_has_an_execution_is_not_run_again() -> None:
+    jobs.calls.clear()
+    scheduled = datetime.now(UTC)
+    run_job(make_job(jobs.succeed), [scheduled], history.Recorder())
+    run_job(make_job(jobs.succeed), [scheduled], history.Recorder())
+
+    assert jobs.calls == ["succeed"]
+    assert Execution.objects.count() == 1
+
+
+def test_runs_left_running_by_a_dead_scheduler_are_marked_interrupted() -> None:
+    dead = SchedulerInstance.objects.create(
+        hostname="elsewhere", pid=1, last_beat=timezone.now() - timedelta(hours=1)
+    )
+    alive = SchedulerInstance.objects.create(hostname="elsewhere", pid=2)
+    now = timezone.now()
+    orphan = Execution.objects.create(job_id="a", status="running", scheduled_at=now, instance=dead)
+    healthy = Execution.objects.create(job_id="b", status="running", scheduled_at=now, instance=alive)
+
+    assert history.recover_interrupted() == 1
+
+    orphan.refresh_from_db()
+    healthy.refresh_from_db()
+    assert orphan.status == Execution.Status.INTERRUPTED
+    assert orphan.finished_at is not None
+    assert healthy.status == Execution.Status.RUNNING
+
+
+def test_a_scheduler_on_this_host_whose_process_is_gone_counts_as_dead() -> None:
+    gone = SchedulerInstance.objects.create(hostname=socket.gethostname(), pid=2**22 + 7)
+    Execution.objects.create(job_id="a", status="running", scheduled_at=timezone.now(), instance=gone)
+
+    assert history.recover_interrupted() == 1
+
+
+def test_prune_deletes_old_finished_history_in_batches_and_keeps_recent_and_running_rows() -> None:
+    now = timezone.now()
+    old = [
+        Execution(job_id="a", status="succeeded", scheduled_at=now - timedelta(days=40, seconds=i))
+        for i in range(25)
+    ]
+    Execution.objects.bulk_create(old)
+    Execution.objects.create(job_id="a", status="running", scheduled_at=now - timedelta(days=40, hours=1))
+    Execution.objects.create(job_id="a", status="failed", scheduled_at=now - timedelta(days=1))
+
+    assert history.prune(older_than=timedelta(days=30), batch_size=10) == 25
+
+    assert sorted(Execution.objects.values_list("status", flat=True)) == ["failed", "running"]
+
+
+def test_history_recorded_by_plain_django_apscheduler_is_imported() -> None:
+    DjangoJob.objects.create(id="legacy", next_run_time=None, job_state=b"")
+    run_time = timezone.now() - timedelta(hours=1)
+    DjangoJobExecution.objects.create(
+        job_id="legacy", status="Executed", run_time=run_time, finished=run_time.timestamp() + 2, duration=2
+    )
+    DjangoJobExecution.objects.create(
+        job_id="legacy",
+        status="Error!",
+        run_time=run_time - timedelta(minutes=1),
+        exception="boom",
+        traceback="tb",
+    )
+    migration = importlib.import_module("scheduling.migrations.0002_import_django_apscheduler_history")
+
+    migration.import_history(apps, None)
+
+    imported = {row.status: row for row in Execution.objects.filter(job_id="legacy")}
+    assert set(imported) == {"succeeded", "failed"}
+    assert imported["failed"].exception == "boom"
+    assert imported["succeeded"].origin == Execution.Origin.IMPORTED
+    assert abs(imported["succeeded"].finished_at - (run_time + timedelta(seconds=2))) < timedelta(seconds=1)

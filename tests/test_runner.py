@@ -1,0 +1,121 @@
+"""The scheduler service driven in-process: loop, pick-up of outside changes, heartbeat, stop."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from django_apscheduler.models import DjangoJob
+
+from scheduling import control, job
+from scheduling.models import Execution, SchedulerInstance
+from scheduling.runner import Runner
+from tests import jobs
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def runner(registry: dict) -> Iterator[Runner]:
+    runner = Runner(threads=4)
+    yield runner
+    if runner.scheduler is not None and runner.scheduler.running:
+        runner.stop(timeout=5)
+
+
+def runs(job_id: str) -> int:
+    return Execution.objects.filter(job_id=job_id).count()
+
+
+def test_declared_jobs_run_and_every_run_is_recorded(runner: Runner) -> None:
+    job(interval={"seconds": 1}, id="tick")(jobs.succeed)
+    job(interval={"seconds": 1}, id="broken-on-purpose")(jobs.fail)
+    runner.start()
+
+    wait_for(lambda: runs("tick") >= 2 and runs("broken-on-purpose") >= 2, timeout=10)
+
+    assert set(Execution.objects.filter(job_id="tick").values_list("status", flat=True)) <= {
+        "succeeded",
+        "running",
+    }
+    assert Execution.objects.filter(job_id="broken-on-purpose", status="failed").exists()
+    assert {job.id for job in runner.jobs()} == {"tick", "broken-on-purpose"}
+
+
+def test_a_reschedule_made_elsewhere_is_obeyed_within_a_second(runner: Runner) -> None:
+    job(interval={"hours": 1}, id="hourly")(jobs.succeed)
+    runner.start()
+    time.sleep(0.2)  # let the loop settle into its hour-long sleep
+
+    changed = timezone.now()
+    control.reschedule("hourly", interval={"seconds": 1})
+
+    execution = wait_for(lambda: Execution.objects.filter(job_id="hourly").first(), timeout=5)
+    assert execution.started_at - changed < timedelta(seconds=2.2)
+    # The new schedule's first fire is one interval after the change; it must start on time.
+    assert execution.started_at - execution.scheduled_at < timedelta(seconds=1)
+
+
+def test_a_pause_through_the_orm_stops_runs_and_a_resume_restarts_them(runner: Runner) -> None:
+    job(interval={"seconds": 1}, id="tick")(jobs.succeed)
+    runner.start()
+    wait_for(lambda: runs("tick") >= 1)
+
+    DjangoJob.objects.filter(id="tick").update(next_run_time=None)
+    time.sleep(0.6)  # a run already handed to a worker may still be recorded
+    paused_count = runs("tick")
+    time.sleep(2)
+    assert runs("tick") == paused_count
+
+    control.resume("tick")
+    wait_for(lambda: runs("tick") > paused_count, timeout=3)
+
+
+def test_a_job_deleted_elsewhere_stops_running_without_disturbing_the_loop(runner: Runner) -> None:
+    job(interval={"seconds": 1}, id="tick")(jobs.succeed)
+    job(interval={"seconds": 1}, id="other")(jobs.succeed)
+    runner.start()
+    wait_for(lambda: runs("tick") >= 1)
+
+    control.delete("tick")
+    time.sleep(0.6)
+    count = runs("tick")
+    other = runs("other")
+
+    wait_for(lambda: runs("other") >= other + 2, timeout=5)
+    assert runs("tick") == count
+
+
+def test_the_heartbeat_says_who_runs_and_stop_records_the_end(runner: Runner) -> None:
+    runner.start()
+    instance = runner.instance
+    assert instance is not None
+    first_beat = SchedulerInstance.objects.get(pk=instance.pk).last_beat
+
+    wait_for(lambda: SchedulerInstance.objects.get(pk=instance.pk).last_beat > first_beat, timeout=5)
+    assert SchedulerInstance.objects.alive().filter(pk=instance.pk).exists()
+
+    runner.stop(timeout=1)
+    stopped = SchedulerInstance.objects.get(pk=instance.pk)
+    assert stopped.stopped_at is not None
+    assert not SchedulerInstance.objects.alive().filter(pk=instance.pk).exists()
+
+
+def test_stop_waits_for_running_jobs_up_to_the_timeout_then_records_them_interrupted(runner: Runner) -> None:
+    job(interval={"seconds": 1}, id="long", args=[2])(jobs.sleep)
+    runner.start()
+    wait_for(lambda: Execution.objects.filter(job_id="long", status="running").exists(), timeout=5)
+
+    assert runner.stop(timeout=0.2) == 1
+
+    execution = Execution.objects.get(job_id="long")
+    assert execution.status == Execution.Status.INTERRUPTED
+    assert "did not wait longer than 0.2 s" in execution.exception
+    # The thread finishing later must not overwrite the recorded interruption.
+    assert runner.executor.wait(5)
+    execution.refresh_from_db()
+    assert execution.status == Execution.Status.INTERRUPTED

@@ -1,0 +1,55 @@
+"""runscheduler's refusals: bad arguments, an unmigrated or unreachable database."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(database_url: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "DATABASE_URL": database_url}
+    return subprocess.run(
+        [sys.executable, "manage.py", "runscheduler"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--threads", "0"], "'0' must be a whole number >= 1"),
+        (["--shutdown-timeout", "soon"], "'soon' is not a number of seconds"),
+        (["--shutdown-timeout", "-1"], "'-1' must be 0 or more seconds"),
+    ],
+)
+def test_bad_arguments_are_refused_with_a_clear_message(args: list[str], message: str) -> None:
+    with pytest.raises(CommandError, match=message):
+        call_command("runscheduler", *args)
+
+
+def test_an_unmigrated_database_is_refused_with_the_migrations_to_apply(tmp_path: Path) -> None:
+    result = run(f"sqlite:///{tmp_path / 'empty.sqlite3'}")
+
+    assert result.returncode == 1
+    assert "unapplied migration(s)" in result.stderr
+    assert "scheduling.0001_initial" in result.stderr
+    assert "Run 'manage.py migrate' first" in result.stderr
+
+
+def test_an_unreachable_database_is_refused_with_where_it_was_looked_for() -> None:
+    result = run("postgres://postgres@127.0.0.1:9/nowhere")
+
+    assert result.returncode == 1
+    assert "Cannot reach the postgresql database nowhere on 127.0.0.1:9" in result.stderr
+    assert "Traceback" not in result.stderr

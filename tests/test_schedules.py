@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+
+import pytest
+
+from scheduling.schedules import ScheduleError, build_trigger, describe, normalize_spec
+
+UTC = zoneinfo.ZoneInfo("UTC")
+
+
+def fires(spec: dict, start: dt.datetime, count: int = 3) -> list[dt.datetime]:
+    trigger = build_trigger(spec)
+    times, previous, now = [], None, start
+    for _ in range(count):
+        previous = trigger.get_next_fire_time(previous, now)
+        times.append(previous)
+        now = previous
+    return times
+
+
+def test_crontab_weekday_numbers_count_from_sunday_like_cron() -> None:
+    monday = dt.datetime(2026, 11, 23, tzinfo=UTC)
+    assert [t.strftime("%a %H:%M") for t in fires({"cron": "0 3 * * 0"}, monday, 2)] == [
+        "Sun 03:00",
+        "Sun 03:00",
+    ]
+    assert fires({"cron": "0 3 * * 7"}, monday, 1)[0].strftime("%a") == "Sun"
+    assert [t.strftime("%a") for t in fires({"cron": "0 9 * * 1-5"}, monday, 6)] == [
+        "Mon",
+        "Tue",
+        "Wed",
+        "Thu",
+        "Fri",
+        "Mon",
+    ]
+    assert [t.strftime("%a") for t in fires({"cron": "0 9 * * */2"}, monday, 4)] == [
+        "Tue",
+        "Thu",
+        "Sat",
+        "Sun",
+    ]
+    assert [t.strftime("%a") for t in fires({"cron": "0 9 * * fri-sun"}, monday, 3)] == ["Fri", "Sat", "Sun"]
+
+
+def test_crontab_fields_and_macros() -> None:
+    start = dt.datetime(2026, 11, 23, 10, 7, tzinfo=UTC)
+    assert fires({"cron": "*/15 * * * *"}, start, 2) == [
+        dt.datetime(2026, 11, 23, 10, 15, tzinfo=UTC),
+        dt.datetime(2026, 11, 23, 10, 30, tzinfo=UTC),
+    ]
+    assert fires({"cron": "@daily"}, start, 1) == [dt.datetime(2026, 11, 24, tzinfo=UTC)]
+
+
+def test_apscheduler_cron_fields_allow_seconds() -> None:
+    start = dt.datetime(2026, 11, 23, 10, 0, 1, tzinfo=UTC)
+    assert fires({"cron": {"second": "*/10"}}, start, 2) == [
+        dt.datetime(2026, 11, 23, 10, 0, 10, tzinfo=UTC),
+        dt.datetime(2026, 11, 23, 10, 0, 20, tzinfo=UTC),
+    ]
+
+
+def test_cron_respects_the_job_timezone() -> None:
+    start = dt.datetime(2026, 11, 23, tzinfo=UTC)
+    (first,) = fires({"cron": "0 3 * * *", "timezone": "Europe/Berlin"}, start, 1)
+    assert first.astimezone(UTC) == dt.datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"cron": "61 * * * *"}, "invalid cron expression '61 * * * *'"),
+        ({"cron": "* * * *"}, "must have 5 fields"),
+        ({"cron": "0 3 * * 8"}, "invalid weekday '8'"),
+        ({"cron": "0 3 * * 5-1"}, "runs backwards"),
+        ({"cron": {"secnd": "*/10"}}, "unknown cron option 'secnd'"),
+        ({"interval": {"minutes": 0}}, "longer than zero"),
+        ({"interval": {"mins": 5}}, "unknown interval option 'mins'"),
+        ({"interval": -5}, ">= 0"),
+        ({"date": "next tuesday"}, "not an ISO 8601"),
+        ({"cron": "* * * * *", "timezone_name": "Mars/Olympus"}, "unknown timezone 'Mars/Olympus'"),
+        ({"cron": "* * * * *", "interval": 5}, "exactly one of"),
+        ({}, "exactly one of"),
+    ],
+)
+def test_bad_schedules_say_what_is_wrong(kwargs: dict, message: str) -> None:
+    with pytest.raises(ScheduleError, match=message.replace("*", r"\*").replace("(", r"\(")):
+        normalize_spec(**kwargs)
+
+
+def test_specs_are_json_friendly() -> None:
+    assert normalize_spec(interval=dt.timedelta(minutes=90)) == {"interval": {"hours": 1, "minutes": 30}}
+    assert normalize_spec(interval=30) == {"interval": {"seconds": 30}}
+    assert normalize_spec(date="2026-12-01T10:00:00+01:00") == {"date": "2026-12-01T10:00:00+01:00"}
+
+
+@pytest.mark.parametrize(
+    ("spec", "words"),
+    [
+        ({"cron": "0 3 * * *"}, "At 03:00, every day"),
+        ({"cron": "*/5 * * * *"}, "Every 5 minutes"),
+        ({"cron": "0 9 * * 1-5"}, "At 09:00, Monday through Friday"),
+        ({"cron": "30 2 * * 0"}, "At 02:30, only on Sunday"),
+        ({"cron": {"second": "*/10"}}, "Every 10 seconds"),
+        ({"cron": "0 3 * * *", "timezone": "Europe/Berlin"}, "At 03:00, every day (Europe/Berlin)"),
+        ({"interval": {"minutes": 5}}, "Every 5 minutes"),
+        ({"interval": {"seconds": 1}}, "Every second"),
+        ({"interval": {"hours": 1, "minutes": 30}}, "Every 1 hour 30 minutes"),
+        ({"interval": {"days": 1}}, "Every day"),
+        ({"date": "2026-12-01T10:00:00+00:00"}, "Once, at 2026-12-01 10:00:00 UTC"),
+        ({"cron": {"day": "last fri"}}, "Cron: day='last fri'"),
+    ],
+)
+def test_schedules_in_words(spec: dict, words: str) -> None:
+    assert describe(build_trigger(spec)) == words

@@ -1,0 +1,219 @@
+from __future__ import annotations
+
+import pickle
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from django_apscheduler.models import DjangoJob
+
+from scheduling import control, job
+from scheduling.declarations import Declaration
+from scheduling.models import Execution, ScheduledJob
+from scheduling.store import JobStore
+from scheduling.sync import sync
+from tests import jobs
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def store() -> JobStore:
+    return JobStore()
+
+
+def declare(registry: dict, **options: object) -> Declaration:
+    options.setdefault("interval", {"minutes": 5})
+    func = options.pop("func", jobs.succeed)
+    job(id="report", **options)(func)
+    return registry.pop("report")
+
+
+def next_run(job_id: str = "report") -> object:
+    return DjangoJob.objects.get(id=job_id).next_run_time
+
+
+def test_declared_jobs_are_written_to_the_django_apscheduler_store(registry: dict, store: JobStore) -> None:
+    declaration = declare(registry)
+    before = timezone.now()
+
+    report = sync(store, [declaration])
+
+    assert report.added == ["report"]
+    stored = store.lookup_job("report")
+    assert stored.func is jobs.succeed
+    assert stored.trigger.interval == timedelta(minutes=5)
+    assert before + timedelta(minutes=5) <= stored.next_run_time <= timezone.now() + timedelta(minutes=5)
+    meta = ScheduledJob.objects.get(id="report")
+    assert meta.source == ScheduledJob.Source.CODE
+    assert meta.declaration["schedule"] == {"interval": {"minutes": 5}}
+
+
+def test_a_restart_with_unchanged_code_changes_nothing(registry: dict, store: JobStore) -> None:
+    declaration = declare(registry)
+    sync(store, [declaration])
+    state_before = bytes(DjangoJob.objects.get(id="report").job_state)
+
+    report = sync(store, [declaration])
+
+    assert (report.added, report.updated, report.overridden) == ([], [], [])
+    assert bytes(DjangoJob.objects.get(id="report").job_state) == state_before
+    assert ScheduledJob.objects.get(id="report").overridden_at is None
+
+
+def test_a_schedule_changed_outside_the_code_survives_restarts_and_is_flagged(
+    registry: dict, store: JobStore
+) -> None:
+    declaration = declare(registry)
+    sync(store, [declaration])
+    store.update_job(_rescheduled(store))
+
+    first = sync(store, [declaration])
+    second = sync(store, [declaration])
+
+    assert first.overridden == ["report"]
+    assert second.overridden == []
+    assert store.lookup_job("report").trigger.interval == timedelta(seconds=7)
+    assert ScheduledJob.objects.get(id="report").overridden_at is not None
+
+
+def _rescheduled(store: JobStore) -> object:
+    stored = store.lookup_job("report")
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    stored._modify(trigger=IntervalTrigger(seconds=7))
+    return stored
+
+
+def test_control_reschedule_flags_the_override_and_reset_restores_the_code(
+    registry: dict, store: JobStore
+) -> None:
+    declaration = declare(registry)
+    registry["report"] = declaration
+    sync(store, [declaration])
+
+    control.reschedule("report", cron="0 4 * * *")
+    sync(store, [declaration])
+    assert (
+        str(store.lookup_job("report").trigger)
+        == "cron[month='*', day='*', day_of_week='*', hour='4', minute='0']"
+    )
+    assert ScheduledJob.objects.get(id="report").overridden_at is not None
+
+    control.reset("report")
+    assert store.lookup_job("report").trigger.interval == timedelta(minutes=5)
+    assert ScheduledJob.objects.get(id="report").overridden_at is None
+
+
+def test_a_changed_declaration_wins_over_an_override(registry: dict, store: JobStore) -> None:
+    sync(store, [declare(registry)])
+    control.reschedule("report", interval={"seconds": 7})
+
+    report = sync(store, [declare(registry, interval={"hours": 2})])
+
+    assert report.updated == ["report"]
+    assert store.lookup_job("report").trigger.interval == timedelta(hours=2)
+    assert ScheduledJob.objects.get(id="report").overridden_at is None
+
+
+def test_a_paused_job_stays_paused_across_restarts_and_code_changes(registry: dict, store: JobStore) -> None:
+    sync(store, [declare(registry)])
+    control.pause("report")
+
+    sync(store, [declare(registry)])
+    assert next_run() is None
+    sync(store, [declare(registry, interval={"hours": 2})])
+    assert next_run() is None
+
+
+def test_a_job_removed_from_the_code_is_paused_and_kept_then_resumes_when_it_returns(
+    registry: dict, store: JobStore
+) -> None:
+    declaration = declare(registry)
+    sync(store, [declaration])
+    Execution.objects.create(job_id="report", status="succeeded", scheduled_at=timezone.now())
+
+    report = sync(store, [])
+
+    assert report.undeclared == ["report"]
+    assert next_run() is None
+    assert ScheduledJob.objects.get(id="report").undeclared_at is not None
+    assert Execution.objects.filter(job_id="report").count() == 1
+
+    sync(store, [declaration])
+    assert next_run() is not None
+    meta = ScheduledJob.objects.get(id="report")
+    assert (meta.undeclared_at, meta.paused_by_sync) == (None, False)
+
+
+def test_a_job_whose_function_vanished_is_kept_flagged_and_resumes_when_the_code_returns(
+    registry: dict, store: JobStore
+) -> None:
+    declaration = declare(registry)
+    sync(store, [declaration])
+    Execution.objects.create(job_id="report", status="succeeded", scheduled_at=timezone.now())
+    row = DjangoJob.objects.get(id="report")
+    good_state = bytes(row.job_state)
+    state = pickle.loads(good_state)  # noqa: S301 - our own test data
+    state["func"] = "tests.jobs:renamed_away"
+    DjangoJob.objects.filter(id="report").update(job_state=pickle.dumps(state))
+
+    report = sync(store, [])
+    assert store.get_due_jobs(timezone.now() + timedelta(days=1)) == []
+
+    assert report.broken == ["report"]
+    assert DjangoJob.objects.filter(id="report").exists()
+    assert Execution.objects.filter(job_id="report").count() == 1
+    meta = ScheduledJob.objects.get(id="report")
+    assert "renamed_away" in meta.import_error
+    assert store.get_next_run_time() is None
+
+    DjangoJob.objects.filter(id="report").update(job_state=good_state)
+    report = sync(store, [declaration])
+    assert report.repaired == ["report"]
+    assert ScheduledJob.objects.get(id="report").import_error == ""
+    assert store.get_next_run_time() is not None
+
+
+def test_a_deleted_declared_job_is_not_brought_back_by_a_restart(registry: dict, store: JobStore) -> None:
+    declaration = declare(registry)
+    sync(store, [declaration])
+    control.delete("report")
+
+    sync(store, [declaration])
+
+    assert not DjangoJob.objects.filter(id="report").exists()
+
+
+def test_jobs_added_outside_the_code_keep_running_and_are_recorded(registry: dict, store: JobStore) -> None:
+    sync(store, [declare(registry)])
+    store.add_job(_rescheduled_copy(store, "legacy"))
+
+    sync(store, [])
+
+    meta = ScheduledJob.objects.get(id="legacy")
+    assert meta.source == ScheduledJob.Source.EXTERNAL
+    assert meta.func_ref == "tests.jobs:succeed"
+    assert next_run("legacy") is not None
+
+
+def _rescheduled_copy(store: JobStore, job_id: str) -> object:
+    from apscheduler.job import Job
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    trigger = IntervalTrigger(minutes=1)
+    job = Job(
+        None,
+        id=job_id,
+        func=jobs.succeed,
+        trigger=trigger,
+        executor="default",
+        args=(),
+        kwargs={},
+        name=job_id,
+        misfire_grace_time=1,
+        coalesce=True,
+        max_instances=1,
+    )
+    job.next_run_time = trigger.get_next_fire_time(None, timezone.now())
+    return job
