@@ -61,29 +61,38 @@ class RecordingThreadPoolExecutor(ThreadPoolExecutor):
 def run_job(job: Job, run_times: list[datetime], recorder: Recorder) -> list[JobExecutionEvent]:
     """Run one job for each of its due fire times, recording each; returns APScheduler events."""
     events = []
-    for run_time in run_times:
-        lateness = datetime.now(UTC) - run_time
-        if job.misfire_grace_time is not None and lateness > timedelta(seconds=job.misfire_grace_time):
-            logger.warning("Job %s missed its run at %s by %s", job.id, run_time, lateness)
-            recorder.record(
-                job.id,
-                [run_time],
-                Execution.Status.MISSED,
-                f"Missed: started {lateness.total_seconds():.1f} s late, after its misfire grace time "
-                f"of {job.misfire_grace_time} s",
-            )
-            events.append(JobExecutionEvent(EVENT_JOB_MISSED, job.id, job._jobstore_alias, run_time))
-            continue
+    try:
+        for run_time in run_times:
+            # Like a request: stale or broken connections are replaced before each run, and
+            # CONN_MAX_AGE decides whether they are kept after it.
+            close_old_connections()
+            event = _run_once(job, run_time, recorder)
+            if event is not None:
+                events.append(event)
+    finally:
         close_old_connections()
-        execution = recorder.start(job.id, run_time)
-        if execution is None:
-            continue
-        outcome = call(job)
-        recorder.finish(execution, outcome)
-        close_old_connections()
-        code = EVENT_JOB_EXECUTED if outcome.status == Execution.Status.SUCCEEDED else EVENT_JOB_ERROR
-        events.append(JobExecutionEvent(code, job.id, job._jobstore_alias, run_time))
     return events
+
+
+def _run_once(job: Job, run_time: datetime, recorder: Recorder) -> JobExecutionEvent | None:
+    lateness = datetime.now(UTC) - run_time
+    if job.misfire_grace_time is not None and lateness > timedelta(seconds=job.misfire_grace_time):
+        logger.warning("Job %s missed its run at %s by %s", job.id, run_time, lateness)
+        recorder.record(
+            job.id,
+            [run_time],
+            Execution.Status.MISSED,
+            f"Missed: started {lateness.total_seconds():.1f} s late, after its misfire grace time "
+            f"of {job.misfire_grace_time} s",
+        )
+        return JobExecutionEvent(EVENT_JOB_MISSED, job.id, job._jobstore_alias, run_time)
+    execution = recorder.start(job.id, run_time)
+    if execution is None:
+        return None
+    outcome = call(job)
+    recorder.finish(execution, outcome)
+    code = EVENT_JOB_EXECUTED if outcome.status == Execution.Status.SUCCEEDED else EVENT_JOB_ERROR
+    return JobExecutionEvent(code, job.id, job._jobstore_alias, run_time)
 
 
 def call(job: Job) -> Outcome:

@@ -83,6 +83,12 @@ class Scheduler(BackgroundScheduler):
         self.on_tick = on_tick
 
     def _main_loop(self) -> None:
+        try:
+            self._loop()
+        finally:
+            connections.close_all()
+
+    def _loop(self) -> None:
         next_wakeup: datetime | None = None  # None: look for due jobs now
         failures = 0
         while self.state != STATE_STOPPED:
