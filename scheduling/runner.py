@@ -194,7 +194,7 @@ class Runner:
         timeout = settings.SHUTDOWN_TIMEOUT if timeout is None else timeout
         running = self.executor.running
         if running:
-            logger.info("Stopping: waiting up to %.0f s for %d running job(s)", timeout, running)
+            logger.info("Stopping: waiting up to %g s for %d running job(s)", timeout, running)
         self.scheduler.shutdown(wait=False)
         finished = self.executor.wait(timeout)
         interrupted = 0

@@ -93,3 +93,9 @@ def test_functions_that_cannot_be_imported_by_name_are_refused(registry: dict) -
         job(interval=5)(nested)
     with pytest.raises(JobDeclarationError, match="lambda"):
         job(interval=5, id="anonymous")(lambda: None)
+
+
+def test_jobs_modules_of_installed_apps_are_discovered_at_start_up() -> None:
+    from scheduling.declarations import registry
+
+    assert registry["scheduling.prune_history"].func_ref == "scheduling.jobs:prune_history"

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 import textwrap
+import time
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from apscheduler.job import Job
 from apscheduler.triggers.date import DateTrigger
+from django.db import connection
 from django.utils import timezone
 from django_apscheduler.models import DjangoJob
 
@@ -17,7 +22,8 @@ from scheduling import control
 from scheduling.models import Execution, ScheduledJob, SchedulerInstance
 from scheduling.store import JobStore
 from tests import jobs
-from tests.conftest import wait_for
+from tests.conftest import ROOT, wait_for
+from tests.postgres_cluster import PostgresCluster
 
 pytestmark = pytest.mark.processes
 
@@ -26,11 +32,14 @@ def running(job_id: str) -> Execution | None:
     return Execution.objects.filter(job_id=job_id, status="running").first()
 
 
-def test_sigterm_waits_for_the_running_job_and_records_its_outcome(scheduler_process) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_signal_waits_for_the_running_job_and_records_its_outcome(
+    scheduler_process, signum: int
+) -> None:
     process = scheduler_process("tests.process_jobs", env={"TEST_SLOW_SECONDS": "3"})
     execution = wait_for(lambda: running("proc.slow"), timeout=15)
 
-    process.signal(signal.SIGTERM)
+    process.signal(signum)
 
     assert process.wait(timeout=30) == 0
     execution.refresh_from_db()
@@ -38,7 +47,9 @@ def test_sigterm_waits_for_the_running_job_and_records_its_outcome(scheduler_pro
     assert execution.duration >= 3
     assert Execution.objects.filter(status="running").count() == 0
     assert SchedulerInstance.objects.get(pid=process.popen.pid).stopped_at is not None
-    print(f"\nSIGTERM mid-run: run finished after {execution.duration:.2f} s, exit code 0")
+    print(
+        f"\n{signal.Signals(signum).name} mid-run: run finished after {execution.duration:.2f} s, exit code 0"
+    )
 
 
 def test_sigterm_past_the_shutdown_timeout_records_the_run_as_interrupted(scheduler_process) -> None:
@@ -144,3 +155,80 @@ def test_a_renamed_job_function_loses_nothing_and_resumes_when_it_returns(
     scheduler_process("deployed_jobs", env=env)
     wait_for(lambda: Execution.objects.filter(job_id="deployed").count() > history, timeout=15)
     assert ScheduledJob.objects.get(id="deployed").import_error == ""
+
+
+def kill_other_connections() -> int:
+    """Make the database server drop every other connection to the test database."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            return cursor.fetchone()[0]
+        cursor.execute(
+            "SELECT id FROM information_schema.processlist WHERE db = DATABASE() AND id <> CONNECTION_ID()"
+        )
+        ids = [row[0] for row in cursor.fetchall()]
+        for connection_id in ids:
+            cursor.execute(f"KILL {int(connection_id)}")
+        return len(ids)
+
+
+def test_connections_killed_by_the_server_are_replaced_and_scheduling_goes_on(scheduler_process) -> None:
+    if connection.vendor == "sqlite":
+        pytest.skip("SQLite has no server to drop connections")
+    process = scheduler_process("tests.process_jobs", env={"TEST_SLOW_SECONDS": "0.1"})
+    wait_for(
+        lambda: Execution.objects.filter(job_id="proc.slow", status="succeeded").count() >= 2, timeout=15
+    )
+
+    killed = [kill_other_connections() for _ in range(3) if time.sleep(1.2) is None]
+    done = Execution.objects.filter(job_id="proc.slow", status="succeeded").count()
+
+    wait_for(
+        lambda: Execution.objects.filter(job_id="proc.slow", status="succeeded").count() >= done + 3,
+        timeout=15,
+    )
+    assert process.popen.poll() is None, process.output()
+    assert sum(killed) >= 3
+    print(f"\nkilled {sum(killed)} scheduler connections; runs went on ({done} -> {done + 3}+)")
+
+
+@pytest.fixture
+def postgres_cluster():
+    if connection.vendor != "postgresql":
+        pytest.skip("runs once, in the PostgreSQL cells of the matrix")
+    cluster = PostgresCluster()
+    yield cluster
+    cluster.destroy()
+
+
+def test_a_database_outage_does_not_kill_the_scheduler_and_it_resumes(
+    scheduler_process, postgres_cluster
+) -> None:
+    env = {"DATABASE_URL": postgres_cluster.url, "TEST_SLOW_SECONDS": "0.1"}
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "-v0"],
+        cwd=ROOT,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", **env},
+        check=True,
+        timeout=120,
+    )
+    process = scheduler_process("tests.process_jobs", env=env)
+    succeeded = "SELECT count(*) FROM scheduling_execution WHERE status = 'succeeded'"
+    wait_for(lambda: postgres_cluster.query(succeeded) >= 2, timeout=15)
+
+    postgres_cluster.stop()
+    outage = time.monotonic()
+    time.sleep(8)  # the outage itself: the scheduler must live through it
+    assert process.popen.poll() is None, process.output()
+    postgres_cluster.start()
+    back = time.monotonic()
+    before = postgres_cluster.query(succeeded)
+    wait_for(lambda: postgres_cluster.query(succeeded) > before, timeout=20)
+
+    resumed = time.monotonic() - back
+    print(f"\ndatabase down {back - outage:.1f} s; first run recorded {resumed:.1f} s after it came back")
+    assert process.popen.poll() is None
+    assert "Database error in the scheduler loop" in process.output()

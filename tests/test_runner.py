@@ -119,3 +119,13 @@ def test_stop_waits_for_running_jobs_up_to_the_timeout_then_records_them_interru
     assert runner.executor.wait(5)
     execution.refresh_from_db()
     assert execution.status == Execution.Status.INTERRUPTED
+
+
+def test_a_fire_while_the_previous_run_is_still_going_is_recorded_as_skipped(runner: Runner) -> None:
+    job(interval={"seconds": 1}, id="slow", args=[2.5], max_instances=1)(jobs.sleep)
+    runner.start()
+
+    skipped = wait_for(lambda: Execution.objects.filter(job_id="slow", status="skipped").first(), timeout=10)
+
+    assert "max_instances" in skipped.exception
+    assert Execution.objects.filter(job_id="slow").exclude(status="skipped").count() >= 1
