@@ -15,7 +15,7 @@ from django.utils.translation import gettext_lazy as _
 from django_apscheduler.models import DjangoJob, DjangoJobExecution
 
 from scheduling.models import Execution, ScheduledJob, SchedulerInstance
-from scheduling.schedules import describe
+from scheduling.schedules import describe, format_local
 from scheduling.store import unpickle
 
 for model in (DjangoJob, DjangoJobExecution):
@@ -55,8 +55,8 @@ class ScheduledJobAdmin(ReadOnlyAdmin):
         return describe(unpickle(obj.job_state)["trigger"])
 
     @admin.display(description=_("next run"), ordering="next_run_time")
-    def next_run_time(self, obj: Any) -> Any:
-        return obj.next_run_time
+    def next_run_time(self, obj: Any) -> str:
+        return format_local(obj.next_run_time)
 
     @admin.display(description=_("state"))
     def state(self, obj: Any) -> str:
@@ -74,11 +74,23 @@ class ScheduledJobAdmin(ReadOnlyAdmin):
 
 @admin.register(Execution)
 class ExecutionAdmin(ReadOnlyAdmin):
-    list_display = ["job_id", "status", "scheduled_at", "started_at", "duration", "origin", "hostname"]
+    list_display = ["job_id", "status", "scheduled", "started", "run_time", "origin", "hostname"]
     list_filter = ["status", "origin", "scheduled_at"]
     search_fields = ["job_id", "exception"]
     date_hierarchy = "scheduled_at"
     show_full_result_count = False
+
+    @admin.display(description=_("scheduled for"), ordering="scheduled_at")
+    def scheduled(self, obj: Execution) -> str:
+        return format_local(obj.scheduled_at)
+
+    @admin.display(description=_("started at"), ordering="started_at")
+    def started(self, obj: Execution) -> str:
+        return format_local(obj.started_at)
+
+    @admin.display(description=_("duration"), ordering="duration")
+    def run_time(self, obj: Execution) -> str:
+        return "-" if obj.duration is None else f"{obj.duration:.3f} s"
 
 
 @admin.register(SchedulerInstance)
