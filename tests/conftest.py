@@ -17,6 +17,22 @@ from scheduling import declarations
 ROOT = Path(__file__).resolve().parent.parent
 
 
+FIGURES: list[str] = []
+
+
+@pytest.fixture
+def figures() -> Callable[[str], None]:
+    """Report a measured figure; all of them are printed at the end of the run, for the CI log."""
+    return FIGURES.append
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if FIGURES:
+        terminalreporter.section("figures measured by the tests")
+        for line in FIGURES:
+            terminalreporter.write_line(line)
+
+
 @pytest.fixture
 def registry(monkeypatch: pytest.MonkeyPatch) -> dict[str, declarations.Declaration]:
     """An empty declaration registry for the test, so declarations made in it stay in it."""

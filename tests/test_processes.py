@@ -34,7 +34,7 @@ def running(job_id: str) -> Execution | None:
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_stop_signal_waits_for_the_running_job_and_records_its_outcome(
-    scheduler_process, signum: int
+    scheduler_process, figures, signum: int
 ) -> None:
     process = scheduler_process("tests.process_jobs", env={"TEST_SLOW_SECONDS": "3"})
     execution = wait_for(lambda: running("proc.slow"), timeout=15)
@@ -47,8 +47,8 @@ def test_a_stop_signal_waits_for_the_running_job_and_records_its_outcome(
     assert execution.duration >= 3
     assert Execution.objects.filter(status="running").count() == 0
     assert SchedulerInstance.objects.get(pid=process.popen.pid).stopped_at is not None
-    print(
-        f"\n{signal.Signals(signum).name} mid-run: run finished after {execution.duration:.2f} s, exit code 0"
+    figures(
+        f"{signal.Signals(signum).name} mid-run: the run finished after {execution.duration:.2f} s, exit 0"
     )
 
 
@@ -81,7 +81,7 @@ def test_a_run_killed_with_sigkill_is_marked_interrupted_on_restart(scheduler_pr
     assert execution.status == Execution.Status.INTERRUPTED
 
 
-def test_changes_made_by_another_process_are_obeyed_within_a_second(scheduler_process) -> None:
+def test_changes_made_by_another_process_are_obeyed_within_a_second(scheduler_process, figures) -> None:
     scheduler_process("tests.process_jobs_idle")
 
     changed = timezone.now()
@@ -108,8 +108,9 @@ def test_changes_made_by_another_process_are_obeyed_within_a_second(scheduler_pr
     added = wait_for(lambda: Execution.objects.filter(job_id="one-off").first(), timeout=10)
 
     lateness = [(e.started_at - e.scheduled_at).total_seconds() for e in (rescheduled, added)]
-    print(
-        f"\nchanges from another process: first runs started {lateness[0]:.3f} s and {lateness[1]:.3f} s late"
+    figures(
+        f"changes from another process: rescheduled job first ran {lateness[0]:.3f} s late, "
+        f"added one-off job {lateness[1]:.3f} s late"
     )
     assert rescheduled.scheduled_at - changed <= timedelta(seconds=1.5)
     assert all(late < 1.0 for late in lateness)
@@ -175,7 +176,9 @@ def kill_other_connections() -> int:
         return len(ids)
 
 
-def test_connections_killed_by_the_server_are_replaced_and_scheduling_goes_on(scheduler_process) -> None:
+def test_connections_killed_by_the_server_are_replaced_and_scheduling_goes_on(
+    scheduler_process, figures
+) -> None:
     if connection.vendor == "sqlite":
         pytest.skip("SQLite has no server to drop connections")
     process = scheduler_process("tests.process_jobs", env={"TEST_SLOW_SECONDS": "0.1"})
@@ -192,7 +195,7 @@ def test_connections_killed_by_the_server_are_replaced_and_scheduling_goes_on(sc
     )
     assert process.popen.poll() is None, process.output()
     assert sum(killed) >= 3
-    print(f"\nkilled {sum(killed)} scheduler connections; runs went on ({done} -> {done + 3}+)")
+    figures(f"{connection.vendor}: killed {sum(killed)} connections, runs went on ({done} -> {done + 3}+)")
 
 
 @pytest.fixture
@@ -205,7 +208,7 @@ def postgres_cluster():
 
 
 def test_a_database_outage_does_not_kill_the_scheduler_and_it_resumes(
-    scheduler_process, postgres_cluster
+    scheduler_process, postgres_cluster, figures
 ) -> None:
     env = {"DATABASE_URL": postgres_cluster.url, "TEST_SLOW_SECONDS": "0.1"}
     subprocess.run(
@@ -229,6 +232,6 @@ def test_a_database_outage_does_not_kill_the_scheduler_and_it_resumes(
     wait_for(lambda: postgres_cluster.query(succeeded) > before, timeout=20)
 
     resumed = time.monotonic() - back
-    print(f"\ndatabase down {back - outage:.1f} s; first run recorded {resumed:.1f} s after it came back")
+    figures(f"PostgreSQL down {back - outage:.1f} s; first run recorded {resumed:.1f} s after it came back")
     assert process.popen.poll() is None
     assert "Database error in the scheduler loop" in process.output()
