@@ -11,9 +11,10 @@ from typing import Any
 from apscheduler.job import Job
 from apscheduler.jobstores.base import JobLookupError
 from django.utils import timezone
+from django_apscheduler.models import DjangoJob
 
 from scheduling import declarations
-from scheduling.models import ScheduledJob
+from scheduling.models import RunRequest, ScheduledJob
 from scheduling.schedules import build_trigger, normalize_spec
 from scheduling.store import JobStore
 from scheduling.sync import apply_declaration
@@ -34,6 +35,16 @@ def _lookup(store: JobStore, job_id: str) -> Job:
     if job is None:
         raise UnknownJobError(job_id)
     return job
+
+
+def run_now(job_id: str, requested_by: str = "") -> RunRequest:
+    """Ask the running scheduler to run a job now; returns at once.
+
+    The run is recorded as started manually by ``requested_by``.
+    """
+    if not DjangoJob.objects.filter(id=job_id).exists():
+        raise UnknownJobError(job_id)
+    return RunRequest.objects.create(job_id=job_id, requested_by=requested_by)
 
 
 def pause(job_id: str) -> None:

@@ -15,13 +15,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.executors.base import MaxInstancesReachedError
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.job import Job
 from asgiref.sync import async_to_sync
 from django.db import close_old_connections
 from django.utils import timezone
 
-from scheduling.history import Outcome, Recorder, describe_exception
+from scheduling.history import SCHEDULED, Origin, Outcome, Recorder, describe_exception
 from scheduling.models import Execution
 
 logger = logging.getLogger(__name__)
@@ -36,7 +37,21 @@ class RecordingThreadPoolExecutor(ThreadPoolExecutor):
         self._futures: set[concurrent.futures.Future[list[JobExecutionEvent]]] = set()
 
     def _do_submit_job(self, job: Job, run_times: list[datetime]) -> None:
-        future = self._pool.submit(run_job, job, run_times, self.recorder)
+        self._submit(job, run_times, SCHEDULED)
+
+    def submit_manual(self, job: Job, requested_at: datetime, requested_by: str) -> None:
+        """Run a job now on request; max_instances applies as to scheduled runs.
+
+        :raises MaxInstancesReachedError: when the job already runs max_instances times.
+        """
+        with self._lock:
+            if self._instances[job.id] >= job.max_instances:
+                raise MaxInstancesReachedError(job)
+            self._submit(job, [requested_at], Origin(Execution.Origin.MANUAL, requested_by))
+            self._instances[job.id] += 1
+
+    def _submit(self, job: Job, run_times: list[datetime], origin: Origin) -> None:
+        future = self._pool.submit(run_job, job, run_times, self.recorder, origin)
         self._futures.add(future)
         future.add_done_callback(lambda done: self._job_done(job.id, done))
 
@@ -58,7 +73,9 @@ class RecordingThreadPoolExecutor(ThreadPoolExecutor):
         return len(self._futures)
 
 
-def run_job(job: Job, run_times: list[datetime], recorder: Recorder) -> list[JobExecutionEvent]:
+def run_job(
+    job: Job, run_times: list[datetime], recorder: Recorder, origin: Origin = SCHEDULED
+) -> list[JobExecutionEvent]:
     """Run one job for each of its due fire times, recording each; returns APScheduler events."""
     events = []
     try:
@@ -66,7 +83,7 @@ def run_job(job: Job, run_times: list[datetime], recorder: Recorder) -> list[Job
             # Like a request: stale or broken connections are replaced before each run, and
             # CONN_MAX_AGE decides whether they are kept after it.
             close_old_connections()
-            event = _run_once(job, run_time, recorder)
+            event = _run_once(job, run_time, recorder, origin)
             if event is not None:
                 events.append(event)
     finally:
@@ -74,9 +91,10 @@ def run_job(job: Job, run_times: list[datetime], recorder: Recorder) -> list[Job
     return events
 
 
-def _run_once(job: Job, run_time: datetime, recorder: Recorder) -> JobExecutionEvent | None:
+def _run_once(job: Job, run_time: datetime, recorder: Recorder, origin: Origin) -> JobExecutionEvent | None:
     lateness = datetime.now(UTC) - run_time
-    if job.misfire_grace_time is not None and lateness > timedelta(seconds=job.misfire_grace_time):
+    late = job.misfire_grace_time is not None and lateness > timedelta(seconds=job.misfire_grace_time)
+    if late and origin == SCHEDULED:
         logger.warning("Job %s missed its run at %s by %s", job.id, run_time, lateness)
         recorder.record(
             job.id,
@@ -86,7 +104,7 @@ def _run_once(job: Job, run_time: datetime, recorder: Recorder) -> JobExecutionE
             f"of {job.misfire_grace_time} s",
         )
         return JobExecutionEvent(EVENT_JOB_MISSED, job.id, job._jobstore_alias, run_time)
-    execution = recorder.start(job.id, run_time)
+    execution = recorder.start(job.id, run_time, origin)
     if execution is None:
         return None
     outcome = call(job)

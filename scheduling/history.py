@@ -31,6 +31,17 @@ WRITE_RETRY_FOR = 300.0  # seconds a history write keeps being retried while the
 
 
 @dataclass(frozen=True)
+class Origin:
+    """What started a run: the schedule, or a manual request by someone."""
+
+    kind: str = Execution.Origin.SCHEDULE
+    requested_by: str = ""
+
+
+SCHEDULED = Origin()
+
+
+@dataclass(frozen=True)
 class Outcome:
     status: str
     started_at: datetime
@@ -76,7 +87,7 @@ class Recorder:
         self.hostname = instance.hostname if instance else socket.gethostname()
         self.pid = instance.pid if instance else os.getpid()
 
-    def start(self, job_id: str, scheduled_at: datetime) -> Execution | None:
+    def start(self, job_id: str, scheduled_at: datetime, origin: Origin = SCHEDULED) -> Execution | None:
         """Record a run as started; None if this fire already has an execution."""
 
         def insert() -> Execution:
@@ -84,6 +95,8 @@ class Recorder:
                 return Execution.objects.create(
                     job_id=job_id,
                     status=Execution.Status.RUNNING,
+                    origin=origin.kind,
+                    requested_by=origin.requested_by,
                     scheduled_at=scheduled_at,
                     started_at=timezone.now(),
                     hostname=self.hostname,
@@ -113,13 +126,22 @@ class Recorder:
 
         retrying(update, f"record the outcome of job {execution.job_id}")
 
-    def record(self, job_id: str, scheduled_times: Iterable[datetime], status: str, message: str) -> None:
+    def record(
+        self,
+        job_id: str,
+        scheduled_times: Iterable[datetime],
+        status: str,
+        message: str,
+        origin: Origin = SCHEDULED,
+    ) -> None:
         """Record fires that did not run (missed, skipped), one row each."""
         now = timezone.now()
         rows = [
             Execution(
                 job_id=job_id,
                 status=status,
+                origin=origin.kind,
+                requested_by=origin.requested_by,
                 scheduled_at=scheduled_at,
                 finished_at=now,
                 exception=message,

@@ -146,3 +146,24 @@ class Execution(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job_id} @ {self.scheduled_at:%Y-%m-%d %H:%M:%S} ({self.status})"
+
+
+class RunRequest(models.Model):
+    """A request to run a job now (from the admin, a script), taken by the running scheduler.
+
+    The scheduler deletes a request as it takes it, so the table only holds what is waiting and
+    the check for new requests stays cheap; the run itself is recorded as an execution started
+    manually by ``requested_by``.
+    """
+
+    job_id = models.CharField(_("job id"), max_length=255)
+    requested_by = models.CharField(_("requested by"), max_length=150, blank=True)
+    requested_at = models.DateTimeField(_("requested at"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("run request")
+        verbose_name_plural = _("run requests")
+        ordering = ["requested_at"]
+
+    def __str__(self) -> str:
+        return f"{self.job_id} requested by {self.requested_by or 'a script'}"

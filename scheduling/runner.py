@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobSubmissionEvent
+from apscheduler.executors.base import MaxInstancesReachedError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import STATE_PAUSED, STATE_STOPPED
 from django.db import DatabaseError, connections
@@ -24,7 +25,7 @@ from django.utils import timezone
 from scheduling import declarations, history
 from scheduling.conf import settings
 from scheduling.executors import RecordingThreadPoolExecutor
-from scheduling.models import Execution, ScheduledJob, SchedulerInstance
+from scheduling.models import Execution, RunRequest, ScheduledJob, SchedulerInstance
 from scheduling.schedules import describe
 from scheduling.store import JobStore
 from scheduling.sync import SyncReport, sync
@@ -32,6 +33,7 @@ from scheduling.sync import SyncReport, sync
 logger = logging.getLogger(__name__)
 
 MAX_SLEEP = 3600.0  # seconds; the poll catches anything earlier
+RUN_REQUESTS_PER_TICK = 100
 
 
 class SchedulerStartError(Exception):
@@ -170,10 +172,11 @@ class Runner:
         history.recover_interrupted()
         recorder = history.Recorder(self.instance)
         self.executor = RecordingThreadPoolExecutor(recorder, max_workers=self.threads)
-        store = JobStore()
+        self.recorder = recorder
+        self.store = store = JobStore()
         self.scheduler = Scheduler(
             poll_interval=self.poll_interval,
-            on_tick=self._beat_if_due,
+            on_tick=self._on_tick,
             jobstores={"default": store},
             executors={"default": self.executor},
             timezone=timezone.get_default_timezone(),
@@ -225,6 +228,42 @@ class Runner:
             if meta.import_error:
                 summaries.append(JobSummary(meta.id, meta.name, "-", None, f"broken: {meta.import_error}"))
         return summaries
+
+    def _on_tick(self) -> None:
+        self._beat_if_due()
+        self._take_run_requests()
+
+    def _take_run_requests(self) -> None:
+        for request in RunRequest.objects.all()[:RUN_REQUESTS_PER_TICK]:
+            # Deleting is claiming: only the process whose DELETE removed the row runs it.
+            if RunRequest.objects.filter(pk=request.pk).delete()[0]:
+                self._run_requested(request)
+
+    def _run_requested(self, request: RunRequest) -> None:
+        origin = history.Origin(Execution.Origin.MANUAL, request.requested_by)
+        try:
+            job = self.store.lookup_job(request.job_id)
+        # Loading imports the job's function: any error means it cannot run now.
+        except Exception as exc:
+            message, _ = history.describe_exception(exc)
+            self.recorder.record(
+                request.job_id, [request.requested_at], Execution.Status.FAILED, message, origin
+            )
+            return
+        if job is None:
+            logger.warning("Dropped a request to run %s: no such job in the store", request.job_id)
+            return
+        logger.info("Running job %s now, as requested by %s", job.id, request.requested_by or "a script")
+        try:
+            self.executor.submit_manual(job, request.requested_at, request.requested_by)
+        except MaxInstancesReachedError:
+            self.recorder.record(
+                job.id,
+                [request.requested_at],
+                Execution.Status.SKIPPED,
+                "Skipped: the job was already running (max_instances reached)",
+                origin,
+            )
 
     def _beat_if_due(self) -> None:
         if time.monotonic() - self._last_beat < settings.HEARTBEAT_INTERVAL:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -11,7 +12,7 @@ from django.utils import timezone
 from django_apscheduler.models import DjangoJob
 
 from scheduling import control, job
-from scheduling.models import Execution, SchedulerInstance
+from scheduling.models import Execution, RunRequest, SchedulerInstance
 from scheduling.runner import Runner
 from tests import jobs
 from tests.conftest import wait_for
@@ -129,3 +130,54 @@ def test_a_fire_while_the_previous_run_is_still_going_is_recorded_as_skipped(run
 
     assert "max_instances" in skipped.exception
     assert Execution.objects.filter(job_id="slow").exclude(status="skipped").count() >= 1
+
+
+def test_run_now_is_taken_by_the_scheduler_within_a_second_and_leaves_the_schedule_alone(
+    runner: Runner,
+) -> None:
+    job(interval={"hours": 1}, id="hourly")(jobs.succeed)
+    runner.start()
+    next_run = DjangoJob.objects.get(id="hourly").next_run_time
+
+    request = control.run_now("hourly", requested_by="alice")
+
+    execution = wait_for(
+        lambda: Execution.objects.filter(job_id="hourly", status="succeeded").first(), timeout=5
+    )
+    assert execution.origin == Execution.Origin.MANUAL
+    assert execution.requested_by == "alice"
+    assert execution.scheduled_at == request.requested_at
+    assert execution.started_at - request.requested_at < timedelta(seconds=1)
+    assert DjangoJob.objects.get(id="hourly").next_run_time == next_run
+    assert not RunRequest.objects.exists()
+
+
+def test_run_now_while_the_job_runs_is_recorded_as_skipped(runner: Runner) -> None:
+    job(interval={"hours": 1}, id="long", args=[1.5])(jobs.sleep)
+    runner.start()
+    control.run_now("long", requested_by="alice")
+    wait_for(lambda: Execution.objects.filter(job_id="long", status="running").exists(), timeout=5)
+
+    control.run_now("long", requested_by="bob")
+
+    skipped = wait_for(lambda: Execution.objects.filter(job_id="long", status="skipped").first(), timeout=5)
+    assert (skipped.origin, skipped.requested_by) == (Execution.Origin.MANUAL, "bob")
+
+
+def test_run_now_of_a_job_whose_function_is_gone_records_the_failure(runner: Runner) -> None:
+    job(interval={"hours": 1}, id="hourly")(jobs.succeed)
+    runner.start()
+    row = DjangoJob.objects.get(id="hourly")
+    state = pickle.loads(bytes(row.job_state))  # noqa: S301 - our own test data
+    state["func"] = "tests.jobs:renamed_away"
+    DjangoJob.objects.filter(id="hourly").update(job_state=pickle.dumps(state))
+
+    control.run_now("hourly", requested_by="alice")
+
+    failed = wait_for(lambda: Execution.objects.filter(job_id="hourly", status="failed").first(), timeout=5)
+    assert "renamed_away" in failed.exception
+
+
+def test_run_now_of_an_unknown_job_is_refused() -> None:
+    with pytest.raises(control.UnknownJobError, match="No stored job with id 'nope'"):
+        control.run_now("nope")
