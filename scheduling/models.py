@@ -13,8 +13,23 @@ from datetime import timedelta
 from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from django_apscheduler.models import DjangoJob
 
 from scheduling.conf import settings
+
+
+class Job(DjangoJob):
+    """A job in django_apscheduler's store, as the admin shows and controls it."""
+
+    class Meta:
+        proxy = True
+        verbose_name = _("job")
+        verbose_name_plural = _("jobs")
+        permissions = [
+            ("run_job", _("Can run jobs now")),
+            ("pause_job", _("Can pause and resume jobs")),
+            ("change_schedule", _("Can change job schedules")),
+        ]
 
 
 class ScheduledJob(models.Model):

@@ -26,10 +26,14 @@ from scheduling.models import ScheduledJob
 logger = logging.getLogger(__name__)
 
 
+def broken_job() -> Exists:
+    """True for a stored job flagged as unloadable (usable in annotate/filter on DjangoJob)."""
+    return Exists(ScheduledJob.objects.filter(id=OuterRef("id")).exclude(import_error=""))
+
+
 def loadable_jobs() -> QuerySet[DjangoJob]:
     """Stored jobs not flagged as broken."""
-    broken = ScheduledJob.objects.filter(id=OuterRef("id")).exclude(import_error="")
-    return DjangoJob.objects.filter(~Exists(broken))
+    return DjangoJob.objects.filter(~broken_job())
 
 
 def unpickle(job_state: bytes | memoryview) -> dict[str, Any]:

@@ -1,0 +1,75 @@
+"""Execution history and scheduler heartbeats: read-only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+from django.utils.translation import gettext_lazy as _
+
+from scheduling.models import Execution, SchedulerInstance
+from scheduling.schedules import format_local
+
+STATUS_COLOURS: dict[str, str] = {
+    Execution.Status.RUNNING: "#1f6feb",
+    Execution.Status.SUCCEEDED: "#1a7f37",
+    Execution.Status.FAILED: "#cf222e",
+    Execution.Status.MISSED: "#9a6700",
+    Execution.Status.SKIPPED: "#6e7781",
+    Execution.Status.INTERRUPTED: "#bc4c00",
+}
+
+
+def status_badge(status: str, label: str) -> SafeString:
+    return format_html(
+        '<span class="scheduling-status" style="color:{};font-weight:bold">{}</span>',
+        STATUS_COLOURS.get(status, "inherit"),
+        label,
+    )
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Execution)
+class ExecutionAdmin(ReadOnlyAdmin):
+    list_display = ["job_id", "coloured_status", "scheduled", "started", "run_time", "started_by", "hostname"]
+    list_filter = ["status", "origin", "scheduled_at"]
+    search_fields = ["job_id", "exception"]
+    date_hierarchy = "scheduled_at"
+    show_full_result_count = False
+
+    @admin.display(description=_("status"), ordering="status")
+    def coloured_status(self, obj: Execution) -> SafeString:
+        return status_badge(obj.status, obj.get_status_display())
+
+    @admin.display(description=_("scheduled for"), ordering="scheduled_at")
+    def scheduled(self, obj: Execution) -> str:
+        return format_local(obj.scheduled_at)
+
+    @admin.display(description=_("started at"), ordering="started_at")
+    def started(self, obj: Execution) -> str:
+        return format_local(obj.started_at)
+
+    @admin.display(description=_("duration"), ordering="duration")
+    def run_time(self, obj: Execution) -> str:
+        return "-" if obj.duration is None else f"{obj.duration:.3f} s"
+
+    @admin.display(description=_("started by"), ordering="origin")
+    def started_by(self, obj: Execution) -> str:
+        if obj.origin == Execution.Origin.MANUAL:
+            return str(_("manual, by %(user)s") % {"user": obj.requested_by or _("a script")})
+        return str(obj.get_origin_display())
+
+
+@admin.register(SchedulerInstance)
+class SchedulerInstanceAdmin(ReadOnlyAdmin):
+    list_display = ["hostname", "pid", "started_at", "last_beat", "stopped_at"]

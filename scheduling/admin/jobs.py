@@ -1,0 +1,352 @@
+"""The jobs admin: what each job is doing, and actions that write intent for the scheduler.
+
+Nothing here runs a job: "Run now" records a request that the running scheduler takes within a
+poll; pause, resume and reset write to the job store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import Avg, Case, FloatField, OuterRef, Q, QuerySet, Subquery, TextField, Value, When
+from django.db.models.functions import Coalesce
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+from django.utils.timesince import timesince, timeuntil
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
+from django.views.decorators.http import require_POST
+
+from scheduling import control
+from scheduling.admin.history import status_badge
+from scheduling.models import Execution, Job, ScheduledJob
+from scheduling.schedules import describe, format_local
+from scheduling.status import scheduler_status
+from scheduling.store import unpickle
+
+RECENT = timedelta(hours=24)  # the window for a job's average duration and success rate
+RECENT_RUNS_ON_PAGE = 20
+
+
+class StateFilter(admin.SimpleListFilter):
+    title = _("state")
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
+        return [
+            ("scheduled", _("Scheduled")),
+            ("paused", _("Paused")),
+            ("broken", _("Broken: function cannot be imported")),
+            ("undeclared", _("No longer declared in code")),
+            ("overridden", _("Overridden outside the code")),
+        ]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        filters = {
+            "scheduled": Q(next_run_time__isnull=False, import_error=""),
+            "paused": Q(next_run_time__isnull=True, import_error=""),
+            "broken": ~Q(import_error=""),
+            "undeclared": Q(undeclared_at__isnull=False),
+            "overridden": Q(overridden_at__isnull=False),
+        }
+        chosen = filters.get(self.value() or "")
+        return queryset if chosen is None else queryset.filter(chosen)
+
+
+@admin.register(Job)
+class JobAdmin(admin.ModelAdmin):
+    list_display = ["job", "function", "schedule", "next_run", "state", "last_run", "recent_runs"]
+    readonly_fields = (
+        "job",
+        "function",
+        "schedule",
+        "next_run",
+        "state",
+        "problem",
+        "last_run",
+        "recent_runs",
+    )
+    fields = readonly_fields
+    list_filter = [StateFilter]
+    search_fields = ["id"]
+    ordering = ["next_run_time", "id"]
+    actions = ["run_now", "pause", "resume", "reset_schedule", "delete_selected"]
+    change_form_template = "admin/scheduling/job/change_form.html"
+    change_list_template = "admin/scheduling/job/change_list.html"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Job]:
+        meta = ScheduledJob.objects.filter(id=OuterRef("id"))
+        runs = Execution.objects.filter(job_id=OuterRef("id"))
+        last = runs.order_by("-scheduled_at")
+        recent = (
+            runs.filter(
+                scheduled_at__gte=timezone.now() - RECENT,
+                status__in=[Execution.Status.SUCCEEDED, Execution.Status.FAILED],
+            )
+            .order_by()
+            .values("job_id")
+        )
+        succeeded = Case(When(status=Execution.Status.SUCCEEDED, then=Value(1.0)), default=Value(0.0))
+        annotations: dict[str, Any] = {
+            field: Subquery(meta.values(field))
+            for field in ("name", "source", "overridden_at", "undeclared_at")
+        }
+        annotations["import_error"] = Coalesce(
+            Subquery(meta.values("import_error")), Value(""), output_field=TextField()
+        )
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                **annotations,
+                last_status=Subquery(last.values("status")[:1]),
+                last_at=Subquery(last.values("scheduled_at")[:1]),
+                average_duration=Subquery(recent.annotate(value=Avg("duration")).values("value")),
+                success_rate=Subquery(
+                    recent.annotate(value=Avg(succeeded, output_field=FloatField())).values("value")
+                ),
+            )
+        )
+
+    # Columns
+
+    @admin.display(description=_("job"), ordering="id")
+    def job(self, obj: Any) -> SafeString:
+        if obj.name and obj.name != obj.id:
+            return format_html("<strong>{}</strong><br><small>{}</small>", obj.name, obj.id)
+        return format_html("<strong>{}</strong>", obj.id)
+
+    @admin.display(description=_("function"))
+    def function(self, obj: Any) -> str:
+        return str(_job_state(obj).get("func", "-"))
+
+    @admin.display(description=_("schedule"))
+    def schedule(self, obj: Any) -> str:
+        trigger = _job_state(obj).get("trigger")
+        return describe(trigger) if trigger is not None else "-"
+
+    @admin.display(description=_("next run"), ordering="next_run_time")
+    def next_run(self, obj: Any) -> SafeString | str:
+        if obj.next_run_time is None or obj.import_error:
+            return "-"
+        now = timezone.now()
+        hint = str(_("in %(time)s") % {"time": timeuntil(obj.next_run_time, now, depth=1)})
+        if obj.next_run_time <= now:
+            hint = str(_("due now"))
+        return format_html("{}<br><small>{}</small>", format_local(obj.next_run_time), hint)
+
+    @admin.display(description=_("state"))
+    def state(self, obj: Any) -> SafeString:
+        if obj.import_error:
+            return format_html(
+                '<span style="color:#cf222e" title="{}">{}</span>',
+                obj.import_error,
+                _("broken: function cannot be imported"),
+            )
+        labels = [str(_("scheduled") if obj.next_run_time else _("paused"))]
+        if obj.undeclared_at:
+            labels.append(str(_("no longer declared in code")))
+        if obj.overridden_at:
+            labels.append(str(_("overridden outside the code")))
+        if obj.source == ScheduledJob.Source.EXTERNAL:
+            labels.append(str(_("added outside the code")))
+        return format_html("{}", ", ".join(labels))
+
+    @admin.display(description=_("problem"))
+    def problem(self, obj: Any) -> str:
+        return obj.import_error or "-"
+
+    @admin.display(description=_("last run"), ordering="last_at")
+    def last_run(self, obj: Any) -> SafeString | str:
+        if obj.last_status is None:
+            return "-"
+        label = str(Execution.Status(obj.last_status).label)
+        ago = _("%(time)s ago") % {"time": timesince(obj.last_at, depth=1)}
+        return format_html("{}<br><small>{}</small>", status_badge(obj.last_status, label), ago)
+
+    @admin.display(description=_("last 24 h"))
+    def recent_runs(self, obj: Any) -> str:
+        if obj.success_rate is None:
+            return "-"
+        return str(
+            _("%(rate)d%% succeeded, %(duration).2f s on average")
+            % {"rate": round(obj.success_rate * 100), "duration": obj.average_duration or 0}
+        )
+
+    # Permissions
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_run_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("scheduling.run_job")
+
+    def has_pause_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("scheduling.pause_job")
+
+    def has_schedule_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("scheduling.change_schedule")
+
+    # Actions: each writes intent and records what it did in the admin's history (LogEntry).
+
+    @admin.action(description=_("Run now"), permissions=["run"])
+    def run_now(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        user = request.user.get_username()
+        done = self._apply(
+            request, queryset, lambda job: control.run_now(job.id, requested_by=user), "Requested a run now"
+        )
+        if done:
+            self.message_user(
+                request,
+                ngettext(
+                    "Asked the scheduler to run %(count)d job now.",
+                    "Asked the scheduler to run %(count)d jobs now.",
+                    done,
+                )
+                % {"count": done},
+            )
+            self._warn_if_no_scheduler(request)
+
+    @admin.action(description=_("Pause"), permissions=["pause"])
+    def pause(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        done = self._apply(request, queryset, lambda job: control.pause(job.id), "Paused")
+        self._report(request, done, "Paused %(count)d job.", "Paused %(count)d jobs.")
+
+    @admin.action(description=_("Resume"), permissions=["pause"])
+    def resume(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        done = self._apply(request, queryset, lambda job: control.resume(job.id), "Resumed")
+        self._report(request, done, "Resumed %(count)d job.", "Resumed %(count)d jobs.")
+
+    @admin.action(description=_("Reset schedule to the code's declaration"), permissions=["schedule"])
+    def reset_schedule(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        done = self._apply(
+            request,
+            queryset,
+            lambda job: control.reset(job.id),
+            "Reset the schedule to the code's declaration",
+        )
+        self._report(
+            request,
+            done,
+            "Reset %(count)d job to its declaration.",
+            "Reset %(count)d jobs to their declarations.",
+        )
+
+    def _apply(
+        self, request: HttpRequest, queryset: QuerySet[Job], act: Callable[[Job], Any], log: str
+    ) -> int:
+        done = 0
+        for job in queryset:
+            try:
+                act(job)
+            except control.UnknownJobError:
+                self.message_user(
+                    request,
+                    _("%(job)s is not declared in the code, so it has no declaration to go back to.")
+                    % {"job": job.id},
+                    messages.WARNING,
+                )
+                continue
+            # Loading a job imports its function; a broken job cannot be changed until it loads.
+            except Exception as exc:
+                self.message_user(
+                    request,
+                    _("%(job)s could not be changed: %(error)s") % {"job": job.id, "error": exc},
+                    messages.ERROR,
+                )
+                continue
+            self.log_change(request, job, log)
+            done += 1
+        return done
+
+    def _report(self, request: HttpRequest, done: int, singular: str, plural: str) -> None:
+        if done:
+            self.message_user(request, ngettext(singular, plural, done) % {"count": done})
+
+    def _warn_if_no_scheduler(self, request: HttpRequest) -> None:
+        if not scheduler_status().alive:
+            self.message_user(
+                request,
+                _("No scheduler is running: the run will start when 'manage.py runscheduler' does."),
+                messages.WARNING,
+            )
+
+    # The job page: buttons for the same actions, its recent runs, the status panel on the list.
+
+    def get_urls(self) -> list[URLPattern]:
+        actions = {
+            "run": self.run_now,
+            "pause": self.pause,
+            "resume": self.resume,
+            "reset": self.reset_schedule,
+        }
+        urls = [
+            path(
+                f"<path:object_id>/{name}/",
+                self.admin_site.admin_view(require_POST(self._button_view(action, name))),
+                name=f"scheduling_job_{name}",
+            )
+            for name, action in actions.items()
+        ]
+        return urls + super().get_urls()
+
+    def _button_view(self, action: Any, name: str) -> Callable[..., HttpResponse]:
+        permission = {"run": "run", "pause": "pause", "resume": "pause", "reset": "schedule"}[name]
+
+        def view(request: HttpRequest, object_id: str) -> HttpResponse:
+            if not getattr(self, f"has_{permission}_permission")(request):
+                raise PermissionDenied
+            job = get_object_or_404(Job, pk=object_id)
+            action(request, Job.objects.filter(pk=job.pk))
+            return HttpResponseRedirect(reverse("admin:scheduling_job_change", args=[job.pk]))
+
+        return view
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        return super().changelist_view(
+            request, {**(extra_context or {}), "scheduler_status": scheduler_status()}
+        )
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        context = {
+            **(extra_context or {}),
+            "recent_executions": Execution.objects.filter(job_id=object_id)[:RECENT_RUNS_ON_PAGE],
+            "can_run": self.has_run_permission(request),
+            "can_pause": self.has_pause_permission(request),
+            "can_reset": self.has_schedule_permission(request),
+        }
+        return super().change_view(request, object_id, form_url, context)
+
+
+def _job_state(obj: Any) -> dict[str, Any]:
+    """The pickled APScheduler state of a row, unpickled once per row and page.
+
+    Unpickling the state imports only APScheduler's trigger classes, not the job's function,
+    so it works for broken jobs too.
+    """
+    if not hasattr(obj, "_scheduling_state"):
+        try:
+            obj._scheduling_state = unpickle(obj.job_state)
+        # A state that cannot be read at all still gets a row in the list.
+        except Exception:
+            obj._scheduling_state = {}
+    return obj._scheduling_state

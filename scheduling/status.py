@@ -1,0 +1,55 @@
+"""What the scheduler is doing, read from the database: heartbeat, job counts, recent runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db.models import Count, Q
+from django.utils import timezone
+from django_apscheduler.models import DjangoJob
+
+from scheduling.models import Execution, SchedulerInstance
+from scheduling.store import broken_job
+
+
+@dataclass(frozen=True)
+class SchedulerStatus:
+    instance: SchedulerInstance | None
+    scheduled: int
+    paused: int
+    broken: int
+    runs_last_hour: int
+    failures_last_hour: int
+    now: datetime
+
+    @property
+    def alive(self) -> bool:
+        return self.instance is not None
+
+    @property
+    def uptime(self) -> timedelta | None:
+        return self.now - self.instance.started_at if self.instance else None
+
+
+def scheduler_status() -> SchedulerStatus:
+    """Three queries, whatever the number of jobs and executions."""
+    now = timezone.now()
+    jobs = DjangoJob.objects.annotate(broken=broken_job()).aggregate(
+        scheduled=Count("id", filter=Q(broken=False, next_run_time__isnull=False)),
+        paused=Count("id", filter=Q(broken=False, next_run_time__isnull=True)),
+        broken=Count("id", filter=Q(broken=True)),
+    )
+    runs = Execution.objects.filter(scheduled_at__gte=now - timedelta(hours=1)).aggregate(
+        runs=Count("id", filter=Q(status__in=[Execution.Status.SUCCEEDED, Execution.Status.FAILED])),
+        failures=Count("id", filter=Q(status=Execution.Status.FAILED)),
+    )
+    return SchedulerStatus(
+        instance=SchedulerInstance.objects.alive().order_by("-last_beat").first(),
+        scheduled=jobs["scheduled"],
+        paused=jobs["paused"],
+        broken=jobs["broken"],
+        runs_last_hour=runs["runs"],
+        failures_last_hour=runs["failures"],
+        now=now,
+    )
