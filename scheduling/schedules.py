@@ -19,6 +19,8 @@ from apscheduler.triggers.interval import IntervalTrigger
 from cron_descriptor import ExpressionDescriptor, Options
 from django.conf import settings
 from django.utils import timezone
+from django.utils.timesince import timesince, timeuntil
+from django.utils.translation import gettext as _
 
 CRON_FIELDS = ("year", "month", "day", "week", "day_of_week", "hour", "minute", "second")
 INTERVAL_UNITS = ("weeks", "days", "hours", "minutes", "seconds")
@@ -290,3 +292,17 @@ def format_local(moment: dt.datetime | None) -> str:
     if moment is None:
         return "-"
     return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def relative(moment: dt.datetime, now: dt.datetime | None = None) -> str:
+    """How far a moment is from now, as a hint beside its local time: "in 12 s", "4 minutes ago"."""
+    now = now or timezone.now()
+    seconds = (moment - now).total_seconds()
+    if abs(seconds) < 1:
+        return str(_("now"))
+    if abs(seconds) < 60:
+        distance = f"{abs(seconds):.0f}\xa0s"
+    else:
+        distance = timeuntil(moment, now, depth=1) if seconds > 0 else timesince(moment, now, depth=1)
+    template = _("in %(distance)s") if seconds > 0 else _("%(distance)s ago")
+    return str(template % {"distance": distance})

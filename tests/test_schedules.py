@@ -5,7 +5,7 @@ import zoneinfo
 
 import pytest
 
-from scheduling.schedules import ScheduleError, build_trigger, describe, normalize_spec
+from scheduling.schedules import ScheduleError, build_trigger, describe, normalize_spec, relative
 
 UTC = zoneinfo.ZoneInfo("UTC")
 
@@ -114,3 +114,18 @@ def test_specs_are_json_friendly() -> None:
 )
 def test_schedules_in_words(spec: dict, words: str) -> None:
     assert describe(build_trigger(spec)) == words
+
+
+@pytest.mark.parametrize(
+    ("offset", "words"),
+    [
+        (dt.timedelta(seconds=12), "in 12\xa0s"),
+        (dt.timedelta(seconds=-40), "40\xa0s ago"),
+        (dt.timedelta(minutes=4, seconds=10), "in 4\xa0minutes"),
+        (dt.timedelta(hours=-3, minutes=-5), "3\xa0hours ago"),
+        (dt.timedelta(0), "now"),
+    ],
+)
+def test_relative_hints(offset: dt.timedelta, words: str) -> None:
+    now = dt.datetime(2026, 11, 23, 12, tzinfo=UTC)
+    assert relative(now + offset, now) == words

@@ -20,7 +20,6 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
-from django.utils.timesince import timesince, timeuntil
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from django.views.decorators.http import require_POST
@@ -28,7 +27,7 @@ from django.views.decorators.http import require_POST
 from scheduling import control
 from scheduling.admin.history import status_badge
 from scheduling.models import Execution, Job, ScheduledJob
-from scheduling.schedules import describe, format_local
+from scheduling.schedules import describe, format_local, relative
 from scheduling.status import scheduler_status
 from scheduling.store import unpickle
 
@@ -137,11 +136,9 @@ class JobAdmin(admin.ModelAdmin):
     def next_run(self, obj: Any) -> SafeString | str:
         if obj.next_run_time is None or obj.import_error:
             return "-"
-        now = timezone.now()
-        hint = str(_("in %(time)s") % {"time": timeuntil(obj.next_run_time, now, depth=1)})
-        if obj.next_run_time <= now:
-            hint = str(_("due now"))
-        return format_html("{}<br><small>{}</small>", format_local(obj.next_run_time), hint)
+        return format_html(
+            "{}<br><small>{}</small>", format_local(obj.next_run_time), relative(obj.next_run_time)
+        )
 
     @admin.display(description=_("state"))
     def state(self, obj: Any) -> SafeString:
@@ -169,8 +166,9 @@ class JobAdmin(admin.ModelAdmin):
         if obj.last_status is None:
             return "-"
         label = str(Execution.Status(obj.last_status).label)
-        ago = _("%(time)s ago") % {"time": timesince(obj.last_at, depth=1)}
-        return format_html("{}<br><small>{}</small>", status_badge(obj.last_status, label), ago)
+        return format_html(
+            "{}<br><small>{}</small>", status_badge(obj.last_status, label), relative(obj.last_at)
+        )
 
     @admin.display(description=_("last 24 h"))
     def recent_runs(self, obj: Any) -> str:
