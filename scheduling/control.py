@@ -70,12 +70,23 @@ def reschedule(job_id: str, **schedule: Any) -> None:
     spec = normalize_spec(
         **{("timezone_name" if key == "timezone" else key): value for key, value in schedule.items()}
     )
+    change(job_id, schedule=spec)
+
+
+def change(job_id: str, *, schedule: dict[str, Any] | None = None, **options: Any) -> None:
+    """Change a job's schedule (a spec, see scheduling.schedules) and options in one write.
+
+    ``options`` are APScheduler job options: max_instances, coalesce, misfire_grace_time.
+    """
     store = _store()
     job = _lookup(store, job_id)
-    trigger = build_trigger(spec)
-    paused = job.next_run_time is None
-    job._modify(trigger=trigger)
-    job.next_run_time = None if paused else trigger.get_next_fire_time(None, timezone.now())
+    if options:
+        job._modify(**options)
+    if schedule is not None:
+        trigger = build_trigger(schedule)
+        paused = job.next_run_time is None
+        job._modify(trigger=trigger)
+        job.next_run_time = None if paused else trigger.get_next_fire_time(None, timezone.now())
     store.update_job(job)
     ScheduledJob.objects.filter(id=job_id, source=ScheduledJob.Source.CODE).update(
         overridden_at=timezone.now()

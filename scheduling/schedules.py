@@ -239,24 +239,71 @@ def describe(trigger: BaseTrigger) -> str:
 
 
 def _describe_cron(trigger: CronTrigger) -> str:
-    fields = {field.name: field for field in trigger.fields}
-    if not (fields["year"].is_default and fields["week"].is_default):
+    line = crontab_of(trigger, with_seconds=True)
+    if line is None:
         return "Cron: " + str(trigger)[5:-1]
-    weekdays = _cron_weekdays(fields["day_of_week"])
-    if weekdays is None:
-        return "Cron: " + str(trigger)[5:-1]
-    parts = [str(fields[name]) for name in ("minute", "hour", "day", "month")] + [weekdays]
-    if str(fields["second"]) != "0":
-        parts.insert(0, str(fields["second"]))
     options = Options()
     options.use_24hour_time_format = True
     try:
-        text = ExpressionDescriptor(" ".join(parts), options).get_description()
+        text = ExpressionDescriptor(line, options).get_description()
     except Exception:  # cron-descriptor raises its own and plain errors for what it cannot phrase
         return "Cron: " + str(trigger)[5:-1]
-    if text.startswith("At ") and parts[-3:] == ["*", "*", "*"]:
+    if text.startswith("At ") and line.split()[-3:] == ["*", "*", "*"]:
         text += ", every day"
     return text
+
+
+def crontab_of(trigger: CronTrigger, with_seconds: bool = False) -> str | None:
+    """The trigger as a crontab line, or None if it has no crontab form.
+
+    With ``with_seconds`` a 6-field line (seconds first) is given when seconds are not zero.
+    """
+    fields = {field.name: field for field in trigger.fields}
+    if not (fields["year"].is_default and fields["week"].is_default):
+        return None
+    weekdays = _cron_weekdays(fields["day_of_week"])
+    if weekdays is None:
+        return None
+    parts = [str(fields[name]) for name in ("minute", "hour", "day", "month")] + [weekdays]
+    if str(fields["second"]) != "0":
+        if not with_seconds:
+            return None
+        parts.insert(0, str(fields["second"]))
+    return " ".join(parts)
+
+
+def spec_of(trigger: BaseTrigger) -> dict[str, Any]:
+    """The spec of an existing trigger, as a form shows it for editing."""
+    spec: dict[str, Any]
+    if isinstance(trigger, CronTrigger):
+        line = crontab_of(trigger)
+        spec = (
+            {"cron": line} if line else {"cron": {f.name: str(f) for f in trigger.fields if not f.is_default}}
+        )
+    elif isinstance(trigger, IntervalTrigger):
+        spec = {"interval": _split_seconds(trigger.interval.total_seconds())}
+    elif isinstance(trigger, DateTrigger):
+        return {"date": trigger.run_date.isoformat()}
+    else:
+        raise ScheduleError(f"{type(trigger).__name__} triggers cannot be edited here")
+    spec["timezone"] = str(trigger.timezone)
+    if trigger.jitter:
+        spec["jitter"] = trigger.jitter
+    return spec
+
+
+def next_runs(trigger: BaseTrigger, count: int = 5, now: dt.datetime | None = None) -> list[dt.datetime]:
+    """The next ``count`` fire times from now (fewer for a trigger that ends)."""
+    moments: list[dt.datetime] = []
+    previous = None
+    now = now or timezone.now()
+    while len(moments) < count:
+        moment = trigger.get_next_fire_time(previous, now)
+        if moment is None:
+            break
+        moments.append(moment)
+        previous = now = moment
+    return moments
 
 
 def _cron_weekdays(field: Any) -> str | None:

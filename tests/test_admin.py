@@ -203,3 +203,111 @@ def test_the_executions_list_answers_in_the_same_number_of_queries_for_10_and_50
 
 def test_django_apscheduler_admin_pages_that_ran_jobs_in_the_request_are_gone(admin_client: Client) -> None:
     assert admin_client.get("/admin/django_apscheduler/djangojob/").status_code == 404
+
+
+def form_data(**changes: object) -> dict:
+    data = {
+        "kind": "interval",
+        "cron": "",
+        "every": "1",
+        "unit": "minutes",
+        "run_at_0": "",
+        "run_at_1": "",
+        "time_zone": "",
+        "jitter": "",
+        "max_instances": "1",
+        "coalesce": "on",
+        "misfire_grace_time": "60",
+        "_save": "Save",
+    }
+    data.update({key: str(value) for key, value in changes.items()})
+    return data
+
+
+def stored_trigger(job_id: str = "job-0") -> str:
+    return str(JobStore().lookup_job(job_id).trigger)
+
+
+def test_the_change_form_shows_the_current_schedule_and_the_next_five_runs(
+    admin_client: Client, registry: dict
+) -> None:
+    declare_jobs(registry, 1)
+
+    page = admin_client.get(JOBS + "job-0/change/").text
+
+    assert 'name="every" value="1"' in page
+    assert '<option value="minutes" selected>' in page
+    assert "Next 5 runs" in page
+    assert page.count("<small>(in ") == 5
+
+
+@pytest.mark.parametrize(
+    ("changes", "error"),
+    [
+        ({"kind": "cron", "cron": "61 * * * *"}, "invalid cron expression &#x27;61 * * * *&#x27;"),
+        ({"kind": "cron", "cron": ""}, "Enter a cron expression."),
+        ({"kind": "interval", "every": "0"}, "Ensure this value is greater than or equal to 1."),
+        ({"kind": "date", "run_at_0": "2020-01-01", "run_at_1": "10:00:00"}, "must be in the future"),
+        (
+            {"kind": "cron", "cron": "0 3 * * *", "time_zone": "Mars/Olympus"},
+            "unknown timezone &#x27;Mars/Olympus&#x27;",
+        ),
+        ({"max_instances": "0"}, "Ensure this value is greater than or equal to 1."),
+    ],
+)
+def test_bad_schedules_are_refused_next_to_the_field_and_nothing_is_saved(
+    admin_client: Client, registry: dict, changes: dict, error: str
+) -> None:
+    declare_jobs(registry, 1)
+    before = stored_trigger()
+
+    response = admin_client.post(JOBS + "job-0/change/", form_data(**changes))
+
+    assert response.status_code == 200
+    assert error in response.text
+    assert stored_trigger() == before
+    assert not LogEntry.objects.exists()
+
+
+def test_a_valid_schedule_is_saved_flagged_as_overridden_and_audited(
+    admin_client: Client, registry: dict
+) -> None:
+    declare_jobs(registry, 1)
+
+    response = admin_client.post(
+        JOBS + "job-0/change/", form_data(kind="cron", cron="*/5 * * * 1-5", max_instances=3)
+    )
+
+    assert response.status_code == 302
+    job = JobStore().lookup_job("job-0")
+    assert (
+        str(job.trigger)
+        == "cron[month='*', day='*', day_of_week='mon,tue,wed,thu,fri', hour='*', minute='*/5']"
+    )
+    assert job.max_instances == 3
+    assert job.next_run_time is not None
+    assert "overridden outside the code" in admin_client.get(JOBS).text
+    assert "Cron expression" in LogEntry.objects.get(object_id="job-0").get_change_message()
+
+
+def test_a_one_off_date_can_be_set(admin_client: Client, registry: dict) -> None:
+    declare_jobs(registry, 1)
+    when = timezone.localtime() + timezone.timedelta(days=2)
+
+    admin_client.post(
+        JOBS + "job-0/change/",
+        form_data(kind="date", run_at_0=when.strftime("%Y-%m-%d"), run_at_1=when.strftime("%H:%M:%S")),
+    )
+
+    assert JobStore().lookup_job("job-0").next_run_time == when.replace(microsecond=0)
+
+
+def test_users_who_may_not_change_schedules_see_them_read_only(registry: dict) -> None:
+    declare_jobs(registry, 1)
+    viewer = staff("view_job", "run_job")
+
+    page = viewer.get(JOBS + "job-0/change/").text
+
+    assert 'name="cron"' not in page
+    assert "Every minute" in page
+    assert viewer.post(JOBS + "job-0/change/", form_data(every=5)).status_code == 403

@@ -1,0 +1,145 @@
+"""The admin's schedule form: one of cron, interval or one-off date, plus the job's options."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from apscheduler.triggers.cron import CronTrigger
+from django import forms
+from django.contrib.admin import widgets
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from scheduling.models import Job
+from scheduling.schedules import ScheduleError, build_trigger, crontab_of, spec_of
+from scheduling.store import unpickle
+
+UNITS = [("seconds", _("seconds")), ("minutes", _("minutes")), ("hours", _("hours")), ("days", _("days"))]
+UNIT_SECONDS = [("days", 86400), ("hours", 3600), ("minutes", 60), ("seconds", 1)]
+KIND_FIELD = {"cron": "cron", "interval": "every", "date": "run_at"}
+
+
+class JobScheduleForm(forms.ModelForm):
+    kind = forms.ChoiceField(
+        label=_("Schedule"),
+        choices=[("cron", _("Cron")), ("interval", _("Interval")), ("date", _("Once"))],
+        widget=forms.RadioSelect,
+    )
+    cron = forms.CharField(
+        label=_("Cron expression"),
+        required=False,
+        help_text=_("minute hour day month weekday, e.g. '0 3 * * *' (weekday 0 or 7 is Sunday)"),
+    )
+    every = forms.IntegerField(label=_("Every"), required=False, min_value=1)
+    unit = forms.ChoiceField(label=_("Unit"), choices=UNITS, required=False, initial="minutes")
+    run_at = forms.SplitDateTimeField(
+        label=_("Run once at"), required=False, widget=widgets.AdminSplitDateTime, help_text=_("Local time.")
+    )
+    time_zone = forms.CharField(
+        label=_("Time zone"),
+        required=False,
+        help_text=_("For cron and interval schedules; blank: the site's."),
+    )
+    jitter = forms.IntegerField(
+        label=_("Jitter (s)"),
+        required=False,
+        min_value=0,
+        help_text=_("Random delay of up to this many seconds."),
+    )
+    max_instances = forms.IntegerField(label=_("Max instances"), min_value=1)
+    coalesce = forms.BooleanField(
+        label=_("Coalesce"),
+        required=False,
+        help_text=_("After downtime, run once instead of once per missed run."),
+    )
+    misfire_grace_time = forms.IntegerField(
+        label=_("Misfire grace time (s)"),
+        required=False,
+        min_value=1,
+        help_text=_("How late a run may start before it is recorded as missed; blank: any delay."),
+    )
+
+    class Meta:
+        model = Job
+        fields: list[str] = []
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.spec: dict[str, Any] | None = None
+        self.current_trigger = unpickle(self.instance.job_state).get("trigger") if self.instance.pk else None
+        if self.instance.pk and not self.is_bound:
+            self.initial.update(initial_values(unpickle(self.instance.job_state)))
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        kind = data.get("kind")
+        if kind not in KIND_FIELD:
+            return data
+        try:
+            self.spec = self._spec(kind, data)
+            if self.spec is not None:
+                build_trigger(self.spec)
+        except ScheduleError as exc:
+            self.add_error("time_zone" if "timezone" in str(exc) else KIND_FIELD[kind], str(exc))
+        return data
+
+    def _spec(self, kind: str, data: dict[str, Any]) -> dict[str, Any] | None:
+        spec: dict[str, Any] = {}
+        if kind == "cron":
+            if not data.get("cron") and self._has_fields_only_cron():
+                return None  # a schedule with seconds has no crontab line; left as it is
+            if not data.get("cron"):
+                raise ScheduleError(str(_("Enter a cron expression.")))
+            spec["cron"] = data["cron"].strip()
+        elif kind == "interval":
+            if not data.get("every"):
+                raise ScheduleError(str(_("Enter how often, a whole number of at least 1.")))
+            spec["interval"] = {data.get("unit") or "minutes": data["every"]}
+        else:
+            run_at = data.get("run_at")
+            if run_at is None:
+                raise ScheduleError(str(_("Enter the date and time to run at.")))
+            if run_at <= timezone.now():
+                raise ScheduleError(str(_("The date and time must be in the future.")))
+            return {"date": run_at.isoformat()}
+        if data.get("time_zone"):
+            spec["timezone"] = data["time_zone"].strip()
+        if data.get("jitter"):
+            spec["jitter"] = data["jitter"]
+        return spec
+
+    def _has_fields_only_cron(self) -> bool:
+        trigger = self.current_trigger
+        return isinstance(trigger, CronTrigger) and crontab_of(trigger) is None
+
+    def options(self) -> dict[str, Any]:
+        return {
+            "max_instances": self.cleaned_data["max_instances"],
+            "coalesce": self.cleaned_data["coalesce"],
+            "misfire_grace_time": self.cleaned_data["misfire_grace_time"],
+        }
+
+
+def initial_values(state: dict[str, Any]) -> dict[str, Any]:
+    """Form values for a stored job's schedule and options."""
+    values: dict[str, Any] = {
+        "max_instances": state.get("max_instances"),
+        "coalesce": state.get("coalesce"),
+        "misfire_grace_time": state.get("misfire_grace_time"),
+    }
+    try:
+        spec = spec_of(state["trigger"])
+    except (KeyError, ScheduleError):
+        return values
+    if "date" in spec:
+        values.update(kind="date", run_at=timezone.localtime(dt.datetime.fromisoformat(spec["date"])))
+        return values
+    values.update(time_zone=spec.get("timezone", ""), jitter=spec.get("jitter"))
+    if "interval" in spec:
+        seconds = int(dt.timedelta(**spec["interval"]).total_seconds())
+        unit, size = next((unit, size) for unit, size in UNIT_SECONDS if seconds % size == 0)
+        values.update(kind="interval", every=seconds // size, unit=unit)
+    else:
+        values.update(kind="cron", cron=spec["cron"] if isinstance(spec["cron"], str) else "")
+    return values
