@@ -1,7 +1,8 @@
 """The test matrix: Python x Django x database, plus static checks.
 
 ``nox`` runs everything (that is what ``make test`` and CI do); ``nox -s "tests-3.11(sqlite)"``
-runs one cell. Multi-process suites run once per database, on the first Python of the matrix.
+runs one cell. Multi-process and browser suites run once per database, on the first Python of the
+matrix.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ DATABASE_URLS = {
     "postgres": os.environ.get("POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test"),
     "mariadb": os.environ.get("MARIADB_URL", "mysql://root@127.0.0.1:3306/test"),
 }
-# (python, django, database, run the multi-process suites)
+# (python, django, database, run the multi-process and browser suites)
 MATRIX = [
     ("3.11", "5.2", "sqlite", True),
     ("3.11", "5.2", "postgres", True),
@@ -65,7 +66,7 @@ def tests(session: nox.Session, django: str, database: str, processes: bool) -> 
         require_reachable(session, url)
         env["DATABASE_URL"] = url
     install(session, django, database)
-    args = session.posargs or (["tests"] if processes else ["-m", "not processes", "tests"])
+    args = session.posargs or (["tests"] if processes else ["-m", "not processes and not browser", "tests"])
     session.run("pytest", *args, env=env)
 
 

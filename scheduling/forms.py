@@ -22,7 +22,7 @@ KIND_FIELD = {"cron": "cron", "interval": "every", "date": "run_at"}
 
 class JobScheduleForm(forms.ModelForm):
     kind = forms.ChoiceField(
-        label=_("Schedule"),
+        label=_("Type of schedule"),
         choices=[("cron", _("Cron")), ("interval", _("Interval")), ("date", _("Once"))],
         widget=forms.RadioSelect,
     )

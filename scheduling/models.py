@@ -21,6 +21,9 @@ from scheduling.conf import settings
 class Job(DjangoJob):
     """A job in django_apscheduler's store, as the admin shows and controls it."""
 
+    def __str__(self) -> str:
+        return self.id
+
     class Meta:
         proxy = True
         verbose_name = _("job")

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from django import template
 
+from scheduling.schedules import format_local
 from scheduling.status import scheduler_status
 
 register = template.Library()
@@ -12,3 +14,9 @@ register = template.Library()
 @register.inclusion_tag("admin/scheduling/status.html")
 def scheduler_status_panel() -> dict[str, Any]:
     return {"status": scheduler_status()}
+
+
+@register.filter
+def local_time(moment: datetime | None) -> str:
+    """A moment in the site's time zone, with seconds: 2026-11-23 14:05:00 CET."""
+    return format_local(moment)

@@ -1,0 +1,118 @@
+"""Admin flows in a real headless Chromium, against a live server and a real runscheduler process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.utils import timezone
+
+from scheduling.models import Execution
+from scheduling.store import JobStore
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.browser
+
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture
+def page(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail("Chromium is not installed (.ci/run installs Debian's chromium)")
+        pytest.skip("Chromium is not installed: apt-get install chromium")
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API runs an event loop in this thread; the test's own ORM calls are safe.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.set_default_timeout(15_000)
+        yield page
+        browser.close()
+
+
+def log_in(page, live_server, admin_user) -> None:
+    page.goto(f"{live_server.url}/admin/login/?next=/admin/scheduling/job/")
+    page.fill("#id_username", admin_user.username)
+    page.fill("#id_password", "password")
+    page.click("input[type=submit]")
+    page.wait_for_url("**/admin/scheduling/job/")
+
+
+def reload_until(page, text: str, timeout: float = 10.0) -> None:
+    def shown() -> bool:
+        page.reload()
+        return text in page.content()
+
+    wait_for(shown, timeout=timeout, interval=0.3)
+
+
+def test_operating_jobs_from_the_admin(page, live_server, admin_user, scheduler_process, figures) -> None:
+    scheduler_process("tests.browser_jobs")
+    log_in(page, live_server, admin_user)
+
+    # The list: schedules in words, the scheduler alive.
+    assert "Scheduler running" in page.content()
+    assert "At 03:00, every day" in page.content()
+    assert "Every hour" in page.content()
+    page.screenshot(path=ARTIFACTS / "01-jobs-list.png", full_page=True)
+
+    # Run now: the request returns at once and the scheduler runs it.
+    page.click("text=Hourly sync")
+    page.click("button[name=run]")
+    page.wait_for_selector("text=Asked the scheduler to run 1 job now.")
+    reload_until(page, "Manual request (admin)")
+    assert Execution.objects.get(job_id="browser.hourly").status == Execution.Status.SUCCEEDED
+    page.screenshot(path=ARTIFACTS / "02-run-now.png", full_page=True)
+
+    # Pause, then resume.
+    page.click("button[name=pause]")
+    page.wait_for_selector("button[name=resume]")
+    assert JobStore().lookup_job("browser.hourly").next_run_time is None
+    page.click("button[name=resume]")
+    page.wait_for_selector("button[name=pause]")
+    assert JobStore().lookup_job("browser.hourly").next_run_time is not None
+
+    # A malformed cron is refused next to the field and nothing is saved.
+    before = str(JobStore().lookup_job("browser.hourly").trigger)
+    page.check("input[name=kind][value=cron]")
+    page.fill("input[name=cron]", "61 * * * *")
+    page.click("input[name=_save]")
+    page.wait_for_selector(".errorlist")
+    assert "invalid cron expression" in page.inner_text(".errorlist")
+    assert str(JobStore().lookup_job("browser.hourly").trigger) == before
+    page.screenshot(path=ARTIFACTS / "03-invalid-cron.png", full_page=True)
+
+    # A valid schedule is saved, and the running scheduler follows it within a second.
+    page.check("input[name=kind][value=interval]")
+    page.fill("input[name=every]", "2")
+    page.select_option("select[name=unit]", "seconds")
+    saved = timezone.now()
+    page.click("input[name=_save]")
+    page.wait_for_selector("text=was changed successfully")
+    scheduled = wait_for(
+        lambda: Execution.objects.filter(job_id="browser.hourly", origin=Execution.Origin.SCHEDULE).first(),
+        timeout=10,
+    )
+    page.screenshot(path=ARTIFACTS / "04-rescheduled.png", full_page=True)
+    lateness = (scheduled.started_at - scheduled.scheduled_at).total_seconds()
+    figures(f"browser: rescheduled from the admin, first scheduled run started {lateness:.3f} s late")
+    assert scheduled.scheduled_at - saved <= timedelta(seconds=3)
+    assert lateness < 1.0
