@@ -1,5 +1,5 @@
 """Scheduled jobs for Django sites, on APScheduler and django-apscheduler's job store."""
 
-from scheduling.declarations import job
+from scheduling.declarations import job, schedulable
 
-__all__ = ["job"]
+__all__ = ["job", "schedulable"]

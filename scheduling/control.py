@@ -14,6 +14,7 @@ from django.utils import timezone
 from django_apscheduler.models import DjangoJob
 
 from scheduling import declarations
+from scheduling.conf import settings
 from scheduling.models import RunRequest, ScheduledJob
 from scheduling.schedules import build_trigger, normalize_spec
 from scheduling.store import JobStore
@@ -90,6 +91,37 @@ def change(job_id: str, *, schedule: dict[str, Any] | None = None, **options: An
     store.update_job(job)
     ScheduledJob.objects.filter(id=job_id, source=ScheduledJob.Source.CODE).update(
         overridden_at=timezone.now()
+    )
+
+
+def add(
+    job_id: str,
+    func_ref: str,
+    *,
+    schedule: dict[str, Any],
+    name: str = "",
+    args: list[Any] | tuple[Any, ...] = (),
+    kwargs: dict[str, Any] | None = None,
+    **options: Any,
+) -> None:
+    """Add a job outside the code (from the admin or a script); it is never paused by a deploy."""
+    trigger = build_trigger(schedule)
+    job = Job(
+        None,
+        id=job_id,
+        func=func_ref,
+        trigger=trigger,
+        executor="default",
+        args=tuple(args),
+        kwargs=dict(kwargs or {}),
+        name=name or job_id,
+        **{**settings.JOB_DEFAULTS, **options},
+    )
+    job.next_run_time = trigger.get_next_fire_time(None, timezone.now())
+    _store().add_job(job)
+    ScheduledJob.objects.update_or_create(
+        id=job_id,
+        defaults={"source": ScheduledJob.Source.EXTERNAL, "func_ref": func_ref, "name": job.name},
     )
 
 

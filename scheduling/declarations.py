@@ -60,6 +60,9 @@ class Declaration:
 
 
 registry: dict[str, Declaration] = {}
+# Functions operators may schedule from the admin, by function reference: every @job function
+# and every @schedulable one. The admin offers only these, never a free-text import path.
+schedulables: dict[str, str] = {}
 
 _UNSET: Any = object()
 
@@ -196,3 +199,18 @@ def register(declaration: Declaration) -> None:
             f"{declaration.func_ref}; give one of them another id="
         )
     registry[declaration.id] = declaration
+    schedulables.setdefault(declaration.func_ref, declaration.name)
+
+
+def schedulable(func: F | None = None, *, name: str | None = None) -> Any:
+    """Let operators schedule ``func`` from the admin, with arguments they enter as JSON."""
+
+    def decorate(function: F) -> F:
+        try:
+            ref = _importable_ref(function)
+        except ValueError as exc:
+            raise JobDeclarationError(f"Schedulable {function!r}: {exc}") from None
+        schedulables[ref] = name or function.__qualname__
+        return function
+
+    return decorate(func) if func is not None else decorate

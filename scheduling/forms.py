@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+import inspect
+from typing import Any, cast
 
 from apscheduler.triggers.cron import CronTrigger
+from apscheduler.util import ref_to_obj
 from django import forms
 from django.contrib.admin import widgets
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from django_apscheduler.models import DjangoJob
 
+from scheduling import declarations
+from scheduling.conf import settings
 from scheduling.models import Job
 from scheduling.schedules import ScheduleError, build_trigger, crontab_of, spec_of
 from scheduling.store import unpickle
@@ -143,3 +148,52 @@ def initial_values(state: dict[str, Any]) -> dict[str, Any]:
     else:
         values.update(kind="cron", cron=spec["cron"] if isinstance(spec["cron"], str) else "")
     return values
+
+
+class JobAddForm(JobScheduleForm):
+    """A new job, made only from functions the code declares schedulable, with JSON arguments."""
+
+    function = forms.ChoiceField(label=_("Function"), help_text=_("Functions the code declares schedulable."))
+    job_id = forms.CharField(label=_("Job id"), max_length=255)
+    job_name = forms.CharField(label=_("Name"), max_length=255, required=False)
+    args = forms.JSONField(
+        label=_("Arguments"), initial=list, required=False, help_text=_('A JSON list: [1, "a"]')
+    )
+    kwargs = forms.JSONField(
+        label=_("Keyword arguments"), initial=dict, required=False, help_text=_('A JSON object: {"days": 7}')
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        cast(forms.ChoiceField, self.fields["function"]).choices = [
+            (ref, f"{name} ({ref})") for ref, name in sorted(declarations.schedulables.items())
+        ]
+        if not self.is_bound:
+            self.initial.update(kind="interval", every=1, unit="hours", **settings.JOB_DEFAULTS)
+
+    def clean_job_id(self) -> str:
+        job_id = self.cleaned_data["job_id"].strip()
+        if DjangoJob.objects.filter(id=job_id).exists() or job_id in declarations.registry:
+            raise forms.ValidationError(_("A job with this id exists already."))
+        return job_id
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        func_ref = data.get("function")
+        args = [] if data.get("args") is None else data["args"]
+        kwargs = {} if data.get("kwargs") is None else data["kwargs"]
+        if not isinstance(args, list):
+            self.add_error("args", _("Enter a JSON list."))
+        elif not isinstance(kwargs, dict):
+            self.add_error("kwargs", _("Enter a JSON object."))
+        elif func_ref:
+            function = ref_to_obj(func_ref)
+            try:
+                inspect.signature(function).bind(*args, **kwargs)
+            except TypeError as exc:
+                self.add_error(
+                    "args",
+                    _("These arguments do not fit %(function)s%(signature)s: %(error)s")
+                    % {"function": func_ref, "signature": inspect.signature(function), "error": exc},
+                )
+        return data

@@ -11,7 +11,7 @@ from django.test import Client
 from django.utils import timezone
 from django_apscheduler.models import DjangoJob
 
-from scheduling import job
+from scheduling import declarations, job, schedulable
 from scheduling.models import Execution, RunRequest, SchedulerInstance
 from scheduling.store import JobStore
 from scheduling.sync import sync
@@ -311,3 +311,65 @@ def test_users_who_may_not_change_schedules_see_them_read_only(registry: dict) -
     assert 'name="cron"' not in page
     assert "Every minute" in page
     assert viewer.post(JOBS + "job-0/change/", form_data(every=5)).status_code == 403
+
+
+@pytest.fixture
+def schedulables(monkeypatch: pytest.MonkeyPatch) -> dict:
+    fresh: dict = {}
+    monkeypatch.setattr(declarations, "schedulables", fresh)
+    schedulable(jobs.sleep)
+    schedulable(name="Say hello")(jobs.succeed)
+    return fresh
+
+
+def add_data(**changes: object) -> dict:
+    data = form_data(function="tests.jobs:sleep", job_id="nap", job_name="Nap", args="[0.1]", kwargs="{}")
+    data.update({key: str(value) for key, value in changes.items()})
+    return data
+
+
+def test_a_job_can_be_added_from_a_function_the_code_declares_schedulable(
+    admin_client: Client, registry: dict, schedulables: dict
+) -> None:
+    page = admin_client.get(JOBS + "add/").text
+    assert '<option value="tests.jobs:sleep">sleep (tests.jobs:sleep)</option>' in page
+    assert "Say hello (tests.jobs:succeed)" in page
+
+    response = admin_client.post(JOBS + "add/", add_data(every=10, unit="seconds"))
+
+    assert response.status_code == 302
+    job = JobStore().lookup_job("nap")
+    assert (job.func_ref, job.args, job.name) == ("tests.jobs:sleep", (0.1,), "Nap")
+    assert job.trigger.interval == timezone.timedelta(seconds=10)
+    assert "added outside the code" in admin_client.get(JOBS).text
+    assert LogEntry.objects.get(object_id="nap").is_addition()
+
+
+@pytest.mark.parametrize(
+    ("changes", "error"),
+    [
+        ({"function": "os:system"}, "Select a valid choice."),
+        ({"args": "[]"}, "missing a required argument: &#x27;seconds&#x27;"),
+        ({"args": "[1, 2]"}, "too many positional arguments"),
+        ({"args": "{}"}, "Enter a JSON list."),
+        ({"args": "[1"}, "Enter a valid JSON."),
+        ({"job_id": "job-0"}, "A job with this id exists already."),
+        ({"kind": "cron", "cron": "61 * * * *"}, "invalid cron expression"),
+    ],
+)
+def test_a_bad_new_job_is_refused_and_nothing_is_stored(
+    admin_client: Client, registry: dict, schedulables: dict, changes: dict, error: str
+) -> None:
+    declare_jobs(registry, 1)
+
+    response = admin_client.post(JOBS + "add/", add_data(**changes))
+
+    assert response.status_code == 200
+    assert error in response.text
+    assert not DjangoJob.objects.filter(id="nap").exists()
+
+
+def test_adding_needs_the_add_permission(registry: dict, schedulables: dict) -> None:
+    viewer = staff("view_job", "change_schedule")
+
+    assert viewer.get(JOBS + "add/").status_code == 403

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
+from scheduling import declarations
 from scheduling.models import Execution
 from scheduling.store import JobStore
 from tests.conftest import wait_for
@@ -64,7 +65,9 @@ def reload_until(page, text: str, timeout: float = 10.0) -> None:
     wait_for(shown, timeout=timeout, interval=0.3)
 
 
-def test_operating_jobs_from_the_admin(page, live_server, admin_user, scheduler_process, figures) -> None:
+def test_operating_jobs_from_the_admin(
+    page, live_server, admin_user, scheduler_process, figures, monkeypatch: pytest.MonkeyPatch
+) -> None:
     scheduler_process("tests.browser_jobs")
     log_in(page, live_server, admin_user)
 
@@ -116,3 +119,22 @@ def test_operating_jobs_from_the_admin(page, live_server, admin_user, scheduler_
     figures(f"browser: rescheduled from the admin, first scheduled run started {lateness:.3f} s late")
     assert scheduled.scheduled_at - saved <= timedelta(seconds=3)
     assert lateness < 1.0
+
+    # A new job, from a function the code declares schedulable, run by the scheduler.
+    monkeypatch.setattr(declarations, "schedulables", {"tests.jobs:succeed": "Say hello"})
+    page.goto(f"{live_server.url}/admin/scheduling/job/add/")
+    page.select_option("select[name=function]", "tests.jobs:succeed")
+    page.fill("input[name=job_id]", "browser.added")
+    page.fill("input[name=job_name]", "Added in the browser")
+    page.check("input[name=kind][value=interval]")
+    page.fill("input[name=every]", "1")
+    page.select_option("select[name=unit]", "seconds")
+    page.screenshot(path=ARTIFACTS / "05-add-job.png", full_page=True)
+    page.click("input[name=_save]")
+    page.wait_for_selector("text=was added successfully")
+    wait_for(
+        lambda: Execution.objects.filter(job_id="browser.added", status="succeeded").exists(), timeout=10
+    )
+    page.goto(f"{live_server.url}/admin/scheduling/job/")
+    assert "Added in the browser" in page.content()
+    page.screenshot(path=ARTIFACTS / "06-jobs-after.png", full_page=True)

@@ -26,7 +26,7 @@ from django.views.decorators.http import require_POST
 
 from scheduling import control
 from scheduling.admin.history import status_badge
-from scheduling.forms import JobScheduleForm
+from scheduling.forms import JobAddForm, JobScheduleForm
 from scheduling.models import Execution, Job, ScheduledJob
 from scheduling.schedules import describe, format_local, next_runs, relative
 from scheduling.status import scheduler_status
@@ -182,9 +182,6 @@ class JobAdmin(admin.ModelAdmin):
 
     # Permissions
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return self.has_schedule_permission(request)
 
@@ -199,20 +196,40 @@ class JobAdmin(admin.ModelAdmin):
 
     # The change form edits the schedule and options; the store row is written by control.change.
 
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        kwargs["form"] = JobScheduleForm if obj is not None else JobAddForm
+        return super().get_form(request, obj, change, **kwargs)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return self.readonly_fields if obj is not None else ()
+
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        editable = ["kind", "cron", ("every", "unit"), "run_at", "time_zone", "jitter"]
+        options = (_("Options"), {"fields": ["max_instances", "coalesce", "misfire_grace_time"]})
+        if obj is None:
+            what = (None, {"fields": ["function", "job_id", "job_name", "args", "kwargs"]})
+            return [what, (_("Schedule"), {"fields": editable}), options]
         about = (None, {"fields": ["job", "function", "state", "problem", "last_run", "recent_runs"]})
         schedule = ["schedule", "preview"]
         if not self.has_change_permission(request, obj):
             return [about, (_("Schedule"), {"fields": schedule})]
-        editable = ["kind", "cron", ("every", "unit"), "run_at", "time_zone", "jitter"]
-        return [
-            about,
-            (_("Schedule"), {"fields": schedule + editable}),
-            (_("Options"), {"fields": ["max_instances", "coalesce", "misfire_grace_time"]}),
-        ]
+        return [about, (_("Schedule"), {"fields": schedule + editable}), options]
 
     def save_model(self, request: HttpRequest, obj: Job, form: Any, change: bool) -> None:
-        control.change(obj.id, schedule=form.spec, **form.options())
+        if change:
+            control.change(obj.id, schedule=form.spec, **form.options())
+            return
+        data = form.cleaned_data
+        control.add(
+            data["job_id"],
+            data["function"],
+            schedule=form.spec,
+            name=data["job_name"],
+            args=data["args"] or [],
+            kwargs=data["kwargs"] or {},
+            **form.options(),
+        )
+        obj.id = data["job_id"]
 
     @admin.display(description=_("next 5 runs"))
     def preview(self, obj: Any) -> SafeString | str:

@@ -5,7 +5,7 @@ from typing import Any
 
 from django import template
 
-from scheduling.schedules import format_local
+from scheduling.schedules import format_local, relative
 from scheduling.status import scheduler_status
 
 register = template.Library()
@@ -20,3 +20,9 @@ def scheduler_status_panel() -> dict[str, Any]:
 def local_time(moment: datetime | None) -> str:
     """A moment in the site's time zone, with seconds: 2026-11-23 14:05:00 CET."""
     return format_local(moment)
+
+
+@register.filter
+def relative_time(moment: datetime | None) -> str:
+    """How far a moment is from now: "in 12 s", "4 minutes ago"."""
+    return relative(moment) if moment else "-"
