@@ -195,7 +195,7 @@ def test_the_executions_list_answers_in_the_same_number_of_queries_for_10_and_50
         for n in range(count)
     )
 
-    with django_assert_num_queries(6):
+    with django_assert_num_queries(5):
         response = admin_client.get("/admin/scheduling/execution/")
 
     assert response.status_code == 200
@@ -373,3 +373,55 @@ def test_adding_needs_the_add_permission(registry: dict, schedulables: dict) -> 
     viewer = staff("view_job", "change_schedule")
 
     assert viewer.get(JOBS + "add/").status_code == 403
+
+
+def test_the_execution_page_shows_everything_read_only_with_the_full_traceback(admin_client: Client) -> None:
+    traceback = "Traceback (most recent call last):\n" + "".join(
+        f'  File "x.py", line {n}\n' for n in range(200)
+    )
+    execution = Execution.objects.create(
+        job_id="a",
+        status="failed",
+        scheduled_at=timezone.now(),
+        exception="ValueError: <bad>",
+        traceback=traceback,
+    )
+
+    page = admin_client.get(f"/admin/scheduling/execution/{execution.pk}/change/").text
+
+    assert "line 199" in page
+    assert "<pre" in page
+    assert "ValueError: &lt;bad&gt;" in page
+    assert 'name="job_id"' not in page
+    assert 'name="_save"' not in page
+
+
+def test_the_executions_list_filters_by_job_and_status(admin_client: Client, registry: dict) -> None:
+    declare_jobs(registry, 2)
+    now = timezone.now()
+    Execution.objects.create(job_id="job-0", status="failed", scheduled_at=now)
+    Execution.objects.create(job_id="job-1", status="succeeded", scheduled_at=now)
+
+    page = admin_client.get("/admin/scheduling/execution/?job=job-0").text
+
+    assert ">job-0<" in page
+    assert ">job-1<" not in page
+    assert "Job 1" in page  # offered as a filter choice
+    assert ">job-1<" in admin_client.get("/admin/scheduling/execution/?status__exact=succeeded").text
+
+
+def test_the_job_page_charts_recent_durations_coloured_by_outcome(
+    admin_client: Client, registry: dict
+) -> None:
+    declare_jobs(registry, 1)
+    now = timezone.now()
+    Execution.objects.create(job_id="job-0", status="succeeded", scheduled_at=now, duration=2.0)
+    Execution.objects.create(
+        job_id="job-0", status="failed", scheduled_at=now - timezone.timedelta(minutes=1), duration=1.0
+    )
+
+    page = admin_client.get(JOBS + "job-0/change/").text
+
+    assert page.count("<rect ") == 2
+    assert 'height="80.0" fill="#1a7f37"' in page  # the longest run, a success, is full height
+    assert 'height="40.0" fill="#cf222e"' in page

@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 
-from scheduling.models import Execution, SchedulerInstance
+from scheduling.models import Execution, ScheduledJob, SchedulerInstance
 from scheduling.schedules import format_local
 
 STATUS_COLOURS: dict[str, str] = {
@@ -39,13 +40,49 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+class JobFilter(admin.SimpleListFilter):
+    """Jobs to filter by, from the small jobs table (a DISTINCT over the history would be slow)."""
+
+    title = _("job")
+    parameter_name = "job"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(job.id, job.name or job.id) for job in ScheduledJob.objects.only("id", "name")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Execution]) -> QuerySet[Execution]:
+        return queryset.filter(job_id=self.value()) if self.value() else queryset
+
+
 @admin.register(Execution)
 class ExecutionAdmin(ReadOnlyAdmin):
     list_display = ["job_id", "coloured_status", "scheduled", "started", "run_time", "started_by", "hostname"]
-    list_filter = ["status", "origin", "scheduled_at"]
+    list_filter = ["status", JobFilter, "origin", "scheduled_at"]
     search_fields = ["job_id", "exception"]
-    date_hierarchy = "scheduled_at"
     show_full_result_count = False
+    fieldsets = [
+        (None, {"fields": ["job_id", "coloured_status", "started_by", "hostname", "pid", "instance"]}),
+        (_("Timing"), {"fields": ["scheduled", "started", "finished", "run_time"]}),
+        (_("Error"), {"fields": ["exception", "full_traceback"]}),
+    ]
+    readonly_fields = [
+        "coloured_status",
+        "started_by",
+        "scheduled",
+        "started",
+        "finished",
+        "run_time",
+        "full_traceback",
+    ]
+
+    @admin.display(description=_("traceback"))
+    def full_traceback(self, obj: Execution) -> SafeString | str:
+        if not obj.traceback:
+            return "-"
+        return format_html('<pre style="white-space:pre-wrap;margin:0">{}</pre>', obj.traceback)
+
+    @admin.display(description=_("finished at"), ordering="finished_at")
+    def finished(self, obj: Execution) -> str:
+        return format_local(obj.finished_at)
 
     @admin.display(description=_("status"), ordering="status")
     def coloured_status(self, obj: Execution) -> SafeString:

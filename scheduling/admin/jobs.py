@@ -25,6 +25,7 @@ from django.utils.translation import ngettext
 from django.views.decorators.http import require_POST
 
 from scheduling import control
+from scheduling.admin.charts import duration_chart
 from scheduling.admin.history import status_badge
 from scheduling.forms import JobAddForm, JobScheduleForm
 from scheduling.models import Execution, Job, ScheduledJob
@@ -34,6 +35,7 @@ from scheduling.store import unpickle
 
 RECENT = timedelta(hours=24)  # the window for a job's average duration and success rate
 RECENT_RUNS_ON_PAGE = 20
+CHART_RUNS = 50
 
 
 class StateFilter(admin.SimpleListFilter):
@@ -72,6 +74,7 @@ class JobAdmin(admin.ModelAdmin):
         "problem",
         "last_run",
         "recent_runs",
+        "durations",
         "schedule",
         "preview",
     )
@@ -209,7 +212,10 @@ class JobAdmin(admin.ModelAdmin):
         if obj is None:
             what = (None, {"fields": ["function", "job_id", "job_name", "args", "kwargs"]})
             return [what, (_("Schedule"), {"fields": editable}), options]
-        about = (None, {"fields": ["job", "function", "state", "problem", "last_run", "recent_runs"]})
+        about = (
+            None,
+            {"fields": ["job", "function", "state", "problem", "last_run", "recent_runs", "durations"]},
+        )
         schedule = ["schedule", "preview"]
         if not self.has_change_permission(request, obj):
             return [about, (_("Schedule"), {"fields": schedule})]
@@ -230,6 +236,10 @@ class JobAdmin(admin.ModelAdmin):
             **form.options(),
         )
         obj.id = data["job_id"]
+
+    @admin.display(description=_("durations"))
+    def durations(self, obj: Any) -> SafeString:
+        return duration_chart(list(Execution.objects.filter(job_id=obj.id)[:CHART_RUNS]))
 
     @admin.display(description=_("next 5 runs"))
     def preview(self, obj: Any) -> SafeString | str:
