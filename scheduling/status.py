@@ -35,10 +35,13 @@ class SchedulerStatus:
 def scheduler_status() -> SchedulerStatus:
     """Three queries, whatever the number of jobs and executions."""
     now = timezone.now()
-    jobs = DjangoJob.objects.annotate(broken=broken_job()).aggregate(
-        scheduled=Count("id", filter=Q(broken=False, next_run_time__isnull=False)),
-        paused=Count("id", filter=Q(broken=False, next_run_time__isnull=True)),
-        broken=Count("id", filter=Q(broken=True)),
+    # The Exists goes straight into each filter: PostgreSQL cannot see an annotation's alias
+    # inside an aggregate's FILTER clause.
+    loadable = ~broken_job()
+    jobs = DjangoJob.objects.aggregate(
+        scheduled=Count("id", filter=Q(loadable, next_run_time__isnull=False)),
+        paused=Count("id", filter=Q(loadable, next_run_time__isnull=True)),
+        broken=Count("id", filter=Q(broken_job())),
     )
     runs = Execution.objects.filter(scheduled_at__gte=now - timedelta(hours=1)).aggregate(
         runs=Count("id", filter=Q(status__in=[Execution.Status.SUCCEEDED, Execution.Status.FAILED])),
