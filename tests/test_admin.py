@@ -138,6 +138,19 @@ def test_pause_and_resume_change_the_store_and_are_audited(admin_client: Client,
     ]
 
 
+def test_reset_records_the_schedule_it_replaced(admin_client: Client, registry: dict) -> None:
+    declare_jobs(registry, 1)
+    admin_client.post(JOBS + "job-0/change/", form_data(every=7, unit="seconds"))
+
+    admin_client.post(JOBS, {"action": "reset_schedule", "_selected_action": ["job-0"]})
+
+    assert str(JobStore().lookup_job("job-0").trigger) == "interval[0:01:00]"
+    assert LogEntry.objects.latest("action_time").get_change_message() == (
+        "Reset the schedule to the code's declaration: from “Every 7 seconds; max instances 1, coalesce on, "
+        "misfire grace 60 s” to “Every minute; max instances 1, coalesce on, misfire grace 60 s”"
+    )
+
+
 def test_the_job_page_has_buttons_and_recent_runs(admin_client: Client, registry: dict) -> None:
     declare_jobs(registry, 1)
     Execution.objects.create(
@@ -287,7 +300,10 @@ def test_a_valid_schedule_is_saved_flagged_as_overridden_and_audited(
     assert job.max_instances == 3
     assert job.next_run_time is not None
     assert "overridden outside the code" in admin_client.get(JOBS).text
-    assert "Cron expression" in LogEntry.objects.get(object_id="job-0").get_change_message()
+    assert LogEntry.objects.get(object_id="job-0").get_change_message() == (
+        "Changed the schedule from “Every minute; max instances 1, coalesce on, misfire grace 60 s” "
+        "to “Every 5 minutes, Monday through Friday; max instances 3, coalesce on, misfire grace 60 s”"
+    )
 
 
 def test_a_one_off_date_can_be_set(admin_client: Client, registry: dict) -> None:

@@ -31,7 +31,7 @@ from scheduling.forms import JobAddForm, JobScheduleForm
 from scheduling.models import Execution, Job, ScheduledJob
 from scheduling.schedules import describe, format_local, next_runs, relative
 from scheduling.status import scheduler_status
-from scheduling.store import unpickle
+from scheduling.store import JobStore, unpickle
 
 RECENT = timedelta(hours=24)  # the window for a job's average duration and success rate
 RECENT_RUNS_ON_PAGE = 20
@@ -223,7 +223,9 @@ class JobAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Job, form: Any, change: bool) -> None:
         if change:
+            before = schedule_summary(obj.id)
             control.change(obj.id, schedule=form.spec, **form.options())
+            form.change_message = f"Changed the schedule from “{before}” to “{schedule_summary(obj.id)}”"
             return
         data = form.cleaned_data
         control.add(
@@ -236,6 +238,14 @@ class JobAdmin(admin.ModelAdmin):
             **form.options(),
         )
         obj.id = data["job_id"]
+
+    def construct_change_message(
+        self, request: HttpRequest, form: Any, formsets: Any, add: bool = False
+    ) -> Any:
+        # What changed, in words, rather than the names of the form fields that did.
+        return getattr(form, "change_message", None) or super().construct_change_message(
+            request, form, formsets, add
+        )
 
     @admin.display(description=_("durations"))
     def durations(self, obj: Any) -> SafeString:
@@ -288,7 +298,7 @@ class JobAdmin(admin.ModelAdmin):
         done = self._apply(
             request,
             queryset,
-            lambda job: control.reset(job.id),
+            reset_with_message,
             "Reset the schedule to the code's declaration",
         )
         self._report(
@@ -304,7 +314,7 @@ class JobAdmin(admin.ModelAdmin):
         done = 0
         for job in queryset:
             try:
-                act(job)
+                message = act(job)
             except control.UnknownJobError:
                 self.message_user(
                     request,
@@ -321,7 +331,7 @@ class JobAdmin(admin.ModelAdmin):
                     messages.ERROR,
                 )
                 continue
-            self.log_change(request, job, log)
+            self.log_change(request, job, message if isinstance(message, str) else log)
             done += 1
         return done
 
@@ -390,6 +400,22 @@ class JobAdmin(admin.ModelAdmin):
             "can_reset": self.has_schedule_permission(request),
         }
         return super().change_view(request, object_id, form_url, context)
+
+
+def schedule_summary(job_id: str) -> str:
+    """A stored job's schedule and options in words, for the admin's history."""
+    job = JobStore().lookup_job(job_id)
+    grace = "none" if job.misfire_grace_time is None else f"{job.misfire_grace_time} s"
+    return (
+        f"{describe(job.trigger)}; max instances {job.max_instances}, "
+        f"coalesce {'on' if job.coalesce else 'off'}, misfire grace {grace}"
+    )
+
+
+def reset_with_message(job: Job) -> str:
+    before = schedule_summary(job.id)
+    control.reset(job.id)
+    return f"Reset the schedule to the code's declaration: from “{before}” to “{schedule_summary(job.id)}”"
 
 
 def _job_state(obj: Any) -> dict[str, Any]:
