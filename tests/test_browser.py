@@ -68,13 +68,14 @@ def reload_until(page, text: str, timeout: float = 10.0) -> None:
 def test_operating_jobs_from_the_admin(
     page, live_server, admin_user, scheduler_process, figures, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    scheduler_process("tests.browser_jobs")
+    scheduler_process("config.jobs,tests.browser_jobs")
     log_in(page, live_server, admin_user)
 
-    # The list: schedules in words, the scheduler alive.
-    assert "Scheduler running" in page.content()
-    assert "At 03:00, every day" in page.content()
-    assert "Every hour" in page.content()
+    # The list: the demo jobs and ours with schedules in words, the scheduler alive.
+    content = page.content()
+    assert "Scheduler running" in content
+    for words in ("Demo: heartbeat", "Every 5 seconds", "Every 10 seconds", "At 03:00, every day", "Every hour"):
+        assert words in content
     page.screenshot(path=ARTIFACTS / "01-jobs-list.png", full_page=True)
 
     # Run now: the request returns at once and the scheduler runs it.
