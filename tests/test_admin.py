@@ -441,3 +441,21 @@ def test_the_job_page_charts_recent_durations_coloured_by_outcome(
     assert page.count("<rect ") == 2
     assert 'height="80.0" fill="#1a7f37"' in page  # the longest run, a success, is full height
     assert 'height="40.0" fill="#cf222e"' in page
+
+
+def test_delete_asks_for_confirmation_removes_the_job_and_keeps_its_history(
+    admin_client: Client, registry: dict
+) -> None:
+    declare_jobs(registry, 1)
+    Execution.objects.create(job_id="job-0", status="succeeded", scheduled_at=timezone.now())
+
+    confirm = admin_client.post(JOBS, {"action": "delete_selected", "_selected_action": ["job-0"]})
+    assert "<title>Delete multiple objects" in confirm.text
+    assert 'name="post"' in confirm.text
+    assert DjangoJob.objects.filter(id="job-0").exists()
+
+    admin_client.post(JOBS, {"action": "delete_selected", "_selected_action": ["job-0"], "post": "yes"})
+
+    assert not DjangoJob.objects.filter(id="job-0").exists()
+    assert Execution.objects.filter(job_id="job-0").count() == 1
+    assert LogEntry.objects.get(object_id="job-0").is_deletion()

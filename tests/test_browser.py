@@ -74,7 +74,13 @@ def test_operating_jobs_from_the_admin(
     # The list: the demo jobs and ours with schedules in words, the scheduler alive.
     content = page.content()
     assert "Scheduler running" in content
-    for words in ("Demo: heartbeat", "Every 5 seconds", "Every 10 seconds", "At 03:00, every day", "Every hour"):
+    for words in (
+        "Demo: heartbeat",
+        "Every 5 seconds",
+        "Every 10 seconds",
+        "At 03:00, every day",
+        "Every hour",
+    ):
         assert words in content
     page.screenshot(path=ARTIFACTS / "01-jobs-list.png", full_page=True)
 
