@@ -34,6 +34,16 @@ class Settings:
         return float(getattr(django_settings, "SCHEDULING_HEARTBEAT_TIMEOUT", 30.0))
 
     @property
+    def LEASE_DURATION(self) -> float:
+        """Seconds a scheduler holds the lease without renewing it; bounds the fail-over time."""
+        return float(getattr(django_settings, "SCHEDULING_LEASE_DURATION", 8.0))
+
+    @property
+    def LEASE_RENEW_INTERVAL(self) -> float:
+        """Seconds between lease renewals by the active scheduler and attempts by standbys."""
+        return float(getattr(django_settings, "SCHEDULING_LEASE_RENEW_INTERVAL", 1.0))
+
+    @property
     def SHUTDOWN_TIMEOUT(self) -> float:
         """Seconds to wait for running jobs on SIGTERM/SIGINT before recording them as interrupted."""
         return float(getattr(django_settings, "SCHEDULING_SHUTDOWN_TIMEOUT", 30.0))

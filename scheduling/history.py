@@ -172,7 +172,7 @@ def recover_interrupted() -> int:
     alive = [
         instance.pk
         for instance in SchedulerInstance.objects.alive()
-        if instance.hostname != socket.gethostname() or _pid_alive(instance.pid)
+        if instance.hostname != socket.gethostname() or process_alive(instance.pid)
     ]
     orphans = Execution.objects.exclude(instance__in=alive)
     count = mark_interrupted(orphans, "Interrupted: the scheduler running it stopped without finishing it")
@@ -181,7 +181,8 @@ def recover_interrupted() -> int:
     return count
 
 
-def _pid_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process of this host is alive."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -91,9 +91,14 @@ class SchedulerInstanceQuerySet(models.QuerySet["SchedulerInstance"]):
 class SchedulerInstance(models.Model):
     """One ``runscheduler`` process, with its heartbeat, so other processes can tell it is alive."""
 
+    class Role(models.TextChoices):
+        STANDBY = "standby", _("Standby")
+        ACTIVE = "active", _("Active")
+
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     hostname = models.CharField(_("host"), max_length=255)
     pid = models.PositiveIntegerField(_("process id"))
+    role = models.CharField(_("role"), max_length=16, choices=Role.choices, default=Role.STANDBY)
     started_at = models.DateTimeField(_("running since"), default=timezone.now)
     last_beat = models.DateTimeField(_("last heartbeat"), default=timezone.now, db_index=True)
     stopped_at = models.DateTimeField(_("stopped at"), null=True, blank=True)
@@ -107,6 +112,20 @@ class SchedulerInstance(models.Model):
 
     def __str__(self) -> str:
         return f"{self.hostname}:{self.pid}"
+
+
+class Lease(models.Model):
+    """The right to schedule on this database: one holder at a time, until ``expires_at``."""
+
+    name = models.CharField(max_length=64, primary_key=True)
+    holder = models.UUIDField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("lease")
+
+    def __str__(self) -> str:
+        return f"{self.name} held by {self.holder} until {self.expires_at}"
 
 
 class Execution(models.Model):

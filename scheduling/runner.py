@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from django.utils import timezone
 from scheduling import declarations, history
 from scheduling.conf import settings
 from scheduling.executors import RecordingThreadPoolExecutor
+from scheduling.leadership import Leadership
 from scheduling.models import Execution, RunRequest, ScheduledJob, SchedulerInstance
 from scheduling.schedules import describe
 from scheduling.store import JobStore
@@ -162,14 +164,17 @@ class Runner:
         self.threads = threads or settings.THREADS
         self.poll_interval = poll_interval or settings.POLL_INTERVAL
         self.started = False
+        self.active = False
         self.sync_report = SyncReport()
         self._last_beat = 0.0
+        self._next_claim = 0.0
+        self._leading = threading.Lock()
 
     def start(self) -> None:
         check_database()
         self.instance = SchedulerInstance.objects.create(hostname=socket.gethostname(), pid=os.getpid())
+        self.leadership = Leadership(self.instance.pk)
         self._last_beat = time.monotonic()
-        history.recover_interrupted()
         recorder = history.Recorder(self.instance)
         self.executor = RecordingThreadPoolExecutor(recorder, max_workers=self.threads)
         self.recorder = recorder
@@ -185,12 +190,11 @@ class Runner:
         self.scheduler.add_listener(
             lambda event: self._record_skipped(recorder, event), EVENT_JOB_MAX_INSTANCES
         )
-        # Started paused so the store is attached (sync needs it) before anything runs.
+        # Started paused: it schedules only while it holds the lease (see _lead).
         self.scheduler.start(paused=True)
         self.started = True
-        self.sync_report = sync(store, declarations.registry.values())
-        self.scheduler.resume()
         logger.info("Scheduler %s started with %d declared job(s)", self.instance, len(declarations.registry))
+        self._lead()
 
     def stop(self, timeout: float | None = None) -> int:
         """Stop scheduling, wait up to ``timeout`` s for running jobs; returns runs interrupted."""
@@ -207,7 +211,11 @@ class Runner:
                 f"Interrupted: the scheduler stopped and did not wait longer than {timeout:g} s"
             )
             logger.warning("Stopped with %d run(s) still going; recorded as interrupted", interrupted)
-        SchedulerInstance.objects.filter(pk=self.instance.pk).update(stopped_at=timezone.now())
+        if self.active:
+            self.leadership.release()
+        SchedulerInstance.objects.filter(pk=self.instance.pk).update(
+            stopped_at=timezone.now(), role=SchedulerInstance.Role.STANDBY
+        )
         connections.close_all()
         logger.info("Scheduler %s stopped", self.instance)
         return interrupted
@@ -230,8 +238,39 @@ class Runner:
         return summaries
 
     def _on_tick(self) -> None:
+        self._lead()
         self._beat_if_due()
-        self._take_run_requests()
+        if self.active:
+            self._take_run_requests()
+
+    def _lead(self) -> None:
+        """Schedule while holding the lease; stand by otherwise."""
+        with self._leading:
+            if self.active and not self.leadership.held:
+                # Checked by the local clock first: this holds even when the database is away.
+                self._step_down("its lease ran out before it could renew it")
+            if time.monotonic() < self._next_claim:
+                return
+            self._next_claim = time.monotonic() + settings.LEASE_RENEW_INTERVAL
+            held = self.leadership.claim()
+            if held and not self.active:
+                self._become_active()
+            elif not held and self.active:
+                self._step_down("another scheduler holds the lease")
+
+    def _become_active(self) -> None:
+        history.recover_interrupted()
+        self.sync_report = sync(self.store, declarations.registry.values())
+        SchedulerInstance.objects.filter(pk=self.instance.pk).update(role=SchedulerInstance.Role.ACTIVE)
+        self.active = True
+        self.scheduler.resume()
+        logger.info("Scheduler %s holds the lease: it schedules and runs jobs", self.instance)
+
+    def _step_down(self, reason: str) -> None:
+        self.scheduler.pause()
+        self.active = False
+        logger.warning("Scheduler %s stopped scheduling: %s; standing by", self.instance, reason)
+        SchedulerInstance.objects.filter(pk=self.instance.pk).update(role=SchedulerInstance.Role.STANDBY)
 
     def _take_run_requests(self) -> None:
         for request in RunRequest.objects.all()[:RUN_REQUESTS_PER_TICK]:

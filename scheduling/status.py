@@ -16,6 +16,7 @@ from scheduling.store import broken_job
 @dataclass(frozen=True)
 class SchedulerStatus:
     instance: SchedulerInstance | None
+    standbys: int
     scheduled: int
     paused: int
     broken: int
@@ -35,6 +36,8 @@ class SchedulerStatus:
 def scheduler_status() -> SchedulerStatus:
     """Three queries, whatever the number of jobs and executions."""
     now = timezone.now()
+    alive = list(SchedulerInstance.objects.alive().order_by("-last_beat"))
+    active = [instance for instance in alive if instance.role == SchedulerInstance.Role.ACTIVE]
     # The Exists goes straight into each filter: PostgreSQL cannot see an annotation's alias
     # inside an aggregate's FILTER clause.
     loadable = ~broken_job()
@@ -48,7 +51,8 @@ def scheduler_status() -> SchedulerStatus:
         failures=Count("id", filter=Q(status=Execution.Status.FAILED)),
     )
     return SchedulerStatus(
-        instance=SchedulerInstance.objects.alive().order_by("-last_beat").first(),
+        instance=active[0] if active else None,
+        standbys=len(alive) - len(active),
         scheduled=jobs["scheduled"],
         paused=jobs["paused"],
         broken=jobs["broken"],

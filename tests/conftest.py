@@ -89,7 +89,7 @@ class SchedulerProcess:
         return self.log.read_text()
 
     def wait_started(self, timeout: float = 20.0) -> None:
-        wait_for(lambda: "running" in self.output() or self.popen.poll() is not None, timeout)
+        wait_for(lambda: "Stop with Ctrl-C" in self.output() or self.popen.poll() is not None, timeout)
         assert self.popen.poll() is None, self.output()
 
     def signal(self, signum: int) -> None:

@@ -115,7 +115,7 @@ def test_run_now_records_a_request_for_the_scheduler_and_an_audit_entry(
 
 def test_run_now_does_not_warn_when_a_scheduler_is_alive(admin_client: Client, registry: dict) -> None:
     declare_jobs(registry, 1)
-    SchedulerInstance.objects.create(hostname="worker", pid=123)
+    SchedulerInstance.objects.create(hostname="worker", pid=123, role="active")
 
     response = admin_client.post(JOBS, {"action": "run_now", "_selected_action": ["job-0"]}, follow=True)
 
@@ -191,12 +191,23 @@ def test_each_permission_unlocks_its_own_actions(registry: dict) -> None:
 
 
 def test_the_admin_index_shows_the_scheduler_status(admin_client: Client) -> None:
-    SchedulerInstance.objects.create(hostname="worker-1", pid=4242)
+    SchedulerInstance.objects.create(hostname="worker-1", pid=4242, role="active")
+    SchedulerInstance.objects.create(hostname="worker-2", pid=4343, role="standby")
 
     page = admin_client.get("/admin/").text
 
     assert "Scheduler running" in page
     assert "worker-1 (pid 4242)" in page
+    assert "1 standby ready to take over." in page
+
+
+def test_the_status_panel_tells_when_only_standbys_are_left(admin_client: Client) -> None:
+    SchedulerInstance.objects.create(hostname="worker-2", pid=4343, role="standby")
+
+    page = admin_client.get("/admin/").text
+
+    assert "No scheduler is running." in page
+    assert "1 standby is waiting for the lease" in page
 
 
 @pytest.mark.parametrize("count", [10, 500])

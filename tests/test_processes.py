@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -239,3 +240,87 @@ def test_a_database_outage_does_not_kill_the_scheduler_and_it_resumes(
     figures(f"PostgreSQL down {back - outage:.1f} s; first run recorded {resumed:.1f} s after it came back")
     assert process.popen.poll() is None
     assert "Database error in the scheduler loop" in process.output()
+
+
+def longest_gap(runs) -> float:
+    """The longest time between two consecutive scheduled fires, in seconds."""
+    times = list(runs.order_by("scheduled_at").values_list("scheduled_at", flat=True))
+    return max((later - earlier).total_seconds() for earlier, later in itertools.pairwise(times))
+
+
+def active_instance() -> SchedulerInstance | None:
+    return SchedulerInstance.objects.filter(role="active", stopped_at__isnull=True).first()
+
+
+def test_two_schedulers_run_every_fire_once_and_the_standby_takes_over_after_sigkill(
+    scheduler_process, tmp_path: Path, figures
+) -> None:
+    marks = tmp_path / "marks"
+    env = {"TEST_JOB_COUNT": "50", "TEST_MARK_FILE": str(marks)}
+    processes = [scheduler_process("tests.process_jobs_many", env=env) for _ in range(2)]
+    active = wait_for(active_instance, timeout=10)
+    killed, survivor = sorted(processes, key=lambda process: process.popen.pid != active.pid)
+    wait_for(lambda: Execution.objects.filter(status="succeeded").count() >= 50 * 5, timeout=30)
+
+    killed.signal(signal.SIGKILL)
+    killed_at = timezone.now()
+    killed.wait()
+    first = wait_for(
+        lambda: Execution.objects.filter(pid=survivor.popen.pid).order_by("started_at").first(), timeout=20
+    )
+    takeover = (first.started_at - killed_at).total_seconds()
+    wait_for(lambda: Execution.objects.filter(pid=survivor.popen.pid).count() >= 50 * 5, timeout=30)
+    survivor.signal(signal.SIGTERM)
+    assert survivor.wait() == 0
+
+    runs = Execution.objects.filter(job_id__startswith="many.")
+    traces = marks.read_text().split()
+    succeeded = runs.filter(status="succeeded").count()
+    gaps = [longest_gap(runs.filter(job_id=f"many.{number}")) for number in range(50)]
+    figures(
+        f"{connection.vendor}: 2 schedulers, 50 jobs @1 s: {succeeded} runs, "
+        f"{len(traces) - succeeded} duplicates, standby took over {takeover:.1f} s after SIGKILL "
+        f"of the active one, longest gap between fires {max(gaps):.1f} s"
+    )
+    assert len(traces) == succeeded, "every run left exactly one trace and one record"
+    assert sorted(set(traces)) == sorted(f"many.{number}" for number in range(50))
+    assert runs.exclude(status__in=["succeeded", "interrupted"]).count() == 0
+    assert takeover <= 10
+    assert max(gaps) <= 11
+
+
+def test_a_frozen_active_scheduler_is_replaced_after_its_lease_and_steps_down_when_it_wakes(
+    scheduler_process, tmp_path: Path, figures
+) -> None:
+    marks = tmp_path / "marks"
+    env = {"TEST_JOB_COUNT": "20", "TEST_MARK_FILE": str(marks)}
+    processes = [scheduler_process("tests.process_jobs_many", env=env) for _ in range(2)]
+    active = wait_for(active_instance, timeout=10)
+    frozen, standby = sorted(processes, key=lambda process: process.popen.pid != active.pid)
+    wait_for(lambda: Execution.objects.filter(status="succeeded").count() >= 20 * 3, timeout=30)
+
+    frozen.signal(signal.SIGSTOP)  # a machine gone or a process stuck: its pid stays alive
+    frozen_at = timezone.now()
+    first = wait_for(
+        lambda: Execution.objects.filter(pid=standby.popen.pid).order_by("started_at").first(), timeout=20
+    )
+    takeover = (first.started_at - frozen_at).total_seconds()
+    frozen.signal(signal.SIGCONT)
+    wait_for(lambda: "stopped scheduling" in frozen.output(), timeout=10)
+    wait_for(lambda: Execution.objects.filter(pid=standby.popen.pid).count() >= 20 * 4, timeout=30)
+    for process in processes:
+        process.signal(signal.SIGTERM)
+        assert process.wait() == 0
+
+    runs = Execution.objects.filter(job_id__startswith="many.")
+    traces = marks.read_text().split()
+    succeeded = runs.filter(status="succeeded").count()
+    gaps = [longest_gap(runs.filter(job_id=f"many.{number}")) for number in range(20)]
+    figures(
+        f"{connection.vendor}: active scheduler frozen (SIGSTOP): standby took over after {takeover:.1f} s; "
+        f"woken, the old one stood down; {succeeded} runs, {len(traces) - succeeded} duplicates, "
+        f"longest gap {max(gaps):.1f} s"
+    )
+    assert len(traces) == succeeded
+    assert takeover <= 10
+    assert max(gaps) <= 11

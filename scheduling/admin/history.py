@@ -109,4 +109,5 @@ class ExecutionAdmin(ReadOnlyAdmin):
 
 @admin.register(SchedulerInstance)
 class SchedulerInstanceAdmin(ReadOnlyAdmin):
-    list_display = ["hostname", "pid", "started_at", "last_beat", "stopped_at"]
+    list_display = ["hostname", "pid", "role", "started_at", "last_beat", "stopped_at"]
+    list_filter = ["role"]

@@ -90,10 +90,14 @@ class Command(BaseCommand):
 
     def _print_summary(self, runner: Runner) -> None:
         jobs = runner.jobs()
-        self.stdout.write(
-            f"Scheduler {runner.instance} running {len(jobs)} job(s). Stop with Ctrl-C or SIGTERM.",
-            self.style.SUCCESS,
-        )
+        if runner.active:
+            headline = f"Scheduler {runner.instance} active, running {len(jobs)} job(s)."
+        else:
+            headline = (
+                f"Scheduler {runner.instance} standing by: another scheduler holds the lease; "
+                f"this one takes over if it stops. {len(jobs)} job(s) stored."
+            )
+        self.stdout.write(f"{headline} Stop with Ctrl-C or SIGTERM.", self.style.SUCCESS)
         width = max([len(job.id) for job in jobs[:SUMMARY_LIMIT]] + [6])
         for job in jobs[:SUMMARY_LIMIT]:
             next_run = format_local(job.next_run)
