@@ -27,6 +27,8 @@ from scheduling.models import Execution
 
 logger = logging.getLogger(__name__)
 
+MAX_COALESCED_RECORDS = 1000  # rows written for one coalesced run, so a long outage stays cheap
+
 
 class RecordingThreadPoolExecutor(ThreadPoolExecutor):
     """APScheduler's thread pool executor, running jobs through :func:`run_job`."""
@@ -37,7 +39,24 @@ class RecordingThreadPoolExecutor(ThreadPoolExecutor):
         self._futures: set[concurrent.futures.Future[list[JobExecutionEvent]]] = set()
 
     def _do_submit_job(self, job: Job, run_times: list[datetime]) -> None:
+        if job.coalesce:
+            self._record_coalesced(job, run_times[-1])
         self._submit(job, run_times, SCHEDULED)
+
+    def _record_coalesced(self, job: Job, kept: datetime) -> None:
+        """Record the fires a coalesced run stands for, which APScheduler silently drops."""
+        skipped = [moment for moment in job._get_run_times(datetime.now(UTC)) if moment < kept]
+        if not skipped:
+            return
+        logger.warning(
+            "Job %s missed %d run(s) while no scheduler ran it; running it once", job.id, len(skipped)
+        )
+        message = f"Missed: coalesced into the run scheduled for {kept.isoformat()}"
+        if len(skipped) > MAX_COALESCED_RECORDS:
+            unlisted = len(skipped) - MAX_COALESCED_RECORDS
+            message += f" ({len(skipped)} fires missed in all; the {unlisted} oldest have no row)"
+            skipped = skipped[-MAX_COALESCED_RECORDS:]
+        self.recorder.record(job.id, skipped, Execution.Status.MISSED, message)
 
     def submit_manual(self, job: Job, requested_at: datetime, requested_by: str) -> None:
         """Run a job now on request; max_instances applies as to scheduled runs.

@@ -14,6 +14,8 @@ from django_apscheduler.models import DjangoJob
 from scheduling import control, job
 from scheduling.models import Execution, RunRequest, SchedulerInstance
 from scheduling.runner import Runner
+from scheduling.store import JobStore
+from scheduling.sync import sync
 from tests import jobs
 from tests.conftest import wait_for
 
@@ -181,3 +183,23 @@ def test_run_now_of_a_job_whose_function_is_gone_records_the_failure(runner: Run
 def test_run_now_of_an_unknown_job_is_refused() -> None:
     with pytest.raises(control.UnknownJobError, match="No stored job with id 'nope'"):
         control.run_now("nope")
+
+
+def test_fires_missed_while_no_scheduler_ran_are_recorded_and_run_once(
+    runner: Runner, registry: dict
+) -> None:
+    job(interval={"seconds": 1}, id="tick", misfire_grace_time=None)(jobs.succeed)
+    store = JobStore()
+    sync(store, registry.values())
+    stored = store.lookup_job("tick")
+    stored.next_run_time = stored.next_run_time - timedelta(seconds=5.5)
+    store.update_job(stored)
+
+    runner.start()
+
+    wait_for(lambda: Execution.objects.filter(job_id="tick", status="succeeded").exists(), timeout=5)
+    missed = Execution.objects.filter(job_id="tick", status="missed").order_by("scheduled_at")
+    assert missed.count() == 4  # five fires fell due: four recorded as missed, the latest run
+    assert "coalesced into the run scheduled for" in missed[0].exception
+    first_run = Execution.objects.filter(job_id="tick", status="succeeded").order_by("scheduled_at").first()
+    assert first_run.scheduled_at - missed.last().scheduled_at == timedelta(seconds=1)
