@@ -199,7 +199,7 @@ def test_fires_missed_while_no_scheduler_ran_are_recorded_and_run_once(
 
     wait_for(lambda: Execution.objects.filter(job_id="tick", status="succeeded").exists(), timeout=5)
     missed = Execution.objects.filter(job_id="tick", status="missed").order_by("scheduled_at")
-    assert missed.count() == 4  # five fires fell due: four recorded as missed, the latest run
+    assert missed.count() >= 4  # five or more fires fell due: all but the latest recorded as missed
     assert "coalesced into the run scheduled for" in missed[0].exception
     first_run = Execution.objects.filter(job_id="tick", status="succeeded").order_by("scheduled_at").first()
     assert first_run.scheduled_at - missed.last().scheduled_at == timedelta(seconds=1)
