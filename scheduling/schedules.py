@@ -45,6 +45,28 @@ class ScheduleError(ValueError):
     """A schedule that cannot be built; the message says which part is wrong."""
 
 
+class WallClockCronTrigger(CronTrigger):
+    """A cron trigger that fires once per wall-clock time across daylight-saving changes.
+
+    When clocks go back, an hour of wall-clock times happens twice; APScheduler's CronTrigger
+    fires in both (a daily 02:30 job runs twice in Europe/Berlin that night). This one skips the
+    repeat. When clocks go forward, APScheduler already runs a daily job whose time falls in the
+    skipped hour once, an hour later by the wall clock; a job due several times a day skips the
+    slot that does not exist.
+    """
+
+    def get_next_fire_time(
+        self, previous_fire_time: dt.datetime | None, now: dt.datetime
+    ) -> dt.datetime | None:
+        fire = super().get_next_fire_time(previous_fire_time, now)
+        while fire and previous_fire_time and self._wall_clock(fire) == self._wall_clock(previous_fire_time):
+            fire = super().get_next_fire_time(fire, fire)
+        return fire
+
+    def _wall_clock(self, moment: dt.datetime) -> dt.datetime:
+        return moment.astimezone(self.timezone).replace(tzinfo=None)
+
+
 def normalize_spec(
     *,
     cron: str | dict[str, Any] | None = None,
@@ -112,7 +134,7 @@ def parse_crontab(expression: str, tz: dt.tzinfo, jitter: int | None = None) -> 
         "day_of_week": _crontab_weekdays(weekday, expression),
     }
     try:
-        return CronTrigger(**fields, timezone=tz, jitter=jitter)
+        return WallClockCronTrigger(**fields, timezone=tz, jitter=jitter)
     except ValueError as exc:
         raise ScheduleError(f"invalid cron expression {expression!r}: {exc}") from None
 
@@ -125,7 +147,7 @@ def _cron_from_fields(fields: dict[str, Any], tz: dt.tzinfo, jitter: int | None)
             f"known: {', '.join(CRON_FIELDS)}, start_date, end_date"
         )
     try:
-        return CronTrigger(**fields, timezone=tz, jitter=jitter)
+        return WallClockCronTrigger(**fields, timezone=tz, jitter=jitter)
     except ValueError as exc:
         raise ScheduleError(f"invalid cron fields {fields!r}: {exc}") from None
 

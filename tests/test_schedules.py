@@ -129,3 +129,65 @@ def test_schedules_in_words(spec: dict, words: str) -> None:
 def test_relative_hints(offset: dt.timedelta, words: str) -> None:
     now = dt.datetime(2026, 11, 23, 12, tzinfo=UTC)
     assert relative(now + offset, now) == words
+
+
+def fires_between(spec: dict, start: dt.datetime, end: dt.datetime) -> list[str]:
+    """Travel through the trigger's fire times from start to end, as the scheduler would."""
+    trigger = build_trigger(spec)
+    times, previous, now = [], None, start
+    while True:
+        previous = trigger.get_next_fire_time(previous, now)
+        if previous is None or previous > end:
+            return times
+        times.append(previous.isoformat())
+        now = previous
+
+
+@pytest.mark.parametrize(
+    ("zone", "day", "expected"),
+    [
+        # Clocks go back: 02:30 happens twice in Berlin; it runs once, at the first.
+        ("Europe/Berlin", dt.date(2026, 10, 25), ["2026-10-25T02:30:00+02:00"]),
+        # Clocks go forward: 02:30 does not exist; it runs once, an hour later by the wall clock.
+        ("Europe/Berlin", dt.date(2026, 3, 29), ["2026-03-29T02:30:00+01:00"]),
+        ("America/New_York", dt.date(2026, 11, 1), ["2026-11-01T02:30:00-05:00"]),
+        ("America/New_York", dt.date(2026, 3, 8), ["2026-03-08T02:30:00-05:00"]),
+    ],
+)
+def test_a_daily_job_runs_exactly_once_on_daylight_saving_days(
+    zone: str, day: dt.date, expected: list
+) -> None:
+    tz = zoneinfo.ZoneInfo(zone)
+    start = dt.datetime.combine(day, dt.time(), tz)
+
+    fired = fires_between({"cron": "30 2 * * *", "timezone": zone}, start, start + dt.timedelta(hours=23))
+
+    assert fired == expected
+
+
+@pytest.mark.parametrize(
+    ("zone", "day", "repeated"),
+    [("Europe/Berlin", dt.date(2026, 10, 25), "02:00"), ("America/New_York", dt.date(2026, 11, 1), "01:00")],
+)
+def test_an_hourly_job_runs_once_per_wall_clock_hour_when_clocks_go_back(
+    zone: str, day: dt.date, repeated: str
+) -> None:
+    tz = zoneinfo.ZoneInfo(zone)
+    start = dt.datetime.combine(day, dt.time(), tz)
+
+    fired = fires_between({"cron": "0 * * * *", "timezone": zone}, start, start + dt.timedelta(hours=6))
+
+    wall_clock = [moment[11:16] for moment in fired]
+    assert wall_clock.count(repeated) == 1
+    assert len(wall_clock) == len(set(wall_clock))
+
+
+def test_an_hourly_job_skips_the_hour_that_does_not_exist_when_clocks_go_forward() -> None:
+    tz = zoneinfo.ZoneInfo("Europe/Berlin")
+    start = dt.datetime(2026, 3, 29, tzinfo=tz)
+
+    fired = fires_between(
+        {"cron": "0 * * * *", "timezone": "Europe/Berlin"}, start, start + dt.timedelta(hours=4)
+    )
+
+    assert [moment[11:16] for moment in fired] == ["00:00", "01:00", "03:00", "04:00"]
