@@ -12,9 +12,17 @@ class SchedulingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from scheduling import checks
         from scheduling.conf import settings
 
+        checks.register()
         # Like admin.py: every installed app's jobs.py declares its jobs on import.
         autodiscover_modules("jobs")
         for module in settings.MODULES:
             importlib.import_module(module)
+        if settings.EMBEDDED:
+            from django.core.signals import request_started
+
+            from scheduling.embedded import start_on_first_request
+
+            request_started.connect(start_on_first_request, dispatch_uid="scheduling-embedded")

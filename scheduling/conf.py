@@ -14,6 +14,11 @@ class Settings:
         return list(getattr(django_settings, "SCHEDULING_MODULES", []))
 
     @property
+    def EMBEDDED(self) -> bool:
+        """Run the scheduler inside the web server's processes (one active, the others standby)."""
+        return bool(getattr(django_settings, "SCHEDULING_EMBEDDED", False))
+
+    @property
     def THREADS(self) -> int:
         """Size of the thread pool that runs jobs."""
         return int(getattr(django_settings, "SCHEDULING_THREADS", 10))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import signal
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.request
 from datetime import timedelta
 from pathlib import Path
 
@@ -23,8 +25,8 @@ from scheduling import control
 from scheduling.models import Execution, ScheduledJob, SchedulerInstance
 from scheduling.store import JobStore
 from tests import jobs
-from tests.conftest import ROOT, wait_for
-from tests.postgres_cluster import PostgresCluster
+from tests.conftest import ROOT, subprocess_database_url, wait_for
+from tests.postgres_cluster import PostgresCluster, free_port
 
 pytestmark = pytest.mark.processes
 
@@ -342,3 +344,66 @@ def test_a_frozen_active_scheduler_is_replaced_after_its_lease_and_steps_down_wh
     assert len(traces) == succeeded
     assert takeover <= 10
     assert max(gaps) <= 11
+
+
+def test_embedded_mode_under_gunicorn_runs_one_active_scheduler_and_no_duplicates(
+    transactional_db, tmp_path: Path, figures
+) -> None:
+    marks = tmp_path / "marks"
+    port = free_port()
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "DATABASE_URL": subprocess_database_url(),
+        "SCHEDULING_TEST_EMBEDDED": "1",
+        "SCHEDULING_TEST_MODULES": "tests.process_jobs_many",
+        "TEST_JOB_COUNT": "20",
+        "TEST_MARK_FILE": str(marks),
+    }
+    log = (tmp_path / "gunicorn.log").open("w")
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "config.wsgi:application",
+            "--workers",
+            "3",
+            "--bind",
+            f"127.0.0.1:{port}",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        # Each worker starts its scheduler on its first request; enough requests reach all three.
+        def every_worker_started() -> bool:
+            for _ in range(10):
+                with contextlib.suppress(OSError):
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/admin/login/", timeout=5).read()
+            return SchedulerInstance.objects.filter(stopped_at__isnull=True).count() == 3
+
+        wait_for(every_worker_started, timeout=60, interval=0.2)
+        actives = set()
+        for _ in range(10):
+            actives.add(SchedulerInstance.objects.get(role="active", stopped_at__isnull=True).pk)
+            time.sleep(0.5)
+        wait_for(lambda: Execution.objects.filter(status="succeeded").count() >= 20 * 5, timeout=30)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+    runs = Execution.objects.filter(job_id__startswith="many.")
+    traces = marks.read_text().split()
+    succeeded = runs.filter(status="succeeded").count()
+    figures(
+        f"{connection.vendor}: embedded in gunicorn with 3 workers: 3 schedulers, {len(actives)} active, "
+        f"{succeeded} runs, {len(traces) - succeeded} duplicates"
+    )
+    assert len(actives) == 1
+    assert len(set(runs.values_list("pid", flat=True))) == 1
+    assert len(traces) == succeeded
+    assert SchedulerInstance.objects.filter(stopped_at__isnull=True).count() == 0, (
+        "workers stop their schedulers"
+    )
