@@ -346,8 +346,23 @@ def test_a_frozen_active_scheduler_is_replaced_after_its_lease_and_steps_down_wh
     assert max(gaps) <= 11
 
 
-def test_embedded_mode_under_gunicorn_runs_one_active_scheduler_and_no_duplicates(
-    transactional_db, tmp_path: Path, figures
+SERVERS = {
+    "gunicorn (WSGI)": [
+        "-m",
+        "gunicorn",
+        "config.wsgi:application",
+        "--workers",
+        "3",
+        "--bind",
+        "127.0.0.1:{port}",
+    ],
+    "uvicorn (ASGI)": ["-m", "uvicorn", "config.asgi:application", "--workers", "3", "--port", "{port}"],
+}
+
+
+@pytest.mark.parametrize("server_name", list(SERVERS))
+def test_embedded_mode_in_a_multi_worker_server_runs_one_active_scheduler_and_no_duplicates(
+    transactional_db, tmp_path: Path, figures, server_name: str
 ) -> None:
     marks = tmp_path / "marks"
     port = free_port()
@@ -360,7 +375,7 @@ def test_embedded_mode_under_gunicorn_runs_one_active_scheduler_and_no_duplicate
         "TEST_JOB_COUNT": "20",
         "TEST_MARK_FILE": str(marks),
     }
-    log = (tmp_path / "gunicorn.log").open("w")
+    log = (tmp_path / "server.log").open("w")
     server = subprocess.Popen(
         [
             sys.executable,
@@ -398,8 +413,8 @@ def test_embedded_mode_under_gunicorn_runs_one_active_scheduler_and_no_duplicate
     traces = marks.read_text().split()
     succeeded = runs.filter(status="succeeded").count()
     figures(
-        f"{connection.vendor}: embedded in gunicorn with 3 workers: 3 schedulers, {len(actives)} active, "
-        f"{succeeded} runs, {len(traces) - succeeded} duplicates"
+        f"{connection.vendor}: embedded in {server_name} with 3 workers: 3 schedulers, "
+        f"{len(actives)} active, {succeeded} runs, {len(traces) - succeeded} duplicates"
     )
     assert len(actives) == 1
     assert len(set(runs.values_list("pid", flat=True))) == 1
