@@ -267,22 +267,32 @@ def active_instance() -> SchedulerInstance | None:
     return SchedulerInstance.objects.filter(role="active", stopped_at__isnull=True).first()
 
 
+def start_two_schedulers(scheduler_process, marks: Path, job_count: int) -> list:
+    """Two runscheduler processes with every-second jobs; returns [active, standby] once running."""
+    env = {"TEST_JOB_COUNT": str(job_count), "TEST_MARK_FILE": str(marks)}
+    processes = [scheduler_process("tests.process_jobs_many", env=env) for _ in range(2)]
+    active = wait_for(active_instance, timeout=10)
+    wait_for(lambda: Execution.objects.filter(status="succeeded").count() >= job_count * 3, timeout=30)
+    return sorted(processes, key=lambda process: process.popen.pid != active.pid)
+
+
 def test_two_schedulers_run_every_fire_once_and_the_standby_takes_over_after_sigkill(
     scheduler_process, tmp_path: Path, figures
 ) -> None:
     marks = tmp_path / "marks"
-    env = {"TEST_JOB_COUNT": "50", "TEST_MARK_FILE": str(marks)}
-    processes = [scheduler_process("tests.process_jobs_many", env=env) for _ in range(2)]
-    active = wait_for(active_instance, timeout=10)
-    killed, survivor = sorted(processes, key=lambda process: process.popen.pid != active.pid)
-    wait_for(lambda: Execution.objects.filter(status="succeeded").count() >= 50 * 5, timeout=30)
+    killed, survivor = start_two_schedulers(scheduler_process, marks, job_count=50)
 
     time.sleep(FAULT_SECONDS / 2)  # load for a while before the fault
     killed.signal(signal.SIGKILL)
     killed_at = timezone.now()
     killed.wait()
     first = wait_for(
-        lambda: Execution.objects.filter(pid=survivor.popen.pid).order_by("started_at").first(), timeout=20
+        lambda: (
+            Execution.objects.filter(pid=survivor.popen.pid, status="succeeded")
+            .order_by("started_at")
+            .first()
+        ),
+        timeout=20,
     )
     takeover = (first.started_at - killed_at).total_seconds()
     time.sleep(FAULT_SECONDS / 2)  # and after it
@@ -304,7 +314,7 @@ def test_two_schedulers_run_every_fire_once_and_the_standby_takes_over_after_sig
     assert len(traces) == succeeded, "every run left exactly one trace and one record"
     assert runs.count() == expected, "every fire has its row: run, missed or interrupted"
     assert sorted(set(traces)) == sorted(f"many.{number}" for number in range(50))
-    assert runs.exclude(status__in=["succeeded", "interrupted"]).count() == 0
+    assert not runs.filter(status__in=["failed", "skipped"]).exists()
     assert takeover <= 10
     assert max(gaps) <= 11
 
@@ -312,23 +322,26 @@ def test_two_schedulers_run_every_fire_once_and_the_standby_takes_over_after_sig
 def test_a_frozen_active_scheduler_is_replaced_after_its_lease_and_steps_down_when_it_wakes(
     scheduler_process, tmp_path: Path, figures
 ) -> None:
+    if connection.vendor == "sqlite":
+        pytest.skip(
+            "a process frozen inside an SQLite write transaction holds the database's only write lock"
+        )
     marks = tmp_path / "marks"
-    env = {"TEST_JOB_COUNT": "20", "TEST_MARK_FILE": str(marks)}
-    processes = [scheduler_process("tests.process_jobs_many", env=env) for _ in range(2)]
-    active = wait_for(active_instance, timeout=10)
-    frozen, standby = sorted(processes, key=lambda process: process.popen.pid != active.pid)
-    wait_for(lambda: Execution.objects.filter(status="succeeded").count() >= 20 * 3, timeout=30)
+    frozen, standby = start_two_schedulers(scheduler_process, marks, job_count=20)
 
     frozen.signal(signal.SIGSTOP)  # a machine gone or a process stuck: its pid stays alive
     frozen_at = timezone.now()
     first = wait_for(
-        lambda: Execution.objects.filter(pid=standby.popen.pid).order_by("started_at").first(), timeout=20
+        lambda: (
+            Execution.objects.filter(pid=standby.popen.pid, status="succeeded").order_by("started_at").first()
+        ),
+        timeout=20,
     )
     takeover = (first.started_at - frozen_at).total_seconds()
     frozen.signal(signal.SIGCONT)
     wait_for(lambda: "stopped scheduling" in frozen.output(), timeout=10)
     wait_for(lambda: Execution.objects.filter(pid=standby.popen.pid).count() >= 20 * 4, timeout=30)
-    for process in processes:
+    for process in (frozen, standby):
         process.signal(signal.SIGTERM)
         assert process.wait() == 0
 
@@ -336,10 +349,11 @@ def test_a_frozen_active_scheduler_is_replaced_after_its_lease_and_steps_down_wh
     traces = marks.read_text().split()
     succeeded = runs.filter(status="succeeded").count()
     gaps = [longest_gap(runs.filter(job_id=f"many.{number}")) for number in range(20)]
+    missed = runs.filter(status="missed").count()
     figures(
         f"{connection.vendor}: active scheduler frozen (SIGSTOP): standby took over after {takeover:.1f} s; "
-        f"woken, the old one stood down; {succeeded} runs, {len(traces) - succeeded} duplicates, "
-        f"longest gap {max(gaps):.1f} s"
+        f"woken, the old one stood down; {succeeded} runs, {missed} fires missed while frozen (recorded), "
+        f"{len(traces) - succeeded} duplicates, longest gap between recorded fires {max(gaps):.1f} s"
     )
     assert len(traces) == succeeded
     assert takeover <= 10
