@@ -66,9 +66,6 @@ class Leadership:
         self._valid_until = 0.0
         Lease.objects.filter(name=LEASE_NAME, holder=self.holder).update(holder=None, expires_at=None)
 
-    def current_holder(self) -> uuid.UUID | None:
-        return Lease.objects.filter(name=LEASE_NAME).values_list("holder", flat=True).first()
-
 
 def dead_local_schedulers() -> list[uuid.UUID]:
     instances = SchedulerInstance.objects.filter(hostname=socket.gethostname(), stopped_at__isnull=True)

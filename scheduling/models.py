@@ -76,10 +76,6 @@ class ScheduledJob(models.Model):
     def __str__(self) -> str:
         return self.name or self.id
 
-    @property
-    def is_broken(self) -> bool:
-        return bool(self.import_error)
-
 
 class SchedulerInstanceQuerySet(models.QuerySet["SchedulerInstance"]):
     def alive(self) -> SchedulerInstanceQuerySet:

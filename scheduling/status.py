@@ -28,10 +28,6 @@ class SchedulerStatus:
     def alive(self) -> bool:
         return self.instance is not None
 
-    @property
-    def uptime(self) -> timedelta | None:
-        return self.now - self.instance.started_at if self.instance else None
-
 
 def scheduler_status() -> SchedulerStatus:
     """Three queries, whatever the number of jobs and executions."""

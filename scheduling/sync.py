@@ -46,6 +46,20 @@ class SyncReport:
     broken: list[str] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)
 
+    def summary(self) -> str:
+        """What the sync did, in words: "2 added, 1 no longer declared"."""
+        labels = {
+            "added": "added",
+            "updated": "updated",
+            "overridden": "overridden outside the code",
+            "undeclared": "no longer declared (paused)",
+            "broken": "broken (kept)",
+            "repaired": "loadable again",
+        }
+        return ", ".join(
+            f"{len(getattr(self, key))} {label}" for key, label in labels.items() if getattr(self, key)
+        )
+
 
 def job_fingerprint(job: Job) -> str:
     """Changes whenever what a stored job runs, or when, changes."""

@@ -40,6 +40,7 @@ def test_declared_jobs_are_written_to_the_django_apscheduler_store(registry: dic
     report = sync(store, [declaration])
 
     assert report.added == ["report"]
+    assert report.summary() == "1 added"
     stored = store.lookup_job("report")
     assert stored.func is jobs.succeed
     assert stored.trigger.interval == timedelta(minutes=5)
@@ -136,6 +137,7 @@ def test_a_job_removed_from_the_code_is_paused_and_kept_then_resumes_when_it_ret
     report = sync(store, [])
 
     assert report.undeclared == ["report"]
+    assert report.summary() == "1 no longer declared (paused)"
     assert next_run() is None
     assert ScheduledJob.objects.get(id="report").undeclared_at is not None
     assert Execution.objects.filter(job_id="report").count() == 1

@@ -92,6 +92,9 @@ class Command(BaseCommand):
         jobs = runner.jobs()
         if runner.active:
             headline = f"Scheduler {runner.instance} active, running {len(jobs)} job(s)."
+            changes = runner.sync_report.summary()
+            if changes:
+                headline += f" From the code: {changes}."
         else:
             headline = (
                 f"Scheduler {runner.instance} standing by: another scheduler holds the lease; "
