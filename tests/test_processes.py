@@ -436,3 +436,25 @@ def test_embedded_mode_in_a_multi_worker_server_runs_one_active_scheduler_and_no
     assert SchedulerInstance.objects.filter(stopped_at__isnull=True).count() == 0, (
         "workers stop their schedulers"
     )
+
+
+def test_the_standby_marks_the_run_in_flight_of_a_killed_active_scheduler_interrupted(
+    scheduler_process, figures
+) -> None:
+    processes = [scheduler_process("tests.process_jobs", env={"TEST_SLOW_SECONDS": "60"}) for _ in range(2)]
+    execution = wait_for(lambda: running("proc.slow"), timeout=15)
+    killed = next(process for process in processes if process.popen.pid == execution.pid)
+
+    killed.signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    killed.wait()  # reaped, as a supervisor would: a zombie still counts as a live process
+
+    wait_for(
+        lambda: Execution.objects.get(pk=execution.pk).status == Execution.Status.INTERRUPTED, timeout=10
+    )
+    figures(
+        f"{connection.vendor}: a run in flight on the SIGKILLed active scheduler was marked interrupted "
+        "by the standby "
+        f"{time.monotonic() - killed_at:.1f} s later"
+    )
+    wait_for(lambda: running("proc.slow") is not None and running("proc.slow").pk != execution.pk, timeout=10)
