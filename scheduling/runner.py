@@ -175,9 +175,8 @@ class Runner:
         self.instance = SchedulerInstance.objects.create(hostname=socket.gethostname(), pid=os.getpid())
         self.leadership = Leadership(self.instance.pk)
         self._last_beat = time.monotonic()
-        recorder = history.Recorder(self.instance)
+        self.recorder = recorder = history.Recorder(self.instance)
         self.executor = RecordingThreadPoolExecutor(recorder, max_workers=self.threads)
-        self.recorder = recorder
         self.store = store = JobStore()
         self.scheduler = Scheduler(
             poll_interval=self.poll_interval,
@@ -206,8 +205,7 @@ class Runner:
         finished = self.executor.wait(timeout)
         interrupted = 0
         if not finished:
-            recorder = history.Recorder(self.instance)
-            interrupted = recorder.interrupt_own_runs(
+            interrupted = self.recorder.interrupt_own_runs(
                 f"Interrupted: the scheduler stopped and did not wait longer than {timeout:g} s"
             )
             logger.warning("Stopped with %d run(s) still going; recorded as interrupted", interrupted)
