@@ -11,7 +11,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,8 +26,7 @@ from scheduling import declarations, history
 from scheduling.conf import settings
 from scheduling.executors import RecordingThreadPoolExecutor
 from scheduling.leadership import Leadership
-from scheduling.models import Execution, RunRequest, ScheduledJob, SchedulerInstance
-from scheduling.schedules import describe
+from scheduling.models import Execution, RunRequest, SchedulerInstance
 from scheduling.store import JobStore
 from scheduling.sync import SyncReport, sync
 
@@ -148,15 +146,6 @@ class Scheduler(BackgroundScheduler):
         return datetime.now(self.timezone)
 
 
-@dataclass
-class JobSummary:
-    id: str
-    name: str
-    schedule: str
-    next_run: datetime | None
-    state: str
-
-
 class Runner:
     """One scheduler process: owns the store, the executor, the loop and the heartbeat."""
 
@@ -217,23 +206,6 @@ class Runner:
         connections.close_all()
         logger.info("Scheduler %s stopped", self.instance)
         return interrupted
-
-    def jobs(self) -> list[JobSummary]:
-        """Every stored job with its schedule in words and next run, for the start-up summary."""
-        metas = {meta.id: meta for meta in ScheduledJob.objects.all()}
-        summaries = []
-        for job in self.scheduler.get_jobs():
-            meta = metas.pop(job.id, None)
-            state = "scheduled" if job.next_run_time else "paused"
-            if meta and meta.undeclared_at:
-                state = "paused: no longer declared in code"
-            elif meta and meta.overridden_at:
-                state += ", overridden outside the code"
-            summaries.append(JobSummary(job.id, job.name, describe(job.trigger), job.next_run_time, state))
-        for meta in metas.values():
-            if meta.import_error:
-                summaries.append(JobSummary(meta.id, meta.name, "-", None, f"broken: {meta.import_error}"))
-        return summaries
 
     def _on_tick(self) -> None:
         self._lead()

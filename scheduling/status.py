@@ -9,8 +9,9 @@ from django.db.models import Count, Q
 from django.utils import timezone
 from django_apscheduler.models import DjangoJob
 
-from scheduling.models import Execution, SchedulerInstance
-from scheduling.store import broken_job
+from scheduling.models import Execution, ScheduledJob, SchedulerInstance
+from scheduling.schedules import describe
+from scheduling.store import JobStore, broken_job
 
 
 @dataclass(frozen=True)
@@ -56,3 +57,35 @@ def scheduler_status() -> SchedulerStatus:
         failures_last_hour=runs["failures"],
         now=now,
     )
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    id: str
+    name: str
+    function: str
+    schedule: str
+    next_run: datetime | None
+    state: str
+
+
+def job_summaries() -> list[JobSummary]:
+    """Every stored job with its schedule in words, next run and state; broken ones last."""
+    metas = {meta.id: meta for meta in ScheduledJob.objects.all()}
+    summaries = []
+    for job in JobStore().get_all_jobs():
+        meta = metas.pop(job.id, None)
+        state = "scheduled" if job.next_run_time else "paused"
+        if meta and meta.undeclared_at:
+            state = "paused: no longer declared in code"
+        elif meta and meta.overridden_at:
+            state += ", overridden outside the code"
+        summaries.append(
+            JobSummary(job.id, job.name, job.func_ref, describe(job.trigger), job.next_run_time, state)
+        )
+    for meta in metas.values():
+        if meta.import_error:
+            summaries.append(
+                JobSummary(meta.id, meta.name, meta.func_ref, "-", None, f"broken: {meta.import_error}")
+            )
+    return summaries

@@ -14,6 +14,7 @@ from django.core.management.base import BaseCommand, CommandError
 from scheduling.conf import settings
 from scheduling.runner import Runner, SchedulerStartError
 from scheduling.schedules import format_local
+from scheduling.status import job_summaries
 
 VERBOSITY_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG, 3: logging.DEBUG}
 SUMMARY_LIMIT = 50
@@ -89,7 +90,7 @@ class Command(BaseCommand):
             logger.addHandler(handler)
 
     def _print_summary(self, runner: Runner) -> None:
-        jobs = runner.jobs()
+        jobs = job_summaries()
         if runner.active:
             headline = f"Scheduler {runner.instance} active, running {len(jobs)} job(s)."
             changes = runner.sync_report.summary()
