@@ -20,8 +20,10 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.job import Job
 from asgiref.sync import async_to_sync
 from django.db import close_old_connections
+from django.dispatch import Signal
 from django.utils import timezone
 
+from scheduling import signals
 from scheduling.history import SCHEDULED, Origin, Outcome, Recorder, describe_exception
 from scheduling.models import Execution
 
@@ -56,7 +58,8 @@ class RecordingThreadPoolExecutor(ThreadPoolExecutor):
             unlisted = len(skipped) - MAX_COALESCED_RECORDS
             message += f" ({len(skipped)} fires missed in all; the {unlisted} oldest have no row)"
             skipped = skipped[-MAX_COALESCED_RECORDS:]
-        self.recorder.record(job.id, skipped, Execution.Status.MISSED, message)
+        for execution in self.recorder.record(job.id, skipped, Execution.Status.MISSED, message):
+            notify(signals.job_missed, execution)
 
     def submit_manual(self, job: Job, requested_at: datetime, requested_by: str) -> None:
         """Run a job now on request; max_instances applies as to scheduled runs.
@@ -115,21 +118,40 @@ def _run_once(job: Job, run_time: datetime, recorder: Recorder, origin: Origin) 
     late = job.misfire_grace_time is not None and lateness > timedelta(seconds=job.misfire_grace_time)
     if late and origin == SCHEDULED:
         logger.warning("Job %s missed its run at %s by %s", job.id, run_time, lateness)
-        recorder.record(
+        for missed in recorder.record(
             job.id,
             [run_time],
             Execution.Status.MISSED,
             f"Missed: started {lateness.total_seconds():.1f} s late, after its misfire grace time "
             f"of {job.misfire_grace_time} s",
-        )
+        ):
+            notify(signals.job_missed, missed)
         return JobExecutionEvent(EVENT_JOB_MISSED, job.id, job._jobstore_alias, run_time)
     execution = recorder.start(job.id, run_time, origin)
     if execution is None:
         return None
+    notify(signals.job_started, execution)
     outcome = call(job)
     recorder.finish(execution, outcome)
+    execution.status, execution.finished_at, execution.duration = (
+        outcome.status,
+        outcome.finished_at,
+        outcome.duration,
+    )
+    execution.exception, execution.traceback = outcome.exception, outcome.traceback
+    notify(
+        signals.job_succeeded if outcome.status == Execution.Status.SUCCEEDED else signals.job_failed,
+        execution,
+    )
     code = EVENT_JOB_EXECUTED if outcome.status == Execution.Status.SUCCEEDED else EVENT_JOB_ERROR
     return JobExecutionEvent(code, job.id, job._jobstore_alias, run_time)
+
+
+def notify(signal: Signal, execution: Execution) -> None:
+    """Send a signal; a receiver that fails is logged and never stops the run or the scheduler."""
+    for receiver, result in signal.send_robust(sender=execution.job_id, execution=execution):
+        if isinstance(result, Exception):
+            logger.error("A receiver of a scheduling signal failed (%r): %s", receiver, result)
 
 
 def call(job: Job) -> Outcome:

@@ -133,7 +133,7 @@ class Recorder:
         status: str,
         message: str,
         origin: Origin = SCHEDULED,
-    ) -> None:
+    ) -> list[Execution]:
         """Record fires that did not run (missed, skipped), one row each."""
         now = timezone.now()
         rows = [
@@ -151,7 +151,7 @@ class Recorder:
             )
             for scheduled_at in scheduled_times
         ]
-        retrying(
+        return retrying(
             lambda: Execution.objects.bulk_create(rows, ignore_conflicts=True),
             f"record {status} runs of job {job_id}",
         )

@@ -1,0 +1,23 @@
+"""The health endpoint: is an active scheduler beating? For load balancers and probes."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+from scheduling.status import scheduler_status
+
+
+@never_cache
+@require_GET
+def health(request: HttpRequest) -> JsonResponse:
+    """200 when an active scheduler has beaten recently, 503 otherwise; no job details leak."""
+    status = scheduler_status()
+    body = {
+        "status": "ok" if status.alive else "unavailable",
+        "active_scheduler": status.alive,
+        "last_beat": status.instance.last_beat.isoformat() if status.instance else None,
+        "standbys": status.standbys,
+    }
+    return JsonResponse(body, status=200 if status.alive else 503)
