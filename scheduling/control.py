@@ -27,15 +27,32 @@ class UnknownJobError(LookupError):
         self.job_id = job_id
 
 
+class JobLoadError(RuntimeError):
+    """A stored job that cannot be loaded now (its function was renamed or removed in a deploy)."""
+
+    def __init__(self, job_id: str, error: BaseException) -> None:
+        super().__init__(f"Job {job_id!r} cannot be loaded: {type(error).__name__}: {error}")
+        self.job_id = job_id
+
+
 def _store() -> JobStore:
     return JobStore()
 
 
 def _lookup(store: JobStore, job_id: str) -> Job:
-    job = store.lookup_job(job_id)
+    try:
+        job = store.lookup_job(job_id)
+    # Loading imports the job's function: any error means it cannot be loaded now.
+    except Exception as exc:
+        raise JobLoadError(job_id, exc) from exc
     if job is None:
         raise UnknownJobError(job_id)
     return job
+
+
+def load(job_id: str) -> Job:
+    """A stored job, or UnknownJobError / JobLoadError saying why it cannot be had."""
+    return _lookup(_store(), job_id)
 
 
 def run_now(job_id: str, requested_by: str = "") -> RunRequest:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
+from django.conf import settings as django_settings
 from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -200,3 +201,33 @@ class RunRequest(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job_id} requested by {self.requested_by or 'a script'}"
+
+
+class ApiToken(models.Model):
+    """A key for the HTTP API that acts as its user, with the user's permissions.
+
+    Only a SHA-256 hash of the key is stored: the key is shown once, when it is created. Keys are
+    random 256-bit strings, so a fast hash is enough (unlike passwords, they cannot be guessed).
+    """
+
+    user = models.ForeignKey(
+        django_settings.AUTH_USER_MODEL,
+        verbose_name=_("user"),
+        on_delete=models.CASCADE,
+        related_name="scheduling_api_tokens",
+    )
+    name = models.CharField(_("name"), max_length=100, help_text=_("What uses it, e.g. 'deploy script'."))
+    prefix = models.CharField(_("key starts with"), max_length=16, editable=False)
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    last_used_at = models.DateTimeField(_("last used at"), null=True, blank=True, editable=False)
+
+    key = ""  # not a field: the key, on the object that was just given one, to show it once
+
+    class Meta:
+        verbose_name = _("API token")
+        verbose_name_plural = _("API tokens")
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -69,11 +70,21 @@ class JobSummary:
     state: str
 
 
-def job_summaries() -> list[JobSummary]:
-    """Every stored job with its schedule in words, next run and state; broken ones last."""
-    metas = {meta.id: meta for meta in ScheduledJob.objects.all()}
+def job_summaries(job_ids: Collection[str] | None = None) -> list[JobSummary]:
+    """Stored jobs (all, or those of ``job_ids``) with schedule in words, next run and state.
+
+    Broken jobs come last.
+    """
+    metas_query = ScheduledJob.objects.all()
+    store = JobStore()
+    if job_ids is None:
+        jobs = store.get_all_jobs()
+    else:
+        metas_query = metas_query.filter(id__in=job_ids)
+        jobs = store.get_jobs_by_id(job_ids)
+    metas = {meta.id: meta for meta in metas_query}
     summaries = []
-    for job in JobStore().get_all_jobs():
+    for job in jobs:
         meta = metas.pop(job.id, None)
         state = "scheduled" if job.next_run_time else "paused"
         if meta and meta.undeclared_at:
@@ -89,3 +100,17 @@ def job_summaries() -> list[JobSummary]:
                 JobSummary(meta.id, meta.name, meta.func_ref, "-", None, f"broken: {meta.import_error}")
             )
     return summaries
+
+
+def job_summary(job_id: str) -> JobSummary | None:
+    return next(iter(job_summaries([job_id])), None)
+
+
+def schedule_summary(job_id: str) -> str:
+    """A stored job's schedule and options in words, for the history of changes (LogEntry)."""
+    job = JobStore().lookup_job(job_id)
+    grace = "none" if job.misfire_grace_time is None else f"{job.misfire_grace_time} s"
+    return (
+        f"{describe(job.trigger)}; max instances {job.max_instances}, "
+        f"coalesce {'on' if job.coalesce else 'off'}, misfire grace {grace}"
+    )

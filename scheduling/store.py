@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
@@ -74,6 +75,9 @@ class JobStore(DjangoJobStore):
         jobs = self._load(loadable_jobs())
         self._fix_paused_jobs_sorting(jobs)
         return jobs
+
+    def get_jobs_by_id(self, job_ids: Collection[str]) -> list[Job]:
+        return self._load(loadable_jobs().filter(id__in=job_ids))
 
     def update_job(self, job: Job) -> None:
         # One UPDATE instead of the stock SELECT ... FOR UPDATE + UPDATE: the row count tells

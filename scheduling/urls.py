@@ -1,8 +1,21 @@
-"""URLs to include in a site: ``path("scheduling/", include("scheduling.urls"))``."""
+"""URLs to include in a site: ``path("scheduling/", include("scheduling.urls"))``.
+
+The health endpoint answers anyone; the API needs a logged-in user or an API token.
+"""
 
 from django.urls import path
 
-from scheduling import views
+from scheduling import api, views
 
 app_name = "scheduling"
-urlpatterns = [path("health/", views.health, name="health")]
+urlpatterns = [
+    path("health/", views.health, name="health"),
+    path("api/status/", api.status, name="api-status"),
+    path("api/jobs/", api.job_list, name="api-jobs"),
+    # Job ids may contain slashes; the action routes come first so they are not read as ids.
+    path("api/jobs/<path:job_id>/run/", api.run, name="api-job-run"),
+    path("api/jobs/<path:job_id>/pause/", api.pause, name="api-job-pause"),
+    path("api/jobs/<path:job_id>/resume/", api.resume, name="api-job-resume"),
+    path("api/jobs/<path:job_id>/reschedule/", api.reschedule, name="api-job-reschedule"),
+    path("api/jobs/<path:job_id>/", api.job_detail, name="api-job"),
+]

@@ -8,6 +8,7 @@ import json
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 from django_apscheduler.models import DjangoJob
@@ -100,3 +101,25 @@ def test_prune_deletes_old_history() -> None:
 
     assert "Deleted 1 execution(s)." in run("prune", "--older-than-days", "7")[0]
     assert Execution.objects.count() == 1
+
+
+def test_token_create_list_and_revoke(client) -> None:
+    User.objects.create_user("deployer")
+    created = json.loads(run("token", "create", "deployer", "--name", "deploy script", "--json")[0])
+    headers = {"Authorization": f"Bearer {created['key']}"}
+    assert client.get("/scheduling/api/jobs/", headers=headers).status_code == 403  # no view_job yet
+
+    listed = json.loads(run("token", "list", "--json")[0])
+    assert [(row["name"], row["user"]) for row in listed] == [("deploy script", "deployer")]
+    assert created["key"].startswith(listed[0]["prefix"])
+    assert created["key"] not in run("token", "list")[0]
+
+    assert "Revoked" in run("token", "revoke", listed[0]["prefix"])[0]
+    assert client.get("/scheduling/api/jobs/", headers=headers).status_code == 401
+
+
+def test_token_errors_name_the_problem() -> None:
+    with pytest.raises(CommandError, match="No user named 'ghost'"):
+        run("token", "create", "ghost", "--name", "x")
+    with pytest.raises(CommandError, match="must be the start of exactly one token's key"):
+        run("token", "revoke", "sch_")

@@ -30,8 +30,8 @@ from scheduling.admin.history import status_badge
 from scheduling.forms import JobAddForm, JobScheduleForm
 from scheduling.models import Execution, Job, ScheduledJob
 from scheduling.schedules import describe, format_local, next_runs, relative
-from scheduling.status import scheduler_status
-from scheduling.store import JobStore, unpickle
+from scheduling.status import schedule_summary, scheduler_status
+from scheduling.store import unpickle
 
 RECENT = timedelta(hours=24)  # the window for a job's average duration and success rate
 RECENT_RUNS_ON_PAGE = 20
@@ -400,16 +400,6 @@ class JobAdmin(admin.ModelAdmin):
             "can_reset": self.has_schedule_permission(request),
         }
         return super().change_view(request, object_id, form_url, context)
-
-
-def schedule_summary(job_id: str) -> str:
-    """A stored job's schedule and options in words, for the admin's history."""
-    job = JobStore().lookup_job(job_id)
-    grace = "none" if job.misfire_grace_time is None else f"{job.misfire_grace_time} s"
-    return (
-        f"{describe(job.trigger)}; max instances {job.max_instances}, "
-        f"coalesce {'on' if job.coalesce else 'off'}, misfire grace {grace}"
-    )
 
 
 def reset_with_message(job: Job) -> str:

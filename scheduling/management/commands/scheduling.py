@@ -9,16 +9,18 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django_apscheduler.models import DjangoJob
 
-from scheduling import control, history
-from scheduling.models import Execution
+from scheduling import control, history, tokens
+from scheduling.models import ApiToken, Execution
 from scheduling.schedules import format_local
-from scheduling.status import JobSummary, job_summaries, scheduler_status
+from scheduling.serializers import iso, job_data, run_data, status_data
+from scheduling.status import job_summaries, job_summary, scheduler_status
 
 
 def positive_int(value: str) -> int:
@@ -27,12 +29,8 @@ def positive_int(value: str) -> int:
     return int(value)
 
 
-def iso(moment: datetime | None) -> str | None:
-    return moment.isoformat() if moment else None
-
-
 class Command(BaseCommand):
-    help = "List and operate scheduled jobs: list, show, run, pause, resume, status, prune."
+    help = "List and operate scheduled jobs: list, show, run, pause, resume, status, prune, token."
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         commands = parser.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
@@ -57,6 +55,20 @@ class Command(BaseCommand):
         prune.add_argument(
             "--older-than-days", type=positive_int, help="Default: SCHEDULING_HISTORY_RETENTION."
         )
+        token = commands.add_parser("token", help="Create, list or revoke API tokens.")
+        token_commands = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+
+        def token_command(name: str, text: str) -> argparse.ArgumentParser:
+            sub = token_commands.add_parser(name, help=text, description=text)
+            sub.add_argument("--json", action="store_true", help="Print JSON for scripts.")
+            return sub
+
+        create = token_command("create", "A new token for a user; its key is shown once.")
+        create.add_argument("username")
+        create.add_argument("--name", required=True, help="What will use it, e.g. 'deploy script'.")
+        token_command("list", "Every token: name, user, key prefix, last use.")
+        revoke = token_command("revoke", "Delete the token whose key starts with PREFIX.")
+        revoke.add_argument("prefix")
 
     def handle(self, *args: Any, **options: Any) -> None:
         getattr(self, f"_{options['subcommand']}")(options)
@@ -69,15 +81,15 @@ class Command(BaseCommand):
         rows = [
             f"{job.id:<40} {job.schedule:<40} {format_local(job.next_run):<25} {job.state}" for job in jobs
         ]
-        data = [_job_data(job) for job in jobs]
+        data = [job_data(job) for job in jobs]
         self._emit(options, data, "\n".join(rows) or "No jobs.")
 
     def _show(self, options: dict[str, Any]) -> None:
-        job = next((job for job in job_summaries() if job.id == options["job_id"]), None)
+        job = job_summary(options["job_id"])
         if job is None:
             raise CommandError(f"No stored job with id {options['job_id']!r}")
         runs = list(Execution.objects.filter(job_id=job.id)[: options["runs"]])
-        data = {**_job_data(job), "runs": [_run_data(run) for run in runs]}
+        data = {**job_data(job), "runs": [run_data(run) for run in runs]}
         lines = [
             f"{job.id}: {job.name}",
             f"  function: {job.function}",
@@ -110,7 +122,10 @@ class Command(BaseCommand):
         if unknown:
             raise CommandError(f"No stored job with id {', '.join(map(repr, unknown))}; nothing was changed")
         for job_id in options["job_ids"]:
-            act(job_id)
+            try:
+                act(job_id)
+            except control.JobLoadError as exc:
+                raise CommandError(str(exc)) from exc
         self._emit(
             options, {"jobs": options["job_ids"], "result": done}, f"{', '.join(options['job_ids'])}: {done}"
         )
@@ -118,16 +133,7 @@ class Command(BaseCommand):
     def _status(self, options: dict[str, Any]) -> None:
         status = scheduler_status()
         instance = status.instance
-        data = {
-            "alive": status.alive,
-            "host": instance.hostname if instance else None,
-            "pid": instance.pid if instance else None,
-            "running_since": iso(instance.started_at) if instance else None,
-            "last_beat": iso(instance.last_beat) if instance else None,
-            "standbys": status.standbys,
-            "jobs": {"scheduled": status.scheduled, "paused": status.paused, "broken": status.broken},
-            "last_hour": {"runs": status.runs_last_hour, "failures": status.failures_last_hour},
-        }
+        data = status_data(status)
         if instance:
             text = (
                 f"Active scheduler on {instance.hostname} (pid {instance.pid}), running since "
@@ -149,28 +155,52 @@ class Command(BaseCommand):
         deleted = history.prune(older_than=timedelta(days=days) if days else None)
         self._emit(options, {"deleted": deleted}, f"Deleted {deleted} execution(s).")
 
+    def _token(self, options: dict[str, Any]) -> None:
+        getattr(self, f"_token_{options['token_command']}")(options)
+
+    def _token_create(self, options: dict[str, Any]) -> None:
+        user_model = get_user_model()
+        try:
+            user = user_model._default_manager.get_by_natural_key(options["username"])
+        except user_model.DoesNotExist:
+            raise CommandError(f"No user named {options['username']!r}") from None
+        token, key = tokens.create(user, options["name"])
+        self._emit(
+            options,
+            {"name": token.name, "user": user.get_username(), "key": key},
+            f"API token {token.name!r} for {user.get_username()}:\n{key}\n"
+            "Copy it now: it is not stored and cannot be shown again.",
+        )
+
+    def _token_list(self, options: dict[str, Any]) -> None:
+        rows = ApiToken.objects.select_related("user")
+        data = [
+            {
+                "name": row.name,
+                "user": row.user.get_username(),
+                "prefix": row.prefix,
+                "created_at": iso(row.created_at),
+                "last_used_at": iso(row.last_used_at),
+            }
+            for row in rows
+        ]
+        text = "\n".join(
+            f"{row['prefix']}…  {row['user']:<20} {row['name']:<30} last used: {row['last_used_at'] or '-'}"
+            for row in data
+        )
+        self._emit(options, data, text or "No API tokens.")
+
+    def _token_revoke(self, options: dict[str, Any]) -> None:
+        matches = ApiToken.objects.filter(prefix__startswith=options["prefix"])
+        if len(options["prefix"]) < len(tokens.KEY_PREFIX) + 2 or matches.count() != 1:
+            raise CommandError(
+                f"{options['prefix']!r} must be the start of exactly one token's key "
+                f"({matches.count()} match); see 'scheduling token list'"
+            )
+        token = matches.get()
+        token.delete()
+        self._emit(options, {"revoked": token.prefix}, f"Revoked the API token {token}.")
+
 
 def _exists(job_id: str) -> bool:
     return DjangoJob.objects.filter(id=job_id).exists()
-
-
-def _job_data(job: JobSummary) -> dict[str, Any]:
-    return {
-        "id": job.id,
-        "name": job.name,
-        "function": job.function,
-        "schedule": job.schedule,
-        "next_run": iso(job.next_run),
-        "state": job.state,
-    }
-
-
-def _run_data(run: Execution) -> dict[str, Any]:
-    return {
-        "scheduled_at": iso(run.scheduled_at),
-        "status": run.status,
-        "duration": run.duration,
-        "origin": run.origin,
-        "requested_by": run.requested_by,
-        "exception": run.exception,
-    }

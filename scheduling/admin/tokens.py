@@ -1,0 +1,45 @@
+"""API tokens: created here (the key is shown once, on the page after saving), listed, revoked."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.forms import ModelForm
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+
+from scheduling import tokens
+from scheduling.models import ApiToken
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ["name", "user", "prefix", "created_at", "last_used_at"]
+    list_select_related = ["user"]
+    search_fields = ["name", "user__username", "prefix"]
+    fields = ["user", "name"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ApiToken]:
+        return super().get_queryset(request).select_related("user")
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # A key cannot be shown or changed after it is created: revoke (delete) and create anew.
+        return False
+
+    def save_model(self, request: HttpRequest, obj: ApiToken, form: ModelForm, change: bool) -> None:
+        tokens.issue(obj)
+
+    def response_add(
+        self, request: HttpRequest, obj: ApiToken, post_url_continue: str | None = None
+    ) -> HttpResponse:
+        # The key is in this response only: it is not stored, and a message would keep it in a cookie.
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"API token “{obj.name}” created",
+            "token": obj,
+            "key": obj.key,
+        }
+        return TemplateResponse(request, "admin/scheduling/apitoken/created.html", context)

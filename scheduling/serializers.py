@@ -1,0 +1,53 @@
+"""Jobs, runs and the scheduler status as JSON-able dicts: one shape for the CLI and the HTTP API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from scheduling.models import Execution
+from scheduling.status import JobSummary, SchedulerStatus
+
+
+def iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def job_data(job: JobSummary) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "name": job.name,
+        "function": job.function,
+        "schedule": job.schedule,
+        "next_run": iso(job.next_run),
+        "state": job.state,
+    }
+
+
+def run_data(run: Execution) -> dict[str, Any]:
+    return {
+        "id": run.pk,
+        "scheduled_at": iso(run.scheduled_at),
+        "started_at": iso(run.started_at),
+        "finished_at": iso(run.finished_at),
+        "status": run.status,
+        "duration": run.duration,
+        "origin": run.origin,
+        "requested_by": run.requested_by,
+        "host": run.hostname,
+        "exception": run.exception,
+    }
+
+
+def status_data(status: SchedulerStatus) -> dict[str, Any]:
+    instance = status.instance
+    return {
+        "alive": status.alive,
+        "host": instance.hostname if instance else None,
+        "pid": instance.pid if instance else None,
+        "running_since": iso(instance.started_at) if instance else None,
+        "last_beat": iso(instance.last_beat) if instance else None,
+        "standbys": status.standbys,
+        "jobs": {"scheduled": status.scheduled, "paused": status.paused, "broken": status.broken},
+        "last_hour": {"runs": status.runs_last_hour, "failures": status.failures_last_hour},
+    }
