@@ -1,7 +1,13 @@
-"""System checks for configurations that make scheduling unsafe or fragile."""
+"""System checks for configurations that make scheduling unsafe or fragile.
+
+Each has an id (``scheduling.E…`` errors stop ``runscheduler`` and ``runserver``, ``W…``
+warnings are printed) and a hint saying what to do.
+"""
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings as django_settings
@@ -11,9 +17,39 @@ from scheduling.conf import settings
 
 
 def register() -> None:
+    checks.register(check_installed_apps)
     checks.register(check_embedded_database, checks.Tags.database)
     checks.register(check_time_zone_support)
     checks.register(check_sqlite_locking, checks.Tags.database)
+    checks.register(check_embedded_on_sqlite)
+    checks.register(check_schedulers_on_sqlite_hosts, checks.Tags.database)
+    checks.register(check_no_scheduler_started_at_startup)
+
+
+def check_installed_apps(**kwargs: Any) -> list[checks.CheckMessage]:
+    return installed_apps_messages(list(django_settings.INSTALLED_APPS))
+
+
+def check_embedded_on_sqlite(**kwargs: Any) -> list[checks.CheckMessage]:
+    return embedded_on_sqlite_messages(django_settings.DATABASES, settings.EMBEDDED)
+
+
+def check_schedulers_on_sqlite_hosts(
+    databases: Iterable[str] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    from django.db import connections
+
+    from scheduling.models import SchedulerInstance
+
+    if not databases or "default" not in databases or connections["default"].vendor != "sqlite":
+        return []
+
+    hosts = set(SchedulerInstance.objects.alive().values_list("hostname", flat=True))
+    return sqlite_hosts_messages(hosts)
+
+
+def check_no_scheduler_started_at_startup(**kwargs: Any) -> list[checks.CheckMessage]:
+    return started_scheduler_messages(running_foreign_schedulers())
 
 
 def check_embedded_database(**kwargs: Any) -> list[checks.CheckMessage]:
@@ -73,4 +109,88 @@ def sqlite_locking_messages(databases: dict[str, dict[str, Any]]) -> list[checks
         )
         for alias, database in _sqlite(databases).items()
         if str(database.get("OPTIONS", {}).get("transaction_mode", "")).upper() != "IMMEDIATE"
+    ]
+
+
+def _app_position(installed_apps: list[str], name: str) -> int | None:
+    for position, entry in enumerate(installed_apps):
+        if entry == name or entry.startswith(f"{name}.apps."):
+            return position
+    return None
+
+
+def installed_apps_messages(installed_apps: list[str]) -> list[checks.CheckMessage]:
+    # A missing django_apscheduler never gets here: scheduling.models stops the start-up first.
+    ours = _app_position(installed_apps, "scheduling")
+    theirs = _app_position(installed_apps, "django_apscheduler")
+    if ours is None or theirs is None or ours > theirs:
+        return []
+    return [
+        checks.Warning(
+            "'scheduling' comes before 'django_apscheduler' in INSTALLED_APPS, so django-apscheduler's "
+            "own admin is registered beside ours; its 'run' action runs jobs inside the web request.",
+            hint="Put 'scheduling' after 'django_apscheduler' in INSTALLED_APPS.",
+            id="scheduling.W003",
+        )
+    ]
+
+
+def embedded_on_sqlite_messages(
+    databases: dict[str, dict[str, Any]], embedded: bool
+) -> list[checks.CheckMessage]:
+    if not embedded or "default" not in _sqlite(databases):
+        return []
+    return [
+        checks.Warning(
+            "SCHEDULING_EMBEDDED is on with SQLite: every web worker process runs a scheduler, and all of "
+            "them and your requests share SQLite's single write lock.",
+            hint="Fine for one small site on one machine. With several workers or machines, use PostgreSQL "
+            "or MariaDB, or run one 'manage.py runscheduler' instead of embedded mode.",
+            id="scheduling.W004",
+        )
+    ]
+
+
+def sqlite_hosts_messages(hosts: set[str]) -> list[checks.CheckMessage]:
+    if len(hosts) < 2:
+        return []
+    return [
+        checks.Error(
+            f"Schedulers on {len(hosts)} machines ({', '.join(sorted(hosts))}) use one SQLite database. "
+            "SQLite's file locks do not work reliably across machines (network file systems), so the "
+            "lease cannot guarantee a single active scheduler.",
+            hint="Use PostgreSQL or MariaDB for schedulers on several machines, or run them on one machine.",
+            id="scheduling.E003",
+        )
+    ]
+
+
+def running_foreign_schedulers() -> list[Any]:
+    """APScheduler schedulers running in this process that are not ours."""
+    from apscheduler.schedulers.base import STATE_STOPPED, BaseScheduler
+
+    from scheduling.runner import Scheduler
+
+    return [
+        found
+        for found in gc.get_objects()
+        if isinstance(found, BaseScheduler)
+        and not isinstance(found, Scheduler)
+        and found.state != STATE_STOPPED
+    ]
+
+
+def started_scheduler_messages(schedulers: list[Any]) -> list[checks.CheckMessage]:
+    if not schedulers:
+        return []
+    kinds = ", ".join(sorted({type(scheduler).__name__ for scheduler in schedulers}))
+    return [
+        checks.Error(
+            f"An APScheduler scheduler ({kinds}) is already running while Django starts: it was started at "
+            "import time or in an AppConfig.ready(). Under a web server with several workers (gunicorn, "
+            "uWSGI), every worker runs every job, each time.",
+            hint="Remove that start-up code and declare the jobs with @job; run 'manage.py runscheduler' "
+            "beside the web server, or set SCHEDULING_EMBEDDED = True (one active scheduler across workers).",
+            id="scheduling.E002",
+        )
     ]

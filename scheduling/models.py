@@ -10,13 +10,24 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
+from django.apps import apps
 from django.conf import settings as django_settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
-from django_apscheduler.models import DjangoJob
 
 from scheduling.conf import settings
+
+# Without it, the import below fails with Django's less helpful "isn't in INSTALLED_APPS", and a
+# system check could not run at all: the models must load first.
+if not apps.is_installed("django_apscheduler"):
+    raise ImproperlyConfigured(
+        "The 'scheduling' app needs 'django_apscheduler' in INSTALLED_APPS, listed before "
+        "'scheduling': its DjangoJob table is where the jobs live."
+    )
+
+from django_apscheduler.models import DjangoJob
 
 
 class Job(DjangoJob):

@@ -1,12 +1,22 @@
 from __future__ import annotations
 
 import inspect
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+from apscheduler.jobstores.memory import MemoryJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
 from django.core import checks
 from django.core.management import call_command
+from django.db import connection
 
 from scheduling import checks as scheduling_checks
+from scheduling.models import SchedulerInstance
+from scheduling.runner import Scheduler
+from tests.conftest import ROOT
 
 MEMORY = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
 DEFERRED = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": "db.sqlite3", "OPTIONS": {}}}
@@ -20,7 +30,7 @@ def ids(messages: list[checks.CheckMessage]) -> list[str]:
 def test_check_ids_are_unique_and_namespaced() -> None:
     source = inspect.getsource(scheduling_checks)
     found = [line.split('"')[1] for line in source.splitlines() if 'id="scheduling.' in line]
-    assert len(found) == len(set(found)) == 3
+    assert len(found) == len(set(found)) == 7
 
 
 def test_embedded_mode_is_refused_on_an_in_memory_database() -> None:
@@ -41,3 +51,78 @@ def test_sqlite_without_immediate_transactions_is_warned_about() -> None:
 @pytest.mark.django_db  # Django 6.1's model checks read the database
 def test_the_demo_settings_pass_every_check() -> None:
     call_command("check", "--fail-level", "WARNING")
+
+
+def test_scheduling_listed_before_django_apscheduler_is_warned_about() -> None:
+    assert ids(scheduling_checks.installed_apps_messages(["scheduling", "django_apscheduler"])) == [
+        "scheduling.W003"
+    ]
+    assert (
+        scheduling_checks.installed_apps_messages(["django_apscheduler", "scheduling.apps.SchedulingConfig"])
+        == []
+    )
+
+
+def test_embedded_mode_on_sqlite_is_warned_about() -> None:
+    assert ids(scheduling_checks.embedded_on_sqlite_messages(DEFERRED, embedded=True)) == ["scheduling.W004"]
+    assert scheduling_checks.embedded_on_sqlite_messages(DEFERRED, embedded=False) == []
+    assert scheduling_checks.embedded_on_sqlite_messages(SERVER, embedded=True) == []
+
+
+@pytest.mark.django_db
+def test_schedulers_on_several_machines_sharing_sqlite_are_an_error() -> None:
+    SchedulerInstance.objects.create(hostname="web-1", pid=1)
+    SchedulerInstance.objects.create(hostname="web-2", pid=1)
+
+    messages = scheduling_checks.check_schedulers_on_sqlite_hosts(databases=["default"])
+
+    if connection.vendor == "sqlite":
+        assert ids(messages) == ["scheduling.E003"]
+        assert "web-1, web-2" in messages[0].msg
+    else:
+        assert messages == []
+    assert scheduling_checks.check_schedulers_on_sqlite_hosts(databases=None) == []
+    assert scheduling_checks.sqlite_hosts_messages({"web-1"}) == []
+
+
+def test_only_schedulers_other_than_ours_count_as_started_at_startup() -> None:
+    theirs = BackgroundScheduler(jobstores={"default": MemoryJobStore()})
+    ours = Scheduler(poll_interval=0.5, jobstores={"default": MemoryJobStore()})
+    theirs.start()
+    ours.start()
+    try:
+        assert scheduling_checks.running_foreign_schedulers() == [theirs]
+        assert ids(scheduling_checks.started_scheduler_messages([theirs])) == ["scheduling.E002"]
+    finally:
+        theirs.shutdown(wait=False)
+        ours.shutdown(wait=False)
+    assert scheduling_checks.running_foreign_schedulers() == []
+
+
+def manage_check(mistake: str, database: Path) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings_misconfigured",
+        "SCHEDULING_TEST_MISTAKE": mistake,
+        "DATABASE_URL": f"sqlite:///{database}",
+    }
+    return subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize(
+    ("mistake", "exit_code", "said"),
+    [
+        ("scheduler-in-ready", 1, "scheduling.E002"),
+        ("apps-out-of-order", 0, "scheduling.W003"),
+        ("no-django-apscheduler", 1, "The 'scheduling' app needs 'django_apscheduler' in INSTALLED_APPS"),
+    ],
+)
+def test_manage_py_check_names_each_mistake_in_a_real_project(
+    mistake: str, exit_code: int, said: str, tmp_path: Path
+) -> None:
+    result = manage_check(mistake, tmp_path / "db.sqlite3")
+
+    assert result.returncode == exit_code, result.stdout + result.stderr
+    assert said in result.stdout + result.stderr

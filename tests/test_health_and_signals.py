@@ -7,6 +7,7 @@ from django.test import Client
 from django.utils import timezone
 
 from scheduling import signals
+from scheduling.conf import settings
 from scheduling.executors import run_job
 from scheduling.history import Recorder
 from scheduling.models import Execution, SchedulerInstance
@@ -75,3 +76,23 @@ def test_signals_tell_started_succeeded_failed_and_missed_and_a_failing_receiver
         ("missed", "job", "missed"),
     ]
     assert Execution.objects.filter(status="failed").count() == 1
+
+
+@pytest.mark.urls("tests.health_check_urls")
+@pytest.mark.django_db(transaction=True)  # django-health-check runs checks on its own threads
+def test_django_health_check_reports_the_scheduler_beside_its_own_checks(client: Client) -> None:
+    SchedulerInstance.objects.create(hostname="worker", pid=1, role="standby")
+
+    down = client.get("/ht/?format=json")
+
+    assert down.status_code == 500
+    timeout = f"{settings.HEARTBEAT_TIMEOUT:g}"
+    assert down.json() == {
+        "Database(alias='default')": "OK",
+        "Scheduler()": f"Unavailable: No active scheduler has beaten in the last {timeout} s",
+    }
+
+    SchedulerInstance.objects.create(hostname="worker", pid=2, role="active")
+    up = client.get("/ht/?format=json")
+    assert up.status_code == 200
+    assert up.json() == {"Database(alias='default')": "OK", "Scheduler()": "OK"}
