@@ -6,7 +6,7 @@ ADDR ?= 127.0.0.1:8000
 PYENV_VERSION ?= $(shell pyenv versions --bare 2>/dev/null | grep -E '^3\.(11|13)\.[0-9]+$$' | sort -V | paste -sd: -)
 export PYENV_VERSION
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint wheel clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,5 +27,11 @@ test: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/nox -s lint
 
+# The app alone, to install in another site: dist/django_scheduling-*.whl. Earlier builds go first:
+# setuptools would reuse a stale *.egg-info's file list, and pip would see two wheels in dist/.
+wheel: $(VENV)/.installed
+	rm -rf build dist *.egg-info
+	$(VENV)/bin/uv build
+
 clean:
-	rm -rf $(VENV) .nox db.sqlite3* test-db.sqlite3*
+	rm -rf $(VENV) .nox db.sqlite3* test-db.sqlite3* build dist *.egg-info
