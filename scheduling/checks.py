@@ -38,14 +38,18 @@ def check_embedded_on_sqlite(**kwargs: Any) -> list[checks.CheckMessage]:
 def check_schedulers_on_sqlite_hosts(
     databases: Iterable[str] | None = None, **kwargs: Any
 ) -> list[checks.CheckMessage]:
-    from django.db import connections
+    from django.db import DatabaseError, connections
 
     from scheduling.models import SchedulerInstance
 
     if not databases or "default" not in databases or connections["default"].vendor != "sqlite":
         return []
 
-    hosts = set(SchedulerInstance.objects.alive().values_list("hostname", flat=True))
+    try:
+        hosts = set(SchedulerInstance.objects.alive().values_list("hostname", flat=True))
+    # Before the first migrate (which runs the database checks too) the table does not exist.
+    except DatabaseError:
+        return []
     return sqlite_hosts_messages(hosts)
 
 
