@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import Avg, Case, FloatField, OuterRef, Q, QuerySet, Subquery, TextField, Value, When
 from django.db.models.functions import Coalesce
@@ -372,9 +373,10 @@ class JobAdmin(admin.ModelAdmin):
         def view(request: HttpRequest, object_id: str) -> HttpResponse:
             if not getattr(self, f"has_{permission}_permission")(request):
                 raise PermissionDenied
-            job = get_object_or_404(Job, pk=object_id)
+            # Like every admin URL, this one carries the id quoted ("_" as "_5F").
+            job = get_object_or_404(Job, pk=unquote(object_id))
             action(request, Job.objects.filter(pk=job.pk))
-            return HttpResponseRedirect(reverse("admin:scheduling_job_change", args=[job.pk]))
+            return HttpResponseRedirect(reverse("admin:scheduling_job_change", args=[quote(job.pk)]))
 
         return view
 
@@ -394,7 +396,7 @@ class JobAdmin(admin.ModelAdmin):
     ) -> HttpResponse:
         context = {
             **(extra_context or {}),
-            "recent_executions": Execution.objects.filter(job_id=object_id)[:RECENT_RUNS_ON_PAGE],
+            "recent_executions": Execution.objects.filter(job_id=unquote(object_id))[:RECENT_RUNS_ON_PAGE],
             "can_run": self.has_run_permission(request),
             "can_pause": self.has_pause_permission(request),
             "can_reset": self.has_schedule_permission(request),
