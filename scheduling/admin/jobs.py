@@ -158,7 +158,9 @@ class JobAdmin(admin.ModelAdmin):
             labels.append(str(_("no longer declared in code")))
         if obj.overridden_at:
             labels.append(str(_("overridden outside the code")))
-        if obj.source == ScheduledJob.Source.EXTERNAL:
+        # No ScheduledJob row (source None): written to the store by something other than this
+        # app, such as plain django-apscheduler before our scheduler's first sync.
+        if obj.source != ScheduledJob.Source.CODE:
             labels.append(str(_("added outside the code")))
         return format_html("{}", ", ".join(labels))
 
@@ -179,9 +181,13 @@ class JobAdmin(admin.ModelAdmin):
     def recent_runs(self, obj: Any) -> str:
         if obj.success_rate is None:
             return "-"
+        rate = round(obj.success_rate * 100)
+        if obj.average_duration is None:
+            # Runs imported from django-apscheduler have no duration of their own to average.
+            return str(_("%(rate)d%% succeeded") % {"rate": rate})
         return str(
             _("%(rate)d%% succeeded, %(duration).2f s on average")
-            % {"rate": round(obj.success_rate * 100), "duration": obj.average_duration or 0}
+            % {"rate": rate, "duration": obj.average_duration}
         )
 
     # Permissions
