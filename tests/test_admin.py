@@ -6,6 +6,7 @@ import pickle
 
 import pytest
 from django.contrib.admin.models import LogEntry
+from django.contrib.admin.utils import quote
 from django.contrib.auth.models import Permission, User
 from django.test import Client
 from django.utils import timezone
@@ -165,6 +166,28 @@ def test_the_job_page_has_buttons_and_recent_runs(admin_client: Client, registry
     admin_client.post(JOBS + "job-0/pause/")
     assert DjangoJob.objects.get(id="job-0").next_run_time is None
     assert 'name="resume"' in admin_client.get(JOBS + "job-0/change/").text
+
+
+def test_the_page_and_buttons_of_a_job_whose_id_the_admin_quotes_work(
+    admin_client: Client, registry: dict
+) -> None:
+    # The admin quotes "_" (as "_5F") in URLs: the default id of a declared job has one.
+    job(interval={"minutes": 1}, id="myapp.jobs.nightly_cleanup")(jobs.succeed)
+    sync(JobStore(), registry.values())
+    Execution.objects.create(
+        job_id="myapp.jobs.nightly_cleanup",
+        status="failed",
+        scheduled_at=timezone.now(),
+        exception="ValueError: x",
+    )
+    url = JOBS + quote("myapp.jobs.nightly_cleanup") + "/"
+
+    assert "ValueError: x" in admin_client.get(url + "change/").text
+
+    response = admin_client.post(url + "pause/")
+    assert response.status_code == 302
+    assert response["Location"] == url + "change/"
+    assert DjangoJob.objects.get(id="myapp.jobs.nightly_cleanup").next_run_time is None
 
 
 def test_users_without_permissions_do_not_get_the_actions(registry: dict) -> None:

@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import Avg, Case, FloatField, OuterRef, Q, QuerySet, Subquery, TextField, Value, When
 from django.db.models.functions import Coalesce
@@ -157,7 +158,9 @@ class JobAdmin(admin.ModelAdmin):
             labels.append(str(_("no longer declared in code")))
         if obj.overridden_at:
             labels.append(str(_("overridden outside the code")))
-        if obj.source == ScheduledJob.Source.EXTERNAL:
+        # No ScheduledJob row (source None): written to the store by something other than this
+        # app, such as plain django-apscheduler before our scheduler's first sync.
+        if obj.source != ScheduledJob.Source.CODE:
             labels.append(str(_("added outside the code")))
         return format_html("{}", ", ".join(labels))
 
@@ -178,9 +181,13 @@ class JobAdmin(admin.ModelAdmin):
     def recent_runs(self, obj: Any) -> str:
         if obj.success_rate is None:
             return "-"
+        rate = round(obj.success_rate * 100)
+        if obj.average_duration is None:
+            # Runs imported from django-apscheduler have no duration of their own to average.
+            return str(_("%(rate)d%% succeeded") % {"rate": rate})
         return str(
             _("%(rate)d%% succeeded, %(duration).2f s on average")
-            % {"rate": round(obj.success_rate * 100), "duration": obj.average_duration or 0}
+            % {"rate": rate, "duration": obj.average_duration}
         )
 
     # Permissions
@@ -372,9 +379,10 @@ class JobAdmin(admin.ModelAdmin):
         def view(request: HttpRequest, object_id: str) -> HttpResponse:
             if not getattr(self, f"has_{permission}_permission")(request):
                 raise PermissionDenied
-            job = get_object_or_404(Job, pk=object_id)
+            # Like every admin URL, this one carries the id quoted ("_" as "_5F").
+            job = get_object_or_404(Job, pk=unquote(object_id))
             action(request, Job.objects.filter(pk=job.pk))
-            return HttpResponseRedirect(reverse("admin:scheduling_job_change", args=[job.pk]))
+            return HttpResponseRedirect(reverse("admin:scheduling_job_change", args=[quote(job.pk)]))
 
         return view
 
@@ -394,7 +402,7 @@ class JobAdmin(admin.ModelAdmin):
     ) -> HttpResponse:
         context = {
             **(extra_context or {}),
-            "recent_executions": Execution.objects.filter(job_id=object_id)[:RECENT_RUNS_ON_PAGE],
+            "recent_executions": Execution.objects.filter(job_id=unquote(object_id))[:RECENT_RUNS_ON_PAGE],
             "can_run": self.has_run_permission(request),
             "can_pause": self.has_pause_permission(request),
             "can_reset": self.has_schedule_permission(request),
