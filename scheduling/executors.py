@@ -29,8 +29,6 @@ from scheduling.models import Execution
 
 logger = logging.getLogger(__name__)
 
-MAX_COALESCED_RECORDS = 1000  # rows written for one coalesced run, so a long outage stays cheap
-
 
 class RecordingThreadPoolExecutor(ThreadPoolExecutor):
     """APScheduler's thread pool executor, running jobs through :func:`run_job`."""
@@ -41,25 +39,26 @@ class RecordingThreadPoolExecutor(ThreadPoolExecutor):
         self._futures: set[concurrent.futures.Future[list[JobExecutionEvent]]] = set()
 
     def _do_submit_job(self, job: Job, run_times: list[datetime]) -> None:
-        if job.coalesce:
-            self._record_coalesced(job, run_times[-1])
+        # Only APScheduler's own paths come here; the scheduler loop goes through the dispatcher.
         self._submit(job, run_times, SCHEDULED)
 
-    def _record_coalesced(self, job: Job, kept: datetime) -> None:
-        """Record the fires a coalesced run stands for, which APScheduler silently drops."""
-        skipped = [moment for moment in job._get_run_times(datetime.now(UTC)) if moment < kept]
-        if not skipped:
+    def reserve(self, job: Job) -> bool:
+        """Count a run of ``job`` as started, unless max_instances are already running."""
+        with self._lock:
+            if self._instances[job.id] >= job.max_instances:
+                return False
+            self._instances[job.id] += 1
+            return True
+
+    def submit_recorded(self, job: Job, executions: list[Execution]) -> None:
+        """Run a reserved job for fires already recorded as running (by the dispatcher)."""
+        if not executions:  # its fires had rows already: another scheduler ran them
+            self._run_job_success(job.id, [])
             return
-        logger.warning(
-            "Job %s missed %d run(s) while no scheduler ran it; running it once", job.id, len(skipped)
-        )
-        message = f"Missed: coalesced into the run scheduled for {kept.isoformat()}"
-        if len(skipped) > MAX_COALESCED_RECORDS:
-            unlisted = len(skipped) - MAX_COALESCED_RECORDS
-            message += f" ({len(skipped)} fires missed in all; the {unlisted} oldest have no row)"
-            skipped = skipped[-MAX_COALESCED_RECORDS:]
-        for execution in self.recorder.record(job.id, skipped, Execution.Status.MISSED, message):
-            notify(signals.job_missed, execution)
+        run_times = [execution.scheduled_at for execution in executions]
+        future = self._pool.submit(run_job, job, run_times, self.recorder, SCHEDULED, executions)
+        self._futures.add(future)
+        future.add_done_callback(lambda done: self._job_done(job.id, done))
 
     def submit_manual(self, job: Job, requested_at: datetime, requested_by: str) -> None:
         """Run a job now on request; max_instances applies as to scheduled runs.
@@ -96,16 +95,24 @@ class RecordingThreadPoolExecutor(ThreadPoolExecutor):
 
 
 def run_job(
-    job: Job, run_times: list[datetime], recorder: Recorder, origin: Origin = SCHEDULED
+    job: Job,
+    run_times: list[datetime],
+    recorder: Recorder,
+    origin: Origin = SCHEDULED,
+    executions: list[Execution] | None = None,
 ) -> list[JobExecutionEvent]:
-    """Run one job for each of its due fire times, recording each; returns APScheduler events."""
+    """Run one job for each of its due fire times, recording each; returns APScheduler events.
+
+    ``executions`` are the fires' rows when they were recorded as running already.
+    """
     events = []
     try:
-        for run_time in run_times:
+        for number, run_time in enumerate(run_times):
             # Like a request: stale or broken connections are replaced before each run, and
             # CONN_MAX_AGE decides whether they are kept after it.
             close_old_connections()
-            event = _run_once(job, run_time, recorder, origin)
+            execution = executions[number] if executions else None
+            event = _run_once(job, run_time, recorder, origin, execution)
             if event is not None:
                 events.append(event)
     finally:
@@ -113,38 +120,50 @@ def run_job(
     return events
 
 
-def _run_once(job: Job, run_time: datetime, recorder: Recorder, origin: Origin) -> JobExecutionEvent | None:
+def _run_once(
+    job: Job, run_time: datetime, recorder: Recorder, origin: Origin, execution: Execution | None
+) -> JobExecutionEvent | None:
     lateness = datetime.now(UTC) - run_time
     late = job.misfire_grace_time is not None and lateness > timedelta(seconds=job.misfire_grace_time)
     if late and origin == SCHEDULED:
         logger.warning("Job %s missed its run at %s by %s", job.id, run_time, lateness)
-        for missed in recorder.record(
-            job.id,
-            [run_time],
-            Execution.Status.MISSED,
+        message = (
             f"Missed: started {lateness.total_seconds():.1f} s late, after its misfire grace time "
-            f"of {job.misfire_grace_time} s",
-        ):
-            notify(signals.job_missed, missed)
+            f"of {job.misfire_grace_time} s"
+        )
+        if execution is None:
+            missed = recorder.record(job.id, [run_time], Execution.Status.MISSED, message)
+        else:
+            outcome = Outcome(Execution.Status.MISSED, None, timezone.now(), None, message)
+            _finish(recorder, execution, outcome, signals.job_missed)
+            missed = [execution]
+        for row in missed:
+            notify(signals.job_missed, row)
         return JobExecutionEvent(EVENT_JOB_MISSED, job.id, job._jobstore_alias, run_time)
-    execution = recorder.start(job.id, run_time, origin)
     if execution is None:
-        return None
+        execution = recorder.start(job.id, run_time, origin)
+        if execution is None:
+            return None
     notify(signals.job_started, execution)
     outcome = call(job)
-    recorder.finish(execution, outcome)
+    signal = signals.job_succeeded if outcome.status == Execution.Status.SUCCEEDED else signals.job_failed
+    _finish(recorder, execution, outcome, signal)
+    notify(signal, execution)
+    code = EVENT_JOB_EXECUTED if outcome.status == Execution.Status.SUCCEEDED else EVENT_JOB_ERROR
+    return JobExecutionEvent(code, job.id, job._jobstore_alias, run_time)
+
+
+def _finish(recorder: Recorder, execution: Execution, outcome: Outcome, signal: Signal) -> None:
+    # A receiver of the signal that follows may read the row: then it must be on disk first.
+    recorder.finish(execution, outcome, wait=signal.has_listeners(sender=execution.job_id))
     execution.status, execution.finished_at, execution.duration = (
         outcome.status,
         outcome.finished_at,
         outcome.duration,
     )
     execution.exception, execution.traceback = outcome.exception, outcome.traceback
-    notify(
-        signals.job_succeeded if outcome.status == Execution.Status.SUCCEEDED else signals.job_failed,
-        execution,
-    )
-    code = EVENT_JOB_EXECUTED if outcome.status == Execution.Status.SUCCEEDED else EVENT_JOB_ERROR
-    return JobExecutionEvent(code, job.id, job._jobstore_alias, run_time)
+    if outcome.started_at is not None:
+        execution.started_at = outcome.started_at
 
 
 def notify(signal: Signal, execution: Execution) -> None:

@@ -14,14 +14,17 @@ import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from django.db import IntegrityError, InterfaceError, OperationalError, close_old_connections, transaction
-from django.db.models import QuerySet
+from django.db import IntegrityError, InterfaceError, OperationalError, close_old_connections
+from django.db.models import Case, Field, QuerySet, Value, When
 from django.utils import timezone
 
 from scheduling.conf import settings
 from scheduling.models import Execution, SchedulerInstance
+
+if TYPE_CHECKING:
+    from scheduling.finisher import Finisher
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +47,9 @@ SCHEDULED = Origin()
 @dataclass(frozen=True)
 class Outcome:
     status: str
-    started_at: datetime
+    started_at: datetime | None
     finished_at: datetime
-    duration: float
+    duration: float | None
     exception: str = ""
     traceback: str = ""
 
@@ -80,51 +83,89 @@ def retrying(write: Callable[[], T], what: str, retry_for: float = WRITE_RETRY_F
 
 
 class Recorder:
-    """Writes the history of one scheduler process."""
+    """Writes the history of one scheduler process.
 
-    def __init__(self, instance: SchedulerInstance | None = None) -> None:
+    With a ``finisher``, outcomes are written in batches on its thread; without, at once.
+    """
+
+    def __init__(self, instance: SchedulerInstance | None = None, finisher: Finisher | None = None) -> None:
         self.instance = instance
+        self.finisher = finisher
         self.hostname = instance.hostname if instance else socket.gethostname()
         self.pid = instance.pid if instance else os.getpid()
 
     def start(self, job_id: str, scheduled_at: datetime, origin: Origin = SCHEDULED) -> Execution | None:
         """Record a run as started; None if this fire already has an execution."""
-
-        def insert() -> Execution:
-            with transaction.atomic():
-                return Execution.objects.create(
-                    job_id=job_id,
-                    status=Execution.Status.RUNNING,
-                    origin=origin.kind,
-                    requested_by=origin.requested_by,
-                    scheduled_at=scheduled_at,
-                    started_at=timezone.now(),
-                    hostname=self.hostname,
-                    pid=self.pid,
-                    instance=self.instance,
-                )
-
+        row = self.running_row(job_id, scheduled_at, origin)
         try:
-            return retrying(insert, f"record the start of job {job_id}")
+            # One INSERT, atomic by itself; a duplicate fails it without touching anything else.
+            retrying(row.save, f"record the start of job {job_id}")
         except IntegrityError:
             logger.warning(
                 "Job %s already has an execution for %s; not running it again", job_id, scheduled_at
             )
             return None
+        return row
 
-    def finish(self, execution: Execution, outcome: Outcome) -> None:
-        def update() -> int:
-            # Conditioned on "running" so a run recorded as interrupted at shutdown stays so.
-            return Execution.objects.filter(pk=execution.pk, status=Execution.Status.RUNNING).update(
-                status=outcome.status,
-                started_at=outcome.started_at,
-                finished_at=outcome.finished_at,
-                duration=outcome.duration,
-                exception=outcome.exception,
-                traceback=outcome.traceback,
-            )
+    def running_row(self, job_id: str, scheduled_at: datetime, origin: Origin = SCHEDULED) -> Execution:
+        return Execution(
+            job_id=job_id,
+            status=Execution.Status.RUNNING,
+            origin=origin.kind,
+            requested_by=origin.requested_by,
+            scheduled_at=scheduled_at,
+            started_at=timezone.now(),
+            hostname=self.hostname,
+            pid=self.pid,
+            instance=self.instance,
+        )
 
-        retrying(update, f"record the outcome of job {execution.job_id}")
+    def ended_row(
+        self, job_id: str, scheduled_at: datetime, status: str, message: str, origin: Origin = SCHEDULED
+    ) -> Execution:
+        """A row for a fire that did not run (missed, skipped)."""
+        return Execution(
+            job_id=job_id,
+            status=status,
+            origin=origin.kind,
+            requested_by=origin.requested_by,
+            scheduled_at=scheduled_at,
+            finished_at=timezone.now(),
+            exception=message,
+            hostname=self.hostname,
+            pid=self.pid,
+            instance=self.instance,
+        )
+
+    def insert(self, rows: list[Execution]) -> list[Execution]:
+        """Insert many rows in one statement; returns the running ones that may run.
+
+        A fire that already has a row (a scheduler that took over mid-dispatch) fails the whole
+        statement; then each row goes in on its own and only the duplicates are left out.
+        """
+        if not rows:
+            return []
+        # One row goes in with save(): bulk_create() wraps itself in a transaction, two more
+        # round trips that a lone statement does not need.
+        write = rows[0].save if len(rows) == 1 else lambda: Execution.objects.bulk_create(rows)
+        try:
+            retrying(write, f"record {len(rows)} run(s)")
+        except IntegrityError:
+            started = []
+            for row in rows:
+                if row.status != Execution.Status.RUNNING:
+                    self.record(row.job_id, [row.scheduled_at], row.status, row.exception)
+                elif (execution := self.start(row.job_id, row.scheduled_at)) is not None:
+                    started.append(execution)
+            return started
+        return [row for row in rows if row.status == Execution.Status.RUNNING]
+
+    def finish(self, execution: Execution, outcome: Outcome, wait: bool = False) -> None:
+        """Record a run's outcome; with ``wait``, return only once it is on disk."""
+        if self.finisher is None:
+            finish_all([(execution, outcome)])
+        else:
+            self.finisher.finish(execution, outcome, wait)
 
     def record(
         self,
@@ -135,21 +176,8 @@ class Recorder:
         origin: Origin = SCHEDULED,
     ) -> list[Execution]:
         """Record fires that did not run (missed, skipped), one row each."""
-        now = timezone.now()
         rows = [
-            Execution(
-                job_id=job_id,
-                status=status,
-                origin=origin.kind,
-                requested_by=origin.requested_by,
-                scheduled_at=scheduled_at,
-                finished_at=now,
-                exception=message,
-                hostname=self.hostname,
-                pid=self.pid,
-                instance=self.instance,
-            )
-            for scheduled_at in scheduled_times
+            self.ended_row(job_id, scheduled_at, status, message, origin) for scheduled_at in scheduled_times
         ]
         return retrying(
             lambda: Execution.objects.bulk_create(rows, ignore_conflicts=True),
@@ -159,6 +187,35 @@ class Recorder:
     def interrupt_own_runs(self, reason: str) -> int:
         """Mark this process's runs that are still going as interrupted."""
         return mark_interrupted(Execution.objects.filter(instance=self.instance), reason)
+
+
+FINISHED_FIELDS = ["status", "started_at", "finished_at", "duration", "exception", "traceback"]
+
+
+def finish_all(finished: list[tuple[Execution, Outcome]]) -> int:
+    """Write the outcomes of many runs in one UPDATE; returns the rows changed.
+
+    Conditioned on "running", so a run recorded as interrupted at shutdown stays so.
+    """
+    if not finished:
+        return 0
+    if len(finished) == 1:
+        values: dict[str, Any] = {name: getattr(finished[0][1], name) for name in FINISHED_FIELDS}
+    else:
+        values = {
+            name: Case(
+                *(
+                    When(pk=execution.pk, then=Value(getattr(outcome, name)))
+                    for execution, outcome in finished
+                ),
+                output_field=cast(Field, Execution._meta.get_field(name)),
+            )
+            for name in FINISHED_FIELDS
+        }
+    running = Execution.objects.filter(
+        pk__in=[execution.pk for execution, _ in finished], status=Execution.Status.RUNNING
+    )
+    return retrying(lambda: running.update(**values), f"record the outcome of {len(finished)} run(s)")
 
 
 def mark_interrupted(executions: QuerySet[Execution], reason: str) -> int:

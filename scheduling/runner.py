@@ -14,7 +14,6 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobSubmissionEvent
 from apscheduler.executors.base import MaxInstancesReachedError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import STATE_PAUSED, STATE_STOPPED
@@ -24,7 +23,9 @@ from django.utils import timezone
 
 from scheduling import declarations, history
 from scheduling.conf import settings
+from scheduling.dispatch import Dispatcher
 from scheduling.executors import RecordingThreadPoolExecutor
+from scheduling.finisher import Finisher
 from scheduling.leadership import Leadership
 from scheduling.models import Execution, RunRequest, SchedulerInstance
 from scheduling.store import JobStore
@@ -33,6 +34,7 @@ from scheduling.sync import SyncReport, sync
 logger = logging.getLogger(__name__)
 
 MAX_SLEEP = 3600.0  # seconds; the poll catches anything earlier
+DISPATCH_BATCH = 1000  # jobs started per pass of the loop; more due ones go in the next pass
 RUN_REQUESTS_PER_TICK = 100
 
 
@@ -78,11 +80,17 @@ class Scheduler(BackgroundScheduler):
     """
 
     def __init__(
-        self, *, poll_interval: float, on_tick: Callable[[], None] | None = None, **options: Any
+        self,
+        *,
+        poll_interval: float,
+        on_tick: Callable[[], None] | None = None,
+        dispatcher: Dispatcher | None = None,
+        **options: Any,
     ) -> None:
         super().__init__(**options)
         self.poll_interval = poll_interval
         self.on_tick = on_tick
+        self.dispatcher = dispatcher
 
     def _main_loop(self) -> None:
         try:
@@ -136,6 +144,21 @@ class Scheduler(BackgroundScheduler):
             seconds=MAX_SLEEP if wait_seconds is None else min(wait_seconds, MAX_SLEEP)
         )
 
+    def _process_jobs(self) -> float | None:
+        """Start what is due, in batches (see scheduling.dispatch); seconds until the next run."""
+        if self.dispatcher is None:
+            return super()._process_jobs()
+        if self.state == STATE_PAUSED:
+            return None
+        now = self._now()
+        store = self._jobstores["default"]
+        due, later = store.get_due_jobs_and_next_run_time(now, DISPATCH_BATCH)
+        moved = self.dispatcher.dispatch(due, now) if due else None
+        upcoming = [moment for moment in (later, moved) if moment is not None]
+        if not upcoming:
+            return None
+        return max((min(upcoming) - self._now()).total_seconds(), 0)
+
     def _due(self, next_wakeup: datetime | None) -> bool:
         if next_wakeup is None or self._now() >= next_wakeup:
             return True
@@ -164,19 +187,18 @@ class Runner:
         self.instance = SchedulerInstance.objects.create(hostname=socket.gethostname(), pid=os.getpid())
         self.leadership = Leadership(self.instance.pk)
         self._last_beat = time.monotonic()
-        self.recorder = recorder = history.Recorder(self.instance)
+        self.finisher = Finisher()
+        self.recorder = recorder = history.Recorder(self.instance, self.finisher)
         self.executor = RecordingThreadPoolExecutor(recorder, max_workers=self.threads)
         self.store = store = JobStore()
         self.scheduler = Scheduler(
             poll_interval=self.poll_interval,
             on_tick=self._on_tick,
+            dispatcher=Dispatcher(store, self.executor, recorder),
             jobstores={"default": store},
             executors={"default": self.executor},
             timezone=timezone.get_default_timezone(),
             jobstore_retry_interval=settings.DATABASE_RETRY_MAX,
-        )
-        self.scheduler.add_listener(
-            lambda event: self._record_skipped(recorder, event), EVENT_JOB_MAX_INSTANCES
         )
         # Started paused: it schedules only while it holds the lease (see _lead).
         self.scheduler.start(paused=True)
@@ -192,6 +214,8 @@ class Runner:
             logger.info("Stopping: waiting up to %g s for %d running job(s)", timeout, running)
         self.scheduler.shutdown(wait=False)
         finished = self.executor.wait(timeout)
+        # The outcomes of the runs that ended go to disk before the rest are marked interrupted.
+        self.finisher.stop()
         interrupted = 0
         if not finished:
             interrupted = self.recorder.interrupt_own_runs(
@@ -280,12 +304,3 @@ class Runner:
         SchedulerInstance.objects.filter(pk=self.instance.pk).update(last_beat=timezone.now())
         self._last_beat = time.monotonic()
         history.recover_interrupted()
-
-    @staticmethod
-    def _record_skipped(recorder: history.Recorder, event: JobSubmissionEvent) -> None:
-        recorder.record(
-            event.job_id,
-            event.scheduled_run_times,
-            Execution.Status.SKIPPED,
-            "Skipped: the previous run was still going (max_instances reached)",
-        )

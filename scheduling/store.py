@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 import pickle
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from datetime import datetime
 from typing import Any
 
 from apscheduler.job import Job
 from apscheduler.jobstores.base import BaseJobStore, JobLookupError
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import Case, Exists, OuterRef, Q, QuerySet, Subquery, Value, When
 from django.utils import timezone
 from django_apscheduler.jobstores import DjangoJobStore
 from django_apscheduler.models import DjangoJob
@@ -25,6 +25,8 @@ from django_apscheduler.util import get_apscheduler_datetime, get_django_interna
 from scheduling.models import ScheduledJob
 
 logger = logging.getLogger(__name__)
+
+UPDATE_BATCH = 500  # jobs per UPDATE: each adds a CASE branch per column (SQLite caps parameters)
 
 
 def broken_job() -> Exists:
@@ -76,6 +78,60 @@ class JobStore(DjangoJobStore):
         self._fix_paused_jobs_sorting(jobs)
         return jobs
 
+    def get_due_jobs_and_next_run_time(self, now: datetime, limit: int) -> tuple[list[Job], datetime | None]:
+        """Up to ``limit`` due jobs, and when the next job falls due after them, in one query.
+
+        The next run time is ``now`` when more than ``limit`` jobs are due.
+        """
+        internal_now = get_django_internal_datetime(now)
+        following = loadable_jobs().filter(next_run_time__gt=internal_now).order_by("next_run_time")
+        rows = list(
+            loadable_jobs()
+            .filter(Q(next_run_time__lte=internal_now) | Q(id=Subquery(following.values("id")[:1])))
+            .order_by("next_run_time", "id")
+            .values_list("id", "next_run_time", "job_state")[: limit + 1]
+        )
+        due = [(job_id, state) for job_id, moment, state in rows if moment <= internal_now]
+        later = [moment for _, moment, _ in rows if moment > internal_now]
+        if len(due) > limit:
+            return self._load_rows(due[:limit]), now
+        next_run_time = get_apscheduler_datetime(later[0], self._scheduler) if later else None
+        return self._load_rows(due), next_run_time
+
+    def add_jobs(self, jobs: list[Job]) -> None:
+        """Store many new jobs in one statement (per few thousand jobs)."""
+        DjangoJob.objects.bulk_create([self.row(job) for job in jobs])
+
+    def update_jobs(self, jobs: list[Job]) -> None:
+        """Store the new state of many jobs, in one UPDATE per UPDATE_BATCH jobs.
+
+        A plain UPDATE with CASE, not bulk_update(), which wraps itself in a transaction: two more
+        round trips for nothing, as one statement is atomic by itself.
+        """
+        for start in range(0, len(jobs), UPDATE_BATCH):
+            rows = [self.row(job) for job in jobs[start : start + UPDATE_BATCH]]
+            if len(rows) == 1:
+                values: dict[str, Any] = {
+                    "next_run_time": rows[0].next_run_time,
+                    "job_state": rows[0].job_state,
+                }
+            else:
+                values = {
+                    name: Case(
+                        *(When(id=row.id, then=Value(getattr(row, name))) for row in rows),
+                        output_field=DjangoJob._meta.get_field(name),
+                    )
+                    for name in ("next_run_time", "job_state")
+                }
+            DjangoJob.objects.filter(id__in=[row.id for row in rows]).update(**values)
+
+    def row(self, job: Job) -> DjangoJob:
+        return DjangoJob(
+            id=job.id,
+            next_run_time=get_django_internal_datetime(job.next_run_time),
+            job_state=pickle.dumps(job.__getstate__(), self.pickle_protocol),
+        )
+
     def get_jobs_by_id(self, job_ids: Collection[str]) -> list[Job]:
         return self._load(loadable_jobs().filter(id__in=job_ids))
 
@@ -94,8 +150,11 @@ class JobStore(DjangoJobStore):
         return self._load(DjangoJob.objects.filter(Q(**filters)))
 
     def _load(self, rows: QuerySet[DjangoJob]) -> list[Job]:
+        return self._load_rows(rows.order_by("next_run_time", "id").values_list("id", "job_state"))
+
+    def _load_rows(self, rows: Iterable[tuple[str, bytes]]) -> list[Job]:
         jobs = []
-        for job_id, job_state in rows.order_by("next_run_time", "id").values_list("id", "job_state"):
+        for job_id, job_state in rows:
             try:
                 jobs.append(self._reconstitute_job(job_state))
             # Unpickling imports the job's function and trigger classes: any error means

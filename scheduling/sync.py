@@ -26,6 +26,7 @@ from datetime import datetime
 from typing import Any
 
 from apscheduler.job import Job
+from django.db import connection
 from django.utils import timezone
 from django_apscheduler.models import DjangoJob
 
@@ -105,8 +106,15 @@ def sync(store: JobStore, declarations: Iterable[Declaration], now: datetime | N
     rows = {row.id: row for row in DjangoJob.objects.all()}
     metas = {meta.id: meta for meta in ScheduledJob.objects.all()}
     declared = {declaration.id: declaration for declaration in declarations}
+    to_write: list[tuple[Declaration, bool, bool]] = []
     for declaration in declared.values():
-        _sync_declared(store, declaration, metas.get(declaration.id), rows.get(declaration.id), now, report)
+        change = _sync_declared(
+            store, declaration, metas.get(declaration.id), rows.get(declaration.id), now, report
+        )
+        if change is not None:
+            to_write.append(change)
+    # Written together: a first start with thousands of declared jobs takes a few statements.
+    apply_declarations(store, to_write, now)
     for job_id, row in rows.items():
         if job_id not in declared:
             _sync_undeclared(store, metas.get(job_id), row, now, report)
@@ -126,21 +134,21 @@ def _sync_declared(
     row: DjangoJob | None,
     now: datetime,
     report: SyncReport,
-) -> None:
+) -> tuple[Declaration, bool, bool] | None:
+    """Bring one declared job in line; returns (declaration, stored, paused) if it must be written."""
     if (
         meta is None
         or meta.source != ScheduledJob.Source.CODE
         or meta.declared_fingerprint != declaration.fingerprint
     ):
         keep_paused = row is not None and row.next_run_time is None and not (meta and meta.paused_by_sync)
-        apply_declaration(store, declaration, row is not None, now, paused=keep_paused)
         (report.updated if row is not None else report.added).append(declaration.id)
-        return
+        return declaration, row is not None, keep_paused
     if row is None:
-        return
+        return None
     job = _load(store, row, meta, report)
     if job is None:
-        return
+        return None
     changes: dict[str, Any] = {}
     if meta.undeclared_at:
         changes["undeclared_at"] = None
@@ -155,6 +163,7 @@ def _sync_declared(
         logger.info("Job %s was changed outside the code; keeping that change until it is reset", job.id)
     if changes:
         ScheduledJob.objects.filter(id=meta.id).update(**changes)
+    return None
 
 
 def _sync_undeclared(
@@ -196,25 +205,53 @@ def apply_declaration(
     store: JobStore, declaration: Declaration, exists: bool, now: datetime, paused: bool = False
 ) -> Job:
     """Write the code's declaration of a job to the store and remember it as synced."""
-    job = build_job(declaration, store, now, paused=paused)
-    if exists:
-        store.update_job(job)
-    else:
-        store.add_job(job)
-    ScheduledJob.objects.update_or_create(
-        id=declaration.id,
-        defaults={
-            "source": ScheduledJob.Source.CODE,
-            "func_ref": declaration.func_ref,
-            "name": declaration.name,
-            "declaration": declaration.as_dict(),
-            "declared_fingerprint": declaration.fingerprint,
-            "stored_fingerprint": job_fingerprint(job),
-            "overridden_at": None,
-            "undeclared_at": None,
-            "paused_by_sync": False,
-            "import_error": "",
-            "import_error_at": None,
-        },
+    return apply_declarations(store, [(declaration, exists, paused)], now)[0]
+
+
+def apply_declarations(
+    store: JobStore, changes: list[tuple[Declaration, bool, bool]], now: datetime
+) -> list[Job]:
+    """Write declarations, each as (declaration, already stored, paused), in a few statements."""
+    jobs = [build_job(declaration, store, now, paused=paused) for declaration, _, paused in changes]
+    store.add_jobs([job for job, (_, exists, _) in zip(jobs, changes, strict=True) if not exists])
+    store.update_jobs([job for job, (_, exists, _) in zip(jobs, changes, strict=True) if exists])
+    ScheduledJob.objects.bulk_create(
+        [
+            ScheduledJob(
+                id=declaration.id,
+                source=ScheduledJob.Source.CODE,
+                func_ref=declaration.func_ref,
+                name=declaration.name,
+                declaration=declaration.as_dict(),
+                declared_fingerprint=declaration.fingerprint,
+                stored_fingerprint=job_fingerprint(job),
+                overridden_at=None,
+                undeclared_at=None,
+                paused_by_sync=False,
+                import_error="",
+                import_error_at=None,
+            )
+            for job, (declaration, _, _) in zip(jobs, changes, strict=True)
+        ],
+        update_conflicts=True,
+        # MySQL's ON DUPLICATE KEY UPDATE takes no conflict target (and refuses one).
+        unique_fields=["id"] if connection.features.supports_update_conflicts_with_target else None,
+        update_fields=SYNCED_FIELDS,
     )
-    return job
+    return jobs
+
+
+SYNCED_FIELDS = [
+    "source",
+    "func_ref",
+    "name",
+    "declaration",
+    "declared_fingerprint",
+    "stored_fingerprint",
+    "overridden_at",
+    "undeclared_at",
+    "paused_by_sync",
+    "import_error",
+    "import_error_at",
+    "updated_at",
+]

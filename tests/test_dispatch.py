@@ -1,0 +1,171 @@
+"""Batched dispatch and history: statements per run stay constant however many jobs fall due."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from apscheduler.schedulers.background import BackgroundScheduler
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+from django_apscheduler.models import DjangoJob
+
+from scheduling import job, signals
+from scheduling.dispatch import Dispatcher
+from scheduling.executors import RecordingThreadPoolExecutor
+from scheduling.finisher import Finisher
+from scheduling.history import Outcome, Recorder, finish_all
+from scheduling.models import Execution, ScheduledJob
+from scheduling.store import JobStore
+from scheduling.sync import sync
+from tests import jobs
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def executor() -> Iterator[RecordingThreadPoolExecutor]:
+    pool = RecordingThreadPoolExecutor(Recorder(), max_workers=4)
+    pool.start(BackgroundScheduler(), "default")
+    yield pool
+    assert pool.wait(10)
+    pool.shutdown()
+
+
+def declare_due(registry: dict, count: int) -> JobStore:
+    for number in range(count):
+        job(interval={"seconds": 30}, id=f"due-{number}")(jobs.succeed)
+    store = JobStore()
+    sync(store, registry.values())
+    stored = store.get_all_jobs()
+    for due in stored:
+        due.next_run_time -= timedelta(seconds=31)
+    store.update_jobs(stored)
+    return store
+
+
+def kinds(queries: CaptureQueriesContext) -> Counter[str]:
+    """Statements by kind; transaction control (BEGIN, COMMIT…) under "transaction"."""
+    found = Counter(query["sql"].split()[0].upper() for query in queries.captured_queries)
+    data = Counter(
+        {kind: found.pop(kind) for kind in ("SELECT", "INSERT", "UPDATE", "DELETE") if kind in found}
+    )
+    if found:
+        data["transaction"] = sum(found.values())
+    return data
+
+
+@pytest.mark.parametrize("count", [1, 200])
+def test_dispatching_takes_one_select_one_insert_and_one_update_however_many_jobs_are_due(
+    registry: dict, executor: RecordingThreadPoolExecutor, count: int
+) -> None:
+    store = declare_due(registry, count)
+    dispatcher = Dispatcher(store, executor, executor.recorder)
+    now = datetime.now(UTC)
+
+    with CaptureQueriesContext(connection) as queries:
+        due, _ = store.get_due_jobs_and_next_run_time(now, limit=1000)
+        next_run_time = dispatcher.dispatch(due, now)
+
+    # A lone job: 3 statements (and one UPDATE for its outcome: 4 in all). Many: bulk_create()
+    # adds a transaction around its INSERT.
+    expected = {"SELECT": 1, "INSERT": 1, "UPDATE": 1}
+    assert kinds(queries) - Counter(transaction=2) == expected, queries.captured_queries
+    if count == 1:
+        assert kinds(queries) == expected
+    assert executor.wait(10)
+    assert Execution.objects.filter(status="succeeded").count() == count
+    assert next_run_time is not None
+    assert next_run_time > now
+    assert DjangoJob.objects.filter(next_run_time__lte=now).count() == 0
+
+
+def test_outcomes_of_many_runs_are_written_in_one_update_that_spares_interrupted_runs() -> None:
+    recorder = Recorder()
+    now = timezone.now()
+    rows = recorder.insert([recorder.running_row(f"job-{n}", now) for n in range(100)])
+    Execution.objects.filter(pk=rows[0].pk).update(status="interrupted")
+    outcomes = [(row, Outcome("succeeded", now, now, 0.01 * n)) for n, row in enumerate(rows)]
+
+    with CaptureQueriesContext(connection) as queries:
+        written = finish_all(outcomes)
+
+    assert kinds(queries) == {"UPDATE": 1}
+    assert written == 99
+    assert Execution.objects.get(pk=rows[0].pk).status == "interrupted"
+    assert Execution.objects.get(pk=rows[7].pk).duration == pytest.approx(0.07)
+
+
+def test_a_duplicate_fire_in_a_batch_leaves_the_others_to_run() -> None:
+    recorder = Recorder()
+    now = timezone.now()
+    recorder.start("taken", now)
+
+    started = recorder.insert([recorder.running_row("taken", now), recorder.running_row("free", now)])
+
+    assert [row.job_id for row in started] == ["free"]
+    assert Execution.objects.filter(job_id="taken").count() == 1
+
+
+def test_the_finisher_batches_outcomes_from_many_threads_and_writes_all_before_it_stops() -> None:
+    finisher = Finisher()
+    recorder = Recorder(finisher=finisher)
+    now = timezone.now()
+    rows = recorder.insert([recorder.running_row(f"job-{n}", now) for n in range(50)])
+
+    threads = [
+        threading.Thread(target=recorder.finish, args=(row, Outcome("succeeded", now, now, 0.1)))
+        for row in rows
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    finisher.stop()
+
+    assert Execution.objects.filter(status="succeeded").count() == 50
+
+
+def test_a_signal_receiver_finds_the_outcome_on_disk(
+    registry: dict, executor: RecordingThreadPoolExecutor
+) -> None:
+    finisher = Finisher()
+    executor.recorder = Recorder(finisher=finisher)
+    store = declare_due(registry, 1)
+    seen: list[str] = []
+
+    def receiver(sender: str, execution: Execution, **kwargs: object) -> None:
+        seen.append(Execution.objects.get(pk=execution.pk).status)
+
+    signals.job_succeeded.connect(receiver)
+    try:
+        now = datetime.now(UTC)
+        Dispatcher(store, executor, executor.recorder).dispatch(
+            store.get_due_jobs_and_next_run_time(now, 10)[0], now
+        )
+        assert executor.wait(10)
+    finally:
+        signals.job_succeeded.disconnect(receiver)
+        finisher.stop()
+
+    assert seen == ["succeeded"]
+
+
+@pytest.mark.parametrize("count", [10, 300])
+def test_a_first_sync_writes_any_number_of_jobs_in_the_same_few_statements(
+    registry: dict, count: int, django_assert_max_num_queries
+) -> None:
+    for number in range(count):
+        job(cron="0 3 * * *", id=f"job-{number}")(jobs.succeed)
+
+    with django_assert_max_num_queries(8):
+        sync(JobStore(), registry.values())
+
+    assert DjangoJob.objects.count() == ScheduledJob.objects.count() == count
+    with django_assert_max_num_queries(3):
+        report = sync(JobStore(), registry.values())
+    assert report.summary() == ""
