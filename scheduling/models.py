@@ -19,8 +19,13 @@ from django.utils.translation import gettext_lazy as _
 
 from scheduling.conf import settings
 
-# Without it, the import below fails with Django's less helpful "isn't in INSTALLED_APPS", and a
-# system check could not run at all: the models must load first.
+# Without these, Django fails below with a less helpful "isn't in INSTALLED_APPS", and no system
+# check could say it better: checks run only once the models have loaded.
+if not apps.is_installed("scheduling"):
+    raise ImproperlyConfigured(
+        "'scheduling' is not in INSTALLED_APPS, but its models are imported (by scheduling.urls, the "
+        "admin or a job module?). Add 'django_apscheduler' and then 'scheduling' to INSTALLED_APPS."
+    )
 if not apps.is_installed("django_apscheduler"):
     raise ImproperlyConfigured(
         "The 'scheduling' app needs 'django_apscheduler' in INSTALLED_APPS, listed before "

@@ -10,5 +10,7 @@ if MISTAKE == "scheduler-in-ready":
     INSTALLED_APPS = [*INSTALLED_APPS, "tests.rogue_app"]
 elif MISTAKE == "no-django-apscheduler":
     INSTALLED_APPS = [app for app in INSTALLED_APPS if app != "django_apscheduler"]
+elif MISTAKE == "no-scheduling":  # the urls still include scheduling.urls
+    INSTALLED_APPS = [app for app in INSTALLED_APPS if app != "scheduling"]
 elif MISTAKE == "apps-out-of-order":
     INSTALLED_APPS = [app for app in INSTALLED_APPS if app != "django_apscheduler"] + ["django_apscheduler"]

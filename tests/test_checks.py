@@ -117,6 +117,7 @@ def manage_check(mistake: str, database: Path) -> subprocess.CompletedProcess[st
         ("scheduler-in-ready", 1, "scheduling.E002"),
         ("apps-out-of-order", 0, "scheduling.W003"),
         ("no-django-apscheduler", 1, "The 'scheduling' app needs 'django_apscheduler' in INSTALLED_APPS"),
+        ("no-scheduling", 1, "'scheduling' is not in INSTALLED_APPS, but its models are imported"),
     ],
 )
 def test_manage_py_check_names_each_mistake_in_a_real_project(
