@@ -70,14 +70,16 @@ class JobSummary:
     state: str
 
 
-def job_summaries(job_ids: Collection[str] | None = None) -> list[JobSummary]:
-    """Stored jobs (all, or those of ``job_ids``) with schedule in words, next run and state.
-
-    Broken jobs come last.
+def job_summaries(job_ids: Collection[str] | None = None, limit: int | None = None) -> list[JobSummary]:
+    """Stored jobs (all, the first ``limit``, or those of ``job_ids``) with schedule in words,
+    next run and state. Broken jobs come last.
     """
     metas_query = ScheduledJob.objects.all()
     store = JobStore()
-    if job_ids is None:
+    if limit is not None:
+        jobs = store.get_first_jobs(limit)
+        metas_query = metas_query.filter(id__in=[job.id for job in jobs])
+    elif job_ids is None:
         jobs = store.get_all_jobs()
     else:
         metas_query = metas_query.filter(id__in=job_ids)

@@ -16,7 +16,7 @@ from typing import Any
 
 from apscheduler.job import Job
 from apscheduler.jobstores.base import BaseJobStore, JobLookupError
-from django.db.models import Case, Exists, OuterRef, Q, QuerySet, Subquery, Value, When
+from django.db.models import Case, Exists, F, OuterRef, Q, QuerySet, Subquery, Value, When
 from django.utils import timezone
 from django_apscheduler.jobstores import DjangoJobStore
 from django_apscheduler.models import DjangoJob
@@ -131,6 +131,10 @@ class JobStore(DjangoJobStore):
             next_run_time=get_django_internal_datetime(job.next_run_time),
             job_state=pickle.dumps(job.__getstate__(), self.pickle_protocol),
         )
+
+    def get_first_jobs(self, limit: int) -> list[Job]:
+        """The ``limit`` jobs due soonest, then paused ones."""
+        return self._load(loadable_jobs().order_by(F("next_run_time").asc(nulls_last=True), "id")[:limit])
 
     def get_jobs_by_id(self, job_ids: Collection[str]) -> list[Job]:
         return self._load(loadable_jobs().filter(id__in=job_ids))

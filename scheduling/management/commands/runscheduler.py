@@ -10,6 +10,7 @@ from types import FrameType
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
+from django_apscheduler.models import DjangoJob
 
 from scheduling.conf import settings
 from scheduling.runner import Runner, SchedulerStartError
@@ -90,21 +91,23 @@ class Command(BaseCommand):
             logger.addHandler(handler)
 
     def _print_summary(self, runner: Runner) -> None:
-        jobs = job_summaries()
+        # Only the listed jobs are described in words: that costs ~0.3 ms per cron schedule.
+        jobs = job_summaries(limit=SUMMARY_LIMIT)
+        stored = DjangoJob.objects.count()
         if runner.active:
-            headline = f"Scheduler {runner.instance} active, running {len(jobs)} job(s)."
+            headline = f"Scheduler {runner.instance} active, running {stored} job(s)."
             changes = runner.sync_report.summary()
             if changes:
                 headline += f" From the code: {changes}."
         else:
             headline = (
                 f"Scheduler {runner.instance} standing by: another scheduler holds the lease; "
-                f"this one takes over if it stops. {len(jobs)} job(s) stored."
+                f"this one takes over if it stops. {stored} job(s) stored."
             )
         self.stdout.write(f"{headline} Stop with Ctrl-C or SIGTERM.", self.style.SUCCESS)
-        width = max([len(job.id) for job in jobs[:SUMMARY_LIMIT]] + [6])
-        for job in jobs[:SUMMARY_LIMIT]:
+        width = max([len(job.id) for job in jobs] + [6])
+        for job in jobs:
             next_run = format_local(job.next_run)
             self.stdout.write(f"  {job.id:<{width}}  {job.schedule:<40}  next: {next_run:<25}  {job.state}")
-        if len(jobs) > SUMMARY_LIMIT:
-            self.stdout.write(f"  … and {len(jobs) - SUMMARY_LIMIT} more (see the admin)")
+        if stored > len(jobs):
+            self.stdout.write(f"  … and {stored - len(jobs)} more (see the admin)")
