@@ -23,7 +23,7 @@ from django.db import close_old_connections
 from django.dispatch import Signal
 from django.utils import timezone
 
-from scheduling import signals
+from scheduling import context, signals
 from scheduling.history import SCHEDULED, Origin, Outcome, Recorder, describe_exception
 from scheduling.models import Execution
 
@@ -145,7 +145,11 @@ def _run_once(
         if execution is None:
             return None
     notify(signals.job_started, execution)
-    outcome = call(job)
+    token = context.current.set(execution)
+    try:
+        outcome = call(job)
+    finally:
+        context.current.reset(token)
     signal = signals.job_succeeded if outcome.status == Execution.Status.SUCCEEDED else signals.job_failed
     _finish(recorder, execution, outcome, signal)
     notify(signal, execution)

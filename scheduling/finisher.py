@@ -1,10 +1,10 @@
 """Outcomes of runs, written to the history in batches by one thread.
 
 A run is on disk as "running" before it starts; its outcome only has to reach the database soon
-after it ends. Collecting the outcomes that arrive within a few milliseconds and writing them in
-one UPDATE turns a statement per run into one per batch when many runs end together, and keeps
-the job threads free of history writes. A crash loses at most one window of outcomes: those runs
-stay "running" and are then recorded as interrupted, never lost.
+after it ends. Writing the outcomes that queued up meanwhile in one UPDATE turns a statement per
+run into one per batch when many runs end together, and keeps the job threads free of history
+writes. A crash loses only the outcomes still queued (as a crash between a run's end and its
+write always could): those runs stay "running" and are recorded as interrupted, never lost.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from dataclasses import dataclass
 
 from django.db import connections
@@ -22,7 +21,6 @@ from scheduling.models import Execution
 
 logger = logging.getLogger(__name__)
 
-WINDOW = 0.02  # seconds an outcome may wait for others to share its UPDATE
 MAX_BATCH = 500  # outcomes per UPDATE, which carries a CASE branch per run and field
 
 
@@ -64,11 +62,12 @@ class Finisher:
             connections.close_all()
 
     def _collect(self, first: _Finished) -> tuple[list[_Finished], bool]:
+        # No waiting for company: what queued up while the last batch was written goes in this
+        # one, so batches grow with the load and a lone outcome is written at once.
         batch = [first]
-        deadline = time.monotonic() + WINDOW
         while len(batch) < MAX_BATCH:
             try:
-                item = self._queue.get(timeout=max(deadline - time.monotonic(), 0))
+                item = self._queue.get_nowait()
             except queue.Empty:
                 break
             if item is None:

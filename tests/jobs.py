@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+from scheduling import current_run
+
 calls: list[str] = []
 
 
@@ -26,6 +28,21 @@ async def async_job() -> None:
 
 
 def mark(job_id: str, path: str) -> None:
-    """Leave a trace of a run, outside the database, to count runs independently of the history."""
+    """Leave a trace of a run, outside the database, to count runs independently of the history.
+
+    The trace names the fire: ``job_id@scheduled time``.
+    """
+    run = current_run()
+    assert run is not None
+    assert run.job_id == job_id
     with open(path, "a") as marks:
-        marks.write(f"{job_id}\n")
+        marks.write(f"{job_id}@{run.scheduled_at.isoformat()}\n")
+
+
+def remember_run() -> None:
+    run = current_run()
+    calls.append(f"{run.job_id}@{run.scheduled_at.isoformat()}" if run else "no run")
+
+
+async def async_remember_run() -> None:
+    remember_run()

@@ -12,7 +12,7 @@ from django.apps import apps
 from django.utils import timezone
 from django_apscheduler.models import DjangoJob, DjangoJobExecution
 
-from scheduling import history
+from scheduling import current_run, history
 from scheduling.executors import run_job
 from scheduling.models import Execution, SchedulerInstance
 from tests import jobs
@@ -156,3 +156,14 @@ def test_history_recorded_by_plain_django_apscheduler_is_imported() -> None:
     assert imported["failed"].exception == "boom"
     assert imported["succeeded"].origin == Execution.Origin.IMPORTED
     assert abs(imported["succeeded"].finished_at - (run_time + timedelta(seconds=2))) < timedelta(seconds=1)
+
+
+@pytest.mark.parametrize("func", [jobs.remember_run, jobs.async_remember_run])
+def test_a_job_knows_the_run_it_serves(func: object) -> None:
+    jobs.calls.clear()
+    scheduled = datetime.now(UTC)
+
+    run_job(make_job(func), [scheduled], history.Recorder())
+
+    assert jobs.calls == [f"job@{scheduled.isoformat()}"]
+    assert current_run() is None, "outside a job there is no current run"
