@@ -134,7 +134,12 @@ class JobStore(DjangoJobStore):
 
     def get_first_jobs(self, limit: int) -> list[Job]:
         """The ``limit`` jobs due soonest, then paused ones."""
-        return self._load(loadable_jobs().order_by(F("next_run_time").asc(nulls_last=True), "id")[:limit])
+        rows = (
+            loadable_jobs()
+            .order_by(F("next_run_time").asc(nulls_last=True), "id")
+            .values_list("id", "job_state")
+        )
+        return self._load_rows(rows[:limit])
 
     def get_jobs_by_id(self, job_ids: Collection[str]) -> list[Job]:
         return self._load(loadable_jobs().filter(id__in=job_ids))

@@ -13,8 +13,9 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 from django_apscheduler.models import DjangoJob
 
-from scheduling import job
+from scheduling import control, job
 from scheduling.models import Execution, RunRequest, SchedulerInstance
+from scheduling.status import job_summaries
 from scheduling.store import JobStore
 from scheduling.sync import sync
 from tests import jobs
@@ -123,3 +124,14 @@ def test_token_errors_name_the_problem() -> None:
         run("token", "create", "ghost", "--name", "x")
     with pytest.raises(CommandError, match="must be the start of exactly one token's key"):
         run("token", "revoke", "sch_")
+
+
+def test_summaries_can_be_limited_to_the_jobs_due_soonest(registry: dict) -> None:
+    job(interval={"minutes": 1}, id="soon")(jobs.succeed)
+    job(interval={"hours": 1}, id="later")(jobs.succeed)
+    job(interval={"days": 1}, id="latest")(jobs.succeed)
+    sync(JobStore(), registry.values())
+    control.pause("soon")
+
+    assert [summary.id for summary in job_summaries(limit=2)] == ["later", "latest"]
+    assert [summary.id for summary in job_summaries(limit=3)] == ["later", "latest", "soon"]
