@@ -14,12 +14,13 @@ import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, TypeVar
 
 from django.db import IntegrityError, InterfaceError, OperationalError, close_old_connections
-from django.db.models import Case, Field, QuerySet, Value, When
+from django.db.models import QuerySet
 from django.utils import timezone
 
+from scheduling.bulk import update_rows
 from scheduling.conf import settings
 from scheduling.models import Execution, SchedulerInstance
 
@@ -197,25 +198,16 @@ def finish_all(finished: list[tuple[Execution, Outcome]]) -> int:
 
     Conditioned on "running", so a run recorded as interrupted at shutdown stays so.
     """
-    if not finished:
-        return 0
-    if len(finished) == 1:
-        values: dict[str, Any] = {name: getattr(finished[0][1], name) for name in FINISHED_FIELDS}
-    else:
-        values = {
-            name: Case(
-                *(
-                    When(pk=execution.pk, then=Value(getattr(outcome, name)))
-                    for execution, outcome in finished
-                ),
-                output_field=cast(Field, Execution._meta.get_field(name)),
-            )
-            for name in FINISHED_FIELDS
-        }
-    running = Execution.objects.filter(
-        pk__in=[execution.pk for execution, _ in finished], status=Execution.Status.RUNNING
+    rows = [
+        (execution.pk, {name: getattr(outcome, name) for name in FINISHED_FIELDS})
+        for execution, outcome in finished
+    ]
+    return retrying(
+        lambda: update_rows(
+            Execution, rows, FINISHED_FIELDS, "AND status = %s", [Execution.Status.RUNNING.value]
+        ),
+        f"record the outcome of {len(rows)} run(s)",
     )
-    return retrying(lambda: running.update(**values), f"record the outcome of {len(finished)} run(s)")
 
 
 def mark_interrupted(executions: QuerySet[Execution], reason: str) -> int:

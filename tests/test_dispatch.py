@@ -171,3 +171,15 @@ def test_a_first_sync_writes_any_number_of_jobs_in_the_same_few_statements(
     with django_assert_max_num_queries(3):
         report = sync(JobStore(), registry.values())
     assert report.summary() == ""
+
+
+def test_outcomes_without_a_start_or_duration_are_written_as_nulls() -> None:
+    recorder = Recorder()
+    now = timezone.now()
+    rows = recorder.insert([recorder.running_row(f"job-{n}", now) for n in range(3)])
+
+    finish_all([(row, Outcome("missed", None, now, None, "Missed: 90.0 s late")) for row in rows])
+
+    assert list(
+        Execution.objects.values_list("status", "started_at", "duration", "exception").distinct()
+    ) == [("missed", None, None, "Missed: 90.0 s late")]
