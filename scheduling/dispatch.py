@@ -49,12 +49,16 @@ class Dispatcher:
         runs: dict[str, list[Execution]] = {}
         for execution in started:
             runs.setdefault(execution.job_id, []).append(execution)
+        unstarted = 0
         for plan in plans:
-            if plan.reserved:
-                self.executor.submit_recorded(plan.job, runs.get(plan.job.id, []))
+            if plan.reserved and not self.executor.submit_recorded(plan.job, runs.get(plan.job.id, [])):
+                unstarted += len(runs.get(plan.job.id, []))
             for row in plan.rows:
                 if row.status == Execution.Status.MISSED:
                     notify(signals.job_missed, row)
+        if unstarted:
+            # Their rows stay "running" until Runner.stop records them as interrupted.
+            logger.info("The scheduler is stopping: %d run(s) due now were not started", unstarted)
         return self._advance(plans, now)
 
     def _plan(self, job: Job, now: datetime) -> _Plan:

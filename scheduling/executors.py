@@ -50,15 +50,23 @@ class RecordingThreadPoolExecutor(ThreadPoolExecutor):
             self._instances[job.id] += 1
             return True
 
-    def submit_recorded(self, job: Job, executions: list[Execution]) -> None:
-        """Run a reserved job for fires already recorded as running (by the dispatcher)."""
+    def submit_recorded(self, job: Job, executions: list[Execution]) -> bool:
+        """Run a reserved job for fires already recorded as running (by the dispatcher).
+
+        False when the pool no longer takes work: the scheduler is stopping.
+        """
         if not executions:  # its fires had rows already: another scheduler ran them
             self._run_job_success(job.id, [])
-            return
+            return True
         run_times = [execution.scheduled_at for execution in executions]
-        future = self._pool.submit(run_job, job, run_times, self.recorder, SCHEDULED, executions)
+        try:
+            future = self._pool.submit(run_job, job, run_times, self.recorder, SCHEDULED, executions)
+        except RuntimeError:  # "cannot schedule new futures after shutdown"
+            self._run_job_success(job.id, [])
+            return False
         self._futures.add(future)
         future.add_done_callback(lambda done: self._job_done(job.id, done))
+        return True
 
     def submit_manual(self, job: Job, requested_at: datetime, requested_by: str) -> None:
         """Run a job now on request; max_instances applies as to scheduled runs.

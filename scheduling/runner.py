@@ -216,12 +216,16 @@ class Runner:
         finished = self.executor.wait(timeout)
         # The outcomes of the runs that ended go to disk before the rest are marked interrupted.
         self.finisher.stop()
-        interrupted = 0
-        if not finished:
-            interrupted = self.recorder.interrupt_own_runs(
-                f"Interrupted: the scheduler stopped and did not wait longer than {timeout:g} s"
-            )
-            logger.warning("Stopped with %d run(s) still going; recorded as interrupted", interrupted)
+        # Any row of ours still "running" now is not: a run still going past the timeout, or one
+        # recorded just as the pool stopped taking work.
+        reason = (
+            "Interrupted: the scheduler stopped and did not wait longer than {timeout:g} s"
+            if not finished
+            else "Interrupted: the scheduler stopped before the run could start"
+        ).format(timeout=timeout)
+        interrupted = self.recorder.interrupt_own_runs(reason)
+        if interrupted:
+            logger.warning("Stopped with %d run(s) unfinished; recorded as interrupted", interrupted)
         if self.active:
             self.leadership.release()
         SchedulerInstance.objects.filter(pk=self.instance.pk).update(

@@ -183,3 +183,17 @@ def test_outcomes_without_a_start_or_duration_are_written_as_nulls() -> None:
     assert list(
         Execution.objects.values_list("status", "started_at", "duration", "exception").distinct()
     ) == [("missed", None, None, "Missed: 90.0 s late")]
+
+
+def test_runs_due_as_the_pool_stops_are_not_started_and_nothing_breaks(registry: dict) -> None:
+    pool = RecordingThreadPoolExecutor(Recorder(), max_workers=2)
+    pool.start(BackgroundScheduler(), "default")
+    pool.shutdown()
+    store = declare_due(registry, 3)
+    now = datetime.now(UTC)
+
+    Dispatcher(store, pool, pool.recorder).dispatch(store.get_due_jobs_and_next_run_time(now, 10)[0], now)
+
+    assert Execution.objects.filter(status="running").count() == 3, "recorded, for Runner.stop to close"
+    assert pool._instances == {}, "no run counted as going"
+    assert DjangoJob.objects.filter(next_run_time__lte=now).count() == 0
