@@ -329,3 +329,23 @@ def test_an_admin_creates_a_token_and_sees_its_key_once(admin_client: Client, cl
     read_only = admin_client.get(f"/admin/scheduling/apitoken/{token.pk}/change/")
     assert read_only.status_code == 200
     assert key not in read_only.content.decode()
+
+
+def test_staff_can_make_tokens_only_for_themselves(client: Client) -> None:
+    boss = User.objects.create_superuser("boss", password="pw")
+    clerk = User.objects.create_user("clerk", password="pw", is_staff=True)
+    clerk.user_permissions.add(*Permission.objects.filter(codename__in=["add_apitoken", "view_apitoken"]))
+    tokens.create(boss, "boss's own")
+    client.force_login(clerk)
+
+    refused = client.post("/admin/scheduling/apitoken/add/", {"user": boss.pk, "name": "escalate"})
+    assert refused.status_code == 200
+    assert "Select a valid choice" in refused.content.decode()
+    assert not ApiToken.objects.filter(name="escalate").exists()
+
+    created = client.post("/admin/scheduling/apitoken/add/", {"user": clerk.pk, "name": "mine"})
+    assert "Authorization: Bearer sch_" in created.content.decode()
+    listing = client.get("/admin/scheduling/apitoken/").content.decode()
+    assert "mine" in listing
+    assert "boss&#x27;s own" not in listing
+    assert "boss's own" not in listing

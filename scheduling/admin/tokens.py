@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.auth import get_user_model
 from django.db.models import QuerySet
 from django.forms import ModelForm
 from django.http import HttpRequest, HttpResponse
@@ -22,7 +23,15 @@ class ApiTokenAdmin(admin.ModelAdmin):
     fields = ["user", "name"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ApiToken]:
-        return super().get_queryset(request).select_related("user")
+        found = super().get_queryset(request).select_related("user")
+        # A token acts with its user's permissions: only a superuser may see or make them for others.
+        return found if request.user.is_superuser else found.filter(user=request.user.pk)
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        user: Any = request.user
+        if db_field.name == "user" and not user.is_superuser:
+            kwargs["queryset"] = get_user_model()._default_manager.filter(pk=user.pk)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # A key cannot be shown or changed after it is created: revoke (delete) and create anew.
