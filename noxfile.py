@@ -36,6 +36,8 @@ def install(session: nox.Session, django: str, database: str) -> None:
     requirements = ["-r", "requirements.txt", "-r", "requirements-dev.txt"]
     if database == "mariadb":
         requirements += ["-r", "requirements-mysql.txt"]
+    if django.startswith("5."):
+        requirements.append("django-tasks>=0.12")  # the backport of Django 6's tasks framework
     session.install(*requirements, f"django~={django}.0")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 
 from django.conf import settings as django_settings
@@ -22,6 +23,17 @@ class Settings:
     def THREADS(self) -> int:
         """Size of the thread pool that runs jobs."""
         return int(getattr(django_settings, "SCHEDULING_THREADS", 10))
+
+    @property
+    def PROCESSES(self) -> int:
+        """Size of the process pool for jobs with ``runs_in="processes"`` (started on first use)."""
+        return int(getattr(django_settings, "SCHEDULING_PROCESSES", os.cpu_count() or 1))
+
+    @property
+    def TASK_TIMEOUT(self) -> float:
+        """Seconds after which a run handed to task workers, not taken or not finished, is recorded
+        as interrupted: a worker died or none is running."""
+        return float(getattr(django_settings, "SCHEDULING_TASK_TIMEOUT", 3600.0))
 
     @property
     def POLL_INTERVAL(self) -> float:

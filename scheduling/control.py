@@ -16,6 +16,7 @@ from django_apscheduler.models import DjangoJob
 from scheduling import declarations
 from scheduling.conf import settings
 from scheduling.models import RunRequest, ScheduledJob
+from scheduling.placement import DEFAULT_ALIAS
 from scheduling.schedules import build_trigger, normalize_spec
 from scheduling.store import JobStore
 from scheduling.sync import apply_declaration
@@ -94,7 +95,8 @@ def reschedule(job_id: str, **schedule: Any) -> None:
 def change(job_id: str, *, schedule: dict[str, Any] | None = None, **options: Any) -> None:
     """Change a job's schedule (a spec, see scheduling.schedules) and options in one write.
 
-    ``options`` are APScheduler job options: max_instances, coalesce, misfire_grace_time.
+    ``options`` are APScheduler job options: max_instances, coalesce, misfire_grace_time, and
+    executor (where it runs: a ``scheduling.placement.Placement``'s alias).
     """
     store = _store()
     job = _lookup(store, job_id)
@@ -128,11 +130,10 @@ def add(
         id=job_id,
         func=func_ref,
         trigger=trigger,
-        executor="default",
         args=tuple(args),
         kwargs=dict(kwargs or {}),
         name=name or job_id,
-        **{**settings.JOB_DEFAULTS, **options},
+        **{"executor": DEFAULT_ALIAS, **settings.JOB_DEFAULTS, **options},
     )
     job.next_run_time = trigger.get_next_fire_time(None, timezone.now())
     _store().add_job(job)

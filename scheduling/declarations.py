@@ -17,6 +17,7 @@ from apscheduler.util import obj_to_ref
 from django.core.exceptions import ImproperlyConfigured
 
 from scheduling.conf import settings
+from scheduling.placement import DEFAULT_ALIAS, TASKS, THREADS, Placement
 from scheduling.schedules import ScheduleError, normalize_spec
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -39,6 +40,7 @@ class Declaration:
     max_instances: int = 1
     coalesce: bool = True
     misfire_grace_time: int | None = 60
+    executor: str = DEFAULT_ALIAS  # where it runs: see scheduling.placement
 
     @property
     def fingerprint(self) -> str:
@@ -47,7 +49,8 @@ class Declaration:
         return hashlib.sha256(payload.encode()).hexdigest()
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        placement = {} if self.executor == DEFAULT_ALIAS else {"executor": self.executor}
+        return placement | {
             "func": self.func_ref,
             "name": self.name,
             "schedule": self.schedule,
@@ -82,6 +85,9 @@ def job(
     misfire_grace_time: int | None = _UNSET,
     jitter: int | None = None,
     timezone: str | None = None,
+    runs_in: str = THREADS,
+    task_backend: str | None = None,
+    task_queue: str | None = None,
     **unknown: Any,
 ) -> Any:
     """Declare ``func`` as a scheduled job.
@@ -92,6 +98,10 @@ def job(
     function's dotted path. Options left out take ``SCHEDULING_JOB_DEFAULTS``; a
     ``misfire_grace_time`` of ``None`` means "run however late". ``async def`` functions are
     run to completion on the worker thread.
+
+    ``runs_in`` says where runs happen: ``"threads"`` (the scheduler's thread pool),
+    ``"processes"`` (its process pool, for CPU-bound work) or ``"tasks"`` (enqueued to Django's
+    tasks framework on ``task_backend`` and ``task_queue``, run by its workers).
     """
 
     def decorate(function: F) -> F:
@@ -115,6 +125,7 @@ def job(
                     "coalesce": coalesce,
                     "misfire_grace_time": misfire_grace_time,
                 },
+                placement=Placement.build(runs_in, task_backend, task_queue),
                 unknown=unknown,
             )
         except (ScheduleError, ValueError, TypeError) as exc:
@@ -134,6 +145,7 @@ def _declare(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     options: dict[str, Any],
+    placement: Placement,
     unknown: dict[str, Any],
 ) -> Declaration:
     if unknown:
@@ -158,6 +170,8 @@ def _declare(
     if options["misfire_grace_time"] is _UNSET:
         options["misfire_grace_time"] = defaults["misfire_grace_time"]
     _check_options(options)
+    if placement.kind == TASKS:
+        check_task_placement(placement)
     return Declaration(
         id=job_id,
         func_ref=func_ref,
@@ -165,6 +179,7 @@ def _declare(
         schedule=normalize_spec(**spec),
         args=args,
         kwargs=kwargs,
+        executor=placement.alias,
         **options,
     )
 
@@ -188,6 +203,18 @@ def _check_options(options: dict[str, Any]) -> None:
     coalesce = options["coalesce"]
     if not isinstance(coalesce, bool):
         raise ValueError(f"coalesce must be True or False, not {coalesce!r}")
+
+
+def check_task_placement(placement: Placement) -> None:
+    """Raise ValueError unless runs can be enqueued on the placement's backend and queue."""
+    try:
+        from scheduling import tasks
+    except ImportError as exc:
+        raise ValueError(
+            f"runs_in='tasks' needs Django's tasks framework: Django 6, or on Django 5.2 the django-tasks "
+            f"backport in INSTALLED_APPS ({exc})"
+        ) from None
+    tasks.check_placement(placement)
 
 
 def register(declaration: Declaration) -> None:

@@ -19,8 +19,10 @@ from apscheduler.jobstores.base import JobLookupError
 
 from scheduling import signals
 from scheduling.executors import RecordingThreadPoolExecutor, notify
+from scheduling.handoff import TaskHandOff
 from scheduling.history import Recorder
 from scheduling.models import Execution
+from scheduling.placement import TASKS, Placement
 from scheduling.store import JobStore
 
 logger = logging.getLogger(__name__)
@@ -31,6 +33,7 @@ MAX_COALESCED_RECORDS = 1000  # rows written for one coalesced run, so a long ou
 @dataclass
 class _Plan:
     job: Job
+    placement: Placement
     last_fire: datetime | None = None
     rows: list[Execution] = field(default_factory=list)
     reserved: bool = False
@@ -41,6 +44,7 @@ class Dispatcher:
         self.store = store
         self.executor = executor
         self.recorder = recorder
+        self.handoff = TaskHandOff(recorder)
 
     def dispatch(self, jobs: list[Job], now: datetime) -> datetime | None:
         """Record and start the runs of ``jobs``, due at ``now``; returns their next run time."""
@@ -51,8 +55,11 @@ class Dispatcher:
             runs.setdefault(execution.job_id, []).append(execution)
         unstarted = 0
         for plan in plans:
-            if plan.reserved and not self.executor.submit_recorded(plan.job, runs.get(plan.job.id, [])):
-                unstarted += len(runs.get(plan.job.id, []))
+            own_runs = runs.get(plan.job.id, [])
+            if plan.reserved and plan.placement.kind == TASKS:
+                self.handoff.submit(plan.job, own_runs)
+            elif plan.reserved and not self.executor.submit_recorded(plan.job, own_runs):
+                unstarted += len(own_runs)
             for row in plan.rows:
                 if row.status == Execution.Status.MISSED:
                     notify(signals.job_missed, row)
@@ -62,7 +69,7 @@ class Dispatcher:
         return self._advance(plans, now)
 
     def _plan(self, job: Job, now: datetime) -> _Plan:
-        plan = _Plan(job)
+        plan = _Plan(job, Placement.of(job.executor))
         run_times = job._get_run_times(now)
         if not run_times:
             return plan
@@ -84,10 +91,13 @@ class Dispatcher:
                 on_time.append(run_time)
         if not on_time:
             return plan
-        plan.reserved = self.executor.reserve(job)
+        if plan.placement.kind == TASKS:
+            plan.reserved = self.handoff.reserve(job)
+        else:
+            plan.reserved = self.executor.reserve(job)
         for run_time in on_time:
             if plan.reserved:
-                plan.rows.append(self.recorder.running_row(job.id, run_time))
+                plan.rows.append(self.recorder.running_row(job.id, run_time, ran_in=plan.placement.kind))
             else:
                 logger.warning("Job %s skipped: its previous run is still going", job.id)
                 plan.rows.append(

@@ -8,24 +8,22 @@ successful) and it writes no history. This module replaces it for our executor.
 from __future__ import annotations
 
 import concurrent.futures
-import inspect
 import logging
-import time
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.executors.base import MaxInstancesReachedError
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.job import Job
-from asgiref.sync import async_to_sync
 from django.db import close_old_connections
 from django.dispatch import Signal
 from django.utils import timezone
 
-from scheduling import context, signals
-from scheduling.history import SCHEDULED, Origin, Outcome, Recorder, describe_exception
+from scheduling import context, invoke, signals
+from scheduling.history import SCHEDULED, Origin, Outcome, Recorder
 from scheduling.models import Execution
+from scheduling.placement import PROCESSES, Placement
+from scheduling.processes import ProcessPool
 
 logger = logging.getLogger(__name__)
 
@@ -33,9 +31,13 @@ logger = logging.getLogger(__name__)
 class RecordingThreadPoolExecutor(ThreadPoolExecutor):
     """APScheduler's thread pool executor, running jobs through :func:`run_job`."""
 
-    def __init__(self, recorder: Recorder, max_workers: int = 10) -> None:
+    def __init__(
+        self, recorder: Recorder, max_workers: int = 10, processes: ProcessPool | None = None
+    ) -> None:
         super().__init__(max_workers=max_workers, pool_kwargs={"thread_name_prefix": "scheduling-job"})
         self.recorder = recorder
+        # Runs placed in the process pool are supervised from these threads (see scheduling.processes).
+        self.processes = processes
         self._futures: set[concurrent.futures.Future[list[JobExecutionEvent]]] = set()
 
     def _do_submit_job(self, job: Job, run_times: list[datetime]) -> None:
@@ -60,7 +62,9 @@ class RecordingThreadPoolExecutor(ThreadPoolExecutor):
             return True
         run_times = [execution.scheduled_at for execution in executions]
         try:
-            future = self._pool.submit(run_job, job, run_times, self.recorder, SCHEDULED, executions)
+            future = self._pool.submit(
+                run_job, job, run_times, self.recorder, SCHEDULED, executions, self.processes
+            )
         except RuntimeError:  # "cannot schedule new futures after shutdown"
             self._run_job_success(job.id, [])
             return False
@@ -80,7 +84,7 @@ class RecordingThreadPoolExecutor(ThreadPoolExecutor):
             self._instances[job.id] += 1
 
     def _submit(self, job: Job, run_times: list[datetime], origin: Origin) -> None:
-        future = self._pool.submit(run_job, job, run_times, self.recorder, origin)
+        future = self._pool.submit(run_job, job, run_times, self.recorder, origin, None, self.processes)
         self._futures.add(future)
         future.add_done_callback(lambda done: self._job_done(job.id, done))
 
@@ -108,6 +112,7 @@ def run_job(
     recorder: Recorder,
     origin: Origin = SCHEDULED,
     executions: list[Execution] | None = None,
+    processes: ProcessPool | None = None,
 ) -> list[JobExecutionEvent]:
     """Run one job for each of its due fire times, recording each; returns APScheduler events.
 
@@ -120,7 +125,7 @@ def run_job(
             # CONN_MAX_AGE decides whether they are kept after it.
             close_old_connections()
             execution = executions[number] if executions else None
-            event = _run_once(job, run_time, recorder, origin, execution)
+            event = _run_once(job, run_time, recorder, origin, execution, processes)
             if event is not None:
                 events.append(event)
     finally:
@@ -129,7 +134,12 @@ def run_job(
 
 
 def _run_once(
-    job: Job, run_time: datetime, recorder: Recorder, origin: Origin, execution: Execution | None
+    job: Job,
+    run_time: datetime,
+    recorder: Recorder,
+    origin: Origin,
+    execution: Execution | None,
+    processes: ProcessPool | None,
 ) -> JobExecutionEvent | None:
     lateness = datetime.now(UTC) - run_time
     late = job.misfire_grace_time is not None and lateness > timedelta(seconds=job.misfire_grace_time)
@@ -155,7 +165,7 @@ def _run_once(
     notify(signals.job_started, execution)
     token = context.current.set(execution)
     try:
-        outcome = call(job)
+        outcome = call(job, execution, processes)
     finally:
         context.current.reset(token)
     signal = signals.job_succeeded if outcome.status == Execution.Status.SUCCEEDED else signals.job_failed
@@ -185,22 +195,8 @@ def notify(signal: Signal, execution: Execution) -> None:
             logger.error("A receiver of a scheduling signal failed (%r): %s", receiver, result)
 
 
-def call(job: Job) -> Outcome:
-    """Call the job's function (awaiting it if it is a coroutine function) and time it."""
-    started_at = timezone.now()
-    clock = time.perf_counter()
-    logger.info("Running job %s", job.id)
-    try:
-        function: Any = job.func
-        if inspect.iscoroutinefunction(function):
-            function = async_to_sync(function)
-        function(*job.args, **job.kwargs)
-    # The job's own failure, whatever it is, becomes its recorded outcome.
-    except BaseException as exc:
-        duration = time.perf_counter() - clock
-        message, formatted = describe_exception(exc)
-        logger.error("Job %s failed after %.3f s: %s", job.id, duration, message)
-        return Outcome(Execution.Status.FAILED, started_at, timezone.now(), duration, message, formatted)
-    duration = time.perf_counter() - clock
-    logger.info("Job %s succeeded in %.3f s", job.id, duration)
-    return Outcome(Execution.Status.SUCCEEDED, started_at, timezone.now(), duration)
+def call(job: Job, execution: Execution | None, processes: ProcessPool | None) -> Outcome:
+    """Call the job's function where its placement says: on this thread or in the process pool."""
+    if processes is not None and Placement.of(job.executor).kind == PROCESSES:
+        return processes.call(job.id, job.func_ref, job.args, job.kwargs, execution)
+    return invoke.call(job.id, job.func, job.args, job.kwargs)

@@ -23,6 +23,7 @@ from django.utils import timezone
 from scheduling.bulk import update_rows
 from scheduling.conf import settings
 from scheduling.models import Execution, SchedulerInstance
+from scheduling.placement import TASKS, THREADS
 
 if TYPE_CHECKING:
     from scheduling.finisher import Finisher
@@ -95,9 +96,11 @@ class Recorder:
         self.hostname = instance.hostname if instance else socket.gethostname()
         self.pid = instance.pid if instance else os.getpid()
 
-    def start(self, job_id: str, scheduled_at: datetime, origin: Origin = SCHEDULED) -> Execution | None:
+    def start(
+        self, job_id: str, scheduled_at: datetime, origin: Origin = SCHEDULED, ran_in: str = THREADS
+    ) -> Execution | None:
         """Record a run as started; None if this fire already has an execution."""
-        row = self.running_row(job_id, scheduled_at, origin)
+        row = self.running_row(job_id, scheduled_at, origin, ran_in)
         try:
             # One INSERT, atomic by itself; a duplicate fails it without touching anything else.
             retrying(row.save, f"record the start of job {job_id}")
@@ -108,14 +111,19 @@ class Recorder:
             return None
         return row
 
-    def running_row(self, job_id: str, scheduled_at: datetime, origin: Origin = SCHEDULED) -> Execution:
+    def running_row(
+        self, job_id: str, scheduled_at: datetime, origin: Origin = SCHEDULED, ran_in: str = THREADS
+    ) -> Execution:
+        """A run about to start here, or, placed in task workers, about to be enqueued."""
+        enqueued = ran_in == TASKS
         return Execution(
             job_id=job_id,
-            status=Execution.Status.RUNNING,
+            status=Execution.Status.ENQUEUED if enqueued else Execution.Status.RUNNING,
+            ran_in=ran_in,
             origin=origin.kind,
             requested_by=origin.requested_by,
             scheduled_at=scheduled_at,
-            started_at=timezone.now(),
+            started_at=None if enqueued else timezone.now(),
             hostname=self.hostname,
             pid=self.pid,
             instance=self.instance,
@@ -154,12 +162,12 @@ class Recorder:
         except IntegrityError:
             started = []
             for row in rows:
-                if row.status != Execution.Status.RUNNING:
+                if row.status not in UNFINISHED:
                     self.record(row.job_id, [row.scheduled_at], row.status, row.exception)
-                elif (execution := self.start(row.job_id, row.scheduled_at)) is not None:
+                elif (execution := self.start(row.job_id, row.scheduled_at, ran_in=row.ran_in)) is not None:
                     started.append(execution)
             return started
-        return [row for row in rows if row.status == Execution.Status.RUNNING]
+        return [row for row in rows if row.status in UNFINISHED]
 
     def finish(self, execution: Execution, outcome: Outcome, wait: bool = False) -> None:
         """Record a run's outcome; with ``wait``, return only once it is on disk."""
@@ -186,9 +194,16 @@ class Recorder:
         )
 
     def interrupt_own_runs(self, reason: str) -> int:
-        """Mark this process's runs that are still going as interrupted."""
-        return mark_interrupted(Execution.objects.filter(instance=self.instance), reason)
+        """Mark this process's runs that are still going as interrupted.
 
+        Runs handed to task workers are not this process's: they go on without it.
+        """
+        return mark_interrupted(
+            Execution.objects.filter(instance=self.instance).exclude(ran_in=TASKS), reason
+        )
+
+
+UNFINISHED = (Execution.Status.ENQUEUED, Execution.Status.RUNNING)
 
 FINISHED_FIELDS = ["status", "started_at", "finished_at", "duration", "exception", "traceback"]
 
@@ -223,11 +238,48 @@ def recover_interrupted() -> int:
         for instance in SchedulerInstance.objects.alive()
         if instance.hostname != socket.gethostname() or process_alive(instance.pid)
     ]
-    orphans = Execution.objects.exclude(instance__in=alive)
+    # Runs handed to task workers are the workers' own: expire_task_runs deals with those.
+    orphans = Execution.objects.exclude(instance__in=alive).exclude(ran_in=TASKS)
     count = mark_interrupted(orphans, "Interrupted: the scheduler running it stopped without finishing it")
     if count:
         logger.warning("Marked %d run(s) left running by a stopped scheduler as interrupted", count)
     return count
+
+
+def expire_task_runs(timeout: float | None = None) -> int:
+    """Record runs handed to task workers and not heard of for ``timeout`` seconds as interrupted.
+
+    Enqueued runs count from their fire time (no worker took them), running ones from their
+    start (the worker that took them died, or lost its database). A worker that takes an expired
+    run later leaves it alone.
+    """
+    timeout = settings.TASK_TIMEOUT if timeout is None else timeout
+    cutoff = timezone.now() - timedelta(seconds=timeout)
+    waiting = Execution.objects.filter(
+        ran_in=TASKS, status=Execution.Status.ENQUEUED, scheduled_at__lt=cutoff
+    ).update(
+        status=Execution.Status.INTERRUPTED,
+        finished_at=timezone.now(),
+        exception=f"Interrupted: no task worker took the run within {timeout:g} s (SCHEDULING_TASK_TIMEOUT)",
+    )
+    running = Execution.objects.filter(
+        ran_in=TASKS, status=Execution.Status.RUNNING, started_at__lt=cutoff
+    ).update(
+        status=Execution.Status.INTERRUPTED,
+        finished_at=timezone.now(),
+        exception=(
+            f"Interrupted: the task worker running it sent no outcome within {timeout:g} s of its start "
+            "(SCHEDULING_TASK_TIMEOUT); it died, or its run takes longer than that"
+        ),
+    )
+    if waiting or running:
+        logger.warning(
+            "Recorded %d run(s) in task workers as interrupted: %d never taken, %d never finished",
+            waiting + running,
+            waiting,
+            running,
+        )
+    return waiting + running
 
 
 def process_alive(pid: int) -> bool:
@@ -245,7 +297,7 @@ def prune(older_than: timedelta | None = None, batch_size: int | None = None) ->
     """Delete finished history older than the retention, in batches; returns rows deleted."""
     cutoff = timezone.now() - (older_than or settings.HISTORY_RETENTION)
     batch_size = batch_size or settings.PRUNE_BATCH_SIZE
-    old = Execution.objects.filter(scheduled_at__lt=cutoff).exclude(status=Execution.Status.RUNNING)
+    old = Execution.objects.filter(scheduled_at__lt=cutoff).exclude(status__in=UNFINISHED)
     deleted = 0
     while True:
         # Materialised ids: MySQL cannot DELETE ... WHERE id IN (SELECT ... LIMIT n).

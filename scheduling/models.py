@@ -145,12 +145,18 @@ class Execution(models.Model):
     """One fire of one job: exactly one row per job and scheduled time."""
 
     class Status(models.TextChoices):
+        ENQUEUED = "enqueued", _("Enqueued for a task worker")
         RUNNING = "running", _("Running")
         SUCCEEDED = "succeeded", _("Succeeded")
         FAILED = "failed", _("Failed")
         MISSED = "missed", _("Missed")
         SKIPPED = "skipped", _("Skipped: max instances reached")
         INTERRUPTED = "interrupted", _("Interrupted")
+
+    class RanIn(models.TextChoices):
+        THREADS = "threads", _("Scheduler thread")
+        PROCESSES = "processes", _("Scheduler process pool")
+        TASKS = "tasks", _("Task worker")
 
     class Origin(models.TextChoices):
         SCHEDULE = "schedule", _("Schedule")
@@ -168,6 +174,10 @@ class Execution(models.Model):
     duration = models.FloatField(_("duration (s)"), null=True, blank=True, help_text=_("Of the run itself."))
     exception = models.TextField(_("exception"), blank=True)
     traceback = models.TextField(_("traceback"), blank=True)
+    ran_in = models.CharField(_("ran in"), max_length=16, choices=RanIn.choices, default=RanIn.THREADS)
+    task_id = models.CharField(
+        _("task id"), max_length=255, blank=True, help_text=_("Given by the tasks framework's backend.")
+    )
     hostname = models.CharField(_("host"), max_length=255, blank=True)
     pid = models.PositiveIntegerField(_("process id"), null=True, blank=True)
     instance = models.ForeignKey(

@@ -28,6 +28,8 @@ from scheduling.executors import RecordingThreadPoolExecutor
 from scheduling.finisher import Finisher
 from scheduling.leadership import Leadership
 from scheduling.models import Execution, RunRequest, SchedulerInstance
+from scheduling.placement import PROCESSES, TASKS, Placement
+from scheduling.processes import ProcessPool
 from scheduling.store import JobStore
 from scheduling.sync import SyncReport, sync
 
@@ -189,12 +191,16 @@ class Runner:
         self._last_beat = time.monotonic()
         self.finisher = Finisher()
         self.recorder = recorder = history.Recorder(self.instance, self.finisher)
-        self.executor = RecordingThreadPoolExecutor(recorder, max_workers=self.threads)
+        self.processes = ProcessPool(settings.PROCESSES)
+        self.executor = RecordingThreadPoolExecutor(
+            recorder, max_workers=self.threads, processes=self.processes
+        )
         self.store = store = JobStore()
+        self.dispatcher = Dispatcher(store, self.executor, recorder)
         self.scheduler = Scheduler(
             poll_interval=self.poll_interval,
             on_tick=self._on_tick,
-            dispatcher=Dispatcher(store, self.executor, recorder),
+            dispatcher=self.dispatcher,
             jobstores={"default": store},
             executors={"default": self.executor},
             timezone=timezone.get_default_timezone(),
@@ -214,6 +220,7 @@ class Runner:
             logger.info("Stopping: waiting up to %g s for %d running job(s)", timeout, running)
         self.scheduler.shutdown(wait=False)
         finished = self.executor.wait(timeout)
+        self.processes.shutdown(wait=finished)
         # The outcomes of the runs that ended go to disk before the rest are marked interrupted.
         self.finisher.stop()
         # Any row of ours still "running" now is not: a run still going past the timeout, or one
@@ -259,6 +266,8 @@ class Runner:
     def _become_active(self) -> None:
         history.recover_interrupted()
         self.sync_report = sync(self.store, declarations.registry.values())
+        if any(Placement.of(item.executor).kind == PROCESSES for item in declarations.registry.values()):
+            self.processes.warm_up()
         SchedulerInstance.objects.filter(pk=self.instance.pk).update(role=SchedulerInstance.Role.ACTIVE)
         self.active = True
         self.scheduler.resume()
@@ -292,7 +301,10 @@ class Runner:
             return
         logger.info("Running job %s now, as requested by %s", job.id, request.requested_by or "a script")
         try:
-            self.executor.submit_manual(job, request.requested_at, request.requested_by)
+            if Placement.of(job.executor).kind == TASKS:
+                self.dispatcher.handoff.submit_manual(job, request.requested_at, request.requested_by)
+            else:
+                self.executor.submit_manual(job, request.requested_at, request.requested_by)
         except MaxInstancesReachedError:
             self.recorder.record(
                 job.id,
@@ -308,3 +320,5 @@ class Runner:
         SchedulerInstance.objects.filter(pk=self.instance.pk).update(last_beat=timezone.now())
         self._last_beat = time.monotonic()
         history.recover_interrupted()
+        if self.active:
+            history.expire_task_runs()

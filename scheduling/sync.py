@@ -85,7 +85,7 @@ def build_job(declaration: Declaration, store: JobStore, now: datetime, paused: 
         id=declaration.id,
         func=declaration.func_ref,
         trigger=trigger,
-        executor="default",
+        executor=declaration.executor,
         args=declaration.args,
         kwargs=declaration.kwargs,
         name=declaration.name,

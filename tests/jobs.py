@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 
 from scheduling import current_run
@@ -46,3 +48,15 @@ def remember_run() -> None:
 
 async def async_remember_run() -> None:
     remember_run()
+
+
+def note_process(path: str) -> None:
+    """Write which process ran this fire: ``pid scheduled-time``."""
+    run = current_run()
+    with open(path, "a") as notes:
+        notes.write(f"{os.getpid()} {run.scheduled_at.isoformat() if run else '-'}\n")
+
+
+def die() -> None:
+    """End the process running the job at once, as the kernel's OOM killer would."""
+    os.kill(os.getpid(), signal.SIGKILL)

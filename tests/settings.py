@@ -2,6 +2,8 @@
 
 import os
 
+import django
+
 from config.settings import *  # noqa: F403
 
 # Runner processes started by tests import the modules named here (comma-separated).
@@ -11,3 +13,9 @@ SCHEDULING_HEARTBEAT_TIMEOUT = 5.0
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 SCHEDULING_EMBEDDED = os.environ.get("SCHEDULING_TEST_EMBEDDED") == "1"
 SCHEDULING_SHUTDOWN_TIMEOUT = 5.0
+
+# Django's tasks framework (the django-tasks backport before Django 6), with django-tasks-db's
+# queue in the same database, for jobs placed in task workers.
+INSTALLED_APPS = [*INSTALLED_APPS, *(["django_tasks"] if django.VERSION < (6, 0) else []), "django_tasks_db"]  # noqa: F405
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default", "reports"]}}
+SCHEDULING_PROCESSES = 2

@@ -1,0 +1,82 @@
+"""The scheduler's side of runs placed in task workers: counting, enqueueing, recording task ids.
+
+max_instances keeps its meaning across machines: it counts the job's runs that are enqueued or
+running anywhere, as the history records them, since no single process sees them all.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from apscheduler.executors.base import MaxInstancesReachedError
+from apscheduler.job import Job
+from django.utils import timezone
+
+from scheduling import signals
+from scheduling.bulk import update_rows
+from scheduling.executors import notify
+from scheduling.history import UNFINISHED, Origin, Recorder, describe_exception, retrying
+from scheduling.models import Execution
+from scheduling.placement import TASKS, Placement
+
+logger = logging.getLogger(__name__)
+
+
+class TaskHandOff:
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+
+    def reserve(self, job: Job) -> bool:
+        """Whether another run of ``job`` may start: fewer than max_instances enqueued or running."""
+        unfinished = Execution.objects.filter(job_id=job.id, status__in=UNFINISHED).count()
+        return unfinished < job.max_instances
+
+    def submit(self, job: Job, executions: list[Execution]) -> None:
+        """Enqueue runs already recorded as enqueued, then record their task ids in one UPDATE."""
+        from scheduling import tasks  # loads the tasks framework only for sites that use it
+
+        placement = Placement.of(job.executor)
+        task_ids = []
+        for execution in executions:
+            try:
+                execution.task_id = tasks.enqueue(execution, placement)
+            # Whatever the backend raises (unreachable broker, unknown queue), the run did not go out.
+            except Exception as exc:
+                self._not_enqueued(execution, placement, exc)
+                continue
+            task_ids.append((execution.pk, {"task_id": execution.task_id}))
+        # A worker that took a task before this UPDATE has written the same id already.
+        retrying(
+            lambda: update_rows(Execution, task_ids, ["task_id"], "AND task_id = %s", [""]),
+            f"record the task ids of {len(task_ids)} run(s) of job {job.id}",
+        )
+
+    def submit_manual(self, job: Job, requested_at: datetime, requested_by: str) -> None:
+        """Enqueue a run requested now; max_instances applies as to scheduled runs.
+
+        :raises MaxInstancesReachedError: when max_instances runs are enqueued or running.
+        """
+        if not self.reserve(job):
+            raise MaxInstancesReachedError(job)
+        origin = Origin(Execution.Origin.MANUAL, requested_by)
+        execution = self.recorder.start(job.id, requested_at, origin, ran_in=TASKS)
+        if execution is not None:
+            self.submit(job, [execution])
+
+    @staticmethod
+    def _not_enqueued(execution: Execution, placement: Placement, exc: Exception) -> None:
+        message, formatted = describe_exception(exc)
+        message = f"Could not enqueue the run for {placement.describe()}: {message}"
+        logger.error("Job %s: %s", execution.job_id, message)
+        execution.status, execution.exception = Execution.Status.FAILED, message
+        retrying(
+            lambda: Execution.objects.filter(pk=execution.pk, status=Execution.Status.ENQUEUED).update(
+                status=Execution.Status.FAILED,
+                finished_at=timezone.now(),
+                exception=message,
+                traceback=formatted,
+            ),
+            f"record that job {execution.job_id} could not be enqueued",
+        )
+        notify(signals.job_failed, execution)

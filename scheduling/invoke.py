@@ -1,0 +1,40 @@
+"""Calling a job's function, wherever it runs: awaited if it is a coroutine function, timed, and
+every failure turned into the run's outcome."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from django.utils import timezone
+
+from scheduling.history import Outcome, describe_exception
+from scheduling.models import Execution
+
+logger = logging.getLogger(__name__)
+
+
+def call(
+    job_id: str, function: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> Outcome:
+    """Call a job's function and time it; its exception, if any, becomes a failed outcome."""
+    started_at = timezone.now()
+    clock = time.perf_counter()
+    logger.info("Running job %s", job_id)
+    try:
+        if inspect.iscoroutinefunction(function):
+            function = async_to_sync(function)
+        function(*args, **kwargs)
+    # The job's own failure, whatever it is, becomes its recorded outcome.
+    except BaseException as exc:
+        duration = time.perf_counter() - clock
+        message, formatted = describe_exception(exc)
+        logger.error("Job %s failed after %.3f s: %s", job_id, duration, message)
+        return Outcome(Execution.Status.FAILED, started_at, timezone.now(), duration, message, formatted)
+    duration = time.perf_counter() - clock
+    logger.info("Job %s succeeded in %.3f s", job_id, duration)
+    return Outcome(Execution.Status.SUCCEEDED, started_at, timezone.now(), duration)

@@ -1,0 +1,84 @@
+"""The process pool, for CPU-bound jobs that would starve the scheduler's threads of the GIL.
+
+A run in the pool is still supervised by one of the scheduler's threads, which records it, sends
+its signals and waits for its outcome: only the call itself crosses into a child process. The
+children are *spawned* (not forked: the scheduler is multi-threaded and holds open database
+connections, which a forked child would share) and set Django up once; each run starts and ends
+with ``close_old_connections()``, like a request.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import multiprocessing
+import threading
+from collections.abc import Mapping, Sequence
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from django.utils import timezone
+
+from scheduling import child
+from scheduling.history import Outcome
+from scheduling.models import Execution
+
+logger = logging.getLogger(__name__)
+
+
+class ProcessPool:
+    """A pool of spawned Django processes, started on first use and replaced if a child dies."""
+
+    def __init__(self, max_workers: int) -> None:
+        self.max_workers = max_workers
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def call(
+        self,
+        job_id: str,
+        func_ref: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        execution: Execution | None,
+    ) -> Outcome:
+        """Run a job's function in a child process and return its outcome."""
+        pool = self._get()
+        started_at = timezone.now()
+        try:
+            future = pool.submit(child.call, job_id, func_ref, tuple(args), dict(kwargs), execution)
+            return future.result()
+        except BrokenProcessPool as exc:
+            # The child died (killed, out of memory, a crash in C code): the run failed, and the pool
+            # is unusable for every later run until it is replaced.
+            self._replace(pool)
+            message = f"The process running the job died: {exc}"
+            logger.error("Job %s: %s", job_id, message)
+            return Outcome(Execution.Status.FAILED, started_at, timezone.now(), None, message)
+
+    def warm_up(self) -> None:
+        """Start the children now, so the first runs do not pay for Django's start-up."""
+        pool = self._get()
+        concurrent.futures.wait([pool.submit(child.ready) for _ in range(self.max_workers)])
+
+    def shutdown(self, wait: bool = True) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=wait, cancel_futures=True)
+
+    def _get(self) -> concurrent.futures.ProcessPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = concurrent.futures.ProcessPoolExecutor(
+                    max_workers=self.max_workers,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=child.set_up_django,
+                )
+            return self._pool
+
+    def _replace(self, broken: concurrent.futures.ProcessPoolExecutor) -> None:
+        with self._lock:
+            if self._pool is broken:
+                self._pool = None
+        broken.shutdown(wait=False, cancel_futures=True)

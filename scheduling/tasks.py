@@ -1,0 +1,170 @@
+"""Runs in Django's tasks framework: the scheduler enqueues a fire, a worker on any machine runs it.
+
+The scheduler stays the one source of timing and history: at each fire it writes the run as
+"enqueued" and enqueues :func:`run_scheduled_job` with the run's id, on the job's backend and
+queue. The worker that takes the task marks the same row running (with its host and process),
+calls the job's function and records the outcome there. Any backend works (django-tasks-db's
+``db_worker``, RQ, Celery…); the function to run is read from the job store at run time, so the
+task carries nothing but an id.
+
+Imported only when a job is placed in task workers: Django 6 has ``django.tasks``; on Django 5.2
+the ``django-tasks`` backport provides the same API.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from datetime import timedelta
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from django.db import close_old_connections
+from django.utils import timezone
+
+from scheduling import context, invoke, signals
+from scheduling.executors import notify
+from scheduling.history import Outcome, describe_exception, finish_all
+from scheduling.models import Execution
+from scheduling.placement import Placement
+from scheduling.store import JobStore
+
+if TYPE_CHECKING:
+    from django.tasks import Task, TaskContext, task, task_backends
+    from django.tasks.exceptions import InvalidTask, InvalidTaskBackend
+else:
+    try:
+        from django.tasks import TaskContext, task, task_backends
+        from django.tasks.exceptions import InvalidTask, InvalidTaskBackend
+    except ImportError:  # Django < 6: the django-tasks backport, same API
+        from django_tasks import TaskContext, task, task_backends
+        from django_tasks.exceptions import InvalidTaskBackendError as InvalidTaskBackend
+        from django_tasks.exceptions import InvalidTaskError as InvalidTask
+
+    Task = Any
+
+logger = logging.getLogger(__name__)
+
+
+class JobRunFailed(Exception):
+    """Raised by the task when the job failed, so the tasks backend records the task as failed too."""
+
+
+@task(takes_context=True)
+def run_scheduled_job(context: TaskContext, execution_id: int) -> str:
+    """Run the fire recorded as execution ``execution_id`` (enqueued by the scheduler)."""
+    close_old_connections()
+    outcome = run_enqueued(execution_id, str(context.task_result.id))
+    if outcome is not None and outcome.status == Execution.Status.FAILED:
+        raise JobRunFailed(outcome.exception)
+    return outcome.status if outcome is not None else "not run"
+
+
+def run_enqueued(execution_id: int, task_id: str) -> Outcome | None:
+    """Take an enqueued run, call its job and record the outcome; None if it was not ours to run."""
+    execution = Execution.objects.filter(pk=execution_id).first()
+    if execution is None or execution.status != Execution.Status.ENQUEUED:
+        # Expired by SCHEDULING_TASK_TIMEOUT, deleted, or a backend delivering the task twice.
+        logger.warning("Execution %s is not waiting for a worker any more; not running it", execution_id)
+        return None
+    try:
+        job = JobStore().lookup_job(execution.job_id)
+    # Loading imports the job's function: any error means it cannot run here.
+    except Exception as exc:
+        message, formatted = describe_exception(exc)
+        return _end_unstarted(execution, task_id, Execution.Status.FAILED, message, formatted)
+    if job is None:
+        message = f"The job {execution.job_id} was deleted before a worker took its run"
+        return _end_unstarted(execution, task_id, Execution.Status.FAILED, message)
+    lateness = timezone.now() - execution.scheduled_at
+    grace = job.misfire_grace_time
+    if (
+        execution.origin == Execution.Origin.SCHEDULE
+        and grace is not None
+        and lateness > timedelta(seconds=grace)
+    ):
+        message = (
+            f"Missed: a worker took it {lateness.total_seconds():.1f} s late, after its misfire grace time "
+            f"of {grace} s (it waited in the task queue)"
+        )
+        outcome = _end_unstarted(execution, task_id, Execution.Status.MISSED, message)
+        if outcome is not None:
+            notify(signals.job_missed, execution)
+        return outcome
+    if not _claim(execution, task_id):
+        return None
+    notify(signals.job_started, execution)
+    token = context.current.set(execution)
+    try:
+        outcome = invoke.call(job.id, job.func, job.args, job.kwargs)
+    finally:
+        context.current.reset(token)
+    finish_all([(execution, outcome)])
+    execution.status = outcome.status
+    notify(
+        signals.job_succeeded if outcome.status == Execution.Status.SUCCEEDED else signals.job_failed,
+        execution,
+    )
+    return outcome
+
+
+def _claim(execution: Execution, task_id: str) -> bool:
+    """Mark the run as running here; False if someone else changed it first."""
+    execution.started_at = timezone.now()
+    execution.hostname, execution.pid = socket.gethostname(), os.getpid()
+    execution.task_id = execution.task_id or task_id
+    claimed = Execution.objects.filter(pk=execution.pk, status=Execution.Status.ENQUEUED).update(
+        status=Execution.Status.RUNNING,
+        started_at=execution.started_at,
+        hostname=execution.hostname,
+        pid=execution.pid,
+        task_id=execution.task_id,
+    )
+    execution.status = Execution.Status.RUNNING
+    return bool(claimed)
+
+
+def _end_unstarted(
+    execution: Execution, task_id: str, status: str, message: str, formatted: str = ""
+) -> Outcome | None:
+    now = timezone.now()
+    changed = Execution.objects.filter(pk=execution.pk, status=Execution.Status.ENQUEUED).update(
+        status=status,
+        finished_at=now,
+        exception=message,
+        traceback=formatted,
+        hostname=socket.gethostname(),
+        pid=os.getpid(),
+        task_id=execution.task_id or task_id,
+    )
+    if not changed:
+        return None
+    logger.error("Job %s: %s", execution.job_id, message)
+    execution.status, execution.exception = status, message
+    return Outcome(status, None, now, None, message, formatted)
+
+
+@cache
+def _task(backend: str, queue: str) -> Task:
+    return run_scheduled_job.using(backend=backend, queue_name=queue)
+
+
+def enqueue(execution: Execution, placement: Placement) -> str:
+    """Hand a run recorded as enqueued to the tasks framework; returns the task's id."""
+    return str(_task(placement.backend, placement.queue).enqueue(execution.pk).id)
+
+
+def check_placement(placement: Placement) -> None:
+    """Raise ValueError, naming the problem, if runs cannot be enqueued there."""
+    try:
+        _task(placement.backend, placement.queue)
+    except InvalidTaskBackend as exc:
+        configured = ", ".join(map(repr, task_backends)) if hasattr(task_backends, "__iter__") else ""
+        raise ValueError(
+            f"task_backend {placement.backend!r} is not configured in TASKS ({exc}); configured: {configured}"
+        ) from None
+    except InvalidTask as exc:
+        raise ValueError(
+            f"task_queue {placement.queue!r} cannot be used on backend {placement.backend!r}: {exc}"
+        ) from None

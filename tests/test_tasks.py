@@ -1,0 +1,242 @@
+"""Jobs placed in task workers: enqueued by the scheduler, run and recorded by django-tasks-db's worker."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from apscheduler.schedulers.background import BackgroundScheduler
+from django.utils import timezone
+from django_tasks_db.management.commands.db_worker import Worker
+from django_tasks_db.models import DBTaskResult
+
+from scheduling import job
+from scheduling.declarations import JobDeclarationError
+from scheduling.dispatch import Dispatcher
+from scheduling.executors import RecordingThreadPoolExecutor
+from scheduling.history import Recorder, expire_task_runs
+from scheduling.models import Execution, RunRequest
+from scheduling.placement import Placement
+from scheduling.runner import Runner
+from scheduling.store import JobStore
+from scheduling.sync import sync
+from tests import jobs
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def dispatcher() -> Iterator[Dispatcher]:
+    recorder = Recorder()
+    pool = RecordingThreadPoolExecutor(recorder, max_workers=2)
+    pool.start(BackgroundScheduler(), "default")
+    yield Dispatcher(JobStore(), pool, recorder)
+    pool.shutdown()
+
+
+def make_due(store: JobStore, seconds: float = 31) -> list:
+    stored = store.get_all_jobs()
+    for due in stored:
+        due.next_run_time -= timedelta(seconds=seconds)
+    store.update_jobs(stored)
+    now = datetime.now(UTC)
+    due, _ = store.get_due_jobs_and_next_run_time(now, limit=1000)
+    return due
+
+
+def dispatch_due(registry: dict, dispatcher: Dispatcher) -> None:
+    sync(dispatcher.store, registry.values())
+    due = make_due(dispatcher.store)
+    dispatcher.dispatch(due, datetime.now(UTC))
+
+
+def work_off() -> None:
+    """Run every queued task in this process, as `manage.py db_worker --batch` would."""
+    Worker(
+        queue_names=["*"],
+        interval=0,
+        batch=True,
+        backend_name="default",
+        startup_delay=False,
+        max_tasks=None,
+        worker_id="test-worker",
+        excluded_queue_names=[],
+    ).run()
+
+
+def test_a_fire_is_recorded_as_enqueued_with_its_task_then_run_and_recorded_by_the_worker(
+    registry: dict, dispatcher: Dispatcher
+) -> None:
+    job(interval=30, id="in-tasks", runs_in="tasks", task_queue="reports")(jobs.remember_run)
+    jobs.calls.clear()
+
+    dispatch_due(registry, dispatcher)
+
+    execution = Execution.objects.get(job_id="in-tasks")
+    assert (execution.status, execution.ran_in, execution.started_at) == ("enqueued", "tasks", None)
+    task = DBTaskResult.objects.get()
+    assert execution.task_id == str(task.id)
+    assert (task.queue_name, task.args_kwargs["args"]) == ("reports", [execution.pk])
+
+    work_off()
+
+    execution.refresh_from_db()
+    assert execution.status == "succeeded"
+    assert execution.started_at is not None
+    assert execution.duration is not None
+    assert (execution.hostname, execution.pid) == (socket.gethostname(), os.getpid())
+    assert jobs.calls == [f"in-tasks@{execution.scheduled_at.isoformat()}"]  # current_run() works there
+    task.refresh_from_db()
+    assert task.status == "SUCCESSFUL"
+
+
+def test_a_failing_job_is_recorded_failed_with_its_traceback_and_fails_its_task(
+    registry: dict, dispatcher: Dispatcher
+) -> None:
+    job(interval=30, id="fails-in-tasks", runs_in="tasks")(jobs.fail)
+
+    dispatch_due(registry, dispatcher)
+    work_off()
+
+    execution = Execution.objects.get(job_id="fails-in-tasks")
+    assert execution.status == "failed"
+    assert execution.exception == "ValueError: this job fails on purpose"
+    assert 'raise ValueError("this job fails on purpose")' in execution.traceback
+    assert DBTaskResult.objects.get().status == "FAILED"
+
+
+def test_max_instances_counts_runs_still_enqueued(registry: dict, dispatcher: Dispatcher) -> None:
+    job(interval=30, id="busy", runs_in="tasks")(jobs.succeed)
+    dispatch_due(registry, dispatcher)  # enqueued, no worker yet
+
+    dispatcher.dispatch(make_due(dispatcher.store), datetime.now(UTC))
+
+    assert list(Execution.objects.order_by("pk").values_list("status", flat=True)) == [
+        "enqueued",
+        "skipped",
+    ]
+    assert DBTaskResult.objects.count() == 1
+
+
+def test_a_run_that_waited_in_the_queue_past_its_misfire_grace_is_recorded_missed(
+    registry: dict, dispatcher: Dispatcher
+) -> None:
+    job(interval=30, id="waited", runs_in="tasks", misfire_grace_time=5)(jobs.succeed)
+    jobs.calls.clear()
+    dispatch_due(registry, dispatcher)
+    Execution.objects.update(scheduled_at=timezone.now() - timedelta(seconds=60))
+
+    work_off()
+
+    execution = Execution.objects.get()
+    assert execution.status == "missed"
+    assert "waited in the task queue" in execution.exception
+    assert jobs.calls == []
+
+
+def test_runs_no_worker_finishes_are_recorded_interrupted_after_the_task_timeout(
+    registry: dict, dispatcher: Dispatcher
+) -> None:
+    job(interval=30, id="lost", runs_in="tasks", misfire_grace_time=None)(jobs.succeed)
+    dispatch_due(registry, dispatcher)
+    waiting = Execution.objects.get()
+    running = Execution.objects.create(
+        job_id="lost",
+        status="running",
+        ran_in="tasks",
+        scheduled_at=timezone.now() - timedelta(seconds=50),
+        started_at=timezone.now() - timedelta(seconds=40),
+    )
+
+    assert expire_task_runs(timeout=60) == 0
+    Execution.objects.filter(pk=waiting.pk).update(scheduled_at=timezone.now() - timedelta(seconds=61))
+    assert expire_task_runs(timeout=30) == 2
+
+    waiting.refresh_from_db()
+    running.refresh_from_db()
+    assert waiting.status == running.status == "interrupted"
+    assert "no task worker took the run within 30 s" in waiting.exception
+    assert "sent no outcome within 30 s" in running.exception
+    jobs.calls.clear()
+    work_off()  # the worker that finally takes the expired run leaves it alone
+    waiting.refresh_from_db()
+    assert waiting.status == "interrupted"
+    assert jobs.calls == []
+
+
+def test_a_job_deleted_before_a_worker_takes_its_run_is_recorded_failed(
+    registry: dict, dispatcher: Dispatcher
+) -> None:
+    job(interval=30, id="deleted", runs_in="tasks")(jobs.succeed)
+    dispatch_due(registry, dispatcher)
+    dispatcher.store.remove_job("deleted")
+
+    work_off()
+
+    execution = Execution.objects.get()
+    assert execution.status == "failed"
+    assert execution.exception == "The job deleted was deleted before a worker took its run"
+
+
+def test_a_run_that_cannot_be_enqueued_is_recorded_failed_with_the_reason(
+    registry: dict, dispatcher: Dispatcher
+) -> None:
+    job(interval=30, id="nowhere", runs_in="tasks")(jobs.succeed)
+    sync(dispatcher.store, registry.values())
+    stored = dispatcher.store.lookup_job("nowhere")
+    stored.executor = Placement("tasks", "default", "no-such-queue").alias  # e.g. edited in a shell
+    dispatcher.store.update_job(stored)
+
+    dispatcher.dispatch(make_due(dispatcher.store), datetime.now(UTC))
+
+    execution = Execution.objects.get()
+    assert execution.status == "failed"
+    assert execution.exception.startswith(
+        "Could not enqueue the run for task workers (backend 'default', queue 'no-such-queue'): "
+    )
+    assert "no-such-queue" in execution.exception
+
+
+def test_run_now_enqueues_a_manual_run(registry: dict) -> None:
+    job(interval=3600, id="manual-in-tasks", runs_in="tasks")(jobs.succeed)
+    runner = Runner()
+    runner.start()
+    try:
+        RunRequest.objects.create(job_id="manual-in-tasks", requested_by="alice")
+        runner._take_run_requests()
+        execution = Execution.objects.get()
+        assert (execution.status, execution.origin, execution.requested_by) == ("enqueued", "manual", "alice")
+        assert execution.task_id
+        RunRequest.objects.create(job_id="manual-in-tasks", requested_by="bob")
+        runner._take_run_requests()  # max_instances 1, still enqueued
+        assert Execution.objects.get(requested_by="bob").status == "skipped"
+    finally:
+        runner.stop()
+    assert Execution.objects.get(requested_by="alice").status == "enqueued"  # stopping leaves it queued
+    work_off()
+    assert Execution.objects.get(requested_by="alice").status == "succeeded"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"runs_in": "cluster"}, "runs_in must be one of 'threads', 'processes', 'tasks', not 'cluster'"),
+        ({"task_queue": "reports"}, "task_backend and task_queue apply only to jobs with runs_in='tasks'"),
+        ({"runs_in": "tasks", "task_backend": "redis"}, "task_backend 'redis' is not configured in TASKS"),
+        (
+            {"runs_in": "tasks", "task_queue": "nightly"},
+            "task_queue 'nightly' cannot be used on backend 'default'",
+        ),
+    ],
+)
+def test_a_placement_that_cannot_work_fails_the_declaration_naming_the_job(
+    registry: dict, options: dict, message: str
+) -> None:
+    with pytest.raises(JobDeclarationError) as raised:
+        job(interval=30, id="misplaced", **options)(jobs.succeed)
+
+    assert str(raised.value).startswith("Job 'misplaced': ")
+    assert message in str(raised.value)
