@@ -17,6 +17,7 @@ from django_apscheduler.models import DjangoJob
 from scheduling import declarations
 from scheduling.conf import settings
 from scheduling.models import Job
+from scheduling.placement import DEFAULT_ALIAS, PROCESSES, TASKS, THREADS, Placement
 from scheduling.schedules import ScheduleError, build_trigger, crontab_of, spec_of
 from scheduling.store import unpickle
 
@@ -65,6 +66,24 @@ class JobScheduleForm(forms.ModelForm):
         help_text=_("How late a run may start before it is recorded as missed; blank: any delay."),
     )
 
+    runs_in = forms.ChoiceField(
+        label=_("Runs in"),
+        choices=[
+            (THREADS, _("the scheduler's threads")),
+            (PROCESSES, _("the scheduler's process pool (CPU-bound work)")),
+            (TASKS, _("task workers (Django's tasks framework)")),
+        ],
+        initial=THREADS,
+    )
+    task_backend = forms.CharField(
+        label=_("Task backend"),
+        required=False,
+        help_text=_("For task workers: a TASKS alias; blank: 'default'."),
+    )
+    task_queue = forms.CharField(
+        label=_("Task queue"), required=False, help_text=_("For task workers; blank: 'default'.")
+    )
+
     class Meta:
         model = Job
         fields: list[str] = []
@@ -78,6 +97,7 @@ class JobScheduleForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
+        self._clean_placement(data)
         kind = data.get("kind")
         if kind not in KIND_FIELD:
             return data
@@ -88,6 +108,22 @@ class JobScheduleForm(forms.ModelForm):
         except ScheduleError as exc:
             self.add_error("time_zone" if "timezone" in str(exc) else KIND_FIELD[kind], str(exc))
         return data
+
+    def _clean_placement(self, data: dict[str, Any]) -> None:
+        self.placement = Placement()
+        backend, queue = (data.get("task_backend") or "").strip(), (data.get("task_queue") or "").strip()
+        if data.get("runs_in") != TASKS:
+            backend = queue = ""  # kept from an earlier choice of task workers; they no longer apply
+        try:
+            self.placement = Placement.build(data.get("runs_in") or THREADS, backend, queue)
+            if self.placement.kind == TASKS:
+                declarations.check_task_placement(self.placement)
+        except ValueError as exc:
+            # The message starts with what is wrong: "task_backend 'x' …", "task_queue 'y' …".
+            field = next(
+                (name for name in ("task_backend", "task_queue") if str(exc).startswith(name)), "runs_in"
+            )
+            self.add_error(field, str(exc))
 
     def _spec(self, kind: str, data: dict[str, Any]) -> dict[str, Any] | None:
         spec: dict[str, Any] = {}
@@ -123,6 +159,7 @@ class JobScheduleForm(forms.ModelForm):
             "max_instances": self.cleaned_data["max_instances"],
             "coalesce": self.cleaned_data["coalesce"],
             "misfire_grace_time": self.cleaned_data["misfire_grace_time"],
+            "executor": self.placement.alias,
         }
 
 
@@ -133,6 +170,8 @@ def initial_values(state: dict[str, Any]) -> dict[str, Any]:
         "coalesce": state.get("coalesce"),
         "misfire_grace_time": state.get("misfire_grace_time"),
     }
+    placement = Placement.of(state.get("executor", DEFAULT_ALIAS))
+    values.update(runs_in=placement.kind, task_backend=placement.backend, task_queue=placement.queue)
     try:
         spec = spec_of(state["trigger"])
     except (KeyError, ScheduleError):

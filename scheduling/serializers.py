@@ -34,7 +34,9 @@ def run_data(run: Execution) -> dict[str, Any]:
         "duration": run.duration,
         "origin": run.origin,
         "requested_by": run.requested_by,
+        "ran_in": run.ran_in,
         "host": run.hostname,
+        "task_id": run.task_id,
         "exception": run.exception,
     }
 

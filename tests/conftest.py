@@ -65,10 +65,19 @@ def subprocess_database_url() -> str:
 
 
 class SchedulerProcess:
-    """A real ``manage.py runscheduler`` process on the test database."""
+    """A real ``manage.py runscheduler`` process (or another command) on the test database."""
 
-    def __init__(self, modules: str, env: dict[str, str], args: list[str], log: Path) -> None:
+    def __init__(
+        self,
+        modules: str,
+        env: dict[str, str],
+        args: list[str],
+        log: Path,
+        command: str = "runscheduler",
+        started_text: str = "Stop with Ctrl-C",
+    ) -> None:
         self.log = log
+        self.started_text = started_text
         full_env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "tests.settings",
@@ -78,7 +87,7 @@ class SchedulerProcess:
             **env,
         }
         self.popen = subprocess.Popen(
-            [sys.executable, "manage.py", "runscheduler", *args],
+            [sys.executable, "manage.py", command, *args],
             cwd=ROOT,
             env=full_env,
             stdout=log.open("w"),
@@ -89,7 +98,7 @@ class SchedulerProcess:
         return self.log.read_text()
 
     def wait_started(self, timeout: float = 20.0) -> None:
-        wait_for(lambda: "Stop with Ctrl-C" in self.output() or self.popen.poll() is not None, timeout)
+        wait_for(lambda: self.started_text in self.output() or self.popen.poll() is not None, timeout)
         assert self.popen.poll() is None, self.output()
 
     def signal(self, signum: int) -> None:
@@ -109,9 +118,10 @@ def scheduler_process(tmp_path: Path, transactional_db: None) -> Iterator[Callab
     started: list[SchedulerProcess] = []
 
     def start(
-        modules: str = "", env: dict[str, str] | None = None, args: list[str] | None = None
+        modules: str = "", env: dict[str, str] | None = None, args: list[str] | None = None, **options: str
     ) -> SchedulerProcess:
-        process = SchedulerProcess(modules, env or {}, args or [], tmp_path / f"scheduler-{len(started)}.log")
+        log = tmp_path / f"{options.get('command', 'scheduler')}-{len(started)}.log"
+        process = SchedulerProcess(modules, env or {}, args or [], log, **options)
         started.append(process)
         process.wait_started()
         return process

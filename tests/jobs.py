@@ -60,3 +60,16 @@ def note_process(path: str) -> None:
 def die() -> None:
     """End the process running the job at once, as the kernel's OOM killer would."""
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def mark_process(job_id: str, path: str) -> None:
+    """Like :func:`mark`, naming the process that ran the fire too: ``job_id@scheduled time pid``."""
+    run = current_run()
+    assert run is not None
+    with open(path, "a") as marks:
+        marks.write(f"{job_id}@{run.scheduled_at.isoformat()} {os.getpid()}\n")
+
+
+def hold_gil(count: int) -> None:
+    """CPU-bound work that holds the GIL throughout: one C-level loop that never yields it."""
+    sum(range(count))

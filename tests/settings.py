@@ -19,3 +19,4 @@ SCHEDULING_SHUTDOWN_TIMEOUT = 5.0
 INSTALLED_APPS = [*INSTALLED_APPS, *(["django_tasks"] if django.VERSION < (6, 0) else []), "django_tasks_db"]  # noqa: F405
 TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default", "reports"]}}
 SCHEDULING_PROCESSES = 2
+SCHEDULING_TASK_TIMEOUT = float(os.environ.get("SCHEDULING_TEST_TASK_TIMEOUT", "3600"))

@@ -265,6 +265,9 @@ def form_data(**changes: object) -> dict:
         "max_instances": "1",
         "coalesce": "on",
         "misfire_grace_time": "60",
+        "runs_in": "threads",
+        "task_backend": "",
+        "task_queue": "",
         "_save": "Save",
     }
     data.update({key: str(value) for key, value in changes.items()})
@@ -338,6 +341,54 @@ def test_a_valid_schedule_is_saved_flagged_as_overridden_and_audited(
         "Changed the schedule from “Every minute; max instances 1, coalesce on, misfire grace 60 s” "
         "to “Every 5 minutes, Monday through Friday; max instances 3, coalesce on, misfire grace 60 s”"
     )
+
+
+def test_a_job_can_be_moved_to_task_workers_and_back_to_threads(admin_client: Client, registry: dict) -> None:
+    declare_jobs(registry, 1)
+
+    response = admin_client.post(JOBS + "job-0/change/", form_data(runs_in="tasks", task_queue="reports"))
+
+    assert response.status_code == 302
+    assert JobStore().lookup_job("job-0").executor == "tasks:default:reports"
+    assert (
+        "runs in task workers (backend &#x27;default&#x27;, queue &#x27;reports&#x27;)"
+        in admin_client.get(JOBS).text
+    )
+    assert (
+        LogEntry.objects.get(object_id="job-0")
+        .get_change_message()
+        .endswith("misfire grace 60 s, runs in task workers (backend 'default', queue 'reports')”")
+    )
+    page = admin_client.get(JOBS + "job-0/change/").text
+    assert '<option value="tasks" selected>' in page
+    assert 'name="task_queue" value="reports"' in page
+
+    admin_client.post(JOBS + "job-0/change/", form_data(runs_in="threads", task_queue="reports"))
+
+    assert JobStore().lookup_job("job-0").executor == "default"
+
+
+@pytest.mark.parametrize(
+    ("changes", "error"),
+    [
+        (
+            {"runs_in": "tasks", "task_backend": "redis"},
+            "task_backend &#x27;redis&#x27; is not configured in TASKS",
+        ),
+        ({"runs_in": "tasks", "task_queue": "nightly"}, "task_queue &#x27;nightly&#x27; cannot be used"),
+        ({"runs_in": "cluster"}, "Select a valid choice. cluster is not one of the available choices."),
+    ],
+)
+def test_a_placement_that_cannot_work_is_refused_next_to_the_field(
+    admin_client: Client, registry: dict, changes: dict, error: str
+) -> None:
+    declare_jobs(registry, 1)
+
+    response = admin_client.post(JOBS + "job-0/change/", form_data(**changes))
+
+    assert response.status_code == 200
+    assert error in response.text
+    assert JobStore().lookup_job("job-0").executor == "default"
 
 
 def test_a_one_off_date_can_be_set(admin_client: Client, registry: dict) -> None:
@@ -444,6 +495,36 @@ def test_the_execution_page_shows_everything_read_only_with_the_full_traceback(a
     assert "ValueError: &lt;bad&gt;" in page
     assert 'name="job_id"' not in page
     assert 'name="_save"' not in page
+
+
+def test_executions_say_where_they_ran_and_which_task_ran_them(admin_client: Client) -> None:
+    now = timezone.now()
+    in_worker = Execution.objects.create(
+        job_id="a",
+        status="succeeded",
+        ran_in="tasks",
+        task_id="5f0c-task",
+        hostname="worker-7",
+        pid=99,
+        scheduled_at=now,
+    )
+    Execution.objects.create(
+        job_id="a", status="enqueued", ran_in="tasks", scheduled_at=now - timezone.timedelta(seconds=1)
+    )
+    Execution.objects.create(
+        job_id="b", status="succeeded", ran_in="processes", hostname="sched-1", scheduled_at=now
+    )
+
+    listing = admin_client.get("/admin/scheduling/execution/").text
+    by_task = admin_client.get("/admin/scheduling/execution/", {"q": "5f0c-task"}).text
+    page = admin_client.get(f"/admin/scheduling/execution/{in_worker.pk}/change/").text
+
+    assert "Task worker on worker-7" in listing
+    assert "Scheduler process pool on sched-1" in listing
+    assert "Enqueued for a task worker" in listing
+    assert by_task.count("Task worker on worker-7") == 1
+    assert "5f0c-task" in page
+    assert "Where it ran" in page
 
 
 def test_the_executions_list_filters_by_job_and_status(admin_client: Client, registry: dict) -> None:

@@ -24,6 +24,7 @@ from scheduling.runner import Runner
 from scheduling.store import JobStore
 from scheduling.sync import sync
 from tests import jobs
+from tests.conftest import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -206,13 +207,11 @@ def test_run_now_enqueues_a_manual_run(registry: dict) -> None:
     runner.start()
     try:
         RunRequest.objects.create(job_id="manual-in-tasks", requested_by="alice")
-        runner._take_run_requests()
-        execution = Execution.objects.get()
-        assert (execution.status, execution.origin, execution.requested_by) == ("enqueued", "manual", "alice")
-        assert execution.task_id
-        RunRequest.objects.create(job_id="manual-in-tasks", requested_by="bob")
-        runner._take_run_requests()  # max_instances 1, still enqueued
-        assert Execution.objects.get(requested_by="bob").status == "skipped"
+        execution = wait_for(lambda: Execution.objects.filter(requested_by="alice", task_id__gt="").first())
+        assert (execution.status, execution.origin) == ("enqueued", "manual")
+        RunRequest.objects.create(job_id="manual-in-tasks", requested_by="bob")  # max_instances 1
+        skipped = wait_for(lambda: Execution.objects.filter(requested_by="bob").first())
+        assert skipped.status == "skipped"
     finally:
         runner.stop()
     assert Execution.objects.get(requested_by="alice").status == "enqueued"  # stopping leaves it queued

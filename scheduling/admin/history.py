@@ -15,6 +15,7 @@ from scheduling.models import Execution, ScheduledJob, SchedulerInstance
 from scheduling.schedules import format_local
 
 STATUS_COLOURS: dict[str, str] = {
+    Execution.Status.ENQUEUED: "#8250df",
     Execution.Status.RUNNING: "#1f6feb",
     Execution.Status.SUCCEEDED: "#1a7f37",
     Execution.Status.FAILED: "#cf222e",
@@ -55,12 +56,13 @@ class JobFilter(admin.SimpleListFilter):
 
 @admin.register(Execution)
 class ExecutionAdmin(ReadOnlyAdmin):
-    list_display = ["job_id", "coloured_status", "scheduled", "started", "run_time", "started_by", "hostname"]
-    list_filter = ["status", JobFilter, "origin", "scheduled_at"]
-    search_fields = ["job_id", "exception"]
+    list_display = ["job_id", "coloured_status", "scheduled", "started", "run_time", "started_by", "where"]
+    list_filter = ["status", JobFilter, "origin", "ran_in", "scheduled_at"]
+    search_fields = ["job_id", "exception", "task_id"]
     show_full_result_count = False
     fieldsets = [
-        (None, {"fields": ["job_id", "coloured_status", "started_by", "hostname", "pid", "instance"]}),
+        (None, {"fields": ["job_id", "coloured_status", "started_by"]}),
+        (_("Where it ran"), {"fields": ["ran_in", "hostname", "pid", "task_id", "instance"]}),
         (_("Timing"), {"fields": ["scheduled", "started", "finished", "run_time"]}),
         (_("Error"), {"fields": ["exception", "full_traceback"]}),
     ]
@@ -99,6 +101,14 @@ class ExecutionAdmin(ReadOnlyAdmin):
     @admin.display(description=_("duration"), ordering="duration")
     def run_time(self, obj: Execution) -> str:
         return "-" if obj.duration is None else f"{obj.duration:.3f} s"
+
+    @admin.display(description=_("ran in"), ordering="ran_in")
+    def where(self, obj: Execution) -> str:
+        """The kind of runner and its host: "Task worker on web-2"; the host alone is not enough to
+        tell a scheduler's own run from a worker's on the same machine."""
+        if not obj.hostname:
+            return str(obj.get_ran_in_display())
+        return str(_("%(runner)s on %(host)s") % {"runner": obj.get_ran_in_display(), "host": obj.hostname})
 
     @admin.display(description=_("started by"), ordering="origin")
     def started_by(self, obj: Execution) -> str:

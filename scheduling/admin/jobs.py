@@ -30,6 +30,7 @@ from scheduling.admin.charts import duration_chart
 from scheduling.admin.history import status_badge
 from scheduling.forms import JobAddForm, JobScheduleForm
 from scheduling.models import Execution, Job, ScheduledJob
+from scheduling.placement import DEFAULT_ALIAS, THREADS, Placement
 from scheduling.schedules import describe, format_local, next_runs, relative
 from scheduling.status import schedule_summary, scheduler_status
 from scheduling.store import unpickle
@@ -129,8 +130,12 @@ class JobAdmin(admin.ModelAdmin):
         return format_html("<strong>{}</strong>", obj.id)
 
     @admin.display(description=_("function"))
-    def function(self, obj: Any) -> str:
-        return str(_job_state(obj).get("func", "-"))
+    def function(self, obj: Any) -> SafeString | str:
+        state = _job_state(obj)
+        placement = Placement.of(state.get("executor", DEFAULT_ALIAS))
+        if placement.kind == THREADS:
+            return str(state.get("func", "-"))
+        return format_html("{}<br><small>runs in {}</small>", state.get("func", "-"), placement.describe())
 
     @admin.display(description=_("schedule"))
     def schedule(self, obj: Any) -> str:
@@ -215,7 +220,18 @@ class JobAdmin(admin.ModelAdmin):
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
         editable = ["kind", "cron", ("every", "unit"), "run_at", "time_zone", "jitter"]
-        options = (_("Options"), {"fields": ["max_instances", "coalesce", "misfire_grace_time"]})
+        options = (
+            _("Options"),
+            {
+                "fields": [
+                    "max_instances",
+                    "coalesce",
+                    "misfire_grace_time",
+                    "runs_in",
+                    ("task_backend", "task_queue"),
+                ]
+            },
+        )
         if obj is None:
             what = (None, {"fields": ["function", "job_id", "job_name", "args", "kwargs"]})
             return [what, (_("Schedule"), {"fields": editable}), options]
