@@ -22,6 +22,7 @@ from scheduling.models import Execution, RunRequest
 from scheduling.placement import Placement
 from scheduling.runner import Runner
 from scheduling.store import JobStore
+from scheduling.tasks import run_enqueued
 from scheduling.sync import sync
 from tests import jobs
 from tests.conftest import wait_for
@@ -92,6 +93,21 @@ def test_a_fire_is_recorded_as_enqueued_with_its_task_then_run_and_recorded_by_t
     assert jobs.calls == [f"in-tasks@{execution.scheduled_at.isoformat()}"]  # current_run() works there
     task.refresh_from_db()
     assert task.status == "SUCCESSFUL"
+
+
+def test_a_task_delivered_twice_runs_its_job_once(registry: dict, dispatcher: Dispatcher) -> None:
+    job(interval=30, id="twice", runs_in="tasks")(jobs.remember_run)
+    dispatch_due(registry, dispatcher)
+    execution = Execution.objects.get()
+    jobs.calls.clear()
+
+    first = run_enqueued(execution.pk, "task-1")
+    second = run_enqueued(execution.pk, "task-2")
+
+    assert first is not None
+    assert first.status == "succeeded"
+    assert second is None
+    assert len(jobs.calls) == 1
 
 
 def test_a_failing_job_is_recorded_failed_with_its_traceback_and_fails_its_task(
