@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import importlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -208,7 +209,7 @@ def _check_options(options: dict[str, Any]) -> None:
 def check_task_placement(placement: Placement) -> None:
     """Raise ValueError unless runs can be enqueued on the placement's backend and queue."""
     try:
-        from scheduling import tasks
+        tasks = importlib.import_module("scheduling.tasks")
     except ImportError as exc:
         raise ValueError(
             f"runs_in='tasks' needs Django's tasks framework: Django 6, or on Django 5.2 the django-tasks "

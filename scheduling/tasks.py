@@ -156,11 +156,11 @@ def enqueue(execution: Execution, placement: Placement) -> str:
 
 
 def check_placement(placement: Placement) -> None:
-    """Raise ValueError, naming the problem, if runs cannot be enqueued there."""
+    """Raise ValueError, naming the problem, if runs cannot be enqueued there to run on workers."""
     try:
         _task(placement.backend, placement.queue)
     except InvalidTaskBackend as exc:
-        configured = ", ".join(map(repr, task_backends)) if hasattr(task_backends, "__iter__") else ""
+        configured = ", ".join(map(repr, task_backends.settings))
         raise ValueError(
             f"task_backend {placement.backend!r} is not configured in TASKS ({exc}); configured: {configured}"
         ) from None
@@ -168,3 +168,17 @@ def check_placement(placement: Placement) -> None:
         raise ValueError(
             f"task_queue {placement.queue!r} cannot be used on backend {placement.backend!r}: {exc}"
         ) from None
+    # Both ship with Django and have no workers: one would run the job inside the scheduler's loop,
+    # blocking every other job; the other never runs it.
+    kind = type(task_backends[placement.backend]).__name__
+    if kind in NO_WORKERS:
+        raise ValueError(
+            f"task_backend {placement.backend!r} is Django's {kind}, which {NO_WORKERS[kind]}; "
+            "configure a backend with workers (e.g. django-tasks-db), or use runs_in='threads'"
+        )
+
+
+NO_WORKERS = {
+    "ImmediateBackend": "runs each task at once inside the scheduler's loop",
+    "DummyBackend": "never runs tasks",
+}

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
+import django
 import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
 from django.utils import timezone
@@ -22,8 +24,8 @@ from scheduling.models import Execution, RunRequest
 from scheduling.placement import Placement
 from scheduling.runner import Runner
 from scheduling.store import JobStore
-from scheduling.tasks import run_enqueued
 from scheduling.sync import sync
+from scheduling.tasks import run_enqueued
 from tests import jobs
 from tests.conftest import wait_for
 
@@ -233,6 +235,35 @@ def test_run_now_enqueues_a_manual_run(registry: dict) -> None:
     assert Execution.objects.get(requested_by="alice").status == "enqueued"  # stopping leaves it queued
     work_off()
     assert Execution.objects.get(requested_by="alice").status == "succeeded"
+
+
+@pytest.mark.parametrize(
+    ("backend", "message"),
+    [
+        ("ImmediateBackend", "which runs each task at once inside the scheduler's loop"),
+        ("DummyBackend", "which never runs tasks"),
+    ],
+)
+def test_backends_without_workers_are_refused(registry: dict, settings, backend: str, message: str) -> None:
+    package = "django.tasks" if django.VERSION >= (6, 0) else "django_tasks"
+    settings.TASKS = {
+        **settings.TASKS,
+        "inline": {"BACKEND": f"{package}.backends.{backend.lower()[:-7]}.{backend}"},
+    }
+
+    with pytest.raises(JobDeclarationError, match=message):
+        job(interval=30, id="inline", runs_in="tasks", task_backend="inline")(jobs.succeed)
+
+
+def test_placing_a_job_in_tasks_without_the_tasks_framework_says_what_to_install(
+    registry: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "scheduling.tasks", None)  # as if django.tasks could not be imported
+
+    with pytest.raises(
+        JobDeclarationError, match="runs_in='tasks' needs Django's tasks framework: Django 6, or"
+    ):
+        job(interval=30, id="no-framework", runs_in="tasks")(jobs.succeed)
 
 
 @pytest.mark.parametrize(
