@@ -40,7 +40,7 @@ class TaskHandOff:
         task_ids = []
         for execution in executions:
             try:
-                execution.task_id = tasks.enqueue(execution, placement)
+                execution.task_id = tasks.enqueue(execution, job)
             # Whatever the backend raises (unreachable broker, unknown queue), the run did not go out.
             except Exception as exc:
                 self._not_enqueued(execution, placement, exc)

@@ -20,6 +20,8 @@ from datetime import timedelta
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
+from apscheduler.job import Job
+from apscheduler.util import ref_to_obj
 from django.db import close_old_connections
 from django.utils import timezone
 
@@ -28,7 +30,6 @@ from scheduling.executors import notify
 from scheduling.history import Outcome, describe_exception, finish_all
 from scheduling.models import Execution
 from scheduling.placement import Placement
-from scheduling.store import JobStore
 
 if TYPE_CHECKING:
     from django.tasks import Task, TaskContext, task, task_backends
@@ -52,16 +53,30 @@ class JobRunFailed(Exception):
 
 
 @task(takes_context=True)
-def run_scheduled_job(context: TaskContext, execution_id: int) -> str:
-    """Run the fire recorded as execution ``execution_id`` (enqueued by the scheduler)."""
+def run_scheduled_job(context: TaskContext, execution_id: int, call: dict[str, Any]) -> str:
+    """Run the fire recorded as execution ``execution_id`` (enqueued by the scheduler).
+
+    ``call`` is what the job was at its fire — function, arguments, misfire grace time —, so a run
+    still happens when the job is gone from the store by then (a one-off job is, once it fired).
+    """
     close_old_connections()
-    outcome = run_enqueued(execution_id, str(context.task_result.id))
+    outcome = run_enqueued(execution_id, str(context.task_result.id), call)
     if outcome is not None and outcome.status == Execution.Status.FAILED:
         raise JobRunFailed(outcome.exception)
     return outcome.status if outcome is not None else "not run"
 
 
-def run_enqueued(execution_id: int, task_id: str) -> Outcome | None:
+def call_of(job: Job) -> dict[str, Any]:
+    """What a worker needs to run a fire of ``job``, as JSON for the task's arguments."""
+    return {
+        "func": job.func_ref,
+        "args": list(job.args),
+        "kwargs": dict(job.kwargs),
+        "misfire_grace_time": job.misfire_grace_time,
+    }
+
+
+def run_enqueued(execution_id: int, task_id: str, call: dict[str, Any]) -> Outcome | None:
     """Take an enqueued run, call its job and record the outcome; None if it was not ours to run."""
     execution = Execution.objects.filter(pk=execution_id).first()
     if execution is None or execution.status != Execution.Status.ENQUEUED:
@@ -69,16 +84,14 @@ def run_enqueued(execution_id: int, task_id: str) -> Outcome | None:
         logger.warning("Execution %s is not waiting for a worker any more; not running it", execution_id)
         return None
     try:
-        job = JobStore().lookup_job(execution.job_id)
-    # Loading imports the job's function: any error means it cannot run here.
+        function = ref_to_obj(call["func"])
+    # Importing runs the module's code: any error means the job cannot run on this worker.
     except Exception as exc:
         message, formatted = describe_exception(exc)
+        message = f"Cannot import {call['func']} on this worker: {message}"
         return _end_unstarted(execution, task_id, Execution.Status.FAILED, message, formatted)
-    if job is None:
-        message = f"The job {execution.job_id} was deleted before a worker took its run"
-        return _end_unstarted(execution, task_id, Execution.Status.FAILED, message)
     lateness = timezone.now() - execution.scheduled_at
-    grace = job.misfire_grace_time
+    grace = call["misfire_grace_time"]
     if (
         execution.origin == Execution.Origin.SCHEDULE
         and grace is not None
@@ -97,7 +110,7 @@ def run_enqueued(execution_id: int, task_id: str) -> Outcome | None:
     notify(signals.job_started, execution)
     token = context.current.set(execution)
     try:
-        outcome = invoke.call(job.id, job.func, job.args, job.kwargs)
+        outcome = invoke.call(execution.job_id, function, call["args"], call["kwargs"])
     finally:
         context.current.reset(token)
     finish_all([(execution, outcome)])
@@ -150,9 +163,10 @@ def _task(backend: str, queue: str) -> Task:
     return run_scheduled_job.using(backend=backend, queue_name=queue)
 
 
-def enqueue(execution: Execution, placement: Placement) -> str:
-    """Hand a run recorded as enqueued to the tasks framework; returns the task's id."""
-    return str(_task(placement.backend, placement.queue).enqueue(execution.pk).id)
+def enqueue(execution: Execution, job: Job) -> str:
+    """Hand a run of ``job`` recorded as enqueued to the tasks framework; returns the task's id."""
+    placement = Placement.of(job.executor)
+    return str(_task(placement.backend, placement.queue).enqueue(execution.pk, call_of(job)).id)
 
 
 def check_placement(placement: Placement) -> None:

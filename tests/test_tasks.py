@@ -83,7 +83,13 @@ def test_a_fire_is_recorded_as_enqueued_with_its_task_then_run_and_recorded_by_t
     assert (execution.status, execution.ran_in, execution.started_at) == ("enqueued", "tasks", None)
     task = DBTaskResult.objects.get()
     assert execution.task_id == str(task.id)
-    assert (task.queue_name, task.args_kwargs["args"]) == ("reports", [execution.pk])
+    assert (task.queue_name, task.args_kwargs["args"]) == (
+        "reports",
+        [
+            execution.pk,
+            {"func": "tests.jobs:remember_run", "args": [], "kwargs": {}, "misfire_grace_time": 60},
+        ],
+    )
 
     work_off()
 
@@ -103,8 +109,10 @@ def test_a_task_delivered_twice_runs_its_job_once(registry: dict, dispatcher: Di
     execution = Execution.objects.get()
     jobs.calls.clear()
 
-    first = run_enqueued(execution.pk, "task-1")
-    second = run_enqueued(execution.pk, "task-2")
+    call = DBTaskResult.objects.get().args_kwargs["args"][1]
+
+    first = run_enqueued(execution.pk, "task-1", call)
+    second = run_enqueued(execution.pk, "task-2", call)
 
     assert first is not None
     assert first.status == "succeeded"
@@ -186,18 +194,36 @@ def test_runs_no_worker_finishes_are_recorded_interrupted_after_the_task_timeout
     assert jobs.calls == []
 
 
-def test_a_job_deleted_before_a_worker_takes_its_run_is_recorded_failed(
+def test_a_one_off_job_runs_on_a_worker_although_it_left_the_store_when_it_fired(
     registry: dict, dispatcher: Dispatcher
 ) -> None:
-    job(interval=30, id="deleted", runs_in="tasks")(jobs.succeed)
+    job(date=timezone.now() + timedelta(seconds=30), id="once", runs_in="tasks")(jobs.remember_run)
+    jobs.calls.clear()
+
     dispatch_due(registry, dispatcher)
-    dispatcher.store.remove_job("deleted")
+    assert dispatcher.store.lookup_job("once") is None
+    work_off()
+
+    execution = Execution.objects.get()
+    assert execution.status == "succeeded"
+    assert jobs.calls == [f"once@{execution.scheduled_at.isoformat()}"]
+
+
+def test_a_function_the_worker_cannot_import_is_recorded_failed(
+    registry: dict, dispatcher: Dispatcher
+) -> None:
+    job(interval=30, id="renamed", runs_in="tasks")(jobs.succeed)
+    dispatch_due(registry, dispatcher)
+    task = DBTaskResult.objects.get()
+    task.args_kwargs["args"][1]["func"] = "tests.jobs:renamed_in_a_deploy"
+    task.save()
 
     work_off()
 
     execution = Execution.objects.get()
     assert execution.status == "failed"
-    assert execution.exception == "The job deleted was deleted before a worker took its run"
+    assert execution.exception.startswith("Cannot import tests.jobs:renamed_in_a_deploy on this worker: ")
+    assert execution.traceback
 
 
 def test_a_run_that_cannot_be_enqueued_is_recorded_failed_with_the_reason(
