@@ -33,7 +33,8 @@ def call(
     except BaseException as exc:
         duration = time.perf_counter() - clock
         message, formatted = describe_exception(exc)
-        logger.error("Job %s failed after %.3f s: %s", job_id, duration, message)
+        # With the traceback, so an AdminEmailHandler on this logger mails it.
+        logger.error("Job %s failed after %.3f s: %s", job_id, duration, message, exc_info=exc)
         return Outcome(Execution.Status.FAILED, started_at, timezone.now(), duration, message, formatted)
     duration = time.perf_counter() - clock
     logger.info("Job %s succeeded in %.3f s", job_id, duration)

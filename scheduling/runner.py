@@ -21,7 +21,7 @@ from django.db import DatabaseError, connections
 from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
-from scheduling import declarations, history
+from scheduling import checks, declarations, history
 from scheduling.conf import settings
 from scheduling.dispatch import Dispatcher
 from scheduling.executors import RecordingThreadPoolExecutor
@@ -62,6 +62,18 @@ def check_database(alias: str = "default") -> None:
         raise SchedulerStartError(
             f"The {where} has {len(plan)} unapplied migration(s): {pending}. Run 'manage.py migrate' first."
         )
+
+
+def check_sqlite_machines(alias: str = "default") -> None:
+    """Refuse to start beside a live scheduler on another machine sharing this SQLite file (E003).
+
+    The system check sees only schedulers already running; here this machine counts too.
+    """
+    if connections[alias].vendor != "sqlite":
+        return
+    hosts = set(SchedulerInstance.objects.alive().values_list("hostname", flat=True))
+    for message in checks.sqlite_hosts_messages(hosts | {socket.gethostname()}):
+        raise SchedulerStartError(f"{message.msg} {message.hint} ({message.id})")
 
 
 def drop_broken_connections() -> None:
@@ -186,6 +198,7 @@ class Runner:
 
     def start(self) -> None:
         check_database()
+        check_sqlite_machines()
         self.instance = SchedulerInstance.objects.create(hostname=socket.gethostname(), pid=os.getpid())
         self.leadership = Leadership(self.instance.pk)
         self._last_beat = time.monotonic()

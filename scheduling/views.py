@@ -2,18 +2,34 @@
 
 from __future__ import annotations
 
+import logging
+
+from django.db import DatabaseError
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from scheduling.status import scheduler_status
 
+logger = logging.getLogger(__name__)
+
 
 @never_cache
 @require_GET
 def health(request: HttpRequest) -> JsonResponse:
     """200 when an active scheduler has beaten recently, 503 otherwise; no job details leak."""
-    status = scheduler_status()
+    try:
+        status = scheduler_status()
+    # The error's text may name hosts and credentials: the caller only learns which part failed.
+    except DatabaseError:
+        logger.exception("The health endpoint could not read the schedulers' heartbeats")
+        body: dict[str, object] = {
+            "status": "unavailable",
+            "active_scheduler": None,
+            "last_beat": None,
+            "standbys": None,
+        }
+        return JsonResponse({**body, "reason": "The database cannot be read"}, status=503)
     body = {
         "status": "ok" if status.alive else "unavailable",
         "active_scheduler": status.alive,

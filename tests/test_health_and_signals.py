@@ -1,10 +1,16 @@
 from __future__ import annotations
 
+import json
+import logging
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.test import Client
 from django.utils import timezone
+from django.utils.log import AdminEmailHandler
 
 from scheduling import signals
 from scheduling.conf import settings
@@ -12,6 +18,7 @@ from scheduling.executors import run_job
 from scheduling.history import Recorder
 from scheduling.models import Execution, SchedulerInstance
 from tests import jobs
+from tests.conftest import ROOT
 from tests.test_execution import make_job
 
 
@@ -31,6 +38,43 @@ def test_health_is_503_without_an_active_scheduler_and_200_with_one(client: Clie
     assert response.status_code == 200
     assert response.json()["status"] == "ok"
     assert set(response.json()) == {"status", "active_scheduler", "last_beat", "standbys"}, "no job details"
+
+
+def test_health_is_a_json_503_without_details_when_the_database_is_unreachable() -> None:
+    # A real unreachable database: nothing listens on port 1. DEBUG on, as in the demo, must not
+    # turn the failure into a debug page with a traceback for anonymous callers.
+    probe = (
+        "import django, json; django.setup(); from django.test import Client; "
+        "response = Client().get('/scheduling/health/'); "
+        "print(json.dumps([response.status_code, response['Content-Type'], response.content.decode()]))"
+    )
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "DATABASE_URL": "postgres://postgres@127.0.0.1:1/nowhere",
+        "DJANGO_DEBUG": "1",
+        "DJANGO_ALLOWED_HOSTS": "testserver",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+    status, content_type, body = json.loads(result.stdout.splitlines()[-1])
+    assert (status, content_type) == (503, "application/json")
+    assert json.loads(body) == {
+        "status": "unavailable",
+        "active_scheduler": None,
+        "last_beat": None,
+        "standbys": None,
+        "reason": "The database cannot be read",
+    }
+    assert "127.0.0.1" not in body
 
 
 @pytest.mark.django_db
@@ -76,6 +120,28 @@ def test_signals_tell_started_succeeded_failed_and_missed_and_a_failing_receiver
         ("missed", "job", "missed"),
     ]
     assert Execution.objects.filter(status="failed").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_run_mails_the_admins_its_traceback_through_a_logging_entry_alone(
+    settings, mailoutbox: list
+) -> None:
+    settings.ADMINS = [("Ops", "ops@example.com")]
+    handler = AdminEmailHandler()
+    handler.setLevel(logging.ERROR)
+    logger = logging.getLogger("scheduling")
+    logger.addHandler(handler)
+    try:
+        run_job(make_job(jobs.succeed), [datetime.now(UTC)], Recorder())
+        run_job(make_job(jobs.fail), [datetime.now(UTC) + timedelta(microseconds=1)], Recorder())
+    finally:
+        logger.removeHandler(handler)
+
+    (mail,) = mailoutbox
+    assert mail.to == ["ops@example.com"]
+    assert "Job job failed after" in mail.subject
+    assert "ValueError: this job fails on purpose" in mail.subject
+    assert 'raise ValueError("this job fails on purpose")' in mail.body
 
 
 @pytest.mark.urls("tests.health_check_urls")

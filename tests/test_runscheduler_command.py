@@ -53,3 +53,25 @@ def test_an_unreachable_database_is_refused_with_where_it_was_looked_for() -> No
     assert result.returncode == 1
     assert "Cannot reach the postgresql database nowhere on 127.0.0.1:9" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_scheduler_alive_on_another_machine_sharing_the_sqlite_file_is_refused(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.sqlite3'}"
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "DATABASE_URL": url}
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True, timeout=120
+    )
+    other = (
+        "from scheduling.models import SchedulerInstance; "
+        "SchedulerInstance.objects.create(hostname='nas-2', pid=1)"
+    )
+    subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", other], cwd=ROOT, env=env, check=True, timeout=60
+    )
+
+    result = run(url)
+
+    assert result.returncode == 1
+    assert "one SQLite database" in result.stderr
+    assert "nas-2" in result.stderr
+    assert "(scheduling.E003)" in result.stderr
