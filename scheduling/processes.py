@@ -62,10 +62,18 @@ class ProcessPool:
         concurrent.futures.wait([pool.submit(child.ready) for _ in range(self.max_workers)])
 
     def shutdown(self, wait: bool = True) -> None:
+        """Stop the children; without ``wait``, end the runs still going (their rows are recorded
+        as interrupted by the runner), which would otherwise outlive the scheduler."""
         with self._lock:
             pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=wait, cancel_futures=True)
+        if pool is None:
+            return
+        if not wait:
+            # ProcessPoolExecutor has no public way to end running children before Python 3.14's
+            # terminate_workers(); its _processes map is the same on 3.11 to 3.13.
+            for child in list(getattr(pool, "_processes", {}).values()):
+                child.terminate()
+        pool.shutdown(wait=wait, cancel_futures=True)
 
     def _get(self) -> concurrent.futures.ProcessPoolExecutor:
         with self._lock:

@@ -73,3 +73,10 @@ def mark_process(job_id: str, path: str) -> None:
 def hold_gil(count: int) -> None:
     """CPU-bound work that holds the GIL throughout: one C-level loop that never yields it."""
     sum(range(count))
+
+
+def note_and_sleep(path: str, seconds: float) -> None:
+    """Write this process's id, then sleep: a long run whose process a test can look for."""
+    with open(path, "w") as note:
+        note.write(str(os.getpid()))
+    time.sleep(seconds)

@@ -130,3 +130,28 @@ def test_a_cpu_bound_job_in_the_process_pool_does_not_delay_other_jobs(scheduler
         f"{min(burn.duration for burn in burns):.1f}-{max(burn.duration for burn in burns):.1f} s): "
         f"{len(ticks)} runs of a 1 s job meanwhile started {1000 * max(lateness):.0f} ms late at most"
     )
+
+
+def test_a_run_in_the_process_pool_past_the_shutdown_timeout_is_interrupted_and_its_child_ended(
+    scheduler_process, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "child.pid"
+    process = scheduler_process(
+        "tests.process_jobs_stuck", env={"TEST_PID_FILE": str(pid_file)}, args=["--shutdown-timeout", "0.5"]
+    )
+    execution = wait_for(
+        lambda: Execution.objects.filter(job_id="pool.stuck", status="running").first(), timeout=30
+    )
+    child = int(wait_for(lambda: pid_file.exists() and pid_file.read_text(), timeout=30))
+
+    process.signal(signal.SIGTERM)
+
+    assert process.wait(timeout=30) == 0
+    execution.refresh_from_db()
+    assert execution.status == "interrupted"
+    assert "did not wait longer than 0.5 s" in execution.exception
+    wait_for(
+        lambda: (
+            not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2]
+        )
+    )
