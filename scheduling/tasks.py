@@ -4,8 +4,8 @@ The scheduler stays the one source of timing and history: at each fire it writes
 "enqueued" and enqueues :func:`run_scheduled_job` with the run's id, on the job's backend and
 queue. The worker that takes the task marks the same row running (with its host and process),
 calls the job's function and records the outcome there. Any backend works (django-tasks-db's
-``db_worker``, RQ, Celery…); the function to run is read from the job store at run time, so the
-task carries nothing but an id.
+``db_worker``, RQ, Celery…). The task carries the run's id and what the job was at its fire
+(function reference, JSON arguments, misfire grace time), so the worker does not need the job store.
 
 Imported only when a job is placed in task workers: Django 6 has ``django.tasks``; on Django 5.2
 the ``django-tasks`` backport provides the same API.
@@ -113,7 +113,12 @@ def run_enqueued(execution_id: int, task_id: str, call: dict[str, Any]) -> Outco
         outcome = invoke.call(execution.job_id, function, call["args"], call["kwargs"])
     finally:
         context.current.reset(token)
-    finish_all([(execution, outcome)])
+    if not finish_all([(execution, outcome)]):
+        logger.warning(
+            "Job %s %s, but its run had been recorded as interrupted meanwhile (SCHEDULING_TASK_TIMEOUT)",
+            execution.job_id,
+            outcome.status,
+        )
     execution.status = outcome.status
     notify(
         signals.job_succeeded if outcome.status == Execution.Status.SUCCEEDED else signals.job_failed,
