@@ -41,7 +41,7 @@ def test_list_shows_schedules_in_words_as_text_and_json(declared: None) -> None:
     assert "At 03:00, every day" in text
     assert "Every 5 minutes" in text
 
-    data = json.loads(run("list", "--json")[0])
+    data = json.loads(run("list", "--json")[0])["jobs"]
     assert {row["id"]: row["schedule"] for row in data} == {
         "nightly": "At 03:00, every day",
         "often": "Every 5 minutes",

@@ -81,7 +81,7 @@ class Command(BaseCommand):
         rows = [
             f"{job.id:<40} {job.schedule:<40} {format_local(job.next_run):<25} {job.state}" for job in jobs
         ]
-        data = [job_data(job) for job in jobs]
+        data = {"jobs": [job_data(job) for job in jobs]}  # as GET /api/jobs/ answers
         self._emit(options, data, "\n".join(rows) or "No jobs.")
 
     def _show(self, options: dict[str, Any]) -> None:
