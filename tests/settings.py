@@ -20,3 +20,7 @@ INSTALLED_APPS = [*INSTALLED_APPS, *(["django_tasks"] if django.VERSION < (6, 0)
 TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default", "reports"]}}
 SCHEDULING_PROCESSES = 2
 SCHEDULING_TASK_TIMEOUT = float(os.environ.get("SCHEDULING_TEST_TASK_TIMEOUT", "3600"))
+
+# Django 6.1 warns when mail is sent without MAILERS (its default mailer goes away in 2028).
+if django.VERSION >= (6, 1):
+    MAILERS = {"default": {"BACKEND": "django.core.mail.backends.locmem.EmailBackend"}}

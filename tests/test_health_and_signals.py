@@ -7,6 +7,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 
+import django
 import pytest
 from django.test import Client
 from django.utils import timezone
@@ -126,7 +127,8 @@ def test_signals_tell_started_succeeded_failed_and_missed_and_a_failing_receiver
 def test_a_failed_run_mails_the_admins_its_traceback_through_a_logging_entry_alone(
     settings, mailoutbox: list
 ) -> None:
-    settings.ADMINS = [("Ops", "ops@example.com")]
+    # Django 6 takes addresses; 5.2 (name, address) pairs.
+    settings.ADMINS = ["ops@example.com"] if django.VERSION >= (6, 0) else [("Ops", "ops@example.com")]
     handler = AdminEmailHandler()
     handler.setLevel(logging.ERROR)
     logger = logging.getLogger("scheduling")
