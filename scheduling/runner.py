@@ -153,25 +153,25 @@ class Scheduler(BackgroundScheduler):
             self.on_tick()
         if self.state == STATE_PAUSED or not self._due(next_wakeup):
             return next_wakeup or self._now() + timedelta(seconds=self.poll_interval)
-        wait_seconds = self._process_jobs()
-        return self._now() + timedelta(
-            seconds=MAX_SLEEP if wait_seconds is None else min(wait_seconds, MAX_SLEEP)
-        )
+        return self._dispatch_due()
 
-    def _process_jobs(self) -> float | None:
-        """Start what is due, in batches (see scheduling.dispatch); seconds until the next run."""
+    def _dispatch_due(self) -> datetime:
+        """Start what is due, in batches (see scheduling.dispatch); returns when to look again.
+
+        That is the store's earliest next run time itself, not "now + the seconds until it": a
+        moment computed from a later clock reading falls just after it, and then every poll
+        would find that run "earlier" than the wake-up and run the due-jobs query for nothing.
+        """
+        latest = self._now() + timedelta(seconds=MAX_SLEEP)
         if self.dispatcher is None:
-            return super()._process_jobs()
-        if self.state == STATE_PAUSED:
-            return None
+            wait_seconds = super()._process_jobs()
+            return (
+                latest if wait_seconds is None else min(self._now() + timedelta(seconds=wait_seconds), latest)
+            )
         now = self._now()
-        store = self._jobstores["default"]
-        due, later = store.get_due_jobs_and_next_run_time(now, DISPATCH_BATCH)
+        due, later = self._jobstores["default"].get_due_jobs_and_next_run_time(now, DISPATCH_BATCH)
         moved = self.dispatcher.dispatch(due, now) if due else None
-        upcoming = [moment for moment in (later, moved) if moment is not None]
-        if not upcoming:
-            return None
-        return max((min(upcoming) - self._now()).total_seconds(), 0)
+        return min(moment for moment in (later, moved, latest) if moment is not None)
 
     def _due(self, next_wakeup: datetime | None) -> bool:
         if next_wakeup is None or self._now() >= next_wakeup:

@@ -204,3 +204,28 @@ def test_fires_missed_while_no_scheduler_ran_are_recorded_and_run_once(
     assert "coalesced into the run scheduled for" in missed[0].exception
     first_run = Execution.objects.filter(job_id="tick", status="succeeded").order_by("scheduled_at").first()
     assert first_run.scheduled_at - missed.last().scheduled_at == timedelta(seconds=1)
+
+
+def test_an_idle_scheduler_polls_only_the_earliest_next_run_time(
+    registry: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job(interval={"hours": 1}, id="later")(jobs.succeed)
+    idle = Runner(poll_interval=0.02)
+    idle.start()
+    try:
+        store = idle.store
+        dispatches: list[object] = []
+        polls: list[object] = []
+        due_query, poll_query = store.get_due_jobs_and_next_run_time, store.get_next_run_time
+        monkeypatch.setattr(
+            store, "get_due_jobs_and_next_run_time", lambda *args: dispatches.append(args) or due_query(*args)
+        )
+        monkeypatch.setattr(store, "get_next_run_time", lambda: polls.append(1) or poll_query())
+
+        wait_for(lambda: polls)  # past the dispatch that follows taking the lease
+        dispatches.clear()
+        wait_for(lambda: len(polls) >= 20)
+    finally:
+        idle.stop()
+
+    assert dispatches == []  # nothing is due for an hour: no due-jobs query either
