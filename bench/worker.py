@@ -20,6 +20,7 @@ def main() -> None:
     parser.add_argument("scenario", choices=["load", "burst", "startup"])
     parser.add_argument("--jobs", type=int, required=True)
     parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--any-delay", action="store_true", help="burst: no misfire grace time")
     parser.add_argument("--keep-store", action="store_true", help="restart: leave the stored jobs")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
@@ -39,7 +40,9 @@ def main() -> None:
     if args.scenario == "load":
         result = workloads.load(system, counter, args.jobs, int(args.seconds))
     elif args.scenario == "burst":
-        result = workloads.burst(system, counter, args.jobs, lead=5, timeout=args.seconds)
+        result = workloads.burst(
+            system, counter, args.jobs, lead=5, timeout=args.seconds, any_delay=args.any_delay
+        )
     else:
         spawned = float(os.environ["BENCH_SPAWNED_AT"])
         result = workloads.startup(system, counter, args.jobs, spawned, args.seconds)
