@@ -3,7 +3,7 @@
 ``python -m bench.admin_views --jobs N --executions M --out FILE``: fills the job store and both
 history tables in bulk in the database (generate_series on PostgreSQL, a recursive CTE on
 SQLite: inserting 1,000,000 rows through the ORM would take minutes), then renders each
-changelist with Django's test client as a superuser. Ours: *Scheduling › Jobs* and *Executions*;
+changelist with Django's test client as a superuser. Ours: the Jobs and Executions lists;
 stock: django-apscheduler's own ``DjangoJobAdmin`` and ``DjangoJobExecutionAdmin`` (bench/urls.py).
 """
 
@@ -58,7 +58,7 @@ def series(vendor: str, count: int) -> tuple[str, str, str]:
             "now() + interval '1 hour'",
         )
     return (
-        f"FROM (WITH RECURSIVE seq(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM seq WHERE n < {count}) "
+        f"FROM (WITH RECURSIVE seq(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM seq WHERE n < {count}) "  # noqa: S608
         "SELECT n FROM seq)",
         "strftime('%Y-%m-%d %H:%M:%f', 'now', '-' || n || ' seconds')",
         "strftime('%Y-%m-%d %H:%M:%f', 'now', '+1 hour')",
@@ -72,19 +72,19 @@ def fill(jobs: int, executions: int) -> None:
     with connection.cursor() as cursor:
         source, ago, later = series(vendor, jobs)
         cursor.execute(
-            "INSERT INTO django_apscheduler_djangojob (id, next_run_time, job_state) "  # noqa: S608
+            "INSERT INTO django_apscheduler_djangojob (id, next_run_time, job_state) "
             f"SELECT 'bench.' || (n - 1), {later}, %s {source}",
             [job_state()],
         )
         source, ago, later = series(vendor, executions)
         cursor.execute(
-            "INSERT INTO scheduling_execution (job_id, status, origin, requested_by, scheduled_at, "  # noqa: S608
+            "INSERT INTO scheduling_execution (job_id, status, origin, requested_by, scheduled_at, "
             "started_at, finished_at, duration, exception, traceback, hostname, pid) "
             f"SELECT 'bench.' || (n % {jobs}), 'succeeded', 'schedule', '', {ago}, {ago}, {ago}, 0.01, "
             f"'', '', 'bench', 1 {source}"
         )
         cursor.execute(
-            "INSERT INTO django_apscheduler_djangojobexecution (job_id, status, run_time, duration, "  # noqa: S608
+            "INSERT INTO django_apscheduler_djangojobexecution (job_id, status, run_time, duration, "
             f"finished) SELECT 'bench.' || (n % {jobs}), 'Executed', {ago}, 0.01, 0 {source}"
         )
         cursor.execute("ANALYZE")
