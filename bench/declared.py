@@ -8,11 +8,15 @@ measures). Nothing is declared when ``BENCH_JOBS`` is unset (the admin process, 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from bench.jobs import tick
 from scheduling import job
 
-SCHEDULES = {"second": {"cron": {"second": "*"}}, "hourly": {"interval": {"hours": 1}}}
+SCHEDULES: dict[str, dict[str, Any]] = {
+    "second": {"cron": {"second": "*"}},
+    "hourly": {"interval": {"hours": 1}},
+}
 
 for number in range(int(os.environ.get("BENCH_JOBS", "0"))):
     job_id = f"bench.{number}"

@@ -34,6 +34,10 @@ def verdict(value: Any, test: Callable[[Any], bool] | None, label: str) -> str:
     return f"{'yes' if test(value) else 'NO'} ({label})"
 
 
+def below(limit: float) -> Callable[[Any], bool]:
+    return lambda value: bool(value < limit)
+
+
 def ms(value: float | None) -> float | None:
     return None if value is None else value * 1000
 
@@ -77,7 +81,7 @@ def rows_for(vendor: str, r: dict[str, Any], args: argparse.Namespace) -> list[t
                 f"{title}: lateness {stat} (ms)",
                 ms(pick(r, key, "ours", "lateness", stat)),
                 ms(pick(r, key, "stock", "lateness", stat)),
-                (lambda v, t=target: v < t) if target else None,
+                below(target) if target else None,
                 f"< {target:g} ms" if target else "",
             )
         on_time = [pick(r, key, s, "on_time") for s in ("ours", "stock")]

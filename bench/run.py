@@ -33,8 +33,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--burst", type=int, default=10000, help="jobs due at one moment")
     parser.add_argument("--throughput", type=int, default=2000, help="jobs due at once, no grace limit")
     parser.add_argument("--startup-jobs", type=int, default=10000, help="declared jobs due in an hour")
-    parser.add_argument("--window", type=int, default=10, help="seconds of each every-second load")
-    parser.add_argument("--idle", type=float, default=15, help="seconds of the idle measure")
+    parser.add_argument("--window", type=int, default=8, help="seconds of each every-second load")
+    parser.add_argument("--idle", type=float, default=10, help="seconds of the idle measure")
     parser.add_argument("--admin-jobs", type=int, default=10000)
     parser.add_argument("--admin-executions", type=int, default=1000000)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of a minute or so")
@@ -104,8 +104,11 @@ class Bench:
             self.worker("lone", system, "load", 1, seconds=args.window)
             for count in args.jobs:
                 self.worker(f"load-{count}", system, "load", count, seconds=args.window)
-            self.worker("burst", system, "burst", args.burst, seconds=90)
-            self.worker("throughput", system, "burst", args.throughput, seconds=120, any_delay=True)
+            lead = 2 if args.quick else 5
+            self.worker("burst", system, "burst", args.burst, seconds=90, lead=lead)
+            self.worker(
+                "throughput", system, "burst", args.throughput, seconds=120, any_delay=True, lead=lead
+            )
         if self.vendor == "sqlite":
             # The stock pattern as its blog posts set it up: Django's SQLite defaults.
             count = min(args.jobs)

@@ -33,6 +33,7 @@ class System(Protocol):
 
     def start(self, count: int, schedule: str) -> None: ...
     def stop(self) -> None: ...
+    def nudge(self) -> None: ...
     def alive(self) -> bool: ...
     def outcomes(self, since: datetime, until: datetime) -> collections.Counter[str]: ...
     def finished(self) -> list[float]: ...
@@ -49,6 +50,9 @@ class Ours:
     def stop(self) -> None:
         self.runner.stop(timeout=10)
 
+    def nudge(self) -> None:
+        """Nothing to do: the loop polls the store's earliest next run time."""
+
     def alive(self) -> bool:
         return self.runner.active and self.runner.scheduler._thread.is_alive()
 
@@ -58,7 +62,7 @@ class Ours:
 
     def finished(self) -> list[float]:
         rows = Execution.objects.filter(status="succeeded").values_list("finished_at", flat=True)
-        return [moment.timestamp() for moment in rows]
+        return [moment.timestamp() for moment in rows if moment is not None]
 
 
 class Stock:
@@ -78,6 +82,10 @@ class Stock:
 
     def stop(self) -> None:
         self.scheduler.shutdown(wait=True)
+
+    def nudge(self) -> None:
+        """What add_job would do: jobs written to the store behind its back go unseen otherwise."""
+        self.scheduler.wakeup()
 
     def alive(self) -> bool:
         return self.scheduler.running and self.scheduler._thread.is_alive()

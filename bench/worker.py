@@ -20,6 +20,7 @@ def main() -> None:
     parser.add_argument("scenario", choices=["load", "burst", "startup"])
     parser.add_argument("--jobs", type=int, required=True)
     parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--lead", type=float, default=5, help="burst: seconds from writing to due")
     parser.add_argument("--any-delay", action="store_true", help="burst: no misfire grace time")
     parser.add_argument("--keep-store", action="store_true", help="restart: leave the stored jobs")
     parser.add_argument("--out", required=True)
@@ -41,7 +42,7 @@ def main() -> None:
         result = workloads.load(system, counter, args.jobs, int(args.seconds))
     elif args.scenario == "burst":
         result = workloads.burst(
-            system, counter, args.jobs, lead=5, timeout=args.seconds, any_delay=args.any_delay
+            system, counter, args.jobs, lead=args.lead, timeout=args.seconds, any_delay=args.any_delay
         )
     else:
         spawned = float(os.environ["BENCH_SPAWNED_AT"])

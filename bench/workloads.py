@@ -44,12 +44,12 @@ def lateness_stats(latenesses: list[float]) -> dict[str, float | None]:
     }
 
 
-def per_run(counts: dict[str, int], runs: int) -> dict[str, Any]:
+def per_run(counts: collections.Counter[str], runs: int) -> dict[str, Any]:
     if not runs:
         return {"total": None, "kinds": {}}
-    counts = with_begins(collections.Counter(counts))
+    counts = with_begins(counts)
     return {
-        "total": total(counts) / runs,  # type: ignore[arg-type]
+        "total": total(counts) / runs,
         "kinds": {kind: round(n / runs, 3) for kind, n in sorted(counts.items())},
     }
 
@@ -130,11 +130,15 @@ def prefill(system_name: str, count: int, due: float, any_delay: bool) -> None:
 def burst(
     system: System, counter: SqlCounter, count: int, lead: float, timeout: float, any_delay: bool
 ) -> dict[str, Any]:
+    # Started on an empty store, so that its start-up is not part of the dispatch measured here;
+    # the jobs are then written as another process would, and the scheduler told (stock only
+    # needs it: it sleeps until its own next wake-up, which an empty store leaves unset).
+    system.start(0, "hourly")
+    before = counter.snapshot()
     due = math.ceil(time.time() + lead)
     prefill(system.name, count, due, any_delay)
-    system.start(0, "hourly")
     ready = time.time()
-    before = counter.snapshot()
+    system.nudge()
     deadline = due + timeout
     # Everything either ran or was recorded as not run, and every run's outcome is on disk.
     while time.time() < deadline:
@@ -151,7 +155,7 @@ def burst(
     span = max(finished) - due if finished else None
     outcome = fates(system, count, due, due + 1, count)
     return {
-        "ready_before_due": ready < due,
+        "written_before_due": ready < due,
         "alive_at_end": alive,
         "timed_out": time.time() >= deadline,
         "executions_per_second": len(finished) / span if span else None,
@@ -174,7 +178,7 @@ def startup(
         time.sleep(idle_seconds)
         counts = counter.snapshot() - before
         result["idle_cpu_percent"] = (cpu_seconds() - cpu) / idle_seconds * 100
-        result["idle_queries_per_second"] = total(counts) / idle_seconds  # type: ignore[arg-type]
+        result["idle_queries_per_second"] = total(counts) / idle_seconds
         kinds = with_begins(counts).items()
         result["idle_kinds"] = {kind: round(n / idle_seconds, 2) for kind, n in sorted(kinds)}
     result["rss_mb"] = memory_mb()
