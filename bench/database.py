@@ -5,22 +5,24 @@ Never the test suite's databases (``test``, ``test_test``), which CI uses at the
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from django.db import connection
 
 from bench.paths import ROOT
 
-POSTGRES_SERVER = "postgres://postgres@127.0.0.1:5432"
-POSTGRES_NAME = "bench"
+# A database of the benchmark's own, dropped and created again on each run.
+POSTGRES_URL = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/bench")
 
 
 def url_for(vendor: str) -> str:
     if vendor == "postgres":
-        return f"{POSTGRES_SERVER}/{POSTGRES_NAME}"
+        return POSTGRES_URL
     return f"sqlite:///{Path(tempfile.mkdtemp(prefix='scheduling-bench-')) / 'bench.sqlite3'}"
 
 
@@ -29,9 +31,14 @@ def prepare(vendor: str, env: dict[str, str]) -> None:
     if vendor == "postgres":
         import psycopg
 
-        with psycopg.connect(f"{POSTGRES_SERVER}/postgres", autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {POSTGRES_NAME} WITH (FORCE)")
-            admin.execute(f"CREATE DATABASE {POSTGRES_NAME}")
+        parts = urlsplit(POSTGRES_URL)
+        name = parts.path.lstrip("/")
+        if name in {"test", "test_test", "postgres"}:
+            raise SystemExit(f"Refusing to drop database {name!r}: give the benchmark a database of its own")
+        server = parts._replace(path="/postgres").geturl()
+        with psycopg.connect(server, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin.execute(f'CREATE DATABASE "{name}"')
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"], cwd=ROOT, env=env, check=True
     )

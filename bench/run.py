@@ -42,7 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.jobs, args.burst, args.throughput, args.startup_jobs = [20], 200, 100, 200
-        args.window, args.idle, args.admin_jobs, args.admin_executions = 3, 2, 100, 2000
+        args.window, args.idle, args.admin_jobs, args.admin_executions = 2, 1, 100, 2000
     return args
 
 
