@@ -20,6 +20,11 @@ from bench.paths import ROOT
 POSTGRES_URL = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/bench")
 
 
+def postgres_server_url() -> str:
+    """The server's maintenance database, from which the benchmark's own is dropped and created."""
+    return urlsplit(POSTGRES_URL)._replace(path="/postgres").geturl()
+
+
 def url_for(vendor: str) -> str:
     if vendor == "postgres":
         return POSTGRES_URL
@@ -31,12 +36,10 @@ def prepare(vendor: str, env: dict[str, str]) -> None:
     if vendor == "postgres":
         import psycopg
 
-        parts = urlsplit(POSTGRES_URL)
-        name = parts.path.lstrip("/")
+        name = urlsplit(POSTGRES_URL).path.lstrip("/")
         if name in {"test", "test_test", "postgres"}:
             raise SystemExit(f"Refusing to drop database {name!r}: give the benchmark a database of its own")
-        server = parts._replace(path="/postgres").geturl()
-        with psycopg.connect(server, autocommit=True) as admin:
+        with psycopg.connect(postgres_server_url(), autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             admin.execute(f'CREATE DATABASE "{name}"')
     subprocess.run(

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import database, report
+from bench import database, environment, report
 from bench.paths import ROOT
 
 SYSTEMS = ("ours", "stock")
@@ -132,17 +132,20 @@ class Bench:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     started = time.monotonic()
+    vendors = args.databases.split(",")
+    about = environment.describe(database.postgres_server_url() if "postgres" in vendors else None)
+    print(about, flush=True)
     scratch = Path(tempfile.mkdtemp(prefix="scheduling-bench-"))
     results = {}
-    for vendor in args.databases.split(","):
+    for vendor in vendors:
         print(f"{vendor}:", flush=True)
         results[vendor] = Bench(vendor, args, scratch).run()
     (scratch / "results.json").write_text(json.dumps(results, indent=1))
     table = report.table(results, args)
     elapsed = time.monotonic() - started
-    text = f"{table}\n\nRun took {elapsed:.0f} s. Raw results: {scratch / 'results.json'}\n"
-    print("\n" + text)
-    Path(args.out).write_text(table + "\n")
+    text = f"{about}\n- the run took {elapsed:.0f} s\n\n{table}\n"
+    print(f"\n{text}\nRaw results: {scratch / 'results.json'}")
+    Path(args.out).write_text(text)
     failed = report.errors(results)
     for error in failed:
         print("FAILED:", error)
