@@ -140,8 +140,8 @@ def rows_for(vendor: str, r: dict[str, Any], args: argparse.Namespace) -> list[t
     )
     add(
         "  by kind (lone job; BEGIN/COMMIT not in the total)",
-        kinds(r["lone"]["ours"]),
-        kinds(r["lone"]["stock"]),
+        kinds(r.get("lone", {}).get("ours", {})),
+        kinds(r.get("lone", {}).get("stock", {})),
     )
     for key, title in [
         (f"load-{max(args.jobs)}", f"{max(args.jobs):,} jobs every 1 s"),

@@ -19,7 +19,12 @@ def main() -> None:
     parser.add_argument("system", choices=["ours", "stock"])
     parser.add_argument("scenario", choices=["load", "burst", "startup"])
     parser.add_argument("--jobs", type=int, required=True)
-    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=10,
+        help="load: the window; burst: the time limit; startup: idle time",
+    )
     parser.add_argument("--lead", type=float, default=5, help="burst: seconds from writing to due")
     parser.add_argument("--any-delay", action="store_true", help="burst: no misfire grace time")
     parser.add_argument("--keep-store", action="store_true", help="restart: leave the stored jobs")
