@@ -6,7 +6,7 @@ ADDR ?= 127.0.0.1:8000
 PYENV_VERSION ?= $(shell pyenv versions --bare 2>/dev/null | grep -E '^3\.(11|13)\.[0-9]+$$' | sort -V | paste -sd: -)
 export PYENV_VERSION
 
-.PHONY: demo test lint wheel clean
+.PHONY: demo test lint bench wheel clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ test: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/nox -s lint
+
+# Ours against the stock django-apscheduler pattern on SQLite and PostgreSQL (see README, Benchmark);
+# e.g. make bench BENCH_ARGS="--databases sqlite --quick".
+bench: $(VENV)/.installed
+	$(VENV)/bin/python -m bench $(BENCH_ARGS)
 
 # The app alone, to install in another site: dist/django_scheduling-*.whl. Earlier builds go first:
 # setuptools would reuse a stale *.egg-info's file list, and pip would see two wheels in dist/.

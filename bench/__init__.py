@@ -1,0 +1,1 @@
+"""Benchmark: our scheduler against the stock django-apscheduler pattern (``make bench``)."""

@@ -1,0 +1,56 @@
+"""What a result depends on: versions, machine, load; printed above the table."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import sqlite3
+import subprocess
+from importlib.metadata import version
+
+from bench.paths import ROOT
+
+
+def cpu_model() -> str:
+    with open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def postgres_version(url: str) -> str:
+    try:
+        import psycopg
+
+        with psycopg.connect(url, connect_timeout=3) as connection:
+            row = connection.execute("SHOW server_version").fetchone()
+            return str(row[0]) if row else "unknown"
+    except Exception as exc:  # any failure only means the version is unknown
+        return f"unknown ({type(exc).__name__})"
+
+
+def git_commit() -> str:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()  # noqa: S603, S607
+
+    completed, dirty = (
+        git("rev-parse", "--short", "HEAD"),
+        git("status", "--porcelain", "--", "bench", "scheduling"),
+    )
+    return completed + (" (with uncommitted changes)" if dirty else "")
+
+
+def describe(postgres_url: str | None) -> str:
+    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
+    lines = [
+        f"- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; git commit {git_commit()}",
+        f"- Python {platform.python_version()}, Django {version('django')}, "
+        f"APScheduler {version('apscheduler')}, django-apscheduler {version('django-apscheduler')}, "
+        f"psycopg {version('psycopg')}",
+        f"- machine: {os.cpu_count()} CPU(s), {cpu_model()}; load average at start {load}",
+        f"- SQLite {sqlite3.sqlite_version}"
+        + (f"; PostgreSQL {postgres_version(postgres_url)}" if postgres_url else ""),
+    ]
+    return "\n".join(lines)

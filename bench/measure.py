@@ -1,0 +1,120 @@
+"""Measuring inside the scheduler process: SQL statements by kind, CPU time, memory.
+
+Statements are counted with an execute wrapper installed on every connection any thread opens
+(``connection_created``), so the scheduler's own threads are counted, not just the main one.
+Transactions do not go through cursors (Django begins them by switching autocommit off, and
+SQLite's ``BEGIN IMMEDIATE`` goes to the raw connection), so COMMIT and ROLLBACK are counted by
+wrapping the backend's methods; each stands for one BEGIN as well.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.signals import connection_created
+
+_KIND = re.compile(r"\s*(\w+)")
+
+
+def kind_of(sql: str) -> str:
+    match = _KIND.match(sql)
+    kind = match.group(1).upper() if match else "?"
+    if kind == "SELECT" and "FOR UPDATE" in sql.upper():
+        return "SELECT FOR UPDATE"
+    return kind
+
+
+class SqlCounter:
+    """Counts statements by kind, and 'database is locked' errors, across all threads."""
+
+    def __init__(self) -> None:
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.locked_errors = 0
+        self._lock = threading.Lock()
+        # Threads whose statements are not the scheduler's (the benchmark's own polling).
+        self.ignored: set[int] = set()
+
+    def install(self) -> None:
+        connection_created.connect(self._on_connection, weak=False)
+        for name in ("commit", "rollback"):
+            self._wrap_transaction_end(name)
+
+    def snapshot(self) -> collections.Counter[str]:
+        with self._lock:
+            return collections.Counter(self.counts)
+
+    def _add(self, kind: str) -> None:
+        if threading.get_ident() in self.ignored:
+            return
+        with self._lock:
+            self.counts[kind] += 1
+
+    def _on_connection(self, sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any) -> None:
+        # The wrapper object outlives reconnections (close_old_connections): install it once.
+        if self._wrapper not in connection.execute_wrappers:
+            connection.execute_wrappers.append(self._wrapper)
+
+    def _wrapper(self, execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
+        self._add(kind_of(sql))
+        try:
+            return execute(sql, params, many, context)
+        except Exception as exc:
+            if "database is locked" in str(exc):
+                self.locked_errors += 1
+            raise
+
+    def _wrap_transaction_end(self, name: str) -> None:
+        original = getattr(BaseDatabaseWrapper, name)
+        counter = self
+
+        def wrapped(connection: BaseDatabaseWrapper) -> None:
+            if connection.connection is not None and not connection.get_autocommit():
+                counter._add(name.upper())
+            original(connection)
+
+        setattr(BaseDatabaseWrapper, name, wrapped)
+
+
+TRANSACTION_CONTROL = {"BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE"}
+
+
+def total(counts: collections.Counter[str]) -> int:
+    """Statements that read or write data: no transaction control (listed apart, by kind)."""
+    return sum(n for kind, n in counts.items() if kind not in TRANSACTION_CONTROL)
+
+
+def with_begins(counts: collections.Counter[str]) -> collections.Counter[str]:
+    """Add the BEGINs that do not go through a cursor (all but SQLite's): one per COMMIT/ROLLBACK."""
+    counts = collections.Counter(counts)
+    if "BEGIN" not in counts:
+        ends = counts["COMMIT"] + counts["ROLLBACK"]
+        if ends:
+            counts["BEGIN"] = ends
+    return +counts
+
+
+def cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def memory_mb() -> dict[str, float]:
+    """Resident memory now and at its peak, from /proc (Linux)."""
+    values = {}
+    with open("/proc/self/status") as status:
+        for line in status:
+            key, _, rest = line.partition(":")
+            if key in {"VmRSS", "VmHWM"}:
+                values[key] = int(rest.split()[0]) / 1024
+    return values
+
+
+def sleep_until(moment: float) -> None:
+    time.sleep(max(moment - time.time(), 0))

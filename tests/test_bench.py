@@ -1,0 +1,55 @@
+"""The benchmark still runs end to end (``python -m bench --quick``): no figures are asserted.
+
+Its targets live in its output and in bench/RESULTS.md, not in timed tests. It runs on the same
+kind of database as the suite, but in a database of its own (PostgreSQL: ``<test database>_bench``,
+dropped and created by the benchmark; SQLite: a temporary file).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.processes
+
+
+def test_the_quick_benchmark_runs_and_prints_every_row(tmp_path: Path) -> None:
+    env = {**os.environ}
+    if connection.vendor == "postgresql":
+        settings = connection.settings_dict
+        server = f"{settings.get('USER') or ''}@{settings['HOST']}:{settings['PORT']}"
+        env["BENCH_POSTGRES_URL"] = f"postgres://{server}/{settings['NAME']}_bench"
+        database = "postgres"
+    elif connection.vendor == "sqlite":
+        database = "sqlite"
+    else:
+        pytest.skip(f"the benchmark runs on SQLite and PostgreSQL, not {connection.vendor}")
+    out = tmp_path / "table.md"
+
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--databases", database, "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=170,
+    )
+
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    table = out.read_text()
+    for measure in [
+        "lateness p99",
+        "executions/s with history",
+        "SQL statements per run",
+        "start-up",
+        "CPU (%",
+    ]:
+        assert measure in table
+    assert "admin jobs changelist" in table
