@@ -2,9 +2,10 @@
 
 Stock APScheduler, per due job and in the scheduler thread: a SELECT ... FOR UPDATE and an UPDATE
 of the job, then history writes from event listeners. With hundreds of jobs due together that
-is thousands of round trips, and punctuality collapses. Here, for all the jobs due at one
-moment: one INSERT of their history rows (running, missed, skipped) — so every run is on disk
-before it starts —, then the hand-over to the thread pool, then one UPDATE of their store rows.
+is thousands of round trips, and punctuality collapses. Here, for the jobs due at one moment, a
+hundred at a time: one INSERT of their history rows (running, missed, skipped) — so every run
+is on disk before it starts —, then the hand-over to the thread pool; at the end, one UPDATE of
+all their store rows.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from scheduling.store import JobStore
 logger = logging.getLogger(__name__)
 
 MAX_COALESCED_RECORDS = 1000  # rows written for one coalesced run, so a long outage stays cheap
+HANDOVER_BATCH = 100  # jobs whose runs are recorded together and then started
 
 
 @dataclass
@@ -47,8 +49,24 @@ class Dispatcher:
         self.handoff = TaskHandOff(recorder)
 
     def dispatch(self, jobs: list[Job], now: datetime) -> datetime | None:
-        """Record and start the runs of ``jobs``, due at ``now``; returns their next run time."""
-        plans = [self._plan(job, now) for job in jobs]
+        """Record and start the runs of ``jobs``, due at ``now``; returns their next run time.
+
+        In hand-overs of HANDOVER_BATCH jobs, so the first runs start while later ones are still
+        being recorded; the store rows of all of them are moved on at the end, in one UPDATE.
+        """
+        plans = []
+        unstarted = 0
+        for start in range(0, len(jobs), HANDOVER_BATCH):
+            batch = [self._plan(job, now) for job in jobs[start : start + HANDOVER_BATCH]]
+            unstarted += self._hand_over(batch)
+            plans.extend(batch)
+        if unstarted:
+            # Their rows stay "running" until Runner.stop records them as interrupted.
+            logger.info("The scheduler is stopping: %d run(s) due now were not started", unstarted)
+        return self._advance(plans, now)
+
+    def _hand_over(self, plans: list[_Plan]) -> int:
+        """Record the plans' rows in one INSERT, then start their runs; returns runs not started."""
         started = self.recorder.insert([row for plan in plans for row in plan.rows])
         runs: dict[str, list[Execution]] = {}
         for execution in started:
@@ -63,10 +81,7 @@ class Dispatcher:
             for row in plan.rows:
                 if row.status == Execution.Status.MISSED:
                     notify(signals.job_missed, row)
-        if unstarted:
-            # Their rows stay "running" until Runner.stop records them as interrupted.
-            logger.info("The scheduler is stopping: %d run(s) due now were not started", unstarted)
-        return self._advance(plans, now)
+        return unstarted
 
     def _plan(self, job: Job, now: datetime) -> _Plan:
         plan = _Plan(job, Placement.of(job.executor))

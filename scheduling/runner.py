@@ -98,12 +98,14 @@ class Scheduler(BackgroundScheduler):
         *,
         poll_interval: float,
         on_tick: Callable[[], None] | None = None,
+        may_dispatch: Callable[[], bool] | None = None,
         dispatcher: Dispatcher | None = None,
         **options: Any,
     ) -> None:
         super().__init__(**options)
         self.poll_interval = poll_interval
         self.on_tick = on_tick
+        self.may_dispatch = may_dispatch or (lambda: True)
         self.dispatcher = dispatcher
 
     def _main_loop(self) -> None:
@@ -149,11 +151,15 @@ class Scheduler(BackgroundScheduler):
 
     def _tick(self, next_wakeup: datetime | None) -> datetime:
         drop_broken_connections()
+        # Due runs go first, checked against the lease by this process's clock alone; the
+        # housekeeping's statements (lease renewal, run requests, heartbeat) follow them, so
+        # they do not delay runs due on the second.
+        due = self.state != STATE_PAUSED and self.may_dispatch() and self._due(next_wakeup)
+        if due:
+            next_wakeup = self._dispatch_due()
         if self.on_tick is not None:
             self.on_tick()
-        if self.state == STATE_PAUSED or not self._due(next_wakeup):
-            return next_wakeup or self._now() + timedelta(seconds=self.poll_interval)
-        return self._dispatch_due()
+        return next_wakeup or self._now() + timedelta(seconds=self.poll_interval)
 
     def _dispatch_due(self) -> datetime:
         """Start what is due, in batches (see scheduling.dispatch); returns when to look again.
@@ -213,6 +219,7 @@ class Runner:
         self.scheduler = Scheduler(
             poll_interval=self.poll_interval,
             on_tick=self._on_tick,
+            may_dispatch=self._holds_lease,
             dispatcher=self.dispatcher,
             jobstores={"default": store},
             executors={"default": self.executor},
@@ -254,6 +261,9 @@ class Runner:
         connections.close_all()
         logger.info("Scheduler %s stopped", self.instance)
         return interrupted
+
+    def _holds_lease(self) -> bool:
+        return self.active and self.leadership.held
 
     def _on_tick(self) -> None:
         self._lead()

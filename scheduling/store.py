@@ -56,6 +56,13 @@ def flag_broken(job_id: str, error: BaseException) -> None:
 
 
 class JobStore(DjangoJobStore):
+    def __init__(self, pickle_protocol: int = pickle.HIGHEST_PROTOCOL) -> None:
+        super().__init__(pickle_protocol=pickle_protocol)
+        # The jobs this store last wrote, by id, with the state it wrote: a due job whose row holds
+        # that state byte for byte is not unpickled again (unpickling, which imports the function
+        # and rebuilds the trigger, was the costliest part of loading a thousand due jobs).
+        self._written: dict[str, tuple[bytes, Job]] = {}
+
     def start(self, scheduler: Any, alias: str) -> None:
         # Skip DjangoResultStoreMixin.start: its listeners write django_apscheduler's history,
         # which scheduling.history replaces.
@@ -92,12 +99,33 @@ class JobStore(DjangoJobStore):
             .order_by("next_run_time", "id")
             .values_list("id", "next_run_time", "job_state")[: limit + 1]
         )
-        due = [(job_id, state) for job_id, moment, state in rows if moment <= internal_now]
+        due = [(job_id, moment, state) for job_id, moment, state in rows if moment <= internal_now]
         later = [moment for _, moment, _ in rows if moment > internal_now]
         if len(due) > limit:
-            return self._load_rows(due[:limit]), now
+            return self._load_written(due[:limit]), now
         next_run_time = get_apscheduler_datetime(later[0], self._scheduler) if later else None
-        return self._load_rows(due), next_run_time
+        return self._load_written(due), next_run_time
+
+    def _load_written(self, rows: list[tuple[str, datetime, bytes]]) -> list[Job]:
+        """Load rows, reusing the jobs this store wrote when the rows still hold what it wrote.
+
+        The job in memory must also still have the row's next run time: the dispatcher moves it
+        on before writing, and a write that failed leaves the row behind.
+        """
+        known, unknown = {}, []
+        for job_id, moment, state in rows:
+            written = self._written.get(job_id)
+            if (
+                written is not None
+                and written[0] == state
+                and get_django_internal_datetime(written[1].next_run_time) == moment
+            ):
+                known[job_id] = written[1]
+            else:
+                unknown.append((job_id, state))
+        loaded = {job.id: job for job in self._load_rows(unknown)}
+        # In the rows' order (next run time, id), as the dispatcher expects.
+        return [job for job_id, _, _ in rows if (job := known.get(job_id) or loaded.get(job_id)) is not None]
 
     def add_jobs(self, jobs: list[Job]) -> None:
         """Store many new jobs in one statement (per few thousand jobs)."""
@@ -106,11 +134,16 @@ class JobStore(DjangoJobStore):
     def update_jobs(self, jobs: list[Job]) -> None:
         """Store the new state of many jobs, in one UPDATE per UPDATE_BATCH jobs."""
         fields = ["next_run_time", "job_state"]
+        for job in jobs:  # until written, their rows are not what this store knows
+            self._written.pop(job.id, None)
         for start in range(0, len(jobs), UPDATE_BATCH):
-            rows = [self.row(job) for job in jobs[start : start + UPDATE_BATCH]]
+            batch = jobs[start : start + UPDATE_BATCH]
+            rows = [self.row(job) for job in batch]
             update_rows(
                 DjangoJob, [(row.id, {name: getattr(row, name) for name in fields}) for row in rows], fields
             )
+            for job, row in zip(batch, rows, strict=True):
+                self._written[job.id] = (row.job_state, job)
 
     def row(self, job: Job) -> DjangoJob:
         return DjangoJob(
@@ -118,6 +151,10 @@ class JobStore(DjangoJobStore):
             next_run_time=get_django_internal_datetime(job.next_run_time),
             job_state=pickle.dumps(job.__getstate__(), self.pickle_protocol),
         )
+
+    def remove_job(self, job_id: str) -> None:
+        self._written.pop(job_id, None)
+        super().remove_job(job_id)
 
     def get_first_jobs(self, limit: int) -> list[Job]:
         """The ``limit`` jobs due soonest, then paused ones."""
