@@ -197,3 +197,32 @@ def test_runs_due_as_the_pool_stops_are_not_started_and_nothing_breaks(registry:
     assert Execution.objects.filter(status="running").count() == 3, "recorded, for Runner.stop to close"
     assert pool._instances == {}, "no run counted as going"
     assert DjangoJob.objects.filter(next_run_time__lte=now).count() == 0
+
+
+def test_due_jobs_this_store_wrote_are_reused_only_while_their_rows_hold_what_it_wrote(
+    registry: dict,
+) -> None:
+    store = declare_due(registry, 2)
+    now = datetime.now(UTC)
+    first, _ = store.get_due_jobs_and_next_run_time(now, limit=10)
+    for due in first:
+        due.next_run_time -= timedelta(seconds=1)
+    store.update_jobs(first)
+
+    again, _ = store.get_due_jobs_and_next_run_time(now, limit=10)
+    assert [id(job) for job in again] == [id(job) for job in first]  # not unpickled again
+
+    # Changed by another process (the admin, a shell): loaded from the row.
+    other = JobStore()
+    changed = other.lookup_job("due-0")
+    changed.max_instances = 5
+    other.update_job(changed)
+    # Moved on in memory by a dispatch whose write failed: the row still says when it is due.
+    again[1].next_run_time += timedelta(seconds=600)
+
+    loaded, _ = store.get_due_jobs_and_next_run_time(now, limit=10)
+    assert [job.id for job in loaded] == ["due-0", "due-1"]
+    assert loaded[0] is not again[0]
+    assert loaded[0].max_instances == 5
+    assert loaded[1] is not again[1]
+    assert loaded[1].next_run_time == again[1].next_run_time - timedelta(seconds=600)
