@@ -197,6 +197,7 @@ class Runner:
         self.poll_interval = poll_interval or settings.POLL_INTERVAL
         self.started = False
         self.active = False
+        self.stopping = False
         self.sync_report = SyncReport()
         self._last_beat = 0.0
         self._next_claim = 0.0
@@ -235,6 +236,7 @@ class Runner:
     def stop(self, timeout: float | None = None) -> int:
         """Stop scheduling, wait up to ``timeout`` s for running jobs; returns runs interrupted."""
         timeout = settings.SHUTDOWN_TIMEOUT if timeout is None else timeout
+        self.stopping = True
         running = self.executor.running
         if running:
             logger.info("Stopping: waiting up to %g s for %d running job(s)", timeout, running)
@@ -266,6 +268,8 @@ class Runner:
         return self.active and self.leadership.held
 
     def _on_tick(self) -> None:
+        if self.stopping:
+            return  # Runner.stop releases the lease and records the rest: nothing to lead any more
         self._lead()
         self._beat_if_due()
         if self.active:

@@ -229,3 +229,10 @@ def test_an_idle_scheduler_polls_only_the_earliest_next_run_time(
         idle.stop()
 
     assert dispatches == []  # nothing is due for an hour: no due-jobs query either
+
+
+def test_a_tick_that_was_under_way_when_the_runner_stopped_ends_quietly(runner: Runner) -> None:
+    runner.start()
+    runner.stop(timeout=5)
+
+    runner._on_tick()  # the loop thread finishing its last tick: no "scheduler is not running" error
