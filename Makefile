@@ -6,7 +6,7 @@ ADDR ?= 127.0.0.1:8000
 PYENV_VERSION ?= $(shell pyenv versions --bare 2>/dev/null | grep -E '^3\.(11|13)\.[0-9]+$$' | sort -V | paste -sd: -)
 export PYENV_VERSION
 
-.PHONY: demo test lint bench wheel clean
+.PHONY: demo test lint bench bench-placements wheel clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,13 @@ lint: $(VENV)/.installed
 # e.g. make bench BENCH_ARGS="--databases sqlite --quick".
 bench: $(VENV)/.installed
 	$(VENV)/bin/python -m bench $(BENCH_ARGS)
+
+# Executions/s by where jobs run (threads, process pool, 1, 2 and 4 task workers), on PostgreSQL;
+# it needs django-tasks-db, and before Django 6 the django-tasks backport.
+bench-placements: $(VENV)/.installed
+	$(VENV)/bin/python -m pip install --quiet "django-tasks-db>=0.13" \
+		$$($(VENV)/bin/python -c 'import django; print("django-tasks>=0.12" if django.VERSION < (6,) else "")')
+	$(VENV)/bin/python -m bench.placements $(BENCH_ARGS)
 
 # The app alone, to install in another site: dist/django_scheduling-*.whl. Earlier builds go first:
 # setuptools would reuse a stale *.egg-info's file list, and pip would see two wheels in dist/.
