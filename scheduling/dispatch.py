@@ -53,7 +53,9 @@ class Dispatcher:
         measured to cost a third of the throughput (2,000 due at once on PostgreSQL: 3,300 runs/s
         against 5,150) for a p99 lateness barely lower (1,000 jobs every second: 332 ms, 375 ms).
         """
-        plans = [self._plan(job, now) for job in jobs]
+        # max_instances of runs in task workers is counted in the history: once for the pass.
+        in_tasks = self.handoff.unfinished([job for job in jobs if Placement.of(job.executor).kind == TASKS])
+        plans = [self._plan(job, now, in_tasks) for job in jobs]
         unstarted = self._hand_over(plans)
         if unstarted:
             # Their rows stay "running" until Runner.stop records them as interrupted.
@@ -78,7 +80,7 @@ class Dispatcher:
                     notify(signals.job_missed, row)
         return unstarted
 
-    def _plan(self, job: Job, now: datetime) -> _Plan:
+    def _plan(self, job: Job, now: datetime, in_tasks: dict[str, int]) -> _Plan:
         plan = _Plan(job, Placement.of(job.executor))
         run_times = job._get_run_times(now)
         if not run_times:
@@ -102,7 +104,7 @@ class Dispatcher:
         if not on_time:
             return plan
         if plan.placement.kind == TASKS:
-            plan.reserved = self.handoff.reserve(job)
+            plan.reserved = self.handoff.reserve(job, in_tasks)
         else:
             plan.reserved = self.executor.reserve(job)
         for run_time in on_time:

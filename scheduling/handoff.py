@@ -11,6 +11,7 @@ from datetime import datetime
 
 from apscheduler.executors.base import MaxInstancesReachedError
 from apscheduler.job import Job
+from django.db.models import Count
 from django.utils import timezone
 
 from scheduling import signals
@@ -27,10 +28,25 @@ class TaskHandOff:
     def __init__(self, recorder: Recorder) -> None:
         self.recorder = recorder
 
-    def reserve(self, job: Job) -> bool:
-        """Whether another run of ``job`` may start: fewer than max_instances enqueued or running."""
-        unfinished = Execution.objects.filter(job_id=job.id, status__in=UNFINISHED).count()
-        return unfinished < job.max_instances
+    def unfinished(self, jobs: list[Job]) -> dict[str, int]:
+        """Runs enqueued or running, by job id, for all of ``jobs`` in one query."""
+        if not jobs:
+            return {}
+        rows = (
+            Execution.objects.filter(job_id__in=[job.id for job in jobs], status__in=UNFINISHED)
+            .values_list("job_id")
+            .annotate(count=Count("pk"))
+            .order_by()
+        )
+        return dict(rows)
+
+    def reserve(self, job: Job, unfinished: dict[str, int] | None = None) -> bool:
+        """Whether another run of ``job`` may start: fewer than max_instances enqueued or running.
+
+        ``unfinished`` is :meth:`unfinished` for a batch the job is part of; else it is counted now.
+        """
+        counts = self.unfinished([job]) if unfinished is None else unfinished
+        return counts.get(job.id, 0) < job.max_instances
 
     def submit(self, job: Job, executions: list[Execution]) -> None:
         """Enqueue runs already recorded as enqueued, then record their task ids in one UPDATE."""

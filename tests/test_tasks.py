@@ -11,6 +11,8 @@ from datetime import UTC, datetime, timedelta
 import django
 import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_tasks_db.management.commands.db_worker import Worker
 from django_tasks_db.models import DBTaskResult
@@ -146,6 +148,22 @@ def test_max_instances_counts_runs_still_enqueued(registry: dict, dispatcher: Di
         "skipped",
     ]
     assert DBTaskResult.objects.count() == 1
+
+
+def test_max_instances_of_many_task_jobs_due_together_is_counted_in_one_query(
+    registry: dict, dispatcher: Dispatcher
+) -> None:
+    for number in range(20):
+        job(interval=30, id=f"many-{number}", runs_in="tasks")(jobs.succeed)
+    sync(dispatcher.store, registry.values())
+    due = make_due(dispatcher.store)
+
+    with CaptureQueriesContext(connection) as queries:
+        dispatcher.dispatch(due, datetime.now(UTC))
+
+    counts = [query["sql"] for query in queries.captured_queries if "COUNT(" in query["sql"].upper()]
+    assert len(counts) == 1, counts
+    assert Execution.objects.filter(status="enqueued").count() == 20
 
 
 def test_a_run_that_waited_in_the_queue_past_its_misfire_grace_is_recorded_missed(
