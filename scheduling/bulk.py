@@ -27,60 +27,82 @@ def update_rows(
     fields: Sequence[str],
     where: str = "",
     where_params: Sequence[Any] = (),
+    compare: Sequence[str] = (),
 ) -> int:
     """Set ``fields`` of each (pk, values) row in one statement; returns the rows changed.
 
     ``where`` (SQL on the model's table, with ``where_params``) narrows the rows further, e.g.
-    "AND status = %s".
+    "AND status = %s". ``compare`` names fields that must still hold, row by row, the values
+    given under ``"<name>__was"`` in each row's values: a compare-and-set, so a row another
+    writer changed since it was read is left alone (and not counted).
     """
     if not rows:
         return 0
     connection = connections[router.db_for_write(model)]
     meta = model._meta
-    columns: list[Any] = [meta.pk, *(meta.get_field(name) for name in fields)]
+    columns: list[Any] = [meta.pk, *(meta.get_field(name) for name in [*fields, *compare])]
+    keys = [meta.pk.name, *fields, *(f"{name}__was" for name in compare)]
     params: list[Any] = []
     for key, values in rows:
-        params.append(columns[0].get_db_prep_value(key, connection))
-        params += [column.get_db_prep_save(values[column.name], connection) for column in columns[1:]]
+        values = {**values, meta.pk.name: key}
+        params += [
+            column.get_db_prep_save(values[name], connection)
+            for column, name in zip(columns, keys, strict=True)
+        ]
     build = {"postgresql": _postgresql, "sqlite": _sqlite}.get(connection.vendor, _mysql)
-    sql = build(connection, meta.db_table, columns, len(rows)) + f" {where}"
+    sql = build(connection, meta.db_table, columns, len(fields), len(rows)) + f" {where}"
     with connection.cursor() as cursor:
         cursor.execute(sql, [*params, *where_params])
         return cursor.rowcount
 
 
 # The builders put only quoted names of the model and placeholders in the text (hence the noqa
-# for S608): every value is a parameter.
+# for S608): every value is a parameter. Columns are the pk, the ``assigned`` fields to set, then
+# the fields to compare.
 
 
-def _postgresql(connection: Any, table: str, columns: list[Any], count: int) -> str:
+def _postgresql(connection: Any, table: str, columns: list[Any], assigned: int, count: int) -> str:
     quote = connection.ops.quote_name
     # Typed placeholders: VALUES takes its column types from them.
     row = "(" + ", ".join(f"%s::{column.db_type(connection)}" for column in columns) + ")"
     aliases = ", ".join(f"c{number}" for number in range(len(columns)))
     assignments = ", ".join(
-        f"{quote(column.column)} = v.c{number}" for number, column in enumerate(columns) if number
+        f"{quote(column.column)} = v.c{number}"
+        for number, column in enumerate(columns)
+        if 0 < number <= assigned
+    )
+    compared = "".join(
+        f" AND {quote(table)}.{quote(column.column)} = v.c{number}"
+        for number, column in enumerate(columns)
+        if number > assigned
     )
     return (
         f"UPDATE {quote(table)} SET {assignments} FROM (VALUES {', '.join([row] * count)}) AS v ({aliases}) "  # noqa: S608
-        f"WHERE {quote(table)}.{quote(columns[0].column)} = v.c0"
+        f"WHERE {quote(table)}.{quote(columns[0].column)} = v.c0{compared}"
     )
 
 
-def _sqlite(connection: Any, table: str, columns: list[Any], count: int) -> str:
+def _sqlite(connection: Any, table: str, columns: list[Any], assigned: int, count: int) -> str:
     quote = connection.ops.quote_name
     row = "(" + ", ".join(["%s"] * len(columns)) + ")"
     # SQLite names the columns of VALUES column1, column2…
     assignments = ", ".join(
-        f"{quote(column.column)} = v.column{number + 1}" for number, column in enumerate(columns) if number
+        f"{quote(column.column)} = v.column{number + 1}"
+        for number, column in enumerate(columns)
+        if 0 < number <= assigned
+    )
+    compared = "".join(
+        f" AND {quote(table)}.{quote(column.column)} = v.column{number + 1}"
+        for number, column in enumerate(columns)
+        if number > assigned
     )
     return (
         f"UPDATE {quote(table)} SET {assignments} FROM (VALUES {', '.join([row] * count)}) AS v "  # noqa: S608
-        f"WHERE {quote(table)}.{quote(columns[0].column)} = v.column1"
+        f"WHERE {quote(table)}.{quote(columns[0].column)} = v.column1{compared}"
     )
 
 
-def _mysql(connection: Any, table: str, columns: list[Any], count: int) -> str:
+def _mysql(connection: Any, table: str, columns: list[Any], assigned: int, count: int) -> str:
     quote = connection.ops.quote_name
     # Without the cast, bytes in a derived table become text in the connection's character set.
     values = [
@@ -91,9 +113,78 @@ def _mysql(connection: Any, table: str, columns: list[Any], count: int) -> str:
     assignments = ", ".join(
         f"{quote(table)}.{quote(column.column)} = v.c{number}"
         for number, column in enumerate(columns)
-        if number
+        if 0 < number <= assigned
+    )
+    compared = "".join(
+        f" AND {quote(table)}.{quote(column.column)} = v.c{number}"
+        for number, column in enumerate(columns)
+        if number > assigned
     )
     return (
         f"UPDATE {quote(table)} JOIN ({' UNION ALL '.join([first, *others])}) AS v "  # noqa: S608
-        f"ON {quote(table)}.{quote(columns[0].column)} = v.c0 SET {assignments} WHERE 1 = 1"
+        f"ON {quote(table)}.{quote(columns[0].column)} = v.c0{compared} SET {assignments} WHERE 1 = 1"
+    )
+
+
+def insert_rows(
+    objs: Sequence[Model],
+    condition: tuple[str, Sequence[Any]] = ("1 = 1", ()),
+    returning: Sequence[str] = (),
+) -> tuple[int, list[tuple[Any, ...]]]:
+    """Insert ``objs`` in one statement, only if ``condition`` (SQL, params) holds, skipping rows
+    that would break a unique constraint; returns (rows inserted, their ``returning`` columns).
+
+    The condition is evaluated in the statement itself (``INSERT … SELECT … WHERE cond``), so no
+    other writer can come between the check and the write (see scheduling.fencing). Returned
+    columns are raw database values (e.g. text datetimes on SQLite), empty where the backend
+    cannot return rows from an INSERT (MySQL, SQLite < 3.35).
+    """
+    if not objs:
+        return 0, []
+    model = type(objs[0])
+    connection = connections[router.db_for_write(model)]
+    meta = model._meta
+    columns: list[Any] = [field for field in meta.concrete_fields if field is not meta.pk]
+    params: list[Any] = []
+    for obj in objs:
+        params += [column.get_db_prep_save(column.pre_save(obj, add=True), connection) for column in columns]
+    quote = connection.ops.quote_name
+    names = ", ".join(quote(column.column) for column in columns)
+    build = {"postgresql": _insert_postgresql, "sqlite": _insert_sqlite}.get(connection.vendor, _insert_mysql)
+    sql = build(connection, quote(meta.db_table), names, columns, len(objs), condition[0])
+    returns = connection.features.can_return_rows_from_bulk_insert and returning
+    if returns:
+        sql += " RETURNING " + ", ".join(quote(meta.get_field(name).column) for name in returning)  # type: ignore[union-attr,arg-type]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, *condition[1]])
+        rows = list(cursor.fetchall()) if returns else []
+        return (len(rows) if returns else cursor.rowcount), rows
+
+
+def _insert_postgresql(
+    connection: Any, table: str, names: str, columns: list[Any], count: int, cond: str
+) -> str:
+    row = "(" + ", ".join(f"%s::{column.db_type(connection)}" for column in columns) + ")"
+    return (
+        f"INSERT INTO {table} ({names}) SELECT * FROM (VALUES {', '.join([row] * count)}) AS v "  # noqa: S608
+        f"WHERE {cond} ON CONFLICT DO NOTHING"
+    )
+
+
+def _insert_sqlite(connection: Any, table: str, names: str, columns: list[Any], count: int, cond: str) -> str:
+    # The WHERE is required by SQLite's grammar before an upsert clause after a SELECT.
+    row = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    return (
+        f"INSERT INTO {table} ({names}) SELECT * FROM (VALUES {', '.join([row] * count)}) "  # noqa: S608
+        f"WHERE {cond} ON CONFLICT DO NOTHING"
+    )
+
+
+def _insert_mysql(connection: Any, table: str, names: str, columns: list[Any], count: int, cond: str) -> str:
+    first = "SELECT " + ", ".join(f"%s AS c{number}" for number in range(len(columns)))
+    others = ["SELECT " + ", ".join(["%s"] * len(columns))] * (count - 1)
+    # INSERT IGNORE, as Django's bulk_create(ignore_conflicts=True) writes it on MySQL.
+    return (
+        f"INSERT IGNORE INTO {table} ({names}) SELECT * FROM ({' UNION ALL '.join([first, *others])}) AS v "  # noqa: S608
+        f"WHERE {cond}"
     )

@@ -71,6 +71,7 @@ def pause(job_id: str) -> None:
     job = _lookup(store, job_id)
     job.next_run_time = None
     store.update_job(job)
+    _clear_broken(job_id)
 
 
 def resume(job_id: str) -> None:
@@ -78,6 +79,14 @@ def resume(job_id: str) -> None:
     job = _lookup(store, job_id)
     job.next_run_time = job.trigger.get_next_fire_time(None, timezone.now())
     store.update_job(job)
+    _clear_broken(job_id)
+
+
+def _clear_broken(job_id: str) -> None:
+    """A job that loaded and was written again is given another chance (see dispatch's flag)."""
+    ScheduledJob.objects.filter(id=job_id).exclude(import_error="").update(
+        import_error="", import_error_at=None
+    )
 
 
 def reschedule(job_id: str, **schedule: Any) -> None:
@@ -108,6 +117,7 @@ def change(job_id: str, *, schedule: dict[str, Any] | None = None, **options: An
         job._modify(trigger=trigger)
         job.next_run_time = None if paused else trigger.get_next_fire_time(None, timezone.now())
     store.update_job(job)
+    _clear_broken(job_id)
     ScheduledJob.objects.filter(id=job_id, source=ScheduledJob.Source.CODE).update(
         overridden_at=timezone.now()
     )

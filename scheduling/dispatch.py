@@ -5,29 +5,39 @@ of the job, then history writes from event listeners. With hundreds of jobs due 
 is thousands of round trips, and punctuality collapses. Here, for all the jobs due at one
 moment: one INSERT of their history rows (running, missed, skipped) — so every run is on disk
 before it starts —, then the hand-over to the thread pool, then one UPDATE of their store rows.
+
+Both writes are fenced by the lease (scheduling.fencing) and the UPDATE is a compare-and-set
+against what the due query read, so a stale leader changes nothing and an operator's change
+made meanwhile stands. One job whose fire times cannot be computed (a trigger that raises or
+goes backwards, an absurd option) is flagged broken and recorded once; the rest of the pass
+goes on without it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime
 
 from apscheduler.job import Job
-from apscheduler.jobstores.base import JobLookupError
 
 from scheduling import signals
 from scheduling.executors import RecordingThreadPoolExecutor, notify
+from scheduling.fencing import Fence
 from scheduling.handoff import TaskHandOff
-from scheduling.history import Recorder
+from scheduling.history import Recorder, describe_exception, missed_message
 from scheduling.models import Execution
 from scheduling.placement import TASKS, Placement
-from scheduling.store import JobStore
+from scheduling.store import JobStore, flag_broken
 
 logger = logging.getLogger(__name__)
 
-MAX_COALESCED_RECORDS = 1000  # rows written for one coalesced run, so a long outage stays cheap
+MAX_ROWS_PER_JOB = 1000  # history rows one job writes in one pass; older fires share one row
+MAX_FIRE_TIMES = 10_000  # fire times computed for one job in one pass, so no trigger hangs the loop
+
+
+class ScheduleError(Exception):
+    """A job's fire times cannot be computed: it is flagged broken, the others go on."""
 
 
 @dataclass
@@ -35,6 +45,7 @@ class _Plan:
     job: Job
     placement: Placement
     last_fire: datetime | None = None
+    next_run_time: datetime | None = None  # set when the job skips ahead instead of moving on
     rows: list[Execution] = field(default_factory=list)
     reserved: bool = False
 
@@ -50,21 +61,33 @@ class Dispatcher:
         """Record and start the runs of ``jobs``, due at ``now``; returns their next run time.
 
         All in one hand-over: recording them a hundred at a time, so the first start sooner, was
-        measured to cost a third of the throughput (2,000 due at once on PostgreSQL: 3,300 runs/s
-        against 5,150) for a p99 lateness barely lower (1,000 jobs every second: 332 ms, 375 ms).
+        measured to cost a third of the throughput (see docs/design.md).
+
+        :raises FenceLost: the lease is no longer ours; nothing of this pass was written.
         """
+        fence = self.recorder.fence  # one epoch for the whole pass
         # max_instances of runs in task workers is counted in the history: once for the pass.
         in_tasks = self.handoff.unfinished([job for job in jobs if Placement.of(job.executor).kind == TASKS])
-        plans = [self._plan(job, now, in_tasks) for job in jobs]
-        unstarted = self._hand_over(plans)
+        plans: list[_Plan] = []
+        try:
+            for job in jobs:
+                if (plan := self._plan_contained(job, now, in_tasks)) is not None:
+                    plans.append(plan)
+            unstarted = self._hand_over(plans, fence)
+        except BaseException:
+            # Nothing started: the slots reserved for this pass must not stay taken.
+            for plan in plans:
+                if plan.reserved and plan.placement.kind != TASKS:
+                    self.executor.release(plan.job)
+            raise
         if unstarted:
             # Their rows stay "running" until Runner.stop records them as interrupted.
             logger.info("The scheduler is stopping: %d run(s) due now were not started", unstarted)
-        return self._advance(plans, now)
+        return self._advance(plans, now, fence)
 
-    def _hand_over(self, plans: list[_Plan]) -> int:
+    def _hand_over(self, plans: list[_Plan], fence: Fence | None) -> int:
         """Record the plans' rows in one INSERT, then start their runs; returns runs not started."""
-        started = self.recorder.insert([row for plan in plans for row in plan.rows])
+        started = self.recorder.insert([row for plan in plans for row in plan.rows], fence)
         runs: dict[str, list[Execution]] = {}
         for execution in started:
             runs.setdefault(execution.job_id, []).append(execution)
@@ -76,39 +99,48 @@ class Dispatcher:
             elif plan.reserved and not self.executor.submit_recorded(plan.job, own_runs):
                 unstarted += len(own_runs)
             for row in plan.rows:
-                if row.status == Execution.Status.MISSED:
+                if row.status == Execution.Status.MISSED and row.pk is not None:
                     notify(signals.job_missed, row)
         return unstarted
 
+    def _plan_contained(self, job: Job, now: datetime, in_tasks: dict[str, int]) -> _Plan | None:
+        try:
+            return self._plan(job, now, in_tasks)
+        # Whatever one job's trigger or options raise is that job's failure, never the pass's.
+        except Exception as exc:
+            self._broken(job, exc)
+            return None
+
     def _plan(self, job: Job, now: datetime, in_tasks: dict[str, int]) -> _Plan:
         plan = _Plan(job, Placement.of(job.executor))
-        run_times = job._get_run_times(now)
+        run_times, complete = due_fire_times(job, now)
         if not run_times:
+            return plan
+        if not complete:
+            self._skip_ahead(plan, run_times[0], now)
             return plan
         plan.last_fire = run_times[-1]
         if job.coalesce and len(run_times) > 1:
-            self._coalesced(plan, run_times[:-1], run_times[-1])
+            plan.rows += self._missed(
+                job, run_times[:-1], f"coalesced into the run scheduled for {run_times[-1]}"
+            )
             run_times = run_times[-1:]
+        elif len(run_times) > MAX_ROWS_PER_JOB:
+            older, run_times = run_times[: -MAX_ROWS_PER_JOB + 1], run_times[-MAX_ROWS_PER_JOB + 1 :]
+            plan.rows.append(self._summary(job, older, "not run: too far behind to run each missed fire"))
         on_time = []
         for run_time in run_times:
-            lateness = now - run_time
-            if job.misfire_grace_time is not None and lateness > timedelta(seconds=job.misfire_grace_time):
-                logger.warning("Job %s missed its run at %s by %s", job.id, run_time, lateness)
-                message = (
-                    f"Missed: started {lateness.total_seconds():.1f} s late, after its misfire grace time "
-                    f"of {job.misfire_grace_time} s"
-                )
+            message = missed_message(now - run_time, job.misfire_grace_time)
+            if message is not None:
+                logger.warning("Job %s missed its run at %s: %s", job.id, run_time, message)
                 plan.rows.append(self.recorder.ended_row(job.id, run_time, Execution.Status.MISSED, message))
             else:
                 on_time.append(run_time)
         if not on_time:
             return plan
-        if plan.placement.kind == TASKS:
-            plan.reserved = self.handoff.reserve(job, in_tasks)
-        else:
-            plan.reserved = self.executor.reserve(job)
-        for run_time in on_time:
-            if plan.reserved:
+        allowed = self._reserve(plan, in_tasks, len(on_time))
+        for number, run_time in enumerate(on_time):
+            if number < allowed:
                 plan.rows.append(self.recorder.running_row(job.id, run_time, ran_in=plan.placement.kind))
             else:
                 logger.warning("Job %s skipped: its previous run is still going", job.id)
@@ -122,37 +154,105 @@ class Dispatcher:
                 )
         return plan
 
-    def _coalesced(self, plan: _Plan, skipped: list[datetime], kept: datetime) -> None:
-        """Record the fires a coalesced run stands for, which APScheduler silently drops."""
-        job = plan.job
-        logger.warning(
-            "Job %s missed %d run(s) while no scheduler ran it; running it once", job.id, len(skipped)
-        )
-        message = f"Missed: coalesced into the run scheduled for {kept.isoformat()}"
-        if len(skipped) > MAX_COALESCED_RECORDS:
-            unlisted = len(skipped) - MAX_COALESCED_RECORDS
-            message += f" ({len(skipped)} fires missed in all; the {unlisted} oldest have no row)"
-            skipped = skipped[-MAX_COALESCED_RECORDS:]
-        plan.rows.extend(
-            self.recorder.ended_row(job.id, moment, Execution.Status.MISSED, message) for moment in skipped
-        )
+    def _reserve(self, plan: _Plan, in_tasks: dict[str, int], fires: int) -> int:
+        """Take slots for ``fires`` runs; returns how many of them may run.
 
-    def _advance(self, plans: list[_Plan], now: datetime) -> datetime | None:
+        On threads one slot serves all of a pass's fires, run one after the other (APScheduler's
+        rule for coalesce=False); in task workers each fire is a task of its own, so each needs a
+        slot of max_instances.
+        """
+        job = plan.job
+        if plan.placement.kind == TASKS:
+            allowed = max(min(job.max_instances - in_tasks.get(job.id, 0), fires), 0)
+            in_tasks[job.id] = in_tasks.get(job.id, 0) + allowed
+        else:
+            allowed = fires if self.executor.reserve(job) else 0
+        plan.reserved = allowed > 0
+        return allowed
+
+    def _missed(self, job: Job, fires: list[datetime], why: str) -> list[Execution]:
+        """Rows for fires that will not run: one each, the oldest beyond a cap sharing one row."""
+        logger.warning("Job %s missed %d run(s) while no scheduler ran it", job.id, len(fires))
+        listed = fires
+        rows = []
+        if len(fires) > MAX_ROWS_PER_JOB:
+            older, listed = fires[: -MAX_ROWS_PER_JOB + 1], fires[-MAX_ROWS_PER_JOB + 1 :]
+            rows.append(self._summary(job, older, why))
+        rows += [
+            self.recorder.ended_row(job.id, moment, Execution.Status.MISSED, f"Missed: {why}")
+            for moment in listed
+        ]
+        return rows
+
+    def _summary(self, job: Job, fires: list[datetime], why: str) -> Execution:
+        """One row for many missed fires, at the first of them."""
+        message = (
+            f"Missed: {len(fires)} fires from {fires[0]} to {fires[-1]}, recorded as this one row; {why}"
+        )
+        return self.recorder.ended_row(job.id, fires[0], Execution.Status.MISSED, message)
+
+    def _skip_ahead(self, plan: _Plan, first: datetime, now: datetime) -> None:
+        """A job more than MAX_FIRE_TIMES fires behind: one row says so, and it moves to now."""
+        job = plan.job
+        next_run_time = job.trigger.get_next_fire_time(None, now)
+        if next_run_time is not None and next_run_time.astimezone(UTC) <= first.astimezone(UTC):
+            raise ScheduleError(f"its trigger went backwards, from {first} to {next_run_time}")
+        message = (
+            f"Missed: more than {MAX_FIRE_TIMES} fires were due since {first}; none of them ran, and "
+            f"the job skipped ahead to its next fire after {now}"
+        )
+        logger.warning("Job %s: %s", job.id, message)
+        plan.rows.append(self.recorder.ended_row(job.id, first, Execution.Status.MISSED, message))
+        plan.last_fire, plan.next_run_time = first, next_run_time
+
+    def _broken(self, job: Job, exc: Exception) -> None:
+        message, formatted = describe_exception(exc)
+        reason = f"The schedule could not be computed: {message}"
+        flag_broken(job.id, exc, reason)
+        if job.next_run_time is not None:
+            row = self.recorder.ended_row(job.id, job.next_run_time, Execution.Status.FAILED, reason)
+            row.traceback = formatted
+            self.recorder.insert([row])
+
+    def _advance(self, plans: list[_Plan], now: datetime, fence: Fence | None) -> datetime | None:
         """Move each job to its next run time in the store; jobs with none left are removed."""
         moving, finished = [], []
         for plan in plans:
             if plan.last_fire is None:
                 continue
-            next_run_time = plan.job.trigger.get_next_fire_time(plan.last_fire, now)
+            try:
+                next_run_time = plan.next_run_time or plan.job.trigger.get_next_fire_time(plan.last_fire, now)
+            except Exception as exc:
+                self._broken(plan.job, exc)
+                continue
             if next_run_time is None:
-                finished.append(plan.job.id)
+                finished.append(plan.job)
             else:
                 plan.job.next_run_time = next_run_time  # an aware datetime from the trigger
                 moving.append(plan.job)
-        if moving:
-            self.store.update_jobs(moving)
-        for job_id in finished:
-            # A job deleted meanwhile by someone else has come to the same end.
-            with contextlib.suppress(JobLookupError):
-                self.store.remove_job(job_id)
-        return min((job.next_run_time for job in moving), default=None)
+        left_alone = set(self.store.advance_jobs(moving, fence)) if moving else set()
+        for job in finished:
+            self.store.remove_fired(job, fence)
+        return min((job.next_run_time for job in moving if job.id not in left_alone), default=None)
+
+
+def due_fire_times(job: Job, now: datetime) -> tuple[list[datetime], bool]:
+    """The job's fire times from its next run time up to ``now``, and whether that is all of them.
+
+    At most MAX_FIRE_TIMES, each strictly later than the one before — compared as instants, in
+    UTC: aware datetimes of one zone compare by wall clock and ignore ``fold``, so an hour
+    repeated at a daylight-saving change would look like no time passed.
+
+    :raises ScheduleError: when the trigger does not move forward.
+    """
+    times: list[datetime] = []
+    moment = job.next_run_time
+    limit = now.astimezone(UTC)
+    while moment is not None and moment.astimezone(UTC) <= limit:
+        if times and moment.astimezone(UTC) <= times[-1].astimezone(UTC):
+            raise ScheduleError(f"its trigger went backwards, from {times[-1]} to {moment}")
+        if len(times) == MAX_FIRE_TIMES:
+            return times, False
+        times.append(moment)
+        moment = job.trigger.get_next_fire_time(moment, now)
+    return times, True

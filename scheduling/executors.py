@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MISSED, JobExecutionEvent
-from apscheduler.executors.base import MaxInstancesReachedError
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.job import Job
 from django.db import close_old_connections
@@ -20,7 +19,7 @@ from django.dispatch import Signal
 from django.utils import timezone
 
 from scheduling import context, invoke, signals
-from scheduling.history import SCHEDULED, Origin, Outcome, Recorder
+from scheduling.history import SCHEDULED, Origin, Outcome, Recorder, missed_message
 from scheduling.models import Execution
 from scheduling.placement import PROCESSES, Placement
 from scheduling.processes import ProcessPool
@@ -52,36 +51,29 @@ class RecordingThreadPoolExecutor(ThreadPoolExecutor):
             self._instances[job.id] += 1
             return True
 
-    def submit_recorded(self, job: Job, executions: list[Execution]) -> bool:
+    def release(self, job: Job) -> None:
+        """Give back a slot taken by :meth:`reserve` for a run that will not start."""
+        self._run_job_success(job.id, [])
+
+    def submit_recorded(self, job: Job, executions: list[Execution], origin: Origin = SCHEDULED) -> bool:
         """Run a reserved job for fires already recorded as running (by the dispatcher).
 
         False when the pool no longer takes work: the scheduler is stopping.
         """
         if not executions:  # its fires had rows already: another scheduler ran them
-            self._run_job_success(job.id, [])
+            self.release(job)
             return True
         run_times = [execution.scheduled_at for execution in executions]
         try:
             future = self._pool.submit(
-                run_job, job, run_times, self.recorder, SCHEDULED, executions, self.processes
+                run_job, job, run_times, self.recorder, origin, executions, self.processes
             )
         except RuntimeError:  # "cannot schedule new futures after shutdown"
-            self._run_job_success(job.id, [])
+            self.release(job)
             return False
         self._futures.add(future)
         future.add_done_callback(lambda done: self._job_done(job.id, done))
         return True
-
-    def submit_manual(self, job: Job, requested_at: datetime, requested_by: str) -> None:
-        """Run a job now on request; max_instances applies as to scheduled runs.
-
-        :raises MaxInstancesReachedError: when the job already runs max_instances times.
-        """
-        with self._lock:
-            if self._instances[job.id] >= job.max_instances:
-                raise MaxInstancesReachedError(job)
-            self._submit(job, [requested_at], Origin(Execution.Origin.MANUAL, requested_by))
-            self._instances[job.id] += 1
 
     def _submit(self, job: Job, run_times: list[datetime], origin: Origin) -> None:
         future = self._pool.submit(run_job, job, run_times, self.recorder, origin, None, self.processes)
@@ -141,14 +133,9 @@ def _run_once(
     execution: Execution | None,
     processes: ProcessPool | None,
 ) -> JobExecutionEvent | None:
-    lateness = datetime.now(UTC) - run_time
-    late = job.misfire_grace_time is not None and lateness > timedelta(seconds=job.misfire_grace_time)
-    if late and origin == SCHEDULED:
-        logger.warning("Job %s missed its run at %s by %s", job.id, run_time, lateness)
-        message = (
-            f"Missed: started {lateness.total_seconds():.1f} s late, after its misfire grace time "
-            f"of {job.misfire_grace_time} s"
-        )
+    message = missed_message(datetime.now(UTC) - run_time, job.misfire_grace_time)
+    if message is not None and origin == SCHEDULED:
+        logger.warning("Job %s missed its run at %s: %s", job.id, run_time, message)
         if execution is None:
             missed = recorder.record(job.id, [run_time], Execution.Status.MISSED, message)
         else:

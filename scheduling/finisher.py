@@ -5,6 +5,7 @@ after it ends. Writing the outcomes that queued up meanwhile in one UPDATE turns
 run into one per batch when many runs end together, and keeps the job threads free of history
 writes. A crash loses only the outcomes still queued (as a crash between a run's end and its
 write always could): those runs stay "running" and are recorded as interrupted, never lost.
+Outcomes the database refuses for longer than finish_all's retries are kept and tried again.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from scheduling.models import Execution
 
 logger = logging.getLogger(__name__)
 
-MAX_BATCH = 500  # outcomes per UPDATE, which carries a CASE branch per run and field
+MAX_BATCH = 500  # outcomes per UPDATE
+RETRY_INTERVAL = 5.0  # seconds between attempts to write outcomes the database refused
 
 
 @dataclass(frozen=True)
@@ -34,11 +36,14 @@ class _Finished:
 class Finisher:
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue[_Finished | None] = queue.SimpleQueue()
+        # Outcomes whose write failed past finish_all's own retries (a long outage): written
+        # with the next batch, or on their own every RETRY_INTERVAL, for as long as the process lives.
+        self._pending: list[_Finished] = []
         self._thread = threading.Thread(target=self._loop, name="scheduling-history", daemon=True)
         self._thread.start()
 
     def finish(self, execution: Execution, outcome: Outcome, wait: bool = False) -> None:
-        """Queue a run's outcome; with ``wait``, return once it is on disk."""
+        """Queue a run's outcome; with ``wait``, return once it is on disk (or given up for now)."""
         written = threading.Event() if wait else None
         self._queue.put(_Finished(execution, outcome, written))
         if written is not None:
@@ -49,12 +54,22 @@ class Finisher:
         self._queue.put(None)
         self._thread.join()
 
+    @property
+    def pending(self) -> int:
+        """Outcomes not yet on disk because the database refused them."""
+        return len(self._pending)
+
     def _loop(self) -> None:
         try:
             stopping = False
             while not stopping:
-                first = self._queue.get()
+                try:
+                    first = self._queue.get(timeout=RETRY_INTERVAL if self._pending else None)
+                except queue.Empty:
+                    self._write([])
+                    continue
                 if first is None:
+                    self._write([])
                     break
                 batch, stopping = self._collect(first)
                 self._write(batch)
@@ -75,14 +90,22 @@ class Finisher:
             batch.append(item)
         return batch, False
 
-    @staticmethod
-    def _write(batch: list[_Finished]) -> None:
+    def _write(self, batch: list[_Finished]) -> None:
+        items, self._pending = [*self._pending, *batch], []
+        if not items:
+            return
         try:
-            finish_all([(item.execution, item.outcome) for item in batch])
-        # finish_all retries while the database is away; past that, the runs stay "running"
-        # and are recorded as interrupted, and this thread must live on for the next batch.
+            finish_all([(item.execution, item.outcome) for item in items])
+        # finish_all retries while the database is away; past that, the outcomes wait here for
+        # the next attempt, and this thread must live on for the next batch.
         except Exception:
-            logger.exception("Could not record the outcome of %d run(s)", len(batch))
+            logger.exception(
+                "Could not record the outcome of %d run(s); they stay running in the history until "
+                "the database takes them (retried every %g s)",
+                len(items),
+                RETRY_INTERVAL,
+            )
+            self._pending = items
         finally:
             for item in batch:
                 if item.written is not None:

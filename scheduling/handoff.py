@@ -7,9 +7,7 @@ running anywhere, as the history records them, since no single process sees them
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 
-from apscheduler.executors.base import MaxInstancesReachedError
 from apscheduler.job import Job
 from django.db.models import Count
 from django.utils import timezone
@@ -17,9 +15,9 @@ from django.utils import timezone
 from scheduling import signals
 from scheduling.bulk import update_rows
 from scheduling.executors import notify
-from scheduling.history import UNFINISHED, Origin, Recorder, describe_exception, retrying
+from scheduling.history import UNFINISHED, Recorder, describe_exception, retrying
 from scheduling.models import Execution
-from scheduling.placement import TASKS, Placement
+from scheduling.placement import Placement
 
 logger = logging.getLogger(__name__)
 
@@ -67,18 +65,6 @@ class TaskHandOff:
             lambda: update_rows(Execution, task_ids, ["task_id"], "AND task_id = %s", [""]),
             f"record the task ids of {len(task_ids)} run(s) of job {job.id}",
         )
-
-    def submit_manual(self, job: Job, requested_at: datetime, requested_by: str) -> None:
-        """Enqueue a run requested now; max_instances applies as to scheduled runs.
-
-        :raises MaxInstancesReachedError: when max_instances runs are enqueued or running.
-        """
-        if not self.reserve(job):
-            raise MaxInstancesReachedError(job)
-        origin = Origin(Execution.Origin.MANUAL, requested_by)
-        execution = self.recorder.start(job.id, requested_at, origin, ran_in=TASKS)
-        if execution is not None:
-            self.submit(job, [execution])
 
     @staticmethod
     def _not_enqueued(execution: Execution, placement: Placement, exc: Exception) -> None:

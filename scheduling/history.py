@@ -8,20 +8,23 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
 import time
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, TypeVar
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from django.db import IntegrityError, InterfaceError, OperationalError, close_old_connections
+from django.db import InterfaceError, OperationalError, close_old_connections, connections, router
 from django.db.models import QuerySet
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
-from scheduling.bulk import update_rows
+from scheduling.bulk import insert_rows, update_rows
 from scheduling.conf import settings
+from scheduling.fencing import Fence, FenceLost
 from scheduling.models import Execution, SchedulerInstance
 from scheduling.placement import TASKS, THREADS
 
@@ -56,6 +59,16 @@ class Outcome:
     traceback: str = ""
 
 
+def missed_message(lateness: timedelta, grace: float | None) -> str | None:
+    """Why a run ``lateness`` late must not start, or None when it may (the misfire rule).
+
+    Compared as seconds, not as a timedelta: a grace of any size must not overflow.
+    """
+    if grace is None or lateness.total_seconds() <= grace:
+        return None
+    return f"Missed: started {lateness.total_seconds():.1f} s late, after its misfire grace time of {grace} s"
+
+
 def describe_exception(exc: BaseException) -> tuple[str, str]:
     """The exception as "module.Class: message" and its full traceback, final line included."""
     cls = type(exc)
@@ -63,13 +76,13 @@ def describe_exception(exc: BaseException) -> tuple[str, str]:
     return f"{name}: {exc}", "".join(traceback.format_exception(exc))
 
 
-def retrying(write: Callable[[], T], what: str, retry_for: float = WRITE_RETRY_FOR) -> T:
+def retrying(write: Callable[[], T], what: str, retry_for: float | None = None) -> T:
     """Run a database write, retrying with backoff while the database is unreachable.
 
     The write must be idempotent or fail cleanly (an insert guarded by a unique constraint, an
     update conditioned on the current status), since an error may come after it took effect.
     """
-    deadline = time.monotonic() + retry_for
+    deadline = time.monotonic() + (WRITE_RETRY_FOR if retry_for is None else retry_for)
     delay = 0.2
     while True:
         try:
@@ -95,21 +108,15 @@ class Recorder:
         self.finisher = finisher
         self.hostname = instance.hostname if instance else socket.gethostname()
         self.pid = instance.pid if instance else os.getpid()
+        # The lease this process holds while it leads: the condition of every row it inserts.
+        self.fence: Fence | None = None
 
     def start(
         self, job_id: str, scheduled_at: datetime, origin: Origin = SCHEDULED, ran_in: str = THREADS
     ) -> Execution | None:
         """Record a run as started; None if this fire already has an execution."""
-        row = self.running_row(job_id, scheduled_at, origin, ran_in)
-        try:
-            # One INSERT, atomic by itself; a duplicate fails it without touching anything else.
-            retrying(row.save, f"record the start of job {job_id}")
-        except IntegrityError:
-            logger.warning(
-                "Job %s already has an execution for %s; not running it again", job_id, scheduled_at
-            )
-            return None
-        return row
+        started = self.insert([self.running_row(job_id, scheduled_at, origin, ran_in)])
+        return started[0] if started else None
 
     def running_row(
         self, job_id: str, scheduled_at: datetime, origin: Origin = SCHEDULED, ran_in: str = THREADS
@@ -146,28 +153,64 @@ class Recorder:
             instance=self.instance,
         )
 
-    def insert(self, rows: list[Execution]) -> list[Execution]:
-        """Insert many rows in one statement; returns the running ones that may run.
+    def insert(self, rows: list[Execution], fence: Fence | None = None) -> list[Execution]:
+        """Insert many rows, fenced; returns the running (or enqueued) ones that may run, with ids.
 
-        A fire that already has a row (a scheduler that took over mid-dispatch) fails the whole
-        statement; then each row goes in on its own and only the duplicates are left out.
+        One statement per batch, conditioned on ``fence`` (default: the lease this process holds)
+        and skipping the fires that have a row already (a scheduler that took over mid-dispatch
+        wrote it): those are left out. Every row carries this call's pass id, so when a reply is
+        lost after the rows were committed, the retry recognises them as its own and they run.
+
+        :raises FenceLost: when no row went in because the lease is no longer this process's.
         """
         if not rows:
             return []
-        # One row goes in with save(): bulk_create() wraps itself in a transaction, two more
-        # round trips that a lone statement does not need.
-        write = rows[0].save if len(rows) == 1 else lambda: Execution.objects.bulk_create(rows)
-        try:
-            retrying(write, f"record {len(rows)} run(s)")
-        except IntegrityError:
-            started = []
-            for row in rows:
-                if row.status not in UNFINISHED:
-                    self.record(row.job_id, [row.scheduled_at], row.status, row.exception)
-                elif (execution := self.start(row.job_id, row.scheduled_at, ran_in=row.ran_in)) is not None:
-                    started.append(execution)
-            return started
-        return [row for row in rows if row.status in UNFINISHED]
+        fence = fence or self.fence
+        pass_id = secrets.randbits(63)
+        for row in rows:
+            row.pass_id = pass_id
+        connection = connections[router.db_for_write(Execution)]
+        condition = fence.sql() if fence is not None else ("1 = 1", [])
+        size = max(connection.ops.bulk_batch_size(Execution._meta.concrete_fields, rows), 1)
+        attempts = 0
+
+        def write() -> tuple[int, list[tuple[Any, ...]]]:
+            nonlocal attempts
+            attempts += 1
+            inserted, returned = 0, list[tuple[Any, ...]]()
+            for start in range(0, len(rows), size):
+                count, got = insert_rows(rows[start : start + size], condition, RETURNED)
+                inserted, returned = inserted + count, returned + got
+            return inserted, returned
+
+        inserted, returned = retrying(write, f"record {len(rows)} run(s)")
+        if attempts > 1 or not connection.features.can_return_rows_from_bulk_insert:
+            # An earlier attempt may have committed (its reply lost): what is on disk decides.
+            returned = list(
+                Execution.objects.filter(
+                    pass_id=pass_id, job_id__in={row.job_id for row in rows}
+                ).values_list(*RETURNED)
+            )
+            inserted = len(returned)
+        if not inserted and fence is not None and not fence.holds():
+            raise FenceLost(fence, f"record {len(rows)} run(s)")
+        ids = {(job_id, _moment_key(moment)): pk for pk, job_id, moment in returned}
+        started = []
+        for row in rows:
+            pk = ids.get((row.job_id, _moment_key(row.scheduled_at)))
+            if pk is None:
+                if row.status in UNFINISHED:
+                    logger.warning(
+                        "Job %s already has an execution for %s; not running it again",
+                        row.job_id,
+                        row.scheduled_at,
+                    )
+                continue
+            row.pk = pk
+            row._state.adding = False
+            if row.status in UNFINISHED:
+                started.append(row)
+        return started
 
     def finish(self, execution: Execution, outcome: Outcome, wait: bool = False) -> None:
         """Record a run's outcome; with ``wait``, return only once it is on disk."""
@@ -184,14 +227,12 @@ class Recorder:
         message: str,
         origin: Origin = SCHEDULED,
     ) -> list[Execution]:
-        """Record fires that did not run (missed, skipped), one row each."""
+        """Record fires that did not run (missed, skipped), one row each, fenced like any insert."""
         rows = [
             self.ended_row(job_id, scheduled_at, status, message, origin) for scheduled_at in scheduled_times
         ]
-        return retrying(
-            lambda: Execution.objects.bulk_create(rows, ignore_conflicts=True),
-            f"record {status} runs of job {job_id}",
-        )
+        self.insert(rows)
+        return rows
 
     def interrupt_own_runs(self, reason: str) -> int:
         """Mark this process's runs that are still going as interrupted.
@@ -205,24 +246,78 @@ class Recorder:
 
 UNFINISHED = (Execution.Status.ENQUEUED, Execution.Status.RUNNING)
 
+RETURNED = ("id", "job_id", "scheduled_at")  # what identifies an inserted row, read back
+
+
+def _moment_key(value: datetime | str) -> datetime:
+    """A stored moment as comparable across backends: naive, in UTC when time zones are on.
+
+    Raw values read back differ: aware on PostgreSQL, naive UTC on MySQL, text on SQLite.
+    """
+    moment = parse_datetime(value) if isinstance(value, str) else value
+    if moment is None:
+        raise ValueError(f"Not a stored datetime: {value!r}")
+    return moment.astimezone(UTC).replace(tzinfo=None) if timezone.is_aware(moment) else moment
+
+
 FINISHED_FIELDS = ["status", "started_at", "finished_at", "duration", "exception", "traceback"]
 
 
 def finish_all(finished: list[tuple[Execution, Outcome]]) -> int:
     """Write the outcomes of many runs in one UPDATE; returns the rows changed.
 
-    Conditioned on "running", so a run recorded as interrupted at shutdown stays so.
+    Conditioned on "running", so a run recorded as interrupted (the scheduler stopped, a standby
+    took over) stays so; what became of it is kept beside, in ``late_outcome``, and logged.
     """
     rows = [
         (execution.pk, {name: getattr(outcome, name) for name in FINISHED_FIELDS})
         for execution, outcome in finished
     ]
-    return retrying(
+    written = retrying(
         lambda: update_rows(
             Execution, rows, FINISHED_FIELDS, "AND status = %s", [Execution.Status.RUNNING.value]
         ),
         f"record the outcome of {len(rows)} run(s)",
     )
+    if written < len(rows):
+        _keep_late_outcomes(finished)
+    return written
+
+
+def _keep_late_outcomes(finished: list[tuple[Execution, Outcome]]) -> None:
+    late = [(execution.pk, {"late_outcome": _as_json(outcome)}) for execution, outcome in finished]
+    kept = retrying(
+        lambda: update_rows(
+            Execution,
+            late,
+            ["late_outcome"],
+            "AND status = %s AND late_outcome IS NULL",
+            [Execution.Status.INTERRUPTED.value],
+        ),
+        f"keep the late outcome of {len(late)} run(s)",
+    )
+    if not kept:
+        return
+    outcomes = {execution.pk: outcome for execution, outcome in finished}
+    rows = Execution.objects.filter(pk__in=outcomes, status=Execution.Status.INTERRUPTED).only("pk", "job_id")
+    for row in rows:
+        logger.warning(
+            "Run %s of job %s ended (%s) after it had been recorded interrupted; kept as its late outcome",
+            row.pk,
+            row.job_id,
+            outcomes[row.pk].status,
+        )
+
+
+def _as_json(outcome: Outcome) -> dict[str, Any]:
+    return {
+        "status": outcome.status,
+        "started_at": outcome.started_at.isoformat() if outcome.started_at else None,
+        "finished_at": outcome.finished_at.isoformat(),
+        "duration": outcome.duration,
+        "exception": outcome.exception,
+        "traceback": outcome.traceback,
+    }
 
 
 def mark_interrupted(executions: QuerySet[Execution], reason: str) -> int:

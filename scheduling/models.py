@@ -115,6 +115,11 @@ class SchedulerInstance(models.Model):
     started_at = models.DateTimeField(_("running since"), default=timezone.now)
     last_beat = models.DateTimeField(_("last heartbeat"), default=timezone.now, db_index=True)
     stopped_at = models.DateTimeField(_("stopped at"), null=True, blank=True)
+    standby_reason = models.TextField(
+        _("why it stands by"),
+        blank=True,
+        help_text=_("Set when it held the lease but could not start scheduling; empty otherwise."),
+    )
 
     objects = SchedulerInstanceQuerySet.as_manager()
 
@@ -128,10 +133,15 @@ class SchedulerInstance(models.Model):
 
 
 class Lease(models.Model):
-    """The right to schedule on this database: one holder at a time, until ``expires_at``."""
+    """The right to schedule on this database: one holder at a time, until ``expires_at``.
+
+    ``epoch`` grows by one at every take-over: the writes of a dispatch pass are conditioned on
+    the holder, the epoch and ``expires_at`` by the database's clock (see scheduling.fencing).
+    """
 
     name = models.CharField(max_length=64, primary_key=True)
     holder = models.UUIDField(null=True, blank=True)
+    epoch = models.BigIntegerField(default=0)
     expires_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -187,6 +197,20 @@ class Execution(models.Model):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="executions",
+    )
+    pass_id = models.BigIntegerField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=_(
+            "The dispatch pass that wrote the row: a write retried after a lost reply finds its own rows."
+        ),
+    )
+    late_outcome = models.JSONField(
+        _("outcome after it was recorded interrupted"),
+        null=True,
+        blank=True,
+        help_text=_("The run went on after it was recorded interrupted; this is how it ended."),
     )
 
     class Meta:

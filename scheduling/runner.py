@@ -14,7 +14,6 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from apscheduler.executors.base import MaxInstancesReachedError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import STATE_PAUSED, STATE_STOPPED
 from django.db import DatabaseError, connections
@@ -25,6 +24,7 @@ from scheduling import checks, declarations, history
 from scheduling.conf import settings
 from scheduling.dispatch import Dispatcher
 from scheduling.executors import RecordingThreadPoolExecutor
+from scheduling.fencing import FenceLost
 from scheduling.finisher import Finisher
 from scheduling.leadership import Leadership
 from scheduling.models import Execution, RunRequest, SchedulerInstance
@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 MAX_SLEEP = 3600.0  # seconds; the poll catches anything earlier
 DISPATCH_BATCH = 1000  # jobs started per pass of the loop; more due ones go in the next pass
 RUN_REQUESTS_PER_TICK = 100
+ACTIVATION_RETRY_MAX = 60.0  # seconds between attempts to start scheduling after a failed one
 
 
 class SchedulerStartError(Exception):
@@ -100,6 +101,7 @@ class Scheduler(BackgroundScheduler):
         on_tick: Callable[[], None] | None = None,
         may_dispatch: Callable[[], bool] | None = None,
         dispatcher: Dispatcher | None = None,
+        on_fence_lost: Callable[[FenceLost], None] | None = None,
         **options: Any,
     ) -> None:
         super().__init__(**options)
@@ -107,6 +109,7 @@ class Scheduler(BackgroundScheduler):
         self.on_tick = on_tick
         self.may_dispatch = may_dispatch or (lambda: True)
         self.dispatcher = dispatcher
+        self.on_fence_lost = on_fence_lost
 
     def _main_loop(self) -> None:
         try:
@@ -129,6 +132,12 @@ class Scheduler(BackgroundScheduler):
                     break
             try:
                 next_wakeup = self._tick(next_wakeup)
+            except FenceLost as exc:
+                # Not a failure to retry: another scheduler leads now, and this one stands by.
+                if self.on_fence_lost is not None:
+                    self.on_fence_lost(exc)
+                next_wakeup = self._now() + timedelta(seconds=self.poll_interval)
+                continue
             except DatabaseError as exc:
                 failures += 1
                 delay = min(0.5 * 2**failures, settings.DATABASE_RETRY_MAX)
@@ -201,6 +210,7 @@ class Runner:
         self.sync_report = SyncReport()
         self._last_beat = 0.0
         self._next_claim = 0.0
+        self._activation_failures = 0
         self._leading = threading.Lock()
 
     def start(self) -> None:
@@ -222,6 +232,7 @@ class Runner:
             on_tick=self._on_tick,
             may_dispatch=self._holds_lease,
             dispatcher=self.dispatcher,
+            on_fence_lost=self._fence_lost,
             jobstores={"default": store},
             executors={"default": self.executor},
             timezone=timezone.get_default_timezone(),
@@ -234,14 +245,19 @@ class Runner:
         self._lead()
 
     def stop(self, timeout: float | None = None) -> int:
-        """Stop scheduling, wait up to ``timeout`` s for running jobs; returns runs interrupted."""
+        """Stop scheduling, wait up to ``timeout`` s for running jobs; returns runs interrupted.
+
+        The lease is renewed (and the heartbeat beaten) while runs are still going, and given up
+        only once the last one ended or was recorded interrupted: a standby that took over
+        earlier would start a second run of a job still running here.
+        """
         timeout = settings.SHUTDOWN_TIMEOUT if timeout is None else timeout
         self.stopping = True
         running = self.executor.running
         if running:
             logger.info("Stopping: waiting up to %g s for %d running job(s)", timeout, running)
         self.scheduler.shutdown(wait=False)
-        finished = self.executor.wait(timeout)
+        finished = self._wait_holding_lease(timeout)
         self.processes.shutdown(wait=finished)
         # The outcomes of the runs that ended go to disk before the rest are marked interrupted.
         self.finisher.stop()
@@ -263,6 +279,28 @@ class Runner:
         connections.close_all()
         logger.info("Scheduler %s stopped", self.instance)
         return interrupted
+
+    def _wait_holding_lease(self, timeout: float) -> bool:
+        """Wait for running jobs, renewing the lease meanwhile; True if all ended in time."""
+        deadline = time.monotonic() + timeout
+        while True:
+            step = min(settings.LEASE_RENEW_INTERVAL, max(deadline - time.monotonic(), 0))
+            if self.executor.wait(step):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            try:
+                if self.active and not self.leadership.claim():
+                    self.active = False
+                    logger.warning(
+                        "Scheduler %s lost its lease while waiting for its running jobs: a standby may "
+                        "start them again",
+                        self.instance,
+                    )
+                self._beat_if_due(housekeeping=False)
+            except DatabaseError as exc:
+                logger.warning("Could not renew the lease while stopping (%s); retrying", exc)
+                drop_broken_connections()
 
     def _holds_lease(self) -> bool:
         return self.active and self.leadership.held
@@ -286,33 +324,76 @@ class Runner:
             self._next_claim = time.monotonic() + settings.LEASE_RENEW_INTERVAL
             held = self.leadership.claim()
             if held and not self.active:
-                self._become_active()
+                self._activate()
             elif not held and self.active:
                 self._step_down("another scheduler holds the lease")
 
+    def _activate(self) -> None:
+        try:
+            self._become_active()
+        except FenceLost as exc:
+            self._step_down(str(exc))
+        # Whatever stops it from scheduling (a sync that cannot resolve a function reference, a
+        # database error), holding the lease while scheduling nothing would block every standby.
+        except Exception as exc:
+            self._activation_failed(exc)
+
     def _become_active(self) -> None:
         history.recover_interrupted()
+        self.recorder.fence = self.leadership.fence
         self.sync_report = sync(self.store, declarations.registry.values())
         if any(Placement.of(item.executor).kind == PROCESSES for item in declarations.registry.values()):
             self.processes.warm_up()
-        SchedulerInstance.objects.filter(pk=self.instance.pk).update(role=SchedulerInstance.Role.ACTIVE)
+        SchedulerInstance.objects.filter(pk=self.instance.pk).update(
+            role=SchedulerInstance.Role.ACTIVE, standby_reason=""
+        )
         self.active = True
+        self._activation_failures = 0
         self.scheduler.resume()
-        logger.info("Scheduler %s holds the lease: it schedules and runs jobs", self.instance)
+        logger.info(
+            "Scheduler %s holds the lease (epoch %d): it schedules and runs jobs",
+            self.instance,
+            self.leadership.fence.epoch if self.leadership.fence else 0,
+        )
+
+    def _activation_failed(self, exc: Exception) -> None:
+        message, _ = history.describe_exception(exc)
+        self._activation_failures += 1
+        delay = min(2.0**self._activation_failures, ACTIVATION_RETRY_MAX)
+        reason = (
+            f"It could not start scheduling: {message}; it gave the lease up and tries again in {delay:g} s"
+        )
+        logger.error("Scheduler %s: %s", self.instance, reason, exc_info=exc)
+        self.recorder.fence = None
+        self.leadership.release()
+        self._next_claim = time.monotonic() + delay
+        SchedulerInstance.objects.filter(pk=self.instance.pk).update(
+            role=SchedulerInstance.Role.STANDBY, standby_reason=reason
+        )
+
+    def _fence_lost(self, exc: FenceLost) -> None:
+        with self._leading:
+            self.leadership.fence = None
+            if self.active:
+                self._step_down(f"{exc}; another scheduler took over")
 
     def _step_down(self, reason: str) -> None:
         self.scheduler.pause()
         self.active = False
+        self.recorder.fence = None
         logger.warning("Scheduler %s stopped scheduling: %s; standing by", self.instance, reason)
         SchedulerInstance.objects.filter(pk=self.instance.pk).update(role=SchedulerInstance.Role.STANDBY)
 
     def _take_run_requests(self) -> None:
         for request in RunRequest.objects.all()[:RUN_REQUESTS_PER_TICK]:
-            # Deleting is claiming: only the process whose DELETE removed the row runs it.
-            if RunRequest.objects.filter(pk=request.pk).delete()[0]:
-                self._run_requested(request)
+            self._run_requested(request)
 
     def _run_requested(self, request: RunRequest) -> None:
+        """Record the requested run (fenced), then take the request, then start the run.
+
+        Recording first means a leader that loses the lease in between leaves the request for
+        the next one; the unique (job, scheduled time) row makes taking it twice harmless.
+        """
         origin = history.Origin(Execution.Origin.MANUAL, request.requested_by)
         try:
             job = self.store.lookup_job(request.job_id)
@@ -322,17 +403,15 @@ class Runner:
             self.recorder.record(
                 request.job_id, [request.requested_at], Execution.Status.FAILED, message, origin
             )
+            self._taken(request)
             return
         if job is None:
             logger.warning("Dropped a request to run %s: no such job in the store", request.job_id)
+            self._taken(request)
             return
-        logger.info("Running job %s now, as requested by %s", job.id, request.requested_by or "a script")
-        try:
-            if Placement.of(job.executor).kind == TASKS:
-                self.dispatcher.handoff.submit_manual(job, request.requested_at, request.requested_by)
-            else:
-                self.executor.submit_manual(job, request.requested_at, request.requested_by)
-        except MaxInstancesReachedError:
+        in_tasks = Placement.of(job.executor).kind == TASKS
+        reserved = self.dispatcher.handoff.reserve(job) if in_tasks else self.executor.reserve(job)
+        if not reserved:
             self.recorder.record(
                 job.id,
                 [request.requested_at],
@@ -340,12 +419,39 @@ class Runner:
                 "Skipped: the job was already running (max_instances reached)",
                 origin,
             )
+            self._taken(request)
+            return
+        try:
+            execution = self.recorder.start(
+                job.id, request.requested_at, origin, ran_in=Placement.of(job.executor).kind
+            )
+        except BaseException:
+            if not in_tasks:
+                self.executor.release(job)
+            raise
+        if not self._taken(request) or execution is None:
+            # Already recorded (and run) by another scheduler, or taken by one meanwhile.
+            if not in_tasks:
+                self.executor.release(job)
+            return
+        logger.info("Running job %s now, as requested by %s", job.id, request.requested_by or "a script")
+        if in_tasks:
+            self.dispatcher.handoff.submit(job, [execution])
+        else:
+            self.executor.submit_recorded(job, [execution], origin)
 
-    def _beat_if_due(self) -> None:
+    @staticmethod
+    def _taken(request: RunRequest) -> bool:
+        # Deleting is claiming: only the process whose DELETE removed the row runs it.
+        return bool(RunRequest.objects.filter(pk=request.pk).delete()[0])
+
+    def _beat_if_due(self, housekeeping: bool = True) -> None:
         if time.monotonic() - self._last_beat < settings.HEARTBEAT_INTERVAL:
             return
         SchedulerInstance.objects.filter(pk=self.instance.pk).update(last_beat=timezone.now())
         self._last_beat = time.monotonic()
+        if not housekeeping:
+            return
         history.recover_interrupted()
         if self.active:
             history.expire_task_runs()

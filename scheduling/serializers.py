@@ -50,6 +50,7 @@ def status_data(status: SchedulerStatus) -> dict[str, Any]:
         "running_since": iso(instance.started_at) if instance else None,
         "last_beat": iso(instance.last_beat) if instance else None,
         "standbys": status.standbys,
+        "standby_reason": status.standby_reason or None,
         "jobs": {"scheduled": status.scheduled, "paused": status.paused, "broken": status.broken},
         "last_hour": {"runs": status.runs_last_hour, "failures": status.failures_last_hour},
     }

@@ -26,6 +26,8 @@ class SchedulerStatus:
     runs_last_hour: int
     failures_last_hour: int
     now: datetime
+    # Why a live scheduler holds no lease although it tried (empty when none failed to start).
+    standby_reason: str = ""
 
     @property
     def alive(self) -> bool:
@@ -58,6 +60,7 @@ def scheduler_status() -> SchedulerStatus:
         runs_last_hour=runs["runs"],
         failures_last_hour=runs["failures"],
         now=now,
+        standby_reason=next((instance.standby_reason for instance in alive if instance.standby_reason), ""),
     )
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from apscheduler.job import Job
 from apscheduler.jobstores.base import BaseJobStore, JobLookupError
+from django.db import transaction
 from django.db.models import Exists, F, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 from django_apscheduler.jobstores import DjangoJobStore
@@ -23,6 +24,7 @@ from django_apscheduler.models import DjangoJob
 from django_apscheduler.util import get_apscheduler_datetime, get_django_internal_datetime
 
 from scheduling.bulk import update_rows
+from scheduling.fencing import Fence, FenceLost
 from scheduling.models import ScheduledJob
 
 logger = logging.getLogger(__name__)
@@ -44,12 +46,15 @@ def unpickle(job_state: bytes | memoryview) -> dict[str, Any]:
     return pickle.loads(job_state)  # noqa: S301 - the job store is pickled by design (django_apscheduler)
 
 
-def flag_broken(job_id: str, error: BaseException) -> None:
-    """Record that a stored job cannot be loaded; log it the first time only."""
-    message = f"{type(error).__name__}: {error}"
+def flag_broken(job_id: str, error: BaseException, message: str = "") -> None:
+    """Record that a stored job cannot be loaded (or run); log it the first time only.
+
+    Cleared when the job loads again at a sync, or is edited, reset, paused or resumed.
+    """
+    message = message or f"{type(error).__name__}: {error}"
     meta, _ = ScheduledJob.objects.get_or_create(id=job_id, defaults={"source": ScheduledJob.Source.EXTERNAL})
     if meta.import_error != message:
-        logger.error("Job %s cannot be loaded and is kept, not run, until it can: %s", job_id, message)
+        logger.error("Job %s is kept but not run until it loads again or is edited: %s", job_id, message)
         meta.import_error = message
         meta.import_error_at = meta.import_error_at or timezone.now()
         meta.save(update_fields=["import_error", "import_error_at", "updated_at"])
@@ -62,6 +67,8 @@ class JobStore(DjangoJobStore):
         # that state byte for byte is not unpickled again (unpickling, which imports the function
         # and rebuilds the trigger, was the costliest part of loading a thousand due jobs).
         self._written: dict[str, tuple[bytes, Job]] = {}
+        # What the last due-jobs query read of each job's row: what moving it on compares against.
+        self._read: dict[str, tuple[datetime, bytes]] = {}
 
     def start(self, scheduler: Any, alias: str) -> None:
         # Skip DjangoResultStoreMixin.start: its listeners write django_apscheduler's history,
@@ -113,6 +120,7 @@ class JobStore(DjangoJobStore):
         on before writing, and a write that failed leaves the row behind.
         """
         known, unknown = {}, []
+        self._read = {job_id: (moment, bytes(state)) for job_id, moment, state in rows}
         for job_id, moment, state in rows:
             written = self._written.get(job_id)
             if (
@@ -144,6 +152,86 @@ class JobStore(DjangoJobStore):
             )
             for job, row in zip(batch, rows, strict=True):
                 self._written[job.id] = (row.job_state, job)
+
+    def advance_jobs(self, jobs: list[Job], fence: Fence | None = None) -> list[str]:
+        """Store the next run time of due jobs, compare-and-set against what the due query read.
+
+        A row changed since (an operator paused, rescheduled or edited the job) is left as the
+        operator left it, and the next pass loads it afresh; the writes are also fenced by the
+        lease. Returns the ids of the jobs left alone.
+
+        :raises FenceLost: when nothing was written because the lease is no longer ours.
+        """
+        fields, compare = ["next_run_time", "job_state"], ["next_run_time", "job_state"]
+        condition, params = fence.sql() if fence is not None else ("1 = 1", [])
+        lost: list[str] = []
+        for job in jobs:
+            self._written.pop(job.id, None)
+        for start in range(0, len(jobs), UPDATE_BATCH // 2):  # twice the values per job
+            batch = jobs[start : start + UPDATE_BATCH // 2]
+            rows = [self.row(job) for job in batch]
+            values = []
+            for row in rows:
+                moment, state = self._read[row.id]
+                values.append(
+                    (
+                        row.id,
+                        {
+                            "next_run_time": row.next_run_time,
+                            "job_state": row.job_state,
+                            "next_run_time__was": moment,
+                            "job_state__was": state,
+                        },
+                    )
+                )
+            updated = update_rows(DjangoJob, values, fields, f"AND {condition}", params, compare=compare)
+            if updated == len(rows):
+                changed: set[str] = set()
+            elif not updated and fence is not None and not fence.holds():
+                raise FenceLost(fence, f"move {len(rows)} job(s) to their next run time")
+            else:
+                changed = self._changed_since(rows)
+            for job, row in zip(batch, rows, strict=True):
+                if job.id in changed:
+                    lost.append(job.id)
+                    logger.info(
+                        "Job %s was changed while its fire was dispatched; keeping that change", job.id
+                    )
+                else:
+                    self._written[job.id] = (row.job_state, job)
+        return lost
+
+    def remove_fired(self, job: Job, fence: Fence | None = None) -> bool:
+        """Remove a job that has no fire left, unless changed since the due query read it.
+
+        A one-off job an operator rescheduled meanwhile stays, with its new date.
+
+        :raises FenceLost: when the lease is no longer ours.
+        """
+        self._written.pop(job.id, None)
+        moment, state = self._read[job.id]
+        with transaction.atomic():
+            rows = DjangoJob.objects.select_for_update().filter(
+                id=job.id, next_run_time=moment, job_state=state
+            )
+            if fence is not None:
+                rows = rows.filter(fence.exists())
+            # The ORM delete, not a raw one: django_apscheduler's old history rows hold a foreign key.
+            _, by_model = DjangoJob.objects.filter(pk__in=list(rows.values_list("pk", flat=True))).delete()
+            removed = by_model.get(DjangoJob._meta.label, 0)
+        if removed:
+            return True
+        if fence is not None and not fence.holds():
+            raise FenceLost(fence, f"remove the finished job {job.id}")
+        logger.info("Job %s was changed after its last fire was dispatched; keeping it", job.id)
+        return False
+
+    def _changed_since(self, rows: list[DjangoJob]) -> set[str]:
+        """The ids among ``rows`` whose stored row does not hold what was just written."""
+        written = {row.id: (row.next_run_time, bytes(row.job_state)) for row in rows}
+        stored = DjangoJob.objects.filter(id__in=written).values_list("id", "next_run_time", "job_state")
+        same = {job_id for job_id, moment, state in stored if written[job_id] == (moment, bytes(state))}
+        return set(written) - same
 
     def row(self, job: Job) -> DjangoJob:
         return DjangoJob(

@@ -36,4 +36,9 @@ def health(request: HttpRequest) -> JsonResponse:
         "last_beat": status.instance.last_beat.isoformat() if status.instance else None,
         "standbys": status.standbys,
     }
+    if not status.alive and status.standby_reason:
+        # The reason itself may name functions and hosts: the probe learns only that there is one.
+        body["reason"] = (
+            "A scheduler is running but could not start scheduling; see its log or 'scheduling status'"
+        )
     return JsonResponse(body, status=200 if status.alive else 503)

@@ -80,3 +80,12 @@ def note_and_sleep(path: str, seconds: float) -> None:
     with open(path, "w") as note:
         note.write(str(os.getpid()))
     time.sleep(seconds)
+
+
+def wait_for_file(path: str, timeout: float = 60.0) -> None:
+    """Run until the test creates ``path``: a run whose end the test decides."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} was never created")
+        time.sleep(0.05)

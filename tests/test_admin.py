@@ -574,3 +574,19 @@ def test_delete_asks_for_confirmation_removes_the_job_and_keeps_its_history(
     assert not DjangoJob.objects.filter(id="job-0").exists()
     assert Execution.objects.filter(job_id="job-0").count() == 1
     assert LogEntry.objects.get(object_id="job-0").is_deletion()
+
+
+@pytest.mark.django_db
+def test_an_execution_page_shows_how_a_run_recorded_interrupted_ended(admin_client: Client) -> None:
+    row = Execution.objects.create(
+        job_id="late",
+        status="interrupted",
+        scheduled_at=timezone.now(),
+        exception="Interrupted: the scheduler running it stopped without finishing it",
+        late_outcome={"status": "succeeded", "finished_at": "2026-12-01T10:00:03+00:00", "duration": 3.25},
+    )
+
+    page = admin_client.get(f"/admin/scheduling/execution/{row.pk}/change/").text
+
+    assert "After it was recorded interrupted" in page
+    assert "succeeded at 2026-12-01T10:00:03+00:00, 3.250 s" in page

@@ -85,20 +85,44 @@ def test_dispatching_takes_one_select_one_insert_and_one_update_however_many_job
     assert DjangoJob.objects.filter(next_run_time__lte=now).count() == 0
 
 
-def test_outcomes_of_many_runs_are_written_in_one_update_that_spares_interrupted_runs() -> None:
+def test_outcomes_of_many_runs_are_written_in_one_update() -> None:
     recorder = Recorder()
     now = timezone.now()
     rows = recorder.insert([recorder.running_row(f"job-{n}", now) for n in range(100)])
-    Execution.objects.filter(pk=rows[0].pk).update(status="interrupted")
     outcomes = [(row, Outcome("succeeded", now, now, 0.01 * n)) for n, row in enumerate(rows)]
 
     with CaptureQueriesContext(connection) as queries:
         written = finish_all(outcomes)
 
     assert kinds(queries) == {"UPDATE": 1}
-    assert written == 99
-    assert Execution.objects.get(pk=rows[0].pk).status == "interrupted"
+    assert written == 100
     assert Execution.objects.get(pk=rows[7].pk).duration == pytest.approx(0.07)
+
+
+def test_an_outcome_after_interrupted_is_kept_beside_the_row_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    recorder = Recorder()
+    now = timezone.now()
+    rows = recorder.insert([recorder.running_row(f"job-{n}", now) for n in range(3)])
+    Execution.objects.filter(pk=rows[0].pk).update(status="interrupted", exception="Interrupted: test")
+    failed = Outcome("failed", now, now + timedelta(seconds=2), 2.0, "ValueError: late", "Traceback …")
+    outcomes = [(rows[0], failed), *((row, Outcome("succeeded", now, now, 0.1)) for row in rows[1:])]
+
+    written = finish_all(outcomes)
+
+    assert written == 2
+    interrupted = Execution.objects.get(pk=rows[0].pk)
+    assert interrupted.status == "interrupted"
+    assert interrupted.exception == "Interrupted: test"
+    assert interrupted.late_outcome is not None
+    assert interrupted.late_outcome["status"] == "failed"
+    assert interrupted.late_outcome["exception"] == "ValueError: late"
+    assert interrupted.late_outcome["duration"] == 2.0
+    assert Execution.objects.filter(late_outcome__isnull=False).count() == 1
+    assert (
+        f"Run {rows[0].pk} of job job-0 ended (failed) after it had been recorded interrupted" in caplog.text
+    )
 
 
 def test_a_duplicate_fire_in_a_batch_leaves_the_others_to_run() -> None:

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
+import io
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+from django.core.management import call_command
 
 from scheduling import job
 from scheduling.leadership import Leadership
-from scheduling.models import Execution, SchedulerInstance
+from scheduling.models import Execution, Lease, SchedulerInstance
 from scheduling.runner import Runner
+from scheduling.status import scheduler_status
 from tests import jobs
 from tests.conftest import wait_for
 
@@ -73,3 +80,78 @@ def test_a_second_runner_stands_by_and_takes_over_when_the_first_stops(runners: 
     wait_for(lambda: Execution.objects.filter(instance=second.instance).exists(), timeout=5)
     assert took_over < 3, "a released lease is taken within a renewal interval or two"
     assert SchedulerInstance.objects.get(pk=second.instance.pk).role == SchedulerInstance.Role.ACTIVE
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_stopping_scheduler_keeps_its_lease_until_its_last_run_ended(
+    runners: list[Runner], settings: Any, tmp_path: Path
+) -> None:
+    settings.SCHEDULING_LEASE_DURATION = 2.0
+    settings.SCHEDULING_LEASE_RENEW_INTERVAL = 0.2
+    gate = tmp_path / "gate"
+    job(interval={"seconds": 1}, id="long", max_instances=1, args=[str(gate)])(jobs.wait_for_file)
+    first, second = Runner(), Runner()
+    runners.extend([first, second])
+    first.start()
+    second.start()
+    wait_for(lambda: Execution.objects.filter(job_id="long", status="running").exists(), timeout=10)
+
+    stopping = threading.Thread(target=first.stop, kwargs={"timeout": 30})
+    stopping.start()
+    # Three lease durations into the shutdown wait, the standby must still be waiting.
+    deadline = time.monotonic() + 3 * 2.0
+    while time.monotonic() < deadline:
+        assert not second.active, "the standby took over while the stopping scheduler still ran the job"
+        time.sleep(0.1)
+    gate.write_text("go")
+    stopping.join(timeout=30)
+    wait_for(lambda: second.active, timeout=10)
+
+    first_run = (
+        Execution.objects.filter(job_id="long", instance=first.instance).order_by("scheduled_at").first()
+    )
+    assert first_run is not None
+    assert first_run.status == "succeeded"
+    started_by_second = Execution.objects.filter(
+        job_id="long", instance=second.instance, started_at__isnull=False
+    )
+    wait_for(started_by_second.exists, timeout=10)
+    later = started_by_second.order_by("started_at").first()
+    assert later is not None
+    assert later.started_at is not None
+    assert first_run.finished_at is not None
+    assert later.started_at >= first_run.finished_at, "two runs of a max_instances=1 job overlapped"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_scheduler_that_cannot_start_scheduling_gives_the_lease_up_and_says_why(
+    runners: list[Runner], registry: dict, settings: Any
+) -> None:
+    job(interval={"seconds": 30}, id="fine")(jobs.succeed)
+    # A declaration whose function reference cannot be resolved (it bypasses @job's checks).
+    registry["gone"] = dataclasses.replace(
+        registry["fine"], id="gone", func_ref="tests.jobs:no_such_function"
+    )
+    stuck = Runner()
+    runners.append(stuck)
+    stuck.start()
+
+    assert not stuck.active
+    assert Lease.objects.get().holder is None, "it gave the lease up"
+    reason = SchedulerInstance.objects.get(pk=stuck.instance.pk).standby_reason
+    assert "could not start scheduling" in reason
+    assert "no_such_function" in reason
+    status = scheduler_status()
+    assert not status.alive
+    assert status.standby_reason == reason
+    out = io.StringIO()
+    with pytest.raises(SystemExit):
+        call_command("scheduling", "status", stdout=out)
+    assert "no_such_function" in out.getvalue()
+
+    # Once the code is fixed (here: the bad declaration goes), the next attempt succeeds.
+    del registry["gone"]
+    stuck._next_claim = 0.0
+    stuck._lead()
+    assert stuck.active
+    assert SchedulerInstance.objects.get(pk=stuck.instance.pk).standby_reason == ""

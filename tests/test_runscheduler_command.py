@@ -61,9 +61,12 @@ def test_a_scheduler_alive_on_another_machine_sharing_the_sqlite_file_is_refused
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True, timeout=120
     )
+    # Beating an hour ahead, so it still counts as alive however slowly runscheduler starts.
     other = (
+        "from datetime import timedelta; from django.utils import timezone; "
         "from scheduling.models import SchedulerInstance; "
-        "SchedulerInstance.objects.create(hostname='nas-2', pid=1)"
+        "SchedulerInstance.objects.create("
+        "hostname='nas-2', pid=1, last_beat=timezone.now() + timedelta(hours=1))"
     )
     subprocess.run(
         [sys.executable, "manage.py", "shell", "-c", other], cwd=ROOT, env=env, check=True, timeout=60

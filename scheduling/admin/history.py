@@ -65,8 +65,10 @@ class ExecutionAdmin(ReadOnlyAdmin):
         (_("Where it ran"), {"fields": ["ran_in", "hostname", "pid", "task_id", "instance"]}),
         (_("Timing"), {"fields": ["scheduled", "started", "finished", "run_time"]}),
         (_("Error"), {"fields": ["exception", "full_traceback"]}),
+        (_("After it was recorded interrupted"), {"fields": ["late"]}),
     ]
     readonly_fields = [
+        "late",
         "coloured_status",
         "started_by",
         "scheduled",
@@ -81,6 +83,20 @@ class ExecutionAdmin(ReadOnlyAdmin):
         if not obj.traceback:
             return "-"
         return format_html('<pre style="white-space:pre-wrap;margin:0">{}</pre>', obj.traceback)
+
+    @admin.display(description=_("how it ended"))
+    def late(self, obj: Execution) -> str:
+        """The outcome of a run that went on after it was recorded interrupted (see finish_all)."""
+        outcome = obj.late_outcome
+        if not outcome:
+            return "-"
+        ended = str(
+            _("%(status)s at %(finished)s")
+            % {"status": outcome.get("status"), "finished": outcome.get("finished_at")}
+        )
+        if outcome.get("duration") is not None:
+            ended += f", {outcome['duration']:.3f} s"
+        return f"{ended}. {outcome['exception']}" if outcome.get("exception") else ended
 
     @admin.display(description=_("finished at"), ordering="finished_at")
     def finished(self, obj: Execution) -> str:
@@ -119,5 +135,5 @@ class ExecutionAdmin(ReadOnlyAdmin):
 
 @admin.register(SchedulerInstance)
 class SchedulerInstanceAdmin(ReadOnlyAdmin):
-    list_display = ["hostname", "pid", "role", "started_at", "last_beat", "stopped_at"]
+    list_display = ["hostname", "pid", "role", "started_at", "last_beat", "stopped_at", "standby_reason"]
     list_filter = ["role"]

@@ -142,6 +142,8 @@ class Command(BaseCommand):
             )
         else:
             text = f"No scheduler is running ({status.standbys} standby(s))."
+        if status.standby_reason:
+            text += f"\nA standby could not start scheduling: {status.standby_reason}"
         text += (
             f"\nJobs: {status.scheduled} scheduled, {status.paused} paused, {status.broken} broken. "
             f"Last hour: {status.runs_last_hour} runs, {status.failures_last_hour} failed."
