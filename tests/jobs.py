@@ -80,3 +80,13 @@ def note_and_sleep(path: str, seconds: float) -> None:
     with open(path, "w") as note:
         note.write(str(os.getpid()))
     time.sleep(seconds)
+
+
+def sleep_then_write(started: str, finished: str, seconds: float) -> None:
+    """Write this process's id to ``started``, sleep, then create ``finished``: a side effect that
+    shows whether the run's code went on to its end."""
+    with open(started, "w") as note:
+        note.write(str(os.getpid()))
+    time.sleep(seconds)
+    with open(finished, "w") as note:
+        note.write(str(os.getpid()))
