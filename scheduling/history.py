@@ -20,6 +20,7 @@ from django.db import IntegrityError, InterfaceError, OperationalError, close_ol
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from scheduling import identity
 from scheduling.bulk import update_rows
 from scheduling.conf import settings
 from scheduling.models import Execution, SchedulerInstance
@@ -233,10 +234,10 @@ def mark_interrupted(executions: QuerySet[Execution], reason: str) -> int:
 
 def recover_interrupted() -> int:
     """Mark runs left "running" by schedulers that are gone as interrupted."""
+    # Beating, and not proven dead: a scheduler in another container may have a pid that means
+    # nothing here (see scheduling.identity); it is taken for dead only once its heartbeat stops.
     alive = [
-        instance.pk
-        for instance in SchedulerInstance.objects.alive()
-        if instance.hostname != socket.gethostname() or process_alive(instance.pid)
+        instance.pk for instance in SchedulerInstance.objects.alive() if not identity.scheduler_dead(instance)
     ]
     # Runs handed to task workers are the workers' own: expire_task_runs deals with those.
     orphans = Execution.objects.exclude(instance__in=alive).exclude(ran_in=TASKS)
@@ -280,17 +281,6 @@ def expire_task_runs(timeout: float | None = None) -> int:
             running,
         )
     return waiting + running
-
-
-def process_alive(pid: int) -> bool:
-    """Whether a process of this host is alive."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def prune(older_than: timedelta | None = None, batch_size: int | None = None) -> int:

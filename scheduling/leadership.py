@@ -15,7 +15,6 @@ constraint on (job, scheduled time) remains the last line against a double run.
 
 from __future__ import annotations
 
-import socket
 import time
 import uuid
 from datetime import timedelta
@@ -23,8 +22,8 @@ from datetime import timedelta
 from django.db.models import Q
 from django.utils import timezone
 
+from scheduling import identity
 from scheduling.conf import settings
-from scheduling.history import process_alive
 from scheduling.models import Lease, SchedulerInstance
 
 LEASE_NAME = "default"
@@ -50,8 +49,9 @@ class Leadership:
             Q(holder=self.holder) | Q(holder__isnull=True) | Q(expires_at__lt=now)
         )
         if not self.held:
-            # A holder that was a process of this host and is gone (killed, crashed) cannot be
-            # running anything: its lease need not be waited out. This makes a restart instant.
+            # A holder proven dead (a process of this kernel and PID namespace that is gone: killed,
+            # crashed) cannot be running anything: its lease need not be waited out. This makes a
+            # restart instant. Any other holder, in another container for one, is waited out.
             claimable = claimable | Lease.objects.filter(name=LEASE_NAME, holder__in=dead_local_schedulers())
         taken = claimable.update(holder=self.holder, expires_at=now + timedelta(seconds=self.duration))
         if not taken and not Lease.objects.filter(name=LEASE_NAME).exists():
@@ -68,5 +68,11 @@ class Leadership:
 
 
 def dead_local_schedulers() -> list[uuid.UUID]:
-    instances = SchedulerInstance.objects.filter(hostname=socket.gethostname(), stopped_at__isnull=True)
-    return [instance.pk for instance in instances.only("pk", "pid") if not process_alive(instance.pid)]
+    """Schedulers of this kernel and PID namespace, not recorded as stopped, proven dead."""
+    me = identity.current()
+    if me is None:
+        return []
+    instances = SchedulerInstance.objects.filter(
+        boot_id=me.boot_id, pid_namespace=me.pid_namespace, stopped_at__isnull=True
+    ).only("pk", "pid", "boot_id", "pid_namespace", "process_started")
+    return [instance.pk for instance in instances if identity.scheduler_dead(instance)]

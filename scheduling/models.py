@@ -115,6 +115,13 @@ class SchedulerInstance(models.Model):
     started_at = models.DateTimeField(_("running since"), default=timezone.now)
     last_beat = models.DateTimeField(_("last heartbeat"), default=timezone.now, db_index=True)
     stopped_at = models.DateTimeField(_("stopped at"), null=True, blank=True)
+    # Who the process is beyond its pid, so that another process can prove it dead (see
+    # scheduling.identity); empty where /proc could not be read and on rows of older versions.
+    boot_id = models.CharField(_("boot id"), max_length=64, blank=True, default="")
+    pid_namespace = models.CharField(_("PID namespace"), max_length=64, blank=True, default="")
+    process_started = models.BigIntegerField(
+        _("process start time"), null=True, blank=True, help_text=_("Clock ticks since boot.")
+    )
 
     objects = SchedulerInstanceQuerySet.as_manager()
 
