@@ -75,6 +75,7 @@ class SchedulerProcess:
         log: Path,
         command: str = "runscheduler",
         started_text: str = "Stop with Ctrl-C",
+        wrapper: tuple[str, ...] = (),
     ) -> None:
         self.log = log
         self.started_text = started_text
@@ -87,7 +88,7 @@ class SchedulerProcess:
             **env,
         }
         self.popen = subprocess.Popen(
-            [sys.executable, "manage.py", command, *args],
+            [*wrapper, sys.executable, "manage.py", command, *args],
             cwd=ROOT,
             env=full_env,
             stdout=log.open("w"),
@@ -118,7 +119,7 @@ def scheduler_process(tmp_path: Path, transactional_db: None) -> Iterator[Callab
     started: list[SchedulerProcess] = []
 
     def start(
-        modules: str = "", env: dict[str, str] | None = None, args: list[str] | None = None, **options: str
+        modules: str = "", env: dict[str, str] | None = None, args: list[str] | None = None, **options: Any
     ) -> SchedulerProcess:
         log = tmp_path / f"{options.get('command', 'scheduler')}-{len(started)}.log"
         process = SchedulerProcess(modules, env or {}, args or [], log, **options)
