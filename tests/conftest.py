@@ -98,7 +98,9 @@ class SchedulerProcess:
     def output(self) -> str:
         return self.log.read_text()
 
-    def wait_started(self, timeout: float = 20.0) -> None:
+    def wait_started(self, timeout: float = 60.0) -> None:
+        # A deadline, not a measure: a loaded machine can take 20 s to spawn and set up the
+        # process pool's Django children before the scheduler prints that it runs.
         wait_for(lambda: self.started_text in self.output() or self.popen.poll() is not None, timeout)
         assert self.popen.poll() is None, self.output()
 
