@@ -2,10 +2,31 @@
 
 A spawned child unpickles references to these functions before Django is set up, so this module
 imports nothing from Django or from the app at import time.
+
+A child dies with its scheduler. Otherwise a scheduler killed with SIGKILL (or by the OOM killer)
+leaves its children running the job, reparented to init, while the next scheduler records the run
+interrupted and starts later fires: code runs that the history says stopped. Two guards:
+
+- On Linux, ``PR_SET_PDEATHSIG``: the kernel sends the child SIGKILL when the *thread* that spawned
+  it ends, even while the job holds the GIL in C code. ``ProcessPool`` spawns every child from one
+  thread that lives as long as the pool, so that moment is the scheduler's death or the pool's end.
+- Everywhere, a watchdog thread on multiprocessing's parent sentinel, a pipe whose other end only
+  the scheduler holds: it reads end-of-file once the scheduler is gone, including if it died before
+  the ``prctl`` call took effect.
+
+multiprocessing's resource tracker needs no guard: it exits when the last process holding its pipe
+(the scheduler and these children) is gone.
 """
 
 from __future__ import annotations
 
+import ctypes
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import sys
+import threading
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -13,11 +34,36 @@ if TYPE_CHECKING:
     from scheduling.models import Execution
 
 
-def set_up_django() -> None:
-    """The pool's initializer: a spawned child inherits DJANGO_SETTINGS_MODULE and sys.path only."""
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def set_up() -> None:
+    """The pool's initializer: tie the child's life to the scheduler's, then set Django up (a
+    spawned child inherits DJANGO_SETTINGS_MODULE and sys.path only)."""
+    die_with_parent()
     import django
 
     django.setup()
+
+
+def die_with_parent() -> None:
+    """End this process with SIGKILL as soon as the process that spawned it is gone."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            errno = ctypes.get_errno()
+            raise OSError(errno, f"prctl(PR_SET_PDEATHSIG) failed: {os.strerror(errno)}")
+    parent = multiprocessing.parent_process()
+    if parent is None or parent.sentinel is None:
+        raise RuntimeError("die_with_parent() must run in a process started by multiprocessing")
+    threading.Thread(
+        target=_kill_self_when_ready, args=(parent.sentinel,), name="scheduling-parent-watchdog", daemon=True
+    ).start()
+
+
+def _kill_self_when_ready(sentinel: int) -> None:
+    multiprocessing.connection.wait([sentinel])
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def ready() -> None:

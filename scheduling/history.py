@@ -22,6 +22,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from scheduling import identity
 from scheduling.bulk import insert_rows, update_rows
 from scheduling.conf import settings
 from scheduling.fencing import Fence, FenceLost
@@ -328,10 +329,10 @@ def mark_interrupted(executions: QuerySet[Execution], reason: str) -> int:
 
 def recover_interrupted() -> int:
     """Mark runs left "running" by schedulers that are gone as interrupted."""
+    # Beating, and not proven dead: a scheduler in another container may have a pid that means
+    # nothing here (see scheduling.identity); it is taken for dead only once its heartbeat stops.
     alive = [
-        instance.pk
-        for instance in SchedulerInstance.objects.alive()
-        if instance.hostname != socket.gethostname() or process_alive(instance.pid)
+        instance.pk for instance in SchedulerInstance.objects.alive() if not identity.scheduler_dead(instance)
     ]
     # Runs handed to task workers are the workers' own: expire_task_runs deals with those.
     orphans = Execution.objects.exclude(instance__in=alive).exclude(ran_in=TASKS)
@@ -375,17 +376,6 @@ def expire_task_runs(timeout: float | None = None) -> int:
             running,
         )
     return waiting + running
-
-
-def process_alive(pid: int) -> bool:
-    """Whether a process of this host is alive."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def prune(older_than: timedelta | None = None, batch_size: int | None = None) -> int:

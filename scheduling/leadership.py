@@ -16,16 +16,15 @@ round trip; the fence is what holds when that reasoning fails (a paused process,
 
 from __future__ import annotations
 
-import socket
 import time
 import uuid
 
 from django.db.models import F, Q
 
+from scheduling import identity
 from scheduling.conf import settings
 from scheduling.dbclock import DatabaseNow, database_now_plus
 from scheduling.fencing import LEASE_NAME, Fence
-from scheduling.history import process_alive
 from scheduling.models import Lease, SchedulerInstance
 
 SAFETY_MARGIN = 1.0  # seconds
@@ -76,8 +75,9 @@ class Leadership:
         self._valid_until = 0.0
 
     def _take(self) -> Fence | None:
-        # A holder that was a process of this host and is gone (killed, crashed) cannot be
-        # running anything: its lease need not be waited out. This makes a restart instant.
+        # A holder proven dead (a process of this kernel and PID namespace that is gone: killed,
+        # crashed) cannot be running anything: its lease need not be waited out. This makes a
+        # restart instant. Any other holder, in another container for one, is waited out.
         claimable = Lease.objects.filter(name=LEASE_NAME).filter(
             Q(holder__isnull=True)
             | Q(holder=self.holder)
@@ -104,5 +104,11 @@ class Leadership:
 
 
 def dead_local_schedulers() -> list[uuid.UUID]:
-    instances = SchedulerInstance.objects.filter(hostname=socket.gethostname(), stopped_at__isnull=True)
-    return [instance.pk for instance in instances.only("pk", "pid") if not process_alive(instance.pid)]
+    """Schedulers of this kernel and PID namespace, not recorded as stopped, proven dead."""
+    me = identity.current()
+    if me is None:
+        return []
+    instances = SchedulerInstance.objects.filter(
+        boot_id=me.boot_id, pid_namespace=me.pid_namespace, stopped_at__isnull=True
+    ).only("pk", "pid", "boot_id", "pid_namespace", "process_started")
+    return [instance.pk for instance in instances if identity.scheduler_dead(instance)]

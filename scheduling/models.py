@@ -120,6 +120,13 @@ class SchedulerInstance(models.Model):
         blank=True,
         help_text=_("Set when it held the lease but could not start scheduling; empty otherwise."),
     )
+    # Who the process is beyond its pid, so that another process can prove it dead (see
+    # scheduling.identity); empty where /proc could not be read and on rows of older versions.
+    boot_id = models.CharField(_("boot id"), max_length=64, blank=True, default="")
+    pid_namespace = models.CharField(_("PID namespace"), max_length=64, blank=True, default="")
+    process_started = models.BigIntegerField(
+        _("process start time"), null=True, blank=True, help_text=_("Clock ticks since boot.")
+    )
 
     objects = SchedulerInstanceQuerySet.as_manager()
 

@@ -20,7 +20,7 @@ from django.db import DatabaseError, connections
 from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
-from scheduling import checks, declarations, history
+from scheduling import checks, declarations, history, identity
 from scheduling.conf import settings
 from scheduling.dispatch import Dispatcher
 from scheduling.executors import RecordingThreadPoolExecutor
@@ -216,7 +216,9 @@ class Runner:
     def start(self) -> None:
         check_database()
         check_sqlite_machines()
-        self.instance = SchedulerInstance.objects.create(hostname=socket.gethostname(), pid=os.getpid())
+        self.instance = SchedulerInstance.objects.create(
+            hostname=socket.gethostname(), pid=os.getpid(), **identity.fields()
+        )
         self.leadership = Leadership(self.instance.pk)
         self._last_beat = time.monotonic()
         self.finisher = Finisher()

@@ -75,6 +75,7 @@ class SchedulerProcess:
         log: Path,
         command: str = "runscheduler",
         started_text: str = "Stop with Ctrl-C",
+        wrapper: tuple[str, ...] = (),
     ) -> None:
         self.log = log
         self.started_text = started_text
@@ -87,7 +88,7 @@ class SchedulerProcess:
             **env,
         }
         self.popen = subprocess.Popen(
-            [sys.executable, "manage.py", command, *args],
+            [*wrapper, sys.executable, "manage.py", command, *args],
             cwd=ROOT,
             env=full_env,
             stdout=log.open("w"),
@@ -97,7 +98,9 @@ class SchedulerProcess:
     def output(self) -> str:
         return self.log.read_text()
 
-    def wait_started(self, timeout: float = 20.0) -> None:
+    def wait_started(self, timeout: float = 60.0) -> None:
+        # A deadline, not a measure: a loaded machine can take 20 s to spawn and set up the
+        # process pool's Django children before the scheduler prints that it runs.
         wait_for(lambda: self.started_text in self.output() or self.popen.poll() is not None, timeout)
         assert self.popen.poll() is None, self.output()
 
@@ -118,7 +121,7 @@ def scheduler_process(tmp_path: Path, transactional_db: None) -> Iterator[Callab
     started: list[SchedulerProcess] = []
 
     def start(
-        modules: str = "", env: dict[str, str] | None = None, args: list[str] | None = None, **options: str
+        modules: str = "", env: dict[str, str] | None = None, args: list[str] | None = None, **options: Any
     ) -> SchedulerProcess:
         log = tmp_path / f"{options.get('command', 'scheduler')}-{len(started)}.log"
         process = SchedulerProcess(modules, env or {}, args or [], log, **options)

@@ -89,3 +89,13 @@ def wait_for_file(path: str, timeout: float = 60.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{path} was never created")
         time.sleep(0.05)
+
+
+def sleep_then_write(started: str, finished: str, seconds: float) -> None:
+    """Write this process's id to ``started``, sleep, then create ``finished``: a side effect that
+    shows whether the run's code went on to its end."""
+    with open(started, "w") as note:
+        note.write(str(os.getpid()))
+    time.sleep(seconds)
+    with open(finished, "w") as note:
+        note.write(str(os.getpid()))

@@ -12,7 +12,7 @@ from django.apps import apps
 from django.utils import timezone
 from django_apscheduler.models import DjangoJob, DjangoJobExecution
 
-from scheduling import current_run, history
+from scheduling import current_run, history, identity
 from scheduling.executors import run_job
 from scheduling.models import Execution, SchedulerInstance
 from tests import jobs
@@ -112,8 +112,8 @@ def test_runs_left_running_by_a_dead_scheduler_are_marked_interrupted() -> None:
     assert healthy.status == Execution.Status.RUNNING
 
 
-def test_a_scheduler_on_this_host_whose_process_is_gone_counts_as_dead() -> None:
-    gone = SchedulerInstance.objects.create(hostname=socket.gethostname(), pid=2**22 + 7)
+def test_a_scheduler_of_this_kernel_and_pid_namespace_whose_process_is_gone_counts_as_dead() -> None:
+    gone = SchedulerInstance.objects.create(hostname=socket.gethostname(), pid=2**22 + 7, **identity.fields())
     Execution.objects.create(job_id="a", status="running", scheduled_at=timezone.now(), instance=gone)
 
     assert history.recover_interrupted() == 1
