@@ -24,6 +24,7 @@ from scheduling.history import Recorder
 from scheduling.models import Execution
 from scheduling.placement import TASKS, Placement
 from scheduling.store import JobStore
+from scheduling.task_calls import frozen
 
 logger = logging.getLogger(__name__)
 
@@ -107,9 +108,12 @@ class Dispatcher:
             plan.reserved = self.handoff.reserve(job, in_tasks)
         else:
             plan.reserved = self.executor.reserve(job)
+        call = frozen(job) if plan.placement.kind == TASKS else None
         for run_time in on_time:
             if plan.reserved:
-                plan.rows.append(self.recorder.running_row(job.id, run_time, ran_in=plan.placement.kind))
+                plan.rows.append(
+                    self.recorder.running_row(job.id, run_time, ran_in=plan.placement.kind, call=call)
+                )
             else:
                 logger.warning("Job %s skipped: its previous run is still going", job.id)
                 plan.rows.append(

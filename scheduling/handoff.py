@@ -20,6 +20,7 @@ from scheduling.executors import notify
 from scheduling.history import UNFINISHED, Origin, Recorder, describe_exception, retrying
 from scheduling.models import Execution
 from scheduling.placement import TASKS, Placement
+from scheduling.task_calls import frozen
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ class TaskHandOff:
         if not self.reserve(job):
             raise MaxInstancesReachedError(job)
         origin = Origin(Execution.Origin.MANUAL, requested_by)
-        execution = self.recorder.start(job.id, requested_at, origin, ran_in=TASKS)
+        execution = self.recorder.start(job.id, requested_at, origin, ran_in=TASKS, call=frozen(job))
         if execution is not None:
             self.submit(job, [execution])
 

@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.db import IntegrityError, InterfaceError, OperationalError, close_old_connections
 from django.db.models import QuerySet
@@ -97,10 +97,15 @@ class Recorder:
         self.pid = instance.pid if instance else os.getpid()
 
     def start(
-        self, job_id: str, scheduled_at: datetime, origin: Origin = SCHEDULED, ran_in: str = THREADS
+        self,
+        job_id: str,
+        scheduled_at: datetime,
+        origin: Origin = SCHEDULED,
+        ran_in: str = THREADS,
+        call: dict[str, Any] | None = None,
     ) -> Execution | None:
         """Record a run as started; None if this fire already has an execution."""
-        row = self.running_row(job_id, scheduled_at, origin, ran_in)
+        row = self.running_row(job_id, scheduled_at, origin, ran_in, call)
         try:
             # One INSERT, atomic by itself; a duplicate fails it without touching anything else.
             retrying(row.save, f"record the start of job {job_id}")
@@ -112,9 +117,17 @@ class Recorder:
         return row
 
     def running_row(
-        self, job_id: str, scheduled_at: datetime, origin: Origin = SCHEDULED, ran_in: str = THREADS
+        self,
+        job_id: str,
+        scheduled_at: datetime,
+        origin: Origin = SCHEDULED,
+        ran_in: str = THREADS,
+        call: dict[str, Any] | None = None,
     ) -> Execution:
-        """A run about to start here, or, placed in task workers, about to be enqueued."""
+        """A run about to start here, or, placed in task workers, about to be enqueued.
+
+        ``call`` is the frozen copy of the job a task worker runs if the job left the store.
+        """
         enqueued = ran_in == TASKS
         return Execution(
             job_id=job_id,
@@ -127,6 +140,7 @@ class Recorder:
             hostname=self.hostname,
             pid=self.pid,
             instance=self.instance,
+            call=call,
         )
 
     def ended_row(
@@ -164,7 +178,9 @@ class Recorder:
             for row in rows:
                 if row.status not in UNFINISHED:
                     self.record(row.job_id, [row.scheduled_at], row.status, row.exception)
-                elif (execution := self.start(row.job_id, row.scheduled_at, ran_in=row.ran_in)) is not None:
+                elif (
+                    execution := self.start(row.job_id, row.scheduled_at, ran_in=row.ran_in, call=row.call)
+                ) is not None:
                     started.append(execution)
             return started
         return [row for row in rows if row.status in UNFINISHED]
