@@ -478,3 +478,52 @@ def test_a_job_with_arguments_that_are_not_json_does_not_stop_the_runs_due_with_
     work_off()
     assert set(Execution.objects.values_list("status", flat=True)) == {"succeeded"}
     assert (tmp_path / "noted").exists()  # read from the store
+
+
+@pytest.mark.processes
+def test_a_db_worker_process_runs_the_recorded_run_and_nothing_forged_tasks_name(
+    registry: dict, dispatcher: Dispatcher, scheduler_process, tmp_path: Path
+) -> None:
+    notes, marker = tmp_path / "notes", tmp_path / "pwned"
+    job(interval=30, id="guarded", runs_in="tasks", args=[str(notes)])(jobs.note_process)
+    dispatch_due(registry, dispatcher)
+    legit = Execution.objects.get()
+    # A run recorded as enqueued whose frozen copy names a command (written by hand in the table).
+    ghost = Execution.objects.create(
+        job_id="ghost", status="enqueued", ran_in="tasks", scheduled_at=timezone.now(), call=os_system(marker)
+    )
+    forge(legit.pk, os_system(marker))
+    forge(ghost.pk)
+    forge(legit.pk + 1000, os_system(marker))
+
+    # Its code declares the job as this test does: autodiscovered at start, as runscheduler does.
+    worker = scheduler_process(
+        "tests.process_jobs_guarded",
+        env={"TEST_NOTES_FILE": str(notes)},
+        command="db_worker",
+        started_text="Starting worker",
+        args=["--interval", "0.05", "--no-startup-delay", "--no-reload", "--worker-id", "guarded"],
+    )
+    wait_for(lambda: not DBTaskResult.objects.filter(status__in=["READY", "RUNNING"]).exists(), timeout=60)
+
+    assert not marker.exists()
+    legit.refresh_from_db()
+    assert (legit.status, legit.pid) == ("succeeded", worker.popen.pid)
+    assert notes.read_text() == f"{worker.popen.pid} {legit.scheduled_at.isoformat()}\n"  # once
+    ghost.refresh_from_db()
+    assert ghost.status == "failed"
+    assert ghost.exception.startswith("Refused: os:system is not a function declared with @job")
+    results = sorted(DBTaskResult.objects.values_list("status", "return_value"), key=str)
+    assert results == sorted(
+        [
+            ("SUCCESSFUL", "succeeded"),
+            (
+                "SUCCESSFUL",
+                f"Not run: execution {legit.pk} (guarded) is succeeded in tasks, not enqueued "
+                "for a task worker",
+            ),
+            ("FAILED", None),
+            ("SUCCESSFUL", f"Not run: there is no execution {legit.pk + 1000}"),
+        ],
+        key=str,
+    )
