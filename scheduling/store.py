@@ -16,10 +16,10 @@ from typing import Any
 
 from apscheduler.job import Job
 from apscheduler.jobstores.base import BaseJobStore, JobLookupError
-from django.db.models import Exists, F, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 from django_apscheduler.jobstores import DjangoJobStore
-from django_apscheduler.models import DjangoJob
+from django_apscheduler.models import DjangoJob, DjangoJobExecution
 from django_apscheduler.util import get_apscheduler_datetime, get_django_internal_datetime
 
 from scheduling.bulk import update_rows
@@ -42,6 +42,21 @@ def loadable_jobs() -> QuerySet[DjangoJob]:
 
 def unpickle(job_state: bytes | memoryview) -> dict[str, Any]:
     return pickle.loads(job_state)  # noqa: S301 - the job store is pickled by design (django_apscheduler)
+
+
+def old_executions(job_ids: Collection[str]) -> dict[str, int]:
+    """How many rows django-apscheduler's own history table holds, by job id, for ``job_ids``.
+
+    That table's foreign key cascades in Python and is enforced by the database, so a job row
+    they point at can only go with them: such a job is kept (see docs/design.md).
+    """
+    rows = (
+        DjangoJobExecution.objects.filter(job_id__in=list(job_ids))
+        .values_list("job_id")
+        .annotate(count=Count("pk"))
+        .order_by()
+    )
+    return dict(rows)
 
 
 def flag_broken(job_id: str, error: BaseException) -> None:
@@ -154,6 +169,18 @@ class JobStore(DjangoJobStore):
 
     def remove_job(self, job_id: str) -> None:
         self._written.pop(job_id, None)
+        if old := old_executions([job_id]):
+            # A one-off job that has fired, say: it has no next run, so keeping it paused changes
+            # nothing but the table, where deleting it would delete django-apscheduler's history.
+            logger.warning(
+                "Job %s is kept, paused, not removed: django-apscheduler's history table has %d run(s) "
+                "of it, which removing the job would delete",
+                job_id,
+                old[job_id],
+            )
+            if not DjangoJob.objects.filter(id=job_id).update(next_run_time=None):
+                raise JobLookupError(job_id)
+            return
         super().remove_job(job_id)
 
     def get_first_jobs(self, limit: int) -> list[Job]:
