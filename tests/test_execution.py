@@ -10,6 +10,7 @@ from apscheduler.job import Job
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from django.apps import apps
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django_apscheduler.models import DjangoJob, DjangoJobExecution
 
@@ -215,4 +216,16 @@ def test_a_finished_one_off_job_django_apschedulers_history_refers_to_is_kept_pa
 
     assert Execution.objects.get(job_id="once-migrated").status == "succeeded"
     assert DjangoJob.objects.get(id="once-migrated").next_run_time is None
+    assert list(DjangoJobExecution.objects.values_list()) == before
+
+
+def test_the_database_itself_keeps_a_job_row_django_apschedulers_history_refers_to() -> None:
+    # Why deleting such a job is refused rather than done without Django's cascade (docs/design.md).
+    DjangoJob.objects.create(id="anchored", next_run_time=None, job_state=b"")
+    before = old_history("anchored")
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        DjangoJob.objects.filter(id="anchored")._raw_delete(DjangoJob.objects.db)
+
+    assert DjangoJob.objects.filter(id="anchored").exists()
     assert list(DjangoJobExecution.objects.values_list()) == before
