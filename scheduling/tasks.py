@@ -47,6 +47,10 @@ else:
 logger = logging.getLogger(__name__)
 
 
+# A worker that lost the race to another (a task delivered twice at once) or to the timeout.
+TAKEN_MEANWHILE = "Not run: its run left the enqueued state while this worker was taking it"
+
+
 class JobRunFailed(Exception):
     """Raised by the task when the job failed, so the tasks backend records the task as failed too."""
 
@@ -77,7 +81,7 @@ def run_enqueued(execution_id: int, task_id: str) -> Outcome | str:
     try:
         call, function = task_calls.call_of(execution)
     except task_calls.Refused as exc:
-        return _end_unstarted(execution, task_id, Execution.Status.FAILED, str(exc)) or _taken_meanwhile
+        return _end_unstarted(execution, task_id, Execution.Status.FAILED, str(exc)) or TAKEN_MEANWHILE
     lateness = timezone.now() - execution.scheduled_at
     grace = call.misfire_grace_time
     if (
@@ -91,11 +95,11 @@ def run_enqueued(execution_id: int, task_id: str) -> Outcome | str:
         )
         outcome = _end_unstarted(execution, task_id, Execution.Status.MISSED, message)
         if outcome is None:
-            return _taken_meanwhile
+            return TAKEN_MEANWHILE
         notify(signals.job_missed, execution)
         return outcome
     if not _claim(execution, task_id):
-        return _taken_meanwhile
+        return TAKEN_MEANWHILE
     notify(signals.job_started, execution)
     token = context.current.set(execution)
     try:
@@ -114,9 +118,6 @@ def run_enqueued(execution_id: int, task_id: str) -> Outcome | str:
         execution,
     )
     return outcome
-
-
-_taken_meanwhile = "Not run: its run left the enqueued state while this worker was taking it"
 
 
 def _enqueued(execution_id: object) -> Execution | str:
