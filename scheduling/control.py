@@ -18,7 +18,7 @@ from scheduling.conf import settings
 from scheduling.models import RunRequest, ScheduledJob
 from scheduling.placement import DEFAULT_ALIAS
 from scheduling.schedules import build_trigger, normalize_spec
-from scheduling.store import JobStore
+from scheduling.store import JobStore, old_executions
 from scheduling.sync import apply_declaration
 
 
@@ -33,6 +33,19 @@ class JobLoadError(RuntimeError):
 
     def __init__(self, job_id: str, error: BaseException) -> None:
         super().__init__(f"Job {job_id!r} cannot be loaded: {type(error).__name__}: {error}")
+        self.job_id = job_id
+
+
+class OldHistoryError(RuntimeError):
+    """A job django-apscheduler's own history table still refers to, which deleting would empty."""
+
+    def __init__(self, job_id: str, count: int) -> None:
+        super().__init__(
+            f"Job {job_id!r} is not deleted: django-apscheduler's history table (DjangoJobExecution) has "
+            f"{count} run(s) of it, which deleting the job would delete with it; they are copied into "
+            "this history as imported runs, so once you no longer need them there, delete them "
+            f"(DjangoJobExecution.objects.filter(job_id={job_id!r}).delete()) and then the job"
+        )
         self.job_id = job_id
 
 
@@ -165,7 +178,12 @@ def reset(job_id: str) -> None:
 
 
 def delete(job_id: str) -> None:
-    """Remove a job from the store; its history stays."""
+    """Remove a job from the store; its history stays.
+
+    :raises OldHistoryError: when django-apscheduler's history table refers to the job.
+    """
+    if old := old_executions([job_id]):
+        raise OldHistoryError(job_id, old[job_id])
     try:
         _store().remove_job(job_id)
     except JobLookupError:

@@ -29,6 +29,7 @@ from scheduling.history import Recorder, describe_exception, missed_message
 from scheduling.models import Execution
 from scheduling.placement import TASKS, Placement
 from scheduling.store import JobStore, flag_broken
+from scheduling.task_calls import frozen
 
 logger = logging.getLogger(__name__)
 
@@ -139,9 +140,12 @@ class Dispatcher:
         if not on_time:
             return plan
         allowed = self._reserve(plan, in_tasks, len(on_time))
+        call = frozen(job) if plan.placement.kind == TASKS else None
         for number, run_time in enumerate(on_time):
             if number < allowed:
-                plan.rows.append(self.recorder.running_row(job.id, run_time, ran_in=plan.placement.kind))
+                plan.rows.append(
+                    self.recorder.running_row(job.id, run_time, ran_in=plan.placement.kind, call=call)
+                )
             else:
                 logger.warning("Job %s skipped: its previous run is still going", job.id)
                 plan.rows.append(

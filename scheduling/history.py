@@ -113,16 +113,29 @@ class Recorder:
         self.fence: Fence | None = None
 
     def start(
-        self, job_id: str, scheduled_at: datetime, origin: Origin = SCHEDULED, ran_in: str = THREADS
+        self,
+        job_id: str,
+        scheduled_at: datetime,
+        origin: Origin = SCHEDULED,
+        ran_in: str = THREADS,
+        call: dict[str, Any] | None = None,
     ) -> Execution | None:
         """Record a run as started; None if this fire already has an execution."""
-        started = self.insert([self.running_row(job_id, scheduled_at, origin, ran_in)])
+        started = self.insert([self.running_row(job_id, scheduled_at, origin, ran_in, call)])
         return started[0] if started else None
 
     def running_row(
-        self, job_id: str, scheduled_at: datetime, origin: Origin = SCHEDULED, ran_in: str = THREADS
+        self,
+        job_id: str,
+        scheduled_at: datetime,
+        origin: Origin = SCHEDULED,
+        ran_in: str = THREADS,
+        call: dict[str, Any] | None = None,
     ) -> Execution:
-        """A run about to start here, or, placed in task workers, about to be enqueued."""
+        """A run about to start here, or, placed in task workers, about to be enqueued.
+
+        ``call`` is the frozen copy of the job a task worker runs if the job left the store.
+        """
         enqueued = ran_in == TASKS
         return Execution(
             job_id=job_id,
@@ -135,6 +148,7 @@ class Recorder:
             hostname=self.hostname,
             pid=self.pid,
             instance=self.instance,
+            call=call,
         )
 
     def ended_row(

@@ -195,6 +195,16 @@ class Execution(models.Model):
     task_id = models.CharField(
         _("task id"), max_length=255, blank=True, help_text=_("Given by the tasks framework's backend.")
     )
+    call = models.JSONField(
+        _("what to run"),
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=_(
+            "For a run handed to task workers: the job's function, arguments and misfire grace time "
+            "when it fired, used by the worker if the job has left the store by then."
+        ),
+    )
     hostname = models.CharField(_("host"), max_length=255, blank=True)
     pid = models.PositiveIntegerField(_("process id"), null=True, blank=True)
     instance = models.ForeignKey(

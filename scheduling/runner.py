@@ -32,6 +32,7 @@ from scheduling.placement import PROCESSES, TASKS, Placement
 from scheduling.processes import ProcessPool
 from scheduling.store import JobStore
 from scheduling.sync import SyncReport, sync
+from scheduling.task_calls import frozen
 
 logger = logging.getLogger(__name__)
 
@@ -425,7 +426,11 @@ class Runner:
             return
         try:
             execution = self.recorder.start(
-                job.id, request.requested_at, origin, ran_in=Placement.of(job.executor).kind
+                job.id,
+                request.requested_at,
+                origin,
+                ran_in=Placement.of(job.executor).kind,
+                call=frozen(job) if in_tasks else None,
             )
         except BaseException:
             if not in_tasks:

@@ -17,10 +17,10 @@ from typing import Any
 from apscheduler.job import Job
 from apscheduler.jobstores.base import BaseJobStore, JobLookupError
 from django.db import transaction
-from django.db.models import Exists, F, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 from django_apscheduler.jobstores import DjangoJobStore
-from django_apscheduler.models import DjangoJob
+from django_apscheduler.models import DjangoJob, DjangoJobExecution
 from django_apscheduler.util import get_apscheduler_datetime, get_django_internal_datetime
 
 from scheduling.bulk import update_rows
@@ -46,6 +46,21 @@ def unpickle(job_state: bytes | memoryview) -> dict[str, Any]:
     return pickle.loads(job_state)  # noqa: S301 - the job store is pickled by design (django_apscheduler)
 
 
+def old_executions(job_ids: Collection[str]) -> dict[str, int]:
+    """How many rows django-apscheduler's own history table holds, by job id, for ``job_ids``.
+
+    That table's foreign key cascades in Python and is enforced by the database, so a job row
+    they point at can only go with them: such a job is kept (see docs/design.md).
+    """
+    rows = (
+        DjangoJobExecution.objects.filter(job_id__in=list(job_ids))
+        .values_list("job_id")
+        .annotate(count=Count("pk"))
+        .order_by()
+    )
+    return dict(rows)
+
+
 def flag_broken(job_id: str, error: BaseException, message: str = "") -> None:
     """Record that a stored job cannot be loaded (or run); log it the first time only.
 
@@ -67,8 +82,9 @@ class JobStore(DjangoJobStore):
         # that state byte for byte is not unpickled again (unpickling, which imports the function
         # and rebuilds the trigger, was the costliest part of loading a thousand due jobs).
         self._written: dict[str, tuple[bytes, Job]] = {}
-        # What the last due-jobs query read of each job's row: what moving it on compares against.
-        self._read: dict[str, tuple[datetime, bytes]] = {}
+        # What this store last read of each job's row (next run time, state): what moving the job
+        # on after a fire compares against.
+        self._read: dict[str, tuple[datetime | None, bytes]] = {}
 
     def start(self, scheduler: Any, alias: str) -> None:
         # Skip DjangoResultStoreMixin.start: its listeners write django_apscheduler's history,
@@ -120,7 +136,7 @@ class JobStore(DjangoJobStore):
         on before writing, and a write that failed leaves the row behind.
         """
         known, unknown = {}, []
-        self._read = {job_id: (moment, bytes(state)) for job_id, moment, state in rows}
+        self._read.update((job_id, (moment, bytes(state))) for job_id, moment, state in rows)
         for job_id, moment, state in rows:
             written = self._written.get(job_id)
             if (
@@ -216,9 +232,18 @@ class JobStore(DjangoJobStore):
             )
             if fence is not None:
                 rows = rows.filter(fence.exists())
-            # The ORM delete, not a raw one: django_apscheduler's old history rows hold a foreign key.
-            _, by_model = DjangoJob.objects.filter(pk__in=list(rows.values_list("pk", flat=True))).delete()
-            removed = by_model.get(DjangoJob._meta.label, 0)
+            ids = list(rows.values_list("pk", flat=True))
+            if ids and (old := old_executions(ids)):
+                # As in remove_job: deleting it would delete django-apscheduler's history of it.
+                logger.warning(
+                    "Job %s is kept, paused, not removed: django-apscheduler's history table has %d run(s)",
+                    job.id,
+                    old[job.id],
+                )
+                removed = DjangoJob.objects.filter(pk__in=ids).update(next_run_time=None)
+            else:
+                _, by_model = DjangoJob.objects.filter(pk__in=ids).delete()
+                removed = by_model.get(DjangoJob._meta.label, 0)
         if removed:
             return True
         if fence is not None and not fence.holds():
@@ -242,6 +267,18 @@ class JobStore(DjangoJobStore):
 
     def remove_job(self, job_id: str) -> None:
         self._written.pop(job_id, None)
+        if old := old_executions([job_id]):
+            # A one-off job that has fired, say: it has no next run, so keeping it paused changes
+            # nothing but the table, where deleting it would delete django-apscheduler's history.
+            logger.warning(
+                "Job %s is kept, paused, not removed: django-apscheduler's history table has %d run(s) "
+                "of it, which removing the job would delete",
+                job_id,
+                old[job_id],
+            )
+            if not DjangoJob.objects.filter(id=job_id).update(next_run_time=None):
+                raise JobLookupError(job_id)
+            return
         super().remove_job(job_id)
 
     def get_first_jobs(self, limit: int) -> list[Job]:
@@ -277,7 +314,10 @@ class JobStore(DjangoJobStore):
         jobs = []
         for job_id, job_state in rows:
             try:
-                jobs.append(self._reconstitute_job(job_state))
+                job = self._reconstitute_job(job_state)
+                # The column and the pickled state are written together, so the state says both.
+                self._read[job_id] = (get_django_internal_datetime(job.next_run_time), bytes(job_state))
+                jobs.append(job)
             # Unpickling imports the job's function and trigger classes: any error means
             # "cannot load now", never "delete".
             except Exception as exc:

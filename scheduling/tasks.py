@@ -4,8 +4,8 @@ The scheduler stays the one source of timing and history: at each fire it writes
 "enqueued" and enqueues :func:`run_scheduled_job` with the run's id, on the job's backend and
 queue. The worker that takes the task marks the same row running (with its host and process),
 calls the job's function and records the outcome there. Any backend works (django-tasks-db's
-``db_worker``, RQ, Celery…). The task carries the run's id and what the job was at its fire
-(function reference, JSON arguments, misfire grace time), so the worker does not need the job store.
+``db_worker``, RQ, Celery…). The task carries only the run's id: what to call is read from our
+tables (:mod:`scheduling.task_calls`), so a forged or replayed task runs nothing.
 
 Imported only when a job is placed in task workers: Django 6 has ``django.tasks``; on Django 5.2
 the ``django-tasks`` backport provides the same API.
@@ -21,13 +21,12 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from apscheduler.job import Job
-from apscheduler.util import ref_to_obj
 from django.db import close_old_connections
 from django.utils import timezone
 
-from scheduling import context, invoke, signals
+from scheduling import context, invoke, signals, task_calls
 from scheduling.executors import notify
-from scheduling.history import Outcome, describe_exception, finish_all
+from scheduling.history import Outcome, finish_all
 from scheduling.models import Execution
 from scheduling.placement import Placement
 
@@ -48,50 +47,43 @@ else:
 logger = logging.getLogger(__name__)
 
 
+# A worker that lost the race to another (a task delivered twice at once) or to the timeout.
+TAKEN_MEANWHILE = "Not run: its run left the enqueued state while this worker was taking it"
+
+
 class JobRunFailed(Exception):
     """Raised by the task when the job failed, so the tasks backend records the task as failed too."""
 
 
 @task(takes_context=True)
-def run_scheduled_job(context: TaskContext, execution_id: int, call: dict[str, Any]) -> str:
+def run_scheduled_job(context: TaskContext, execution_id: int, *legacy: Any) -> str:
     """Run the fire recorded as execution ``execution_id`` (enqueued by the scheduler).
 
-    ``call`` is what the job was at its fire — function, arguments, misfire grace time —, so a run
-    still happens when the job is gone from the store by then (a one-off job is, once it fired).
+    ``legacy`` is what tasks enqueued by earlier versions carried (the job's function and
+    arguments): accepted, so they still run, and ignored, since a payload is not to be trusted.
     """
     close_old_connections()
-    outcome = run_enqueued(execution_id, str(context.task_result.id), call)
-    if outcome is not None and outcome.status == Execution.Status.FAILED:
+    outcome = run_enqueued(execution_id, str(context.task_result.id))
+    if isinstance(outcome, str):
+        return outcome
+    if outcome.status == Execution.Status.FAILED:
         raise JobRunFailed(outcome.exception)
-    return outcome.status if outcome is not None else "not run"
+    return outcome.status
 
 
-def call_of(job: Job) -> dict[str, Any]:
-    """What a worker needs to run a fire of ``job``, as JSON for the task's arguments."""
-    return {
-        "func": job.func_ref,
-        "args": list(job.args),
-        "kwargs": dict(job.kwargs),
-        "misfire_grace_time": job.misfire_grace_time,
-    }
-
-
-def run_enqueued(execution_id: int, task_id: str, call: dict[str, Any]) -> Outcome | None:
-    """Take an enqueued run, call its job and record the outcome; None if it was not ours to run."""
-    execution = Execution.objects.filter(pk=execution_id).first()
-    if execution is None or execution.status != Execution.Status.ENQUEUED:
-        # Expired by SCHEDULING_TASK_TIMEOUT, deleted, or a backend delivering the task twice.
-        logger.warning("Execution %s is not waiting for a worker any more; not running it", execution_id)
-        return None
+def run_enqueued(execution_id: int, task_id: str) -> Outcome | str:
+    """Take an enqueued run, call its job and record the outcome; if it was not ours to run, why."""
+    execution = _enqueued(execution_id)
+    if isinstance(execution, str):
+        # Expired by SCHEDULING_TASK_TIMEOUT, deleted, a backend delivering the task twice, or forged.
+        logger.warning("Task %s not run: %s", task_id, execution)
+        return execution
     try:
-        function = ref_to_obj(call["func"])
-    # Importing runs the module's code: any error means the job cannot run on this worker.
-    except Exception as exc:
-        message, formatted = describe_exception(exc)
-        message = f"Cannot import {call['func']} on this worker: {message}"
-        return _end_unstarted(execution, task_id, Execution.Status.FAILED, message, formatted)
+        call, function = task_calls.call_of(execution)
+    except task_calls.Refused as exc:
+        return _end_unstarted(execution, task_id, Execution.Status.FAILED, str(exc)) or TAKEN_MEANWHILE
     lateness = timezone.now() - execution.scheduled_at
-    grace = call["misfire_grace_time"]
+    grace = call.misfire_grace_time
     if (
         execution.origin == Execution.Origin.SCHEDULE
         and grace is not None
@@ -102,15 +94,16 @@ def run_enqueued(execution_id: int, task_id: str, call: dict[str, Any]) -> Outco
             f"of {grace} s (it waited in the task queue)"
         )
         outcome = _end_unstarted(execution, task_id, Execution.Status.MISSED, message)
-        if outcome is not None:
-            notify(signals.job_missed, execution)
+        if outcome is None:
+            return TAKEN_MEANWHILE
+        notify(signals.job_missed, execution)
         return outcome
     if not _claim(execution, task_id):
-        return None
+        return TAKEN_MEANWHILE
     notify(signals.job_started, execution)
     token = context.current.set(execution)
     try:
-        outcome = invoke.call(execution.job_id, function, call["args"], call["kwargs"])
+        outcome = invoke.call(execution.job_id, function, call.args, call.kwargs)
     finally:
         context.current.reset(token)
     if not finish_all([(execution, outcome)]):
@@ -125,6 +118,22 @@ def run_enqueued(execution_id: int, task_id: str, call: dict[str, Any]) -> Outco
         execution,
     )
     return outcome
+
+
+def _enqueued(execution_id: object) -> Execution | str:
+    """The run ``execution_id`` if it waits for a worker, else why this task may not run it."""
+    # A forged payload may carry anything; only a whole number can name a run.
+    if not isinstance(execution_id, int) or isinstance(execution_id, bool):
+        return f"Not run: {execution_id!r} is not an execution id"
+    execution = Execution.objects.filter(pk=execution_id).first()
+    if execution is None:
+        return f"Not run: there is no execution {execution_id}"
+    if execution.ran_in != Execution.RanIn.TASKS or execution.status != Execution.Status.ENQUEUED:
+        return (
+            f"Not run: execution {execution_id} ({execution.job_id}) is {execution.status} in "
+            f"{execution.ran_in}, not enqueued for a task worker"
+        )
+    return execution
 
 
 def _claim(execution: Execution, task_id: str) -> bool:
@@ -171,7 +180,7 @@ def _task(backend: str, queue: str) -> Task:
 def enqueue(execution: Execution, job: Job) -> str:
     """Hand a run of ``job`` recorded as enqueued to the tasks framework; returns the task's id."""
     placement = Placement.of(job.executor)
-    return str(_task(placement.backend, placement.queue).enqueue(execution.pk, call_of(job)).id)
+    return str(_task(placement.backend, placement.queue).enqueue(execution.pk).id)
 
 
 def check_placement(placement: Placement) -> None:

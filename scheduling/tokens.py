@@ -7,6 +7,7 @@ import secrets
 from typing import Any
 
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from scheduling.models import ApiToken
 
@@ -14,8 +15,29 @@ KEY_PREFIX = "sch_"
 SHOWN_PREFIX_LENGTH = 12
 
 
+class TokenError(ValueError):
+    """A token that must not be created; the message names the user or the limit."""
+
+
 def create(user: Any, name: str) -> tuple[ApiToken, str]:
-    """A new token for ``user``, with its key: shown to the caller once, never stored."""
+    """A new token for ``user``, with its key: shown to the caller once, never stored.
+
+    :raises TokenError: for an inactive user (the key would never work: ``user_for`` refuses it),
+        or a name that is empty or longer than its column.
+    """
+    if not user.is_active:
+        raise TokenError(
+            _("User %(user)s is inactive: a token for them would be refused; activate the user first")
+            % {"user": user.get_username()}
+        )
+    limit = ApiToken._meta.get_field("name").max_length
+    if not name.strip():
+        raise TokenError(_("A token needs a name (what uses it, e.g. 'deploy script')"))
+    if limit is not None and len(name) > limit:
+        raise TokenError(
+            _("A token's name is at most %(limit)d characters, not %(length)d")
+            % {"limit": limit, "length": len(name)}
+        )
     token = ApiToken(user=user, name=name)
     return token, issue(token)
 

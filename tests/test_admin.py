@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from datetime import timedelta
 
 import pytest
 from django.contrib.admin.models import LogEntry
@@ -10,7 +11,7 @@ from django.contrib.admin.utils import quote
 from django.contrib.auth.models import Permission, User
 from django.test import Client
 from django.utils import timezone
-from django_apscheduler.models import DjangoJob
+from django_apscheduler.models import DjangoJob, DjangoJobExecution
 
 from scheduling import declarations, job, schedulable
 from scheduling.models import Execution, RunRequest, SchedulerInstance
@@ -556,6 +557,39 @@ def test_the_job_page_charts_recent_durations_coloured_by_outcome(
     assert page.count("<rect ") == 2
     assert 'height="80.0" fill="#1a7f37"' in page  # the longest run, a success, is full height
     assert 'height="40.0" fill="#cf222e"' in page
+
+
+def old_history(job_id: str, count: int = 2) -> list[tuple]:
+    """Rows of django-apscheduler's own history table for a job, as a site migrating to us has them."""
+    for minutes in range(count):
+        DjangoJobExecution.objects.create(
+            job_id=job_id, status="Executed", run_time=timezone.now() - timedelta(minutes=minutes + 1)
+        )
+    return list(DjangoJobExecution.objects.order_by("pk").values_list())
+
+
+def test_delete_refuses_a_job_django_apschedulers_history_refers_to_and_leaves_that_table_alone(
+    admin_client: Client, registry: dict, django_assert_max_num_queries
+) -> None:
+    declare_jobs(registry, 2)
+    before = old_history("job-0")
+    selected = {"action": "delete_selected", "_selected_action": ["job-0", "job-1"]}
+
+    with django_assert_max_num_queries(12):
+        confirm = admin_client.post(JOBS, selected)
+    assert "protected related objects" in confirm.text
+    assert (
+        "job-0: 2 runs in django-apscheduler&#x27;s history table (DjangoJobExecution), which deleting the "
+        "job would delete" in confirm.text
+    )
+    assert 'name="post"' not in confirm.text
+    admin_client.post(JOBS, {**selected, "post": "yes"})  # sent without the confirmation page
+    single = admin_client.post(f"{JOBS}job-0/delete/", {"post": "yes"})
+
+    assert "protected related objects" in single.text
+    assert set(DjangoJob.objects.values_list("id", flat=True)) == {"job-0", "job-1"}
+    assert list(DjangoJobExecution.objects.order_by("pk").values_list()) == before
+    assert not LogEntry.objects.exists()
 
 
 def test_delete_asks_for_confirmation_removes_the_job_and_keeps_its_history(

@@ -7,14 +7,20 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from apscheduler.job import Job
+from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from django.apps import apps
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django_apscheduler.models import DjangoJob, DjangoJobExecution
 
-from scheduling import current_run, history, identity
-from scheduling.executors import run_job
+from scheduling import control, current_run, history, identity, job
+from scheduling.dispatch import Dispatcher
+from scheduling.executors import RecordingThreadPoolExecutor, run_job
+from scheduling.history import Recorder
 from scheduling.models import Execution, SchedulerInstance
+from scheduling.store import JobStore
+from scheduling.sync import sync
 from tests import jobs
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -167,3 +173,59 @@ def test_a_job_knows_the_run_it_serves(func: object) -> None:
 
     assert jobs.calls == [f"job@{scheduled.isoformat()}"]
     assert current_run() is None, "outside a job there is no current run"
+
+
+def old_history(job_id: str) -> list[tuple]:
+    DjangoJobExecution.objects.create(job_id=job_id, status="Executed", run_time=timezone.now())
+    return list(DjangoJobExecution.objects.values_list())
+
+
+def test_deleting_a_job_django_apschedulers_history_refers_to_is_refused_naming_it(registry: dict) -> None:
+    job(interval=60, id="migrated")(jobs.succeed)
+    job(interval=60, id="new")(jobs.succeed)
+    sync(JobStore(), registry.values())
+    before = old_history("migrated")
+
+    with pytest.raises(
+        control.OldHistoryError, match=r"Job 'migrated' is not deleted: .* has 1 run\(s\) of it"
+    ):
+        control.delete("migrated")
+    control.delete("new")
+
+    assert list(DjangoJob.objects.values_list("id", flat=True)) == ["migrated"]
+    assert list(DjangoJobExecution.objects.values_list()) == before
+
+
+def test_a_finished_one_off_job_django_apschedulers_history_refers_to_is_kept_paused_with_that_history(
+    registry: dict,
+) -> None:
+    job(date=timezone.now() + timedelta(seconds=30), id="once-migrated")(jobs.succeed)
+    store = JobStore()
+    sync(store, registry.values())
+    before = old_history("once-migrated")
+    recorder = Recorder()
+    pool = RecordingThreadPoolExecutor(recorder, max_workers=1)
+    pool.start(BackgroundScheduler(), "default")
+    try:
+        Dispatcher(store, pool, recorder).dispatch(
+            store.get_all_jobs(), timezone.now() + timedelta(seconds=31)
+        )
+        assert pool.wait(10)
+    finally:
+        pool.shutdown()
+
+    assert Execution.objects.get(job_id="once-migrated").status == "succeeded"
+    assert DjangoJob.objects.get(id="once-migrated").next_run_time is None
+    assert list(DjangoJobExecution.objects.values_list()) == before
+
+
+def test_the_database_itself_keeps_a_job_row_django_apschedulers_history_refers_to() -> None:
+    # Why deleting such a job is refused rather than done without Django's cascade (docs/design.md).
+    DjangoJob.objects.create(id="anchored", next_run_time=None, job_state=b"")
+    before = old_history("anchored")
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        DjangoJob.objects.filter(id="anchored")._raw_delete(DjangoJob.objects.db)
+
+    assert DjangoJob.objects.filter(id="anchored").exists()
+    assert list(DjangoJobExecution.objects.values_list()) == before

@@ -14,7 +14,7 @@ from django.utils import timezone
 from django_apscheduler.models import DjangoJob
 
 from scheduling import control, job
-from scheduling.models import Execution, RunRequest, SchedulerInstance
+from scheduling.models import ApiToken, Execution, RunRequest, SchedulerInstance
 from scheduling.status import job_summaries
 from scheduling.store import JobStore
 from scheduling.sync import sync
@@ -124,6 +124,26 @@ def test_token_errors_name_the_problem() -> None:
         run("token", "create", "ghost", "--name", "x")
     with pytest.raises(CommandError, match="must be the start of exactly one token's key"):
         run("token", "revoke", "sch_")
+
+
+@pytest.mark.parametrize(
+    ("active", "name", "message"),
+    [
+        (False, "deploy script", "User retired is inactive: a token for them would be refused"),
+        (True, "x" * 101, "A token's name is at most 100 characters, not 101"),
+        (True, "  ", "A token needs a name"),
+    ],
+)
+def test_token_create_refuses_inactive_users_and_names_that_do_not_fit(
+    active: bool, name: str, message: str
+) -> None:
+    User.objects.create_user("retired", is_active=active)
+
+    with pytest.raises(CommandError, match=message) as refused:
+        run("token", "create", "retired", "--name", name)
+
+    assert refused.value.returncode == 1
+    assert not ApiToken.objects.exists()
 
 
 def test_summaries_can_be_limited_to_the_jobs_due_soonest(registry: dict) -> None:

@@ -7,6 +7,7 @@ import socket
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import django
 import pytest
@@ -21,13 +22,13 @@ from scheduling import job
 from scheduling.declarations import JobDeclarationError
 from scheduling.dispatch import Dispatcher
 from scheduling.executors import RecordingThreadPoolExecutor
-from scheduling.history import Recorder, expire_task_runs
+from scheduling.history import Outcome, Recorder, expire_task_runs
 from scheduling.models import Execution, RunRequest
 from scheduling.placement import Placement
 from scheduling.runner import Runner
 from scheduling.store import JobStore
 from scheduling.sync import sync
-from scheduling.tasks import run_enqueued
+from scheduling.tasks import run_enqueued, run_scheduled_job
 from tests import jobs
 from tests.conftest import wait_for
 
@@ -85,13 +86,14 @@ def test_a_fire_is_recorded_as_enqueued_with_its_task_then_run_and_recorded_by_t
     assert (execution.status, execution.ran_in, execution.started_at) == ("enqueued", "tasks", None)
     task = DBTaskResult.objects.get()
     assert execution.task_id == str(task.id)
-    assert (task.queue_name, task.args_kwargs["args"]) == (
-        "reports",
-        [
-            execution.pk,
-            {"func": "tests.jobs:remember_run", "args": [], "kwargs": {}, "misfire_grace_time": 60},
-        ],
-    )
+    assert (task.queue_name, task.args_kwargs) == ("reports", {"args": [execution.pk], "kwargs": {}})
+    # Frozen in the INSERT that recorded the run, for a worker that finds the job gone.
+    assert execution.call == {
+        "func": "tests.jobs:remember_run",
+        "args": [],
+        "kwargs": {},
+        "misfire_grace_time": 60,
+    }
 
     work_off()
 
@@ -111,14 +113,15 @@ def test_a_task_delivered_twice_runs_its_job_once(registry: dict, dispatcher: Di
     execution = Execution.objects.get()
     jobs.calls.clear()
 
-    call = DBTaskResult.objects.get().args_kwargs["args"][1]
+    first = run_enqueued(execution.pk, "task-1")
+    second = run_enqueued(execution.pk, "task-2")
 
-    first = run_enqueued(execution.pk, "task-1", call)
-    second = run_enqueued(execution.pk, "task-2", call)
-
-    assert first is not None
+    assert isinstance(first, Outcome)
     assert first.status == "succeeded"
-    assert second is None
+    assert (
+        second
+        == f"Not run: execution {execution.pk} (twice) is succeeded in tasks, not enqueued for a task worker"
+    )
     assert len(jobs.calls) == 1
 
 
@@ -227,21 +230,145 @@ def test_a_one_off_job_runs_on_a_worker_although_it_left_the_store_when_it_fired
     assert jobs.calls == [f"once@{execution.scheduled_at.isoformat()}"]
 
 
-def test_a_function_the_worker_cannot_import_is_recorded_failed(
-    registry: dict, dispatcher: Dispatcher
+def forge(execution_id: object, payload: dict | None = None) -> DBTaskResult:
+    """Enqueue a task by hand through the real backend, as anyone able to write to the queue could."""
+    args = [execution_id] if payload is None else [execution_id, payload]
+    result = run_scheduled_job.enqueue(*args)
+    return DBTaskResult.objects.get(pk=result.id)
+
+
+def os_system(marker: Path) -> dict:
+    """The payload of a task as today's code enqueued it, naming a command instead of the job."""
+    return {"func": "os:system", "args": [f"touch {marker}"], "kwargs": {}, "misfire_grace_time": None}
+
+
+def test_a_task_naming_another_function_runs_the_stored_job_and_ignores_its_payload(
+    registry: dict, dispatcher: Dispatcher, tmp_path: Path
 ) -> None:
-    job(interval=30, id="renamed", runs_in="tasks")(jobs.succeed)
+    job(interval=30, id="hijacked", runs_in="tasks")(jobs.remember_run)
     dispatch_due(registry, dispatcher)
-    task = DBTaskResult.objects.get()
-    task.args_kwargs["args"][1]["func"] = "tests.jobs:renamed_in_a_deploy"
-    task.save()
+    execution = Execution.objects.get()
+    DBTaskResult.objects.all().delete()  # only the forged task is left for the worker
+    marker = tmp_path / "pwned"
+    forged = forge(execution.pk, os_system(marker))
+    jobs.calls.clear()
 
     work_off()
 
+    assert not marker.exists()
+    assert jobs.calls == [f"hijacked@{execution.scheduled_at.isoformat()}"]
+    execution.refresh_from_db()
+    assert execution.status == "succeeded"
+    forged.refresh_from_db()
+    assert forged.status == "SUCCESSFUL"  # the old payload shape is still accepted
+
+
+def test_forged_and_replayed_tasks_run_nothing_and_say_why(
+    registry: dict, dispatcher: Dispatcher, tmp_path: Path
+) -> None:
+    job(interval=30, id="replayed", runs_in="tasks")(jobs.succeed)
+    dispatch_due(registry, dispatcher)
+    work_off()
+    finished = Execution.objects.get()
+    in_threads = Execution.objects.create(
+        job_id="replayed", status="running", scheduled_at=timezone.now(), started_at=timezone.now()
+    )
+    marker = tmp_path / "pwned"
+    jobs.calls.clear()
+    forged = {
+        "replay": forge(finished.pk),
+        "replay with a payload": forge(finished.pk, os_system(marker)),
+        "a run in the scheduler's threads": forge(in_threads.pk, os_system(marker)),
+        "no such run": forge(finished.pk + 1000, os_system(marker)),
+        "not an id": forge("1 OR 1=1", os_system(marker)),
+    }
+
+    work_off()
+
+    assert not marker.exists()
+    assert jobs.calls == []
+    reasons = {what: DBTaskResult.objects.get(pk=task.pk).return_value for what, task in forged.items()}
+    assert reasons == {
+        "replay": f"Not run: execution {finished.pk} (replayed) is succeeded in tasks, not enqueued for a "
+        "task worker",
+        "replay with a payload": f"Not run: execution {finished.pk} (replayed) is succeeded in tasks, not "
+        "enqueued for a task worker",
+        "a run in the scheduler's threads": f"Not run: execution {in_threads.pk} (replayed) is running in "
+        "threads, not enqueued for a task worker",
+        "no such run": f"Not run: there is no execution {finished.pk + 1000}",
+        "not an id": "Not run: '1 OR 1=1' is not an execution id",
+    }
+    assert list(Execution.objects.order_by("pk").values_list("status", "finished_at")) == [
+        ("succeeded", finished.finished_at),
+        ("running", None),
+    ]
+
+
+def test_a_stored_job_whose_function_is_not_declared_is_refused_with_the_reason(
+    registry: dict, dispatcher: Dispatcher, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    job(interval=30, id="tampered", runs_in="tasks")(jobs.succeed)
+    sync(dispatcher.store, registry.values())
+    marker = tmp_path / "made-by-the-job"
+    stored = dispatcher.store.lookup_job("tampered")
+    stored._modify(func="os:mkdir", args=[str(marker)])  # e.g. a row written outside the code
+    dispatcher.store.update_job(stored)
+    dispatcher.dispatch(make_due(dispatcher.store), datetime.now(UTC))
+
+    work_off()
+
+    assert not marker.exists()
     execution = Execution.objects.get()
     assert execution.status == "failed"
-    assert execution.exception.startswith("Cannot import tests.jobs:renamed_in_a_deploy on this worker: ")
-    assert execution.traceback
+    assert execution.exception == (
+        "Refused: os:mkdir is not a function declared with @job or @schedulable in the code of this "
+        "worker; not running it"
+    )
+    assert execution.finished_at is not None
+    assert DBTaskResult.objects.get().status == "FAILED"
+    assert f"Job tampered: {execution.exception}" in caplog.messages
+
+
+def test_a_one_off_run_whose_frozen_copy_names_an_undeclared_function_is_refused(
+    registry: dict, dispatcher: Dispatcher, tmp_path: Path
+) -> None:
+    job(date=timezone.now() + timedelta(seconds=30), id="once-tampered", runs_in="tasks")(jobs.succeed)
+    dispatch_due(registry, dispatcher)
+    assert dispatcher.store.lookup_job("once-tampered") is None
+    marker = tmp_path / "pwned"
+    Execution.objects.update(call=os_system(marker))
+    jobs.calls.clear()
+
+    work_off()
+
+    assert not marker.exists()
+    assert jobs.calls == []
+    execution = Execution.objects.get()
+    assert execution.status == "failed"
+    assert execution.exception.startswith("Refused: os:system is not a function declared with @job")
+
+
+def test_a_one_off_run_queued_without_a_frozen_copy_is_refused_once_its_job_left_the_store(
+    registry: dict, dispatcher: Dispatcher, tmp_path: Path
+) -> None:
+    # A run recorded by an earlier version: its task carried the call, the row none.
+    job(date=timezone.now() + timedelta(seconds=30), id="once-old", runs_in="tasks")(jobs.succeed)
+    dispatch_due(registry, dispatcher)
+    execution = Execution.objects.get()
+    Execution.objects.update(call=None)
+    DBTaskResult.objects.all().delete()
+    marker = tmp_path / "pwned"
+    forge(execution.pk, os_system(marker))
+
+    work_off()
+
+    assert not marker.exists()
+    execution.refresh_from_db()
+    assert execution.status == "failed"
+    assert execution.exception == (
+        "Refused: job once-old is not in the job store and its run has no frozen copy of what to run "
+        "(recorded by an earlier version, or its arguments are not JSON); not running anything"
+    )
 
 
 def test_a_run_that_cannot_be_enqueued_is_recorded_failed_with_the_reason(
@@ -271,6 +398,7 @@ def test_run_now_enqueues_a_manual_run(registry: dict) -> None:
         RunRequest.objects.create(job_id="manual-in-tasks", requested_by="alice")
         execution = wait_for(lambda: Execution.objects.filter(requested_by="alice", task_id__gt="").first())
         assert (execution.status, execution.origin) == ("enqueued", "manual")
+        assert execution.call["func"] == "tests.jobs:succeed"
         RunRequest.objects.create(job_id="manual-in-tasks", requested_by="bob")  # max_instances 1
         skipped = wait_for(lambda: Execution.objects.filter(requested_by="bob").first())
         assert skipped.status == "skipped"
@@ -330,3 +458,72 @@ def test_a_placement_that_cannot_work_fails_the_declaration_naming_the_job(
 
     assert str(raised.value).startswith("Job 'misplaced': ")
     assert message in str(raised.value)
+
+
+def test_a_job_with_arguments_that_are_not_json_does_not_stop_the_runs_due_with_it(
+    registry: dict, dispatcher: Dispatcher, tmp_path: Path
+) -> None:
+    job(interval=30, id="plain", runs_in="tasks")(jobs.succeed)
+    job(interval=30, id="path-argument", runs_in="tasks", args=["unused"])(jobs.note_process)
+    sync(dispatcher.store, registry.values())
+    stored = dispatcher.store.lookup_job("path-argument")
+    stored._modify(args=[tmp_path / "noted"])  # a Path: picklable, not JSON (e.g. added in a shell)
+    dispatcher.store.update_job(stored)
+
+    dispatcher.dispatch(make_due(dispatcher.store), datetime.now(UTC))
+
+    rows = dict(Execution.objects.values_list("job_id", "call"))
+    assert rows["path-argument"] is None
+    assert rows["plain"]["func"] == "tests.jobs:succeed"
+    work_off()
+    assert set(Execution.objects.values_list("status", flat=True)) == {"succeeded"}
+    assert (tmp_path / "noted").exists()  # read from the store
+
+
+@pytest.mark.processes
+def test_a_db_worker_process_runs_the_recorded_run_and_nothing_forged_tasks_name(
+    registry: dict, dispatcher: Dispatcher, scheduler_process, tmp_path: Path
+) -> None:
+    notes, marker = tmp_path / "notes", tmp_path / "pwned"
+    job(interval=30, id="guarded", runs_in="tasks", args=[str(notes)])(jobs.note_process)
+    dispatch_due(registry, dispatcher)
+    legit = Execution.objects.get()
+    # A run recorded as enqueued whose frozen copy names a command (written by hand in the table).
+    ghost = Execution.objects.create(
+        job_id="ghost", status="enqueued", ran_in="tasks", scheduled_at=timezone.now(), call=os_system(marker)
+    )
+    forge(legit.pk, os_system(marker))
+    forge(ghost.pk)
+    forge(legit.pk + 1000, os_system(marker))
+
+    # Its code declares the job as this test does: autodiscovered at start, as runscheduler does.
+    worker = scheduler_process(
+        "tests.process_jobs_guarded",
+        env={"TEST_NOTES_FILE": str(notes)},
+        command="db_worker",
+        started_text="Starting worker",
+        args=["--interval", "0.05", "--no-startup-delay", "--no-reload", "--worker-id", "guarded"],
+    )
+    wait_for(lambda: not DBTaskResult.objects.filter(status__in=["READY", "RUNNING"]).exists(), timeout=60)
+
+    assert not marker.exists()
+    legit.refresh_from_db()
+    assert (legit.status, legit.pid) == ("succeeded", worker.popen.pid)
+    assert notes.read_text() == f"{worker.popen.pid} {legit.scheduled_at.isoformat()}\n"  # once
+    ghost.refresh_from_db()
+    assert ghost.status == "failed"
+    assert ghost.exception.startswith("Refused: os:system is not a function declared with @job")
+    results = sorted(DBTaskResult.objects.values_list("status", "return_value"), key=str)
+    assert results == sorted(
+        [
+            ("SUCCESSFUL", "succeeded"),
+            (
+                "SUCCESSFUL",
+                f"Not run: execution {legit.pk} (guarded) is succeeded in tasks, not enqueued "
+                "for a task worker",
+            ),
+            ("FAILED", None),
+            ("SUCCESSFUL", f"Not run: there is no execution {legit.pk + 1000}"),
+        ],
+        key=str,
+    )

@@ -33,7 +33,7 @@ from scheduling.models import Execution, Job, ScheduledJob
 from scheduling.placement import DEFAULT_ALIAS, THREADS, Placement
 from scheduling.schedules import describe, format_local, next_runs, relative
 from scheduling.status import schedule_summary, scheduler_status
-from scheduling.store import unpickle
+from scheduling.store import old_executions, unpickle
 
 RECENT = timedelta(hours=24)  # the window for a job's average duration and success rate
 RECENT_RUNS_ON_PAGE = 20
@@ -120,6 +120,29 @@ class JobAdmin(admin.ModelAdmin):
                 ),
             )
         )
+
+    def get_deleted_objects(
+        self, objs: Any, request: HttpRequest
+    ) -> tuple[list[Any], dict[str, int], set[str], list[Any]]:
+        """Refuse, as for a protected relation, to delete jobs django-apscheduler's history refers to.
+
+        Its rows would go with the job (a cascade the database enforces), and the README promises that
+        table is left as it was; our history keeps its own copies either way.
+        """
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        old = old_executions([obj.pk for obj in objs])
+        refusals = [
+            ngettext(
+                "%(job)s: %(count)d run in django-apscheduler's history table (DjangoJobExecution), "
+                "which deleting the job would delete; delete it there first if you no longer need it",
+                "%(job)s: %(count)d runs in django-apscheduler's history table (DjangoJobExecution), "
+                "which deleting the job would delete; delete them there first if you no longer need them",
+                count,
+            )
+            % {"job": job_id, "count": count}
+            for job_id, count in sorted(old.items())
+        ]
+        return deleted, counts, perms_needed, [*protected, *refusals]
 
     # Columns
 

@@ -166,7 +166,10 @@ class Command(BaseCommand):
             user = user_model._default_manager.get_by_natural_key(options["username"])
         except user_model.DoesNotExist:
             raise CommandError(f"No user named {options['username']!r}") from None
-        token, key = tokens.create(user, options["name"])
+        try:
+            token, key = tokens.create(user, options["name"])
+        except tokens.TokenError as exc:
+            raise CommandError(str(exc)) from None
         self._emit(
             options,
             {"name": token.name, "user": user.get_username(), "key": key},
