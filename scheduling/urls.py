@@ -5,12 +5,15 @@ The health endpoint answers anyone; the API needs a logged-in user or an API tok
 
 from django.urls import path
 
-from scheduling import api, views
+from scheduling import api, openapi, views
 
 app_name = "scheduling"
 urlpatterns = [
     path("health/", views.health, name="health"),
+    path("api/openapi.json", openapi.document, name="api-openapi"),
     path("api/status/", api.status, name="api-status"),
+    path("api/runs/", api.run_list, name="api-runs"),
+    path("api/runs/<int:run_id>/", api.run_detail, name="api-run"),
     path("api/jobs/", api.job_list, name="api-jobs"),
     # Job ids may contain slashes; the action routes come first so they are not read as ids.
     path("api/jobs/<path:job_id>/run/", api.run, name="api-job-run"),
