@@ -12,9 +12,8 @@ error is ``{"error": text, "code": stable identifier, "field": name or null}``. 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
+import re
 from collections.abc import Callable
 from datetime import datetime
 from functools import wraps
@@ -41,7 +40,7 @@ MAX_RUNS = 100
 MAX_PAGE = 500
 DEFAULT_PAGE = 100
 MAX_BODY_BYTES = 16 * 1024  # a reschedule body is a few hundred bytes
-MAX_CURSOR_LENGTH = 400
+MAX_CURSOR_LENGTH = 2 * 4 * validation.MAX_TEXT_LENGTH  # the hex of 255 characters of 4 bytes
 SCHEDULE_FIELDS = {"cron", "interval", "date", "timezone", "jitter"}
 OPTION_FIELDS = {"max_instances", "coalesce", "misfire_grace_time"}
 
@@ -83,6 +82,8 @@ def endpoint(method: str, permission: str) -> Callable[[View], View]:
                     raise ApiError(
                         403, f"This needs the permission 'scheduling.{permission}'", "permission_denied"
                     )
+                if "job_id" in kwargs:
+                    validation.text("job_id", kwargs["job_id"])
                 return view(request, user, **kwargs)
             except ApiError as exc:
                 response = exc.response()
@@ -106,6 +107,7 @@ def endpoint(method: str, permission: str) -> Callable[[View], View]:
                 response["Allow"] = method
             return response
 
+        wrapper.http_method = method  # type: ignore[attr-defined]  # read by the OpenAPI document's test
         # Session requests are CSRF-checked in authenticate(); token requests carry no cookie.
         return csrf_exempt(never_cache(wrapper))
 
@@ -142,7 +144,7 @@ def status(request: HttpRequest, user: Any) -> JsonResponse:
 @endpoint("GET", "view_job")
 def job_list(request: HttpRequest, user: Any) -> JsonResponse:
     limit = _limit(request)
-    jobs, last = job_page(limit, after=_cursor(request))
+    jobs, last = job_page(limit, after=_job_cursor(request))
     return JsonResponse({"jobs": [job_data(job) for job in jobs], "next": _encode(last)})
 
 
@@ -160,12 +162,12 @@ def run_list(request: HttpRequest, user: Any) -> JsonResponse:
     runs = Execution.objects.order_by("-id")
     if "job" in request.GET:
         runs = runs.filter(job_id=validation.text("job", request.GET["job"]))
-    cursor = _cursor(request)
-    if cursor:
-        runs = runs.filter(id__lt=validation.whole_number_text("cursor", cursor, 1, 2**63 - 1))
+    cursor = _run_cursor(request)
+    if cursor is not None:
+        runs = runs.filter(id__lt=cursor)
     page = list(runs[: limit + 1])
     last = str(page[limit - 1].pk) if len(page) > limit else None
-    return JsonResponse({"runs": [run_data(run) for run in page[:limit]], "next": _encode(last)})
+    return JsonResponse({"runs": [run_data(run) for run in page[:limit]], "next": last})
 
 
 @endpoint("GET", "view_job")
@@ -210,6 +212,15 @@ def reschedule(request: HttpRequest, user: Any, job_id: str) -> JsonResponse:
     return JsonResponse(_reply(user, job_id, "rescheduled"))
 
 
+def not_found(request: HttpRequest, rest: str) -> JsonResponse:
+    """Any other URL under api/: a JSON 404, after the same authentication as the API's views."""
+    try:
+        authenticate(request)
+    except ApiError as exc:
+        return exc.response()
+    return ApiError(404, f"No API endpoint at {request.path!r}", "not_found").response()
+
+
 def _reply(user: Any, job_id: str, result: str) -> dict[str, Any]:
     """What an action answers: the job as a GET shows it, to a user who may view jobs only."""
     if user.has_perm("scheduling.view_job"):
@@ -228,23 +239,32 @@ def _limit(request: HttpRequest) -> int:
     return validation.whole_number_text("limit", request.GET.get("limit", str(DEFAULT_PAGE)), 1, MAX_PAGE)
 
 
-def _cursor(request: HttpRequest) -> str:
-    """The position a page starts after, from the ``next`` of the page before ("" for the first)."""
+def _job_cursor(request: HttpRequest) -> str:
+    """The id a page of jobs starts after, from the ``next`` of the page before ("" for the first).
+
+    The cursor is the id's UTF-8 in hex: opaque, URL-safe, and any even run of hex digits is a
+    position (a made-up one simply starts the page somewhere), so only its shape can be wrong.
+    """
     cursor = request.GET.get("cursor", "")
     if not cursor:
         return ""
-    try:
-        if len(cursor) > MAX_CURSOR_LENGTH:
-            raise ValueError(cursor)
-        return base64.urlsafe_b64decode(cursor.encode("ascii") + b"==").decode()
-    except (ValueError, UnicodeError, binascii.Error):
-        raise ApiError(
-            400, "cursor must be the 'next' value of the page before", "invalid_cursor", "cursor"
-        ) from None
+    if len(cursor) > MAX_CURSOR_LENGTH or not re.fullmatch(r"(?:[0-9a-f]{2})+", cursor):
+        raise ApiError(400, "cursor must be the 'next' value of the page before", "invalid_cursor", "cursor")
+    return bytes.fromhex(cursor).decode(errors="replace").replace("\x00", "")
+
+
+def _run_cursor(request: HttpRequest) -> int | None:
+    """The id a page of runs starts below (runs come newest first)."""
+    cursor = request.GET.get("cursor", "")
+    if not cursor:
+        return None
+    if not re.fullmatch(r"[0-9]{1,18}", cursor):
+        raise ApiError(400, "cursor must be the 'next' value of the page before", "invalid_cursor", "cursor")
+    return int(cursor)
 
 
 def _encode(position: str | None) -> str | None:
-    return base64.urlsafe_b64encode(position.encode()).decode().rstrip("=") if position is not None else None
+    return position.encode().hex() if position is not None else None
 
 
 def _json_object(request: HttpRequest) -> dict[str, Any]:

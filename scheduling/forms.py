@@ -73,7 +73,8 @@ class JobScheduleForm(forms.ModelForm):
     cron = forms.CharField(
         label=_("Cron expression"),
         required=False,
-        max_length=validation.MAX_CRONTAB_LENGTH,
+        # The limit is checked by scheduling.validation, in the same words as everywhere else.
+        widget=forms.TextInput(attrs={"maxlength": validation.MAX_CRONTAB_LENGTH}),
         help_text=_("minute hour day month weekday, e.g. '0 3 * * *' (weekday 0 or 7 is Sunday)"),
     )
     every = forms.IntegerField(label=_("Every"), required=False, min_value=1)
@@ -84,16 +85,19 @@ class JobScheduleForm(forms.ModelForm):
     time_zone = forms.CharField(
         label=_("Time zone"),
         required=False,
-        max_length=validation.MAX_TIMEZONE_LENGTH,
+        widget=forms.TextInput(attrs={"maxlength": validation.MAX_TIMEZONE_LENGTH}),
         help_text=_("For cron and interval schedules; blank: the site's."),
     )
+    # Bounds are checked by scheduling.validation (clean_* below); the widgets only show them.
     jitter = forms.IntegerField(
         label=_("Jitter (s)"),
         required=False,
-        min_value=0,
+        widget=forms.NumberInput(attrs={"min": 0, "max": validation.MAX_JITTER}),
         help_text=_("Random delay of up to this many seconds."),
     )
-    max_instances = forms.IntegerField(label=_("Max instances"), min_value=1)
+    max_instances = forms.IntegerField(
+        label=_("Max instances"), widget=forms.NumberInput(attrs={"min": 1, "max": validation.MAX_INSTANCES})
+    )
     coalesce = forms.BooleanField(
         label=_("Coalesce"),
         required=False,
@@ -102,7 +106,7 @@ class JobScheduleForm(forms.ModelForm):
     misfire_grace_time = forms.IntegerField(
         label=_("Misfire grace time (s)"),
         required=False,
-        min_value=1,
+        widget=forms.NumberInput(attrs={"min": 1, "max": validation.MAX_MISFIRE_GRACE_TIME}),
         help_text=_("How late a run may start before it is recorded as missed; blank: any delay."),
     )
 
@@ -278,6 +282,8 @@ class JobAddForm(JobScheduleForm):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
+        if "args" in self.errors or "kwargs" in self.errors:
+            return data  # the arguments could not be read: nothing to bind to the signature
         func_ref = data.get("function")
         args = [] if data.get("args") is None else data["args"]
         kwargs = {} if data.get("kwargs") is None else data["kwargs"]

@@ -12,6 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 from django.urls import reverse
+from django.views.decorators.cache import never_cache
 
 from scheduling import api, safejson, validation
 
@@ -26,9 +27,10 @@ ERROR_STATUSES = {
     "500": "A bug; it is logged on the server. The body has the usual error shape.",
 }
 _READ = ("400", "401", "403", "405", "500")
-_ACT = ("401", "403", "404", "405", "409", "500")
+_ACT = ("400", "401", "403", "404", "405", "409", "500")
 
 
+@never_cache
 def document(request: HttpRequest) -> JsonResponse:
     """The document, for the site the request came to (the API's prefix depends on the include)."""
     if request.method not in ("GET", "HEAD"):
@@ -41,6 +43,9 @@ def document(request: HttpRequest) -> JsonResponse:
     namespace = request.resolver_match.namespace if request.resolver_match else "scheduling"
     prefix = reverse(f"{namespace}:api-status").removesuffix("api/status/")
     return JsonResponse(build(prefix.rstrip("/")))
+
+
+document.http_method = "GET"  # type: ignore[attr-defined]
 
 
 def build(server: str) -> dict[str, Any]:
@@ -110,18 +115,25 @@ JOB_ID = {
     "in": "path",
     "required": True,
     "description": "The job's id; it may contain slashes.",
-    "schema": {"type": "string", "minLength": 1, "maxLength": validation.MAX_TEXT_LENGTH},
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": validation.MAX_TEXT_LENGTH,
+        "pattern": "^[^\u0000]+$",  # no NUL character: PostgreSQL cannot compare one
+    },
+    "example": "reports/nightly",
 }
-PAGE = [
-    _integer("limit", "query", 1, api.MAX_PAGE, "How many items per page.", default=api.DEFAULT_PAGE),
-    {
+LIMIT = _integer("limit", "query", 1, api.MAX_PAGE, "How many items per page.", default=api.DEFAULT_PAGE)
+
+
+def _cursor(pattern: str, max_length: int) -> dict[str, Any]:
+    return {
         "name": "cursor",
         "in": "query",
         "required": False,
-        "description": "The `next` of the page before; leave out for the first page.",
-        "schema": {"type": "string", "maxLength": 400},
-    },
-]
+        "description": "The `next` of the page before (opaque); leave out for the first page.",
+        "schema": {"type": "string", "pattern": pattern, "maxLength": max_length},
+    }
 
 
 def _action(summary: str, permission: str, status: str, schema: str) -> dict[str, Any]:
@@ -162,7 +174,7 @@ def _paths() -> dict[str, Any]:
                 "operationId": "listJobs",
                 "summary": "The jobs, in id order, a page at a time",
                 "description": "Needs `scheduling.view_job`.",
-                "parameters": PAGE,
+                "parameters": [LIMIT, _cursor("^(?:[0-9a-f]{2})+$", api.MAX_CURSOR_LENGTH)],
                 "responses": {**_ok("A page of jobs", "JobPage"), **_errors(_READ)},
             }
         },
@@ -194,7 +206,7 @@ def _paths() -> dict[str, Any]:
                     "required": True,
                     "content": {"application/json": {"schema": _ref("Reschedule")}},
                 },
-                "responses": {**_ok("The job as changed", "ActionReply"), **_errors((*_ACT, "400", "413"))},
+                "responses": {**_ok("The job as changed", "ActionReply"), **_errors((*_ACT, "413"))},
             }
         },
         "/api/runs/": {
@@ -203,7 +215,8 @@ def _paths() -> dict[str, Any]:
                 "summary": "Runs, newest first, a page at a time",
                 "description": "Needs `scheduling.view_job`.",
                 "parameters": [
-                    *PAGE,
+                    LIMIT,
+                    _cursor("^[0-9]{1,18}$", 18),
                     {
                         **JOB_ID,
                         "name": "job",
@@ -220,7 +233,7 @@ def _paths() -> dict[str, Any]:
                 "operationId": "getRun",
                 "summary": "One run",
                 "description": "Needs `scheduling.view_job`.",
-                "parameters": [_integer("run_id", "path", 1, 2**63 - 1, "The run's id.")],
+                "parameters": [{**_integer("run_id", "path", 1, 2**63 - 1, "The run's id."), "example": 1}],
                 "responses": {**_ok("The run", "RunDetail"), **_errors((*_READ, "404"))},
             }
         },

@@ -3,7 +3,7 @@
 The health endpoint answers anyone; the API needs a logged-in user or an API token.
 """
 
-from django.urls import path
+from django.urls import path, re_path
 
 from scheduling import api, openapi, views
 
@@ -21,4 +21,7 @@ urlpatterns = [
     path("api/jobs/<path:job_id>/resume/", api.resume, name="api-job-resume"),
     path("api/jobs/<path:job_id>/reschedule/", api.reschedule, name="api-job-reschedule"),
     path("api/jobs/<path:job_id>/", api.job_detail, name="api-job"),
+    # Last: any other URL under api/ (a job id with a newline, a run id that is not a number)
+    # answers JSON too, not Django's HTML 404 page.
+    re_path(r"^api/(?P<rest>.*)$", api.not_found, name="api-not-found"),
 ]

@@ -133,6 +133,11 @@ def text(field: str, value: Any, max_length: int = MAX_TEXT_LENGTH) -> str:
     rule = _("text of at most %(max)s characters") % {"max": max_length}
     if not isinstance(value, str):
         raise _refuse(field, rule, value, code="invalid_type")
+    # PostgreSQL cannot store or compare a NUL character; nobody types one.
+    if "\x00" in value:
+        raise InputError(
+            field, "invalid_text", _("%(field)s must not contain a NUL character") % {"field": field}
+        )
     if len(value) > max_length:
         raise InputError(
             field,
