@@ -161,7 +161,10 @@ def run_list(request: HttpRequest, user: Any) -> JsonResponse:
     limit = _limit(request)
     runs = Execution.objects.order_by("-id")
     if "job" in request.GET:
-        runs = runs.filter(job_id=validation.text("job", request.GET["job"]))
+        job_id = validation.text("job", request.GET["job"])
+        if not job_id:
+            raise ApiError(400, "job must be a job id, not empty", "invalid_text", "job")
+        runs = runs.filter(job_id=job_id)
     cursor = _run_cursor(request)
     if cursor is not None:
         runs = runs.filter(id__lt=cursor)
@@ -212,6 +215,8 @@ def reschedule(request: HttpRequest, user: Any, job_id: str) -> JsonResponse:
     return JsonResponse(_reply(user, job_id, "rescheduled"))
 
 
+@csrf_exempt  # a session POST is CSRF-checked in authenticate(), answered as JSON
+@never_cache
 def not_found(request: HttpRequest, rest: str) -> JsonResponse:
     """Any other URL under api/: a JSON 404, after the same authentication as the API's views."""
     try:
@@ -245,9 +250,9 @@ def _job_cursor(request: HttpRequest) -> str:
     The cursor is the id's UTF-8 in hex: opaque, URL-safe, and any even run of hex digits is a
     position (a made-up one simply starts the page somewhere), so only its shape can be wrong.
     """
-    cursor = request.GET.get("cursor", "")
-    if not cursor:
+    if "cursor" not in request.GET:
         return ""
+    cursor = request.GET["cursor"]
     if len(cursor) > MAX_CURSOR_LENGTH or not re.fullmatch(r"(?:[0-9a-f]{2})+", cursor):
         raise ApiError(400, "cursor must be the 'next' value of the page before", "invalid_cursor", "cursor")
     return bytes.fromhex(cursor).decode(errors="replace").replace("\x00", "")
@@ -255,9 +260,9 @@ def _job_cursor(request: HttpRequest) -> str:
 
 def _run_cursor(request: HttpRequest) -> int | None:
     """The id a page of runs starts below (runs come newest first)."""
-    cursor = request.GET.get("cursor", "")
-    if not cursor:
+    if "cursor" not in request.GET:
         return None
+    cursor = request.GET["cursor"]
     if not re.fullmatch(r"[0-9]{1,18}", cursor):
         raise ApiError(400, "cursor must be the 'next' value of the page before", "invalid_cursor", "cursor")
     return int(cursor)

@@ -23,5 +23,5 @@ urlpatterns = [
     path("api/jobs/<path:job_id>/", api.job_detail, name="api-job"),
     # Last: any other URL under api/ (a job id with a newline, a run id that is not a number)
     # answers JSON too, not Django's HTML 404 page.
-    re_path(r"^api/(?P<rest>.*)$", api.not_found, name="api-not-found"),
+    re_path(r"^api/(?P<rest>[\s\S]*)$", api.not_found, name="api-not-found"),
 ]

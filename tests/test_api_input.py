@@ -174,6 +174,7 @@ def test_numbers_in_the_query_are_parsed_strictly(
         ("limit=" + "5" * 99, "invalid_number"),
         ("limit=²", "invalid_number"),
         ("cursor=***", "invalid_cursor"),
+        ("cursor=", "invalid_cursor"),
         ("cursor=" + "A" * 401, "invalid_cursor"),
         ("cursor=_w", "invalid_cursor"),
     ],
@@ -237,6 +238,8 @@ def test_runs_have_a_resource_of_their_own_newest_first(client: Client, steady: 
     steady_runs = client.get(f"{API}/runs/?job=steady", headers=headers).json()
     one = client.get(f"{API}/runs/{ids[0]}/", headers=headers)
     missing = client.get(f"{API}/runs/{10**30}/", headers=headers)
+    not_a_number = client.get(f"{API}/runs/null,null/", headers=headers)
+    empty_job = client.get(f"{API}/runs/?job=", headers=headers)
 
     assert [run["id"] for run in first["runs"] + second["runs"]] == ids[:4]
     assert [run["id"] for run in steady_runs["runs"]] == [
@@ -249,6 +252,24 @@ def test_runs_have_a_resource_of_their_own_newest_first(client: Client, steady: 
         Execution.objects.get(pk=ids[0]).job_id,
     )
     assert (missing.status_code, missing.json()["code"]) == (404, "unknown_run")
+    assert (not_a_number.status_code, not_a_number.json()["code"]) == (404, "not_found")
+    assert (empty_job.status_code, empty_job.json()["field"]) == (400, "job")
+
+
+def test_a_job_id_with_a_newline_or_a_nul_gets_json_too(client: Client, steady: None) -> None:
+    headers = bearer(user_with("view_job", "run_job"))
+
+    newline = client.post(f"{API}/jobs/a%0Ab/run/", headers=headers)
+    nul = client.get(f"{API}/jobs/a%00b/", headers=headers)
+    anonymous = client.get(f"{API}/nowhere/")
+    csrf_client = Client(enforce_csrf_checks=True)
+    csrf_client.force_login(user_with("run_job", username="browser"))
+    no_csrf = csrf_client.post(f"{API}/jobs/a%0Ab/run/")
+
+    assert (newline.status_code, newline.json()["code"]) == (404, "not_found")
+    assert (nul.status_code, nul.json()["code"], nul.json()["field"]) == (400, "invalid_text", "job_id")
+    assert anonymous.status_code == 401
+    assert (no_csrf.status_code, no_csrf.json()["code"]) == (403, "csrf_failed")
 
 
 def test_pause_and_resume_show_the_job_only_to_users_who_may_view_it(client: Client, steady: None) -> None:

@@ -107,7 +107,7 @@ def test_schemathesis_finds_nothing_wrong_against_a_live_server(
             f"{live_server.url}{API}/openapi.json",
             "--checks=all",
             f"--header=Authorization: Bearer {key}",
-            "--max-examples=15",
+            "--max-examples=10",
             "--seed=1",
             "--workers=1",
             "--no-shrink",
