@@ -1,47 +1,62 @@
 """The HTTP API for deploy scripts and other services: JSON over plain Django views.
 
-Seven endpoints do not justify Django REST framework as a dependency. Like the admin, the views
+Nine endpoints do not justify Django REST framework as a dependency. Like the admin, the views
 only write intent (through ``control``); the running scheduler acts on it. A caller is a Django
 user, by session (the admin's login; POSTs are CSRF-checked like any form) or by API token
 (``Authorization: Bearer <key>``, no cookie, so no CSRF), and needs the admin's permissions:
 ``view_job`` to read, ``run_job``, ``pause_job`` or ``change_schedule`` to act.
+
+Every answer is JSON with a status the OpenAPI document (``scheduling.openapi``) lists; every
+error is ``{"error": text, "code": stable identifier, "field": name or null}``. GETs never write.
 """
 
 from __future__ import annotations
 
-import json
+import logging
+import re
 from collections.abc import Callable
 from datetime import datetime
 from functools import wraps
 from typing import Any
 
 from django.apps import apps
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 
-from scheduling import control, tokens
+from scheduling import control, safejson, tokens, validation
 from scheduling.models import Execution, Job
-from scheduling.schedules import ScheduleError, normalize_spec
+from scheduling.schedules import ScheduleError
 from scheduling.serializers import job_data, run_data, status_data
-from scheduling.status import job_summaries, job_summary, schedule_summary, scheduler_status
+from scheduling.status import job_page, job_summary, schedule_summary, scheduler_status
+
+logger = logging.getLogger(__name__)
 
 View = Callable[..., JsonResponse]
 MAX_RUNS = 100
+MAX_PAGE = 500
+DEFAULT_PAGE = 100
+MAX_BODY_BYTES = 16 * 1024  # a reschedule body is a few hundred bytes
+MAX_CURSOR_LENGTH = 2 * 4 * validation.MAX_TEXT_LENGTH  # the hex of 255 characters of 4 bytes
 SCHEDULE_FIELDS = {"cron", "interval", "date", "timezone", "jitter"}
 OPTION_FIELDS = {"max_instances", "coalesce", "misfire_grace_time"}
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, **details: Any) -> None:
+    """An answer other than success: its status, a stable ``code`` and the ``field`` at fault."""
+
+    def __init__(self, status: int, message: str, code: str, field: str | None = None) -> None:
         super().__init__(message)
         self.status = status
-        self.details = details
+        self.code = code
+        self.field = field
 
     def response(self) -> JsonResponse:
-        response = JsonResponse({"error": str(self), **self.details}, status=self.status)
+        body = {"error": str(self), "code": self.code, "field": self.field}
+        response = JsonResponse(body, status=self.status)
         if self.status == 401:
             response["WWW-Authenticate"] = 'Bearer realm="scheduling"'
         return response
@@ -61,23 +76,38 @@ def endpoint(method: str, permission: str) -> Callable[[View], View]:
         def wrapper(request: HttpRequest, **kwargs: Any) -> JsonResponse:
             try:
                 if request.method != method:
-                    raise ApiError(405, f"Use {method} here, not {request.method}")
+                    raise ApiError(405, f"Use {method} here, not {request.method}", "method_not_allowed")
                 user = authenticate(request)
                 if not user.has_perm(f"scheduling.{permission}"):
-                    raise ApiError(403, f"This needs the permission 'scheduling.{permission}'")
+                    raise ApiError(
+                        403, f"This needs the permission 'scheduling.{permission}'", "permission_denied"
+                    )
+                if "job_id" in kwargs:
+                    validation.text("job_id", kwargs["job_id"])
                 return view(request, user, **kwargs)
             except ApiError as exc:
                 response = exc.response()
             except control.UnknownJobError as exc:
-                response = ApiError(404, str(exc)).response()
+                response = ApiError(404, str(exc), "unknown_job").response()
             except control.JobLoadError as exc:
-                response = ApiError(409, str(exc)).response()
+                response = ApiError(409, str(exc), "job_cannot_be_loaded").response()
+            except validation.InputError as exc:
+                response = ApiError(400, str(exc), exc.code, exc.field).response()
             except ScheduleError as exc:
-                response = ApiError(400, f"Invalid schedule: {exc}").response()
+                response = ApiError(
+                    400, f"Invalid schedule: {exc}", "invalid_schedule", "schedule"
+                ).response()
+            # The contract is JSON for every answer: a bug is logged and answered as such.
+            except Exception:
+                logger.exception("The API failed on %s %s", request.method, request.path)
+                response = ApiError(
+                    500, "Internal error; it is logged on the server", "internal_error"
+                ).response()
             if response.status_code == 405:
                 response["Allow"] = method
             return response
 
+        wrapper.http_method = method  # type: ignore[attr-defined]  # read by the OpenAPI document's test
         # Session requests are CSRF-checked in authenticate(); token requests carry no cookie.
         return csrf_exempt(never_cache(wrapper))
 
@@ -89,18 +119,20 @@ def authenticate(request: HttpRequest) -> Any:
     if header:
         scheme, _, key = header.partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
-            raise ApiError(401, "The Authorization header must be 'Bearer <API token>'")
+            raise ApiError(401, "The Authorization header must be 'Bearer <API token>'", "not_authenticated")
         user = tokens.user_for(key.strip())
         if user is None:
-            raise ApiError(401, "Unknown or revoked API token, or its user is deactivated")
+            raise ApiError(
+                401, "Unknown or revoked API token, or its user is deactivated", "not_authenticated"
+            )
         return user
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
-        raise ApiError(401, "Log in, or send 'Authorization: Bearer <API token>'")
+        raise ApiError(401, "Log in, or send 'Authorization: Bearer <API token>'", "not_authenticated")
     if request.method not in ("GET", "HEAD", "OPTIONS"):
         reason = _CsrfCheck(lambda request: None).process_view(request, None, (), {})  # type: ignore[arg-type]
         if reason:
-            raise ApiError(403, f"CSRF check failed: {reason}")
+            raise ApiError(403, f"CSRF check failed: {reason}", "csrf_failed")
     return user
 
 
@@ -111,13 +143,42 @@ def status(request: HttpRequest, user: Any) -> JsonResponse:
 
 @endpoint("GET", "view_job")
 def job_list(request: HttpRequest, user: Any) -> JsonResponse:
-    return JsonResponse({"jobs": [job_data(job) for job in job_summaries()]})
+    limit = _limit(request)
+    jobs, last = job_page(limit, after=_job_cursor(request))
+    return JsonResponse({"jobs": [job_data(job) for job in jobs], "next": _encode(last)})
 
 
 @endpoint("GET", "view_job")
 def job_detail(request: HttpRequest, user: Any, job_id: str) -> JsonResponse:
-    limit = _runs_limit(request.GET.get("runs", "10"))
-    return JsonResponse(_job_with_runs(job_id, limit))
+    limit = validation.whole_number_text("runs", request.GET.get("runs", "10"), 1, MAX_RUNS)
+    runs = Execution.objects.filter(job_id=job_id)[:limit]
+    return JsonResponse({**_job(job_id), "runs": [run_data(run) for run in runs]})
+
+
+@endpoint("GET", "view_job")
+def run_list(request: HttpRequest, user: Any) -> JsonResponse:
+    """Runs, newest first; ``?job=<id>`` keeps one job's."""
+    limit = _limit(request)
+    runs = Execution.objects.order_by("-id")
+    if "job" in request.GET:
+        job_id = validation.text("job", request.GET["job"])
+        if not job_id:
+            raise ApiError(400, "job must be a job id, not empty", "invalid_text", "job")
+        runs = runs.filter(job_id=job_id)
+    cursor = _run_cursor(request)
+    if cursor is not None:
+        runs = runs.filter(id__lt=cursor)
+    page = list(runs[: limit + 1])
+    last = str(page[limit - 1].pk) if len(page) > limit else None
+    return JsonResponse({"runs": [run_data(run) for run in page[:limit]], "next": last})
+
+
+@endpoint("GET", "view_job")
+def run_detail(request: HttpRequest, user: Any, run_id: int) -> JsonResponse:
+    run = Execution.objects.filter(pk=run_id).first() if run_id < 2**63 else None
+    if run is None:
+        raise ApiError(404, f"No run with id {run_id}", "unknown_run")
+    return JsonResponse({**run_data(run), "job": run.job_id})
 
 
 @endpoint("POST", "run_job")
@@ -134,14 +195,14 @@ def run(request: HttpRequest, user: Any, job_id: str) -> JsonResponse:
 def pause(request: HttpRequest, user: Any, job_id: str) -> JsonResponse:
     control.pause(job_id)
     _log(user, job_id, "Paused (API)")
-    return JsonResponse(_job(job_id))
+    return JsonResponse(_reply(user, job_id, "paused"))
 
 
 @endpoint("POST", "pause_job")
 def resume(request: HttpRequest, user: Any, job_id: str) -> JsonResponse:
     control.resume(job_id)
     _log(user, job_id, "Resumed (API)")
-    return JsonResponse(_job(job_id))
+    return JsonResponse(_reply(user, job_id, "resumed"))
 
 
 @endpoint("POST", "change_schedule")
@@ -151,7 +212,25 @@ def reschedule(request: HttpRequest, user: Any, job_id: str) -> JsonResponse:
     before = schedule_summary(job_id)
     control.change(job_id, schedule=schedule, **options)
     _log(user, job_id, f"Changed the schedule from “{before}” to “{schedule_summary(job_id)}” (API)")
-    return JsonResponse(_job(job_id))
+    return JsonResponse(_reply(user, job_id, "rescheduled"))
+
+
+@csrf_exempt  # a session POST is CSRF-checked in authenticate(), answered as JSON
+@never_cache
+def not_found(request: HttpRequest, rest: str) -> JsonResponse:
+    """Any other URL under api/: a JSON 404, after the same authentication as the API's views."""
+    try:
+        authenticate(request)
+    except ApiError as exc:
+        return exc.response()
+    return ApiError(404, f"No API endpoint at {request.path!r}", "not_found").response()
+
+
+def _reply(user: Any, job_id: str, result: str) -> dict[str, Any]:
+    """What an action answers: the job as a GET shows it, to a user who may view jobs only."""
+    if user.has_perm("scheduling.view_job"):
+        return {**_job(job_id), "result": result}
+    return {"id": job_id, "result": result}
 
 
 def _job(job_id: str) -> dict[str, Any]:
@@ -161,24 +240,50 @@ def _job(job_id: str) -> dict[str, Any]:
     return job_data(summary)
 
 
-def _job_with_runs(job_id: str, limit: int) -> dict[str, Any]:
-    runs = Execution.objects.filter(job_id=job_id)[:limit]
-    return {**_job(job_id), "runs": [run_data(run) for run in runs]}
+def _limit(request: HttpRequest) -> int:
+    return validation.whole_number_text("limit", request.GET.get("limit", str(DEFAULT_PAGE)), 1, MAX_PAGE)
 
 
-def _runs_limit(value: str) -> int:
-    if not value.isdigit() or not 1 <= int(value) <= MAX_RUNS:
-        raise ApiError(400, f"runs must be a whole number from 1 to {MAX_RUNS}, not {value!r}")
-    return int(value)
+def _job_cursor(request: HttpRequest) -> str:
+    """The id a page of jobs starts after, from the ``next`` of the page before ("" for the first).
+
+    The cursor is the id's UTF-8 in hex: opaque, URL-safe, and any even run of hex digits is a
+    position (a made-up one simply starts the page somewhere), so only its shape can be wrong.
+    """
+    if "cursor" not in request.GET:
+        return ""
+    cursor = request.GET["cursor"]
+    if len(cursor) > MAX_CURSOR_LENGTH or not re.fullmatch(r"(?:[0-9a-f]{2})+", cursor):
+        raise ApiError(400, "cursor must be the 'next' value of the page before", "invalid_cursor", "cursor")
+    return bytes.fromhex(cursor).decode(errors="replace").replace("\x00", "")
+
+
+def _run_cursor(request: HttpRequest) -> int | None:
+    """The id a page of runs starts below (runs come newest first)."""
+    if "cursor" not in request.GET:
+        return None
+    cursor = request.GET["cursor"]
+    if not re.fullmatch(r"[0-9]{1,18}", cursor):
+        raise ApiError(400, "cursor must be the 'next' value of the page before", "invalid_cursor", "cursor")
+    return int(cursor)
+
+
+def _encode(position: str | None) -> str | None:
+    return position.encode().hex() if position is not None else None
 
 
 def _json_object(request: HttpRequest) -> dict[str, Any]:
+    declared = request.META.get("CONTENT_LENGTH") or "0"
+    if declared.isascii() and declared.isdigit() and int(declared[:12]) > MAX_BODY_BYTES:
+        raise ApiError(413, f"The body may be at most {MAX_BODY_BYTES} bytes", "too_large")
     try:
-        body = json.loads(request.body or b"{}")
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(400, f"The body is not valid JSON: {exc}") from None
+        body = safejson.loads(request.body or b"{}", max_length=MAX_BODY_BYTES)
+    except RequestDataTooBig:
+        raise ApiError(413, f"The body may be at most {MAX_BODY_BYTES} bytes", "too_large") from None
+    except safejson.JsonInputError as exc:
+        raise ApiError(exc.status, str(exc), exc.code) from None
     if not isinstance(body, dict):
-        raise ApiError(400, "The body must be a JSON object")
+        raise ApiError(400, "The body must be a JSON object", "invalid_body")
     return body
 
 
@@ -186,35 +291,32 @@ def _parse_reschedule(body: dict[str, Any]) -> tuple[dict[str, Any] | None, dict
     unknown = sorted(set(body) - SCHEDULE_FIELDS - OPTION_FIELDS)
     if unknown:
         allowed = ", ".join(sorted(SCHEDULE_FIELDS | OPTION_FIELDS))
-        raise ApiError(400, f"Unknown field(s): {', '.join(unknown)}; allowed: {allowed}")
+        raise ApiError(
+            400, f"Unknown field(s): {', '.join(unknown)}; allowed: {allowed}", "unknown_field", unknown[0]
+        )
     kinds = [kind for kind in ("cron", "interval", "date") if kind in body]
     if len(kinds) > 1 or (not kinds and SCHEDULE_FIELDS & set(body)):
-        raise ApiError(400, "Give exactly one of cron, interval or date (timezone and jitter go with it)")
-    options = {name: _option(name, body[name]) for name in OPTION_FIELDS & set(body)}
+        raise ApiError(
+            400,
+            "Give exactly one of cron, interval or date (timezone and jitter go with it)",
+            "invalid_schedule",
+            "schedule",
+        )
+    options = validation.options({name: body[name] for name in OPTION_FIELDS & set(body)})
     if not kinds and not options:
-        raise ApiError(400, "Nothing to change: give cron, interval or date, or job options")
+        raise ApiError(
+            400, "Nothing to change: give cron, interval or date, or job options", "nothing_to_change"
+        )
     if not kinds:
         return None, options
-    spec = normalize_spec(
+    spec = validation.schedule(
         **{kinds[0]: body[kinds[0]]},
         timezone_name=body.get("timezone"),
         jitter=body.get("jitter"),
     )
     if "date" in spec and datetime.fromisoformat(spec["date"]) <= timezone.now():
-        raise ApiError(400, f"date {body['date']!r} is not in the future")
+        raise ApiError(400, f"date {body['date']!r} is not in the future", "date_in_past", "date")
     return spec, options
-
-
-def _option(name: str, value: Any) -> Any:
-    if name == "coalesce":
-        if not isinstance(value, bool):
-            raise ApiError(400, f"coalesce must be true or false, not {value!r}")
-        return value
-    if name == "misfire_grace_time" and value is None:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ApiError(400, f"{name} must be a whole number >= 1, not {value!r}")
-    return value
 
 
 def _log(user: Any, job_id: str, message: str) -> None:

@@ -13,11 +13,11 @@ from apscheduler.jobstores.base import JobLookupError
 from django.utils import timezone
 from django_apscheduler.models import DjangoJob
 
-from scheduling import declarations
+from scheduling import declarations, validation
 from scheduling.conf import settings
 from scheduling.models import RunRequest, ScheduledJob
 from scheduling.placement import DEFAULT_ALIAS
-from scheduling.schedules import build_trigger, normalize_spec
+from scheduling.schedules import build_trigger
 from scheduling.store import JobStore, old_executions
 from scheduling.sync import apply_declaration
 
@@ -108,7 +108,7 @@ def reschedule(job_id: str, **schedule: Any) -> None:
     A job declared in code keeps this change across restarts, flagged as overridden, until it
     is reset to its declaration.
     """
-    spec = normalize_spec(
+    spec = validation.schedule(
         **{("timezone_name" if key == "timezone" else key): value for key, value in schedule.items()}
     )
     change(job_id, schedule=spec)
@@ -118,8 +118,12 @@ def change(job_id: str, *, schedule: dict[str, Any] | None = None, **options: An
     """Change a job's schedule (a spec, see scheduling.schedules) and options in one write.
 
     ``options`` are APScheduler job options: max_instances, coalesce, misfire_grace_time, and
-    executor (where it runs: a ``scheduling.placement.Placement``'s alias).
+    executor (where it runs: a ``scheduling.placement.Placement``'s alias). Both are checked
+    against ``scheduling.validation``'s limits before the job is read: InputError names the field.
     """
+    options = validation.options(options)
+    if schedule is not None:
+        validation.check_spec(schedule)
     store = _store()
     job = _lookup(store, job_id)
     if options:
@@ -147,6 +151,10 @@ def add(
     **options: Any,
 ) -> None:
     """Add a job outside the code (from the admin or a script); it is never paused by a deploy."""
+    validation.text("job_id", job_id)
+    validation.text("name", name)
+    options = validation.options(options)
+    validation.check_spec(schedule)
     trigger = build_trigger(schedule)
     job = Job(
         None,

@@ -17,9 +17,10 @@ from typing import Any, TypeVar
 from apscheduler.util import obj_to_ref
 from django.core.exceptions import ImproperlyConfigured
 
+from scheduling import validation
 from scheduling.conf import settings
 from scheduling.placement import DEFAULT_ALIAS, TASKS, THREADS, Placement
-from scheduling.schedules import ScheduleError, normalize_spec
+from scheduling.schedules import ScheduleError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -170,14 +171,15 @@ def _declare(
             options[key] = defaults[key]
     if options["misfire_grace_time"] is _UNSET:
         options["misfire_grace_time"] = defaults["misfire_grace_time"]
-    _check_options(options)
+    options = validation.options(options)
+    validation.text("name", name)
     if placement.kind == TASKS:
         check_task_placement(placement)
     return Declaration(
         id=job_id,
         func_ref=func_ref,
         name=name,
-        schedule=normalize_spec(**spec),
+        schedule=validation.schedule(**spec),
         args=args,
         kwargs=kwargs,
         executor=placement.alias,
@@ -192,18 +194,6 @@ def _importable_ref(function: Callable[..., Any]) -> str:
         return obj_to_ref(function)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{exc}; declare the job on a module-level function") from None
-
-
-def _check_options(options: dict[str, Any]) -> None:
-    max_instances = options["max_instances"]
-    if not isinstance(max_instances, int) or isinstance(max_instances, bool) or max_instances < 1:
-        raise ValueError(f"max_instances must be a whole number >= 1, not {max_instances!r}")
-    grace = options["misfire_grace_time"]
-    if grace is not None and (not isinstance(grace, int) or isinstance(grace, bool) or grace < 1):
-        raise ValueError(f"misfire_grace_time must be a whole number of seconds >= 1 or None, not {grace!r}")
-    coalesce = options["coalesce"]
-    if not isinstance(coalesce, bool):
-        raise ValueError(f"coalesce must be True or False, not {coalesce!r}")
 
 
 def check_task_placement(placement: Placement) -> None:

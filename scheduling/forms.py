@@ -10,11 +10,12 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.util import ref_to_obj
 from django import forms
 from django.contrib.admin import widgets
+from django.forms.fields import InvalidJSONInput, JSONString
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django_apscheduler.models import DjangoJob
 
-from scheduling import declarations
+from scheduling import declarations, safejson, validation
 from scheduling.conf import settings
 from scheduling.models import Job
 from scheduling.placement import DEFAULT_ALIAS, PROCESSES, TASKS, THREADS, Placement
@@ -24,6 +25,43 @@ from scheduling.store import unpickle
 UNITS = [("seconds", _("seconds")), ("minutes", _("minutes")), ("hours", _("hours")), ("days", _("days"))]
 UNIT_SECONDS = [("days", 86400), ("hours", 3600), ("minutes", 60), ("seconds", 1)]
 KIND_FIELD = {"cron": "cron", "interval": "every", "date": "run_at"}
+# The form field that shows a validation error about a part of the schedule.
+SPEC_FIELD = {
+    "cron": "cron",
+    "interval": "every",
+    "date": "run_at",
+    "timezone": "time_zone",
+    "jitter": "jitter",
+}
+MAX_ARGUMENTS_LENGTH = 64 * 1024
+
+
+class BoundedJSONField(forms.JSONField):
+    """A JSONField that parses with ``scheduling.safejson``: deeply nested or huge input is a
+    form error, not a RecursionError (Django's field calls ``json.loads`` as it is).
+    """
+
+    def to_python(self, value: Any) -> Any:
+        if self.disabled or not isinstance(value, str) or value in self.empty_values:
+            return super().to_python(value)
+        try:
+            converted = safejson.loads(value, max_length=MAX_ARGUMENTS_LENGTH)
+        except safejson.JsonInputError as exc:
+            if exc.code == "invalid_json":  # Django's own words for text that is not JSON
+                raise forms.ValidationError(
+                    self.error_messages["invalid"], code="invalid", params={"value": value}
+                ) from None
+            raise forms.ValidationError(str(exc), code=exc.code) from None
+        return JSONString(converted) if isinstance(converted, str) else converted
+
+    def bound_data(self, data: Any, initial: Any) -> Any:
+        # Called again to show the form with its errors: the same limits apply.
+        if self.disabled or not isinstance(data, str):
+            return super().bound_data(data, initial)
+        try:
+            return safejson.loads(data, max_length=MAX_ARGUMENTS_LENGTH)
+        except safejson.JsonInputError:
+            return InvalidJSONInput(data)
 
 
 class JobScheduleForm(forms.ModelForm):
@@ -35,6 +73,8 @@ class JobScheduleForm(forms.ModelForm):
     cron = forms.CharField(
         label=_("Cron expression"),
         required=False,
+        # The limit is checked by scheduling.validation, in the same words as everywhere else.
+        widget=forms.TextInput(attrs={"maxlength": validation.MAX_CRONTAB_LENGTH}),
         help_text=_("minute hour day month weekday, e.g. '0 3 * * *' (weekday 0 or 7 is Sunday)"),
     )
     every = forms.IntegerField(label=_("Every"), required=False, min_value=1)
@@ -45,15 +85,19 @@ class JobScheduleForm(forms.ModelForm):
     time_zone = forms.CharField(
         label=_("Time zone"),
         required=False,
+        widget=forms.TextInput(attrs={"maxlength": validation.MAX_TIMEZONE_LENGTH}),
         help_text=_("For cron and interval schedules; blank: the site's."),
     )
+    # Bounds are checked by scheduling.validation (clean_* below); the widgets only show them.
     jitter = forms.IntegerField(
         label=_("Jitter (s)"),
         required=False,
-        min_value=0,
+        widget=forms.NumberInput(attrs={"min": 0, "max": validation.MAX_JITTER}),
         help_text=_("Random delay of up to this many seconds."),
     )
-    max_instances = forms.IntegerField(label=_("Max instances"), min_value=1)
+    max_instances = forms.IntegerField(
+        label=_("Max instances"), widget=forms.NumberInput(attrs={"min": 1, "max": validation.MAX_INSTANCES})
+    )
     coalesce = forms.BooleanField(
         label=_("Coalesce"),
         required=False,
@@ -62,7 +106,7 @@ class JobScheduleForm(forms.ModelForm):
     misfire_grace_time = forms.IntegerField(
         label=_("Misfire grace time (s)"),
         required=False,
-        min_value=1,
+        widget=forms.NumberInput(attrs={"min": 1, "max": validation.MAX_MISFIRE_GRACE_TIME}),
         help_text=_("How late a run may start before it is recorded as missed; blank: any delay."),
     )
 
@@ -104,10 +148,30 @@ class JobScheduleForm(forms.ModelForm):
         try:
             self.spec = self._spec(kind, data)
             if self.spec is not None:
+                validation.check_spec(self.spec)
                 build_trigger(self.spec)
+        except validation.InputError as exc:
+            self.add_error(SPEC_FIELD.get(exc.field.split(".")[0], KIND_FIELD[kind]), str(exc))
         except ScheduleError as exc:
             self.add_error("time_zone" if "timezone" in str(exc) else KIND_FIELD[kind], str(exc))
         return data
+
+    # The same limits, in the same words, as @job, the API and scheduling.control.
+    def clean_jitter(self) -> int | None:
+        return self._checked("jitter", validation.check_jitter)
+
+    def clean_max_instances(self) -> int | None:
+        return self._checked("max_instances", validation.check_max_instances)
+
+    def clean_misfire_grace_time(self) -> int | None:
+        return self._checked("misfire_grace_time", validation.check_misfire_grace_time)
+
+    def _checked(self, name: str, check: Any) -> Any:
+        value = self.cleaned_data.get(name)
+        try:
+            return check(value)
+        except validation.InputError as exc:
+            raise forms.ValidationError(str(exc), code=exc.code) from None
 
     def _clean_placement(self, data: dict[str, Any]) -> None:
         self.placement = Placement()
@@ -195,10 +259,10 @@ class JobAddForm(JobScheduleForm):
     function = forms.ChoiceField(label=_("Function"), help_text=_("Functions the code declares schedulable."))
     job_id = forms.CharField(label=_("Job id"), max_length=255)
     job_name = forms.CharField(label=_("Name"), max_length=255, required=False)
-    args = forms.JSONField(
+    args = BoundedJSONField(
         label=_("Arguments"), initial=list, required=False, help_text=_('A JSON list: [1, "a"]')
     )
-    kwargs = forms.JSONField(
+    kwargs = BoundedJSONField(
         label=_("Keyword arguments"), initial=dict, required=False, help_text=_('A JSON object: {"days": 7}')
     )
 
@@ -218,6 +282,8 @@ class JobAddForm(JobScheduleForm):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
+        if "args" in self.errors or "kwargs" in self.errors:
+            return data  # the arguments could not be read: nothing to bind to the signature
         func_ref = data.get("function")
         args = [] if data.get("args") is None else data["args"]
         kwargs = {} if data.get("kwargs") is None else data["kwargs"]

@@ -6,6 +6,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from apscheduler.job import Job
 from django.db.models import Count, Q
 from django.utils import timezone
 from django_apscheduler.models import DjangoJob
@@ -91,15 +92,7 @@ def job_summaries(job_ids: Collection[str] | None = None, limit: int | None = No
     metas = {meta.id: meta for meta in metas_query}
     summaries = []
     for job in jobs:
-        meta = metas.pop(job.id, None)
-        state = "scheduled" if job.next_run_time else "paused"
-        if meta and meta.undeclared_at:
-            state = "paused: no longer declared in code"
-        elif meta and meta.overridden_at:
-            state += ", overridden outside the code"
-        summaries.append(
-            JobSummary(job.id, job.name, job.func_ref, describe(job.trigger), job.next_run_time, state)
-        )
+        summaries.append(_summary(job, metas.pop(job.id, None)))
     for meta in metas.values():
         if meta.import_error:
             summaries.append(
@@ -108,8 +101,61 @@ def job_summaries(job_ids: Collection[str] | None = None, limit: int | None = No
     return summaries
 
 
+def _summary(job: Job, meta: ScheduledJob | None) -> JobSummary:
+    state = "scheduled" if job.next_run_time else "paused"
+    if meta and meta.undeclared_at:
+        state = "paused: no longer declared in code"
+    elif meta and meta.overridden_at:
+        state += ", overridden outside the code"
+    return JobSummary(job.id, job.name, job.func_ref, describe(job.trigger), job.next_run_time, state)
+
+
 def job_summary(job_id: str) -> JobSummary | None:
-    return next(iter(job_summaries([job_id])), None)
+    """One job, read without writing (a job that cannot be loaded is shown broken, not flagged)."""
+    return next(iter(read_summaries([job_id])), None)
+
+
+def job_page(limit: int, after: str = "") -> tuple[list[JobSummary], str | None]:
+    """Up to ``limit`` jobs in id order after the id ``after``, and the id to continue after when
+    more follow. Three queries, whatever the page size; nothing is written.
+    """
+    # The database orders and compares the ids, so pages follow its collation with no gap.
+    stored = DjangoJob.objects.filter(id__gt=after).order_by().values_list("id", flat=True)
+    broken = (
+        ScheduledJob.objects.filter(id__gt=after)
+        .exclude(import_error="")
+        .order_by()
+        .values_list("id", flat=True)
+    )
+    ids = list(stored.union(broken).order_by("id")[: limit + 1])
+    page = read_summaries(ids[:limit])
+    return page, (ids[limit - 1] if len(ids) > limit else None)
+
+
+def read_summaries(job_ids: list[str]) -> list[JobSummary]:
+    """The summaries of ``job_ids``, in that order, read without writing to the database."""
+    metas = {meta.id: meta for meta in ScheduledJob.objects.filter(id__in=job_ids)}
+    rows = [
+        (job_id, state)
+        for job_id, state in DjangoJob.objects.filter(id__in=job_ids).values_list("id", "job_state")
+        if not (job_id in metas and metas[job_id].import_error)
+    ]
+    jobs, errors = JobStore().peek_rows(rows)
+    loaded = {job.id: job for job in jobs}
+    summaries = []
+    for job_id in job_ids:
+        meta = metas.get(job_id)
+        if job_id in loaded:
+            summaries.append(_summary(loaded[job_id], meta))
+        elif meta and meta.import_error:
+            summaries.append(
+                JobSummary(job_id, meta.name, meta.func_ref, "-", None, f"broken: {meta.import_error}")
+            )
+        elif job_id in errors:
+            error = f"{type(errors[job_id]).__name__}: {errors[job_id]}"
+            name, func_ref = (meta.name, meta.func_ref) if meta else (job_id, "")
+            summaries.append(JobSummary(job_id, name, func_ref, "-", None, f"broken: {error}"))
+    return summaries
 
 
 def schedule_summary(job_id: str) -> str:

@@ -311,7 +311,17 @@ class JobStore(DjangoJobStore):
         return self._load_rows(rows.order_by("next_run_time", "id").values_list("id", "job_state"))
 
     def _load_rows(self, rows: Iterable[tuple[str, bytes]]) -> list[Job]:
-        jobs = []
+        jobs, errors = self.peek_rows(rows)
+        for job_id, exc in errors.items():
+            flag_broken(job_id, exc)
+        return jobs
+
+    def peek_rows(self, rows: Iterable[tuple[str, bytes]]) -> tuple[list[Job], dict[str, BaseException]]:
+        """Load rows without writing anything: the jobs, and why each of the others cannot be
+        loaded now. For the read-only surfaces (a GET never writes); the scheduler flags them.
+        """
+        jobs: list[Job] = []
+        errors: dict[str, BaseException] = {}
         for job_id, job_state in rows:
             try:
                 job = self._reconstitute_job(job_state)
@@ -321,5 +331,5 @@ class JobStore(DjangoJobStore):
             # Unpickling imports the job's function and trigger classes: any error means
             # "cannot load now", never "delete".
             except Exception as exc:
-                flag_broken(job_id, exc)
-        return jobs
+                errors[job_id] = exc
+        return jobs, errors

@@ -3,14 +3,17 @@
 The health endpoint answers anyone; the API needs a logged-in user or an API token.
 """
 
-from django.urls import path
+from django.urls import path, re_path
 
-from scheduling import api, views
+from scheduling import api, openapi, views
 
 app_name = "scheduling"
 urlpatterns = [
     path("health/", views.health, name="health"),
+    path("api/openapi.json", openapi.document, name="api-openapi"),
     path("api/status/", api.status, name="api-status"),
+    path("api/runs/", api.run_list, name="api-runs"),
+    path("api/runs/<int:run_id>/", api.run_detail, name="api-run"),
     path("api/jobs/", api.job_list, name="api-jobs"),
     # Job ids may contain slashes; the action routes come first so they are not read as ids.
     path("api/jobs/<path:job_id>/run/", api.run, name="api-job-run"),
@@ -18,4 +21,7 @@ urlpatterns = [
     path("api/jobs/<path:job_id>/resume/", api.resume, name="api-job-resume"),
     path("api/jobs/<path:job_id>/reschedule/", api.reschedule, name="api-job-reschedule"),
     path("api/jobs/<path:job_id>/", api.job_detail, name="api-job"),
+    # Last: any other URL under api/ (a job id with a newline, a run id that is not a number)
+    # answers JSON too, not Django's HTML 404 page.
+    re_path(r"^api/(?P<rest>[\s\S]*)$", api.not_found, name="api-not-found"),
 ]

@@ -303,7 +303,22 @@ def test_the_change_form_shows_the_current_schedule_and_the_next_five_runs(
             {"kind": "cron", "cron": "0 3 * * *", "time_zone": "Mars/Olympus"},
             "unknown timezone &#x27;Mars/Olympus&#x27;",
         ),
-        ({"max_instances": "0"}, "Ensure this value is greater than or equal to 1."),
+        ({"max_instances": "0"}, "max_instances must be a whole number from 1 to 1000, not 0"),
+        # The security review's inputs: each stopped scheduling or a listing once stored.
+        (
+            {"misfire_grace_time": "100000000000000"},
+            "misfire_grace_time must be a whole number of seconds from 1 to 2678400 (31 days), or none",
+        ),
+        ({"jitter": str(10**15)}, "jitter must be a whole number of seconds from 0 to 86400 (1 day)"),
+        ({"every": str(10**15), "unit": "days"}, "interval.days must be from 1 second to 315532800 seconds"),
+        (
+            {"kind": "cron", "cron": ",".join(["1"] * 150_000) + " * * * *"},
+            "cron must be text of at most 256",
+        ),
+        (
+            {"kind": "cron", "cron": "0 3 * * *", "time_zone": "A" * 100},
+            "timezone must be text of at most 64",
+        ),
     ],
 )
 def test_bad_schedules_are_refused_next_to_the_field_and_nothing_is_saved(
@@ -457,6 +472,13 @@ def test_a_job_can_be_added_from_a_function_the_code_declares_schedulable(
         ({"args": "[1"}, "Enter a valid JSON."),
         ({"job_id": "job-0"}, "A job with this id exists already."),
         ({"kind": "cron", "cron": "61 * * * *"}, "invalid cron expression"),
+        ({"args": "[" * 50_000 + "]" * 50_000}, "The JSON is 100000 bytes long; the limit is 65536"),
+        ({"args": "[" * 10_000 + "]" * 10_000}, "The JSON is nested more than 32 levels deep"),
+        ({"kwargs": '{"a": ' * 5_000 + "1" + "}" * 5_000}, "The JSON is nested more than 32 levels deep"),
+        ({"args": "[" + "9" * 5000 + "]"}, "An integer of 5000 digits is too long; the limit is 20"),
+        ({"args": "[NaN]"}, "NaN is not a JSON number"),
+        ({"job_id": "x" * 300}, "Ensure this value has at most 255 characters"),
+        ({"misfire_grace_time": "100000000000000"}, "misfire_grace_time must be a whole number of seconds"),
     ],
 )
 def test_a_bad_new_job_is_refused_and_nothing_is_stored(

@@ -70,7 +70,7 @@ def test_listing_costs_the_same_queries_for_3_and_30_jobs(
         for number in range(count):
             job(interval={"minutes": number + 1}, id=f"job-{number}")(jobs.succeed)
         sync(JobStore(), registry.values())
-        with django_assert_max_num_queries(6):
+        with django_assert_max_num_queries(7):
             assert len(client.get(f"{API}/jobs/", headers=headers).json()["jobs"]) == count
 
 
@@ -109,7 +109,7 @@ def test_requests_without_valid_credentials_get_401(
     response = client.get(f"{API}/jobs/", headers=headers)
 
     assert response.status_code == 401
-    assert response.json() == {"error": error}
+    assert response.json() == {"error": error, "code": "not_authenticated", "field": None}
     assert response["WWW-Authenticate"] == 'Bearer realm="scheduling"'
 
 
@@ -139,7 +139,11 @@ def test_each_action_needs_the_admins_permission_for_it(client: Client, declared
     ]:
         response = post(client, f"{API}/jobs/nightly/{action}/", {"cron": "5 * * * *"}, **headers)
         assert response.status_code == 403
-        assert response.json() == {"error": f"This needs the permission 'scheduling.{permission}'"}
+        assert response.json() == {
+            "error": f"This needs the permission 'scheduling.{permission}'",
+            "code": "permission_denied",
+            "field": None,
+        }
     assert RunRequest.objects.count() == 0
     assert client.get(f"{API}/jobs/", headers=bearer(user_with(username="nobody"))).status_code == 403
 
@@ -161,7 +165,7 @@ def test_run_now_records_a_request_for_the_scheduler_and_returns_at_once(
 
 
 def test_pause_and_resume_answer_with_the_jobs_new_state(client: Client, declared: None) -> None:
-    headers = bearer(user_with("pause_job"))
+    headers = bearer(user_with("pause_job", "view_job"))
 
     paused = post(client, f"{API}/jobs/nightly/pause/", **headers)
     assert (paused.status_code, paused.json()["state"], paused.json()["next_run"]) == (200, "paused", None)
@@ -177,7 +181,7 @@ def test_reschedule_changes_the_schedule_flags_it_and_audits_it(client: Client, 
         client,
         f"{API}/jobs/nightly/reschedule/",
         {"cron": "*/15 * * * *", "timezone": "Europe/Berlin", "max_instances": 2},
-        **bearer(user_with("change_schedule")),
+        **bearer(user_with("change_schedule", "view_job")),
     )
 
     assert response.status_code == 200, response.json()
@@ -194,13 +198,13 @@ def test_reschedule_changes_the_schedule_flags_it_and_audits_it(client: Client, 
     ("body", "error"),
     [
         ({"cron": "61 * * * *"}, "Invalid schedule: invalid cron expression '61 * * * *'"),
-        ({"interval": {"fortnights": 1}}, "Invalid schedule: unknown interval option 'fortnights'"),
+        ({"interval": {"fortnights": 1}}, "unknown interval unit 'fortnights'; known: weeks, days"),
         ({"cron": "0 3 * * *", "timezone": "Mars/Olympus"}, "Invalid schedule: unknown timezone 'Mars/"),
         ({"date": "2001-01-01T00:00:00+00:00"}, "date '2001-01-01T00:00:00+00:00' is not in the future"),
         ({"cron": "0 3 * * *", "interval": 60}, "Give exactly one of cron, interval or date"),
         ({"timezone": "UTC"}, "Give exactly one of cron, interval or date"),
         ({"crontab": "0 3 * * *"}, "Unknown field(s): crontab; allowed: coalesce, cron, date, interval"),
-        ({"max_instances": 0}, "max_instances must be a whole number >= 1, not 0"),
+        ({"max_instances": 0}, "max_instances must be a whole number from 1 to 1000, not 0"),
         ({"coalesce": "yes"}, "coalesce must be true or false, not 'yes'"),
         ({}, "Nothing to change: give cron, interval or date, or job options"),
         ([1, 2], "The body must be a JSON object"),
@@ -240,7 +244,10 @@ def test_unknown_jobs_are_404_and_the_wrong_method_is_405(client: Client, declar
         post(client, f"{API}/jobs/nope/pause/", **headers),
         post(client, f"{API}/jobs/nope/reschedule/", {"cron": "0 4 * * *"}, **headers),
     ]:
-        assert (response.status_code, response.json()) == (404, {"error": "No stored job with id 'nope'"})
+        assert (response.status_code, response.json()) == (
+            404,
+            {"error": "No stored job with id 'nope'", "code": "unknown_job", "field": None},
+        )
 
     response = client.get(f"{API}/jobs/nightly/run/", headers=headers)
     assert (response.status_code, response["Allow"]) == (405, "POST")

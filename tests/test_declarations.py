@@ -63,7 +63,7 @@ def test_declaring_the_same_job_twice_identically_is_harmless(registry: dict) ->
         ({"interval": 5, "minutes": 5}, r"Job 'tests.jobs.succeed': unknown option 'minutes'"),
         ({"interval": 5, "args": [dt.datetime.now()]}, r"Job 'tests.jobs.succeed': args cannot be stored"),
         ({"interval": 5, "kwargs": {"x": object()}}, r"Job 'tests.jobs.succeed': kwargs cannot be stored"),
-        ({"interval": 5, "max_instances": 0}, r"max_instances must be a whole number >= 1"),
+        ({"interval": 5, "max_instances": 0}, r"max_instances must be a whole number from 1 to 1000, not 0"),
         ({"interval": 5, "misfire_grace_time": 0}, r"misfire_grace_time must be"),
         ({"interval": 5, "jitter": -1}, r"jitter must be"),
         ({"interval": 5, "id": "x" * 256}, r"id is 256 characters long"),

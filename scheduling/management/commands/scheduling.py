@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -16,17 +17,26 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django_apscheduler.models import DjangoJob
 
-from scheduling import control, history, tokens
+from scheduling import control, history, tokens, validation
 from scheduling.models import ApiToken, Execution
 from scheduling.schedules import format_local
 from scheduling.serializers import iso, job_data, run_data, status_data
 from scheduling.status import job_summaries, job_summary, scheduler_status
 
+MAX_RUNS = 100
+MAX_RETENTION_DAYS = 36500  # a century: any more overflows a date
 
-def positive_int(value: str) -> int:
-    if not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} must be a whole number >= 1")
-    return int(value)
+
+def bounded(name: str, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from 1 to ``high``, in scheduling.validation's words."""
+
+    def parse(value: str) -> int:
+        try:
+            return validation.whole_number_text(name, value, 1, high)
+        except validation.InputError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
 
 
 class Command(BaseCommand):
@@ -43,7 +53,9 @@ class Command(BaseCommand):
         subcommand("list", "Every job with its schedule, next run and state.")
         show = subcommand("show", "One job and its recent runs.")
         show.add_argument("job_id")
-        show.add_argument("--runs", type=positive_int, default=10, help="How many recent runs (default 10).")
+        show.add_argument(
+            "--runs", type=bounded("--runs", MAX_RUNS), default=10, help="How many recent runs (default 10)."
+        )
         for name, text in (
             ("run", "Ask the running scheduler to run jobs now."),
             ("pause", "Pause jobs."),
@@ -53,7 +65,9 @@ class Command(BaseCommand):
         subcommand("status", "Is a scheduler active? Exits with status 1 when none is.")
         prune = subcommand("prune", "Delete old execution history now.")
         prune.add_argument(
-            "--older-than-days", type=positive_int, help="Default: SCHEDULING_HISTORY_RETENTION."
+            "--older-than-days",
+            type=bounded("--older-than-days", MAX_RETENTION_DAYS),
+            help="Default: SCHEDULING_HISTORY_RETENTION.",
         )
         token = commands.add_parser("token", help="Create, list or revoke API tokens.")
         token_commands = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")

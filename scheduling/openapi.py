@@ -1,0 +1,426 @@
+"""The HTTP API's contract: an OpenAPI 3.1 document, served at ``api/openapi.json``.
+
+Written out by hand beside ``api.py`` (no framework generates it): ``tests/test_openapi.py`` checks
+that it lists exactly the API's routes, and Schemathesis fuzzes the live API against it. To
+extend it, add a schema to ``_schemas()`` and an operation to ``_paths()``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest, JsonResponse
+from django.urls import reverse
+from django.views.decorators.cache import never_cache
+
+from scheduling import api, safejson, validation
+
+ERROR_STATUSES = {
+    "400": "Invalid input: a parameter or the body breaks a rule (``field`` names it).",
+    "401": "Not authenticated: no session and no valid token.",
+    "403": "Authenticated, without the permission this needs (or a failed CSRF check).",
+    "404": "No such job or run.",
+    "405": "Wrong method; ``Allow`` names the right one.",
+    "409": "The job cannot be loaded now (its function was renamed or removed in a deploy).",
+    "413": "The body is larger than the limit.",
+    "500": "A bug; it is logged on the server. The body has the usual error shape.",
+}
+_READ = ("400", "401", "403", "405", "500")
+_ACT = ("400", "401", "403", "404", "405", "409", "500")
+
+
+@never_cache
+def document(request: HttpRequest) -> JsonResponse:
+    """The document, for the site the request came to (the API's prefix depends on the include)."""
+    if request.method not in ("GET", "HEAD"):
+        response = JsonResponse(
+            {"error": f"Use GET here, not {request.method}", "code": "method_not_allowed", "field": None},
+            status=405,
+        )
+        response["Allow"] = "GET"
+        return response
+    namespace = request.resolver_match.namespace if request.resolver_match else "scheduling"
+    prefix = reverse(f"{namespace}:api-status").removesuffix("api/status/")
+    return JsonResponse(build(prefix.rstrip("/")))
+
+
+document.http_method = "GET"  # type: ignore[attr-defined]
+
+
+def build(server: str) -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "scheduling HTTP API",
+            "version": "1",
+            "description": (
+                "Scheduled jobs of a Django site: read them and their runs, run, pause, resume and "
+                "reschedule them. Every error is `{error, code, field}`; lists are paginated with "
+                "`limit` and `cursor`."
+            ),
+        },
+        "servers": [{"url": server}],
+        "security": [{"token": []}, {"session": []}],
+        "paths": _paths(),
+        "components": {
+            "securitySchemes": {
+                "token": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API token from `manage.py scheduling token create`.",
+                },
+                "session": {
+                    "type": "apiKey",
+                    "in": "cookie",
+                    "name": settings.SESSION_COOKIE_NAME,
+                    "description": "The admin's login session; POSTs also need the CSRF token (X-CSRFToken).",
+                },
+            },
+            "schemas": _schemas(),
+            "responses": {
+                status: {
+                    "description": text,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                }
+                for status, text in ERROR_STATUSES.items()
+            },
+        },
+    }
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _ok(description: str, schema: str, status: str = "200") -> dict[str, Any]:
+    return {status: {"description": description, "content": {"application/json": {"schema": _ref(schema)}}}}
+
+
+def _errors(statuses: tuple[str, ...]) -> dict[str, Any]:
+    return {status: {"$ref": f"#/components/responses/{status}"} for status in statuses}
+
+
+def _integer(
+    name: str, where: str, low: int, high: int, text: str, default: int | None = None
+) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "integer", "minimum": low, "maximum": high}
+    if default is not None:
+        schema["default"] = default
+    return {"name": name, "in": where, "required": where == "path", "description": text, "schema": schema}
+
+
+JOB_ID = {
+    "name": "job_id",
+    "in": "path",
+    "required": True,
+    "description": "The job's id; it may contain slashes.",
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": validation.MAX_TEXT_LENGTH,
+        "pattern": "^[^\u0000]+$",  # no NUL character: PostgreSQL cannot compare one
+    },
+    "example": "reports/nightly",
+}
+LIMIT = _integer("limit", "query", 1, api.MAX_PAGE, "How many items per page.", default=api.DEFAULT_PAGE)
+
+
+def _cursor(pattern: str, max_length: int) -> dict[str, Any]:
+    return {
+        "name": "cursor",
+        "in": "query",
+        "required": False,
+        "description": "The `next` of the page before (opaque); leave out for the first page.",
+        "schema": {"type": "string", "pattern": pattern, "maxLength": max_length},
+    }
+
+
+def _action(summary: str, permission: str, status: str, schema: str) -> dict[str, Any]:
+    return {
+        "post": {
+            "operationId": summary.split()[0].lower() + "Job",
+            "summary": summary,
+            "description": f"Needs `scheduling.{permission}`.",
+            "parameters": [JOB_ID],
+            "responses": {**_ok(summary, schema, status), **_errors(_ACT)},
+        }
+    }
+
+
+def _paths() -> dict[str, Any]:
+    return {
+        "/api/openapi.json": {
+            "get": {
+                "operationId": "openapi",
+                "summary": "This document",
+                "security": [],
+                "responses": {
+                    "200": {"description": "The OpenAPI document", "content": {"application/json": {}}},
+                    **_errors(("405",)),
+                },
+            }
+        },
+        "/api/status/": {
+            "get": {
+                "operationId": "status",
+                "summary": "Is a scheduler active, and how the jobs and the last hour's runs stand",
+                "description": "Needs `scheduling.view_job`.",
+                "responses": {**_ok("The status", "Status"), **_errors(_READ)},
+            }
+        },
+        "/api/jobs/": {
+            "get": {
+                "operationId": "listJobs",
+                "summary": "The jobs, in id order, a page at a time",
+                "description": "Needs `scheduling.view_job`.",
+                "parameters": [LIMIT, _cursor("^(?:[0-9a-f]{2})+$", api.MAX_CURSOR_LENGTH)],
+                "responses": {**_ok("A page of jobs", "JobPage"), **_errors(_READ)},
+            }
+        },
+        "/api/jobs/{job_id}/": {
+            "get": {
+                "operationId": "getJob",
+                "summary": "One job and its most recent runs",
+                "description": "Needs `scheduling.view_job`.",
+                "parameters": [
+                    JOB_ID,
+                    _integer("runs", "query", 1, api.MAX_RUNS, "How many recent runs.", default=10),
+                ],
+                "responses": {**_ok("The job", "JobDetail"), **_errors((*_READ, "404"))},
+            }
+        },
+        "/api/jobs/{job_id}/run/": _action("Run the job now", "run_job", "202", "RunRequested"),
+        "/api/jobs/{job_id}/pause/": _action("Pause the job", "pause_job", "200", "ActionReply"),
+        "/api/jobs/{job_id}/resume/": _action("Resume the job", "pause_job", "200", "ActionReply"),
+        "/api/jobs/{job_id}/reschedule/": {
+            "post": {
+                "operationId": "rescheduleJob",
+                "summary": "Change the job's schedule and options",
+                "description": (
+                    "Needs `scheduling.change_schedule`. A job declared in code keeps the change, "
+                    "flagged as overridden, until it is reset."
+                ),
+                "parameters": [JOB_ID],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("Reschedule")}},
+                },
+                "responses": {**_ok("The job as changed", "ActionReply"), **_errors((*_ACT, "413"))},
+            }
+        },
+        "/api/runs/": {
+            "get": {
+                "operationId": "listRuns",
+                "summary": "Runs, newest first, a page at a time",
+                "description": "Needs `scheduling.view_job`.",
+                "parameters": [
+                    LIMIT,
+                    _cursor("^[0-9]{1,18}$", 18),
+                    {
+                        **JOB_ID,
+                        "name": "job",
+                        "in": "query",
+                        "required": False,
+                        "description": "Only this job's.",
+                    },
+                ],
+                "responses": {**_ok("A page of runs", "RunPage"), **_errors(_READ)},
+            }
+        },
+        "/api/runs/{run_id}/": {
+            "get": {
+                "operationId": "getRun",
+                "summary": "One run",
+                "description": "Needs `scheduling.view_job`.",
+                "parameters": [{**_integer("run_id", "path", 1, 2**63 - 1, "The run's id."), "example": 1}],
+                "responses": {**_ok("The run", "RunDetail"), **_errors((*_READ, "404"))},
+            }
+        },
+    }
+
+
+def _nullable(kind: str, **extra: Any) -> dict[str, Any]:
+    return {"type": [kind, "null"], **extra}
+
+
+def _schemas() -> dict[str, Any]:
+    time = _nullable("string", format="date-time")
+    job: dict[str, Any] = {
+        "type": "object",
+        "required": ["id", "name", "function", "schedule", "next_run", "state"],
+        "properties": {
+            "id": {"type": "string"},
+            "name": {"type": "string"},
+            "function": {"type": "string", "description": "The dotted path of the function it runs."},
+            "schedule": {"type": "string", "description": "The schedule in words."},
+            "next_run": time,
+            "state": {"type": "string", "description": "scheduled, paused, or broken: <why>, with notes."},
+        },
+    }
+    run = {
+        "type": "object",
+        "required": ["id", "scheduled_at", "started_at", "finished_at", "status", "duration", "origin"],
+        "properties": {
+            "id": {"type": "integer"},
+            "scheduled_at": time,
+            "started_at": time,
+            "finished_at": time,
+            "status": {"type": "string"},
+            "duration": _nullable("number"),
+            "origin": {"type": "string"},
+            "requested_by": {"type": "string"},
+            "ran_in": {"type": "string"},
+            "host": {"type": "string"},
+            "task_id": {"type": "string"},
+            "exception": {"type": "string"},
+        },
+    }
+    return {
+        "Error": {
+            "type": "object",
+            "required": ["error", "code", "field"],
+            "additionalProperties": False,
+            "properties": {
+                "error": {"type": "string", "description": "What is wrong, for people (may be translated)."},
+                "code": {
+                    "type": "string",
+                    "description": "A stable identifier for programs, e.g. out_of_range.",
+                },
+                "field": _nullable("string", description="The input at fault, e.g. misfire_grace_time."),
+            },
+        },
+        "Job": job,
+        "Run": run,
+        "JobDetail": {
+            "allOf": [
+                _ref("Job"),
+                {
+                    "type": "object",
+                    "required": ["runs"],
+                    "properties": {"runs": {"type": "array", "items": _ref("Run")}},
+                },
+            ]
+        },
+        "RunDetail": {
+            "allOf": [
+                _ref("Run"),
+                {
+                    "type": "object",
+                    "required": ["job"],
+                    "properties": {
+                        "job": {"type": "string", "description": "The id of the job it is a run of."}
+                    },
+                },
+            ]
+        },
+        "JobPage": _page("jobs", "Job"),
+        "RunPage": _page("runs", "Run"),
+        "RunRequested": {
+            "type": "object",
+            "required": ["job", "result"],
+            "properties": {
+                "job": {"type": "string"},
+                "result": {"const": "run requested"},
+                "warning": {"type": "string", "description": "Present when no scheduler is running."},
+            },
+        },
+        "ActionReply": {
+            "description": "The job as GET shows it, for a user with view_job; only its id otherwise.",
+            "type": "object",
+            "required": ["id", "result"],
+            "properties": {**job["properties"], "result": {"enum": ["paused", "resumed", "rescheduled"]}},
+        },
+        "Status": {
+            "type": "object",
+            "required": [
+                "alive",
+                "host",
+                "pid",
+                "running_since",
+                "last_beat",
+                "standbys",
+                "jobs",
+                "last_hour",
+            ],
+            "properties": {
+                "alive": {"type": "boolean"},
+                "host": _nullable("string"),
+                "pid": _nullable("integer"),
+                "running_since": time,
+                "last_beat": time,
+                "standbys": {"type": "integer"},
+                "jobs": _counts("scheduled", "paused", "broken"),
+                "last_hour": _counts("runs", "failures"),
+            },
+        },
+        "Reschedule": _reschedule(),
+    }
+
+
+def _page(key: str, item: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": [key, "next"],
+        "properties": {
+            key: {"type": "array", "items": _ref(item)},
+            "next": _nullable("string", description="The cursor of the next page; null on the last."),
+        },
+    }
+
+
+def _counts(*names: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": list(names),
+        "properties": {name: {"type": "integer"} for name in names},
+    }
+
+
+def _reschedule() -> dict[str, Any]:
+    seconds = {"type": "number", "minimum": 0}
+    return {
+        "description": (
+            "Exactly one of cron, interval or date (timezone and jitter go with it), and/or job "
+            f"options. The body is at most {api.MAX_BODY_BYTES} bytes, nested at most "
+            f"{safejson.MAX_DEPTH} deep; NaN and Infinity are refused."
+        ),
+        "type": "object",
+        "additionalProperties": False,
+        "minProperties": 1,
+        "properties": {
+            "cron": {
+                "description": "A 5-field crontab line, or an object of APScheduler cron fields.",
+                "oneOf": [
+                    {"type": "string", "maxLength": validation.MAX_CRONTAB_LENGTH},
+                    {"type": "object", "additionalProperties": {"type": ["string", "integer"]}},
+                ],
+            },
+            "interval": {
+                "description": "Seconds, or an object of weeks/days/hours/minutes/seconds: 1 s to 10 years.",
+                "oneOf": [
+                    {
+                        "type": "number",
+                        "minimum": validation.MIN_INTERVAL,
+                        "maximum": validation.MAX_INTERVAL,
+                    },
+                    {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "minProperties": 1,
+                        "properties": dict.fromkeys(validation.UNIT_SECONDS, seconds),
+                    },
+                ],
+            },
+            "date": {"type": "string", "format": "date-time", "description": "A one-off run, in the future."},
+            "timezone": {"type": "string", "maxLength": validation.MAX_TIMEZONE_LENGTH},
+            "jitter": {"type": "integer", "minimum": 0, "maximum": validation.MAX_JITTER},
+            "max_instances": {"type": "integer", "minimum": 1, "maximum": validation.MAX_INSTANCES},
+            "coalesce": {"type": "boolean"},
+            "misfire_grace_time": {
+                "type": ["integer", "null"],
+                "minimum": 1,
+                "maximum": validation.MAX_MISFIRE_GRACE_TIME,
+            },
+        },
+    }

@@ -1,0 +1,294 @@
+"""The one set of limits for job options and schedules, whoever sends them.
+
+``@job``, the admin's forms, the HTTP API, the CLI and ``scheduling.control`` all check what a
+person typed here, before anything is built or stored, so a value that would stop scheduling
+(a grace time of 10**14 seconds, a jitter that overflows a date, a cron field with 150,000 values)
+is refused with the same words everywhere: the field, the rule and the value sent.
+
+The limits are generous for real use and small enough that no arithmetic on them overflows:
+datetimes end in the year 9999, so every bound keeps a day's room for any UTC offset.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Callable
+from typing import Any
+
+from django.utils.translation import gettext as _
+
+from scheduling.schedules import CRON_FIELDS, INTERVAL_UNITS, KINDS, ScheduleError, normalize_spec
+
+DAY = 86400
+MAX_MISFIRE_GRACE_TIME = 31 * DAY
+MAX_JITTER = DAY
+MIN_INTERVAL = 1
+MAX_INTERVAL = 3652 * DAY  # ten years, leap days included
+MAX_INSTANCES = 1000
+MAX_CRONTAB_LENGTH = 256
+MAX_CRON_FIELD_LENGTH = 128
+MAX_TEXT_LENGTH = 255  # the job store's id column, and the names beside it
+MAX_TIMEZONE_LENGTH = 64
+MAX_DATE_LENGTH = 64
+# A day inside each end of datetime's range: converting to or from any UTC offset stays valid.
+FIRST_DATE = dt.datetime(1970, 1, 2, tzinfo=dt.UTC)
+LAST_DATE = dt.datetime(9999, 12, 30, 23, 59, 59, tzinfo=dt.UTC)
+UNIT_SECONDS = {"weeks": 7 * DAY, "days": DAY, "hours": 3600, "minutes": 60, "seconds": 1}
+OPTION_NAMES = ("max_instances", "coalesce", "misfire_grace_time", "executor")
+
+
+class InputError(ScheduleError):
+    """A value outside the limits. ``field`` names it, ``code`` is a stable identifier for
+    programs (the message may be translated, the code never changes).
+
+    It is a ScheduleError so that every caller which already reports a bad schedule reports this.
+    """
+
+    def __init__(self, field: str, code: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.code = code
+
+
+def shown(value: Any) -> str:
+    """The value as the error message quotes it: short, whatever was sent."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
+def _refuse(field: str, rule: str, value: Any, code: str = "out_of_range") -> InputError:
+    return InputError(
+        field,
+        code,
+        _("%(field)s must be %(rule)s, not %(value)s")
+        % {"field": field, "rule": rule, "value": shown(value)},
+    )
+
+
+def whole_number(field: str, value: Any, low: int, high: int, rule: str) -> int:
+    """``value`` as an int from ``low`` to ``high``; bools and floats with a fraction are refused."""
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _refuse(field, rule, value, code="invalid_type")
+    if not low <= value <= high:
+        raise _refuse(field, rule, value)
+    return value
+
+
+def whole_number_text(field: str, text: str, low: int, high: int) -> int:
+    """A whole number typed as text (a query parameter, a command-line option): ASCII digits only.
+
+    ``str.isdigit`` accepts '²' and other digits ``int`` refuses; a length check first keeps a
+    5,000-digit string from reaching ``int`` at all.
+    """
+    rule = _("a whole number from %(low)s to %(high)s") % {"low": low, "high": high}
+    if not (text.isascii() and text.isdigit()) or len(text) > len(str(high)):
+        raise _refuse(field, rule, text, code="invalid_number")
+    return whole_number(field, int(text), low, high, rule)
+
+
+def check_misfire_grace_time(value: Any) -> int | None:
+    if value is None:
+        return None
+    return whole_number(
+        "misfire_grace_time",
+        value,
+        1,
+        MAX_MISFIRE_GRACE_TIME,
+        _("a whole number of seconds from 1 to %(max)s (31 days), or none") % {"max": MAX_MISFIRE_GRACE_TIME},
+    )
+
+
+def check_jitter(value: Any) -> int | None:
+    if value is None:
+        return None
+    return whole_number(
+        "jitter",
+        value,
+        0,
+        MAX_JITTER,
+        _("a whole number of seconds from 0 to %(max)s (1 day)") % {"max": MAX_JITTER},
+    )
+
+
+def check_max_instances(value: Any) -> int:
+    return whole_number(
+        "max_instances",
+        value,
+        1,
+        MAX_INSTANCES,
+        _("a whole number from 1 to %(max)s") % {"max": MAX_INSTANCES},
+    )
+
+
+def check_coalesce(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _refuse("coalesce", _("true or false"), value, code="invalid_type")
+    return value
+
+
+def text(field: str, value: Any, max_length: int = MAX_TEXT_LENGTH) -> str:
+    rule = _("text of at most %(max)s characters") % {"max": max_length}
+    if not isinstance(value, str):
+        raise _refuse(field, rule, value, code="invalid_type")
+    # PostgreSQL cannot store or compare a NUL character; nobody types one.
+    if "\x00" in value:
+        raise InputError(
+            field, "invalid_text", _("%(field)s must not contain a NUL character") % {"field": field}
+        )
+    if len(value) > max_length:
+        raise InputError(
+            field,
+            "too_long",
+            _("%(field)s must be %(rule)s, not %(length)s")
+            % {"field": field, "rule": rule, "length": len(value)},
+        )
+    return value
+
+
+def options(values: dict[str, Any]) -> dict[str, Any]:
+    """Check the job options given (any of max_instances, coalesce, misfire_grace_time, executor)."""
+    unknown = sorted(set(values) - set(OPTION_NAMES))
+    if unknown:
+        raise InputError(
+            unknown[0],
+            "unknown_field",
+            _("unknown job option %(names)s; known: %(known)s")
+            % {"names": ", ".join(unknown), "known": ", ".join(OPTION_NAMES)},
+        )
+    checks: dict[str, Callable[[Any], Any]] = {
+        "max_instances": check_max_instances,
+        "coalesce": check_coalesce,
+        "misfire_grace_time": check_misfire_grace_time,
+    }
+    checked: dict[str, Any] = {name: checks[name](value) for name, value in values.items() if name in checks}
+    if "executor" in values:
+        checked["executor"] = text("executor", values["executor"])
+    return checked
+
+
+def check_interval(value: Any) -> dict[str, float]:
+    """An interval (seconds, a timedelta or a dict of units) within 1 second and 10 years."""
+    rule = _("from %(low)s second to %(high)s seconds (10 years)") % {
+        "low": MIN_INTERVAL,
+        "high": MAX_INTERVAL,
+    }
+    if isinstance(value, dt.timedelta):
+        value = {"seconds": value.total_seconds()}
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = {"seconds": value}
+    if not isinstance(value, dict) or not value:
+        raise _refuse(
+            "interval",
+            _("a number of seconds or an object of %(units)s") % {"units": ", ".join(INTERVAL_UNITS)},
+            value,
+            code="invalid_type",
+        )
+    total = 0.0
+    for unit, amount in value.items():
+        if unit not in UNIT_SECONDS:
+            raise InputError(
+                "interval",
+                "unknown_field",
+                _("unknown interval unit %(unit)s; known: %(known)s")
+                % {"unit": shown(unit), "known": ", ".join(INTERVAL_UNITS)},
+            )
+        field = f"interval.{unit}"
+        if not isinstance(amount, (int, float)) or isinstance(amount, bool):
+            raise _refuse(field, _("a number"), amount, code="invalid_type")
+        # Compared before multiplying: 10**400 * 60 or NaN must never reach timedelta.
+        if not (math.isfinite(amount) and 0 <= amount <= MAX_INTERVAL / UNIT_SECONDS[unit]):
+            raise _refuse(field, rule, amount)
+        total += amount * UNIT_SECONDS[unit]
+    if not MIN_INTERVAL <= total <= MAX_INTERVAL:
+        raise _refuse("interval", rule, total)
+    return dict(value)
+
+
+def check_date(field: str, value: Any) -> None:
+    """A date and time from 1970-01-02 to 9999-12-30, whatever its UTC offset."""
+    rule = _("a date and time from %(first)s to %(last)s") % {
+        "first": FIRST_DATE.date().isoformat(),
+        "last": LAST_DATE.date().isoformat(),
+    }
+    if isinstance(value, str):
+        text(field, value, MAX_DATE_LENGTH)
+        try:
+            value = dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise _refuse(field, _("an ISO 8601 date and time"), value, code="invalid_date") from None
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        value = dt.datetime.combine(value, dt.time())
+    if not isinstance(value, dt.datetime):
+        raise _refuse(field, rule, value, code="invalid_type")
+    # Compared as wall-clock times: converting an extreme one to UTC is what overflows.
+    if not FIRST_DATE.replace(tzinfo=None) <= value.replace(tzinfo=None) <= LAST_DATE.replace(tzinfo=None):
+        raise _refuse(field, rule, value.isoformat())
+
+
+def check_cron(value: Any) -> None:
+    """A crontab line, or a dict of APScheduler's cron fields, each short enough to store."""
+    if isinstance(value, str):
+        text("cron", value, MAX_CRONTAB_LENGTH)
+        return
+    if not isinstance(value, dict):
+        raise _refuse("cron", _("a crontab line or an object of cron fields"), value, code="invalid_type")
+    known = (*CRON_FIELDS, "start_date", "end_date")
+    for name, field_value in value.items():
+        if name not in known:
+            raise InputError(
+                "cron",
+                "unknown_field",
+                _("unknown cron field %(name)s; known: %(known)s")
+                % {"name": shown(name), "known": ", ".join(known)},
+            )
+        if name in ("start_date", "end_date"):
+            check_date(f"cron.{name}", field_value)
+        elif isinstance(field_value, int) and not isinstance(field_value, bool):
+            whole_number(f"cron.{name}", field_value, 0, 9999, _("a whole number from 0 to 9999"))
+        else:
+            text(f"cron.{name}", field_value, MAX_CRON_FIELD_LENGTH)
+
+
+def check_spec(value: dict[str, Any]) -> None:
+    """Check a schedule spec (as stored, or as the admin form builds it) before it is built."""
+    if not isinstance(value, dict):
+        raise _refuse("schedule", _("an object"), value, code="invalid_type")
+    given = [kind for kind in KINDS if kind in value]
+    if len(given) != 1:
+        raise InputError("schedule", "invalid_schedule", _("give exactly one of cron, interval or date"))
+    unknown = sorted(set(value) - {*KINDS, "timezone", "jitter"})
+    if unknown:
+        raise InputError(
+            unknown[0], "unknown_field", _("unknown schedule field %(names)s") % {"names": ", ".join(unknown)}
+        )
+    if given[0] == "cron":
+        check_cron(value["cron"])
+    elif given[0] == "interval":
+        check_interval(value["interval"])
+    else:
+        check_date("date", value["date"])
+    if value.get("timezone") is not None:
+        text("timezone", value["timezone"], MAX_TIMEZONE_LENGTH)
+    check_jitter(value.get("jitter"))
+
+
+def schedule(
+    *,
+    cron: Any = None,
+    interval: Any = None,
+    date: Any = None,
+    timezone_name: Any = None,
+    jitter: Any = None,
+) -> dict[str, Any]:
+    """Check the user's schedule keywords against the limits, then make the spec (see schedules)."""
+    given = {k: v for k, v in (("cron", cron), ("interval", interval), ("date", date)) if v is not None}
+    if len(given) != 1:
+        raise InputError("schedule", "invalid_schedule", _("give exactly one of cron, interval or date"))
+    raw: dict[str, Any] = {**given, "jitter": jitter}
+    if timezone_name is not None:
+        raw["timezone"] = timezone_name
+    check_spec(raw)
+    return normalize_spec(cron=cron, interval=interval, date=date, timezone_name=timezone_name, jitter=jitter)

@@ -1,0 +1,177 @@
+"""One set of limits for job options and schedules: @job, scheduling.control and the CLI refuse
+the security review's inputs in the same words, and nothing is stored."""
+
+from __future__ import annotations
+
+import io
+from datetime import timedelta
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+from django_apscheduler.models import DjangoJob
+
+from scheduling import control, job, validation
+from scheduling.declarations import JobDeclarationError
+from scheduling.models import Execution
+from scheduling.store import JobStore
+from scheduling.sync import sync
+from tests import jobs
+
+pytestmark = pytest.mark.django_db
+
+GRACE = "misfire_grace_time must be a whole number of seconds from 1 to 2678400 (31 days), or none, not "
+JITTER = "jitter must be a whole number of seconds from 0 to 86400 (1 day), not "
+INTERVAL = "must be from 1 second to 315532800 seconds (10 years), not "
+DATE = "date must be a date and time from 1970-01-02 to 9999-12-30, not "
+
+# The inputs the security review sent, with the error each must get now.
+REFUSED = [
+    (
+        {"interval": 1, "misfire_grace_time": 100_000_000_000_000},
+        "misfire_grace_time",
+        GRACE + "100000000000000",
+    ),
+    ({"interval": 60, "jitter": 10**15}, "jitter", JITTER + "1000000000000000"),
+    ({"interval": float("inf")}, "interval.seconds", "interval.seconds " + INTERVAL + "inf"),
+    ({"interval": {"seconds": float("nan")}}, "interval.seconds", "interval.seconds " + INTERVAL + "nan"),
+    ({"interval": {"weeks": 1e20}}, "interval.weeks", "interval.weeks " + INTERVAL + "1e+20"),
+    ({"interval": 0.5}, "interval", "interval " + INTERVAL + "0.5"),
+    ({"date": "9999-12-31T23:59:59-23:59"}, "date", DATE + "'9999-12-31T23:59:59-23:59'"),
+    ({"date": "1970-01-01T00:00:00+14:00"}, "date", DATE + "'1970-01-01T00:00:00+14:00'"),
+    ({"cron": ",".join(["1"] * 150_000) + " * * * *"}, "cron", "cron must be text of at most 256 characters"),
+    (
+        {"cron": {"minute": ",".join(["1"] * 150_000)}},
+        "cron.minute",
+        "cron.minute must be text of at most 128",
+    ),
+    (
+        {"interval": 60, "max_instances": 10**6},
+        "max_instances",
+        "max_instances must be a whole number from 1 to",
+    ),
+    ({"interval": 60, "max_instances": True}, "max_instances", "max_instances must be a whole number"),
+    (
+        {"cron": "0 3 * * *", "timezone": "Z" * 65},
+        "timezone",
+        "timezone must be text of at most 64 characters",
+    ),
+]
+
+
+def _split(given: dict) -> tuple[dict, dict]:
+    options = {key: given[key] for key in ("misfire_grace_time", "max_instances") if key in given}
+    schedule = {key: value for key, value in given.items() if key not in options}
+    return schedule, options
+
+
+@pytest.mark.parametrize(("given", "field", "message"), REFUSED)
+def test_the_validator_names_the_field_and_the_limit(given: dict, field: str, message: str) -> None:
+    schedule, options = _split(given)
+    keywords = {("timezone_name" if key == "timezone" else key): value for key, value in schedule.items()}
+
+    def check() -> None:
+        validation.options(options)
+        validation.schedule(**keywords)
+
+    with pytest.raises(validation.InputError) as error:
+        check()
+
+    assert (error.value.field, str(error.value)[: len(message)]) == (field, message)
+
+
+@pytest.mark.parametrize(("given", "field", "message"), REFUSED)
+def test_job_refuses_them_where_the_job_is_declared(
+    registry: dict, given: dict, field: str, message: str
+) -> None:
+    with pytest.raises(JobDeclarationError, match=r"^Job 'bad': ") as error:
+        job(id="bad", **given)(jobs.succeed)
+
+    assert message in str(error.value)
+    assert "bad" not in registry
+
+
+@pytest.mark.parametrize(("given", "field", "message"), REFUSED)
+def test_control_change_refuses_them_and_stores_nothing(
+    registry: dict, given: dict, field: str, message: str
+) -> None:
+    job(interval=300, id="steady")(jobs.succeed)
+    sync(JobStore(), registry.values())
+    before = DjangoJob.objects.get(id="steady").job_state
+    schedule, options = _split(given)
+    spec = {("timezone" if key == "timezone" else key): value for key, value in schedule.items()}
+    if isinstance(spec.get("interval"), (int, float)):
+        spec["interval"] = {"seconds": spec["interval"]}
+
+    with pytest.raises(validation.InputError, match=f"^{field}"):
+        control.change("steady", schedule=spec, **options)
+
+    assert DjangoJob.objects.get(id="steady").job_state == before
+    # The scheduler still reads the job as it was.
+    assert JobStore().lookup_job("steady").trigger.interval == timedelta(minutes=5)
+
+
+def test_a_paused_job_refused_a_huge_jitter_can_still_be_resumed(registry: dict) -> None:
+    job(interval=300, id="steady")(jobs.succeed)
+    sync(JobStore(), registry.values())
+    control.pause("steady")
+
+    with pytest.raises(validation.InputError, match=r"^jitter must be"):
+        control.reschedule("steady", interval=60, jitter=10**15)
+    control.resume("steady")
+
+    assert JobStore().lookup_job("steady").next_run_time > timezone.now()
+
+
+def test_the_limits_themselves_are_accepted(registry: dict) -> None:
+    job(
+        interval={"days": 3652},
+        id="edge",
+        misfire_grace_time=31 * 86400,
+        jitter=86400,
+        max_instances=1000,
+    )(jobs.succeed)
+    job(date="9999-12-30T23:59:59+14:00", id="late", misfire_grace_time=None)(jobs.succeed)
+    job(interval=1, id="fast")(jobs.succeed)
+
+    sync(JobStore(), registry.values())
+
+    assert {row.id for row in DjangoJob.objects.all()} == {"edge", "late", "fast"}
+
+
+def test_control_add_refuses_an_overlong_id_and_stores_nothing() -> None:
+    with pytest.raises(
+        validation.InputError, match=r"^job_id must be text of at most 255 characters, not 300"
+    ):
+        control.add("x" * 300, "tests.jobs:succeed", schedule={"interval": {"minutes": 1}})
+
+    assert not DjangoJob.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["show", "steady", "--runs", "²"], "--runs must be a whole number from 1 to 100, not '²'"),
+        (["show", "steady", "--runs", "9" * 5000], "--runs must be a whole number from 1 to 100, not '99999"),
+        (["show", "steady", "--runs", "0"], "--runs must be a whole number from 1 to 100, not 0"),
+        (
+            ["prune", "--older-than-days", "10" * 10],
+            "--older-than-days must be a whole number from 1 to 36500",
+        ),
+    ],
+)
+def test_the_cli_refuses_numbers_outside_the_limits(
+    registry: dict, arguments: list[str], message: str
+) -> None:
+    job(interval=300, id="steady")(jobs.succeed)
+    sync(JobStore(), registry.values())
+    Execution.objects.create(
+        job_id="steady", status="succeeded", scheduled_at=timezone.now() - timedelta(days=9)
+    )
+
+    with pytest.raises(CommandError, match="argument") as error:
+        call_command("scheduling", *arguments, stdout=io.StringIO(), stderr=io.StringIO())
+
+    assert message in str(error.value)
+
+    assert Execution.objects.count() == 1
