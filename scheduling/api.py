@@ -25,11 +25,12 @@ from django.views.decorators.csrf import csrf_exempt
 from scheduling import control, tokens
 from scheduling.models import Execution, Job
 from scheduling.schedules import ScheduleError, normalize_spec
-from scheduling.serializers import job_data, run_data, status_data
+from scheduling.serializers import job_data, next_runs_data, run_data, status_data
 from scheduling.status import job_summaries, job_summary, schedule_summary, scheduler_status
 
 View = Callable[..., JsonResponse]
 MAX_RUNS = 100
+NEXT_RUNS = 5  # as the admin's job page shows
 SCHEDULE_FIELDS = {"cron", "interval", "date", "timezone", "jitter"}
 OPTION_FIELDS = {"max_instances", "coalesce", "misfire_grace_time"}
 
@@ -163,7 +164,11 @@ def _job(job_id: str) -> dict[str, Any]:
 
 def _job_with_runs(job_id: str, limit: int) -> dict[str, Any]:
     runs = Execution.objects.filter(job_id=job_id)[:limit]
-    return {**_job(job_id), "runs": [run_data(run) for run in runs]}
+    return {
+        **_job(job_id),
+        "runs": [run_data(run) for run in runs],
+        "next_runs": next_runs_data(job_id, NEXT_RUNS),
+    }
 
 
 def _runs_limit(value: str) -> int:

@@ -90,6 +90,12 @@ class CrontabTrigger(CronTrigger):
     def get_next_fire_time(
         self, previous_fire_time: dt.datetime | None, now: dt.datetime
     ) -> dt.datetime | None:
+        """The next fire, in UTC.
+
+        In UTC because Python compares and subtracts two datetimes of the same tzinfo by their
+        wall clocks, ignoring ``fold``: APScheduler's ``next_run_time <= now`` would call 02:10
+        CET (the second 02:10) earlier than 02:50 CEST, forty minutes before it is.
+        """
         if previous_fire_time is not None:
             slot = self.next_slot(previous_fire_time)
         else:
@@ -107,10 +113,8 @@ class CrontabTrigger(CronTrigger):
         """
         window = self.jitter_window(slot)
         if not window:
-            return slot
-        return (slot.astimezone(UTC) + dt.timedelta(seconds=random.uniform(0, window))).astimezone(
-            self.timezone
-        )
+            return slot.astimezone(UTC)
+        return slot.astimezone(UTC) + dt.timedelta(seconds=random.uniform(0, window))
 
     def jitter_window(self, slot: dt.datetime) -> float:
         """How much jitter the slot may get: ``jitter``, capped to end before the next slot."""
@@ -119,10 +123,10 @@ class CrontabTrigger(CronTrigger):
         window = float(self.jitter)
         following = self.next_slot(slot)
         if following is not None:
-            gap = (following.at - slot).total_seconds() - MICROSECOND.total_seconds()
+            gap = (following.at.astimezone(UTC) - slot.astimezone(UTC)).total_seconds() - 1e-6
             window = min(window, gap)
         if self.end_date is not None:
-            window = min(window, (self.end_date - slot).total_seconds())
+            window = min(window, (self.end_date.astimezone(UTC) - slot.astimezone(UTC)).total_seconds())
         return max(window, 0.0)
 
     # Fire times ---------------------------------------------------------------------------------
@@ -130,7 +134,7 @@ class CrontabTrigger(CronTrigger):
     def next_slot(self, after: dt.datetime) -> Slot | None:
         """The first fire strictly after ``after`` (an aware datetime), without jitter."""
         slot = self._wall_clock_after(after) if self.wall_clock else self._elapsed_after(after)
-        if slot is None or (self.end_date is not None and slot.at > self.end_date):
+        if slot is None or (self.end_date is not None and slot.at.astimezone(UTC) > self.end_date.astimezone(UTC)):
             return None
         return slot
 
@@ -143,7 +147,7 @@ class CrontabTrigger(CronTrigger):
             moment = resolve_wall_time(wall, self.timezone)
             # A time read back from the second occurrence of a repeated hour maps to its first
             # occurrence, before ``after``: that wall-clock time has had its run.
-            if moment > after:
+            if moment.astimezone(UTC) > after.astimezone(UTC):
                 return Slot(moment, wall)
             cursor = wall
 
@@ -153,43 +157,16 @@ class CrontabTrigger(CronTrigger):
         moment = after.astimezone(UTC)
         inclusive = False
         while True:
-            offset = self._offset(moment)
+            offset = offset_at(self.timezone, moment)
             wall = self.next_match((moment + offset).replace(tzinfo=None), inclusive=inclusive)
             if wall is None:
                 return None
             candidate = (wall - offset).replace(tzinfo=UTC)
-            change = self._offset_change(moment, candidate, offset)
+            change = first_offset_change(self.timezone, moment, candidate, offset)
             if change is None:
                 local = candidate.astimezone(self.timezone)
                 return Slot(local, local.replace(tzinfo=None))
             moment, inclusive = change, True
-
-    def _offset(self, moment: dt.datetime) -> dt.timedelta:
-        offset = moment.astimezone(self.timezone).utcoffset()
-        assert offset is not None  # noqa: S101 -- a ZoneInfo always has one
-        return offset
-
-    def _offset_change(
-        self, start: dt.datetime, end: dt.datetime, offset: dt.timedelta
-    ) -> dt.datetime | None:
-        """The first whole second in (start, end] whose offset is not ``offset``, if any."""
-        low = start
-        while low < end:
-            high = min(low + OFFSET_SAMPLE, end)
-            if self._offset(high) != offset:
-                return self._bisect_change(low, high, offset)
-            low = high
-        return None
-
-    def _bisect_change(self, low: dt.datetime, high: dt.datetime, offset: dt.timedelta) -> dt.datetime:
-        low_s, high_s = int(low.timestamp()), int(high.timestamp())
-        while high_s - low_s > 1:
-            middle = (low_s + high_s) // 2
-            if self._offset(dt.datetime.fromtimestamp(middle, UTC)) == offset:
-                low_s = middle
-            else:
-                high_s = middle
-        return dt.datetime.fromtimestamp(high_s, UTC)
 
     # Wall-clock matching ------------------------------------------------------------------------
 
@@ -252,6 +229,32 @@ class CrontabTrigger(CronTrigger):
 
     def _field_of(self, name: str) -> Any:
         return next(field for field in self.fields if field.name == name)
+
+
+def offset_at(zone: dt.tzinfo, moment: dt.datetime) -> dt.timedelta:
+    offset = moment.astimezone(zone).utcoffset()
+    assert offset is not None  # noqa: S101 -- an aware datetime in a ZoneInfo always has one
+    return offset
+
+
+def first_offset_change(
+    zone: dt.tzinfo, start: dt.datetime, end: dt.datetime, offset: dt.timedelta
+) -> dt.datetime | None:
+    """The first whole second in (start, end] whose UTC offset in ``zone`` is not ``offset``."""
+    low = start
+    while low < end:
+        high = min(low + OFFSET_SAMPLE, end)
+        if offset_at(zone, high) != offset:
+            low_s, high_s = int(low.timestamp()), int(high.timestamp())
+            while high_s - low_s > 1:
+                middle = (low_s + high_s) // 2
+                if offset_at(zone, dt.datetime.fromtimestamp(middle, UTC)) == offset:
+                    low_s = middle
+                else:
+                    high_s = middle
+            return dt.datetime.fromtimestamp(high_s, UTC)
+        low = high
+    return None
 
 
 def resolve_wall_time(wall: dt.datetime, zone: dt.tzinfo) -> dt.datetime:

@@ -34,7 +34,8 @@ class ElapsedIntervalTrigger(IntervalTrigger):
             slot += dt.timedelta(seconds=random.uniform(0, window))
             if self.end_date is not None:
                 slot = min(slot, self.end_date.astimezone(UTC))
-        return slot.astimezone(self.timezone)
+        # In UTC, as CrontabTrigger's: same-zone datetimes compare by wall clock, ignoring fold.
+        return slot
 
     def next_slot(self, after: dt.datetime, inclusive: bool = False) -> dt.datetime | None:
         """The first grid point after ``after`` (at or after it when ``inclusive``), in UTC."""

@@ -22,7 +22,8 @@ from django.utils import timezone
 from django.utils.timesince import timesince, timeuntil
 from django.utils.translation import gettext as _
 
-from scheduling.crontab import CrontabTrigger, resolve_wall_time
+from scheduling.crontab import CrontabTrigger
+from scheduling.dates import LocalDateTrigger
 from scheduling.interval import ElapsedIntervalTrigger
 
 CRON_FIELDS = ("year", "month", "day", "week", "day_of_week", "hour", "minute", "second")
@@ -116,7 +117,7 @@ def normalize_spec(
 
 def build_trigger(spec: dict[str, Any]) -> BaseTrigger:
     """Build the APScheduler trigger a spec describes, or raise ScheduleError naming the culprit."""
-    tz = _zone(spec.get("timezone"))
+    tz = job_zone(spec.get("timezone"))
     jitter = spec.get("jitter")
     if jitter is not None and (not isinstance(jitter, int) or isinstance(jitter, bool) or jitter < 0):
         raise ScheduleError(f"jitter must be a whole number of seconds >= 0, not {jitter!r}")
@@ -129,7 +130,10 @@ def build_trigger(spec: dict[str, Any]) -> BaseTrigger:
         interval = _interval_dict(spec["interval"])
         return ElapsedIntervalTrigger(**interval, timezone=tz, jitter=jitter)
     if "date" in spec:
-        return DateTrigger(run_date=resolve_date(spec["date"], tz), timezone=tz)
+        moment = _parse_date(spec["date"])
+        if timezone.is_naive(moment):
+            return LocalDateTrigger(moment, tz)
+        return DateTrigger(run_date=moment, timezone=tz)
     raise ScheduleError(f"a schedule needs one of {', '.join(KINDS)}; got {sorted(spec)}")
 
 
@@ -150,10 +154,12 @@ def parse_crontab(expression: str, tz: dt.tzinfo, jitter: int | None = None) -> 
     fields: dict[str, Any] = {}
     for (name, low, high, names), text in zip(CRONTAB_FIELDS, parts, strict=True):
         values = _crontab_values(text.lower(), low, high, names, expression)
-        if name == "day_of_week":
+        if text == "*":
+            fields[name] = "*"
+        elif name == "day_of_week":
             fields[name] = ",".join(day for day in APSCHEDULER_WEEKDAYS if WEEKDAY_NAMES.index(day) in values)
         else:
-            fields[name] = ",".join(map(str, sorted(values)))
+            fields[name] = _apscheduler_field(name, text.lower(), values, low, high)
     minute, hour, day, _month, weekday = parts
     try:
         return CrontabTrigger(
@@ -187,19 +193,36 @@ def _crontab_values(field: str, low: int, high: int, names: tuple[str, ...], exp
     for part in field.split(","):
         match = re.fullmatch(r"(\*|\w+)(?:-(\w+))?(?:/(\d+))?", part)
         if not match or (match.group(3) is not None and int(match.group(3)) == 0):
-            raise ScheduleError(f"invalid field {part!r} in cron expression {expression!r}")
+            raise ScheduleError(f"invalid cron expression {expression!r}: cannot read {part!r}")
         first, last, step = match.groups()
         if first == "*":
             if last:
-                raise ScheduleError(f"invalid field {part!r} in cron expression {expression!r}")
+                raise ScheduleError(f"invalid cron expression {expression!r}: cannot read {part!r}")
             start, end = low, high
         else:
             start = _crontab_number(first, low, high, names, expression)
             end = _crontab_number(last, low, high, names, expression) if last else (high if step else start)
+            if names is WEEKDAY_NAMES and last and end == 0:
+                end = 7  # "5-0" and "fri-sun" run up to Sunday
         if start > end:
-            raise ScheduleError(f"range {part!r} runs backwards in cron expression {expression!r}")
+            raise ScheduleError(f"invalid cron expression {expression!r}: range {part!r} runs backwards")
         values.update(range(start, end + 1, int(step or 1)))
     return {day % 7 for day in values} if names is WEEKDAY_NAMES else values
+
+
+def _apscheduler_field(name: str, text: str, values: set[int], low: int, high: int) -> str:
+    """The field as written when APScheduler reads it the same way (it reads better), else a list."""
+    if re.fullmatch(r"[0-9*,/-]+", text):
+        try:
+            field = CronTrigger.FIELDS_MAP[name](name, text)
+        except ValueError:
+            pass  # e.g. a step longer than its range, which cron allows
+        else:
+            base = dt.datetime(2001, 1, 1)  # 2001: every month has its day 1 on a real date
+            unit = "day" if name == "day" else name
+            if {v for v in range(low, high + 1) if field.get_next_value(base.replace(**{unit: v})) == v} == values:
+                return text
+    return ",".join(map(str, sorted(values)))
 
 
 def _crontab_number(token: str, low: int, high: int, names: tuple[str, ...], expression: str) -> int:
@@ -207,7 +230,11 @@ def _crontab_number(token: str, low: int, high: int, names: tuple[str, ...], exp
         return int(token)
     if token in names:
         return names.index(token) + (1 if names is MONTH_NAMES else 0)
-    raise ScheduleError(f"value {token!r} out of range {low}-{high} in cron expression {expression!r}")
+    if names is WEEKDAY_NAMES:
+        raise ScheduleError(
+            f"invalid cron expression {expression!r}: invalid weekday {token!r} (use 0-7 or sun-sat)"
+        )
+    raise ScheduleError(f"invalid cron expression {expression!r}: {token!r} is not in {low}-{high}")
 
 
 def _interval_dict(value: Any) -> dict[str, int | float]:
@@ -256,19 +283,7 @@ def _parse_date(value: Any) -> dt.datetime:
     return value
 
 
-def resolve_date(value: Any, tz: dt.tzinfo) -> dt.datetime:
-    """A one-off date as an instant; without an offset it is read in ``tz`` (the job's zone).
-
-    A local time that does not exist (spring gap) runs at the first instant after the jump; one
-    that happens twice (clocks go back) runs at its first occurrence, as cron times do.
-    """
-    moment = _parse_date(value)
-    if timezone.is_naive(moment):
-        return resolve_wall_time(moment, tz)
-    return moment
-
-
-def _zone(name: str | None) -> dt.tzinfo:
+def job_zone(name: str | None) -> dt.tzinfo:
     if name is None:
         return zoneinfo.ZoneInfo(settings.TIME_ZONE or "UTC")
     try:
@@ -340,6 +355,8 @@ def spec_of(trigger: BaseTrigger) -> dict[str, Any]:
         )
     elif isinstance(trigger, IntervalTrigger):
         spec = {"interval": _split_seconds(trigger.interval.total_seconds())}
+    elif isinstance(trigger, LocalDateTrigger):  # as written, so an edit keeps the wall-clock time
+        return {"date": trigger.wall.isoformat(), "timezone": str(trigger.timezone)}
     elif isinstance(trigger, DateTrigger):
         return {"date": trigger.run_date.isoformat()}
     else:
@@ -348,20 +365,6 @@ def spec_of(trigger: BaseTrigger) -> dict[str, Any]:
     if trigger.jitter:
         spec["jitter"] = trigger.jitter
     return spec
-
-
-def next_runs(trigger: BaseTrigger, count: int = 5, now: dt.datetime | None = None) -> list[dt.datetime]:
-    """The next ``count`` fire times from now (fewer for a trigger that ends)."""
-    moments: list[dt.datetime] = []
-    previous = None
-    now = now or timezone.now()
-    while len(moments) < count:
-        moment = trigger.get_next_fire_time(previous, now)
-        if moment is None:
-            break
-        moments.append(moment)
-        previous = now = moment
-    return moments
 
 
 def _cron_weekdays(field: Any) -> str | None:
