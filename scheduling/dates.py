@@ -20,6 +20,13 @@ class LocalDateTrigger(DateTrigger):
         super().__init__(run_date=resolve_wall_time(wall, timezone), timezone=timezone)
         self.wall = wall
 
+    @property
+    def zone(self) -> dt.tzinfo:
+        """The zone the wall-clock time is read in (DateTrigger keeps it only in ``run_date``)."""
+        zone = self.run_date.tzinfo
+        assert zone is not None  # noqa: S101 -- resolve_wall_time returns an aware datetime
+        return zone
+
     def __getstate__(self) -> dict[str, Any]:
         state: dict[str, Any] = super().__getstate__()
         state["wall"] = self.wall

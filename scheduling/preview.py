@@ -126,7 +126,7 @@ def _date_runs(trigger: DateTrigger, after: dt.datetime) -> list[Run]:
             "at": f"{moment:%H:%M %Z}",
         }
         return [Run(moment, True, note)]
-    if is_ambiguous(wall, trigger.timezone):
+    if is_ambiguous(wall, trigger.zone):
         note = _("%(wall)s happens twice — clocks go back; runs at the first, %(at)s") % {
             "wall": f"{wall:%Y-%m-%d %H:%M}",
             "at": f"{moment:%H:%M %Z}",

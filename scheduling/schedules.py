@@ -356,7 +356,7 @@ def spec_of(trigger: BaseTrigger) -> dict[str, Any]:
     elif isinstance(trigger, IntervalTrigger):
         spec = {"interval": _split_seconds(trigger.interval.total_seconds())}
     elif isinstance(trigger, LocalDateTrigger):  # as written, so an edit keeps the wall-clock time
-        return {"date": trigger.wall.isoformat(), "timezone": str(trigger.timezone)}
+        return {"date": trigger.wall.isoformat(), "timezone": str(trigger.zone)}
     elif isinstance(trigger, DateTrigger):
         return {"date": trigger.run_date.isoformat()}
     else:
