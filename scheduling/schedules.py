@@ -202,8 +202,8 @@ def _crontab_values(field: str, low: int, high: int, names: tuple[str, ...], exp
         else:
             start = _crontab_number(first, low, high, names, expression)
             end = _crontab_number(last, low, high, names, expression) if last else (high if step else start)
-            if names is WEEKDAY_NAMES and last and end == 0:
-                end = 7  # "5-0" and "fri-sun" run up to Sunday
+            if names is WEEKDAY_NAMES and last and end == 0 and start > 0:
+                end = 7  # "5-0" and "fri-sun" run up to Sunday; "0-0" is Sunday alone
         if start > end:
             raise ScheduleError(f"invalid cron expression {expression!r}: range {part!r} runs backwards")
         values.update(range(start, end + 1, int(step or 1)))

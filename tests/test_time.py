@@ -179,6 +179,15 @@ def test_counterexample_4_a_step_longer_than_its_range_is_accepted_as_cron_does(
     assert trigger.next_slot(start).at == dt.datetime(2026, 12, 1, tzinfo=UTC)
 
 
+def test_counterexample_5_a_sunday_to_sunday_range_is_sunday_alone() -> None:
+    # "0-0" was read like "5-0" (up to Sunday as 7): the whole week.
+    trigger = parse_crontab("0 0 * */3 0-0", BERLIN)
+    start = dt.datetime(2000, 3, 26, 1, tzinfo=UTC)  # Sunday 03:00 CEST
+
+    assert trigger.next_slot(start).at.isoformat() == "2000-04-02T00:00:00+02:00"  # a Sunday
+    assert [f"{m:%a}" for m in scheduler_fires(parse_crontab("0 0 * * sun-sun", UTC), start, start + dt.timedelta(days=14))] == ["Sun", "Sun"]
+
+
 # Stored jobs --------------------------------------------------------------------------------
 
 
