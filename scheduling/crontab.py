@@ -29,7 +29,7 @@ from typing import Any
 
 from apscheduler.triggers.cron import CronTrigger
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 SECOND = dt.timedelta(seconds=1)
 MICROSECOND = dt.timedelta(microseconds=1)
 # Offsets are sampled this far apart when a search spans a long stretch of time: no zone changes
@@ -83,7 +83,9 @@ class CrontabTrigger(CronTrigger):
         self._prepare()
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} ({str(self)[5:-1]}, day_or={self.day_or}, wall_clock={self.wall_clock})>"
+        return (
+            f"<{type(self).__name__} ({str(self)[5:-1]}, day_or={self.day_or}, wall_clock={self.wall_clock})>"
+        )
 
     # APScheduler's entry point ------------------------------------------------------------------
 
@@ -114,7 +116,7 @@ class CrontabTrigger(CronTrigger):
         window = self.jitter_window(slot)
         if not window:
             return slot.astimezone(UTC)
-        return slot.astimezone(UTC) + dt.timedelta(seconds=random.uniform(0, window))
+        return slot.astimezone(UTC) + dt.timedelta(seconds=random.uniform(0, window))  # noqa: S311 -- spreading load, not a secret
 
     def jitter_window(self, slot: dt.datetime) -> float:
         """How much jitter the slot may get: ``jitter``, capped to end before the next slot."""
@@ -134,7 +136,9 @@ class CrontabTrigger(CronTrigger):
     def next_slot(self, after: dt.datetime) -> Slot | None:
         """The first fire strictly after ``after`` (an aware datetime), without jitter."""
         slot = self._wall_clock_after(after) if self.wall_clock else self._elapsed_after(after)
-        if slot is None or (self.end_date is not None and slot.at.astimezone(UTC) > self.end_date.astimezone(UTC)):
+        if slot is None or (
+            self.end_date is not None and slot.at.astimezone(UTC) > self.end_date.astimezone(UTC)
+        ):
             return None
         return slot
 
@@ -225,7 +229,9 @@ class CrontabTrigger(CronTrigger):
         self._seconds = _values(self._field["second"], "second", 60)
 
     def _is_wall_clock(self) -> bool:
-        return not (str(self._field_of("minute")).startswith("*") or str(self._field_of("hour")).startswith("*"))
+        return not (
+            str(self._field_of("minute")).startswith("*") or str(self._field_of("hour")).startswith("*")
+        )
 
     def _field_of(self, name: str) -> Any:
         return next(field for field in self.fields if field.name == name)
@@ -274,14 +280,16 @@ def resolve_wall_time(wall: dt.datetime, zone: dt.tzinfo) -> dt.datetime:
 
 def exists(moment: dt.datetime) -> bool:
     """False for an aware local time inside a spring gap (it does not survive a round trip)."""
-    return moment.astimezone(UTC).astimezone(moment.tzinfo).replace(tzinfo=None) == moment.replace(tzinfo=None)
+    return moment.astimezone(UTC).astimezone(moment.tzinfo).replace(tzinfo=None) == moment.replace(
+        tzinfo=None
+    )
 
 
 def is_ambiguous(wall: dt.datetime, zone: dt.tzinfo) -> bool:
     """True for a naive wall-clock time that happens twice (the hour repeated when clocks go back)."""
-    return wall.replace(tzinfo=zone, fold=0).utcoffset() != wall.replace(tzinfo=zone, fold=1).utcoffset() and exists(
-        wall.replace(tzinfo=zone)
-    )
+    return wall.replace(tzinfo=zone, fold=0).utcoffset() != wall.replace(
+        tzinfo=zone, fold=1
+    ).utcoffset() and exists(wall.replace(tzinfo=zone))
 
 
 def _day_or(fields: dict[str, str]) -> bool:
@@ -295,7 +303,12 @@ def _field_matches(field: Any, moment: dt.datetime) -> bool:
 
 def _values(field: Any, name: str, size: int) -> tuple[int, ...]:
     base = dt.datetime(2000, 1, 1)
-    return tuple(value for value in range(size) if _field_matches(field, base.replace(**{name: value})))
+    return tuple(value for value in range(size) if _field_matches(field, _with(base, name, value)))
+
+
+def _with(moment: dt.datetime, name: str, value: int) -> dt.datetime:
+    parts: dict[str, Any] = {name: value}
+    return moment.replace(**parts)
 
 
 def _first_at_least(values: tuple[int, ...], floor: int) -> int | None:

@@ -13,7 +13,7 @@ import random
 
 from apscheduler.triggers.interval import IntervalTrigger
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 MICROSECOND = 1e-6
 
 
@@ -31,7 +31,7 @@ class ElapsedIntervalTrigger(IntervalTrigger):
             return None
         window = self.jitter_window()
         if window:
-            slot += dt.timedelta(seconds=random.uniform(0, window))
+            slot += dt.timedelta(seconds=random.uniform(0, window))  # noqa: S311 -- spreading load, not a secret
             if self.end_date is not None:
                 slot = min(slot, self.end_date.astimezone(UTC))
         # In UTC, as CrontabTrigger's: same-zone datetimes compare by wall clock, ignoring fold.

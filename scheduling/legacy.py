@@ -79,6 +79,6 @@ def _fires(trigger: BaseTrigger, start: dt.datetime, end: dt.datetime) -> list[d
         moment = trigger.get_next_fire_time(previous, previous or start)
         if moment is None or moment > end or (previous is not None and moment <= previous):
             break
-        fires.append(moment.astimezone(dt.timezone.utc))
+        fires.append(moment.astimezone(dt.UTC))
         previous = moment
     return fires

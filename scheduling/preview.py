@@ -25,7 +25,7 @@ from scheduling.schedules import ScheduleError, build_trigger, job_zone
 from scheduling.store import unpickle
 
 logger = logging.getLogger(__name__)
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 @dataclass(frozen=True)
@@ -160,9 +160,7 @@ def _jitter_notes(jitter: int | None, window: float) -> list[str]:
     return []
 
 
-def preview_schedule(
-    spec: dict[str, Any], count: int, start: dt.datetime | str | None = None
-) -> list[Run]:
+def preview_schedule(spec: dict[str, Any], count: int, start: dt.datetime | str | None = None) -> list[Run]:
     """The runs of a schedule spec from ``start`` (ISO 8601; without an offset, read in the spec's zone).
 
     Raises ScheduleError naming what is wrong. An interval's first run comes one interval after

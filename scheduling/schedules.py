@@ -219,8 +219,8 @@ def _apscheduler_field(name: str, text: str, values: set[int], low: int, high: i
             pass  # e.g. a step longer than its range, which cron allows
         else:
             base = dt.datetime(2001, 1, 1)  # 2001: every month has its day 1 on a real date
-            unit = "day" if name == "day" else name
-            if {v for v in range(low, high + 1) if field.get_next_value(base.replace(**{unit: v})) == v} == values:
+            parts: list[dict[str, Any]] = [{name: v} for v in range(low, high + 1)]
+            if {p[name] for p in parts if field.get_next_value(base.replace(**p)) == p[name]} == values:
                 return text
     return ",".join(map(str, sorted(values)))
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import zoneinfo
 
 import pytest
@@ -182,7 +183,7 @@ def test_an_hourly_job_follows_elapsed_time_and_runs_in_both_repeated_hours(
     assert wall_clock.count(repeated) == 2  # "0 * * * *" has a '*' hour: every hour that passes
     gaps = {
         (dt.datetime.fromisoformat(b) - dt.datetime.fromisoformat(a)).total_seconds()
-        for a, b in zip(fired, fired[1:], strict=False)
+        for a, b in itertools.pairwise(fired)
     }
     assert gaps == {3600.0}
 

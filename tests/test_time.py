@@ -17,7 +17,6 @@ from cronsim import CronSim
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import Client
-from django_apscheduler.models import DjangoJob
 
 from scheduling import job, tokens
 from scheduling.crontab import CrontabTrigger
@@ -28,7 +27,7 @@ from scheduling.store import JobStore
 from scheduling.sync import sync
 from tests import jobs
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 BERLIN = zoneinfo.ZoneInfo("Europe/Berlin")
 NEW_YORK = zoneinfo.ZoneInfo("America/New_York")
 LORD_HOWE = zoneinfo.ZoneInfo("Australia/Lord_Howe")
@@ -144,7 +143,8 @@ def test_counterexample_1_started_in_the_second_occurrence_a_fixed_time_waits_fo
 
     slot = parse_crontab("30 2 * * *", BERLIN).next_slot(start)
 
-    assert slot is not None and slot.at.isoformat() == "2026-10-26T02:30:00+01:00"
+    assert slot is not None
+    assert slot.at.isoformat() == "2026-10-26T02:30:00+01:00"
 
 
 def test_counterexample_2_elapsed_minutes_just_after_lord_howes_half_hour_gap() -> None:
@@ -168,7 +168,10 @@ def test_counterexample_3_a_one_value_range_with_a_step_is_that_value() -> None:
     trigger = parse_crontab("0 0 * * 1-1/1", UTC)
     start = dt.datetime(2026, 6, 2, tzinfo=UTC)  # a Tuesday
 
-    assert [f"{m:%a}" for m in scheduler_fires(trigger, start, start + dt.timedelta(days=14))] == ["Mon", "Mon"]
+    assert [f"{m:%a}" for m in scheduler_fires(trigger, start, start + dt.timedelta(days=14))] == [
+        "Mon",
+        "Mon",
+    ]
 
 
 def test_counterexample_4_a_step_longer_than_its_range_is_accepted_as_cron_does() -> None:
@@ -179,13 +182,29 @@ def test_counterexample_4_a_step_longer_than_its_range_is_accepted_as_cron_does(
     assert trigger.next_slot(start).at == dt.datetime(2026, 12, 1, tzinfo=UTC)
 
 
+def test_counterexample_6_elapsed_hours_just_after_chathams_quarter_to_three_jump() -> None:
+    # Chatham's clocks jump from 02:45 to 03:45. cronsim rounds 03:45 down to 03:00 (inside the
+    # gap), adds an hour in UTC, lands on 05:00 and loses the whole 04:00 hour of "* */2 * * *".
+    chatham = zoneinfo.ZoneInfo("Pacific/Chatham")
+    start = dt.datetime(2000, 9, 30, 14, tzinfo=UTC)  # 03:45 +13:45, just after the jump
+    assert next(CronSim("* */2 * * *", start.astimezone(chatham))).strftime("%H:%M") == "06:00"
+
+    slot = parse_crontab("* */2 * * *", chatham).next_slot(start)
+
+    assert slot is not None
+    assert slot.at.isoformat() == "2000-10-01T04:00:00+13:45"
+
+
 def test_counterexample_5_a_sunday_to_sunday_range_is_sunday_alone() -> None:
     # "0-0" was read like "5-0" (up to Sunday as 7): the whole week.
     trigger = parse_crontab("0 0 * */3 0-0", BERLIN)
     start = dt.datetime(2000, 3, 26, 1, tzinfo=UTC)  # Sunday 03:00 CEST
 
     assert trigger.next_slot(start).at.isoformat() == "2000-04-02T00:00:00+02:00"  # a Sunday
-    assert [f"{m:%a}" for m in scheduler_fires(parse_crontab("0 0 * * sun-sun", UTC), start, start + dt.timedelta(days=14))] == ["Sun", "Sun"]
+    assert [
+        f"{m:%a}"
+        for m in scheduler_fires(parse_crontab("0 0 * * sun-sun", UTC), start, start + dt.timedelta(days=14))
+    ] == ["Sun", "Sun"]
 
 
 # Stored jobs --------------------------------------------------------------------------------
@@ -207,7 +226,7 @@ def test_new_triggers_pickle_into_the_store_and_keep_their_rules(registry: dict)
     assert once.wall == dt.datetime(2030, 3, 31, 2, 30)
     assert once.run_date.isoformat() == "2030-03-31T03:00:00+02:00"
     assert often.jitter_window() == 300 - 1e-6
-    assert pickle.loads(pickle.dumps(monthly)).__getstate__() == monthly.__getstate__()
+    assert pickle.loads(pickle.dumps(monthly)).__getstate__() == monthly.__getstate__()  # noqa: S301
 
 
 def store_old_style(registry: dict, trigger) -> None:
@@ -251,7 +270,9 @@ def preview(*args: str) -> str:
 
 
 def test_preview_prints_offsets_and_marks_runs_a_clock_change_moved() -> None:
-    text = preview("--cron", "0,30 2 * * *", "--timezone", "Europe/Berlin", "--start", "2026-10-24T00:00", "--count", "4")
+    text = preview(
+        "--cron", "0,30 2 * * *", "--timezone", "Europe/Berlin", "--start", "2026-10-24T00:00", "--count", "4"
+    )
 
     assert text.splitlines() == [
         "2026-10-24 02:00:00 +02:00 CEST",
@@ -264,7 +285,17 @@ def test_preview_prints_offsets_and_marks_runs_a_clock_change_moved() -> None:
 
 def test_preview_json_for_scripts() -> None:
     data = json.loads(
-        preview("--cron", "30 2 * * *", "--timezone", "Europe/Berlin", "--start", "2026-03-28T12:00", "--count", "1", "--json")
+        preview(
+            "--cron",
+            "30 2 * * *",
+            "--timezone",
+            "Europe/Berlin",
+            "--start",
+            "2026-03-28T12:00",
+            "--count",
+            "1",
+            "--json",
+        )
     )
 
     assert data == {
@@ -280,16 +311,36 @@ def test_preview_json_for_scripts() -> None:
 
 
 def test_preview_of_intervals_dates_and_capped_jitter() -> None:
-    assert preview("--interval", "1h", "--timezone", "Europe/Berlin", "--start", "2026-10-25T01:30", "--count", "2").splitlines() == [
-        "2026-10-25 02:30:00 +02:00 CEST     02:30 happens twice — clocks go back; intervals count elapsed time",
-        "2026-10-25 02:30:00 +01:00 CET     02:30 happens twice — clocks go back; intervals count elapsed time",
+    note = "02:30 happens twice — clocks go back; intervals count elapsed time"
+    assert preview(
+        "--interval", "1h", "--timezone", "Europe/Berlin", "--start", "2026-10-25T01:30", "--count", "2"
+    ).splitlines() == [
+        f"2026-10-25 02:30:00 +02:00 CEST     {note}",
+        f"2026-10-25 02:30:00 +01:00 CET     {note}",
     ]
-    assert preview("--date", "2026-11-01T01:30", "--timezone", "America/New_York", "--start", "2026-10-01T00:00") == (
-        "2026-11-01 01:30:00 -04:00 EDT  *  2026-11-01 01:30 happens twice — clocks go back; runs at the first, 01:30 EDT\n"
+    assert preview(
+        "--date", "2026-11-01T01:30", "--timezone", "America/New_York", "--start", "2026-10-01T00:00"
+    ) == (
+        "2026-11-01 01:30:00 -04:00 EDT  *  "
+        "2026-11-01 01:30 happens twice — clocks go back; runs at the first, 01:30 EDT\n"
         "* moved by a clock change\n"
     )
-    capped = preview("--cron", "*/5 * * * *", "--timezone", "UTC", "--start", "2026-01-01T00:00", "--count", "1", "--jitter", "600")
-    assert capped == "2026-01-01 00:00:00 +00:00 UTC     jitter capped to 300 s (of 600 s) to end before the next run\n"
+    capped = preview(
+        "--cron",
+        "*/5 * * * *",
+        "--timezone",
+        "UTC",
+        "--start",
+        "2026-01-01T00:00",
+        "--count",
+        "1",
+        "--jitter",
+        "600",
+    )
+    assert (
+        capped
+        == "2026-01-01 00:00:00 +00:00 UTC     jitter capped to 300 s (of 600 s) to end before the next run\n"
+    )
 
 
 @pytest.mark.parametrize(
@@ -297,7 +348,10 @@ def test_preview_of_intervals_dates_and_capped_jitter() -> None:
     [
         (["--cron", "61 * * * *"], "invalid cron expression '61 * * * *': '61' is not in 0-59"),
         (["--cron", "0 3 * * *", "--timezone", "Mars/Olympus"], "unknown timezone 'Mars/Olympus'"),
-        (["--cron", "0 3 * * *", "--start", "yesterday"], "start 'yesterday' is not an ISO 8601 date and time"),
+        (
+            ["--cron", "0 3 * * *", "--start", "yesterday"],
+            "start 'yesterday' is not an ISO 8601 date and time",
+        ),
     ],
 )
 def test_preview_names_what_is_wrong(args: list[str], message: str) -> None:
@@ -309,13 +363,17 @@ def test_preview_names_what_is_wrong(args: list[str], message: str) -> None:
 def test_show_next_admin_and_api_list_the_same_runs_and_flags(registry: dict, admin_client: Client) -> None:
     job(cron="30 2 * * *", timezone="Europe/Berlin", id="nightly")(jobs.succeed)
     sync(JobStore(), registry.values())
-    expected = [run.as_dict() for run in preview_schedule({"cron": "30 2 * * *", "timezone": "Europe/Berlin"}, 5)]
+    expected = [
+        run.as_dict() for run in preview_schedule({"cron": "30 2 * * *", "timezone": "Europe/Berlin"}, 5)
+    ]
 
     out = io.StringIO()
     call_command("scheduling", "show", "nightly", "--next", "5", "--json", stdout=out)
     from_cli = json.loads(out.getvalue())["next_runs"]
     key = tokens.create(admin_client.get("/admin/").wsgi_request.user, "t")[1]
-    from_api = Client().get("/scheduling/api/jobs/nightly/", headers={"Authorization": f"Bearer {key}"}).json()
+    from_api = (
+        Client().get("/scheduling/api/jobs/nightly/", headers={"Authorization": f"Bearer {key}"}).json()
+    )
     page = admin_client.get("/admin/scheduling/job/nightly/change/").text
 
     assert from_cli == from_api["next_runs"] == expected

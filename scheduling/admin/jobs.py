@@ -29,9 +29,9 @@ from scheduling import control
 from scheduling.admin.charts import duration_chart
 from scheduling.admin.history import status_badge
 from scheduling.forms import JobAddForm, JobScheduleForm
+from scheduling.legacy import old_meaning
 from scheduling.models import Execution, Job, ScheduledJob
 from scheduling.placement import DEFAULT_ALIAS, THREADS, Placement
-from scheduling.legacy import old_meaning
 from scheduling.preview import next_runs
 from scheduling.schedules import describe, format_local, relative
 from scheduling.status import schedule_summary, scheduler_status

@@ -72,9 +72,13 @@ class Command(BaseCommand):
         kind.add_argument("--interval", type=interval_seconds, help="Seconds, or e.g. 15m, 1h30m, 2d.")
         kind.add_argument("--date", help="A one-off ISO 8601 date; without an offset, read in --timezone.")
         preview.add_argument("--timezone", help="The job's time zone (default: the site's TIME_ZONE).")
-        preview.add_argument("--start", help="ISO 8601; without an offset, read in --timezone (default: now).")
+        preview.add_argument(
+            "--start", help="ISO 8601; without an offset, read in --timezone (default: now)."
+        )
         preview.add_argument("--count", type=positive_int, default=10, help="How many runs (default 10).")
-        preview.add_argument("--jitter", type=whole_seconds, help="Seconds of jitter, to see where it is capped.")
+        preview.add_argument(
+            "--jitter", type=whole_seconds, help="Seconds of jitter, to see where it is capped."
+        )
         for name, text in (
             ("run", "Ask the running scheduler to run jobs now."),
             ("pause", "Pause jobs."),
