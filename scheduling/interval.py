@@ -1,9 +1,9 @@
 """Intervals in elapsed time, with jitter that stays inside its slot.
 
 APScheduler's IntervalTrigger counts from the previous *jittered* fire, so jitter accumulates
-into drift and, when it is longer than the interval, fires overlap their successors. Here slots
-stay on the grid ``start_date + n * interval`` (elapsed seconds, whatever the wall clock does) and
-each fire lies in [slot, slot + jitter], capped to end before the next slot.
+into drift and, when it is longer than the interval, fires overlap their successors. Here, with
+jitter, slots stay on the grid ``start_date + n * interval`` (elapsed seconds, whatever the wall
+clock does) and each fire lies in [slot, slot + jitter], capped to end before the next slot.
 """
 
 from __future__ import annotations
@@ -25,6 +25,12 @@ class ElapsedIntervalTrigger(IntervalTrigger):
     ) -> dt.datetime | None:
         if previous_fire_time is None:
             slot = self.next_slot(now, inclusive=True)
+        elif not self.jitter:
+            # Without jitter the previous fire is a slot: count on from it, as APScheduler does,
+            # so a fire time moved by hand (or by an older version) keeps its new phase.
+            slot = previous_fire_time.astimezone(UTC) + self.interval
+            if self.end_date is not None and slot > self.end_date:
+                return None
         else:
             slot = self.next_slot(previous_fire_time)
         if slot is None:
