@@ -6,7 +6,7 @@ ADDR ?= 127.0.0.1:8000
 PYENV_VERSION ?= $(shell pyenv versions --bare 2>/dev/null | grep -E '^3\.(11|13)\.[0-9]+$$' | sort -V | paste -sd: -)
 export PYENV_VERSION
 
-.PHONY: demo test lint bench bench-placements wheel clean
+.PHONY: demo test lint test-time-long bench bench-placements wheel clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ test: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/nox -s lint
+
+# The cron property tests against cronsim with many random examples (CI runs a small fixed set).
+test-time-long: $(VENV)/.installed
+	HYPOTHESIS_PROFILE=long $(VENV)/bin/nox -s "tests(3.11-django5.2-sqlite)" -- tests/test_time_properties.py
 
 # Ours against the stock django-apscheduler pattern on SQLite and PostgreSQL (see README, Benchmark);
 # e.g. make bench BENCH_ARGS="--databases sqlite --quick".

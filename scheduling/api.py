@@ -30,13 +30,14 @@ from django.views.decorators.csrf import csrf_exempt
 from scheduling import control, safejson, tokens, validation
 from scheduling.models import Execution, Job
 from scheduling.schedules import ScheduleError
-from scheduling.serializers import job_data, run_data, status_data
+from scheduling.serializers import job_data, next_runs_data, run_data, status_data
 from scheduling.status import job_page, job_summary, schedule_summary, scheduler_status
 
 logger = logging.getLogger(__name__)
 
 View = Callable[..., JsonResponse]
 MAX_RUNS = 100
+NEXT_RUNS = 5  # as the admin's job page shows
 MAX_PAGE = 500
 DEFAULT_PAGE = 100
 MAX_BODY_BYTES = 16 * 1024  # a reschedule body is a few hundred bytes
@@ -152,7 +153,13 @@ def job_list(request: HttpRequest, user: Any) -> JsonResponse:
 def job_detail(request: HttpRequest, user: Any, job_id: str) -> JsonResponse:
     limit = validation.whole_number_text("runs", request.GET.get("runs", "10"), 1, MAX_RUNS)
     runs = Execution.objects.filter(job_id=job_id)[:limit]
-    return JsonResponse({**_job(job_id), "runs": [run_data(run) for run in runs]})
+    return JsonResponse(
+        {
+            **_job(job_id),
+            "runs": [run_data(run) for run in runs],
+            "next_runs": next_runs_data(job_id, NEXT_RUNS),
+        }
+    )
 
 
 @endpoint("GET", "view_job")

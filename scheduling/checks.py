@@ -94,11 +94,16 @@ def time_zone_messages(use_tz: bool) -> list[checks.CheckMessage]:
     if use_tz:
         return []
     return [
-        checks.Warning(
-            "USE_TZ is off: run times are stored without a time zone, so they shift when the server's "
-            "time zone or daylight-saving time changes.",
-            hint="Set USE_TZ = True.",
-            id="scheduling.W001",
+        # Refused rather than handled: with naive datetimes the two 02:30s of the night clocks go
+        # back are one value, so the history's unique (job, scheduled time) drops one of two
+        # interval runs, and nothing can tell a run of the first hour from one of the second.
+        checks.Error(
+            "USE_TZ is off: run times would be stored as local times without an offset. When clocks "
+            "go back, an hour of them happens twice and is indistinguishable; runs in it collide on "
+            "(job, scheduled time) and one is silently lost, and every run time shifts if the "
+            "server's time zone changes.",
+            hint="Set USE_TZ = True (Django's default); scheduling stores and compares instants in UTC.",
+            id="scheduling.E004",
         )
     ]
 

@@ -22,6 +22,10 @@ from django.utils import timezone
 from django.utils.timesince import timesince, timeuntil
 from django.utils.translation import gettext as _
 
+from scheduling.crontab import CrontabTrigger
+from scheduling.dates import LocalDateTrigger
+from scheduling.interval import ElapsedIntervalTrigger
+
 CRON_FIELDS = ("year", "month", "day", "week", "day_of_week", "hour", "minute", "second")
 INTERVAL_UNITS = ("weeks", "days", "hours", "minutes", "seconds")
 KINDS = ("cron", "interval", "date")
@@ -39,6 +43,15 @@ CRONTAB_MACROS = {
 # Numbers are translated through names so "0 3 * * 0" means Sunday, as every crontab user expects.
 WEEKDAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 APSCHEDULER_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+MONTH_NAMES = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+# (APScheduler field, lowest, highest, names) in crontab order; weekday 7 is Sunday again.
+CRONTAB_FIELDS: tuple[tuple[str, int, int, tuple[str, ...]], ...] = (
+    ("minute", 0, 59, ()),
+    ("hour", 0, 23, ()),
+    ("day", 1, 31, ()),
+    ("month", 1, 12, MONTH_NAMES),
+    ("day_of_week", 0, 7, WEEKDAY_NAMES),
+)
 
 
 class ScheduleError(ValueError):
@@ -46,7 +59,11 @@ class ScheduleError(ValueError):
 
 
 class WallClockCronTrigger(CronTrigger):
-    """A cron trigger that fires once per wall-clock time across daylight-saving changes.
+    """The cron trigger of earlier versions, kept so jobs stored with it still load and keep its meaning.
+
+    New schedules get ``CrontabTrigger`` (crontab's day rule, Debian cron's DST rule); a job stored
+    with this one keeps its old meaning until it is edited or reset, and the admin flags it when
+    the meanings differ (see ``scheduling.legacy``).
 
     When clocks go back, an hour of wall-clock times happens twice; APScheduler's CronTrigger
     fires in both (a daily 02:30 job runs twice in Europe/Berlin that night). This one skips the
@@ -84,6 +101,7 @@ def normalize_spec(
     if kind == "interval":
         spec["interval"] = _interval_dict(value)
     elif kind == "date":
+        # A date without an offset stays naive: it is read in the job's time zone when built.
         spec["date"] = _parse_date(value).isoformat()
     elif isinstance(value, dict):
         spec["cron"] = {str(k): str(v) for k, v in value.items()}
@@ -99,7 +117,7 @@ def normalize_spec(
 
 def build_trigger(spec: dict[str, Any]) -> BaseTrigger:
     """Build the APScheduler trigger a spec describes, or raise ScheduleError naming the culprit."""
-    tz = _zone(spec.get("timezone"))
+    tz = job_zone(spec.get("timezone"))
     jitter = spec.get("jitter")
     if jitter is not None and (not isinstance(jitter, int) or isinstance(jitter, bool) or jitter < 0):
         raise ScheduleError(f"jitter must be a whole number of seconds >= 0, not {jitter!r}")
@@ -110,31 +128,49 @@ def build_trigger(spec: dict[str, Any]) -> BaseTrigger:
         return parse_crontab(cron, tz, jitter)
     if "interval" in spec:
         interval = _interval_dict(spec["interval"])
-        return IntervalTrigger(**interval, timezone=tz, jitter=jitter)
+        return ElapsedIntervalTrigger(**interval, timezone=tz, jitter=jitter)
     if "date" in spec:
-        return DateTrigger(run_date=_parse_date(spec["date"]), timezone=tz)
+        moment = _parse_date(spec["date"])
+        if timezone.is_naive(moment):
+            return LocalDateTrigger(moment, tz)
+        return DateTrigger(run_date=moment, timezone=tz)
     raise ScheduleError(f"a schedule needs one of {', '.join(KINDS)}; got {sorted(spec)}")
 
 
-def parse_crontab(expression: str, tz: dt.tzinfo, jitter: int | None = None) -> CronTrigger:
-    """A 5-field crontab line (or @daily and friends) with crontab's meaning of weekday numbers."""
-    line = CRONTAB_MACROS.get(expression.strip().lower(), expression)
+def parse_crontab(expression: str, tz: dt.tzinfo, jitter: int | None = None) -> CrontabTrigger:
+    """A 5-field crontab line (or @daily and friends) with crontab(5)'s meaning.
+
+    Each field is expanded here into the values it stands for, as cron reads it (weekday 0 and 7
+    are Sunday, "a-b/s" with a step longer than the range is just "a"), and handed to APScheduler
+    as a plain list: its own parser counts weekdays from Monday and refuses such steps.
+    """
+    line = CRONTAB_MACROS.get(expression.strip().lower(), expression.strip())
     parts = line.split()
     if len(parts) != 5:
         raise ScheduleError(
             f"cron expression {expression!r} must have 5 fields (minute hour day month weekday), "
             f"it has {len(parts)}; use cron={{'second': ...}} for APScheduler's fields"
         )
-    minute, hour, day, month, weekday = parts
-    fields = {
-        "minute": minute,
-        "hour": hour,
-        "day": day,
-        "month": month,
-        "day_of_week": _crontab_weekdays(weekday, expression),
-    }
+    fields: dict[str, Any] = {}
+    for (name, low, high, names), text in zip(CRONTAB_FIELDS, parts, strict=True):
+        values = _crontab_values(text.lower(), low, high, names, expression)
+        if text == "*":
+            fields[name] = "*"
+        elif name == "day_of_week":
+            fields[name] = ",".join(day for day in APSCHEDULER_WEEKDAYS if WEEKDAY_NAMES.index(day) in values)
+        else:
+            fields[name] = _apscheduler_field(name, text.lower(), values, low, high)
+    minute, hour, day, _month, weekday = parts
     try:
-        return WallClockCronTrigger(**fields, timezone=tz, jitter=jitter)
+        return CrontabTrigger(
+            **fields,
+            timezone=tz,
+            jitter=jitter,
+            # Both rules look at the fields as written, before they are expanded.
+            day_or=not day.startswith("*") and not weekday.startswith("*"),
+            wall_clock=not minute.startswith("*") and not hour.startswith("*"),
+            expression=line,
+        )
     except ValueError as exc:
         raise ScheduleError(f"invalid cron expression {expression!r}: {exc}") from None
 
@@ -147,43 +183,58 @@ def _cron_from_fields(fields: dict[str, Any], tz: dt.tzinfo, jitter: int | None)
             f"known: {', '.join(CRON_FIELDS)}, start_date, end_date"
         )
     try:
-        return WallClockCronTrigger(**fields, timezone=tz, jitter=jitter)
+        return CrontabTrigger(**fields, timezone=tz, jitter=jitter)
     except ValueError as exc:
         raise ScheduleError(f"invalid cron fields {fields!r}: {exc}") from None
 
 
-def _crontab_weekdays(field: str, expression: str) -> str:
-    if field == "*":
-        return "*"
-    days: set[int] = set()
-    for part in field.lower().split(","):
-        days.update(_crontab_weekday_part(part, expression))
-    return ",".join(day for day in APSCHEDULER_WEEKDAYS if WEEKDAY_NAMES.index(day) in days)
+def _crontab_values(field: str, low: int, high: int, names: tuple[str, ...], expression: str) -> set[int]:
+    values: set[int] = set()
+    for part in field.split(","):
+        match = re.fullmatch(r"(\*|\w+)(?:-(\w+))?(?:/(\d+))?", part)
+        if not match or (match.group(3) is not None and int(match.group(3)) == 0):
+            raise ScheduleError(f"invalid cron expression {expression!r}: cannot read {part!r}")
+        first, last, step = match.groups()
+        if first == "*":
+            if last:
+                raise ScheduleError(f"invalid cron expression {expression!r}: cannot read {part!r}")
+            start, end = low, high
+        else:
+            start = _crontab_number(first, low, high, names, expression)
+            end = _crontab_number(last, low, high, names, expression) if last else (high if step else start)
+            if names is WEEKDAY_NAMES and last and end == 0 and start > 0:
+                end = 7  # "5-0" and "fri-sun" run up to Sunday; "0-0" is Sunday alone
+        if start > end:
+            raise ScheduleError(f"invalid cron expression {expression!r}: range {part!r} runs backwards")
+        values.update(range(start, end + 1, int(step or 1)))
+    return {day % 7 for day in values} if names is WEEKDAY_NAMES else values
 
 
-def _crontab_weekday_part(part: str, expression: str) -> set[int]:
-    match = re.fullmatch(r"(\*|\w+)(?:-(\w+))?(?:/(\d+))?", part)
-    if not match:
-        raise ScheduleError(f"invalid weekday field {part!r} in cron expression {expression!r}")
-    first, last, step = match.groups()
-    if first == "*":
-        start, end = 0, 6
-    else:
-        start = _weekday_number(first, expression)
-        end = _weekday_number(last, expression) if last else (6 if step else start)
-    if end == 0 and last:
-        end = 7  # "5-7" and "fri-sun" run up to Sunday
-    if start > end:
-        raise ScheduleError(f"weekday range {part!r} runs backwards in cron expression {expression!r}")
-    return {day % 7 for day in range(start, end + 1, int(step or 1))}
+def _apscheduler_field(name: str, text: str, values: set[int], low: int, high: int) -> str:
+    """The field as written when APScheduler reads it the same way (it reads better), else a list."""
+    if re.fullmatch(r"[0-9*,/-]+", text):
+        try:
+            field = CronTrigger.FIELDS_MAP[name](name, text)
+        except ValueError:
+            pass  # e.g. a step longer than its range, which cron allows
+        else:
+            base = dt.datetime(2001, 1, 1)  # 2001: every month has its day 1 on a real date
+            parts: list[dict[str, Any]] = [{name: v} for v in range(low, high + 1)]
+            if {p[name] for p in parts if field.get_next_value(base.replace(**p)) == p[name]} == values:
+                return text
+    return ",".join(map(str, sorted(values)))
 
 
-def _weekday_number(token: str, expression: str) -> int:
-    if token.isdigit() and int(token) <= 7:
+def _crontab_number(token: str, low: int, high: int, names: tuple[str, ...], expression: str) -> int:
+    if token.isdigit() and low <= int(token) <= high:
         return int(token)
-    if token in WEEKDAY_NAMES:
-        return WEEKDAY_NAMES.index(token)
-    raise ScheduleError(f"invalid weekday {token!r} in cron expression {expression!r} (use 0-7 or sun-sat)")
+    if token in names:
+        return names.index(token) + (1 if names is MONTH_NAMES else 0)
+    if names is WEEKDAY_NAMES:
+        raise ScheduleError(
+            f"invalid cron expression {expression!r}: invalid weekday {token!r} (use 0-7 or sun-sat)"
+        )
+    raise ScheduleError(f"invalid cron expression {expression!r}: {token!r} is not in {low}-{high}")
 
 
 def _interval_dict(value: Any) -> dict[str, int | float]:
@@ -229,12 +280,10 @@ def _parse_date(value: Any) -> dt.datetime:
         value = dt.datetime.combine(value, dt.time())
     if not isinstance(value, dt.datetime):
         raise ScheduleError(f"date must be a datetime or ISO 8601 string, not {value!r}")
-    if timezone.is_naive(value):
-        value = timezone.make_aware(value, timezone.get_default_timezone())
     return value
 
 
-def _zone(name: str | None) -> dt.tzinfo:
+def job_zone(name: str | None) -> dt.tzinfo:
     if name is None:
         return zoneinfo.ZoneInfo(settings.TIME_ZONE or "UTC")
     try:
@@ -280,6 +329,8 @@ def crontab_of(trigger: CronTrigger, with_seconds: bool = False) -> str | None:
 
     With ``with_seconds`` a 6-field line (seconds first) is given when seconds are not zero.
     """
+    if isinstance(trigger, CrontabTrigger) and trigger.expression:
+        return trigger.expression  # as written: a translated weekday field could change the day rule
     fields = {field.name: field for field in trigger.fields}
     if not (fields["year"].is_default and fields["week"].is_default):
         return None
@@ -304,6 +355,8 @@ def spec_of(trigger: BaseTrigger) -> dict[str, Any]:
         )
     elif isinstance(trigger, IntervalTrigger):
         spec = {"interval": _split_seconds(trigger.interval.total_seconds())}
+    elif isinstance(trigger, LocalDateTrigger):  # as written, so an edit keeps the wall-clock time
+        return {"date": trigger.wall.isoformat(), "timezone": str(trigger.zone)}
     elif isinstance(trigger, DateTrigger):
         return {"date": trigger.run_date.isoformat()}
     else:
@@ -312,20 +365,6 @@ def spec_of(trigger: BaseTrigger) -> dict[str, Any]:
     if trigger.jitter:
         spec["jitter"] = trigger.jitter
     return spec
-
-
-def next_runs(trigger: BaseTrigger, count: int = 5, now: dt.datetime | None = None) -> list[dt.datetime]:
-    """The next ``count`` fire times from now (fewer for a trigger that ends)."""
-    moments: list[dt.datetime] = []
-    previous = None
-    now = now or timezone.now()
-    while len(moments) < count:
-        moment = trigger.get_next_fire_time(previous, now)
-        if moment is None:
-            break
-        moments.append(moment)
-        previous = now = moment
-    return moments
 
 
 def _cron_weekdays(field: Any) -> str | None:

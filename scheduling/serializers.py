@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from scheduling.models import Execution
+from scheduling.preview import stored_job_runs
 from scheduling.status import JobSummary, SchedulerStatus
 
 
@@ -22,6 +23,11 @@ def job_data(job: JobSummary) -> dict[str, Any]:
         "next_run": iso(job.next_run),
         "state": job.state,
     }
+
+
+def next_runs_data(job_id: str, count: int) -> list[dict[str, Any]]:
+    """A stored job's next runs: at (job's zone, with offset), utc, moved_by_clock_change, note."""
+    return [run.as_dict() for run in stored_job_runs(job_id, count)]
 
 
 def run_data(run: Execution) -> dict[str, Any]:

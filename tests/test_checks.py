@@ -5,12 +5,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from django.core import checks
 from django.core.management import call_command
+from django.core.management.base import SystemCheckError
 from django.db import connection
 from django.utils.functional import SimpleLazyObject
 
@@ -41,7 +43,16 @@ def test_embedded_mode_is_refused_on_an_in_memory_database() -> None:
 
 
 def test_time_zone_support_is_required() -> None:
-    assert ids(scheduling_checks.time_zone_messages(use_tz=False)) == ["scheduling.W001"]
+    assert ids(scheduling_checks.time_zone_messages(use_tz=False)) == ["scheduling.E004"]
+    assert scheduling_checks.time_zone_messages(use_tz=True) == []
+
+
+@pytest.mark.django_db
+def test_the_checks_refuse_a_site_without_time_zone_support(settings: Any) -> None:
+    # runscheduler runs the system checks before it starts, as every management command does.
+    settings.USE_TZ = False
+    with pytest.raises(SystemCheckError, match=r"scheduling\.E004.*clocks go back"):
+        call_command("check")
 
 
 def test_sqlite_without_immediate_transactions_is_warned_about() -> None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import zoneinfo
 
 import pytest
@@ -15,7 +16,7 @@ def fires(spec: dict, start: dt.datetime, count: int = 3) -> list[dt.datetime]:
     times, previous, now = [], None, start
     for _ in range(count):
         previous = trigger.get_next_fire_time(previous, now)
-        times.append(previous)
+        times.append(previous.astimezone(trigger.timezone))
         now = previous
     return times
 
@@ -139,7 +140,7 @@ def fires_between(spec: dict, start: dt.datetime, end: dt.datetime) -> list[str]
         previous = trigger.get_next_fire_time(previous, now)
         if previous is None or previous > end:
             return times
-        times.append(previous.isoformat())
+        times.append(previous.astimezone(trigger.timezone).isoformat())
         now = previous
 
 
@@ -148,10 +149,11 @@ def fires_between(spec: dict, start: dt.datetime, end: dt.datetime) -> list[str]
     [
         # Clocks go back: 02:30 happens twice in Berlin; it runs once, at the first.
         ("Europe/Berlin", dt.date(2026, 10, 25), ["2026-10-25T02:30:00+02:00"]),
-        # Clocks go forward: 02:30 does not exist; it runs once, an hour later by the wall clock.
-        ("Europe/Berlin", dt.date(2026, 3, 29), ["2026-03-29T02:30:00+01:00"]),
+        # Clocks go forward: 02:30 does not exist; it runs once, at the first instant after the
+        # jump (03:00), as Debian cron does.
+        ("Europe/Berlin", dt.date(2026, 3, 29), ["2026-03-29T03:00:00+02:00"]),
         ("America/New_York", dt.date(2026, 11, 1), ["2026-11-01T02:30:00-05:00"]),
-        ("America/New_York", dt.date(2026, 3, 8), ["2026-03-08T02:30:00-05:00"]),
+        ("America/New_York", dt.date(2026, 3, 8), ["2026-03-08T03:00:00-04:00"]),
     ],
 )
 def test_a_daily_job_runs_exactly_once_on_daylight_saving_days(
@@ -169,7 +171,7 @@ def test_a_daily_job_runs_exactly_once_on_daylight_saving_days(
     ("zone", "day", "repeated"),
     [("Europe/Berlin", dt.date(2026, 10, 25), "02:00"), ("America/New_York", dt.date(2026, 11, 1), "01:00")],
 )
-def test_an_hourly_job_runs_once_per_wall_clock_hour_when_clocks_go_back(
+def test_an_hourly_job_follows_elapsed_time_and_runs_in_both_repeated_hours(
     zone: str, day: dt.date, repeated: str
 ) -> None:
     tz = zoneinfo.ZoneInfo(zone)
@@ -178,8 +180,12 @@ def test_an_hourly_job_runs_once_per_wall_clock_hour_when_clocks_go_back(
     fired = fires_between({"cron": "0 * * * *", "timezone": zone}, start, start + dt.timedelta(hours=6))
 
     wall_clock = [moment[11:16] for moment in fired]
-    assert wall_clock.count(repeated) == 1
-    assert len(wall_clock) == len(set(wall_clock))
+    assert wall_clock.count(repeated) == 2  # "0 * * * *" has a '*' hour: every hour that passes
+    gaps = {
+        (dt.datetime.fromisoformat(b) - dt.datetime.fromisoformat(a)).total_seconds()
+        for a, b in itertools.pairwise(fired)
+    }
+    assert gaps == {3600.0}
 
 
 def test_an_hourly_job_skips_the_hour_that_does_not_exist_when_clocks_go_forward() -> None:

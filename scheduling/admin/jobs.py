@@ -29,9 +29,11 @@ from scheduling import control
 from scheduling.admin.charts import duration_chart
 from scheduling.admin.history import status_badge
 from scheduling.forms import JobAddForm, JobScheduleForm
+from scheduling.legacy import old_meaning
 from scheduling.models import Execution, Job, ScheduledJob
 from scheduling.placement import DEFAULT_ALIAS, THREADS, Placement
-from scheduling.schedules import describe, format_local, next_runs, relative
+from scheduling.preview import next_runs
+from scheduling.schedules import describe, format_local, relative
 from scheduling.status import schedule_summary, scheduler_status
 from scheduling.store import old_executions, unpickle
 
@@ -302,12 +304,28 @@ class JobAdmin(admin.ModelAdmin):
         trigger = _job_state(obj).get("trigger")
         if trigger is None or obj.import_error:
             return "-"
-        moments = next_runs(trigger, 5) if obj.next_run_time else []
-        if not moments:
+        runs = next_runs(trigger, 5) if obj.next_run_time else []
+        flag = old_meaning(trigger)
+        if not runs:
             return str(_("none (paused or finished)"))
-        return format_html_join(
-            mark_safe("<br>"), "{} <small>({})</small>", ((format_local(m), relative(m)) for m in moments)
+        # The same list as `manage.py scheduling show JOB --next 5` and the API's "next_runs".
+        listing = format_html_join(
+            mark_safe("<br>"),
+            "{} <small>({})</small>{}",
+            (
+                (
+                    run.when(),
+                    relative(run.at),
+                    format_html(" <strong>{}</strong> {}", "⚠" if run.moved_by_clock_change else "", run.note)
+                    if run.note
+                    else "",
+                )
+                for run in runs
+            ),
         )
+        if flag:
+            return format_html('<p class="errornote">{}</p>{}', flag, listing)
+        return listing
 
     # Actions: each writes intent and records what it did in the admin's history (LogEntry).
 

@@ -1,4 +1,4 @@
-"""Operate the scheduler from a shell or a script: list, show, run, pause, resume, status, prune.
+"""Operate the scheduler from a shell or a script: list, show, run, pause, resume, status, prune, preview.
 
 Like the admin, it only writes intent; the running scheduler acts on it. Every subcommand takes
 ``--json`` for scripts; an unknown job id exits with status 1 and says so.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import re
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -19,11 +20,13 @@ from django_apscheduler.models import DjangoJob
 
 from scheduling import control, history, tokens, validation
 from scheduling.models import ApiToken, Execution
-from scheduling.schedules import format_local
+from scheduling.preview import Run, preview_schedule, stored_job_runs
+from scheduling.schedules import ScheduleError, format_local
 from scheduling.serializers import iso, job_data, run_data, status_data
 from scheduling.status import job_summaries, job_summary, scheduler_status
 
 MAX_RUNS = 100
+MAX_PREVIEW = 1000
 MAX_RETENTION_DAYS = 36500  # a century: any more overflows a date
 
 
@@ -39,8 +42,29 @@ def bounded(name: str, high: int) -> Callable[[str], int]:
     return parse
 
 
+def whole_seconds(value: str) -> int:
+    """An argparse type: jitter in seconds, bounded as scheduling.validation bounds it."""
+    try:
+        return validation.whole_number_text("--jitter", value, 0, validation.MAX_JITTER)
+    except validation.InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+INTERVAL_UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def interval_seconds(value: str) -> int:
+    """``90``, ``90s``, ``15m``, ``1h30m``, ``2d``: an interval in seconds."""
+    if re.fullmatch(r"[0-9]+", value):
+        return int(value)
+    parts = re.findall(r"(\d+)([wdhms])", value)
+    if not parts or "".join(number + unit for number, unit in parts) != value:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an interval (e.g. 90, 15m, 1h30m, 2d)")
+    return sum(int(number) * INTERVAL_UNITS[unit] for number, unit in parts)
+
+
 class Command(BaseCommand):
-    help = "List and operate scheduled jobs: list, show, run, pause, resume, status, prune, token."
+    help = "List and operate scheduled jobs: list, show, run, pause, resume, status, prune, preview, token."
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         commands = parser.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
@@ -55,6 +79,24 @@ class Command(BaseCommand):
         show.add_argument("job_id")
         show.add_argument(
             "--runs", type=bounded("--runs", MAX_RUNS), default=10, help="How many recent runs (default 10)."
+        )
+        show.add_argument(
+            "--next", type=bounded("--next", MAX_RUNS), default=5, help="How many next runs (default 5)."
+        )
+        preview = subcommand("preview", "The next runs of a schedule, marking those a clock change moves.")
+        kind = preview.add_mutually_exclusive_group(required=True)
+        kind.add_argument("--cron", help='A crontab line, e.g. "0,30 2 * * *" or @daily.')
+        kind.add_argument("--interval", type=interval_seconds, help="Seconds, or e.g. 15m, 1h30m, 2d.")
+        kind.add_argument("--date", help="A one-off ISO 8601 date; without an offset, read in --timezone.")
+        preview.add_argument("--timezone", help="The job's time zone (default: the site's TIME_ZONE).")
+        preview.add_argument(
+            "--start", help="ISO 8601; without an offset, read in --timezone (default: now)."
+        )
+        preview.add_argument(
+            "--count", type=bounded("--count", MAX_PREVIEW), default=10, help="How many runs (default 10)."
+        )
+        preview.add_argument(
+            "--jitter", type=whole_seconds, help="Seconds of jitter, to see where it is capped."
         )
         for name, text in (
             ("run", "Ask the running scheduler to run jobs now."),
@@ -103,7 +145,12 @@ class Command(BaseCommand):
         if job is None:
             raise CommandError(f"No stored job with id {options['job_id']!r}")
         runs = list(Execution.objects.filter(job_id=job.id)[: options["runs"]])
-        data = {**job_data(job), "runs": [run_data(run) for run in runs]}
+        upcoming = stored_job_runs(job.id, options["next"])
+        data = {
+            **job_data(job),
+            "runs": [run_data(run) for run in runs],
+            "next_runs": [run.as_dict() for run in upcoming],  # as next_runs_data(), one load
+        }
         lines = [
             f"{job.id}: {job.name}",
             f"  function: {job.function}",
@@ -117,7 +164,23 @@ class Command(BaseCommand):
             lines.append(
                 f"    {format_local(run.scheduled_at)}  {run.status:<11} {duration:>10}  {run.exception[:80]}"
             )
+        lines.append("  next runs:" if upcoming else "  no next runs (paused or finished)")
+        lines += [f"    {run.line()}" for run in upcoming]
         self._emit(options, data, "\n".join(lines))
+
+    def _preview(self, options: dict[str, Any]) -> None:
+        try:
+            spec = validation.schedule(
+                cron=options["cron"],
+                interval=options["interval"],
+                date=options["date"],
+                timezone_name=options["timezone"],
+                jitter=options["jitter"],
+            )
+            runs = preview_schedule(spec, options["count"], options["start"])
+        except ScheduleError as exc:
+            raise CommandError(str(exc)) from exc
+        self._emit(options, {"runs": [run.as_dict() for run in runs]}, _runs_text(runs))
 
     def _run(self, options: dict[str, Any]) -> None:
         user = f"cli:{getpass.getuser()}"
@@ -223,3 +286,12 @@ class Command(BaseCommand):
 
 def _exists(job_id: str) -> bool:
     return DjangoJob.objects.filter(id=job_id).exists()
+
+
+def _runs_text(runs: list[Run]) -> str:
+    if not runs:
+        return "No runs."
+    text = "\n".join(run.line() for run in runs)
+    if any(run.moved_by_clock_change for run in runs):
+        text += "\n* moved by a clock change"
+    return text
