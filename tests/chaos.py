@@ -13,7 +13,7 @@ import math
 import random
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -129,19 +129,35 @@ def read_trace(path: Path) -> list[Run]:
 LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) ")
 
 
+# Log lines that tell a lease's story; the per-fire "missed"/"skipped" warnings would drown them.
+TELLING = re.compile(r"lease|stopped scheduling|interrupted|Database error|recovered|ERROR|Traceback")
+
+
 def log_excerpt(logs: dict[int, Path], pids: Iterable[int], around: float, limit: int = 12) -> list[str]:
-    """The lease changes, warnings and errors of these processes' logs within 6 s of ``around``."""
+    """What these processes' logs say about leases, interruptions and errors within 6 s of ``around``."""
     lines = []
     for pid in sorted(set(pids)):
         log = logs.get(pid)
         for line in log.read_text(errors="replace").splitlines() if log else []:
             found = LOG_TIME.match(line)
-            if not found or not ("lease" in line or "WARNING" in line or "ERROR" in line):
+            if not found or not TELLING.search(line):
                 continue
             moment = datetime.fromisoformat(f"{found[1]}.{found[2]}").replace(tzinfo=UTC).timestamp()
             if abs(moment - around) <= 6:
-                lines.append(f"    [pid {pid}] {line[11:300]}")
-    return lines[:limit]
+                lines.append((moment, f"    [pid {pid}] {line[11:300]}"))
+    return [line for _, line in sorted(lines)[:limit]]
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What is wrong, when, and the runs involved: explained (faults, log lines) only if reported."""
+
+    text: str
+    moment: float
+    runs: Sequence[Run] = ()
+
+    def __str__(self) -> str:
+        return self.text
 
 
 @dataclass
@@ -173,30 +189,32 @@ class Verdict:
             fault.started - BEFORE_FAULT <= moment <= fault.ended + self.allowance for fault in self.faults
         )
 
-    def describe(self, moment: float, runs: Iterable[Run]) -> str:
-        excerpt = log_excerpt(self.logs, [run.pid for run in runs] + self.pids_near(moment), moment)
-        return f"\n  faults around: {self.faults_near(moment)}" + "".join(f"\n{line}" for line in excerpt)
+    def explain(self, finding: Finding) -> str:
+        """The finding with the faults around it and what the processes involved logged then."""
+        pids = [run.pid for run in finding.runs] + self.pids_near(finding.moment)
+        excerpt = log_excerpt(self.logs, pids, finding.moment)
+        return f"{finding.text}\n  faults around: {self.faults_near(finding.moment)}" + "".join(
+            f"\n{line}" for line in excerpt
+        )
 
     def pids_near(self, moment: float) -> list[int]:
         return [f.pid for f in self.faults if f.pid and f.started - 15 <= moment <= f.ended + 15]
 
-    def duplicates(self) -> list[str]:
+    def duplicates(self) -> list[Finding]:
         """Fires that ran more than once."""
         found = []
         for (job_id, moment), runs in sorted(self.runs_of_slot.items(), key=lambda item: item[0][1]):
             if len(runs) > 1:
                 rows = [self.row_of.get((job_id, run.scheduled)) for run in runs]
+                each = ", ".join(
+                    f"{run} row {row.status if row else 'none'}" for run, row in zip(runs, rows, strict=True)
+                )
                 found.append(
-                    f"{job_id} fire {clock(moment)} ran {len(runs)} times: "
-                    + ", ".join(
-                        f"{run} row {row.status if row else 'none'}"
-                        for run, row in zip(runs, rows, strict=True)
-                    )
-                    + self.describe(moment, runs)
+                    Finding(f"{job_id} fire {clock(moment)} ran {len(runs)} times: {each}", moment, runs)
                 )
         return found
 
-    def unrecorded(self) -> list[str]:
+    def unrecorded(self) -> list[Finding]:
         """Runs the history does not show as run by their process, and rows of runs that never were."""
         found = []
         for run in self.runs:
@@ -207,29 +225,43 @@ class Verdict:
                 problem = f"is recorded {row.status}"
             elif row.pid != run.pid:
                 problem = f"is recorded ({row.status}) as run by pid {row.pid}"
+            elif row.status == "interrupted" and not self.killed_after(run):
+                problem = (
+                    "is recorded interrupted, though its process lived on (it was not killed after the run)"
+                )
             else:
                 continue
-            found.append(f"{run.job_id} ran in {run} but {problem}" + self.describe(run.scheduled, [run]))
+            found.append(Finding(f"{run.job_id} ran in {run} but {problem}", run.scheduled, [run]))
         ran = {(run.job_id, run.scheduled) for run in self.runs}
         for row in self.rows:
             if row.status == "succeeded" and (row.job_id, row.scheduled) not in ran:
-                found.append(
+                text = (
                     f"{row.job_id} fire {clock(row.scheduled)} is recorded succeeded "
                     f"(execution {row.execution}, pid {row.pid}) but never ran"
-                    + self.describe(row.scheduled, [])
                 )
+                found.append(Finding(text, row.scheduled))
         return found
 
-    def unfinished(self) -> list[str]:
+    def killed_after(self, run: Run) -> bool:
+        """Whether the run's process was killed before it could record the run's end."""
+        return any(
+            fault.kind == SIGKILL and fault.pid == run.pid and fault.started >= run.ended - 0.01
+            for fault in self.faults
+        )
+
+    def unfinished(self) -> list[Finding]:
         """Rows left in a non-final status after every scheduler stopped cleanly."""
         return [
-            f"{row.job_id} fire {clock(row.scheduled)} left {row.status} "
-            f"(execution {row.execution}, pid {row.pid})" + self.describe(row.scheduled, [])
+            Finding(
+                f"{row.job_id} fire {clock(row.scheduled)} left {row.status} "
+                f"(execution {row.execution}, pid {row.pid})",
+                row.scheduled,
+            )
             for row in self.rows
             if row.status not in FINAL
         ]
 
-    def overlaps(self) -> list[str]:
+    def overlaps(self) -> list[Finding]:
         """Runs of a ``max_instances=1`` job that overlapped in time."""
         found = []
         for number in range(SLOW_JOBS):
@@ -238,13 +270,11 @@ class Verdict:
             )
             for earlier, later in itertools.pairwise(runs):
                 if later.started < earlier.ended - 0.01:
-                    found.append(
-                        f"chaos.slow.{number} (max_instances=1) ran twice at once: {earlier} and {later}"
-                        + self.describe(later.started, [earlier, later])
-                    )
+                    text = f"chaos.slow.{number} (max_instances=1) ran twice at once: {earlier} and {later}"
+                    found.append(Finding(text, later.started, [earlier, later]))
         return found
 
-    def gaps(self) -> list[str]:
+    def gaps(self) -> list[Finding]:
         """Fires without a run outside the fault windows (and their take-over allowance)."""
         found = []
         self.missing_inside = 0
@@ -256,10 +286,11 @@ class Verdict:
             self.missing_inside += len(every) - len(missing)
             for span in spans(missing, period):
                 recorded = Counter(self.recorded_as(job_id, moment) for moment in span)
-                found.append(
+                text = (
                     f"{job_id}: {len(span)} fire(s) {clock(span[0])}-{clock(span[-1])} did not run "
-                    f"(history: {dict(recorded)})" + self.describe(span[0], [])
+                    f"(history: {dict(recorded)})"
                 )
+                found.append(Finding(text, span[0]))
         return found
 
     def missing_slots(self, job_id: str, period: float) -> list[float]:

@@ -271,7 +271,7 @@ def test_no_fault_sequence_runs_a_fire_twice_or_loses_one(
         "rows left unfinished": verdict.unfinished(),
         "max_instances=1 runs overlapping": verdict.overlaps(),
         "fires not run outside fault windows": verdict.gaps(),
-        "schedulers that did not stop cleanly": schedulers.problems,
+        "schedulers that did not stop cleanly": [chaos.Finding(text, end) for text in schedulers.problems],
     }
     takeovers = sum(log.read_text().count("holds the lease") for log in schedulers.logs.values()) - 1
     statuses = Counter(row.status for row in verdict.rows)
@@ -284,7 +284,7 @@ def test_no_fault_sequence_runs_a_fire_twice_or_loses_one(
     )
     report = [
         f"{len(found)} {name}:\n"
-        + "\n".join(f"- {item}" for item in found[:8])
+        + "\n".join(f"- {verdict.explain(item)}" for item in found[:8])
         + ("\n- ..." if len(found) > 8 else "")
         for name, found in findings.items()
         if found
@@ -346,7 +346,8 @@ def test_a_slot_run_twice_under_two_jittered_times_is_a_duplicate_naming_both_pr
         [*runs, stale], [*rows, chaos.Row("chaos.jitter.0", stale.scheduled, "succeeded", 2, 999)], faults
     )
 
-    [found] = judged.duplicates()
+    [duplicate] = judged.duplicates()
+    found = judged.explain(duplicate)
     assert "chaos.jitter.0 fire" in found
     assert "ran 2 times" in found
     assert "pid 1 " in found
@@ -360,13 +361,13 @@ def test_a_run_without_its_row_a_row_without_its_run_and_a_row_left_running_are_
     rows.append(chaos.Row("chaos.every.4", BEGIN + 40, "succeeded", 1, 1000))
     rows.append(chaos.Row("chaos.every.5", BEGIN + 41, "running", 2, 1001))
 
-    unrecorded = verdict(runs, rows).unrecorded()
+    unrecorded = [str(finding) for finding in verdict(runs, rows).unrecorded()]
     assert len(unrecorded) == 2
     assert "chaos.every.3 ran in pid 1" in unrecorded[0]
     assert "has no history row" in unrecorded[0]
     assert "chaos.every.4 fire" in unrecorded[1]
     assert "never ran" in unrecorded[1]
-    [unfinished] = verdict(runs, rows).unfinished()
+    [unfinished] = map(str, verdict(runs, rows).unfinished())
     assert "chaos.every.5" in unfinished
     assert "left running" in unfinished
 
@@ -380,14 +381,14 @@ def test_fires_not_run_are_excused_inside_a_fault_window_and_found_outside_it() 
     ]
     runs = [run for run in runs if not (run.job_id == "chaos.jitter.1" and run.scheduled > BEGIN + 20)]
 
-    [gap, tail] = verdict(runs, rows).gaps()
+    [gap, tail] = map(str, verdict(runs, rows).gaps())
     assert "chaos.every.7: 3 fire(s)" in gap
     assert "history: {'succeeded': 3}" in gap
     assert "chaos.jitter.1: 5 fire(s)" in tail
 
     fault = chaos.Fault(chaos.SIGKILL, 1, BEGIN + 9.5, BEGIN + 9.5, leader=True)
     excused = verdict(runs, rows, [fault])
-    assert [found.split(":")[0] for found in excused.gaps()] == ["chaos.jitter.1"]
+    assert [str(found).split(":")[0] for found in excused.gaps()] == ["chaos.jitter.1"]
     assert excused.missing_inside == 3
 
 
@@ -396,7 +397,20 @@ def test_runs_of_a_max_instances_job_overlapping_in_time_are_found() -> None:
     second = chaos.Run("chaos.slow.0", BEGIN + 3, 2, BEGIN + 3, BEGIN + 7, 2)
     after = chaos.Run("chaos.slow.0", BEGIN + 7, 2, BEGIN + 7, BEGIN + 11, 3)
 
-    [found] = verdict([first, second, after], []).overlaps()
+    [found] = map(str, verdict([first, second, after], []).overlaps())
     assert "ran twice at once" in found
     assert "pid 1 " in found
     assert "pid 2 " in found
+
+
+def test_a_run_recorded_interrupted_is_a_finding_unless_its_process_was_killed_after_it() -> None:
+    runs, rows = clean_run()
+    rows = [
+        row if row.execution != 5 else chaos.Row(row.job_id, row.scheduled, "interrupted", 1, 5)
+        for row in rows
+    ]
+
+    [found] = map(str, verdict(runs, rows).unrecorded())
+    assert "is recorded interrupted, though its process lived on" in found
+    killed = chaos.Fault(chaos.SIGKILL, 1, runs[5].ended + 0.5, runs[5].ended + 0.5)
+    assert verdict(runs, rows, [killed]).unrecorded() == []
