@@ -28,6 +28,8 @@ SIGKILL, SIGSTOP, DEPLOY = "SIGKILL", "SIGSTOP", "SIGTERM+restart"
 KILL_CONNECTIONS, RESTART_DATABASE = "connections killed", "database restarted"
 # Statuses a row may keep once every scheduler has stopped cleanly.
 FINAL = {"succeeded", "failed", "missed", "skipped", "interrupted"}
+# How long after a run its process may be killed and the run's row rightly say "interrupted".
+OUTCOME_WRITE = 10.0
 # A fault also disturbs the fires due just before it (dispatched, not yet run).
 BEFORE_FAULT = 2.0
 
@@ -227,7 +229,7 @@ class Verdict:
                 problem = f"is recorded ({row.status}) as run by pid {row.pid}"
             elif row.status == "interrupted" and not self.killed_after(run):
                 problem = (
-                    "is recorded interrupted, though its process lived on (it was not killed after the run)"
+                    "is recorded interrupted, though its process lived on (not killed within 10 s of the run)"
                 )
             else:
                 continue
@@ -243,9 +245,12 @@ class Verdict:
         return found
 
     def killed_after(self, run: Run) -> bool:
-        """Whether the run's process was killed before it could record the run's end."""
+        """Whether the run's process was killed before it could record the run's end: within
+        ``OUTCOME_WRITE`` seconds of it (outcomes are written in batches, within a second)."""
         return any(
-            fault.kind == SIGKILL and fault.pid == run.pid and fault.started >= run.ended - 0.01
+            fault.kind == SIGKILL
+            and fault.pid == run.pid
+            and 0 <= fault.started - run.ended + 0.01 <= OUTCOME_WRITE
             for fault in self.faults
         )
 

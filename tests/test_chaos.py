@@ -414,3 +414,5 @@ def test_a_run_recorded_interrupted_is_a_finding_unless_its_process_was_killed_a
     assert "is recorded interrupted, though its process lived on" in found
     killed = chaos.Fault(chaos.SIGKILL, 1, runs[5].ended + 0.5, runs[5].ended + 0.5)
     assert verdict(runs, rows, [killed]).unrecorded() == []
+    killed_much_later = chaos.Fault(chaos.SIGKILL, 1, runs[5].ended + 30, runs[5].ended + 30)
+    assert len(verdict(runs, rows, [killed_much_later]).unrecorded()) == 1
