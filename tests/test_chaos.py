@@ -8,7 +8,7 @@ unless a fault (plus the take-over allowance) excuses it. On PostgreSQL the run 
 cluster of its own, so that it can restart the server.
 
 SCHEDULING_CHAOS_SEED replays a run (default: random, printed); SCHEDULING_CHAOS_SECONDS sets how
-long the faults go on (default 90; ``make chaos`` runs 10 minutes).
+long the faults go on (default 75; ``make chaos`` runs 10 minutes).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from tests import chaos, settings_chaos
 from tests.conftest import ROOT, SchedulerProcess, wait_for
 from tests.postgres_cluster import PostgresCluster
 
-SECONDS = float(os.environ.get("SCHEDULING_CHAOS_SECONDS") or 90)
+SECONDS = float(os.environ.get("SCHEDULING_CHAOS_SECONDS") or 75)
 SEED = int(os.environ.get("SCHEDULING_CHAOS_SEED") or random.SystemRandom().randrange(1_000_000))
 # How long fires may go unrun after a fault: the lease runs out, a standby's next claim, its next
 # pass, a heartbeat, the database retry's longest backoff, and one period of the jobs.
