@@ -1,0 +1,46 @@
+"""Jobs of the chaos run (tests/test_chaos.py); each run appends one line to SCHEDULING_CHAOS_TRACE.
+
+- ``chaos.every.N``: every second, the load of the run (gaps and duplicates are judged on them);
+- ``chaos.jitter.N``: every 2 s with a second of jitter, so that two schedulers serving the same
+  slot compute different scheduled times and the unique constraint alone cannot stop a double run;
+- ``chaos.slow.N``: 4 s runs, ``max_instances=1``, longer than the chaos lease: a take-over while
+  one is running (a graceful stop, a frozen leader) must not start a second, overlapping run.
+"""
+
+import os
+import time
+
+from scheduling import current_run, job
+from tests.chaos import EVERY_JOBS, JITTER_JOBS, SLOW_JOBS, SLOW_SECONDS
+
+TRACE = os.environ.get("SCHEDULING_CHAOS_TRACE", "")
+
+
+def trace_run(path: str, seconds: float = 0.0) -> None:
+    """Append ``job_id scheduled pid started ended execution_id`` once the run's code is done.
+
+    One ``write`` of less than 512 bytes on an O_APPEND descriptor: lines from concurrent
+    processes never interleave, and a process killed mid-run leaves a whole line or none.
+    """
+    run = current_run()
+    started = time.time()
+    if seconds:
+        time.sleep(seconds)
+    assert run is not None
+    scheduled = run.scheduled_at.isoformat()
+    line = f"{run.job_id} {scheduled} {os.getpid()} {started:.6f} {time.time():.6f} {run.pk}\n"
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(descriptor, line.encode())
+    finally:
+        os.close(descriptor)
+
+
+for number in range(EVERY_JOBS):
+    job(interval={"seconds": 1}, id=f"chaos.every.{number}", args=[TRACE])(trace_run)
+for number in range(JITTER_JOBS):
+    job(cron={"second": "*/2"}, jitter=1, id=f"chaos.jitter.{number}", args=[TRACE])(trace_run)
+for number in range(SLOW_JOBS):
+    job(interval={"seconds": 1}, id=f"chaos.slow.{number}", args=[TRACE, SLOW_SECONDS], max_instances=1)(
+        trace_run
+    )
