@@ -38,6 +38,9 @@ class RecordingThreadPoolExecutor(ThreadPoolExecutor):
         # Runs placed in the process pool are supervised from these threads (see scheduling.processes).
         self.processes = processes
         self._futures: set[concurrent.futures.Future[list[JobExecutionEvent]]] = set()
+        # Runs of each job still going in other schedulers (see history.running_elsewhere): they
+        # count against max_instances too, until they end or are recorded interrupted.
+        self.elsewhere: dict[str, int] = {}
 
     def _do_submit_job(self, job: Job, run_times: list[datetime]) -> None:
         # Only APScheduler's own paths come here; the scheduler loop goes through the dispatcher.
@@ -46,7 +49,7 @@ class RecordingThreadPoolExecutor(ThreadPoolExecutor):
     def reserve(self, job: Job) -> bool:
         """Count a run of ``job`` as started, unless max_instances are already running."""
         with self._lock:
-            if self._instances[job.id] >= job.max_instances:
+            if self._instances[job.id] + self.elsewhere.get(job.id, 0) >= job.max_instances:
                 return False
             self._instances[job.id] += 1
             return True

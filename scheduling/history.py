@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.db import InterfaceError, OperationalError, close_old_connections, connections, router
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -348,12 +348,41 @@ def recover_interrupted() -> int:
     alive = [
         instance.pk for instance in SchedulerInstance.objects.alive() if not identity.scheduler_dead(instance)
     ]
+    # A process of this host whose heartbeat stopped but which still exists is frozen (SIGSTOP,
+    # swapped out), not dead: its runs go on when it wakes, so they are not interrupted.
+    alive += [instance.pk for instance in _local_unstopped() if identity.proven_alive(instance)]
     # Runs handed to task workers are the workers' own: expire_task_runs deals with those.
     orphans = Execution.objects.exclude(instance__in=alive).exclude(ran_in=TASKS)
     count = mark_interrupted(orphans, "Interrupted: the scheduler running it stopped without finishing it")
     if count:
         logger.warning("Marked %d run(s) left running by a stopped scheduler as interrupted", count)
     return count
+
+
+def _local_unstopped() -> QuerySet[SchedulerInstance]:
+    me = identity.current()
+    if me is None:
+        return SchedulerInstance.objects.none()
+    return SchedulerInstance.objects.filter(
+        stopped_at__isnull=True, boot_id=me.boot_id, pid_namespace=me.pid_namespace
+    ).exclude(last_beat__gte=timezone.now() - timedelta(seconds=settings.HEARTBEAT_TIMEOUT))
+
+
+def running_elsewhere(instance: SchedulerInstance | None) -> dict[str, int]:
+    """Runs still running in other schedulers' threads or pools, by job id.
+
+    A scheduler taking over counts them against ``max_instances``: the one it took over from may
+    be frozen, or stopping, with a run of the job still going.
+    """
+    rows = (
+        Execution.objects.filter(status=Execution.Status.RUNNING)
+        .exclude(instance=instance)
+        .exclude(ran_in=TASKS)
+        .values_list("job_id")
+        .annotate(count=Count("pk"))
+        .order_by()
+    )
+    return dict(rows)
 
 
 def expire_task_runs(timeout: float | None = None) -> int:

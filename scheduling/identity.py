@@ -70,6 +70,20 @@ def scheduler_dead(instance: SchedulerInstance) -> bool:
     return proven_dead(instance.pid, instance.boot_id, instance.pid_namespace, instance.process_started)
 
 
+def proven_alive(instance: SchedulerInstance) -> bool:
+    """Whether the row's process is certainly still running here (frozen, perhaps, but alive).
+
+    Only a process of this kernel and PID namespace can be seen; for any other, only its
+    heartbeat tells.
+    """
+    me = current()
+    if me is None or not instance.boot_id or not instance.pid_namespace or instance.process_started is None:
+        return False
+    if (instance.boot_id, instance.pid_namespace) != (me.boot_id, me.pid_namespace):
+        return False
+    return not scheduler_dead(instance)
+
+
 def proven_dead(pid: int, boot_id: str, pid_namespace: str, start_time: int | None) -> bool:
     """Whether the process ``pid`` described by these facts is certainly not running any more.
 

@@ -343,6 +343,7 @@ class Runner:
 
     def _become_active(self) -> None:
         history.recover_interrupted()
+        self.executor.elsewhere = history.running_elsewhere(self.instance)
         self.recorder.fence = self.leadership.fence
         self.sync_report = sync(self.store, declarations.registry.values())
         if any(Placement.of(item.executor).kind == PROCESSES for item in declarations.registry.values()):
@@ -460,5 +461,7 @@ class Runner:
         if not housekeeping:
             return
         history.recover_interrupted()
+        if self.active and self.executor.elsewhere:
+            self.executor.elsewhere = history.running_elsewhere(self.instance)
         if self.active:
             history.expire_task_runs()

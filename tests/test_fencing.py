@@ -7,6 +7,7 @@ names.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,14 +23,14 @@ from django.db import OperationalError, connection
 from django.utils import timezone
 from django_apscheduler.models import DjangoJob
 
-from scheduling import bulk, control, history
+from scheduling import bulk, control, history, identity
 from scheduling.dispatch import MAX_FIRE_TIMES, MAX_ROWS_PER_JOB, Dispatcher
 from scheduling.executors import RecordingThreadPoolExecutor
 from scheduling.fencing import FenceLost
 from scheduling.finisher import Finisher
 from scheduling.history import Outcome, Recorder
 from scheduling.leadership import Leadership
-from scheduling.models import Execution, Lease, ScheduledJob
+from scheduling.models import Execution, Lease, ScheduledJob, SchedulerInstance
 from scheduling.placement import Placement
 from scheduling.status import job_summaries
 from scheduling.store import JobStore
@@ -390,3 +391,46 @@ def test_task_jobs_without_coalescing_enqueue_no_more_fires_than_max_instances(
 
     statuses = sorted(Execution.objects.filter(job_id="queued").values_list("status", flat=True))
     assert statuses == ["enqueued", "skipped", "skipped", "skipped"]
+
+
+# A take-over: runs still going elsewhere count, and a frozen process's runs are not interrupted.
+
+
+def test_a_frozen_scheduler_of_this_host_keeps_its_runs() -> None:
+    frozen = SchedulerInstance.objects.create(
+        hostname="here", pid=os.getpid(), last_beat=timezone.now() - timedelta(hours=1), **identity.fields()
+    )
+    gone = SchedulerInstance.objects.create(
+        hostname="elsewhere", pid=1, last_beat=timezone.now() - timedelta(hours=1)
+    )
+    for instance in (frozen, gone):
+        Execution.objects.create(
+            job_id=f"job-{instance.hostname}",
+            status="running",
+            scheduled_at=timezone.now(),
+            instance=instance,
+        )
+
+    assert history.recover_interrupted() == 1
+
+    assert Execution.objects.get(instance=frozen).status == "running", (
+        "its process exists: it is frozen, not dead"
+    )
+    assert Execution.objects.get(instance=gone).status == "interrupted"
+
+
+def test_runs_still_going_in_another_scheduler_count_against_max_instances(
+    store: JobStore, executor: RecordingThreadPoolExecutor
+) -> None:
+    past = datetime.now(UTC) - timedelta(seconds=2)
+    stored(store, "single", IntervalTrigger(seconds=30, start_date=past), past)
+    other = SchedulerInstance.objects.create(hostname="other", pid=1)
+    Execution.objects.create(
+        job_id="single", status="running", scheduled_at=past - timedelta(seconds=30), instance=other
+    )
+    executor.elsewhere = history.running_elsewhere(None)
+
+    Dispatcher(store, executor, executor.recorder).dispatch(*due_now(store))
+
+    assert executor.wait(10)
+    assert Execution.objects.get(job_id="single", scheduled_at=past).status == "skipped"
