@@ -297,10 +297,23 @@ def _schemas() -> dict[str, Any]:
                 _ref("Job"),
                 {
                     "type": "object",
-                    "required": ["runs"],
-                    "properties": {"runs": {"type": "array", "items": _ref("Run")}},
+                    "required": ["runs", "next_runs"],
+                    "properties": {
+                        "runs": {"type": "array", "items": _ref("Run")},
+                        "next_runs": {"type": "array", "items": _ref("NextRun")},
+                    },
                 },
             ]
+        },
+        "NextRun": {
+            "type": "object",
+            "required": ["at", "utc", "moved_by_clock_change", "note"],
+            "properties": {
+                "at": {"type": "string", "format": "date-time", "description": "In the job's time zone."},
+                "utc": {"type": "string", "format": "date-time"},
+                "moved_by_clock_change": {"type": "boolean"},
+                "note": _nullable("string", description="Why a clock change moved it, or a jitter cap."),
+            },
         },
         "RunDetail": {
             "allOf": [
@@ -340,6 +353,7 @@ def _schemas() -> dict[str, Any]:
                 "running_since",
                 "last_beat",
                 "standbys",
+                "standby_reason",
                 "jobs",
                 "last_hour",
             ],
@@ -350,6 +364,9 @@ def _schemas() -> dict[str, Any]:
                 "running_since": time,
                 "last_beat": time,
                 "standbys": {"type": "integer"},
+                "standby_reason": _nullable(
+                    "string", description="Why a live scheduler could not start scheduling, if one could not."
+                ),
                 "jobs": _counts("scheduled", "paused", "broken"),
                 "last_hour": _counts("runs", "failures"),
             },
