@@ -338,6 +338,18 @@ def test_an_admin_creates_a_token_and_sees_its_key_once(admin_client: Client, cl
     assert key not in read_only.content.decode()
 
 
+def test_the_admin_refuses_a_token_for_an_inactive_user(admin_client: Client) -> None:
+    user = user_with("view_job")
+    user.is_active = False
+    user.save()
+
+    page = admin_client.post("/admin/scheduling/apitoken/add/", {"user": user.pk, "name": "CI deploys"})
+
+    assert page.status_code == 200
+    assert "Select a valid choice" in page.content.decode()
+    assert not ApiToken.objects.exists()
+
+
 def test_staff_can_make_tokens_only_for_themselves(client: Client) -> None:
     boss = User.objects.create_superuser("boss", password="pw")
     clerk = User.objects.create_user("clerk", password="pw", is_staff=True)

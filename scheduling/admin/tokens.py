@@ -29,8 +29,10 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
         user: Any = request.user
-        if db_field.name == "user" and not user.is_superuser:
-            kwargs["queryset"] = get_user_model()._default_manager.filter(pk=user.pk)
+        if db_field.name == "user":
+            # A token of an inactive user would never work (tokens.user_for refuses it).
+            users = get_user_model()._default_manager.filter(is_active=True)
+            kwargs["queryset"] = users if user.is_superuser else users.filter(pk=user.pk)
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
