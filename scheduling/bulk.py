@@ -61,21 +61,33 @@ def update_rows(
 # the fields to compare.
 
 
+def _clauses(
+    connection: Any, table: str, columns: list[Any], assigned: int, value: str, qualify: bool = False
+) -> tuple[str, str]:
+    """The SET list and the compare-and-set conditions; ``value`` names a column of the values
+    table from its position, counted from 0 (e.g. "v.c{0}", or "v.column{1}" counting from 1),
+    and ``qualify`` prefixes the assigned columns with their table."""
+    quote = connection.ops.quote_name
+    target = f"{quote(table)}." if qualify else ""
+    assignments = ", ".join(
+        f"{target}{quote(column.column)} = {value.format(number, number + 1)}"
+        for number, column in enumerate(columns)
+        if 0 < number <= assigned
+    )
+    compared = "".join(
+        f" AND {quote(table)}.{quote(column.column)} = {value.format(number, number + 1)}"
+        for number, column in enumerate(columns)
+        if number > assigned
+    )
+    return assignments, compared
+
+
 def _postgresql(connection: Any, table: str, columns: list[Any], assigned: int, count: int) -> str:
     quote = connection.ops.quote_name
     # Typed placeholders: VALUES takes its column types from them.
     row = "(" + ", ".join(f"%s::{column.db_type(connection)}" for column in columns) + ")"
     aliases = ", ".join(f"c{number}" for number in range(len(columns)))
-    assignments = ", ".join(
-        f"{quote(column.column)} = v.c{number}"
-        for number, column in enumerate(columns)
-        if 0 < number <= assigned
-    )
-    compared = "".join(
-        f" AND {quote(table)}.{quote(column.column)} = v.c{number}"
-        for number, column in enumerate(columns)
-        if number > assigned
-    )
+    assignments, compared = _clauses(connection, table, columns, assigned, "v.c{0}")
     return (
         f"UPDATE {quote(table)} SET {assignments} FROM (VALUES {', '.join([row] * count)}) AS v ({aliases}) "  # noqa: S608
         f"WHERE {quote(table)}.{quote(columns[0].column)} = v.c0{compared}"
@@ -86,16 +98,7 @@ def _sqlite(connection: Any, table: str, columns: list[Any], assigned: int, coun
     quote = connection.ops.quote_name
     row = "(" + ", ".join(["%s"] * len(columns)) + ")"
     # SQLite names the columns of VALUES column1, column2…
-    assignments = ", ".join(
-        f"{quote(column.column)} = v.column{number + 1}"
-        for number, column in enumerate(columns)
-        if 0 < number <= assigned
-    )
-    compared = "".join(
-        f" AND {quote(table)}.{quote(column.column)} = v.column{number + 1}"
-        for number, column in enumerate(columns)
-        if number > assigned
-    )
+    assignments, compared = _clauses(connection, table, columns, assigned, "v.column{1}")
     return (
         f"UPDATE {quote(table)} SET {assignments} FROM (VALUES {', '.join([row] * count)}) AS v "  # noqa: S608
         f"WHERE {quote(table)}.{quote(columns[0].column)} = v.column1{compared}"
@@ -110,16 +113,7 @@ def _mysql(connection: Any, table: str, columns: list[Any], assigned: int, count
     ]
     first = "SELECT " + ", ".join(f"{value} AS c{number}" for number, value in enumerate(values))
     others = ["SELECT " + ", ".join(values)] * (count - 1)
-    assignments = ", ".join(
-        f"{quote(table)}.{quote(column.column)} = v.c{number}"
-        for number, column in enumerate(columns)
-        if 0 < number <= assigned
-    )
-    compared = "".join(
-        f" AND {quote(table)}.{quote(column.column)} = v.c{number}"
-        for number, column in enumerate(columns)
-        if number > assigned
-    )
+    assignments, compared = _clauses(connection, table, columns, assigned, "v.c{0}", qualify=True)
     return (
         f"UPDATE {quote(table)} JOIN ({' UNION ALL '.join([first, *others])}) AS v "  # noqa: S608
         f"ON {quote(table)}.{quote(columns[0].column)} = v.c0{compared} SET {assignments} WHERE 1 = 1"

@@ -10,9 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from apscheduler.schedulers.background import BackgroundScheduler
 from django.db import connection
 
 from scheduling import declarations
+from scheduling.executors import RecordingThreadPoolExecutor
+from scheduling.history import Recorder
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,6 +34,16 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.section("figures measured by the tests")
         for line in FIGURES:
             terminalreporter.write_line(line)
+
+
+@pytest.fixture
+def executor() -> Iterator[RecordingThreadPoolExecutor]:
+    """A thread pool that records runs, for driving the dispatcher without a runner."""
+    pool = RecordingThreadPoolExecutor(Recorder(), max_workers=4)
+    pool.start(BackgroundScheduler(), "default")
+    yield pool
+    assert pool.wait(10)
+    pool.shutdown()
 
 
 @pytest.fixture

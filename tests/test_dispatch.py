@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -25,15 +24,6 @@ from scheduling.sync import sync
 from tests import jobs
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def executor() -> Iterator[RecordingThreadPoolExecutor]:
-    pool = RecordingThreadPoolExecutor(Recorder(), max_workers=4)
-    pool.start(BackgroundScheduler(), "default")
-    yield pool
-    assert pool.wait(10)
-    pool.shutdown()
 
 
 def declare_due(registry: dict, count: int) -> JobStore:

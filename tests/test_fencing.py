@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -38,15 +37,6 @@ from tests import triggers
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def executor() -> Iterator[RecordingThreadPoolExecutor]:
-    pool = RecordingThreadPoolExecutor(Recorder(), max_workers=4)
-    pool.start(BackgroundScheduler(), "default")
-    yield pool
-    assert pool.wait(10)
-    pool.shutdown()
 
 
 @pytest.fixture
