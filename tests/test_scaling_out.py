@@ -22,8 +22,11 @@ TASK_TIMEOUT = 5  # SCHEDULING_TASK_TIMEOUT of the scheduler under test, in seco
 SPREAD_JOBS = 20
 
 
-def start_worker(scheduler_process, worker_id: str, queue: str = "default"):
+def start_worker(scheduler_process, worker_id: str, marks: Path, queue: str = "default"):
+    # With the scheduler's job module: a worker runs only functions its own code declares.
     return scheduler_process(
+        "tests.process_jobs_tasks",
+        env={"TEST_JOB_COUNT": str(SPREAD_JOBS), "TEST_MARK_FILE": str(marks)},
         command="db_worker",
         started_text="Starting worker",
         args=[
@@ -54,7 +57,7 @@ def test_runs_spread_over_two_workers_are_each_recorded_once_and_a_killed_worker
             "SCHEDULING_TEST_TASK_TIMEOUT": str(TASK_TIMEOUT),
         },
     )
-    workers = [start_worker(scheduler_process, f"worker-{number}") for number in (1, 2)]
+    workers = [start_worker(scheduler_process, f"worker-{number}", marks) for number in (1, 2)]
     spread = Execution.objects.filter(job_id__in=[f"spread.{number}" for number in range(SPREAD_JOBS)])
 
     wait_for(lambda: spread.count() >= RUNS, timeout=90, interval=0.2)
@@ -84,7 +87,7 @@ def test_runs_spread_over_two_workers_are_each_recorded_once_and_a_killed_worker
     assert all('raise ValueError("this job fails on purpose")' in row.traceback for row in failed)
 
     # A third worker, alone on the "reports" queue, is killed while it runs the slow job.
-    doomed = start_worker(scheduler_process, "worker-3", queue="reports")
+    doomed = start_worker(scheduler_process, "worker-3", marks, queue="reports")
     control.run_now("spread.slow", requested_by="test")
     slow = wait_for(
         lambda: Execution.objects.filter(job_id="spread.slow", status="running").first(), timeout=30
