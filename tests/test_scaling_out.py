@@ -64,7 +64,9 @@ def test_runs_spread_over_two_workers_are_each_recorded_once_and_a_killed_worker
     for number in range(SPREAD_JOBS):
         control.pause(f"spread.{number}")
     control.pause("spread.fails")
-    wait_for(lambda: not spread.filter(status__in=["enqueued", "running"]).exists(), timeout=60, interval=0.2)
+    fails = Execution.objects.filter(job_id="spread.fails")
+    for runs in (spread, fails):
+        wait_for(lambda runs=runs: not runs.filter(status__in=["enqueued", "running"]).exists(), timeout=60)
 
     rows = list(spread.values("job_id", "scheduled_at", "status", "hostname", "pid", "task_id", "ran_in"))
     assert len(rows) >= RUNS
@@ -83,7 +85,8 @@ def test_runs_spread_over_two_workers_are_each_recorded_once_and_a_killed_worker
 
     failed = Execution.objects.filter(job_id="spread.fails", status="failed")
     assert failed.exists()
-    assert not Execution.objects.filter(job_id="spread.fails").exclude(status="failed").exists()
+    # Each run failed; on a busy machine a fire may find the previous one still queued (skipped).
+    assert not fails.exclude(status__in=["failed", "skipped"]).exists()
     assert all('raise ValueError("this job fails on purpose")' in row.traceback for row in failed)
 
     # A third worker, alone on the "reports" queue, is killed while it runs the slow job.
