@@ -242,12 +242,13 @@ class Recorder:
         message: str,
         origin: Origin = SCHEDULED,
     ) -> list[Execution]:
-        """Record fires that did not run (missed, skipped), one row each, fenced like any insert."""
+        """Record fires that did not run (missed, skipped), one row each, fenced like any insert;
+        returns the rows recorded now (a fire that had a row already is left out)."""
         rows = [
             self.ended_row(job_id, scheduled_at, status, message, origin) for scheduled_at in scheduled_times
         ]
         self.insert(rows)
-        return rows
+        return [row for row in rows if row.pk is not None]
 
     def interrupt_own_runs(self, reason: str) -> int:
         """Mark this process's runs that are still going as interrupted.

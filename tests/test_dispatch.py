@@ -240,3 +240,14 @@ def test_due_jobs_this_store_wrote_are_reused_only_while_their_rows_hold_what_it
     assert loaded[0].max_instances == 5
     assert loaded[1] is not again[1]
     assert loaded[1].next_run_time == again[1].next_run_time - timedelta(seconds=600)
+
+
+def test_recording_a_fire_that_has_a_row_already_returns_only_what_was_recorded() -> None:
+    recorder = Recorder()
+    now = timezone.now()
+    recorder.start("taken", now)
+
+    recorded = recorder.record("taken", [now, now + timedelta(seconds=1)], "missed", "Missed: test")
+
+    assert [row.scheduled_at for row in recorded] == [now + timedelta(seconds=1)]
+    assert Execution.objects.filter(job_id="taken").count() == 2
