@@ -22,7 +22,7 @@ from django_apscheduler.models import DjangoJobExecution
 
 from bench.jobs import stock_fire, tick
 from scheduling.models import Execution
-from scheduling.runner import Runner
+from scheduling.runtime.service import Runner
 
 # Misfire grace times each system gives a job by default (ours: @job's 60 s; stock: APScheduler's 1 s).
 GRACE = {"ours": 60, "stock": 1}

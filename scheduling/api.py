@@ -29,9 +29,9 @@ from django.views.decorators.csrf import csrf_exempt
 
 from scheduling import control, safejson, tokens, validation
 from scheduling.models import Execution, Job
+from scheduling.queries import job_page, job_summary, schedule_summary, scheduler_status
 from scheduling.schedules import ScheduleError
 from scheduling.serializers import job_data, next_runs_data, run_data, status_data
-from scheduling.status import job_page, job_summary, schedule_summary, scheduler_status
 
 logger = logging.getLogger(__name__)
 

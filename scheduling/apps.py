@@ -23,6 +23,6 @@ class SchedulingConfig(AppConfig):
         if settings.EMBEDDED:
             from django.core.signals import request_started
 
-            from scheduling.embedded import start_on_first_request
+            from scheduling.runtime.embedded import start_on_first_request
 
             request_started.connect(start_on_first_request, dispatch_uid="scheduling-embedded")

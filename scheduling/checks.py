@@ -15,6 +15,7 @@ from django.conf import settings as django_settings
 from django.core import checks
 
 from scheduling.conf import settings
+from scheduling.runtime.startup import sqlite_hosts_messages
 
 
 def register() -> None:
@@ -161,25 +162,11 @@ def embedded_on_sqlite_messages(
     ]
 
 
-def sqlite_hosts_messages(hosts: set[str]) -> list[checks.CheckMessage]:
-    if len(hosts) < 2:
-        return []
-    return [
-        checks.Error(
-            f"Schedulers on {len(hosts)} machines ({', '.join(sorted(hosts))}) use one SQLite database. "
-            "SQLite's file locks do not work reliably across machines (network file systems), so the "
-            "lease cannot guarantee a single active scheduler.",
-            hint="Use PostgreSQL or MariaDB for schedulers on several machines, or run them on one machine.",
-            id="scheduling.E003",
-        )
-    ]
-
-
 def running_foreign_schedulers() -> list[Any]:
     """APScheduler schedulers running in this process that are not ours."""
     from apscheduler.schedulers.base import STATE_STOPPED, BaseScheduler
 
-    from scheduling.runner import Scheduler
+    from scheduling.runtime.loop import Scheduler
 
     # BackgroundScheduler (the blog posts' choice) runs a thread named so; scanning every object
     # costs tens of milliseconds, so it is done only when such a thread exists.

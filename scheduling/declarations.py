@@ -199,7 +199,7 @@ def _importable_ref(function: Callable[..., Any]) -> str:
 def check_task_placement(placement: Placement) -> None:
     """Raise ValueError unless runs can be enqueued on the placement's backend and queue."""
     try:
-        tasks = importlib.import_module("scheduling.tasks")
+        tasks = importlib.import_module("scheduling.runs.worker_task")
     except ImportError as exc:
         raise ValueError(
             f"runs_in='tasks' needs Django's tasks framework: Django 6, or on Django 5.2 the django-tasks "

@@ -7,7 +7,7 @@ from typing import Any
 
 from scheduling.models import Execution
 from scheduling.preview import stored_job_runs
-from scheduling.status import JobSummary, SchedulerStatus
+from scheduling.queries import JobSummary, SchedulerStatus
 
 
 def iso(moment: datetime | None) -> str | None:

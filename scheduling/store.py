@@ -23,9 +23,9 @@ from django_apscheduler.jobstores import DjangoJobStore
 from django_apscheduler.models import DjangoJob, DjangoJobExecution
 from django_apscheduler.util import get_apscheduler_datetime, get_django_internal_datetime
 
-from scheduling.bulk import update_rows
 from scheduling.fencing import Fence, FenceLost
 from scheduling.models import ScheduledJob
+from scheduling.sql import update_rows
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from scheduling.status import scheduler_status
+from scheduling.queries import scheduler_status
 
 logger = logging.getLogger(__name__)
 

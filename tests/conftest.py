@@ -14,8 +14,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from django.db import connection
 
 from scheduling import declarations
-from scheduling.executors import RecordingThreadPoolExecutor
-from scheduling.history import Recorder
+from scheduling.history.recorder import Recorder
+from scheduling.runs.threads import RecordingThreadPoolExecutor
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,11 +14,12 @@ from django.utils import timezone
 from django_apscheduler.models import DjangoJob
 
 from scheduling import job, signals
-from scheduling.dispatch import Dispatcher
-from scheduling.executors import RecordingThreadPoolExecutor
-from scheduling.finisher import Finisher
-from scheduling.history import Outcome, Recorder, finish_all
+from scheduling.history.recorder import Recorder
+from scheduling.history.rows import Outcome
+from scheduling.history.writer import OutcomeWriter, finish_all
 from scheduling.models import Execution, ScheduledJob
+from scheduling.runs.threads import RecordingThreadPoolExecutor
+from scheduling.runtime.dispatch import Dispatcher
 from scheduling.store import JobStore
 from scheduling.sync import sync
 from tests import jobs
@@ -127,8 +128,8 @@ def test_a_duplicate_fire_in_a_batch_leaves_the_others_to_run() -> None:
 
 
 def test_the_finisher_batches_outcomes_from_many_threads_and_writes_all_before_it_stops() -> None:
-    finisher = Finisher()
-    recorder = Recorder(finisher=finisher)
+    outcomes = OutcomeWriter()
+    recorder = Recorder(outcomes=outcomes)
     now = timezone.now()
     rows = recorder.insert([recorder.running_row(f"job-{n}", now) for n in range(50)])
 
@@ -140,7 +141,7 @@ def test_the_finisher_batches_outcomes_from_many_threads_and_writes_all_before_i
         thread.start()
     for thread in threads:
         thread.join()
-    finisher.stop()
+    outcomes.stop()
 
     assert Execution.objects.filter(status="succeeded").count() == 50
 
@@ -148,8 +149,8 @@ def test_the_finisher_batches_outcomes_from_many_threads_and_writes_all_before_i
 def test_a_signal_receiver_finds_the_outcome_on_disk(
     registry: dict, executor: RecordingThreadPoolExecutor
 ) -> None:
-    finisher = Finisher()
-    executor.recorder = Recorder(finisher=finisher)
+    outcomes = OutcomeWriter()
+    executor.recorder = Recorder(outcomes=outcomes)
     store = declare_due(registry, 1)
     seen: list[str] = []
 
@@ -165,7 +166,7 @@ def test_a_signal_receiver_finds_the_outcome_on_disk(
         assert executor.wait(10)
     finally:
         signals.job_succeeded.disconnect(receiver)
-        finisher.stop()
+        outcomes.stop()
 
     assert seen == ["succeeded"]
 

@@ -14,11 +14,12 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django_apscheduler.models import DjangoJob, DjangoJobExecution
 
-from scheduling import control, current_run, history, identity, job
-from scheduling.dispatch import Dispatcher
-from scheduling.executors import RecordingThreadPoolExecutor, run_job
-from scheduling.history import Recorder
+from scheduling import control, current_run, identity, job
+from scheduling.history.maintenance import prune, recover_interrupted
+from scheduling.history.recorder import Recorder
 from scheduling.models import Execution, SchedulerInstance
+from scheduling.runs.threads import RecordingThreadPoolExecutor, run_job
+from scheduling.runtime.dispatch import Dispatcher
 from scheduling.store import JobStore
 from scheduling.sync import sync
 from tests import jobs
@@ -47,7 +48,7 @@ def make_job(func: object, *args: object, grace: int | None = 60) -> Job:
 def test_a_successful_run_records_start_finish_duration_and_where_it_ran() -> None:
     scheduled = datetime.now(UTC) - timedelta(seconds=2)
 
-    run_job(make_job(jobs.sleep, 0.2), [scheduled], history.Recorder())
+    run_job(make_job(jobs.sleep, 0.2), [scheduled], Recorder())
 
     execution = Execution.objects.get()
     assert execution.status == Execution.Status.SUCCEEDED
@@ -60,7 +61,7 @@ def test_a_successful_run_records_start_finish_duration_and_where_it_ran() -> No
 
 
 def test_a_failed_run_records_the_exception_and_the_full_traceback() -> None:
-    run_job(make_job(jobs.fail), [datetime.now(UTC)], history.Recorder())
+    run_job(make_job(jobs.fail), [datetime.now(UTC)], Recorder())
 
     execution = Execution.objects.get()
     assert execution.status == Execution.Status.FAILED
@@ -72,7 +73,7 @@ def test_a_failed_run_records_the_exception_and_the_full_traceback() -> None:
 def test_async_jobs_are_awaited_to_completion() -> None:
     jobs.calls.clear()
 
-    run_job(make_job(jobs.async_job), [datetime.now(UTC)], history.Recorder())
+    run_job(make_job(jobs.async_job), [datetime.now(UTC)], Recorder())
 
     assert jobs.calls == ["async_job"]
     assert Execution.objects.get().status == Execution.Status.SUCCEEDED
@@ -82,7 +83,7 @@ def test_a_run_later_than_its_grace_time_is_recorded_as_missed_and_not_run() -> 
     jobs.calls.clear()
     late = datetime.now(UTC) - timedelta(seconds=30)
 
-    run_job(make_job(jobs.succeed, grace=10), [late], history.Recorder())
+    run_job(make_job(jobs.succeed, grace=10), [late], Recorder())
 
     assert jobs.calls == []
     execution = Execution.objects.get()
@@ -93,8 +94,8 @@ def test_a_run_later_than_its_grace_time_is_recorded_as_missed_and_not_run() -> 
 def test_a_fire_that_already_has_an_execution_is_not_run_again() -> None:
     jobs.calls.clear()
     scheduled = datetime.now(UTC)
-    run_job(make_job(jobs.succeed), [scheduled], history.Recorder())
-    run_job(make_job(jobs.succeed), [scheduled], history.Recorder())
+    run_job(make_job(jobs.succeed), [scheduled], Recorder())
+    run_job(make_job(jobs.succeed), [scheduled], Recorder())
 
     assert jobs.calls == ["succeed"]
     assert Execution.objects.count() == 1
@@ -109,7 +110,7 @@ def test_runs_left_running_by_a_dead_scheduler_are_marked_interrupted() -> None:
     orphan = Execution.objects.create(job_id="a", status="running", scheduled_at=now, instance=dead)
     healthy = Execution.objects.create(job_id="b", status="running", scheduled_at=now, instance=alive)
 
-    assert history.recover_interrupted() == 1
+    assert recover_interrupted() == 1
 
     orphan.refresh_from_db()
     healthy.refresh_from_db()
@@ -122,7 +123,7 @@ def test_a_scheduler_of_this_kernel_and_pid_namespace_whose_process_is_gone_coun
     gone = SchedulerInstance.objects.create(hostname=socket.gethostname(), pid=2**22 + 7, **identity.fields())
     Execution.objects.create(job_id="a", status="running", scheduled_at=timezone.now(), instance=gone)
 
-    assert history.recover_interrupted() == 1
+    assert recover_interrupted() == 1
 
 
 def test_prune_deletes_old_finished_history_in_batches_and_keeps_recent_and_running_rows() -> None:
@@ -135,7 +136,7 @@ def test_prune_deletes_old_finished_history_in_batches_and_keeps_recent_and_runn
     Execution.objects.create(job_id="a", status="running", scheduled_at=now - timedelta(days=40, hours=1))
     Execution.objects.create(job_id="a", status="failed", scheduled_at=now - timedelta(days=1))
 
-    assert history.prune(older_than=timedelta(days=30), batch_size=10) == 25
+    assert prune(older_than=timedelta(days=30), batch_size=10) == 25
 
     assert sorted(Execution.objects.values_list("status", flat=True)) == ["failed", "running"]
 
@@ -169,7 +170,7 @@ def test_a_job_knows_the_run_it_serves(func: object) -> None:
     jobs.calls.clear()
     scheduled = datetime.now(UTC)
 
-    run_job(make_job(func), [scheduled], history.Recorder())
+    run_job(make_job(func), [scheduled], Recorder())
 
     assert jobs.calls == [f"job@{scheduled.isoformat()}"]
     assert current_run() is None, "outside a job there is no current run"

@@ -22,16 +22,20 @@ from django.db import OperationalError, connection
 from django.utils import timezone
 from django_apscheduler.models import DjangoJob
 
-from scheduling import bulk, control, history, identity
-from scheduling.dispatch import MAX_FIRE_TIMES, MAX_ROWS_PER_JOB, Dispatcher
-from scheduling.executors import RecordingThreadPoolExecutor
+from scheduling import control, identity, sql
 from scheduling.fencing import FenceLost
-from scheduling.finisher import Finisher
-from scheduling.history import Outcome, Recorder
-from scheduling.leadership import Leadership
+from scheduling.history import recorder as recorder_module
+from scheduling.history import retry
+from scheduling.history.maintenance import recover_interrupted, running_elsewhere
+from scheduling.history.recorder import Recorder
+from scheduling.history.rows import Outcome
+from scheduling.history.writer import OutcomeWriter
 from scheduling.models import Execution, Lease, ScheduledJob, SchedulerInstance
 from scheduling.placement import Placement
-from scheduling.status import job_summaries
+from scheduling.queries import job_summaries
+from scheduling.runs.threads import RecordingThreadPoolExecutor
+from scheduling.runtime.dispatch import MAX_FIRE_TIMES, MAX_ROWS_PER_JOB, Dispatcher
+from scheduling.runtime.leadership import Leadership
 from scheduling.store import JobStore
 from tests import triggers
 from tests.conftest import wait_for
@@ -277,7 +281,7 @@ def test_a_take_over_moves_the_epoch_on() -> None:
 def test_a_pass_that_fails_to_record_gives_its_slots_back(
     store: JobStore, executor: RecordingThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(history, "WRITE_RETRY_FOR", 0.5)  # SQLite's "no such table" is retried
+    monkeypatch.setattr(retry, "WRITE_RETRY_FOR", 0.5)  # SQLite's "no such table" is retried
     past = datetime.now(UTC) - timedelta(seconds=2)
     stored(store, "job", IntervalTrigger(seconds=30, start_date=past), past)
     jobs, now = due_now(store)
@@ -307,7 +311,7 @@ def test_rows_committed_before_a_lost_reply_are_recognised_and_run(
     past = datetime.now(UTC) - timedelta(seconds=2)
     stored(store, "job", IntervalTrigger(seconds=30, start_date=past), past)
     leading(executor.recorder)
-    insert_rows, lost = bulk.insert_rows, []
+    insert_rows, lost = sql.insert_rows, []
 
     def reply_lost_once(*args: Any, **kwargs: Any) -> Any:
         result = insert_rows(*args, **kwargs)
@@ -316,7 +320,7 @@ def test_rows_committed_before_a_lost_reply_are_recognised_and_run(
             raise OperationalError("server closed the connection unexpectedly")
         return result
 
-    monkeypatch.setattr(history, "insert_rows", reply_lost_once)
+    monkeypatch.setattr(recorder_module, "insert_rows", reply_lost_once)
     Dispatcher(store, executor, executor.recorder).dispatch(*due_now(store))
 
     assert lost
@@ -345,22 +349,22 @@ def test_a_database_that_cannot_return_inserted_rows_still_runs_and_records(
 def test_outcomes_the_database_refused_are_written_once_it_takes_them(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(history, "WRITE_RETRY_FOR", 0.5)
+    monkeypatch.setattr(retry, "WRITE_RETRY_FOR", 0.5)
     recorder = Recorder()
     (row,) = recorder.insert([recorder.running_row("job", timezone.now())])
-    finisher = Finisher()
+    outcomes = OutcomeWriter()
     table = connection.ops.quote_name(Execution._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(f"ALTER TABLE {table} RENAME TO scheduling_execution_away")
     try:
-        finisher.finish(row, Outcome("succeeded", timezone.now(), timezone.now(), 0.5), wait=True)
-        assert finisher.pending == 1
+        outcomes.finish(row, Outcome("succeeded", timezone.now(), timezone.now(), 0.5), wait=True)
+        assert outcomes.pending == 1
     finally:
         with connection.cursor() as cursor:
             cursor.execute(f"ALTER TABLE scheduling_execution_away RENAME TO {table}")
     wait_for(lambda: Execution.objects.get(pk=row.pk).status == "succeeded", timeout=15)
-    finisher.stop()
-    assert finisher.pending == 0
+    outcomes.stop()
+    assert outcomes.pending == 0
 
 
 def test_task_jobs_without_coalescing_enqueue_no_more_fires_than_max_instances(
@@ -401,7 +405,7 @@ def test_a_frozen_scheduler_of_this_host_keeps_its_runs() -> None:
             instance=instance,
         )
 
-    assert history.recover_interrupted() == 1
+    assert recover_interrupted() == 1
 
     assert Execution.objects.get(instance=frozen).status == "running", (
         "its process exists: it is frozen, not dead"
@@ -418,7 +422,7 @@ def test_runs_still_going_in_another_scheduler_count_against_max_instances(
     Execution.objects.create(
         job_id="single", status="running", scheduled_at=past - timedelta(seconds=30), instance=other
     )
-    executor.elsewhere = history.running_elsewhere(None)
+    executor.elsewhere = running_elsewhere(None)
 
     Dispatcher(store, executor, executor.recorder).dispatch(*due_now(store))
 

@@ -24,7 +24,7 @@ from django_apscheduler.jobstores import DjangoJobStore
 from django_apscheduler.models import DjangoJob, DjangoJobExecution
 
 from scheduling.models import Execution
-from scheduling.runner import Runner
+from scheduling.runtime.service import Runner
 from tests import legacy_jobs
 from tests.conftest import wait_for
 

@@ -15,9 +15,9 @@ from django.utils.log import AdminEmailHandler
 
 from scheduling import signals
 from scheduling.conf import settings
-from scheduling.executors import run_job
-from scheduling.history import Recorder
+from scheduling.history.recorder import Recorder
 from scheduling.models import Execution, SchedulerInstance
+from scheduling.runs.threads import run_job
 from tests import jobs
 from tests.conftest import ROOT
 from tests.test_execution import make_job

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from scheduling import history, identity
-from scheduling.leadership import Leadership, dead_local_schedulers
+from scheduling import identity
+from scheduling.history.maintenance import recover_interrupted
 from scheduling.models import Execution, Lease, SchedulerInstance
+from scheduling.runtime.leadership import Leadership, dead_local_schedulers
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the proof reads Linux's /proc")
@@ -136,7 +137,7 @@ def test_runs_of_a_beating_scheduler_in_another_pid_namespace_are_not_interrupte
     kept = Execution.objects.create(job_id="a", status="running", scheduled_at=now, instance=other)
     orphan = Execution.objects.create(job_id="b", status="running", scheduled_at=now, instance=dead)
 
-    assert history.recover_interrupted() == 1
+    assert recover_interrupted() == 1
 
     assert Execution.objects.get(pk=kept.pk).status == Execution.Status.RUNNING
     assert Execution.objects.get(pk=orphan.pk).status == Execution.Status.INTERRUPTED

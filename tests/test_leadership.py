@@ -15,10 +15,10 @@ import pytest
 from django.core.management import call_command
 
 from scheduling import job
-from scheduling.leadership import Leadership
 from scheduling.models import Execution, Lease, SchedulerInstance
-from scheduling.runner import Runner
-from scheduling.status import scheduler_status
+from scheduling.queries import scheduler_status
+from scheduling.runtime.leadership import Leadership
+from scheduling.runtime.service import Runner
 from tests import jobs
 from tests.conftest import wait_for
 

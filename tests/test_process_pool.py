@@ -11,11 +11,11 @@ import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from scheduling import job
-from scheduling.dispatch import Dispatcher
-from scheduling.executors import RecordingThreadPoolExecutor
-from scheduling.history import Recorder
+from scheduling.history.recorder import Recorder
 from scheduling.models import Execution
-from scheduling.processes import ProcessPool
+from scheduling.runs.processes import ProcessPool
+from scheduling.runs.threads import RecordingThreadPoolExecutor
+from scheduling.runtime.dispatch import Dispatcher
 from scheduling.store import JobStore
 from scheduling.sync import sync
 from tests import jobs

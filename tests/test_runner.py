@@ -13,8 +13,8 @@ from django_apscheduler.models import DjangoJob
 
 from scheduling import control, job
 from scheduling.models import Execution, RunRequest, SchedulerInstance
-from scheduling.runner import Runner
-from scheduling.status import job_summaries
+from scheduling.queries import job_summaries
+from scheduling.runtime.service import Runner
 from scheduling.store import JobStore
 from scheduling.sync import sync
 from tests import jobs

@@ -15,7 +15,7 @@ from django_apscheduler.models import DjangoJob
 
 from scheduling import control, job
 from scheduling.models import ApiToken, Execution, RunRequest, SchedulerInstance
-from scheduling.status import job_summaries
+from scheduling.queries import job_summaries
 from scheduling.store import JobStore
 from scheduling.sync import sync
 from tests import jobs

@@ -20,15 +20,17 @@ from django_tasks_db.models import DBTaskResult
 
 from scheduling import job
 from scheduling.declarations import JobDeclarationError
-from scheduling.dispatch import Dispatcher
-from scheduling.executors import RecordingThreadPoolExecutor
-from scheduling.history import Outcome, Recorder, expire_task_runs
+from scheduling.history.maintenance import expire_task_runs
+from scheduling.history.recorder import Recorder
+from scheduling.history.rows import Outcome
 from scheduling.models import Execution, RunRequest
 from scheduling.placement import Placement
-from scheduling.runner import Runner
+from scheduling.runs.threads import RecordingThreadPoolExecutor
+from scheduling.runs.worker_task import run_enqueued, run_scheduled_job
+from scheduling.runtime.dispatch import Dispatcher
+from scheduling.runtime.service import Runner
 from scheduling.store import JobStore
 from scheduling.sync import sync
-from scheduling.tasks import run_enqueued, run_scheduled_job
 from tests import jobs
 from tests.conftest import wait_for
 
@@ -430,7 +432,8 @@ def test_backends_without_workers_are_refused(registry: dict, settings, backend:
 def test_placing_a_job_in_tasks_without_the_tasks_framework_says_what_to_install(
     registry: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(sys.modules, "scheduling.tasks", None)  # as if django.tasks could not be imported
+    # As if django.tasks could not be imported.
+    monkeypatch.setitem(sys.modules, "scheduling.runs.worker_task", None)
 
     with pytest.raises(
         JobDeclarationError, match="runs_in='tasks' needs Django's tasks framework: Django 6, or"

@@ -33,8 +33,8 @@ from scheduling.legacy import old_meaning
 from scheduling.models import Execution, Job, ScheduledJob
 from scheduling.placement import DEFAULT_ALIAS, THREADS, Placement
 from scheduling.preview import next_runs
+from scheduling.queries import schedule_summary, scheduler_status
 from scheduling.schedules import describe, format_local, relative
-from scheduling.status import schedule_summary, scheduler_status
 from scheduling.store import old_executions, unpickle
 
 RECENT = timedelta(hours=24)  # the window for a job's average duration and success rate

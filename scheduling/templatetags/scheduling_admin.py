@@ -5,8 +5,8 @@ from typing import Any
 
 from django import template
 
+from scheduling.queries import scheduler_status
 from scheduling.schedules import format_local, relative
-from scheduling.status import scheduler_status
 
 register = template.Library()
 

@@ -13,9 +13,10 @@ from django.core.management.base import BaseCommand, CommandError
 from django_apscheduler.models import DjangoJob
 
 from scheduling.conf import settings
-from scheduling.runner import Runner, SchedulerStartError
+from scheduling.queries import job_summaries
+from scheduling.runtime.service import Runner
+from scheduling.runtime.startup import SchedulerStartError
 from scheduling.schedules import format_local
-from scheduling.status import job_summaries
 
 VERBOSITY_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG, 3: logging.DEBUG}
 SUMMARY_LIMIT = 50

@@ -18,12 +18,13 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django_apscheduler.models import DjangoJob
 
-from scheduling import control, history, tokens, validation
+from scheduling import control, tokens, validation
+from scheduling.history.maintenance import prune
 from scheduling.models import ApiToken, Execution
 from scheduling.preview import Run, preview_schedule, stored_job_runs
+from scheduling.queries import job_summaries, job_summary, scheduler_status
 from scheduling.schedules import ScheduleError, format_local
 from scheduling.serializers import iso, job_data, run_data, status_data
-from scheduling.status import job_summaries, job_summary, scheduler_status
 
 MAX_RUNS = 100
 MAX_PREVIEW = 1000
@@ -231,7 +232,7 @@ class Command(BaseCommand):
 
     def _prune(self, options: dict[str, Any]) -> None:
         days = options["older_than_days"]
-        deleted = history.prune(older_than=timedelta(days=days) if days else None)
+        deleted = prune(older_than=timedelta(days=days) if days else None)
         self._emit(options, {"deleted": deleted}, f"Deleted {deleted} execution(s).")
 
     def _token(self, options: dict[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""The scheduler service: start-up checks, sync, the scheduling loop, heartbeat and shutdown.
+"""The scheduler service: start-up, leadership, sync, run requests, heartbeat and shutdown.
 
 Drivable from tests without a subprocess: ``Runner().start()`` ... ``runner.stop()``.
 """
@@ -10,193 +10,33 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
-from datetime import datetime, timedelta
-from typing import Any
 
-from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.schedulers.base import STATE_PAUSED, STATE_STOPPED
 from django.db import DatabaseError, connections
-from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
-from scheduling import checks, declarations, history, identity
+from scheduling import declarations, identity
 from scheduling.conf import settings
-from scheduling.dispatch import Dispatcher
-from scheduling.executors import RecordingThreadPoolExecutor
 from scheduling.fencing import FenceLost
-from scheduling.finisher import Finisher
-from scheduling.leadership import Leadership
+from scheduling.history.maintenance import expire_task_runs, recover_interrupted, running_elsewhere
+from scheduling.history.recorder import Recorder
+from scheduling.history.rows import Origin, describe_exception
+from scheduling.history.writer import OutcomeWriter
 from scheduling.models import Execution, RunRequest, SchedulerInstance
 from scheduling.placement import PROCESSES, TASKS, Placement
-from scheduling.processes import ProcessPool
+from scheduling.runs.processes import ProcessPool
+from scheduling.runs.task_calls import frozen
+from scheduling.runs.threads import RecordingThreadPoolExecutor
+from scheduling.runtime.dispatch import Dispatcher
+from scheduling.runtime.leadership import Leadership
+from scheduling.runtime.loop import Scheduler, drop_broken_connections
+from scheduling.runtime.startup import check_database, check_sqlite_machines
 from scheduling.store import JobStore
 from scheduling.sync import SyncReport, sync
-from scheduling.task_calls import frozen
 
 logger = logging.getLogger(__name__)
 
-MAX_SLEEP = 3600.0  # seconds; the poll catches anything earlier
-DISPATCH_BATCH = 1000  # jobs started per pass of the loop; more due ones go in the next pass
 RUN_REQUESTS_PER_TICK = 100
 ACTIVATION_RETRY_MAX = 60.0  # seconds between attempts to start scheduling after a failed one
-
-
-class SchedulerStartError(Exception):
-    """The scheduler cannot start; the message says why and what to do."""
-
-
-def check_database(alias: str = "default") -> None:
-    """Fail clearly when the database is unreachable or not fully migrated."""
-    connection = connections[alias]
-    where = f"{connection.vendor} database {connection.settings_dict.get('NAME')!s}"
-    host = connection.settings_dict.get("HOST")
-    if host:
-        where += f" on {host}:{connection.settings_dict.get('PORT') or 'default port'}"
-    try:
-        connection.ensure_connection()
-        executor = MigrationExecutor(connection)
-        plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
-    except DatabaseError as exc:
-        raise SchedulerStartError(f"Cannot reach the {where}: {exc}".strip()) from exc
-    if plan:
-        pending = ", ".join(f"{migration.app_label}.{migration.name}" for migration, _ in plan)
-        raise SchedulerStartError(
-            f"The {where} has {len(plan)} unapplied migration(s): {pending}. Run 'manage.py migrate' first."
-        )
-
-
-def check_sqlite_machines(alias: str = "default") -> None:
-    """Refuse to start beside a live scheduler on another machine sharing this SQLite file (E003).
-
-    The system check sees only schedulers already running; here this machine counts too.
-    """
-    if connections[alias].vendor != "sqlite":
-        return
-    hosts = set(SchedulerInstance.objects.alive().values_list("hostname", flat=True))
-    for message in checks.sqlite_hosts_messages(hosts | {socket.gethostname()}):
-        raise SchedulerStartError(f"{message.msg} {message.hint} ({message.id})")
-
-
-def drop_broken_connections() -> None:
-    """Close this thread's connections that failed, so the next query reconnects."""
-    for connection in connections.all(initialized_only=True):
-        if connection.connection is not None and connection.errors_occurred and not connection.is_usable():
-            connection.close()
-
-
-class Scheduler(BackgroundScheduler):
-    """A BackgroundScheduler whose loop also notices changes made by other processes.
-
-    Stock APScheduler sleeps until its own next wake-up, so a job added, resumed or rescheduled
-    elsewhere waits until then (or is found late and dropped). Every ``poll_interval`` this loop
-    asks the store for its earliest next run time (one indexed query) and wakes up early if it
-    moved earlier. Database errors anywhere in the loop are logged and retried with backoff; in
-    stock APScheduler an error in ``update_job`` ends the loop for good.
-    """
-
-    def __init__(
-        self,
-        *,
-        poll_interval: float,
-        on_tick: Callable[[], None] | None = None,
-        may_dispatch: Callable[[], bool] | None = None,
-        dispatcher: Dispatcher | None = None,
-        on_fence_lost: Callable[[FenceLost], None] | None = None,
-        **options: Any,
-    ) -> None:
-        super().__init__(**options)
-        self.poll_interval = poll_interval
-        self.on_tick = on_tick
-        self.may_dispatch = may_dispatch or (lambda: True)
-        self.dispatcher = dispatcher
-        self.on_fence_lost = on_fence_lost
-
-    def _main_loop(self) -> None:
-        try:
-            self._loop()
-        finally:
-            connections.close_all()
-
-    def _loop(self) -> None:
-        next_wakeup: datetime | None = None  # None: look for due jobs now
-        failures = 0
-        while self.state != STATE_STOPPED:
-            if next_wakeup is not None:
-                # While the database is failing, wait out the backoff instead of polling it.
-                cap = MAX_SLEEP if failures else self.poll_interval
-                wait = min((next_wakeup - self._now()).total_seconds(), cap)
-                if self._event.wait(max(wait, 0)):
-                    next_wakeup = None
-                self._event.clear()
-                if self.state == STATE_STOPPED:
-                    break
-            try:
-                next_wakeup = self._tick(next_wakeup)
-            except FenceLost as exc:
-                # Not a failure to retry: another scheduler leads now, and this one stands by.
-                if self.on_fence_lost is not None:
-                    self.on_fence_lost(exc)
-                next_wakeup = self._now() + timedelta(seconds=self.poll_interval)
-                continue
-            except DatabaseError as exc:
-                failures += 1
-                delay = min(0.5 * 2**failures, settings.DATABASE_RETRY_MAX)
-                (logger.warning if failures == 1 else logger.debug)(
-                    "Database error in the scheduler loop (%s); retrying in %.1f s", exc, delay
-                )
-                drop_broken_connections()
-                next_wakeup = self._now() + timedelta(seconds=delay)
-                continue
-            # The loop must outlive any surprise (e.g. a job deleted by another process between
-            # reading and updating it); the next pass starts from fresh database state.
-            except Exception:
-                failures += 1
-                logger.exception("Unexpected error in the scheduler loop; retrying in 1 s")
-                next_wakeup = self._now() + timedelta(seconds=1)
-                continue
-            if failures:
-                logger.info("The scheduler loop recovered after %d failed attempt(s)", failures)
-                failures = 0
-
-    def _tick(self, next_wakeup: datetime | None) -> datetime:
-        drop_broken_connections()
-        # Due runs go first, checked against the lease by this process's clock alone; the
-        # housekeeping's statements (lease renewal, run requests, heartbeat) follow them, so
-        # they do not delay runs due on the second.
-        due = self.state != STATE_PAUSED and self.may_dispatch() and self._due(next_wakeup)
-        if due:
-            next_wakeup = self._dispatch_due()
-        if self.on_tick is not None:
-            self.on_tick()
-        return next_wakeup or self._now() + timedelta(seconds=self.poll_interval)
-
-    def _dispatch_due(self) -> datetime:
-        """Start what is due, in batches (see scheduling.dispatch); returns when to look again.
-
-        That is the store's earliest next run time itself, not "now + the seconds until it": a
-        moment computed from a later clock reading falls just after it, and then every poll
-        would find that run "earlier" than the wake-up and run the due-jobs query for nothing.
-        """
-        latest = self._now() + timedelta(seconds=MAX_SLEEP)
-        if self.dispatcher is None:
-            wait_seconds = super()._process_jobs()
-            return (
-                latest if wait_seconds is None else min(self._now() + timedelta(seconds=wait_seconds), latest)
-            )
-        now = self._now()
-        due, later = self._jobstores["default"].get_due_jobs_and_next_run_time(now, DISPATCH_BATCH)
-        moved = self.dispatcher.dispatch(due, now) if due else None
-        return min(moment for moment in (later, moved, latest) if moment is not None)
-
-    def _due(self, next_wakeup: datetime | None) -> bool:
-        if next_wakeup is None or self._now() >= next_wakeup:
-            return True
-        earliest = self._jobstores["default"].get_next_run_time()
-        return earliest is not None and earliest < next_wakeup
-
-    def _now(self) -> datetime:
-        return datetime.now(self.timezone)
 
 
 class Runner:
@@ -222,8 +62,8 @@ class Runner:
         )
         self.leadership = Leadership(self.instance.pk)
         self._last_beat = time.monotonic()
-        self.finisher = Finisher()
-        self.recorder = recorder = history.Recorder(self.instance, self.finisher)
+        self.outcomes = OutcomeWriter()
+        self.recorder = recorder = Recorder(self.instance, self.outcomes)
         self.processes = ProcessPool(settings.PROCESSES)
         self.executor = RecordingThreadPoolExecutor(
             recorder, max_workers=self.threads, processes=self.processes
@@ -263,7 +103,7 @@ class Runner:
         finished = self._wait_holding_lease(timeout)
         self.processes.shutdown(wait=finished)
         # The outcomes of the runs that ended go to disk before the rest are marked interrupted.
-        self.finisher.stop()
+        self.outcomes.stop()
         # Any row of ours still "running" now is not: a run still going past the timeout, or one
         # recorded just as the pool stopped taking work.
         reason = (
@@ -342,8 +182,8 @@ class Runner:
             self._activation_failed(exc)
 
     def _become_active(self) -> None:
-        history.recover_interrupted()
-        self.executor.elsewhere = history.running_elsewhere(self.instance)
+        recover_interrupted()
+        self.executor.elsewhere = running_elsewhere(self.instance)
         self.recorder.fence = self.leadership.fence
         self.sync_report = sync(self.store, declarations.registry.values())
         if any(Placement.of(item.executor).kind == PROCESSES for item in declarations.registry.values()):
@@ -361,7 +201,7 @@ class Runner:
         )
 
     def _activation_failed(self, exc: Exception) -> None:
-        message, _ = history.describe_exception(exc)
+        message, _ = describe_exception(exc)
         self._activation_failures += 1
         delay = min(2.0**self._activation_failures, ACTIVATION_RETRY_MAX)
         reason = (
@@ -398,12 +238,12 @@ class Runner:
         Recording first means a leader that loses the lease in between leaves the request for
         the next one; the unique (job, scheduled time) row makes taking it twice harmless.
         """
-        origin = history.Origin(Execution.Origin.MANUAL, request.requested_by)
+        origin = Origin(Execution.Origin.MANUAL, request.requested_by)
         try:
             job = self.store.lookup_job(request.job_id)
         # Loading imports the job's function: any error means it cannot run now.
         except Exception as exc:
-            message, _ = history.describe_exception(exc)
+            message, _ = describe_exception(exc)
             self.recorder.record(
                 request.job_id, [request.requested_at], Execution.Status.FAILED, message, origin
             )
@@ -460,8 +300,8 @@ class Runner:
         self._last_beat = time.monotonic()
         if not housekeeping:
             return
-        history.recover_interrupted()
+        recover_interrupted()
         if self.active and self.executor.elsewhere:
-            self.executor.elsewhere = history.running_elsewhere(self.instance)
+            self.executor.elsewhere = running_elsewhere(self.instance)
         if self.active:
-            history.expire_task_runs()
+            expire_task_runs()

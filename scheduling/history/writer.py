@@ -1,4 +1,4 @@
-"""Outcomes of runs, written to the history in batches by one thread.
+"""Writing the outcomes of runs: in one UPDATE per batch, on one thread, kept until written.
 
 A run is on disk as "running" before it starts; its outcome only has to reach the database soon
 after it ends. Writing the outcomes that queued up meanwhile in one UPDATE turns a statement per
@@ -14,13 +14,76 @@ import logging
 import queue
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 from django.db import connections
 
-from scheduling.history import Outcome, finish_all
+from scheduling.history.retry import retrying
+from scheduling.history.rows import Outcome
 from scheduling.models import Execution
+from scheduling.sql import update_rows
+
+FINISHED_FIELDS = ["status", "started_at", "finished_at", "duration", "exception", "traceback"]
 
 logger = logging.getLogger(__name__)
+
+
+def finish_all(finished: list[tuple[Execution, Outcome]]) -> int:
+    """Write the outcomes of many runs in one UPDATE; returns the rows changed.
+
+    Conditioned on "running", so a run recorded as interrupted (the scheduler stopped, a standby
+    took over) stays so; what became of it is kept beside, in ``late_outcome``, and logged.
+    """
+    rows = [
+        (execution.pk, {name: getattr(outcome, name) for name in FINISHED_FIELDS})
+        for execution, outcome in finished
+    ]
+    written = retrying(
+        lambda: update_rows(
+            Execution, rows, FINISHED_FIELDS, "AND status = %s", [Execution.Status.RUNNING.value]
+        ),
+        f"record the outcome of {len(rows)} run(s)",
+    )
+    if written < len(rows):
+        _keep_late_outcomes(finished)
+    return written
+
+
+def _keep_late_outcomes(finished: list[tuple[Execution, Outcome]]) -> None:
+    late = [(execution.pk, {"late_outcome": _as_json(outcome)}) for execution, outcome in finished]
+    kept = retrying(
+        lambda: update_rows(
+            Execution,
+            late,
+            ["late_outcome"],
+            "AND status = %s AND late_outcome IS NULL",
+            [Execution.Status.INTERRUPTED.value],
+        ),
+        f"keep the late outcome of {len(late)} run(s)",
+    )
+    if not kept:
+        return
+    outcomes = {execution.pk: outcome for execution, outcome in finished}
+    rows = Execution.objects.filter(pk__in=outcomes, status=Execution.Status.INTERRUPTED).only("pk", "job_id")
+    for row in rows:
+        logger.warning(
+            "Run %s of job %s ended (%s) after it had been recorded interrupted; kept as its late outcome",
+            row.pk,
+            row.job_id,
+            outcomes[row.pk].status,
+        )
+
+
+def _as_json(outcome: Outcome) -> dict[str, Any]:
+    return {
+        "status": outcome.status,
+        "started_at": outcome.started_at.isoformat() if outcome.started_at else None,
+        "finished_at": outcome.finished_at.isoformat(),
+        "duration": outcome.duration,
+        "exception": outcome.exception,
+        "traceback": outcome.traceback,
+    }
+
 
 MAX_BATCH = 500  # outcomes per UPDATE
 RETRY_INTERVAL = 5.0  # seconds between attempts to write outcomes the database refused
@@ -33,7 +96,7 @@ class _Finished:
     written: threading.Event | None
 
 
-class Finisher:
+class OutcomeWriter:
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue[_Finished | None] = queue.SimpleQueue()
         # Outcomes whose write failed past finish_all's own retries (a long outage): written

@@ -27,9 +27,9 @@ from typing import Any, TypeVar
 
 from django.utils import timezone
 
-from scheduling import child
-from scheduling.history import Outcome
+from scheduling.history.rows import Outcome
 from scheduling.models import Execution
+from scheduling.runs import process_child as child
 
 logger = logging.getLogger(__name__)
 

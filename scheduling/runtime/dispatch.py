@@ -22,14 +22,15 @@ from datetime import UTC, datetime
 from apscheduler.job import Job
 
 from scheduling import signals
-from scheduling.executors import RecordingThreadPoolExecutor, notify
 from scheduling.fencing import Fence
-from scheduling.handoff import TaskHandOff
-from scheduling.history import Recorder, describe_exception, missed_message
+from scheduling.history.recorder import Recorder
+from scheduling.history.rows import describe_exception, missed_message
 from scheduling.models import Execution
 from scheduling.placement import TASKS, Placement
+from scheduling.runs.task_calls import frozen
+from scheduling.runs.task_workers import TaskHandOff
+from scheduling.runs.threads import RecordingThreadPoolExecutor, notify
 from scheduling.store import JobStore, flag_broken
-from scheduling.task_calls import frozen
 
 logger = logging.getLogger(__name__)
 

@@ -18,11 +18,13 @@ from django.db import close_old_connections
 from django.dispatch import Signal
 from django.utils import timezone
 
-from scheduling import context, invoke, signals
-from scheduling.history import SCHEDULED, Origin, Outcome, Recorder, missed_message
+from scheduling import context, signals
+from scheduling.history.recorder import Recorder
+from scheduling.history.rows import SCHEDULED, Origin, Outcome, missed_message
 from scheduling.models import Execution
 from scheduling.placement import PROCESSES, Placement
-from scheduling.processes import ProcessPool
+from scheduling.runs import call as invoke
+from scheduling.runs.processes import ProcessPool
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import threading
 from typing import Any
 
 from scheduling.conf import settings
-from scheduling.runner import Runner
+from scheduling.runtime.service import Runner
 
 logger = logging.getLogger(__name__)
 

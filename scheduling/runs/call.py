@@ -12,7 +12,7 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from django.utils import timezone
 
-from scheduling.history import Outcome, describe_exception
+from scheduling.history.rows import Outcome, describe_exception
 from scheduling.models import Execution
 
 logger = logging.getLogger(__name__)

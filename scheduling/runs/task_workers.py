@@ -1,7 +1,8 @@
-"""The scheduler's side of runs placed in task workers: counting, enqueueing, recording task ids.
+"""Runs placed in task workers, the scheduler's side: counting, enqueueing, recording task ids.
 
 max_instances keeps its meaning across machines: it counts the job's runs that are enqueued or
-running anywhere, as the history records them, since no single process sees them all.
+running anywhere, as the history records them, since no single process sees them all. The
+tasks framework itself is imported only when a run is enqueued (scheduling.runs.worker_task).
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from django.db.models import Count
 from django.utils import timezone
 
 from scheduling import signals
-from scheduling.bulk import update_rows
-from scheduling.executors import notify
-from scheduling.history import UNFINISHED, Recorder, describe_exception, retrying
+from scheduling.history.recorder import Recorder
+from scheduling.history.retry import retrying
+from scheduling.history.rows import UNFINISHED, describe_exception
 from scheduling.models import Execution
 from scheduling.placement import Placement
+from scheduling.runs.threads import notify
+from scheduling.sql import update_rows
 
 logger = logging.getLogger(__name__)
 
@@ -48,13 +51,14 @@ class TaskHandOff:
 
     def submit(self, job: Job, executions: list[Execution]) -> None:
         """Enqueue runs already recorded as enqueued, then record their task ids in one UPDATE."""
-        from scheduling import tasks  # loads the tasks framework only for sites that use it
+
+        from scheduling.runs import worker_task  # loads the tasks framework only for sites that use it
 
         placement = Placement.of(job.executor)
         task_ids = []
         for execution in executions:
             try:
-                execution.task_id = tasks.enqueue(execution, job)
+                execution.task_id = worker_task.enqueue(execution, job)
             # Whatever the backend raises (unreachable broker, unknown queue), the run did not go out.
             except Exception as exc:
                 self._not_enqueued(execution, placement, exc)

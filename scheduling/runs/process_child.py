@@ -30,7 +30,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from scheduling.history import Outcome
+    from scheduling.history.rows import Outcome
     from scheduling.models import Execution
 
 
@@ -77,7 +77,8 @@ def call(
     from apscheduler.util import ref_to_obj
     from django.db import close_old_connections
 
-    from scheduling import context, invoke
+    from scheduling import context
+    from scheduling.runs import call as invoke
 
     close_old_connections()
     token = context.current.set(execution)

@@ -1,0 +1,123 @@
+"""Keeping the history true and bounded: runs whose scheduler or worker is gone are recorded
+interrupted, and old rows are pruned.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.db.models import Count, QuerySet
+from django.utils import timezone
+
+from scheduling import identity
+from scheduling.conf import settings
+from scheduling.history.rows import UNFINISHED
+from scheduling.models import Execution, SchedulerInstance
+from scheduling.placement import TASKS
+
+logger = logging.getLogger(__name__)
+
+
+def mark_interrupted(executions: QuerySet[Execution], reason: str) -> int:
+    return executions.filter(status=Execution.Status.RUNNING).update(
+        status=Execution.Status.INTERRUPTED, finished_at=timezone.now(), exception=reason
+    )
+
+
+def recover_interrupted() -> int:
+    """Mark runs left "running" by schedulers that are gone as interrupted."""
+    # Beating, and not proven dead: a scheduler in another container may have a pid that means
+    # nothing here (see scheduling.identity); it is taken for dead only once its heartbeat stops.
+    alive = [
+        instance.pk for instance in SchedulerInstance.objects.alive() if not identity.scheduler_dead(instance)
+    ]
+    # A process of this host whose heartbeat stopped but which still exists is frozen (SIGSTOP,
+    # swapped out), not dead: its runs go on when it wakes, so they are not interrupted.
+    alive += [instance.pk for instance in _local_unstopped() if identity.proven_alive(instance)]
+    # Runs handed to task workers are the workers' own: expire_task_runs deals with those.
+    orphans = Execution.objects.exclude(instance__in=alive).exclude(ran_in=TASKS)
+    count = mark_interrupted(orphans, "Interrupted: the scheduler running it stopped without finishing it")
+    if count:
+        logger.warning("Marked %d run(s) left running by a stopped scheduler as interrupted", count)
+    return count
+
+
+def _local_unstopped() -> QuerySet[SchedulerInstance]:
+    me = identity.current()
+    if me is None:
+        return SchedulerInstance.objects.none()
+    return SchedulerInstance.objects.filter(
+        stopped_at__isnull=True, boot_id=me.boot_id, pid_namespace=me.pid_namespace
+    ).exclude(last_beat__gte=timezone.now() - timedelta(seconds=settings.HEARTBEAT_TIMEOUT))
+
+
+def running_elsewhere(instance: SchedulerInstance | None) -> dict[str, int]:
+    """Runs still running in other schedulers' threads or pools, by job id.
+
+    A scheduler taking over counts them against ``max_instances``: the one it took over from may
+    be frozen, or stopping, with a run of the job still going.
+    """
+    rows = (
+        Execution.objects.filter(status=Execution.Status.RUNNING)
+        .exclude(instance=instance)
+        .exclude(ran_in=TASKS)
+        .values_list("job_id")
+        .annotate(count=Count("pk"))
+        .order_by()
+    )
+    return dict(rows)
+
+
+def expire_task_runs(timeout: float | None = None) -> int:
+    """Record runs handed to task workers and not heard of for ``timeout`` seconds as interrupted.
+
+    Enqueued runs count from their fire time (no worker took them), running ones from their
+    start (the worker that took them died, or lost its database). A worker that takes an expired
+    run later leaves it alone.
+    """
+    timeout = settings.TASK_TIMEOUT if timeout is None else timeout
+    cutoff = timezone.now() - timedelta(seconds=timeout)
+    waiting = Execution.objects.filter(
+        ran_in=TASKS, status=Execution.Status.ENQUEUED, scheduled_at__lt=cutoff
+    ).update(
+        status=Execution.Status.INTERRUPTED,
+        finished_at=timezone.now(),
+        exception=f"Interrupted: no task worker took the run within {timeout:g} s (SCHEDULING_TASK_TIMEOUT)",
+    )
+    running = Execution.objects.filter(
+        ran_in=TASKS, status=Execution.Status.RUNNING, started_at__lt=cutoff
+    ).update(
+        status=Execution.Status.INTERRUPTED,
+        finished_at=timezone.now(),
+        exception=(
+            f"Interrupted: the task worker running it sent no outcome within {timeout:g} s of its start "
+            "(SCHEDULING_TASK_TIMEOUT); it died, or its run takes longer than that"
+        ),
+    )
+    if waiting or running:
+        logger.warning(
+            "Recorded %d run(s) in task workers as interrupted: %d never taken, %d never finished",
+            waiting + running,
+            waiting,
+            running,
+        )
+    return waiting + running
+
+
+def prune(older_than: timedelta | None = None, batch_size: int | None = None) -> int:
+    """Delete finished history older than the retention, in batches; returns rows deleted."""
+    cutoff = timezone.now() - (older_than or settings.HISTORY_RETENTION)
+    batch_size = batch_size or settings.PRUNE_BATCH_SIZE
+    old = Execution.objects.filter(scheduled_at__lt=cutoff).exclude(status__in=UNFINISHED)
+    deleted = 0
+    while True:
+        # Materialised ids: MySQL cannot DELETE ... WHERE id IN (SELECT ... LIMIT n).
+        ids = list(old.order_by().values_list("pk", flat=True)[:batch_size])
+        if not ids:
+            break
+        deleted += Execution.objects.filter(pk__in=ids).delete()[0]
+    SchedulerInstance.objects.filter(stopped_at__lt=cutoff).delete()
+    if deleted:
+        logger.info("Pruned %d execution(s) older than %s", deleted, cutoff.isoformat())
+    return deleted

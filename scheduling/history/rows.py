@@ -1,0 +1,53 @@
+"""What a history row says: who started a run, how it ended, and the misfire rule.
+
+The vocabulary every part that writes history shares, so each rule is stated once.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from scheduling.models import Execution
+
+
+@dataclass(frozen=True)
+class Origin:
+    """What started a run: the schedule, or a manual request by someone."""
+
+    kind: str = Execution.Origin.SCHEDULE
+    requested_by: str = ""
+
+
+SCHEDULED = Origin()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str
+    started_at: datetime | None
+    finished_at: datetime
+    duration: float | None
+    exception: str = ""
+    traceback: str = ""
+
+
+def missed_message(lateness: timedelta, grace: float | None) -> str | None:
+    """Why a run ``lateness`` late must not start, or None when it may (the misfire rule).
+
+    Compared as seconds, not as a timedelta: a grace of any size must not overflow.
+    """
+    if grace is None or lateness.total_seconds() <= grace:
+        return None
+    return f"Missed: started {lateness.total_seconds():.1f} s late, after its misfire grace time of {grace} s"
+
+
+def describe_exception(exc: BaseException) -> tuple[str, str]:
+    """The exception as "module.Class: message" and its full traceback, final line included."""
+    cls = type(exc)
+    name = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    return f"{name}: {exc}", "".join(traceback.format_exception(exc))
+
+
+UNFINISHED = (Execution.Status.ENQUEUED, Execution.Status.RUNNING)

@@ -1,0 +1,215 @@
+"""Runs in Django's tasks framework: the scheduler enqueues a fire, a worker on any machine runs it.
+
+The scheduler stays the one source of timing and history: at each fire it writes the run as
+"enqueued" and enqueues :func:`run_scheduled_job` with the run's id, on the job's backend and
+queue. The worker that takes the task marks the same row running (with its host and process),
+calls the job's function and records the outcome there. Any backend works (django-tasks-db's
+``db_worker``, RQ, Celery…). The task carries only the run's id: what to call is read from our
+tables (:mod:`scheduling.task_calls`), so a forged or replayed task runs nothing.
+
+Imported only when a job is placed in task workers: Django 6 has ``django.tasks``; on Django 5.2
+the ``django-tasks`` backport provides the same API.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from datetime import timedelta
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from apscheduler.job import Job
+from django.db import close_old_connections
+from django.utils import timezone
+
+from scheduling import context, signals
+from scheduling.history.rows import Outcome
+from scheduling.history.writer import finish_all
+from scheduling.models import Execution
+from scheduling.placement import Placement
+from scheduling.runs import call as invoke
+from scheduling.runs import task_calls
+from scheduling.runs.threads import notify
+
+if TYPE_CHECKING:
+    from django.tasks import Task, TaskContext, task, task_backends
+    from django.tasks.exceptions import InvalidTask, InvalidTaskBackend
+else:
+    try:
+        from django.tasks import TaskContext, task, task_backends
+        from django.tasks.exceptions import InvalidTask, InvalidTaskBackend
+    except ImportError:  # Django < 6: the django-tasks backport, same API
+        from django_tasks import TaskContext, task, task_backends
+        from django_tasks.exceptions import InvalidTaskBackendError as InvalidTaskBackend
+        from django_tasks.exceptions import InvalidTaskError as InvalidTask
+
+    Task = Any
+
+logger = logging.getLogger(__name__)
+
+
+# A worker that lost the race to another (a task delivered twice at once) or to the timeout.
+TAKEN_MEANWHILE = "Not run: its run left the enqueued state while this worker was taking it"
+
+
+class JobRunFailed(Exception):
+    """Raised by the task when the job failed, so the tasks backend records the task as failed too."""
+
+
+@task(takes_context=True)
+def run_scheduled_job(context: TaskContext, execution_id: int, *legacy: Any) -> str:
+    """Run the fire recorded as execution ``execution_id`` (enqueued by the scheduler).
+
+    ``legacy`` is what tasks enqueued by earlier versions carried (the job's function and
+    arguments): accepted, so they still run, and ignored, since a payload is not to be trusted.
+    """
+    close_old_connections()
+    outcome = run_enqueued(execution_id, str(context.task_result.id))
+    if isinstance(outcome, str):
+        return outcome
+    if outcome.status == Execution.Status.FAILED:
+        raise JobRunFailed(outcome.exception)
+    return outcome.status
+
+
+def run_enqueued(execution_id: int, task_id: str) -> Outcome | str:
+    """Take an enqueued run, call its job and record the outcome; if it was not ours to run, why."""
+    execution = _enqueued(execution_id)
+    if isinstance(execution, str):
+        # Expired by SCHEDULING_TASK_TIMEOUT, deleted, a backend delivering the task twice, or forged.
+        logger.warning("Task %s not run: %s", task_id, execution)
+        return execution
+    try:
+        call, function = task_calls.call_of(execution)
+    except task_calls.Refused as exc:
+        return _end_unstarted(execution, task_id, Execution.Status.FAILED, str(exc)) or TAKEN_MEANWHILE
+    lateness = timezone.now() - execution.scheduled_at
+    grace = call.misfire_grace_time
+    if (
+        execution.origin == Execution.Origin.SCHEDULE
+        and grace is not None
+        and lateness > timedelta(seconds=grace)
+    ):
+        message = (
+            f"Missed: a worker took it {lateness.total_seconds():.1f} s late, after its misfire grace time "
+            f"of {grace} s (it waited in the task queue)"
+        )
+        outcome = _end_unstarted(execution, task_id, Execution.Status.MISSED, message)
+        if outcome is None:
+            return TAKEN_MEANWHILE
+        notify(signals.job_missed, execution)
+        return outcome
+    if not _claim(execution, task_id):
+        return TAKEN_MEANWHILE
+    notify(signals.job_started, execution)
+    token = context.current.set(execution)
+    try:
+        outcome = invoke.call(execution.job_id, function, call.args, call.kwargs)
+    finally:
+        context.current.reset(token)
+    if not finish_all([(execution, outcome)]):
+        logger.warning(
+            "Job %s %s, but its run had been recorded as interrupted meanwhile (SCHEDULING_TASK_TIMEOUT)",
+            execution.job_id,
+            outcome.status,
+        )
+    execution.status = outcome.status
+    notify(
+        signals.job_succeeded if outcome.status == Execution.Status.SUCCEEDED else signals.job_failed,
+        execution,
+    )
+    return outcome
+
+
+def _enqueued(execution_id: object) -> Execution | str:
+    """The run ``execution_id`` if it waits for a worker, else why this task may not run it."""
+    # A forged payload may carry anything; only a whole number can name a run.
+    if not isinstance(execution_id, int) or isinstance(execution_id, bool):
+        return f"Not run: {execution_id!r} is not an execution id"
+    execution = Execution.objects.filter(pk=execution_id).first()
+    if execution is None:
+        return f"Not run: there is no execution {execution_id}"
+    if execution.ran_in != Execution.RanIn.TASKS or execution.status != Execution.Status.ENQUEUED:
+        return (
+            f"Not run: execution {execution_id} ({execution.job_id}) is {execution.status} in "
+            f"{execution.ran_in}, not enqueued for a task worker"
+        )
+    return execution
+
+
+def _claim(execution: Execution, task_id: str) -> bool:
+    """Mark the run as running here; False if someone else changed it first."""
+    execution.started_at = timezone.now()
+    execution.hostname, execution.pid = socket.gethostname(), os.getpid()
+    execution.task_id = execution.task_id or task_id
+    claimed = Execution.objects.filter(pk=execution.pk, status=Execution.Status.ENQUEUED).update(
+        status=Execution.Status.RUNNING,
+        started_at=execution.started_at,
+        hostname=execution.hostname,
+        pid=execution.pid,
+        task_id=execution.task_id,
+    )
+    execution.status = Execution.Status.RUNNING
+    return bool(claimed)
+
+
+def _end_unstarted(
+    execution: Execution, task_id: str, status: str, message: str, formatted: str = ""
+) -> Outcome | None:
+    now = timezone.now()
+    changed = Execution.objects.filter(pk=execution.pk, status=Execution.Status.ENQUEUED).update(
+        status=status,
+        finished_at=now,
+        exception=message,
+        traceback=formatted,
+        hostname=socket.gethostname(),
+        pid=os.getpid(),
+        task_id=execution.task_id or task_id,
+    )
+    if not changed:
+        return None
+    logger.error("Job %s: %s", execution.job_id, message)
+    execution.status, execution.exception = status, message
+    return Outcome(status, None, now, None, message, formatted)
+
+
+@cache
+def _task(backend: str, queue: str) -> Task:
+    return run_scheduled_job.using(backend=backend, queue_name=queue)
+
+
+def enqueue(execution: Execution, job: Job) -> str:
+    """Hand a run of ``job`` recorded as enqueued to the tasks framework; returns the task's id."""
+    placement = Placement.of(job.executor)
+    return str(_task(placement.backend, placement.queue).enqueue(execution.pk).id)
+
+
+def check_placement(placement: Placement) -> None:
+    """Raise ValueError, naming the problem, if runs cannot be enqueued there to run on workers."""
+    try:
+        _task(placement.backend, placement.queue)
+    except InvalidTaskBackend as exc:
+        configured = ", ".join(map(repr, task_backends.settings))
+        raise ValueError(
+            f"task_backend {placement.backend!r} is not configured in TASKS ({exc}); configured: {configured}"
+        ) from None
+    except InvalidTask as exc:
+        raise ValueError(
+            f"task_queue {placement.queue!r} cannot be used on backend {placement.backend!r}: {exc}"
+        ) from None
+    # Both ship with Django and have no workers: one would run the job inside the scheduler's loop,
+    # blocking every other job; the other never runs it.
+    kind = type(task_backends[placement.backend]).__name__
+    if kind in NO_WORKERS:
+        raise ValueError(
+            f"task_backend {placement.backend!r} is Django's {kind}, which {NO_WORKERS[kind]}; "
+            "configure a backend with workers (e.g. django-tasks-db), or use runs_in='threads'"
+        )
+
+
+NO_WORKERS = {
+    "ImmediateBackend": "runs each task at once inside the scheduler's loop",
+    "DummyBackend": "never runs tasks",
+}

@@ -1,0 +1,145 @@
+"""The scheduling loop: APScheduler's BackgroundScheduler, with a loop that polls the store and
+hands due jobs to the dispatcher.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import STATE_PAUSED, STATE_STOPPED
+from django.db import DatabaseError, connections
+
+from scheduling.conf import settings
+from scheduling.fencing import FenceLost
+from scheduling.runtime.dispatch import Dispatcher
+
+MAX_SLEEP = 3600.0  # seconds; the poll catches anything earlier
+DISPATCH_BATCH = 1000  # jobs started per pass of the loop; more due ones go in the next pass
+
+
+def drop_broken_connections() -> None:
+    """Close this thread's connections that failed, so the next query reconnects."""
+    for connection in connections.all(initialized_only=True):
+        if connection.connection is not None and connection.errors_occurred and not connection.is_usable():
+            connection.close()
+
+
+logger = logging.getLogger(__name__)
+
+
+class Scheduler(BackgroundScheduler):
+    """A BackgroundScheduler whose loop also notices changes made by other processes.
+
+    Stock APScheduler sleeps until its own next wake-up, so a job added, resumed or rescheduled
+    elsewhere waits until then (or is found late and dropped). Every ``poll_interval`` this loop
+    asks the store for its earliest next run time (one indexed query) and wakes up early if it
+    moved earlier. Database errors anywhere in the loop are logged and retried with backoff; in
+    stock APScheduler an error in ``update_job`` ends the loop for good.
+    """
+
+    def __init__(
+        self,
+        *,
+        poll_interval: float,
+        on_tick: Callable[[], None] | None = None,
+        may_dispatch: Callable[[], bool] | None = None,
+        dispatcher: Dispatcher | None = None,
+        on_fence_lost: Callable[[FenceLost], None] | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        self.poll_interval = poll_interval
+        self.on_tick = on_tick
+        self.may_dispatch = may_dispatch or (lambda: True)
+        self.dispatcher = dispatcher
+        self.on_fence_lost = on_fence_lost
+
+    def _main_loop(self) -> None:
+        try:
+            self._loop()
+        finally:
+            connections.close_all()
+
+    def _loop(self) -> None:
+        next_wakeup: datetime | None = None  # None: look for due jobs now
+        failures = 0
+        while self.state != STATE_STOPPED:
+            if next_wakeup is not None:
+                # While the database is failing, wait out the backoff instead of polling it.
+                cap = MAX_SLEEP if failures else self.poll_interval
+                wait = min((next_wakeup - self._now()).total_seconds(), cap)
+                if self._event.wait(max(wait, 0)):
+                    next_wakeup = None
+                self._event.clear()
+                if self.state == STATE_STOPPED:
+                    break
+            try:
+                next_wakeup = self._tick(next_wakeup)
+            except FenceLost as exc:
+                # Not a failure to retry: another scheduler leads now, and this one stands by.
+                if self.on_fence_lost is not None:
+                    self.on_fence_lost(exc)
+                next_wakeup = self._now() + timedelta(seconds=self.poll_interval)
+                continue
+            except DatabaseError as exc:
+                failures += 1
+                delay = min(0.5 * 2**failures, settings.DATABASE_RETRY_MAX)
+                (logger.warning if failures == 1 else logger.debug)(
+                    "Database error in the scheduler loop (%s); retrying in %.1f s", exc, delay
+                )
+                drop_broken_connections()
+                next_wakeup = self._now() + timedelta(seconds=delay)
+                continue
+            # The loop must outlive any surprise (e.g. a job deleted by another process between
+            # reading and updating it); the next pass starts from fresh database state.
+            except Exception:
+                failures += 1
+                logger.exception("Unexpected error in the scheduler loop; retrying in 1 s")
+                next_wakeup = self._now() + timedelta(seconds=1)
+                continue
+            if failures:
+                logger.info("The scheduler loop recovered after %d failed attempt(s)", failures)
+                failures = 0
+
+    def _tick(self, next_wakeup: datetime | None) -> datetime:
+        drop_broken_connections()
+        # Due runs go first, checked against the lease by this process's clock alone; the
+        # housekeeping's statements (lease renewal, run requests, heartbeat) follow them, so
+        # they do not delay runs due on the second.
+        due = self.state != STATE_PAUSED and self.may_dispatch() and self._due(next_wakeup)
+        if due:
+            next_wakeup = self._dispatch_due()
+        if self.on_tick is not None:
+            self.on_tick()
+        return next_wakeup or self._now() + timedelta(seconds=self.poll_interval)
+
+    def _dispatch_due(self) -> datetime:
+        """Start what is due, in batches (see scheduling.dispatch); returns when to look again.
+
+        That is the store's earliest next run time itself, not "now + the seconds until it": a
+        moment computed from a later clock reading falls just after it, and then every poll
+        would find that run "earlier" than the wake-up and run the due-jobs query for nothing.
+        """
+        latest = self._now() + timedelta(seconds=MAX_SLEEP)
+        if self.dispatcher is None:
+            wait_seconds = super()._process_jobs()
+            return (
+                latest if wait_seconds is None else min(self._now() + timedelta(seconds=wait_seconds), latest)
+            )
+        now = self._now()
+        due, later = self._jobstores["default"].get_due_jobs_and_next_run_time(now, DISPATCH_BATCH)
+        moved = self.dispatcher.dispatch(due, now) if due else None
+        return min(moment for moment in (later, moved, latest) if moment is not None)
+
+    def _due(self, next_wakeup: datetime | None) -> bool:
+        if next_wakeup is None or self._now() >= next_wakeup:
+            return True
+        earliest = self._jobstores["default"].get_next_run_time()
+        return earliest is not None and earliest < next_wakeup
+
+    def _now(self) -> datetime:
+        return datetime.now(self.timezone)
