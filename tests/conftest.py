@@ -10,12 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from apscheduler.schedulers.background import BackgroundScheduler
 from django.db import connection
 
 from scheduling import declarations
 from scheduling.history.recorder import Recorder
-from scheduling.runs.threads import RecordingThreadPoolExecutor
+from scheduling.runs.threads import ThreadTarget
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,10 +36,9 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 
 @pytest.fixture
-def executor() -> Iterator[RecordingThreadPoolExecutor]:
+def executor() -> Iterator[ThreadTarget]:
     """A thread pool that records runs, for driving the dispatcher without a runner."""
-    pool = RecordingThreadPoolExecutor(Recorder(), max_workers=4)
-    pool.start(BackgroundScheduler(), "default")
+    pool = ThreadTarget(Recorder(), max_workers=4)
     yield pool
     assert pool.wait(10)
     pool.shutdown()

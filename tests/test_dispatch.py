@@ -7,7 +7,6 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from apscheduler.schedulers.background import BackgroundScheduler
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -18,7 +17,8 @@ from scheduling.history.recorder import Recorder
 from scheduling.history.rows import Outcome
 from scheduling.history.writer import OutcomeWriter, finish_all
 from scheduling.models import Execution, ScheduledJob
-from scheduling.runs.threads import RecordingThreadPoolExecutor
+from scheduling.runs.targets import run_targets
+from scheduling.runs.threads import ThreadTarget
 from scheduling.runtime.dispatch import Dispatcher
 from scheduling.store import JobStore
 from scheduling.sync import sync
@@ -52,10 +52,10 @@ def kinds(queries: CaptureQueriesContext) -> Counter[str]:
 
 @pytest.mark.parametrize("count", [1, 200])
 def test_dispatching_takes_one_select_one_insert_and_one_update_however_many_jobs_are_due(
-    registry: dict, executor: RecordingThreadPoolExecutor, count: int
+    registry: dict, executor: ThreadTarget, count: int
 ) -> None:
     store = declare_due(registry, count)
-    dispatcher = Dispatcher(store, executor, executor.recorder)
+    dispatcher = Dispatcher(store, executor.recorder, run_targets(executor))
     now = datetime.now(UTC)
 
     with CaptureQueriesContext(connection) as queries:
@@ -146,9 +146,7 @@ def test_the_finisher_batches_outcomes_from_many_threads_and_writes_all_before_i
     assert Execution.objects.filter(status="succeeded").count() == 50
 
 
-def test_a_signal_receiver_finds_the_outcome_on_disk(
-    registry: dict, executor: RecordingThreadPoolExecutor
-) -> None:
+def test_a_signal_receiver_finds_the_outcome_on_disk(registry: dict, executor: ThreadTarget) -> None:
     outcomes = OutcomeWriter()
     executor.recorder = Recorder(outcomes=outcomes)
     store = declare_due(registry, 1)
@@ -160,7 +158,7 @@ def test_a_signal_receiver_finds_the_outcome_on_disk(
     signals.job_succeeded.connect(receiver)
     try:
         now = datetime.now(UTC)
-        Dispatcher(store, executor, executor.recorder).dispatch(
+        Dispatcher(store, executor.recorder, run_targets(executor)).dispatch(
             store.get_due_jobs_and_next_run_time(now, 10)[0], now
         )
         assert executor.wait(10)
@@ -201,16 +199,17 @@ def test_outcomes_without_a_start_or_duration_are_written_as_nulls() -> None:
 
 
 def test_runs_due_as_the_pool_stops_are_not_started_and_nothing_breaks(registry: dict) -> None:
-    pool = RecordingThreadPoolExecutor(Recorder(), max_workers=2)
-    pool.start(BackgroundScheduler(), "default")
+    pool = ThreadTarget(Recorder(), max_workers=2)
     pool.shutdown()
     store = declare_due(registry, 3)
     now = datetime.now(UTC)
 
-    Dispatcher(store, pool, pool.recorder).dispatch(store.get_due_jobs_and_next_run_time(now, 10)[0], now)
+    Dispatcher(store, pool.recorder, run_targets(pool)).dispatch(
+        store.get_due_jobs_and_next_run_time(now, 10)[0], now
+    )
 
     assert Execution.objects.filter(status="running").count() == 3, "recorded, for Runner.stop to close"
-    assert pool._instances == {}, "no run counted as going"
+    assert pool.reserved == {}, "no run counted as going"
     assert DjangoJob.objects.filter(next_run_time__lte=now).count() == 0
 
 

@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from apscheduler.job import Job
-from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from django.apps import apps
 from django.db import IntegrityError, transaction
@@ -18,7 +17,8 @@ from scheduling import control, current_run, identity, job
 from scheduling.history.maintenance import prune, recover_interrupted
 from scheduling.history.recorder import Recorder
 from scheduling.models import Execution, SchedulerInstance
-from scheduling.runs.threads import RecordingThreadPoolExecutor, run_job
+from scheduling.runs.targets import run_targets
+from scheduling.runs.threads import ThreadTarget, run_job
 from scheduling.runtime.dispatch import Dispatcher
 from scheduling.store import JobStore
 from scheduling.sync import sync
@@ -205,10 +205,9 @@ def test_a_finished_one_off_job_django_apschedulers_history_refers_to_is_kept_pa
     sync(store, registry.values())
     before = old_history("once-migrated")
     recorder = Recorder()
-    pool = RecordingThreadPoolExecutor(recorder, max_workers=1)
-    pool.start(BackgroundScheduler(), "default")
+    pool = ThreadTarget(recorder, max_workers=1)
     try:
-        Dispatcher(store, pool, recorder).dispatch(
+        Dispatcher(store, recorder, run_targets(pool)).dispatch(
             store.get_all_jobs(), timezone.now() + timedelta(seconds=31)
         )
         assert pool.wait(10)

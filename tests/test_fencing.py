@@ -33,7 +33,8 @@ from scheduling.history.writer import OutcomeWriter
 from scheduling.models import Execution, Lease, ScheduledJob, SchedulerInstance
 from scheduling.placement import Placement
 from scheduling.queries import job_summaries
-from scheduling.runs.threads import RecordingThreadPoolExecutor
+from scheduling.runs.targets import run_targets
+from scheduling.runs.threads import ThreadTarget
 from scheduling.runtime.dispatch import MAX_FIRE_TIMES, MAX_ROWS_PER_JOB, Dispatcher
 from scheduling.runtime.leadership import Leadership
 from scheduling.store import JobStore
@@ -103,12 +104,12 @@ def expire_lease() -> None:
     ids=["raises", "goes-backwards"],
 )
 def test_a_job_whose_fires_cannot_be_computed_is_flagged_broken_and_the_others_run(
-    store: JobStore, executor: RecordingThreadPoolExecutor, trigger: BaseTrigger, error: str
+    store: JobStore, executor: ThreadTarget, trigger: BaseTrigger, error: str
 ) -> None:
     past = datetime.now(UTC) - timedelta(seconds=2)
     stored(store, "bad", trigger, past)
     stored(store, "good", IntervalTrigger(seconds=30, start_date=past - timedelta(seconds=60)), past)
-    dispatcher = Dispatcher(store, executor, executor.recorder)
+    dispatcher = Dispatcher(store, executor.recorder, run_targets(executor))
 
     dispatcher.dispatch(*due_now(store))
 
@@ -129,11 +130,11 @@ def test_a_job_whose_fires_cannot_be_computed_is_flagged_broken_and_the_others_r
 
 
 def test_a_broken_job_is_given_another_chance_when_an_operator_resumes_it(
-    store: JobStore, executor: RecordingThreadPoolExecutor
+    store: JobStore, executor: ThreadTarget
 ) -> None:
     past = datetime.now(UTC) - timedelta(seconds=2)
     stored(store, "bad", triggers.Exploding(), past)
-    Dispatcher(store, executor, executor.recorder).dispatch(*due_now(store))
+    Dispatcher(store, executor.recorder, run_targets(executor)).dispatch(*due_now(store))
     assert ScheduledJob.objects.get(id="bad").import_error
 
     control.reschedule("bad", interval={"seconds": 30})
@@ -142,25 +143,23 @@ def test_a_broken_job_is_given_another_chance_when_an_operator_resumes_it(
     assert [job.id for job in store.get_all_jobs()] == ["bad"]
 
 
-def test_a_huge_misfire_grace_time_does_not_overflow(
-    store: JobStore, executor: RecordingThreadPoolExecutor
-) -> None:
+def test_a_huge_misfire_grace_time_does_not_overflow(store: JobStore, executor: ThreadTarget) -> None:
     past = datetime.now(UTC) - timedelta(seconds=2)
     stored(store, "patient", IntervalTrigger(seconds=30, start_date=past), past, misfire_grace_time=10**14)
 
-    Dispatcher(store, executor, executor.recorder).dispatch(*due_now(store))
+    Dispatcher(store, executor.recorder, run_targets(executor)).dispatch(*due_now(store))
 
     assert executor.wait(10)
     assert Execution.objects.get(job_id="patient").status == "succeeded"
 
 
 def test_a_trigger_with_billions_of_fires_to_catch_up_skips_ahead_in_bounded_time(
-    store: JobStore, executor: RecordingThreadPoolExecutor
+    store: JobStore, executor: ThreadTarget
 ) -> None:
     stored(store, "dense", triggers.Dense(), datetime.now(UTC) - timedelta(hours=1))
 
     _, now = due_now(store)
-    next_run_time = Dispatcher(store, executor, executor.recorder).dispatch(*due_now(store))
+    next_run_time = Dispatcher(store, executor.recorder, run_targets(executor)).dispatch(*due_now(store))
 
     (row,) = Execution.objects.filter(job_id="dense")
     assert row.status == "missed"
@@ -170,12 +169,12 @@ def test_a_trigger_with_billions_of_fires_to_catch_up_skips_ahead_in_bounded_tim
 
 
 def test_catching_up_without_coalescing_writes_a_bounded_number_of_rows(
-    store: JobStore, executor: RecordingThreadPoolExecutor
+    store: JobStore, executor: ThreadTarget
 ) -> None:
     start = datetime.now(UTC) - timedelta(seconds=5000)
     stored(store, "behind", IntervalTrigger(seconds=1, start_date=start), start, coalesce=False)
 
-    Dispatcher(store, executor, executor.recorder).dispatch(*due_now(store))
+    Dispatcher(store, executor.recorder, run_targets(executor)).dispatch(*due_now(store))
 
     assert executor.wait(10)
     rows = Execution.objects.filter(job_id="behind")
@@ -190,7 +189,7 @@ def test_catching_up_without_coalescing_writes_a_bounded_number_of_rows(
 
 @pytest.mark.parametrize("change", ["pause", "reschedule"])
 def test_an_operator_change_made_during_a_pass_stands(
-    store: JobStore, executor: RecordingThreadPoolExecutor, change: str
+    store: JobStore, executor: ThreadTarget, change: str
 ) -> None:
     past = datetime.now(UTC) - timedelta(seconds=2)
     stored(store, "job", IntervalTrigger(seconds=30, start_date=past), past)
@@ -201,7 +200,7 @@ def test_an_operator_change_made_during_a_pass_stands(
     else:
         control.reschedule("job", interval={"hours": 6})
     written = DjangoJob.objects.get(id="job")
-    Dispatcher(store, executor, executor.recorder).dispatch(jobs, now)
+    Dispatcher(store, executor.recorder, run_targets(executor)).dispatch(jobs, now)
 
     assert executor.wait(10)
     after = DjangoJob.objects.get(id="job")
@@ -210,28 +209,24 @@ def test_an_operator_change_made_during_a_pass_stands(
         assert after.next_run_time > now + timedelta(hours=5)
 
 
-def test_a_one_off_job_rescheduled_during_its_pass_is_kept(
-    store: JobStore, executor: RecordingThreadPoolExecutor
-) -> None:
+def test_a_one_off_job_rescheduled_during_its_pass_is_kept(store: JobStore, executor: ThreadTarget) -> None:
     past = datetime.now(UTC) - timedelta(seconds=2)
     stored(store, "once", DateTrigger(past), past)
     jobs, now = due_now(store)
 
     later = now + timedelta(days=1)
     control.reschedule("once", date=later.isoformat())
-    Dispatcher(store, executor, executor.recorder).dispatch(jobs, now)
+    Dispatcher(store, executor.recorder, run_targets(executor)).dispatch(jobs, now)
 
     assert executor.wait(10)
     assert DjangoJob.objects.get(id="once").next_run_time == later
 
 
-def test_a_one_off_job_left_alone_is_removed_after_its_fire(
-    store: JobStore, executor: RecordingThreadPoolExecutor
-) -> None:
+def test_a_one_off_job_left_alone_is_removed_after_its_fire(store: JobStore, executor: ThreadTarget) -> None:
     past = datetime.now(UTC) - timedelta(seconds=2)
     stored(store, "once", DateTrigger(past), past)
 
-    Dispatcher(store, executor, executor.recorder).dispatch(*due_now(store))
+    Dispatcher(store, executor.recorder, run_targets(executor)).dispatch(*due_now(store))
 
     assert executor.wait(10)
     assert not DjangoJob.objects.filter(id="once").exists()
@@ -243,7 +238,7 @@ def test_a_one_off_job_left_alone_is_removed_after_its_fire(
 
 @pytest.mark.parametrize("taken", [True, False], ids=["taken-over", "expired"])
 def test_a_leader_whose_lease_lapsed_writes_nothing_and_keeps_no_slot(
-    store: JobStore, executor: RecordingThreadPoolExecutor, taken: bool
+    store: JobStore, executor: ThreadTarget, taken: bool
 ) -> None:
     past = datetime.now(UTC) - timedelta(seconds=2)
     stored(store, "job", IntervalTrigger(seconds=30, start_date=past), past)
@@ -254,7 +249,7 @@ def test_a_leader_whose_lease_lapsed_writes_nothing_and_keeps_no_slot(
     if taken:
         assert Leadership(uuid.uuid4()).claim()
     assert stale.held, "by its own clock it still leads: only the database can tell"
-    dispatcher = Dispatcher(store, executor, executor.recorder)
+    dispatcher = Dispatcher(store, executor.recorder, run_targets(executor))
     with pytest.raises(FenceLost):
         dispatcher.dispatch(jobs, now)
 
@@ -279,7 +274,7 @@ def test_a_take_over_moves_the_epoch_on() -> None:
 
 
 def test_a_pass_that_fails_to_record_gives_its_slots_back(
-    store: JobStore, executor: RecordingThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch
+    store: JobStore, executor: ThreadTarget, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(retry, "WRITE_RETRY_FOR", 0.5)  # SQLite's "no such table" is retried
     past = datetime.now(UTC) - timedelta(seconds=2)
@@ -290,13 +285,13 @@ def test_a_pass_that_fails_to_record_gives_its_slots_back(
         cursor.execute(f"ALTER TABLE {table} RENAME TO scheduling_execution_away")
     try:
         with pytest.raises(Exception, match="scheduling_execution"):
-            Dispatcher(store, executor, executor.recorder).dispatch(jobs, now)
+            Dispatcher(store, executor.recorder, run_targets(executor)).dispatch(jobs, now)
     finally:
         with connection.cursor() as cursor:
             cursor.execute(f"ALTER TABLE scheduling_execution_away RENAME TO {table}")
 
     jobs, now = due_now(store)
-    Dispatcher(store, executor, executor.recorder).dispatch(jobs, now)
+    Dispatcher(store, executor.recorder, run_targets(executor)).dispatch(jobs, now)
 
     assert executor.wait(10)
     assert Execution.objects.get(job_id="job").status == "succeeded", "not 'skipped: still running'"
@@ -306,7 +301,7 @@ def test_a_pass_that_fails_to_record_gives_its_slots_back(
 
 
 def test_rows_committed_before_a_lost_reply_are_recognised_and_run(
-    store: JobStore, executor: RecordingThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch
+    store: JobStore, executor: ThreadTarget, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     past = datetime.now(UTC) - timedelta(seconds=2)
     stored(store, "job", IntervalTrigger(seconds=30, start_date=past), past)
@@ -321,7 +316,7 @@ def test_rows_committed_before_a_lost_reply_are_recognised_and_run(
         return result
 
     monkeypatch.setattr(recorder_module, "insert_rows", reply_lost_once)
-    Dispatcher(store, executor, executor.recorder).dispatch(*due_now(store))
+    Dispatcher(store, executor.recorder, run_targets(executor)).dispatch(*due_now(store))
 
     assert lost
     assert executor.wait(10)
@@ -329,7 +324,7 @@ def test_rows_committed_before_a_lost_reply_are_recognised_and_run(
 
 
 def test_a_database_that_cannot_return_inserted_rows_still_runs_and_records(
-    store: JobStore, executor: RecordingThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch
+    store: JobStore, executor: ThreadTarget, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(type(connection.features), "can_return_rows_from_bulk_insert", False)
     past = datetime.now(UTC) - timedelta(seconds=2)
@@ -337,7 +332,7 @@ def test_a_database_that_cannot_return_inserted_rows_still_runs_and_records(
         stored(store, f"job-{number}", IntervalTrigger(seconds=30, start_date=past), past)
     leading(executor.recorder)
 
-    Dispatcher(store, executor, executor.recorder).dispatch(*due_now(store))
+    Dispatcher(store, executor.recorder, run_targets(executor)).dispatch(*due_now(store))
 
     assert executor.wait(10)
     assert sorted(Execution.objects.values_list("status", flat=True)) == ["succeeded"] * 3
@@ -368,7 +363,7 @@ def test_outcomes_the_database_refused_are_written_once_it_takes_them(
 
 
 def test_task_jobs_without_coalescing_enqueue_no_more_fires_than_max_instances(
-    store: JobStore, executor: RecordingThreadPoolExecutor
+    store: JobStore, executor: ThreadTarget
 ) -> None:
     start = datetime.now(UTC) - timedelta(seconds=3.5)
     placement = Placement.build("tasks")
@@ -381,7 +376,7 @@ def test_task_jobs_without_coalescing_enqueue_no_more_fires_than_max_instances(
         executor=placement.alias,
     )
 
-    Dispatcher(store, executor, executor.recorder).dispatch(*due_now(store))
+    Dispatcher(store, executor.recorder, run_targets(executor)).dispatch(*due_now(store))
 
     statuses = sorted(Execution.objects.filter(job_id="queued").values_list("status", flat=True))
     assert statuses == ["enqueued", "skipped", "skipped", "skipped"]
@@ -414,7 +409,7 @@ def test_a_frozen_scheduler_of_this_host_keeps_its_runs() -> None:
 
 
 def test_runs_still_going_in_another_scheduler_count_against_max_instances(
-    store: JobStore, executor: RecordingThreadPoolExecutor
+    store: JobStore, executor: ThreadTarget
 ) -> None:
     past = datetime.now(UTC) - timedelta(seconds=2)
     stored(store, "single", IntervalTrigger(seconds=30, start_date=past), past)
@@ -424,7 +419,7 @@ def test_runs_still_going_in_another_scheduler_count_against_max_instances(
     )
     executor.elsewhere = running_elsewhere(None)
 
-    Dispatcher(store, executor, executor.recorder).dispatch(*due_now(store))
+    Dispatcher(store, executor.recorder, run_targets(executor)).dispatch(*due_now(store))
 
     assert executor.wait(10)
     assert Execution.objects.get(job_id="single", scheduled_at=past).status == "skipped"

@@ -8,13 +8,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from apscheduler.schedulers.background import BackgroundScheduler
 
 from scheduling import job
 from scheduling.history.recorder import Recorder
 from scheduling.models import Execution
+from scheduling.placement import THREADS
 from scheduling.runs.processes import ProcessPool
-from scheduling.runs.threads import RecordingThreadPoolExecutor
+from scheduling.runs.targets import run_targets
+from scheduling.runs.threads import ThreadTarget
 from scheduling.runtime.dispatch import Dispatcher
 from scheduling.store import JobStore
 from scheduling.sync import sync
@@ -34,16 +35,17 @@ def processes() -> Iterator[ProcessPool]:
 @pytest.fixture
 def dispatcher(processes: ProcessPool) -> Iterator[Dispatcher]:
     recorder = Recorder()
-    pool = RecordingThreadPoolExecutor(recorder, max_workers=2, processes=processes)
-    pool.start(BackgroundScheduler(), "default")
-    yield Dispatcher(JobStore(), pool, recorder)
+    pool = ThreadTarget(recorder, max_workers=2)
+    yield Dispatcher(JobStore(), recorder, run_targets(pool, processes))
     pool.shutdown()
 
 
 def run_due(registry: dict, dispatcher: Dispatcher) -> None:
     sync(dispatcher.store, registry.values())
     dispatcher.dispatch(make_due(dispatcher.store), datetime.now(UTC))
-    assert dispatcher.executor.wait(60)
+    threads = dispatcher.targets[THREADS]
+    assert isinstance(threads, ThreadTarget)
+    assert threads.wait(60)
 
 
 def test_a_job_in_the_process_pool_runs_in_another_process_and_knows_its_run(

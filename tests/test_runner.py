@@ -120,7 +120,7 @@ def test_stop_waits_for_running_jobs_up_to_the_timeout_then_records_them_interru
     assert execution.status == Execution.Status.INTERRUPTED
     assert "did not wait longer than 0.2 s" in execution.exception
     # The thread finishing later must not overwrite the recorded interruption.
-    assert runner.executor.wait(5)
+    assert runner.thread_runs.wait(5)
     execution.refresh_from_db()
     assert execution.status == Execution.Status.INTERRUPTED
 

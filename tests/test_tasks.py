@@ -11,7 +11,6 @@ from pathlib import Path
 
 import django
 import pytest
-from apscheduler.schedulers.background import BackgroundScheduler
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -25,7 +24,8 @@ from scheduling.history.recorder import Recorder
 from scheduling.history.rows import Outcome
 from scheduling.models import Execution, RunRequest
 from scheduling.placement import Placement
-from scheduling.runs.threads import RecordingThreadPoolExecutor
+from scheduling.runs.targets import run_targets
+from scheduling.runs.threads import ThreadTarget
 from scheduling.runs.worker_task import run_enqueued, run_scheduled_job
 from scheduling.runtime.dispatch import Dispatcher
 from scheduling.runtime.service import Runner
@@ -40,9 +40,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def dispatcher() -> Iterator[Dispatcher]:
     recorder = Recorder()
-    pool = RecordingThreadPoolExecutor(recorder, max_workers=2)
-    pool.start(BackgroundScheduler(), "default")
-    yield Dispatcher(JobStore(), pool, recorder)
+    pool = ThreadTarget(recorder, max_workers=2)
+    yield Dispatcher(JobStore(), recorder, run_targets(pool))
     pool.shutdown()
 
 

@@ -33,14 +33,21 @@ class Outcome:
     traceback: str = ""
 
 
-def missed_message(lateness: timedelta, grace: float | None) -> str | None:
+def missed_message(
+    lateness: timedelta, grace: float | None, started: str = "started", why: str = ""
+) -> str | None:
     """Why a run ``lateness`` late must not start, or None when it may (the misfire rule).
 
+    The one rule wherever a run would start: the dispatcher, a pool thread, a task worker.
     Compared as seconds, not as a timedelta: a grace of any size must not overflow.
     """
     if grace is None or lateness.total_seconds() <= grace:
         return None
-    return f"Missed: started {lateness.total_seconds():.1f} s late, after its misfire grace time of {grace} s"
+    because = f" ({why})" if why else ""
+    return (
+        f"Missed: {started} {lateness.total_seconds():.1f} s late, after its misfire grace time of "
+        f"{grace} s{because}"
+    )
 
 
 def describe_exception(exc: BaseException) -> tuple[str, str]:

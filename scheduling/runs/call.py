@@ -18,7 +18,7 @@ from scheduling.models import Execution
 logger = logging.getLogger(__name__)
 
 
-def call(
+def call_job(
     job_id: str, function: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
 ) -> Outcome:
     """Call a job's function and time it; its exception, if any, becomes a failed outcome."""

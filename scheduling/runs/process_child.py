@@ -78,7 +78,7 @@ def call(
     from django.db import close_old_connections
 
     from scheduling import context
-    from scheduling.runs import call as invoke
+    from scheduling.runs.call import call_job
 
     close_old_connections()
     token = context.current.set(execution)
@@ -87,8 +87,8 @@ def call(
             function = ref_to_obj(func_ref)
         # A function that cannot be imported fails the run like any other error.
         except BaseException as exc:
-            return invoke.call(job_id, _raise, (exc,), {})
-        return invoke.call(job_id, function, args, kwargs)
+            return call_job(job_id, _raise, (exc,), {})
+        return call_job(job_id, function, args, kwargs)
     finally:
         context.current.reset(token)
         close_old_connections()

@@ -23,17 +23,50 @@ import multiprocessing
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures.process import BrokenProcessPool
+from datetime import datetime
 from typing import Any, TypeVar
 
+from apscheduler.job import Job
 from django.utils import timezone
 
-from scheduling.history.rows import Outcome
+from scheduling.history.rows import Origin, Outcome
 from scheduling.models import Execution
+from scheduling.placement import PROCESSES
 from scheduling.runs import process_child as child
+from scheduling.runs.threads import ThreadTarget
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+class ProcessPoolTarget:
+    """The process pool as a run target: each run is supervised by one of the scheduler's threads,
+    so it shares their accounting of max_instances, and only the call crosses into a child."""
+
+    runs_in = PROCESSES
+
+    def __init__(self, threads: ThreadTarget, pool: ProcessPool) -> None:
+        self.threads = threads
+        self.pool = pool
+
+    def count_busy(self, jobs: list[Job]) -> None:
+        """Nothing to count: the supervising threads count the runs going on."""
+
+    def reserve(self, job: Job, fires: int = 1) -> int:
+        return self.threads.reserve(job, fires)
+
+    def release(self, job: Job) -> None:
+        self.threads.release(job)
+
+    def row(self, job: Job, scheduled_at: datetime, origin: Origin) -> Execution:
+        return self.threads.recorder.running_row(job.id, scheduled_at, origin, ran_in=self.runs_in)
+
+    def submit(self, job: Job, executions: list[Execution], origin: Origin) -> int:
+        return self.threads.supervise(job, executions, origin, self._call)
+
+    def _call(self, job: Job, execution: Execution | None) -> Outcome:
+        return self.pool.call(job.id, job.func_ref, job.args, job.kwargs, execution)
 
 
 class ProcessPool:

@@ -8,6 +8,7 @@ tasks framework itself is imported only when a run is enqueued (scheduling.runs.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from apscheduler.job import Job
 from django.db.models import Count
@@ -16,42 +17,55 @@ from django.utils import timezone
 from scheduling import signals
 from scheduling.history.recorder import Recorder
 from scheduling.history.retry import retrying
-from scheduling.history.rows import UNFINISHED, describe_exception
+from scheduling.history.rows import UNFINISHED, Origin, describe_exception
 from scheduling.models import Execution
-from scheduling.placement import Placement
-from scheduling.runs.threads import notify
+from scheduling.placement import TASKS, Placement
+from scheduling.runs.base import slots_left
+from scheduling.runs.task_calls import frozen
+from scheduling.signals import notify
 from scheduling.sql import update_rows
 
 logger = logging.getLogger(__name__)
 
 
-class TaskHandOff:
+class TaskWorkerTarget:
+    """Task workers as a run target: each fire is a task of its own, enqueued on the job's backend
+    and queue, and max_instances counts the job's runs enqueued or running anywhere."""
+
+    runs_in = TASKS
+
     def __init__(self, recorder: Recorder) -> None:
         self.recorder = recorder
+        self._busy: dict[str, int] = {}
 
-    def unfinished(self, jobs: list[Job]) -> dict[str, int]:
-        """Runs enqueued or running, by job id, for all of ``jobs`` in one query."""
+    def count_busy(self, jobs: list[Job]) -> None:
+        """Count the runs enqueued or running of all of ``jobs`` in one query."""
+        self._busy = {}
         if not jobs:
-            return {}
+            return
         rows = (
             Execution.objects.filter(job_id__in=[job.id for job in jobs], status__in=UNFINISHED)
             .values_list("job_id")
             .annotate(count=Count("pk"))
             .order_by()
         )
-        return dict(rows)
+        self._busy = dict(rows)
 
-    def reserve(self, job: Job, unfinished: dict[str, int] | None = None) -> bool:
-        """Whether another run of ``job`` may start: fewer than max_instances enqueued or running.
+    def reserve(self, job: Job, fires: int = 1) -> int:
+        """One slot per fire: each runs as a task of its own, perhaps at the same time."""
+        allowed = min(slots_left(job, self._busy.get(job.id, 0)), fires)
+        self._busy[job.id] = self._busy.get(job.id, 0) + allowed
+        return allowed
 
-        ``unfinished`` is :meth:`unfinished` for a batch the job is part of; else it is counted now.
-        """
-        counts = self.unfinished([job]) if unfinished is None else unfinished
-        return counts.get(job.id, 0) < job.max_instances
+    def release(self, job: Job) -> None:
+        """Nothing to give back: the slots are counted anew from the history for each pass."""
 
-    def submit(self, job: Job, executions: list[Execution]) -> None:
+    def row(self, job: Job, scheduled_at: datetime, origin: Origin) -> Execution:
+        """An enqueued row, with the frozen call a worker runs even if the job left the store."""
+        return self.recorder.running_row(job.id, scheduled_at, origin, ran_in=self.runs_in, call=frozen(job))
+
+    def submit(self, job: Job, executions: list[Execution], origin: Origin) -> int:
         """Enqueue runs already recorded as enqueued, then record their task ids in one UPDATE."""
-
         from scheduling.runs import worker_task  # loads the tasks framework only for sites that use it
 
         placement = Placement.of(job.executor)
@@ -69,6 +83,7 @@ class TaskHandOff:
             lambda: update_rows(Execution, task_ids, ["task_id"], "AND task_id = %s", [""]),
             f"record the task ids of {len(task_ids)} run(s) of job {job.id}",
         )
+        return 0
 
     @staticmethod
     def _not_enqueued(execution: Execution, placement: Placement, exc: Exception) -> None:

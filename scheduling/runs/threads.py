@@ -1,18 +1,20 @@
-"""Running a job: on a pool thread, with fresh database connections, recorded in the history.
+"""Runs on the scheduler's threads: a pool of threads, each run recorded in the history.
 
-APScheduler's own ``run_job`` calls the function and reports events; it cannot await a
-coroutine on a thread pool (the coroutine is created and dropped, and the run is reported as
-successful) and it writes no history. This module replaces it for our executor.
+APScheduler's ``run_job`` calls the function and reports events; it cannot await a coroutine on
+a thread pool (the coroutine is created and dropped, and the run is reported as successful) and
+it writes no history. Here a run's row is written before it starts (by the dispatcher) and its
+outcome after, and the pool counts the runs of each job going on for max_instances.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import logging
+import threading
+from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 
-from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MISSED, JobExecutionEvent
-from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.job import Job
 from django.db import close_old_connections
 from django.dispatch import Signal
@@ -22,85 +24,104 @@ from scheduling import context, signals
 from scheduling.history.recorder import Recorder
 from scheduling.history.rows import SCHEDULED, Origin, Outcome, missed_message
 from scheduling.models import Execution
-from scheduling.placement import PROCESSES, Placement
-from scheduling.runs import call as invoke
-from scheduling.runs.processes import ProcessPool
+from scheduling.placement import THREADS
+from scheduling.runs.base import slots_left
+from scheduling.runs.call import call_job
+from scheduling.signals import notify
 
 logger = logging.getLogger(__name__)
 
+# How a run's function is called: on the supervising thread itself, or in a child process.
+Caller = Callable[[Job, Execution | None], Outcome]
 
-class RecordingThreadPoolExecutor(ThreadPoolExecutor):
-    """APScheduler's thread pool executor, running jobs through :func:`run_job`."""
 
-    def __init__(
-        self, recorder: Recorder, max_workers: int = 10, processes: ProcessPool | None = None
-    ) -> None:
-        super().__init__(max_workers=max_workers, pool_kwargs={"thread_name_prefix": "scheduling-job"})
+def call_here(job: Job, execution: Execution | None) -> Outcome:
+    return call_job(job.id, job.func, job.args, job.kwargs)
+
+
+class ThreadTarget:
+    """The scheduler's thread pool as a run target; it also supervises runs in the process pool."""
+
+    runs_in = THREADS
+
+    def __init__(self, recorder: Recorder, max_workers: int = 10) -> None:
         self.recorder = recorder
-        # Runs placed in the process pool are supervised from these threads (see scheduling.processes).
-        self.processes = processes
-        self._futures: set[concurrent.futures.Future[list[JobExecutionEvent]]] = set()
-        # Runs of each job still going in other schedulers (see history.running_elsewhere): they
-        # count against max_instances too, until they end or are recorded interrupted.
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers, thread_name_prefix="scheduling-job")
+        self._lock = threading.Lock()
+        self._running: Counter[str] = Counter()  # runs of each job reserved here and not ended
+        self._futures: set[concurrent.futures.Future[None]] = set()
+        # Runs of each job still going in other schedulers (see history.maintenance.running_elsewhere):
+        # they count against max_instances too, until they end or are recorded interrupted.
         self.elsewhere: dict[str, int] = {}
 
-    def _do_submit_job(self, job: Job, run_times: list[datetime]) -> None:
-        # Only APScheduler's own paths come here; the scheduler loop goes through the dispatcher.
-        self._submit(job, run_times, SCHEDULED)
+    def count_busy(self, jobs: list[Job]) -> None:
+        """Nothing to count: the runs going on here are counted as they start and end."""
 
-    def reserve(self, job: Job) -> bool:
-        """Count a run of ``job`` as started, unless max_instances are already running."""
+    def reserve(self, job: Job, fires: int = 1) -> int:
+        """Take one slot for all ``fires``, run one after the other (APScheduler's rule for
+        coalesce=False); returns ``fires``, or 0 when max_instances runs are going already."""
         with self._lock:
-            if self._instances[job.id] + self.elsewhere.get(job.id, 0) >= job.max_instances:
-                return False
-            self._instances[job.id] += 1
-            return True
+            if not slots_left(job, self._running[job.id] + self.elsewhere.get(job.id, 0)):
+                return 0
+            self._running[job.id] += 1
+            return fires
 
     def release(self, job: Job) -> None:
-        """Give back a slot taken by :meth:`reserve` for a run that will not start."""
-        self._run_job_success(job.id, [])
+        with self._lock:
+            self._running[job.id] -= 1
+            if self._running[job.id] <= 0:
+                del self._running[job.id]
 
-    def submit_recorded(self, job: Job, executions: list[Execution], origin: Origin = SCHEDULED) -> bool:
-        """Run a reserved job for fires already recorded as running (by the dispatcher).
+    def row(self, job: Job, scheduled_at: datetime, origin: Origin) -> Execution:
+        return self.recorder.running_row(job.id, scheduled_at, origin, ran_in=self.runs_in)
 
-        False when the pool no longer takes work: the scheduler is stopping.
-        """
+    def submit(self, job: Job, executions: list[Execution], origin: Origin) -> int:
+        return self.supervise(job, executions, origin, call_here)
+
+    def supervise(self, job: Job, executions: list[Execution], origin: Origin, caller: Caller) -> int:
+        """Run a reserved job on a pool thread for fires already recorded as running; returns the
+        runs not started (all of them when the pool no longer takes work: the scheduler stops)."""
         if not executions:  # its fires had rows already: another scheduler ran them
             self.release(job)
-            return True
+            return 0
         run_times = [execution.scheduled_at for execution in executions]
         try:
-            future = self._pool.submit(
-                run_job, job, run_times, self.recorder, origin, executions, self.processes
-            )
+            future = self._pool.submit(run_job, job, run_times, self.recorder, origin, executions, caller)
         except RuntimeError:  # "cannot schedule new futures after shutdown"
             self.release(job)
-            return False
-        self._futures.add(future)
-        future.add_done_callback(lambda done: self._job_done(job.id, done))
-        return True
+            return len(executions)
+        with self._lock:
+            self._futures.add(future)
+        future.add_done_callback(lambda done: self._done(job, done))
+        return 0
 
-    def _submit(self, job: Job, run_times: list[datetime], origin: Origin) -> None:
-        future = self._pool.submit(run_job, job, run_times, self.recorder, origin, None, self.processes)
-        self._futures.add(future)
-        future.add_done_callback(lambda done: self._job_done(job.id, done))
-
-    def _job_done(self, job_id: str, future: concurrent.futures.Future[list[JobExecutionEvent]]) -> None:
-        self._futures.discard(future)
-        exception = future.exception()
-        if exception is not None:
-            self._run_job_error(job_id, exception, exception.__traceback__)
-        else:
-            self._run_job_success(job_id, future.result())
+    def _done(self, job: Job, future: concurrent.futures.Future[None]) -> None:
+        with self._lock:
+            self._futures.discard(future)
+        self.release(job)
+        if (exception := future.exception()) is not None:
+            logger.error("Job %s: its run ended in an error of the scheduler", job.id, exc_info=exception)
 
     def wait(self, timeout: float) -> bool:
         """Wait for running jobs; True if all finished within ``timeout`` seconds."""
-        _, not_done = concurrent.futures.wait(set(self._futures), timeout=timeout)
+        with self._lock:
+            futures = set(self._futures)
+        _, not_done = concurrent.futures.wait(futures, timeout=timeout)
         return not not_done
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Take no more runs; with ``wait``, return once the runs going on have ended."""
+        self._pool.shutdown(wait=wait)
 
     @property
     def running(self) -> int:
         return len(self._futures)
+
+    @property
+    def reserved(self) -> dict[str, int]:
+        """Runs of each job reserved here and not ended."""
+        with self._lock:
+            return dict(self._running)
 
 
 def run_job(
@@ -109,25 +130,21 @@ def run_job(
     recorder: Recorder,
     origin: Origin = SCHEDULED,
     executions: list[Execution] | None = None,
-    processes: ProcessPool | None = None,
-) -> list[JobExecutionEvent]:
-    """Run one job for each of its due fire times, recording each; returns APScheduler events.
+    caller: Caller = call_here,
+) -> None:
+    """Run one job for each of its due fire times, recording each.
 
     ``executions`` are the fires' rows when they were recorded as running already.
     """
-    events = []
     try:
         for number, run_time in enumerate(run_times):
             # Like a request: stale or broken connections are replaced before each run, and
             # CONN_MAX_AGE decides whether they are kept after it.
             close_old_connections()
             execution = executions[number] if executions else None
-            event = _run_once(job, run_time, recorder, origin, execution, processes)
-            if event is not None:
-                events.append(event)
+            _run_once(job, run_time, recorder, origin, execution, caller)
     finally:
         close_old_connections()
-    return events
 
 
 def _run_once(
@@ -136,8 +153,8 @@ def _run_once(
     recorder: Recorder,
     origin: Origin,
     execution: Execution | None,
-    processes: ProcessPool | None,
-) -> JobExecutionEvent | None:
+    caller: Caller,
+) -> None:
     message = missed_message(datetime.now(UTC) - run_time, job.misfire_grace_time)
     if message is not None and origin == SCHEDULED:
         logger.warning("Job %s missed its run at %s: %s", job.id, run_time, message)
@@ -149,22 +166,20 @@ def _run_once(
             missed = [execution]
         for row in missed:
             notify(signals.job_missed, row)
-        return JobExecutionEvent(EVENT_JOB_MISSED, job.id, job._jobstore_alias, run_time)
+        return
     if execution is None:
         execution = recorder.start(job.id, run_time, origin)
         if execution is None:
-            return None
+            return
     notify(signals.job_started, execution)
     token = context.current.set(execution)
     try:
-        outcome = call(job, execution, processes)
+        outcome = caller(job, execution)
     finally:
         context.current.reset(token)
     signal = signals.job_succeeded if outcome.status == Execution.Status.SUCCEEDED else signals.job_failed
     _finish(recorder, execution, outcome, signal)
     notify(signal, execution)
-    code = EVENT_JOB_EXECUTED if outcome.status == Execution.Status.SUCCEEDED else EVENT_JOB_ERROR
-    return JobExecutionEvent(code, job.id, job._jobstore_alias, run_time)
 
 
 def _finish(recorder: Recorder, execution: Execution, outcome: Outcome, signal: Signal) -> None:
@@ -178,17 +193,3 @@ def _finish(recorder: Recorder, execution: Execution, outcome: Outcome, signal: 
     execution.exception, execution.traceback = outcome.exception, outcome.traceback
     if outcome.started_at is not None:
         execution.started_at = outcome.started_at
-
-
-def notify(signal: Signal, execution: Execution) -> None:
-    """Send a signal; a receiver that fails is logged and never stops the run or the scheduler."""
-    for receiver, result in signal.send_robust(sender=execution.job_id, execution=execution):
-        if isinstance(result, Exception):
-            logger.error("A receiver of a scheduling signal failed (%r): %s", receiver, result)
-
-
-def call(job: Job, execution: Execution | None, processes: ProcessPool | None) -> Outcome:
-    """Call the job's function where its placement says: on this thread or in the process pool."""
-    if processes is not None and Placement.of(job.executor).kind == PROCESSES:
-        return processes.call(job.id, job.func_ref, job.args, job.kwargs, execution)
-    return invoke.call(job.id, job.func, job.args, job.kwargs)

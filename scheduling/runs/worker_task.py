@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from datetime import timedelta
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -25,13 +24,13 @@ from django.db import close_old_connections
 from django.utils import timezone
 
 from scheduling import context, signals
-from scheduling.history.rows import Outcome
+from scheduling.history.rows import Outcome, missed_message
 from scheduling.history.writer import finish_all
 from scheduling.models import Execution
 from scheduling.placement import Placement
-from scheduling.runs import call as invoke
 from scheduling.runs import task_calls
-from scheduling.runs.threads import notify
+from scheduling.runs.call import call_job
+from scheduling.signals import notify
 
 if TYPE_CHECKING:
     from django.tasks import Task, TaskContext, task, task_backends
@@ -85,17 +84,13 @@ def run_enqueued(execution_id: int, task_id: str) -> Outcome | str:
         call, function = task_calls.call_of(execution)
     except task_calls.Refused as exc:
         return _end_unstarted(execution, task_id, Execution.Status.FAILED, str(exc)) or TAKEN_MEANWHILE
-    lateness = timezone.now() - execution.scheduled_at
-    grace = call.misfire_grace_time
-    if (
-        execution.origin == Execution.Origin.SCHEDULE
-        and grace is not None
-        and lateness > timedelta(seconds=grace)
-    ):
-        message = (
-            f"Missed: a worker took it {lateness.total_seconds():.1f} s late, after its misfire grace time "
-            f"of {grace} s (it waited in the task queue)"
-        )
+    message = missed_message(
+        timezone.now() - execution.scheduled_at,
+        call.misfire_grace_time,
+        started="a worker took it",
+        why="it waited in the task queue",
+    )
+    if message is not None and execution.origin == Execution.Origin.SCHEDULE:
         outcome = _end_unstarted(execution, task_id, Execution.Status.MISSED, message)
         if outcome is None:
             return TAKEN_MEANWHILE
@@ -106,7 +101,7 @@ def run_enqueued(execution_id: int, task_id: str) -> Outcome | str:
     notify(signals.job_started, execution)
     token = context.current.set(execution)
     try:
-        outcome = invoke.call(execution.job_id, function, call.args, call.kwargs)
+        outcome = call_job(execution.job_id, function, call.args, call.kwargs)
     finally:
         context.current.reset(token)
     if not finish_all([(execution, outcome)]):

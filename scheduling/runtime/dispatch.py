@@ -16,6 +16,7 @@ goes on without it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -24,12 +25,11 @@ from apscheduler.job import Job
 from scheduling import signals
 from scheduling.fencing import Fence
 from scheduling.history.recorder import Recorder
-from scheduling.history.rows import describe_exception, missed_message
+from scheduling.history.rows import SCHEDULED, Origin, describe_exception, missed_message
 from scheduling.models import Execution
-from scheduling.placement import TASKS, Placement
-from scheduling.runs.task_calls import frozen
-from scheduling.runs.task_workers import TaskHandOff
-from scheduling.runs.threads import RecordingThreadPoolExecutor, notify
+from scheduling.placement import Placement
+from scheduling.runs.base import RunTarget
+from scheduling.signals import notify
 from scheduling.store import JobStore, flag_broken
 
 logger = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ class ScheduleError(Exception):
 @dataclass
 class _Plan:
     job: Job
-    placement: Placement
+    target: RunTarget
     last_fire: datetime | None = None
     next_run_time: datetime | None = None  # set when the job skips ahead instead of moving on
     rows: list[Execution] = field(default_factory=list)
@@ -53,11 +53,13 @@ class _Plan:
 
 
 class Dispatcher:
-    def __init__(self, store: JobStore, executor: RecordingThreadPoolExecutor, recorder: Recorder) -> None:
+    def __init__(self, store: JobStore, recorder: Recorder, targets: Mapping[str, RunTarget]) -> None:
         self.store = store
-        self.executor = executor
         self.recorder = recorder
-        self.handoff = TaskHandOff(recorder)
+        self.targets = targets  # by placement kind: where the runs of a job happen
+
+    def target(self, job: Job) -> RunTarget:
+        return self.targets[Placement.of(job.executor).kind]
 
     def dispatch(self, jobs: list[Job], now: datetime) -> datetime | None:
         """Record and start the runs of ``jobs``, due at ``now``; returns their next run time.
@@ -68,24 +70,60 @@ class Dispatcher:
         :raises FenceLost: the lease is no longer ours; nothing of this pass was written.
         """
         fence = self.recorder.fence  # one epoch for the whole pass
-        # max_instances of runs in task workers is counted in the history: once for the pass.
-        in_tasks = self.handoff.unfinished([job for job in jobs if Placement.of(job.executor).kind == TASKS])
+        by_target: dict[int, list[Job]] = {id(target): [] for target in self.targets.values()}
+        for job in jobs:
+            by_target[id(self.target(job))].append(job)
+        for target in self.targets.values():
+            target.count_busy(by_target[id(target)])
         plans: list[_Plan] = []
         try:
             for job in jobs:
-                if (plan := self._plan_contained(job, now, in_tasks)) is not None:
+                if (plan := self._plan_contained(job, now)) is not None:
                     plans.append(plan)
             unstarted = self._hand_over(plans, fence)
         except BaseException:
             # Nothing started: the slots reserved for this pass must not stay taken.
             for plan in plans:
-                if plan.reserved and plan.placement.kind != TASKS:
-                    self.executor.release(plan.job)
+                if plan.reserved:
+                    plan.target.release(plan.job)
             raise
         if unstarted:
             # Their rows stay "running" until Runner.stop records them as interrupted.
             logger.info("The scheduler is stopping: %d run(s) due now were not started", unstarted)
         return self._advance(plans, now, fence)
+
+    def run_requested(
+        self, job: Job, requested_at: datetime, origin: Origin, take: Callable[[], bool]
+    ) -> None:
+        """Run ``job`` now, as requested at ``requested_at``: record the run (fenced), then
+        ``take`` the request, then start it.
+
+        Recording first means a leader that loses the lease in between leaves the request for
+        the next one; the unique (job, scheduled time) row makes taking it twice harmless.
+        """
+        target = self.target(job)
+        target.count_busy([job])
+        if not target.reserve(job, 1):
+            self.recorder.record(
+                job.id,
+                [requested_at],
+                Execution.Status.SKIPPED,
+                "Skipped: the job was already running (max_instances reached)",
+                origin,
+            )
+            take()
+            return
+        try:
+            started = self.recorder.insert([target.row(job, requested_at, origin)])
+        except BaseException:
+            target.release(job)
+            raise
+        if not take() or not started:
+            # Already recorded (and run) by another scheduler, or taken by one meanwhile.
+            target.release(job)
+            return
+        logger.info("Running job %s now, as requested by %s", job.id, origin.requested_by or "a script")
+        target.submit(job, started, origin)
 
     def _hand_over(self, plans: list[_Plan], fence: Fence | None) -> int:
         """Record the plans' rows in one INSERT, then start their runs; returns runs not started."""
@@ -95,26 +133,23 @@ class Dispatcher:
             runs.setdefault(execution.job_id, []).append(execution)
         unstarted = 0
         for plan in plans:
-            own_runs = runs.get(plan.job.id, [])
-            if plan.reserved and plan.placement.kind == TASKS:
-                self.handoff.submit(plan.job, own_runs)
-            elif plan.reserved and not self.executor.submit_recorded(plan.job, own_runs):
-                unstarted += len(own_runs)
+            if plan.reserved:
+                unstarted += plan.target.submit(plan.job, runs.get(plan.job.id, []), SCHEDULED)
             for row in plan.rows:
                 if row.status == Execution.Status.MISSED and row.pk is not None:
                     notify(signals.job_missed, row)
         return unstarted
 
-    def _plan_contained(self, job: Job, now: datetime, in_tasks: dict[str, int]) -> _Plan | None:
+    def _plan_contained(self, job: Job, now: datetime) -> _Plan | None:
         try:
-            return self._plan(job, now, in_tasks)
+            return self._plan(job, now)
         # Whatever one job's trigger or options raise is that job's failure, never the pass's.
         except Exception as exc:
             self._broken(job, exc)
             return None
 
-    def _plan(self, job: Job, now: datetime, in_tasks: dict[str, int]) -> _Plan:
-        plan = _Plan(job, Placement.of(job.executor))
+    def _plan(self, job: Job, now: datetime) -> _Plan:
+        plan = _Plan(job, self.target(job))
         run_times, complete = due_fire_times(job, now)
         if not run_times:
             return plan
@@ -140,13 +175,11 @@ class Dispatcher:
                 on_time.append(run_time)
         if not on_time:
             return plan
-        allowed = self._reserve(plan, in_tasks, len(on_time))
-        call = frozen(job) if plan.placement.kind == TASKS else None
+        allowed = plan.target.reserve(job, len(on_time))
+        plan.reserved = allowed > 0
         for number, run_time in enumerate(on_time):
             if number < allowed:
-                plan.rows.append(
-                    self.recorder.running_row(job.id, run_time, ran_in=plan.placement.kind, call=call)
-                )
+                plan.rows.append(plan.target.row(job, run_time, SCHEDULED))
             else:
                 logger.warning("Job %s skipped: its previous run is still going", job.id)
                 plan.rows.append(
@@ -158,22 +191,6 @@ class Dispatcher:
                     )
                 )
         return plan
-
-    def _reserve(self, plan: _Plan, in_tasks: dict[str, int], fires: int) -> int:
-        """Take slots for ``fires`` runs; returns how many of them may run.
-
-        On threads one slot serves all of a pass's fires, run one after the other (APScheduler's
-        rule for coalesce=False); in task workers each fire is a task of its own, so each needs a
-        slot of max_instances.
-        """
-        job = plan.job
-        if plan.placement.kind == TASKS:
-            allowed = max(min(job.max_instances - in_tasks.get(job.id, 0), fires), 0)
-            in_tasks[job.id] = in_tasks.get(job.id, 0) + allowed
-        else:
-            allowed = fires if self.executor.reserve(job) else 0
-        plan.reserved = allowed > 0
-        return allowed
 
     def _missed(self, job: Job, fires: list[datetime], why: str) -> list[Execution]:
         """Rows for fires that will not run: one each, the oldest beyond a cap sharing one row."""

@@ -110,35 +110,36 @@ class Scheduler(BackgroundScheduler):
         # Due runs go first, checked against the lease by this process's clock alone; the
         # housekeeping's statements (lease renewal, run requests, heartbeat) follow them, so
         # they do not delay runs due on the second.
-        due = self.state != STATE_PAUSED and self.may_dispatch() and self._due(next_wakeup)
-        if due:
-            next_wakeup = self._dispatch_due()
+        # Without a dispatcher (a loop that only keeps time), nothing is ever due.
+        dispatcher = self.dispatcher
+        if (
+            dispatcher is not None
+            and self.state != STATE_PAUSED
+            and self.may_dispatch()
+            and self._due(dispatcher, next_wakeup)
+        ):
+            next_wakeup = self._dispatch_due(dispatcher)
         if self.on_tick is not None:
             self.on_tick()
         return next_wakeup or self._now() + timedelta(seconds=self.poll_interval)
 
-    def _dispatch_due(self) -> datetime:
-        """Start what is due, in batches (see scheduling.dispatch); returns when to look again.
+    def _dispatch_due(self, dispatcher: Dispatcher) -> datetime:
+        """Start what is due, in batches (see scheduling.runtime.dispatch); returns when to look again.
 
         That is the store's earliest next run time itself, not "now + the seconds until it": a
         moment computed from a later clock reading falls just after it, and then every poll
         would find that run "earlier" than the wake-up and run the due-jobs query for nothing.
         """
         latest = self._now() + timedelta(seconds=MAX_SLEEP)
-        if self.dispatcher is None:
-            wait_seconds = super()._process_jobs()
-            return (
-                latest if wait_seconds is None else min(self._now() + timedelta(seconds=wait_seconds), latest)
-            )
         now = self._now()
-        due, later = self._jobstores["default"].get_due_jobs_and_next_run_time(now, DISPATCH_BATCH)
-        moved = self.dispatcher.dispatch(due, now) if due else None
+        due, later = dispatcher.store.get_due_jobs_and_next_run_time(now, DISPATCH_BATCH)
+        moved = dispatcher.dispatch(due, now) if due else None
         return min(moment for moment in (later, moved, latest) if moment is not None)
 
-    def _due(self, next_wakeup: datetime | None) -> bool:
+    def _due(self, dispatcher: Dispatcher, next_wakeup: datetime | None) -> bool:
         if next_wakeup is None or self._now() >= next_wakeup:
             return True
-        earliest = self._jobstores["default"].get_next_run_time()
+        earliest = dispatcher.store.get_next_run_time()
         return earliest is not None and earliest < next_wakeup
 
     def _now(self) -> datetime:

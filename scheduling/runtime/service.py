@@ -22,10 +22,10 @@ from scheduling.history.recorder import Recorder
 from scheduling.history.rows import Origin, describe_exception
 from scheduling.history.writer import OutcomeWriter
 from scheduling.models import Execution, RunRequest, SchedulerInstance
-from scheduling.placement import PROCESSES, TASKS, Placement
+from scheduling.placement import PROCESSES, Placement
 from scheduling.runs.processes import ProcessPool
-from scheduling.runs.task_calls import frozen
-from scheduling.runs.threads import RecordingThreadPoolExecutor
+from scheduling.runs.targets import run_targets
+from scheduling.runs.threads import ThreadTarget
 from scheduling.runtime.dispatch import Dispatcher
 from scheduling.runtime.leadership import Leadership
 from scheduling.runtime.loop import Scheduler, drop_broken_connections
@@ -40,7 +40,7 @@ ACTIVATION_RETRY_MAX = 60.0  # seconds between attempts to start scheduling afte
 
 
 class Runner:
-    """One scheduler process: owns the store, the executor, the loop and the heartbeat."""
+    """One scheduler process: owns the store, the run targets, the loop and the heartbeat."""
 
     def __init__(self, *, threads: int | None = None, poll_interval: float | None = None) -> None:
         self.threads = threads or settings.THREADS
@@ -65,11 +65,9 @@ class Runner:
         self.outcomes = OutcomeWriter()
         self.recorder = recorder = Recorder(self.instance, self.outcomes)
         self.processes = ProcessPool(settings.PROCESSES)
-        self.executor = RecordingThreadPoolExecutor(
-            recorder, max_workers=self.threads, processes=self.processes
-        )
+        self.thread_runs = ThreadTarget(recorder, max_workers=self.threads)
         self.store = store = JobStore()
-        self.dispatcher = Dispatcher(store, self.executor, recorder)
+        self.dispatcher = Dispatcher(store, recorder, run_targets(self.thread_runs, self.processes))
         self.scheduler = Scheduler(
             poll_interval=self.poll_interval,
             on_tick=self._on_tick,
@@ -77,7 +75,6 @@ class Runner:
             dispatcher=self.dispatcher,
             on_fence_lost=self._fence_lost,
             jobstores={"default": store},
-            executors={"default": self.executor},
             timezone=timezone.get_default_timezone(),
             jobstore_retry_interval=settings.DATABASE_RETRY_MAX,
         )
@@ -96,10 +93,11 @@ class Runner:
         """
         timeout = settings.SHUTDOWN_TIMEOUT if timeout is None else timeout
         self.stopping = True
-        running = self.executor.running
+        running = self.thread_runs.running
         if running:
             logger.info("Stopping: waiting up to %g s for %d running job(s)", timeout, running)
         self.scheduler.shutdown(wait=False)
+        self.thread_runs.shutdown(wait=False)  # no new runs; those going on may end
         finished = self._wait_holding_lease(timeout)
         self.processes.shutdown(wait=finished)
         # The outcomes of the runs that ended go to disk before the rest are marked interrupted.
@@ -128,7 +126,7 @@ class Runner:
         deadline = time.monotonic() + timeout
         while True:
             step = min(settings.LEASE_RENEW_INTERVAL, max(deadline - time.monotonic(), 0))
-            if self.executor.wait(step):
+            if self.thread_runs.wait(step):
                 return True
             if time.monotonic() >= deadline:
                 return False
@@ -183,7 +181,7 @@ class Runner:
 
     def _become_active(self) -> None:
         recover_interrupted()
-        self.executor.elsewhere = running_elsewhere(self.instance)
+        self.thread_runs.elsewhere = running_elsewhere(self.instance)
         self.recorder.fence = self.leadership.fence
         self.sync_report = sync(self.store, declarations.registry.values())
         if any(Placement.of(item.executor).kind == PROCESSES for item in declarations.registry.values()):
@@ -233,11 +231,6 @@ class Runner:
             self._run_requested(request)
 
     def _run_requested(self, request: RunRequest) -> None:
-        """Record the requested run (fenced), then take the request, then start the run.
-
-        Recording first means a leader that loses the lease in between leaves the request for
-        the next one; the unique (job, scheduled time) row makes taking it twice harmless.
-        """
         origin = Origin(Execution.Origin.MANUAL, request.requested_by)
         try:
             job = self.store.lookup_job(request.job_id)
@@ -253,40 +246,7 @@ class Runner:
             logger.warning("Dropped a request to run %s: no such job in the store", request.job_id)
             self._taken(request)
             return
-        in_tasks = Placement.of(job.executor).kind == TASKS
-        reserved = self.dispatcher.handoff.reserve(job) if in_tasks else self.executor.reserve(job)
-        if not reserved:
-            self.recorder.record(
-                job.id,
-                [request.requested_at],
-                Execution.Status.SKIPPED,
-                "Skipped: the job was already running (max_instances reached)",
-                origin,
-            )
-            self._taken(request)
-            return
-        try:
-            execution = self.recorder.start(
-                job.id,
-                request.requested_at,
-                origin,
-                ran_in=Placement.of(job.executor).kind,
-                call=frozen(job) if in_tasks else None,
-            )
-        except BaseException:
-            if not in_tasks:
-                self.executor.release(job)
-            raise
-        if not self._taken(request) or execution is None:
-            # Already recorded (and run) by another scheduler, or taken by one meanwhile.
-            if not in_tasks:
-                self.executor.release(job)
-            return
-        logger.info("Running job %s now, as requested by %s", job.id, request.requested_by or "a script")
-        if in_tasks:
-            self.dispatcher.handoff.submit(job, [execution])
-        else:
-            self.executor.submit_recorded(job, [execution], origin)
+        self.dispatcher.run_requested(job, request.requested_at, origin, lambda: self._taken(request))
 
     @staticmethod
     def _taken(request: RunRequest) -> bool:
@@ -301,7 +261,7 @@ class Runner:
         if not housekeeping:
             return
         recover_interrupted()
-        if self.active and self.executor.elsewhere:
-            self.executor.elsewhere = running_elsewhere(self.instance)
+        if self.active and self.thread_runs.elsewhere:
+            self.thread_runs.elsewhere = running_elsewhere(self.instance)
         if self.active:
             expire_task_runs()
