@@ -78,6 +78,7 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy", "scheduling", "config")
+    session.run("lint-imports")  # the layers of docs/design.md, "How the code is laid out"
     session.run(
         "python",
         "manage.py",
