@@ -201,7 +201,7 @@ class ExecutionQuerySet(models.QuerySet["Execution"]):
         return self.filter(instance=instance)
 
     def elsewhere(self, instance: SchedulerInstance | None) -> ExecutionQuerySet:
-        """Runs recorded by schedulers other than ``instance``."""
+        """Runs not recorded by ``instance``: by other schedulers, or by processes without a row."""
         return self.exclude(instance=instance)
 
     def mark_interrupted(self, reason: str) -> int:
