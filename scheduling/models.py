@@ -8,7 +8,8 @@ may delete a job), where django_apscheduler's cascade would take the history wit
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from django.apps import apps
 from django.conf import settings as django_settings
@@ -158,6 +159,90 @@ class Lease(models.Model):
         return f"{self.name} held by {self.holder} until {self.expires_at}"
 
 
+class ExecutionQuerySet(models.QuerySet["Execution"]):
+    """Which runs are in which state, and the changes of state, each written once.
+
+    Every change is one UPDATE conditioned on the state it leaves (like django-tasks-db's
+    ``DBTaskResult.claim()``), so of two writers racing for a run, one wins and the other is told.
+    """
+
+    def enqueued(self) -> ExecutionQuerySet:
+        """Runs waiting for a task worker to take them."""
+        return self.filter(status=Execution.Status.ENQUEUED)
+
+    def running(self) -> ExecutionQuerySet:
+        return self.filter(status=Execution.Status.RUNNING)
+
+    def unfinished(self) -> ExecutionQuerySet:
+        """Runs that may still start or end: enqueued or running."""
+        return self.filter(status__in=UNFINISHED)
+
+    def finished(self) -> ExecutionQuerySet:
+        """Runs whose row will not change again (but for a late outcome kept beside)."""
+        return self.exclude(status__in=UNFINISHED)
+
+    def completed(self) -> ExecutionQuerySet:
+        """Runs that ran to their end, succeeded or failed: not missed, skipped or interrupted."""
+        return self.filter(status__in=[Execution.Status.SUCCEEDED, Execution.Status.FAILED])
+
+    def interrupted(self) -> ExecutionQuerySet:
+        return self.filter(status=Execution.Status.INTERRUPTED)
+
+    def in_task_workers(self) -> ExecutionQuerySet:
+        """Runs handed to task workers, which live on without the scheduler that handed them."""
+        return self.filter(ran_in=Execution.RanIn.TASKS)
+
+    def in_scheduler(self) -> ExecutionQuerySet:
+        """Runs in a scheduler's own threads or process pool, which end with it."""
+        return self.exclude(ran_in=Execution.RanIn.TASKS)
+
+    def of_instance(self, instance: SchedulerInstance | None) -> ExecutionQuerySet:
+        """Runs recorded by the scheduler ``instance`` (None: by a process without a row)."""
+        return self.filter(instance=instance)
+
+    def elsewhere(self, instance: SchedulerInstance | None) -> ExecutionQuerySet:
+        """Runs not recorded by ``instance``: by other schedulers, or by processes without a row."""
+        return self.exclude(instance=instance)
+
+    def mark_interrupted(self, reason: str) -> int:
+        """Record the runs still running as interrupted, for ``reason``; returns how many."""
+        return self.running().update(
+            status=Execution.Status.INTERRUPTED, finished_at=timezone.now(), exception=reason
+        )
+
+    def claim(self, task_id: str, hostname: str, pid: int, started_at: datetime) -> bool:
+        """Mark an enqueued run as running in the worker ``hostname``:``pid``; False if it had left
+        the enqueued state (another worker took it, or it expired)."""
+        return bool(
+            self.enqueued().update(
+                status=Execution.Status.RUNNING,
+                started_at=started_at,
+                hostname=hostname,
+                pid=pid,
+                task_id=task_id,
+            )
+        )
+
+    def end_unstarted(
+        self,
+        status: str,
+        message: str,
+        traceback: str = "",
+        finished_at: datetime | None = None,
+        **where_ended: Any,
+    ) -> int:
+        """Record enqueued runs as ended without starting (missed, refused, never taken), with
+        ``where_ended`` (hostname, pid, task_id) when a worker ends them; returns how many.
+        A run that left the enqueued state meanwhile is left alone."""
+        return self.enqueued().update(
+            status=status,
+            finished_at=finished_at or timezone.now(),
+            exception=message,
+            traceback=traceback,
+            **where_ended,
+        )
+
+
 class Execution(models.Model):
     """One fire of one job: exactly one row per job and scheduled time."""
 
@@ -230,6 +315,8 @@ class Execution(models.Model):
         help_text=_("The run went on after it was recorded interrupted; this is how it ended."),
     )
 
+    objects = ExecutionQuerySet.as_manager()
+
     class Meta:
         verbose_name = _("execution")
         verbose_name_plural = _("executions")
@@ -247,6 +334,10 @@ class Execution(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job_id} @ {self.scheduled_at:%Y-%m-%d %H:%M:%S} ({self.status})"
+
+
+UNFINISHED = (Execution.Status.ENQUEUED, Execution.Status.RUNNING)
+"""The states of a run still to end; such rows are never pruned."""
 
 
 class RunRequest(models.Model):

@@ -48,9 +48,10 @@ def scheduler_status() -> SchedulerStatus:
         paused=Count("id", filter=Q(loadable, next_run_time__isnull=True)),
         broken=Count("id", filter=Q(broken_job())),
     )
-    runs = Execution.objects.filter(scheduled_at__gte=now - timedelta(hours=1)).aggregate(
-        runs=Count("id", filter=Q(status__in=[Execution.Status.SUCCEEDED, Execution.Status.FAILED])),
-        failures=Count("id", filter=Q(status=Execution.Status.FAILED)),
+    runs = (
+        Execution.objects.filter(scheduled_at__gte=now - timedelta(hours=1))
+        .completed()
+        .aggregate(runs=Count("id"), failures=Count("id", filter=Q(status=Execution.Status.FAILED)))
     )
     return SchedulerStatus(
         instance=active[0] if active else None,

@@ -94,12 +94,7 @@ class JobAdmin(admin.ModelAdmin):
         runs = Execution.objects.filter(job_id=OuterRef("id"))
         last = runs.order_by("-scheduled_at")
         recent = (
-            runs.filter(
-                scheduled_at__gte=timezone.now() - RECENT,
-                status__in=[Execution.Status.SUCCEEDED, Execution.Status.FAILED],
-            )
-            .order_by()
-            .values("job_id")
+            runs.completed().filter(scheduled_at__gte=timezone.now() - RECENT).order_by().values("job_id")
         )
         succeeded = Case(When(status=Execution.Status.SUCCEEDED, then=Value(1.0)), default=Value(0.0))
         annotations: dict[str, Any] = {

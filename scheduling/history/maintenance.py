@@ -12,17 +12,9 @@ from django.utils import timezone
 
 from scheduling import identity
 from scheduling.conf import settings
-from scheduling.history.rows import UNFINISHED
 from scheduling.models import Execution, SchedulerInstance
-from scheduling.placement import TASKS
 
 logger = logging.getLogger(__name__)
-
-
-def mark_interrupted(executions: QuerySet[Execution], reason: str) -> int:
-    return executions.filter(status=Execution.Status.RUNNING).update(
-        status=Execution.Status.INTERRUPTED, finished_at=timezone.now(), exception=reason
-    )
 
 
 def recover_interrupted() -> int:
@@ -36,8 +28,8 @@ def recover_interrupted() -> int:
     # swapped out), not dead: its runs go on when it wakes, so they are not interrupted.
     alive += [instance.pk for instance in _local_unstopped() if identity.proven_alive(instance)]
     # Runs handed to task workers are the workers' own: expire_task_runs deals with those.
-    orphans = Execution.objects.exclude(instance__in=alive).exclude(ran_in=TASKS)
-    count = mark_interrupted(orphans, "Interrupted: the scheduler running it stopped without finishing it")
+    orphans = Execution.objects.exclude(instance__in=alive).in_scheduler()
+    count = orphans.mark_interrupted("Interrupted: the scheduler running it stopped without finishing it")
     if count:
         logger.warning("Marked %d run(s) left running by a stopped scheduler as interrupted", count)
     return count
@@ -59,9 +51,9 @@ def running_elsewhere(instance: SchedulerInstance | None) -> dict[str, int]:
     be frozen, or stopping, with a run of the job still going.
     """
     rows = (
-        Execution.objects.filter(status=Execution.Status.RUNNING)
-        .exclude(instance=instance)
-        .exclude(ran_in=TASKS)
+        Execution.objects.running()
+        .elsewhere(instance)
+        .in_scheduler()
         .values_list("job_id")
         .annotate(count=Count("pk"))
         .order_by()
@@ -78,22 +70,14 @@ def expire_task_runs(timeout: float | None = None) -> int:
     """
     timeout = settings.TASK_TIMEOUT if timeout is None else timeout
     cutoff = timezone.now() - timedelta(seconds=timeout)
-    waiting = Execution.objects.filter(
-        ran_in=TASKS, status=Execution.Status.ENQUEUED, scheduled_at__lt=cutoff
-    ).update(
-        status=Execution.Status.INTERRUPTED,
-        finished_at=timezone.now(),
-        exception=f"Interrupted: no task worker took the run within {timeout:g} s (SCHEDULING_TASK_TIMEOUT)",
+    tasks = Execution.objects.in_task_workers()
+    waiting = tasks.filter(scheduled_at__lt=cutoff).end_unstarted(
+        Execution.Status.INTERRUPTED,
+        f"Interrupted: no task worker took the run within {timeout:g} s (SCHEDULING_TASK_TIMEOUT)",
     )
-    running = Execution.objects.filter(
-        ran_in=TASKS, status=Execution.Status.RUNNING, started_at__lt=cutoff
-    ).update(
-        status=Execution.Status.INTERRUPTED,
-        finished_at=timezone.now(),
-        exception=(
-            f"Interrupted: the task worker running it sent no outcome within {timeout:g} s of its start "
-            "(SCHEDULING_TASK_TIMEOUT); it died, or its run takes longer than that"
-        ),
+    running = tasks.filter(started_at__lt=cutoff).mark_interrupted(
+        f"Interrupted: the task worker running it sent no outcome within {timeout:g} s of its start "
+        "(SCHEDULING_TASK_TIMEOUT); it died, or its run takes longer than that"
     )
     if waiting or running:
         logger.warning(
@@ -109,7 +93,7 @@ def prune(older_than: timedelta | None = None, batch_size: int | None = None) ->
     """Delete finished history older than the retention, in batches; returns rows deleted."""
     cutoff = timezone.now() - (older_than or settings.HISTORY_RETENTION)
     batch_size = batch_size or settings.PRUNE_BATCH_SIZE
-    old = Execution.objects.filter(scheduled_at__lt=cutoff).exclude(status__in=UNFINISHED)
+    old = Execution.objects.filter(scheduled_at__lt=cutoff).finished()
     deleted = 0
     while True:
         # Materialised ids: MySQL cannot DELETE ... WHERE id IN (SELECT ... LIMIT n).

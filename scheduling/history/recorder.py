@@ -19,11 +19,10 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from scheduling.fencing import Fence, FenceLost
-from scheduling.history.maintenance import mark_interrupted
 from scheduling.history.retry import retrying
-from scheduling.history.rows import SCHEDULED, UNFINISHED, Origin, Outcome
+from scheduling.history.rows import SCHEDULED, Origin, Outcome
 from scheduling.history.writer import OutcomeWriter, finish_all
-from scheduling.models import Execution, SchedulerInstance
+from scheduling.models import UNFINISHED, Execution, SchedulerInstance
 from scheduling.placement import TASKS, THREADS
 from scheduling.sql import insert_rows
 
@@ -189,9 +188,7 @@ class Recorder:
 
         Runs handed to task workers are not this process's: they go on without it.
         """
-        return mark_interrupted(
-            Execution.objects.filter(instance=self.instance).exclude(ran_in=TASKS), reason
-        )
+        return Execution.objects.of_instance(self.instance).in_scheduler().mark_interrupted(reason)
 
 
 RETURNED = ("id", "job_id", "scheduled_at")  # what identifies an inserted row, read back

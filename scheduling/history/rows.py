@@ -9,6 +9,8 @@ import traceback
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+# Re-exported for runs.task_workers until it counts with Execution.objects.unfinished().
+from scheduling.models import UNFINISHED as UNFINISHED
 from scheduling.models import Execution
 
 
@@ -55,6 +57,3 @@ def describe_exception(exc: BaseException) -> tuple[str, str]:
     cls = type(exc)
     name = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
     return f"{name}: {exc}", "".join(traceback.format_exception(exc))
-
-
-UNFINISHED = (Execution.Status.ENQUEUED, Execution.Status.RUNNING)

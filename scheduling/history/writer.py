@@ -38,6 +38,7 @@ def finish_all(finished: list[tuple[Execution, Outcome]]) -> int:
         (execution.pk, {name: getattr(outcome, name) for name in FINISHED_FIELDS})
         for execution, outcome in finished
     ]
+    # In SQL, the conditions of Execution.objects.running() here and .interrupted() below.
     written = retrying(
         lambda: update_rows(
             Execution, rows, FINISHED_FIELDS, "AND status = %s", [Execution.Status.RUNNING.value]
@@ -64,7 +65,7 @@ def _keep_late_outcomes(finished: list[tuple[Execution, Outcome]]) -> None:
     if not kept:
         return
     outcomes = {execution.pk: outcome for execution, outcome in finished}
-    rows = Execution.objects.filter(pk__in=outcomes, status=Execution.Status.INTERRUPTED).only("pk", "job_id")
+    rows = Execution.objects.filter(pk__in=outcomes).interrupted().only("pk", "job_id")
     for row in rows:
         logger.warning(
             "Run %s of job %s ended (%s) after it had been recorded interrupted; kept as its late outcome",

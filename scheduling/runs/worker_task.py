@@ -139,26 +139,22 @@ def _claim(execution: Execution, task_id: str) -> bool:
     execution.started_at = timezone.now()
     execution.hostname, execution.pid = socket.gethostname(), os.getpid()
     execution.task_id = execution.task_id or task_id
-    claimed = Execution.objects.filter(pk=execution.pk, status=Execution.Status.ENQUEUED).update(
-        status=Execution.Status.RUNNING,
-        started_at=execution.started_at,
-        hostname=execution.hostname,
-        pid=execution.pid,
-        task_id=execution.task_id,
+    claimed = Execution.objects.filter(pk=execution.pk).claim(
+        execution.task_id, execution.hostname, execution.pid, execution.started_at
     )
     execution.status = Execution.Status.RUNNING
-    return bool(claimed)
+    return claimed
 
 
 def _end_unstarted(
     execution: Execution, task_id: str, status: str, message: str, formatted: str = ""
 ) -> Outcome | None:
     now = timezone.now()
-    changed = Execution.objects.filter(pk=execution.pk, status=Execution.Status.ENQUEUED).update(
-        status=status,
+    changed = Execution.objects.filter(pk=execution.pk).end_unstarted(
+        status,
+        message,
+        formatted,
         finished_at=now,
-        exception=message,
-        traceback=formatted,
         hostname=socket.gethostname(),
         pid=os.getpid(),
         task_id=execution.task_id or task_id,
