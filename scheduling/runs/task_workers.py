@@ -12,12 +12,11 @@ from datetime import datetime
 
 from apscheduler.job import Job
 from django.db.models import Count
-from django.utils import timezone
 
 from scheduling import signals
 from scheduling.history.recorder import Recorder
 from scheduling.history.retry import retrying
-from scheduling.history.rows import UNFINISHED, Origin, describe_exception
+from scheduling.history.rows import Origin, describe_exception
 from scheduling.models import Execution
 from scheduling.placement import TASKS, Placement
 from scheduling.runs.base import slots_left
@@ -44,7 +43,8 @@ class TaskWorkerTarget:
         if not jobs:
             return
         rows = (
-            Execution.objects.filter(job_id__in=[job.id for job in jobs], status__in=UNFINISHED)
+            Execution.objects.filter(job_id__in=[job.id for job in jobs])
+            .unfinished()
             .values_list("job_id")
             .annotate(count=Count("pk"))
             .order_by()
@@ -92,11 +92,8 @@ class TaskWorkerTarget:
         logger.error("Job %s: %s", execution.job_id, message)
         execution.status, execution.exception = Execution.Status.FAILED, message
         retrying(
-            lambda: Execution.objects.filter(pk=execution.pk, status=Execution.Status.ENQUEUED).update(
-                status=Execution.Status.FAILED,
-                finished_at=timezone.now(),
-                exception=message,
-                traceback=formatted,
+            lambda: Execution.objects.filter(pk=execution.pk).end_unstarted(
+                Execution.Status.FAILED, message, formatted
             ),
             f"record that job {execution.job_id} could not be enqueued",
         )
