@@ -88,7 +88,7 @@ class JobStore(DjangoJobStore):
 
     def start(self, scheduler: Any, alias: str) -> None:
         # Skip DjangoResultStoreMixin.start: its listeners write django_apscheduler's history,
-        # which scheduling.history replaces.
+        # which scheduling's history replaces.
         BaseJobStore.start(self, scheduler, alias)
 
     def get_due_jobs(self, now: datetime) -> list[Job]:

@@ -1,4 +1,4 @@
-"""What runs inside a child of the process pool (see scheduling.processes).
+"""What runs inside a child of the process pool (see scheduling.runs.processes).
 
 A spawned child unpickles references to these functions before Django is set up, so this module
 imports nothing from Django or from the app at import time.

@@ -6,7 +6,7 @@ children are *spawned* (not forked: the scheduler is multi-threaded and holds op
 connections, which a forked child would share) and set Django up once; each run starts and ends
 with ``close_old_connections()``, like a request.
 
-Children die with the scheduler (see scheduling.child). On Linux that rests on the kernel's
+Children die with the scheduler (see scheduling.runs.process_child). On Linux that rests on the kernel's
 parent-death signal, which fires when the *thread* that spawned a child ends. ProcessPoolExecutor
 spawns children lazily, in whichever thread calls ``submit()`` while fewer than ``max_workers``
 are idle — here one of the scheduler's run threads, or the thread that activated the scheduler

@@ -5,7 +5,7 @@ The scheduler stays the one source of timing and history: at each fire it writes
 queue. The worker that takes the task marks the same row running (with its host and process),
 calls the job's function and records the outcome there. Any backend works (django-tasks-db's
 ``db_worker``, RQ, Celery…). The task carries only the run's id: what to call is read from our
-tables (:mod:`scheduling.task_calls`), so a forged or replayed task runs nothing.
+tables (:mod:`scheduling.runs.task_calls`), so a forged or replayed task runs nothing.
 
 Imported only when a job is placed in task workers: Django 6 has ``django.tasks``; on Django 5.2
 the ``django-tasks`` backport provides the same API.
