@@ -247,7 +247,7 @@ def test_recording_a_fire_that_has_a_row_already_returns_only_what_was_recorded(
     now = timezone.now()
     recorder.start("taken", now)
 
-    recorded = recorder.record("taken", [now, now + timedelta(seconds=1)], "missed", "Missed: test")
+    recorded = recorder.record_not_run("taken", [now, now + timedelta(seconds=1)], "missed", "Missed: test")
 
     assert [row.scheduled_at for row in recorded] == [now + timedelta(seconds=1)]
     assert Execution.objects.filter(job_id="taken").count() == 2

@@ -84,7 +84,7 @@ class Recorder:
             call=call,
         )
 
-    def ended_row(
+    def not_run_row(
         self, job_id: str, scheduled_at: datetime, status: str, message: str, origin: Origin = SCHEDULED
     ) -> Execution:
         """A row for a fire that did not run (missed, skipped)."""
@@ -167,7 +167,7 @@ class Recorder:
         else:
             self.outcomes.finish(execution, outcome, wait)
 
-    def record(
+    def record_not_run(
         self,
         job_id: str,
         scheduled_times: Iterable[datetime],
@@ -178,7 +178,8 @@ class Recorder:
         """Record fires that did not run (missed, skipped), one row each, fenced like any insert;
         returns the rows recorded now (a fire that had a row already is left out)."""
         rows = [
-            self.ended_row(job_id, scheduled_at, status, message, origin) for scheduled_at in scheduled_times
+            self.not_run_row(job_id, scheduled_at, status, message, origin)
+            for scheduled_at in scheduled_times
         ]
         self.insert(rows)
         return [row for row in rows if row.pk is not None]

@@ -159,7 +159,7 @@ def _run_once(
     if message is not None and origin == SCHEDULED:
         logger.warning("Job %s missed its run at %s: %s", job.id, run_time, message)
         if execution is None:
-            missed = recorder.record(job.id, [run_time], Execution.Status.MISSED, message)
+            missed = recorder.record_not_run(job.id, [run_time], Execution.Status.MISSED, message)
         else:
             outcome = Outcome(Execution.Status.MISSED, None, timezone.now(), None, message)
             _finish(recorder, execution, outcome, signals.job_missed)

@@ -104,7 +104,7 @@ class Dispatcher:
         target = self.target(job)
         target.count_busy([job])
         if not target.reserve(job, 1):
-            self.recorder.record(
+            self.recorder.record_not_run(
                 job.id,
                 [requested_at],
                 Execution.Status.SKIPPED,
@@ -170,7 +170,9 @@ class Dispatcher:
             message = missed_message(now - run_time, job.misfire_grace_time)
             if message is not None:
                 logger.warning("Job %s missed its run at %s: %s", job.id, run_time, message)
-                plan.rows.append(self.recorder.ended_row(job.id, run_time, Execution.Status.MISSED, message))
+                plan.rows.append(
+                    self.recorder.not_run_row(job.id, run_time, Execution.Status.MISSED, message)
+                )
             else:
                 on_time.append(run_time)
         if not on_time:
@@ -183,7 +185,7 @@ class Dispatcher:
             else:
                 logger.warning("Job %s skipped: its previous run is still going", job.id)
                 plan.rows.append(
-                    self.recorder.ended_row(
+                    self.recorder.not_run_row(
                         job.id,
                         run_time,
                         Execution.Status.SKIPPED,
@@ -201,7 +203,7 @@ class Dispatcher:
             older, listed = fires[: -MAX_ROWS_PER_JOB + 1], fires[-MAX_ROWS_PER_JOB + 1 :]
             rows.append(self._summary(job, older, why))
         rows += [
-            self.recorder.ended_row(job.id, moment, Execution.Status.MISSED, f"Missed: {why}")
+            self.recorder.not_run_row(job.id, moment, Execution.Status.MISSED, f"Missed: {why}")
             for moment in listed
         ]
         return rows
@@ -211,7 +213,7 @@ class Dispatcher:
         message = (
             f"Missed: {len(fires)} fires from {fires[0]} to {fires[-1]}, recorded as this one row; {why}"
         )
-        return self.recorder.ended_row(job.id, fires[0], Execution.Status.MISSED, message)
+        return self.recorder.not_run_row(job.id, fires[0], Execution.Status.MISSED, message)
 
     def _skip_ahead(self, plan: _Plan, first: datetime, now: datetime) -> None:
         """A job more than MAX_FIRE_TIMES fires behind: one row says so, and it moves to now."""
@@ -224,7 +226,7 @@ class Dispatcher:
             f"the job skipped ahead to its next fire after {now}"
         )
         logger.warning("Job %s: %s", job.id, message)
-        plan.rows.append(self.recorder.ended_row(job.id, first, Execution.Status.MISSED, message))
+        plan.rows.append(self.recorder.not_run_row(job.id, first, Execution.Status.MISSED, message))
         plan.last_fire, plan.next_run_time = first, next_run_time
 
     def _broken(self, job: Job, exc: Exception) -> None:
@@ -232,7 +234,7 @@ class Dispatcher:
         reason = f"The schedule could not be computed: {message}"
         flag_broken(job.id, exc, reason)
         if job.next_run_time is not None:
-            row = self.recorder.ended_row(job.id, job.next_run_time, Execution.Status.FAILED, reason)
+            row = self.recorder.not_run_row(job.id, job.next_run_time, Execution.Status.FAILED, reason)
             row.traceback = formatted
             self.recorder.insert([row])
 

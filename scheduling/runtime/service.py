@@ -237,7 +237,7 @@ class Runner:
         # Loading imports the job's function: any error means it cannot run now.
         except Exception as exc:
             message, _ = describe_exception(exc)
-            self.recorder.record(
+            self.recorder.record_not_run(
                 request.job_id, [request.requested_at], Execution.Status.FAILED, message, origin
             )
             self._taken(request)
