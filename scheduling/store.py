@@ -91,6 +91,40 @@ class JobStore(DjangoJobStore):
         # which scheduling.history replaces.
         BaseJobStore.start(self, scheduler, alias)
 
+    # APScheduler's private API stays here, behind the three methods below, so the rest of the
+    # package builds, loads and changes jobs without knowing which internals that takes.
+
+    def new_job(self, *, next_run_time: datetime | None = None, **options: Any) -> Job:
+        """A job bound to this store (and to its scheduler, once started), as a loaded one is.
+
+        ``options`` are APScheduler's ``Job`` arguments. ``next_run_time`` is assigned, not
+        passed: ``Job`` would convert it with its scheduler's time zone, and control functions
+        run in processes that have no scheduler.
+        """
+        job = Job(self._scheduler, **options)
+        job.next_run_time = next_run_time
+        job._jobstore_alias = self._alias
+        return job
+
+    def load_row(self, job_state: bytes | memoryview) -> Job:
+        """The job a row's pickled state holds, bound to this store.
+
+        :raises Exception: whatever unpickling raises: it imports the job's function and
+            trigger classes, so any error means "cannot load now".
+        """
+        return self._reconstitute_job(job_state)
+
+    def modify_job(self, job: Job, **changes: Any) -> None:
+        """Change a loaded job's attributes and store it, as APScheduler's ``modify_job`` does.
+
+        APScheduler checks every change before applying any (a wrong type raises TypeError).
+        Assign ``next_run_time`` on the job instead, for the reason ``new_job`` gives.
+
+        :raises JobLookupError: when the job is no longer stored.
+        """
+        job._modify(**changes)
+        self.update_job(job)
+
     def get_due_jobs(self, now: datetime) -> list[Job]:
         return self._load(loadable_jobs().filter(next_run_time__lte=get_django_internal_datetime(now)))
 
@@ -324,7 +358,7 @@ class JobStore(DjangoJobStore):
         errors: dict[str, BaseException] = {}
         for job_id, job_state in rows:
             try:
-                job = self._reconstitute_job(job_state)
+                job = self.load_row(job_state)
                 # The column and the pickled state are written together, so the state says both.
                 self._read[job_id] = (get_django_internal_datetime(job.next_run_time), bytes(job_state))
                 jobs.append(job)

@@ -80,8 +80,7 @@ def job_fingerprint(job: Job) -> str:
 
 def build_job(declaration: Declaration, store: JobStore, now: datetime, paused: bool = False) -> Job:
     trigger = build_trigger(declaration.schedule)
-    job = Job(
-        store._scheduler,
+    return store.new_job(
         id=declaration.id,
         func=declaration.func_ref,
         trigger=trigger,
@@ -92,12 +91,8 @@ def build_job(declaration: Declaration, store: JobStore, now: datetime, paused: 
         misfire_grace_time=declaration.misfire_grace_time,
         coalesce=declaration.coalesce,
         max_instances=declaration.max_instances,
+        next_run_time=None if paused else trigger.get_next_fire_time(None, now),
     )
-    # Assigned, not passed: Job would convert it with its scheduler's timezone, and control
-    # functions run in processes that have no scheduler.
-    job.next_run_time = None if paused else trigger.get_next_fire_time(None, now)
-    job._jobstore_alias = store._alias
-    return job
 
 
 def sync(store: JobStore, declarations: Iterable[Declaration], now: datetime | None = None) -> SyncReport:
@@ -188,7 +183,7 @@ def _sync_undeclared(
 
 def _load(store: JobStore, row: DjangoJob, meta: ScheduledJob, report: SyncReport) -> Job | None:
     try:
-        job = store._reconstitute_job(row.job_state)
+        job = store.load_row(row.job_state)
     # Unpickling imports the job's function: any error means the code cannot run it now.
     except Exception as exc:
         flag_broken(row.id, exc)

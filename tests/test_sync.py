@@ -67,7 +67,7 @@ def test_a_schedule_changed_outside_the_code_survives_restarts_and_is_flagged(
 ) -> None:
     declaration = declare(registry)
     sync(store, [declaration])
-    store.update_job(_rescheduled(store))
+    _reschedule(store)
 
     first = sync(store, [declaration])
     second = sync(store, [declaration])
@@ -78,12 +78,10 @@ def test_a_schedule_changed_outside_the_code_survives_restarts_and_is_flagged(
     assert ScheduledJob.objects.get(id="report").overridden_at is not None
 
 
-def _rescheduled(store: JobStore) -> object:
-    stored = store.lookup_job("report")
+def _reschedule(store: JobStore) -> None:
     from apscheduler.triggers.interval import IntervalTrigger
 
-    stored._modify(trigger=IntervalTrigger(seconds=7))
-    return stored
+    store.modify_job(store.lookup_job("report"), trigger=IntervalTrigger(seconds=7))
 
 
 def test_control_reschedule_flags_the_override_and_reset_restores_the_code(
@@ -200,12 +198,10 @@ def test_jobs_added_outside_the_code_keep_running_and_are_recorded(registry: dic
 
 
 def _rescheduled_copy(store: JobStore, job_id: str) -> object:
-    from apscheduler.job import Job
     from apscheduler.triggers.interval import IntervalTrigger
 
     trigger = IntervalTrigger(minutes=1)
-    job = Job(
-        None,
+    return store.new_job(
         id=job_id,
         func=jobs.succeed,
         trigger=trigger,
@@ -216,6 +212,5 @@ def _rescheduled_copy(store: JobStore, job_id: str) -> object:
         misfire_grace_time=1,
         coalesce=True,
         max_instances=1,
+        next_run_time=trigger.get_next_fire_time(None, timezone.now()),
     )
-    job.next_run_time = trigger.get_next_fire_time(None, timezone.now())
-    return job
