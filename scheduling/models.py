@@ -18,6 +18,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from scheduling.conf import settings
+from scheduling.placement import RunsIn
 
 # Without these, Django fails below with a less helpful "isn't in INSTALLED_APPS", and no system
 # check could say it better: checks run only once the models have loaded.
@@ -170,10 +171,8 @@ class Execution(models.Model):
         SKIPPED = "skipped", _("Skipped: max instances reached")
         INTERRUPTED = "interrupted", _("Interrupted")
 
-    class RanIn(models.TextChoices):
-        THREADS = "threads", _("Scheduler thread")
-        PROCESSES = "processes", _("Scheduler process pool")
-        TASKS = "tasks", _("Task worker")
+    # The earlier name of RunsIn, still read by the task workers' side (scheduling.runs).
+    RanIn = RunsIn
 
     class Origin(models.TextChoices):
         SCHEDULE = "schedule", _("Schedule")
@@ -191,7 +190,7 @@ class Execution(models.Model):
     duration = models.FloatField(_("duration (s)"), null=True, blank=True, help_text=_("Of the run itself."))
     exception = models.TextField(_("exception"), blank=True)
     traceback = models.TextField(_("traceback"), blank=True)
-    ran_in = models.CharField(_("ran in"), max_length=16, choices=RanIn.choices, default=RanIn.THREADS)
+    ran_in = models.CharField(_("ran in"), max_length=16, choices=RunsIn.choices, default=RunsIn.THREADS)
     task_id = models.CharField(
         _("task id"), max_length=255, blank=True, help_text=_("Given by the tasks framework's backend.")
     )

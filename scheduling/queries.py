@@ -12,7 +12,7 @@ from django.utils import timezone
 from django_apscheduler.models import DjangoJob
 
 from scheduling.models import Execution, ScheduledJob, SchedulerInstance
-from scheduling.placement import THREADS, Placement
+from scheduling.placement import Placement, RunsIn
 from scheduling.schedules import describe
 from scheduling.store import JobStore, broken_job
 
@@ -163,7 +163,7 @@ def schedule_summary(job_id: str) -> str:
     job = JobStore().lookup_job(job_id)
     grace = "none" if job.misfire_grace_time is None else f"{job.misfire_grace_time} s"
     placement = Placement.of(job.executor)
-    where = "" if placement.kind == THREADS else f", runs in {placement.describe()}"
+    where = "" if placement.runs_in == RunsIn.THREADS else f", runs in {placement.describe()}"
     return (
         f"{describe(job.trigger)}; max instances {job.max_instances}, "
         f"coalesce {'on' if job.coalesce else 'off'}, misfire grace {grace}{where}"

@@ -24,7 +24,7 @@ from scheduling.history.maintenance import expire_task_runs
 from scheduling.history.recorder import Recorder
 from scheduling.history.rows import Outcome
 from scheduling.models import Execution, RunRequest
-from scheduling.placement import Placement
+from scheduling.placement import Placement, RunsIn
 from scheduling.runs.threads import RecordingThreadPoolExecutor
 from scheduling.runs.worker_task import run_enqueued, run_scheduled_job
 from scheduling.runtime.dispatch import Dispatcher
@@ -378,7 +378,7 @@ def test_a_run_that_cannot_be_enqueued_is_recorded_failed_with_the_reason(
     job(interval=30, id="nowhere", runs_in="tasks")(jobs.succeed)
     sync(dispatcher.store, registry.values())
     stored = dispatcher.store.lookup_job("nowhere")
-    stored.executor = Placement("tasks", "default", "no-such-queue").alias  # e.g. edited in a shell
+    stored.executor = Placement(RunsIn.TASKS, "default", "no-such-queue").alias  # e.g. edited in a shell
     dispatcher.store.update_job(stored)
 
     dispatcher.dispatch(make_due(dispatcher.store), datetime.now(UTC))

@@ -31,7 +31,7 @@ from scheduling.admin.history import status_badge
 from scheduling.forms import JobAddForm, JobScheduleForm
 from scheduling.legacy import old_meaning
 from scheduling.models import Execution, Job, ScheduledJob
-from scheduling.placement import DEFAULT_ALIAS, THREADS, Placement
+from scheduling.placement import DEFAULT_ALIAS, Placement, RunsIn
 from scheduling.preview import next_runs
 from scheduling.queries import schedule_summary, scheduler_status
 from scheduling.schedules import describe, format_local, relative
@@ -158,7 +158,7 @@ class JobAdmin(admin.ModelAdmin):
     def function(self, obj: Any) -> SafeString | str:
         state = _job_state(obj)
         placement = Placement.of(state.get("executor", DEFAULT_ALIAS))
-        if placement.kind == THREADS:
+        if placement.runs_in == RunsIn.THREADS:
             return str(state.get("func", "-"))
         return format_html("{}<br><small>runs in {}</small>", state.get("func", "-"), placement.describe())
 

@@ -14,7 +14,7 @@ from scheduling import identity
 from scheduling.conf import settings
 from scheduling.history.rows import UNFINISHED
 from scheduling.models import Execution, SchedulerInstance
-from scheduling.placement import TASKS
+from scheduling.placement import RunsIn
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def recover_interrupted() -> int:
     # swapped out), not dead: its runs go on when it wakes, so they are not interrupted.
     alive += [instance.pk for instance in _local_unstopped() if identity.proven_alive(instance)]
     # Runs handed to task workers are the workers' own: expire_task_runs deals with those.
-    orphans = Execution.objects.exclude(instance__in=alive).exclude(ran_in=TASKS)
+    orphans = Execution.objects.exclude(instance__in=alive).exclude(ran_in=RunsIn.TASKS)
     count = mark_interrupted(orphans, "Interrupted: the scheduler running it stopped without finishing it")
     if count:
         logger.warning("Marked %d run(s) left running by a stopped scheduler as interrupted", count)
@@ -61,7 +61,7 @@ def running_elsewhere(instance: SchedulerInstance | None) -> dict[str, int]:
     rows = (
         Execution.objects.filter(status=Execution.Status.RUNNING)
         .exclude(instance=instance)
-        .exclude(ran_in=TASKS)
+        .exclude(ran_in=RunsIn.TASKS)
         .values_list("job_id")
         .annotate(count=Count("pk"))
         .order_by()
@@ -79,14 +79,14 @@ def expire_task_runs(timeout: float | None = None) -> int:
     timeout = settings.TASK_TIMEOUT if timeout is None else timeout
     cutoff = timezone.now() - timedelta(seconds=timeout)
     waiting = Execution.objects.filter(
-        ran_in=TASKS, status=Execution.Status.ENQUEUED, scheduled_at__lt=cutoff
+        ran_in=RunsIn.TASKS, status=Execution.Status.ENQUEUED, scheduled_at__lt=cutoff
     ).update(
         status=Execution.Status.INTERRUPTED,
         finished_at=timezone.now(),
         exception=f"Interrupted: no task worker took the run within {timeout:g} s (SCHEDULING_TASK_TIMEOUT)",
     )
     running = Execution.objects.filter(
-        ran_in=TASKS, status=Execution.Status.RUNNING, started_at__lt=cutoff
+        ran_in=RunsIn.TASKS, status=Execution.Status.RUNNING, started_at__lt=cutoff
     ).update(
         status=Execution.Status.INTERRUPTED,
         finished_at=timezone.now(),

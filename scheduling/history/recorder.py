@@ -24,7 +24,7 @@ from scheduling.history.retry import retrying
 from scheduling.history.rows import SCHEDULED, UNFINISHED, Origin, Outcome
 from scheduling.history.writer import OutcomeWriter, finish_all
 from scheduling.models import Execution, SchedulerInstance
-from scheduling.placement import TASKS, THREADS
+from scheduling.placement import RunsIn
 from scheduling.sql import insert_rows
 
 logger = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class Recorder:
         job_id: str,
         scheduled_at: datetime,
         origin: Origin = SCHEDULED,
-        ran_in: str = THREADS,
+        ran_in: str = RunsIn.THREADS,
         call: dict[str, Any] | None = None,
     ) -> Execution | None:
         """Record a run as started; None if this fire already has an execution."""
@@ -63,14 +63,14 @@ class Recorder:
         job_id: str,
         scheduled_at: datetime,
         origin: Origin = SCHEDULED,
-        ran_in: str = THREADS,
+        ran_in: str = RunsIn.THREADS,
         call: dict[str, Any] | None = None,
     ) -> Execution:
         """A run about to start here, or, placed in task workers, about to be enqueued.
 
         ``call`` is the frozen copy of the job a task worker runs if the job left the store.
         """
-        enqueued = ran_in == TASKS
+        enqueued = ran_in == RunsIn.TASKS
         return Execution(
             job_id=job_id,
             status=Execution.Status.ENQUEUED if enqueued else Execution.Status.RUNNING,
@@ -190,7 +190,7 @@ class Recorder:
         Runs handed to task workers are not this process's: they go on without it.
         """
         return mark_interrupted(
-            Execution.objects.filter(instance=self.instance).exclude(ran_in=TASKS), reason
+            Execution.objects.filter(instance=self.instance).exclude(ran_in=RunsIn.TASKS), reason
         )
 
 
