@@ -67,12 +67,14 @@ def flag_broken(job_id: str, error: BaseException, message: str = "") -> None:
     Cleared when the job loads again at a sync, or is edited, reset, paused or resumed.
     """
     message = message or f"{type(error).__name__}: {error}"
-    meta, _ = ScheduledJob.objects.get_or_create(id=job_id, defaults={"source": ScheduledJob.Source.EXTERNAL})
-    if meta.import_error != message:
+    scheduled_job, _ = ScheduledJob.objects.get_or_create(
+        id=job_id, defaults={"source": ScheduledJob.Source.EXTERNAL}
+    )
+    if scheduled_job.import_error != message:
         logger.error("Job %s is kept but not run until it loads again or is edited: %s", job_id, message)
-        meta.import_error = message
-        meta.import_error_at = meta.import_error_at or timezone.now()
-        meta.save(update_fields=["import_error", "import_error_at", "updated_at"])
+        scheduled_job.import_error = message
+        scheduled_job.import_error_at = scheduled_job.import_error_at or timezone.now()
+        scheduled_job.save(update_fields=["import_error", "import_error_at", "updated_at"])
 
 
 class JobStore(DjangoJobStore):

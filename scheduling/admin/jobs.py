@@ -90,7 +90,7 @@ class JobAdmin(admin.ModelAdmin):
     change_list_template = "admin/scheduling/job/change_list.html"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Job]:
-        meta = ScheduledJob.objects.filter(id=OuterRef("id"))
+        scheduled_job = ScheduledJob.objects.filter(id=OuterRef("id"))
         runs = Execution.objects.filter(job_id=OuterRef("id"))
         last = runs.order_by("-scheduled_at")
         recent = (
@@ -103,11 +103,11 @@ class JobAdmin(admin.ModelAdmin):
         )
         succeeded = Case(When(status=Execution.Status.SUCCEEDED, then=Value(1.0)), default=Value(0.0))
         annotations: dict[str, Any] = {
-            field: Subquery(meta.values(field))
+            field: Subquery(scheduled_job.values(field))
             for field in ("name", "source", "overridden_at", "undeclared_at")
         }
         annotations["import_error"] = Coalesce(
-            Subquery(meta.values("import_error")), Value(""), output_field=TextField()
+            Subquery(scheduled_job.values("import_error")), Value(""), output_field=TextField()
         )
         return (
             super()
