@@ -79,7 +79,7 @@ class Placement:
         """The APScheduler executor alias the job is stored with (see the module's docstring)."""
         if self.runs_in == RunsIn.TASKS:
             return f"{RunsIn.TASKS}:{self.backend}:{self.queue}"
-        return str(RunsIn.PROCESSES) if self.runs_in == RunsIn.PROCESSES else DEFAULT_ALIAS
+        return RunsIn.PROCESSES.value if self.runs_in == RunsIn.PROCESSES else DEFAULT_ALIAS
 
     def describe(self) -> str:
         """In words, for the admin and the command line."""
