@@ -126,14 +126,12 @@ def change(job_id: str, *, schedule: dict[str, Any] | None = None, **options: An
         validation.check_spec(schedule)
     store = _store()
     job = _lookup(store, job_id)
-    if options:
-        job._modify(**options)
+    changes: dict[str, Any] = dict(options)
     if schedule is not None:
-        trigger = build_trigger(schedule)
-        paused = job.next_run_time is None
-        job._modify(trigger=trigger)
-        job.next_run_time = None if paused else trigger.get_next_fire_time(None, timezone.now())
-    store.update_job(job)
+        trigger = changes["trigger"] = build_trigger(schedule)
+        if job.next_run_time is not None:  # a paused job stays paused
+            job.next_run_time = trigger.get_next_fire_time(None, timezone.now())
+    store.modify_job(job, **changes)
     _clear_broken(job_id)
     ScheduledJob.objects.filter(id=job_id, source=ScheduledJob.Source.CODE).update(
         overridden_at=timezone.now()
@@ -156,18 +154,18 @@ def add(
     options = validation.options(options)
     validation.check_spec(schedule)
     trigger = build_trigger(schedule)
-    job = Job(
-        None,
+    store = _store()
+    job = store.new_job(
         id=job_id,
         func=func_ref,
         trigger=trigger,
         args=tuple(args),
         kwargs=dict(kwargs or {}),
         name=name or job_id,
+        next_run_time=trigger.get_next_fire_time(None, timezone.now()),
         **{"executor": DEFAULT_ALIAS, **settings.JOB_DEFAULTS, **options},
     )
-    job.next_run_time = trigger.get_next_fire_time(None, timezone.now())
-    _store().add_job(job)
+    store.add_job(job)
     ScheduledJob.objects.update_or_create(
         id=job_id,
         defaults={"source": ScheduledJob.Source.EXTERNAL, "func_ref": func_ref, "name": job.name},

@@ -19,7 +19,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from scheduling import validation
 from scheduling.conf import settings
-from scheduling.placement import DEFAULT_ALIAS, TASKS, THREADS, Placement
+from scheduling.placement import DEFAULT_ALIAS, Placement, RunsIn
 from scheduling.schedules import ScheduleError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -87,7 +87,7 @@ def job(
     misfire_grace_time: int | None = _UNSET,
     jitter: int | None = None,
     timezone: str | None = None,
-    runs_in: str = THREADS,
+    runs_in: str = RunsIn.THREADS,
     task_backend: str | None = None,
     task_queue: str | None = None,
     **unknown: Any,
@@ -173,7 +173,7 @@ def _declare(
         options["misfire_grace_time"] = defaults["misfire_grace_time"]
     options = validation.options(options)
     validation.text("name", name)
-    if placement.kind == TASKS:
+    if placement.runs_in == RunsIn.TASKS:
         check_task_placement(placement)
     return Declaration(
         id=job_id,

@@ -18,7 +18,7 @@ from django_apscheduler.models import DjangoJob
 from scheduling import declarations, safejson, validation
 from scheduling.conf import settings
 from scheduling.models import Job
-from scheduling.placement import DEFAULT_ALIAS, PROCESSES, TASKS, THREADS, Placement
+from scheduling.placement import DEFAULT_ALIAS, Placement, RunsIn
 from scheduling.schedules import ScheduleError, build_trigger, crontab_of, spec_of
 from scheduling.store import unpickle
 
@@ -112,12 +112,13 @@ class JobScheduleForm(forms.ModelForm):
 
     runs_in = forms.ChoiceField(
         label=_("Runs in"),
+        # Worded for the form (RunsIn's labels say where a run went, in the history).
         choices=[
-            (THREADS, _("the scheduler's threads")),
-            (PROCESSES, _("the scheduler's process pool (CPU-bound work)")),
-            (TASKS, _("task workers (Django's tasks framework)")),
+            (RunsIn.THREADS, _("the scheduler's threads")),
+            (RunsIn.PROCESSES, _("the scheduler's process pool (CPU-bound work)")),
+            (RunsIn.TASKS, _("task workers (Django's tasks framework)")),
         ],
-        initial=THREADS,
+        initial=RunsIn.THREADS,
     )
     task_backend = forms.CharField(
         label=_("Task backend"),
@@ -176,11 +177,11 @@ class JobScheduleForm(forms.ModelForm):
     def _clean_placement(self, data: dict[str, Any]) -> None:
         self.placement = Placement()
         backend, queue = (data.get("task_backend") or "").strip(), (data.get("task_queue") or "").strip()
-        if data.get("runs_in") != TASKS:
+        if data.get("runs_in") != RunsIn.TASKS:
             backend = queue = ""  # kept from an earlier choice of task workers; they no longer apply
         try:
-            self.placement = Placement.build(data.get("runs_in") or THREADS, backend, queue)
-            if self.placement.kind == TASKS:
+            self.placement = Placement.build(data.get("runs_in") or RunsIn.THREADS, backend, queue)
+            if self.placement.runs_in == RunsIn.TASKS:
                 declarations.check_task_placement(self.placement)
         except ValueError as exc:
             # The message starts with what is wrong: "task_backend 'x' …", "task_queue 'y' …".
@@ -235,7 +236,7 @@ def initial_values(state: dict[str, Any]) -> dict[str, Any]:
         "misfire_grace_time": state.get("misfire_grace_time"),
     }
     placement = Placement.of(state.get("executor", DEFAULT_ALIAS))
-    values.update(runs_in=placement.kind, task_backend=placement.backend, task_queue=placement.queue)
+    values.update(runs_in=placement.runs_in, task_backend=placement.backend, task_queue=placement.queue)
     try:
         spec = spec_of(state["trigger"])
     except (KeyError, ScheduleError):

@@ -19,6 +19,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from scheduling.conf import settings
+from scheduling.placement import RunsIn
 
 # Without these, Django fails below with a less helpful "isn't in INSTALLED_APPS", and no system
 # check could say it better: checks run only once the models have loaded.
@@ -190,11 +191,11 @@ class ExecutionQuerySet(models.QuerySet["Execution"]):
 
     def in_task_workers(self) -> ExecutionQuerySet:
         """Runs handed to task workers, which live on without the scheduler that handed them."""
-        return self.filter(ran_in=Execution.RanIn.TASKS)
+        return self.filter(ran_in=RunsIn.TASKS)
 
     def in_scheduler(self) -> ExecutionQuerySet:
         """Runs in a scheduler's own threads or process pool, which end with it."""
-        return self.exclude(ran_in=Execution.RanIn.TASKS)
+        return self.exclude(ran_in=RunsIn.TASKS)
 
     def of_instance(self, instance: SchedulerInstance | None) -> ExecutionQuerySet:
         """Runs recorded by the scheduler ``instance`` (None: by a process without a row)."""
@@ -255,11 +256,6 @@ class Execution(models.Model):
         SKIPPED = "skipped", _("Skipped: max instances reached")
         INTERRUPTED = "interrupted", _("Interrupted")
 
-    class RanIn(models.TextChoices):
-        THREADS = "threads", _("Scheduler thread")
-        PROCESSES = "processes", _("Scheduler process pool")
-        TASKS = "tasks", _("Task worker")
-
     class Origin(models.TextChoices):
         SCHEDULE = "schedule", _("Schedule")
         MANUAL = "manual", _("Manual request")
@@ -276,7 +272,7 @@ class Execution(models.Model):
     duration = models.FloatField(_("duration (s)"), null=True, blank=True, help_text=_("Of the run itself."))
     exception = models.TextField(_("exception"), blank=True)
     traceback = models.TextField(_("traceback"), blank=True)
-    ran_in = models.CharField(_("ran in"), max_length=16, choices=RanIn.choices, default=RanIn.THREADS)
+    ran_in = models.CharField(_("ran in"), max_length=16, choices=RunsIn.choices, default=RunsIn.THREADS)
     task_id = models.CharField(
         _("task id"), max_length=255, blank=True, help_text=_("Given by the tasks framework's backend.")
     )

@@ -11,10 +11,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-THREADS = "threads"
-PROCESSES = "processes"
-TASKS = "tasks"
-KINDS = (THREADS, PROCESSES, TASKS)
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class RunsIn(models.TextChoices):
+    """Where a job runs, as declarations, forms and the API name it and ``Execution.ran_in`` keeps it."""
+
+    THREADS = "threads", _("Scheduler thread")
+    PROCESSES = "processes", _("Scheduler process pool")
+    TASKS = "tasks", _("Task worker")
+
 
 DEFAULT_ALIAS = "default"
 DEFAULT_TASK_BACKEND = "default"
@@ -27,45 +34,47 @@ class PlacementError(ValueError):
 
 @dataclass(frozen=True)
 class Placement:
-    kind: str = THREADS
+    runs_in: RunsIn = RunsIn.THREADS
     backend: str = ""
     queue: str = ""
 
     @classmethod
     def of(cls, alias: str) -> Placement:
         """The placement an executor alias stands for; unknown aliases run in threads, as before."""
-        if alias == PROCESSES:
-            return cls(PROCESSES)
-        if alias.startswith(TASKS + ":"):
+        if alias == RunsIn.PROCESSES:
+            return cls(RunsIn.PROCESSES)
+        if alias.startswith(RunsIn.TASKS + ":"):
             _, backend, queue = [*alias.split(":", 2), "", ""][:3]
-            return cls(TASKS, backend or DEFAULT_TASK_BACKEND, queue or DEFAULT_TASK_QUEUE)
-        return cls(THREADS)
+            return cls(RunsIn.TASKS, backend or DEFAULT_TASK_BACKEND, queue or DEFAULT_TASK_QUEUE)
+        return cls(RunsIn.THREADS)
 
     @classmethod
-    def build(cls, kind: str, backend: str | None = None, queue: str | None = None) -> Placement:
+    def build(cls, runs_in: str, backend: str | None = None, queue: str | None = None) -> Placement:
         """A placement from what a user declared or entered; raises PlacementError if it cannot work."""
-        if kind not in KINDS:
-            raise PlacementError(f"runs_in must be one of {', '.join(map(repr, KINDS))}, not {kind!r}")
-        if kind != TASKS:
+        if runs_in not in RunsIn.values:
+            choices = ", ".join(map(repr, RunsIn.values))
+            raise PlacementError(f"runs_in must be one of {choices}, not {runs_in!r}")
+        if runs_in != RunsIn.TASKS:
             if backend or queue:
                 raise PlacementError("task_backend and task_queue apply only to jobs with runs_in='tasks'")
-            return cls(kind)
+            return cls(RunsIn(runs_in))
         backend, queue = backend or DEFAULT_TASK_BACKEND, queue or DEFAULT_TASK_QUEUE
         for label, value in (("task_backend", backend), ("task_queue", queue)):
             if ":" in value:
                 raise PlacementError(f"{label} cannot contain ':' ({value!r})")
-        return cls(TASKS, backend, queue)
+        return cls(RunsIn.TASKS, backend, queue)
 
     @property
     def alias(self) -> str:
-        if self.kind == TASKS:
-            return f"{TASKS}:{self.backend}:{self.queue}"
-        return PROCESSES if self.kind == PROCESSES else DEFAULT_ALIAS
+        """The APScheduler executor alias the job is stored with (see the module's docstring)."""
+        if self.runs_in == RunsIn.TASKS:
+            return f"{RunsIn.TASKS}:{self.backend}:{self.queue}"
+        return RunsIn.PROCESSES.value if self.runs_in == RunsIn.PROCESSES else DEFAULT_ALIAS
 
     def describe(self) -> str:
         """In words, for the admin and the command line."""
-        if self.kind == PROCESSES:
+        if self.runs_in == RunsIn.PROCESSES:
             return "scheduler's process pool"
-        if self.kind == TASKS:
+        if self.runs_in == RunsIn.TASKS:
             return f"task workers (backend {self.backend!r}, queue {self.queue!r})"
         return "scheduler's threads"

@@ -12,7 +12,7 @@ from django.utils import timezone
 from django_apscheduler.models import DjangoJob
 
 from scheduling.models import Execution, ScheduledJob, SchedulerInstance
-from scheduling.placement import THREADS, Placement
+from scheduling.placement import Placement, RunsIn
 from scheduling.schedules import describe
 from scheduling.store import JobStore, broken_job
 
@@ -80,33 +80,40 @@ def job_summaries(job_ids: Collection[str] | None = None, limit: int | None = No
     """Stored jobs (all, the first ``limit``, or those of ``job_ids``) with schedule in words,
     next run and state. Broken jobs come last.
     """
-    metas_query = ScheduledJob.objects.all()
+    scheduled_jobs_query = ScheduledJob.objects.all()
     store = JobStore()
     if limit is not None:
         jobs = store.get_first_jobs(limit)
-        metas_query = metas_query.filter(id__in=[job.id for job in jobs])
+        scheduled_jobs_query = scheduled_jobs_query.filter(id__in=[job.id for job in jobs])
     elif job_ids is None:
         jobs = store.get_all_jobs()
     else:
-        metas_query = metas_query.filter(id__in=job_ids)
+        scheduled_jobs_query = scheduled_jobs_query.filter(id__in=job_ids)
         jobs = store.get_jobs_by_id(job_ids)
-    metas = {meta.id: meta for meta in metas_query}
+    scheduled_jobs = scheduled_jobs_query.in_bulk()
     summaries = []
     for job in jobs:
-        summaries.append(_summary(job, metas.pop(job.id, None)))
-    for meta in metas.values():
-        if meta.import_error:
+        summaries.append(_summary(job, scheduled_jobs.pop(job.id, None)))
+    for scheduled_job in scheduled_jobs.values():
+        if scheduled_job.import_error:
             summaries.append(
-                JobSummary(meta.id, meta.name, meta.func_ref, "-", None, f"broken: {meta.import_error}")
+                JobSummary(
+                    scheduled_job.id,
+                    scheduled_job.name,
+                    scheduled_job.func_ref,
+                    "-",
+                    None,
+                    f"broken: {scheduled_job.import_error}",
+                )
             )
     return summaries
 
 
-def _summary(job: Job, meta: ScheduledJob | None) -> JobSummary:
+def _summary(job: Job, scheduled_job: ScheduledJob | None) -> JobSummary:
     state = "scheduled" if job.next_run_time else "paused"
-    if meta and meta.undeclared_at:
+    if scheduled_job and scheduled_job.undeclared_at:
         state = "paused: no longer declared in code"
-    elif meta and meta.overridden_at:
+    elif scheduled_job and scheduled_job.overridden_at:
         state += ", overridden outside the code"
     return JobSummary(job.id, job.name, job.func_ref, describe(job.trigger), job.next_run_time, state)
 
@@ -135,26 +142,33 @@ def job_page(limit: int, after: str = "") -> tuple[list[JobSummary], str | None]
 
 def read_summaries(job_ids: list[str]) -> list[JobSummary]:
     """The summaries of ``job_ids``, in that order, read without writing to the database."""
-    metas = {meta.id: meta for meta in ScheduledJob.objects.filter(id__in=job_ids)}
+    scheduled_jobs = ScheduledJob.objects.filter(id__in=job_ids).in_bulk()
     rows = [
         (job_id, state)
         for job_id, state in DjangoJob.objects.filter(id__in=job_ids).values_list("id", "job_state")
-        if not (job_id in metas and metas[job_id].import_error)
+        if not (job_id in scheduled_jobs and scheduled_jobs[job_id].import_error)
     ]
     jobs, errors = JobStore().peek_rows(rows)
     loaded = {job.id: job for job in jobs}
     summaries = []
     for job_id in job_ids:
-        meta = metas.get(job_id)
+        scheduled_job = scheduled_jobs.get(job_id)
         if job_id in loaded:
-            summaries.append(_summary(loaded[job_id], meta))
-        elif meta and meta.import_error:
+            summaries.append(_summary(loaded[job_id], scheduled_job))
+        elif scheduled_job and scheduled_job.import_error:
             summaries.append(
-                JobSummary(job_id, meta.name, meta.func_ref, "-", None, f"broken: {meta.import_error}")
+                JobSummary(
+                    job_id,
+                    scheduled_job.name,
+                    scheduled_job.func_ref,
+                    "-",
+                    None,
+                    f"broken: {scheduled_job.import_error}",
+                )
             )
         elif job_id in errors:
             error = f"{type(errors[job_id]).__name__}: {errors[job_id]}"
-            name, func_ref = (meta.name, meta.func_ref) if meta else (job_id, "")
+            name, func_ref = (scheduled_job.name, scheduled_job.func_ref) if scheduled_job else (job_id, "")
             summaries.append(JobSummary(job_id, name, func_ref, "-", None, f"broken: {error}"))
     return summaries
 
@@ -164,7 +178,7 @@ def schedule_summary(job_id: str) -> str:
     job = JobStore().lookup_job(job_id)
     grace = "none" if job.misfire_grace_time is None else f"{job.misfire_grace_time} s"
     placement = Placement.of(job.executor)
-    where = "" if placement.kind == THREADS else f", runs in {placement.describe()}"
+    where = "" if placement.runs_in == RunsIn.THREADS else f", runs in {placement.describe()}"
     return (
         f"{describe(job.trigger)}; max instances {job.max_instances}, "
         f"coalesce {'on' if job.coalesce else 'off'}, misfire grace {grace}{where}"

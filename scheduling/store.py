@@ -67,12 +67,14 @@ def flag_broken(job_id: str, error: BaseException, message: str = "") -> None:
     Cleared when the job loads again at a sync, or is edited, reset, paused or resumed.
     """
     message = message or f"{type(error).__name__}: {error}"
-    meta, _ = ScheduledJob.objects.get_or_create(id=job_id, defaults={"source": ScheduledJob.Source.EXTERNAL})
-    if meta.import_error != message:
+    scheduled_job, _ = ScheduledJob.objects.get_or_create(
+        id=job_id, defaults={"source": ScheduledJob.Source.EXTERNAL}
+    )
+    if scheduled_job.import_error != message:
         logger.error("Job %s is kept but not run until it loads again or is edited: %s", job_id, message)
-        meta.import_error = message
-        meta.import_error_at = meta.import_error_at or timezone.now()
-        meta.save(update_fields=["import_error", "import_error_at", "updated_at"])
+        scheduled_job.import_error = message
+        scheduled_job.import_error_at = scheduled_job.import_error_at or timezone.now()
+        scheduled_job.save(update_fields=["import_error", "import_error_at", "updated_at"])
 
 
 class JobStore(DjangoJobStore):
@@ -90,6 +92,40 @@ class JobStore(DjangoJobStore):
         # Skip DjangoResultStoreMixin.start: its listeners write django_apscheduler's history,
         # which scheduling's history replaces.
         BaseJobStore.start(self, scheduler, alias)
+
+    # APScheduler's private API stays here, behind the three methods below, so the rest of the
+    # package builds, loads and changes jobs without knowing which internals that takes.
+
+    def new_job(self, *, next_run_time: datetime | None = None, **options: Any) -> Job:
+        """A job bound to this store (and to its scheduler, once started), as a loaded one is.
+
+        ``options`` are APScheduler's ``Job`` arguments. ``next_run_time`` is assigned, not
+        passed: ``Job`` would convert it with its scheduler's time zone, and control functions
+        run in processes that have no scheduler.
+        """
+        job = Job(self._scheduler, **options)
+        job.next_run_time = next_run_time
+        job._jobstore_alias = self._alias
+        return job
+
+    def load_row(self, job_state: bytes | memoryview) -> Job:
+        """The job a row's pickled state holds, bound to this store.
+
+        :raises Exception: whatever unpickling raises: it imports the job's function and
+            trigger classes, so any error means "cannot load now".
+        """
+        return self._reconstitute_job(job_state)
+
+    def modify_job(self, job: Job, **changes: Any) -> None:
+        """Change a loaded job's attributes and store it, as APScheduler's ``modify_job`` does.
+
+        APScheduler checks every change before applying any (a wrong type raises TypeError).
+        Assign ``next_run_time`` on the job instead, for the reason ``new_job`` gives.
+
+        :raises JobLookupError: when the job is no longer stored.
+        """
+        job._modify(**changes)
+        self.update_job(job)
 
     def get_due_jobs(self, now: datetime) -> list[Job]:
         return self._load(loadable_jobs().filter(next_run_time__lte=get_django_internal_datetime(now)))
@@ -324,7 +360,7 @@ class JobStore(DjangoJobStore):
         errors: dict[str, BaseException] = {}
         for job_id, job_state in rows:
             try:
-                job = self._reconstitute_job(job_state)
+                job = self.load_row(job_state)
                 # The column and the pickled state are written together, so the state says both.
                 self._read[job_id] = (get_django_internal_datetime(job.next_run_time), bytes(job_state))
                 jobs.append(job)

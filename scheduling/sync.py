@@ -80,8 +80,7 @@ def job_fingerprint(job: Job) -> str:
 
 def build_job(declaration: Declaration, store: JobStore, now: datetime, paused: bool = False) -> Job:
     trigger = build_trigger(declaration.schedule)
-    job = Job(
-        store._scheduler,
+    return store.new_job(
         id=declaration.id,
         func=declaration.func_ref,
         trigger=trigger,
@@ -92,24 +91,20 @@ def build_job(declaration: Declaration, store: JobStore, now: datetime, paused: 
         misfire_grace_time=declaration.misfire_grace_time,
         coalesce=declaration.coalesce,
         max_instances=declaration.max_instances,
+        next_run_time=None if paused else trigger.get_next_fire_time(None, now),
     )
-    # Assigned, not passed: Job would convert it with its scheduler's timezone, and control
-    # functions run in processes that have no scheduler.
-    job.next_run_time = None if paused else trigger.get_next_fire_time(None, now)
-    job._jobstore_alias = store._alias
-    return job
 
 
 def sync(store: JobStore, declarations: Iterable[Declaration], now: datetime | None = None) -> SyncReport:
     now = now or timezone.now()
     report = SyncReport()
     rows = {row.id: row for row in DjangoJob.objects.all()}
-    metas = {meta.id: meta for meta in ScheduledJob.objects.all()}
+    scheduled_jobs = ScheduledJob.objects.in_bulk()
     declared = {declaration.id: declaration for declaration in declarations}
     to_write: list[tuple[Declaration, bool, bool]] = []
     for declaration in declared.values():
         change = _sync_declared(
-            store, declaration, metas.get(declaration.id), rows.get(declaration.id), now, report
+            store, declaration, scheduled_jobs.get(declaration.id), rows.get(declaration.id), now, report
         )
         if change is not None:
             to_write.append(change)
@@ -117,11 +112,13 @@ def sync(store: JobStore, declarations: Iterable[Declaration], now: datetime | N
     apply_declarations(store, to_write, now)
     for job_id, row in rows.items():
         if job_id not in declared:
-            _sync_undeclared(store, metas.get(job_id), row, now, report)
+            _sync_undeclared(store, scheduled_jobs.get(job_id), row, now, report)
     gone = [
-        meta.id
-        for meta in metas.values()
-        if meta.source == ScheduledJob.Source.CODE and meta.id not in declared and meta.id not in rows
+        scheduled_job.id
+        for scheduled_job in scheduled_jobs.values()
+        if scheduled_job.source == ScheduledJob.Source.CODE
+        and scheduled_job.id not in declared
+        and scheduled_job.id not in rows
     ]
     ScheduledJob.objects.filter(id__in=gone, undeclared_at__isnull=True).update(undeclared_at=now)
     return report
@@ -130,72 +127,76 @@ def sync(store: JobStore, declarations: Iterable[Declaration], now: datetime | N
 def _sync_declared(
     store: JobStore,
     declaration: Declaration,
-    meta: ScheduledJob | None,
+    scheduled_job: ScheduledJob | None,
     row: DjangoJob | None,
     now: datetime,
     report: SyncReport,
 ) -> tuple[Declaration, bool, bool] | None:
     """Bring one declared job in line; returns (declaration, stored, paused) if it must be written."""
     if (
-        meta is None
-        or meta.source != ScheduledJob.Source.CODE
-        or meta.declared_fingerprint != declaration.fingerprint
+        scheduled_job is None
+        or scheduled_job.source != ScheduledJob.Source.CODE
+        or scheduled_job.declared_fingerprint != declaration.fingerprint
     ):
-        keep_paused = row is not None and row.next_run_time is None and not (meta and meta.paused_by_sync)
+        keep_paused = (
+            row is not None
+            and row.next_run_time is None
+            and not (scheduled_job and scheduled_job.paused_by_sync)
+        )
         (report.updated if row is not None else report.added).append(declaration.id)
         return declaration, row is not None, keep_paused
     if row is None:
         return None
-    job = _load(store, row, meta, report)
+    job = _load(store, row, scheduled_job, report)
     if job is None:
         return None
     changes: dict[str, Any] = {}
-    if meta.undeclared_at:
+    if scheduled_job.undeclared_at:
         changes["undeclared_at"] = None
-        if meta.paused_by_sync:
+        if scheduled_job.paused_by_sync:
             changes["paused_by_sync"] = False
             job.next_run_time = job.trigger.get_next_fire_time(None, now)
             store.update_job(job)
             logger.info("Job %s is declared again and resumes", job.id)
-    if job_fingerprint(job) != meta.stored_fingerprint and not meta.overridden_at:
+    if job_fingerprint(job) != scheduled_job.stored_fingerprint and not scheduled_job.overridden_at:
         changes["overridden_at"] = now
         report.overridden.append(job.id)
         logger.info("Job %s was changed outside the code; keeping that change until it is reset", job.id)
     if changes:
-        ScheduledJob.objects.filter(id=meta.id).update(**changes)
+        ScheduledJob.objects.filter(id=scheduled_job.id).update(**changes)
     return None
 
 
 def _sync_undeclared(
-    store: JobStore, meta: ScheduledJob | None, row: DjangoJob, now: datetime, report: SyncReport
+    store: JobStore, scheduled_job: ScheduledJob | None, row: DjangoJob, now: datetime, report: SyncReport
 ) -> None:
-    if meta is None:
-        meta = ScheduledJob.objects.create(id=row.id, source=ScheduledJob.Source.EXTERNAL)
-    job = _load(store, row, meta, report)
-    if job is not None and not meta.func_ref:
-        ScheduledJob.objects.filter(id=meta.id).update(func_ref=job.func_ref, name=job.name)
-    if meta.source != ScheduledJob.Source.CODE or meta.undeclared_at:
+    if scheduled_job is None:
+        scheduled_job = ScheduledJob.objects.create(id=row.id, source=ScheduledJob.Source.EXTERNAL)
+    job = _load(store, row, scheduled_job, report)
+    if job is not None and not scheduled_job.func_ref:
+        ScheduledJob.objects.filter(id=scheduled_job.id).update(func_ref=job.func_ref, name=job.name)
+    if scheduled_job.source != ScheduledJob.Source.CODE or scheduled_job.undeclared_at:
         return
     paused_now = False
     if job is not None and job.next_run_time is not None:
         job.next_run_time = None
         store.update_job(job)
         paused_now = True
-    ScheduledJob.objects.filter(id=meta.id).update(undeclared_at=now, paused_by_sync=paused_now)
+    ScheduledJob.objects.filter(id=scheduled_job.id).update(undeclared_at=now, paused_by_sync=paused_now)
     report.undeclared.append(row.id)
     logger.warning("Job %s is no longer declared in the code: paused and kept, not deleted", row.id)
 
 
-def _load(store: JobStore, row: DjangoJob, meta: ScheduledJob, report: SyncReport) -> Job | None:
+def _load(store: JobStore, row: DjangoJob, scheduled_job: ScheduledJob, report: SyncReport) -> Job | None:
     try:
-        job = store._reconstitute_job(row.job_state)
+        job = store.load_row(row.job_state)
     # Unpickling imports the job's function: any error means the code cannot run it now.
     except Exception as exc:
         flag_broken(row.id, exc)
         report.broken.append(row.id)
         return None
-    if meta.import_error:
-        ScheduledJob.objects.filter(id=meta.id).update(import_error="", import_error_at=None)
+    if scheduled_job.import_error:
+        ScheduledJob.objects.filter(id=scheduled_job.id).update(import_error="", import_error_at=None)
         report.repaired.append(row.id)
         logger.info("Job %s can be loaded again and resumes", row.id)
     return job

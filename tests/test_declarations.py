@@ -6,6 +6,7 @@ import pytest
 
 from scheduling import job
 from scheduling.declarations import JobDeclarationError
+from scheduling.placement import Placement, RunsIn
 from tests import jobs
 
 
@@ -99,3 +100,14 @@ def test_jobs_modules_of_installed_apps_are_discovered_at_start_up() -> None:
     from scheduling.declarations import registry
 
     assert registry["scheduling.prune_history"].func_ref == "scheduling.jobs:prune_history"
+
+
+@pytest.mark.parametrize("runs_in", ["threads", "processes", "tasks"])
+def test_where_a_job_runs_is_kept_as_a_plain_executor_alias(registry: dict, runs_in: str) -> None:
+    # Job rows pickle the alias: a RunsIn member there would tie every row to scheduling.placement.
+    job(interval=30, id="placed", runs_in=runs_in)(jobs.succeed)
+
+    executor = registry["placed"].executor
+    assert type(executor) is str
+    assert Placement.of(executor).runs_in == runs_in
+    assert type(Placement.of(executor).runs_in) is RunsIn

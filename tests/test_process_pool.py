@@ -12,7 +12,7 @@ import pytest
 from scheduling import job
 from scheduling.history.recorder import Recorder
 from scheduling.models import Execution
-from scheduling.placement import THREADS
+from scheduling.placement import RunsIn
 from scheduling.runs.processes import ProcessPool
 from scheduling.runs.targets import run_targets
 from scheduling.runs.threads import ThreadTarget
@@ -43,7 +43,7 @@ def dispatcher(processes: ProcessPool) -> Iterator[Dispatcher]:
 def run_due(registry: dict, dispatcher: Dispatcher) -> None:
     sync(dispatcher.store, registry.values())
     dispatcher.dispatch(make_due(dispatcher.store), datetime.now(UTC))
-    threads = dispatcher.targets[THREADS]
+    threads = dispatcher.targets[RunsIn.THREADS]
     assert isinstance(threads, ThreadTarget)
     assert threads.wait(60)
 

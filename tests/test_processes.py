@@ -158,8 +158,8 @@ def test_a_renamed_job_function_loses_nothing_and_resumes_when_it_returns(
     process = scheduler_process("deployed_jobs", env=env)
 
     assert "broken" in process.output()
-    meta = ScheduledJob.objects.get(id="deployed")
-    assert "original" in meta.import_error
+    scheduled_job = ScheduledJob.objects.get(id="deployed")
+    assert "original" in scheduled_job.import_error
     assert DjangoJob.objects.filter(id="deployed").exists()
     process.signal(signal.SIGTERM)
     process.wait()

@@ -45,9 +45,9 @@ def test_declared_jobs_are_written_to_the_django_apscheduler_store(registry: dic
     assert stored.func is jobs.succeed
     assert stored.trigger.interval == timedelta(minutes=5)
     assert before + timedelta(minutes=5) <= stored.next_run_time <= timezone.now() + timedelta(minutes=5)
-    meta = ScheduledJob.objects.get(id="report")
-    assert meta.source == ScheduledJob.Source.CODE
-    assert meta.declaration["schedule"] == {"interval": {"minutes": 5}}
+    scheduled_job = ScheduledJob.objects.get(id="report")
+    assert scheduled_job.source == ScheduledJob.Source.CODE
+    assert scheduled_job.declaration["schedule"] == {"interval": {"minutes": 5}}
 
 
 def test_a_restart_with_unchanged_code_changes_nothing(registry: dict, store: JobStore) -> None:
@@ -67,7 +67,7 @@ def test_a_schedule_changed_outside_the_code_survives_restarts_and_is_flagged(
 ) -> None:
     declaration = declare(registry)
     sync(store, [declaration])
-    store.update_job(_rescheduled(store))
+    _reschedule(store)
 
     first = sync(store, [declaration])
     second = sync(store, [declaration])
@@ -78,12 +78,10 @@ def test_a_schedule_changed_outside_the_code_survives_restarts_and_is_flagged(
     assert ScheduledJob.objects.get(id="report").overridden_at is not None
 
 
-def _rescheduled(store: JobStore) -> object:
-    stored = store.lookup_job("report")
+def _reschedule(store: JobStore) -> None:
     from apscheduler.triggers.interval import IntervalTrigger
 
-    stored._modify(trigger=IntervalTrigger(seconds=7))
-    return stored
+    store.modify_job(store.lookup_job("report"), trigger=IntervalTrigger(seconds=7))
 
 
 def test_control_reschedule_flags_the_override_and_reset_restores_the_code(
@@ -144,8 +142,8 @@ def test_a_job_removed_from_the_code_is_paused_and_kept_then_resumes_when_it_ret
 
     sync(store, [declaration])
     assert next_run() is not None
-    meta = ScheduledJob.objects.get(id="report")
-    assert (meta.undeclared_at, meta.paused_by_sync) == (None, False)
+    scheduled_job = ScheduledJob.objects.get(id="report")
+    assert (scheduled_job.undeclared_at, scheduled_job.paused_by_sync) == (None, False)
 
 
 def test_a_job_whose_function_vanished_is_kept_flagged_and_resumes_when_the_code_returns(
@@ -166,8 +164,8 @@ def test_a_job_whose_function_vanished_is_kept_flagged_and_resumes_when_the_code
     assert report.broken == ["report"]
     assert DjangoJob.objects.filter(id="report").exists()
     assert Execution.objects.filter(job_id="report").count() == 1
-    meta = ScheduledJob.objects.get(id="report")
-    assert "renamed_away" in meta.import_error
+    scheduled_job = ScheduledJob.objects.get(id="report")
+    assert "renamed_away" in scheduled_job.import_error
     assert store.get_next_run_time() is None
 
     DjangoJob.objects.filter(id="report").update(job_state=good_state)
@@ -193,19 +191,17 @@ def test_jobs_added_outside_the_code_keep_running_and_are_recorded(registry: dic
 
     sync(store, [])
 
-    meta = ScheduledJob.objects.get(id="legacy")
-    assert meta.source == ScheduledJob.Source.EXTERNAL
-    assert meta.func_ref == "tests.jobs:succeed"
+    scheduled_job = ScheduledJob.objects.get(id="legacy")
+    assert scheduled_job.source == ScheduledJob.Source.EXTERNAL
+    assert scheduled_job.func_ref == "tests.jobs:succeed"
     assert next_run("legacy") is not None
 
 
 def _rescheduled_copy(store: JobStore, job_id: str) -> object:
-    from apscheduler.job import Job
     from apscheduler.triggers.interval import IntervalTrigger
 
     trigger = IntervalTrigger(minutes=1)
-    job = Job(
-        None,
+    return store.new_job(
         id=job_id,
         func=jobs.succeed,
         trigger=trigger,
@@ -216,6 +212,5 @@ def _rescheduled_copy(store: JobStore, job_id: str) -> object:
         misfire_grace_time=1,
         coalesce=True,
         max_instances=1,
+        next_run_time=trigger.get_next_fire_time(None, timezone.now()),
     )
-    job.next_run_time = trigger.get_next_fire_time(None, timezone.now())
-    return job

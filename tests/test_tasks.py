@@ -23,7 +23,7 @@ from scheduling.history.maintenance import expire_task_runs
 from scheduling.history.recorder import Recorder
 from scheduling.history.rows import Outcome
 from scheduling.models import Execution, RunRequest
-from scheduling.placement import Placement
+from scheduling.placement import Placement, RunsIn
 from scheduling.runs.targets import run_targets
 from scheduling.runs.threads import ThreadTarget
 from scheduling.runs.worker_task import run_enqueued, run_scheduled_job
@@ -311,9 +311,8 @@ def test_a_stored_job_whose_function_is_not_declared_is_refused_with_the_reason(
     job(interval=30, id="tampered", runs_in="tasks")(jobs.succeed)
     sync(dispatcher.store, registry.values())
     marker = tmp_path / "made-by-the-job"
-    stored = dispatcher.store.lookup_job("tampered")
-    stored._modify(func="os:mkdir", args=[str(marker)])  # e.g. a row written outside the code
-    dispatcher.store.update_job(stored)
+    # e.g. a row written outside the code
+    dispatcher.store.modify_job(dispatcher.store.lookup_job("tampered"), func="os:mkdir", args=[str(marker)])
     dispatcher.dispatch(make_due(dispatcher.store), datetime.now(UTC))
 
     work_off()
@@ -378,7 +377,7 @@ def test_a_run_that_cannot_be_enqueued_is_recorded_failed_with_the_reason(
     job(interval=30, id="nowhere", runs_in="tasks")(jobs.succeed)
     sync(dispatcher.store, registry.values())
     stored = dispatcher.store.lookup_job("nowhere")
-    stored.executor = Placement("tasks", "default", "no-such-queue").alias  # e.g. edited in a shell
+    stored.executor = Placement(RunsIn.TASKS, "default", "no-such-queue").alias  # e.g. edited in a shell
     dispatcher.store.update_job(stored)
 
     dispatcher.dispatch(make_due(dispatcher.store), datetime.now(UTC))
@@ -468,9 +467,8 @@ def test_a_job_with_arguments_that_are_not_json_does_not_stop_the_runs_due_with_
     job(interval=30, id="plain", runs_in="tasks")(jobs.succeed)
     job(interval=30, id="path-argument", runs_in="tasks", args=["unused"])(jobs.note_process)
     sync(dispatcher.store, registry.values())
-    stored = dispatcher.store.lookup_job("path-argument")
-    stored._modify(args=[tmp_path / "noted"])  # a Path: picklable, not JSON (e.g. added in a shell)
-    dispatcher.store.update_job(stored)
+    # A Path: picklable, not JSON (e.g. added in a shell).
+    dispatcher.store.modify_job(dispatcher.store.lookup_job("path-argument"), args=[tmp_path / "noted"])
 
     dispatcher.dispatch(make_due(dispatcher.store), datetime.now(UTC))
 

@@ -36,7 +36,11 @@ FALL_BACK = dt.datetime(2026, 10, 25, 1, tzinfo=UTC)
 
 
 def scheduler_fires(trigger, start: dt.datetime, end: dt.datetime) -> list[dt.datetime]:
-    """Fire times as APScheduler's own Job._get_run_times walks them (the loop that hung)."""
+    """Fire times as APScheduler's own Job._get_run_times walks them (the loop that hung).
+
+    Private on purpose: what is tested is APScheduler's loop over our triggers, so the test runs
+    that loop itself, not a copy of it that could drift from the one the scheduler calls.
+    """
     holder = Job.__new__(Job)
     holder.trigger = trigger
     holder.next_run_time = trigger.get_next_fire_time(None, start)
@@ -233,9 +237,7 @@ def store_old_style(registry: dict, trigger) -> None:
     job(cron="0 0 * * *", id="legacy", timezone="Europe/Berlin")(jobs.succeed)
     store = JobStore()
     sync(store, registry.values())
-    stored = store.lookup_job("legacy")
-    stored._modify(trigger=trigger)
-    store.update_job(stored)
+    store.modify_job(store.lookup_job("legacy"), trigger=trigger)
 
 
 @pytest.mark.django_db

@@ -48,7 +48,10 @@ class JobFilter(admin.SimpleListFilter):
     parameter_name = "job"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [(job.id, job.name or job.id) for job in ScheduledJob.objects.only("id", "name")]
+        return [
+            (scheduled_job.id, scheduled_job.name or scheduled_job.id)
+            for scheduled_job in ScheduledJob.objects.only("id", "name")
+        ]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Execution]) -> QuerySet[Execution]:
         return queryset.filter(job_id=self.value()) if self.value() else queryset

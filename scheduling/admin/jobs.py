@@ -31,7 +31,7 @@ from scheduling.admin.history import status_badge
 from scheduling.forms import JobAddForm, JobScheduleForm
 from scheduling.legacy import old_meaning
 from scheduling.models import Execution, Job, ScheduledJob
-from scheduling.placement import DEFAULT_ALIAS, THREADS, Placement
+from scheduling.placement import DEFAULT_ALIAS, Placement, RunsIn
 from scheduling.preview import next_runs
 from scheduling.queries import schedule_summary, scheduler_status
 from scheduling.schedules import describe, format_local, relative
@@ -90,7 +90,7 @@ class JobAdmin(admin.ModelAdmin):
     change_list_template = "admin/scheduling/job/change_list.html"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Job]:
-        meta = ScheduledJob.objects.filter(id=OuterRef("id"))
+        scheduled_job = ScheduledJob.objects.filter(id=OuterRef("id"))
         runs = Execution.objects.filter(job_id=OuterRef("id"))
         last = runs.order_by("-scheduled_at")
         recent = (
@@ -98,11 +98,11 @@ class JobAdmin(admin.ModelAdmin):
         )
         succeeded = Case(When(status=Execution.Status.SUCCEEDED, then=Value(1.0)), default=Value(0.0))
         annotations: dict[str, Any] = {
-            field: Subquery(meta.values(field))
+            field: Subquery(scheduled_job.values(field))
             for field in ("name", "source", "overridden_at", "undeclared_at")
         }
         annotations["import_error"] = Coalesce(
-            Subquery(meta.values("import_error")), Value(""), output_field=TextField()
+            Subquery(scheduled_job.values("import_error")), Value(""), output_field=TextField()
         )
         return (
             super()
@@ -153,7 +153,7 @@ class JobAdmin(admin.ModelAdmin):
     def function(self, obj: Any) -> SafeString | str:
         state = _job_state(obj)
         placement = Placement.of(state.get("executor", DEFAULT_ALIAS))
-        if placement.kind == THREADS:
+        if placement.runs_in == RunsIn.THREADS:
             return str(state.get("func", "-"))
         return format_html("{}<br><small>runs in {}</small>", state.get("func", "-"), placement.describe())
 

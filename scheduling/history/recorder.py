@@ -23,7 +23,7 @@ from scheduling.history.retry import retrying
 from scheduling.history.rows import SCHEDULED, Origin, Outcome
 from scheduling.history.writer import OutcomeWriter, finish_all
 from scheduling.models import UNFINISHED, Execution, SchedulerInstance
-from scheduling.placement import TASKS, THREADS
+from scheduling.placement import RunsIn
 from scheduling.sql import insert_rows
 
 logger = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class Recorder:
         job_id: str,
         scheduled_at: datetime,
         origin: Origin = SCHEDULED,
-        ran_in: str = THREADS,
+        ran_in: str = RunsIn.THREADS,
         call: dict[str, Any] | None = None,
     ) -> Execution | None:
         """Record a run as started; None if this fire already has an execution."""
@@ -62,14 +62,14 @@ class Recorder:
         job_id: str,
         scheduled_at: datetime,
         origin: Origin = SCHEDULED,
-        ran_in: str = THREADS,
+        ran_in: str = RunsIn.THREADS,
         call: dict[str, Any] | None = None,
     ) -> Execution:
         """A run about to start here, or, placed in task workers, about to be enqueued.
 
         ``call`` is the frozen copy of the job a task worker runs if the job left the store.
         """
-        enqueued = ran_in == TASKS
+        enqueued = ran_in == RunsIn.TASKS
         return Execution(
             job_id=job_id,
             status=Execution.Status.ENQUEUED if enqueued else Execution.Status.RUNNING,

@@ -31,7 +31,7 @@ from django.utils import timezone
 
 from scheduling.history.rows import Origin, Outcome
 from scheduling.models import Execution
-from scheduling.placement import PROCESSES
+from scheduling.placement import RunsIn
 from scheduling.runs import process_child as child
 from scheduling.runs.threads import ThreadTarget
 
@@ -44,7 +44,7 @@ class ProcessPoolTarget:
     """The process pool as a run target: each run is supervised by one of the scheduler's threads,
     so it shares their accounting of max_instances, and only the call crosses into a child."""
 
-    runs_in = PROCESSES
+    runs_in = RunsIn.PROCESSES
 
     def __init__(self, threads: ThreadTarget, pool: ProcessPool) -> None:
         self.threads = threads

@@ -18,7 +18,7 @@ from scheduling.history.recorder import Recorder
 from scheduling.history.retry import retrying
 from scheduling.history.rows import Origin, describe_exception
 from scheduling.models import Execution
-from scheduling.placement import TASKS, Placement
+from scheduling.placement import Placement, RunsIn
 from scheduling.runs.base import slots_left
 from scheduling.runs.task_calls import frozen
 from scheduling.signals import notify
@@ -31,7 +31,7 @@ class TaskWorkerTarget:
     """Task workers as a run target: each fire is a task of its own, enqueued on the job's backend
     and queue, and max_instances counts the job's runs enqueued or running anywhere."""
 
-    runs_in = TASKS
+    runs_in = RunsIn.TASKS
 
     def __init__(self, recorder: Recorder) -> None:
         self.recorder = recorder

@@ -24,7 +24,7 @@ from scheduling import context, signals
 from scheduling.history.recorder import Recorder
 from scheduling.history.rows import SCHEDULED, Origin, Outcome, missed_message
 from scheduling.models import Execution
-from scheduling.placement import THREADS
+from scheduling.placement import RunsIn
 from scheduling.runs.base import slots_left
 from scheduling.runs.call import call_job
 from scheduling.signals import notify
@@ -42,7 +42,7 @@ def call_here(job: Job, execution: Execution | None) -> Outcome:
 class ThreadTarget:
     """The scheduler's thread pool as a run target; it also supervises runs in the process pool."""
 
-    runs_in = THREADS
+    runs_in = RunsIn.THREADS
 
     def __init__(self, recorder: Recorder, max_workers: int = 10) -> None:
         self.recorder = recorder

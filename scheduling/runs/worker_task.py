@@ -27,7 +27,7 @@ from scheduling import context, signals
 from scheduling.history.rows import Outcome, missed_message
 from scheduling.history.writer import finish_all
 from scheduling.models import Execution
-from scheduling.placement import Placement
+from scheduling.placement import Placement, RunsIn
 from scheduling.runs import task_calls
 from scheduling.runs.call import call_job
 from scheduling.signals import notify
@@ -126,7 +126,7 @@ def _enqueued(execution_id: object) -> Execution | str:
     execution = Execution.objects.filter(pk=execution_id).first()
     if execution is None:
         return f"Not run: there is no execution {execution_id}"
-    if execution.ran_in != Execution.RanIn.TASKS or execution.status != Execution.Status.ENQUEUED:
+    if execution.ran_in != RunsIn.TASKS or execution.status != Execution.Status.ENQUEUED:
         return (
             f"Not run: execution {execution_id} ({execution.job_id}) is {execution.status} in "
             f"{execution.ran_in}, not enqueued for a task worker"

@@ -27,7 +27,7 @@ from scheduling.fencing import Fence
 from scheduling.history.recorder import Recorder
 from scheduling.history.rows import SCHEDULED, Origin, describe_exception, missed_message
 from scheduling.models import Execution
-from scheduling.placement import Placement
+from scheduling.placement import Placement, RunsIn
 from scheduling.runs.base import RunTarget
 from scheduling.signals import notify
 from scheduling.store import JobStore, flag_broken
@@ -53,13 +53,13 @@ class _Plan:
 
 
 class Dispatcher:
-    def __init__(self, store: JobStore, recorder: Recorder, targets: Mapping[str, RunTarget]) -> None:
+    def __init__(self, store: JobStore, recorder: Recorder, targets: Mapping[RunsIn, RunTarget]) -> None:
         self.store = store
         self.recorder = recorder
         self.targets = targets  # by placement kind: where the runs of a job happen
 
     def target(self, job: Job) -> RunTarget:
-        return self.targets[Placement.of(job.executor).kind]
+        return self.targets[Placement.of(job.executor).runs_in]
 
     def dispatch(self, jobs: list[Job], now: datetime) -> datetime | None:
         """Record and start the runs of ``jobs``, due at ``now``; returns their next run time.

@@ -22,7 +22,7 @@ from scheduling.history.recorder import Recorder
 from scheduling.history.rows import Origin, describe_exception
 from scheduling.history.writer import OutcomeWriter
 from scheduling.models import Execution, RunRequest, SchedulerInstance
-from scheduling.placement import PROCESSES, Placement
+from scheduling.placement import Placement, RunsIn
 from scheduling.runs.processes import ProcessPool
 from scheduling.runs.targets import run_targets
 from scheduling.runs.threads import ThreadTarget
@@ -184,7 +184,9 @@ class Runner:
         self.thread_runs.elsewhere = running_elsewhere(self.instance)
         self.recorder.fence = self.leadership.fence
         self.sync_report = sync(self.store, declarations.registry.values())
-        if any(Placement.of(item.executor).kind == PROCESSES for item in declarations.registry.values()):
+        if any(
+            Placement.of(item.executor).runs_in == RunsIn.PROCESSES for item in declarations.registry.values()
+        ):
             self.processes.warm_up()
         SchedulerInstance.objects.filter(pk=self.instance.pk).update(
             role=SchedulerInstance.Role.ACTIVE, standby_reason=""
