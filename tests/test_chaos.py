@@ -1,6 +1,6 @@
 """The randomized fault suite: schedulers killed, frozen, redeployed, cut from their database.
 
-3 ``runscheduler`` processes (2 on SQLite) share one database and 57 jobs (tests/chaos_jobs.py);
+3 ``runscheduler`` processes (2 on SQLite) share one database and 57 jobs (tests/support/chaos_jobs.py);
 every 5-15 s a fault drawn from the seed hits them. At the end, every scheduler stopped cleanly,
 the trace the jobs wrote and the history table must agree: no fire ran twice, every run has its
 row, no row is left unfinished, no ``max_instances=1`` job ran twice at once, and every fire ran
@@ -30,9 +30,10 @@ from django.db import connection
 from django.utils import timezone
 
 from scheduling.models import Execution, Lease, SchedulerInstance
-from tests import chaos, settings_chaos
+from tests import settings_chaos
 from tests.conftest import ROOT, SchedulerProcess, wait_for
-from tests.postgres_cluster import PostgresCluster
+from tests.support import chaos
+from tests.support.postgres_cluster import PostgresCluster
 
 SECONDS = float(os.environ.get("SCHEDULING_CHAOS_SECONDS") or 75)
 SEED = int(os.environ.get("SCHEDULING_CHAOS_SEED") or random.SystemRandom().randrange(1_000_000))
@@ -152,7 +153,7 @@ class Schedulers:
 
     def start(self) -> SchedulerProcess:
         log = self.directory / f"scheduler-{len(self.logs)}.log"
-        process = SchedulerProcess("tests.chaos_jobs", self.env, [], log)
+        process = SchedulerProcess("tests.support.chaos_jobs", self.env, [], log)
         self.logs[process.popen.pid] = log
         process.wait_started(timeout=60)
         return process

@@ -37,8 +37,8 @@ from scheduling.runs.threads import RecordingThreadPoolExecutor
 from scheduling.runtime.dispatch import MAX_FIRE_TIMES, MAX_ROWS_PER_JOB, Dispatcher
 from scheduling.runtime.leadership import Leadership
 from scheduling.store import JobStore
-from tests import triggers
 from tests.conftest import wait_for
+from tests.support import triggers
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -55,7 +55,7 @@ def stored(
     job_id: str,
     trigger: BaseTrigger,
     due: datetime,
-    func: str = "tests.jobs:succeed",
+    func: str = "tests.support.jobs:succeed",
     **options: Any,
 ) -> Job:
     job = Job(

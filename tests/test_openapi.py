@@ -21,7 +21,7 @@ from scheduling import job, openapi, tokens, urls
 from scheduling.models import Execution
 from scheduling.store import JobStore
 from scheduling.sync import sync
-from tests import jobs
+from tests.support import jobs
 
 API = "/scheduling/api"
 EXAMPLE_JOB = openapi.JOB_ID["example"]

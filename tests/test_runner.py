@@ -17,8 +17,8 @@ from scheduling.queries import job_summaries
 from scheduling.runtime.service import Runner
 from scheduling.store import JobStore
 from scheduling.sync import sync
-from tests import jobs
 from tests.conftest import wait_for
+from tests.support import jobs
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -172,7 +172,7 @@ def test_run_now_of_a_job_whose_function_is_gone_records_the_failure(runner: Run
     runner.start()
     row = DjangoJob.objects.get(id="hourly")
     state = pickle.loads(bytes(row.job_state))  # noqa: S301 - our own test data
-    state["func"] = "tests.jobs:renamed_away"
+    state["func"] = "tests.support.jobs:renamed_away"
     DjangoJob.objects.filter(id="hourly").update(job_state=pickle.dumps(state))
 
     control.run_now("hourly", requested_by="alice")

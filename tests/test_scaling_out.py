@@ -25,7 +25,7 @@ SPREAD_JOBS = 20
 def start_worker(scheduler_process, worker_id: str, marks: Path, queue: str = "default"):
     # With the scheduler's job module: a worker runs only functions its own code declares.
     return scheduler_process(
-        "tests.process_jobs_tasks",
+        "tests.support.process_jobs_tasks",
         env={"TEST_JOB_COUNT": str(SPREAD_JOBS), "TEST_MARK_FILE": str(marks)},
         command="db_worker",
         started_text="Starting worker",
@@ -50,7 +50,7 @@ def test_runs_spread_over_two_workers_are_each_recorded_once_and_a_killed_worker
 ) -> None:
     marks = tmp_path / "marks"
     scheduler_process(
-        "tests.process_jobs_tasks",
+        "tests.support.process_jobs_tasks",
         env={
             "TEST_JOB_COUNT": str(SPREAD_JOBS),
             "TEST_MARK_FILE": str(marks),
@@ -115,7 +115,7 @@ def test_runs_spread_over_two_workers_are_each_recorded_once_and_a_killed_worker
 
 
 def test_a_cpu_bound_job_in_the_process_pool_does_not_delay_other_jobs(scheduler_process, figures) -> None:
-    scheduler_process("tests.process_jobs_cpu")
+    scheduler_process("tests.support.process_jobs_cpu")
     burns = Execution.objects.filter(job_id="cpu.burn", status="succeeded")
     wait_for(lambda: burns.count() >= 3, timeout=90, interval=0.2)
 
@@ -143,7 +143,9 @@ def test_a_run_in_the_process_pool_past_the_shutdown_timeout_is_interrupted_and_
 ) -> None:
     pid_file = tmp_path / "child.pid"
     process = scheduler_process(
-        "tests.process_jobs_stuck", env={"TEST_PID_FILE": str(pid_file)}, args=["--shutdown-timeout", "0.5"]
+        "tests.support.process_jobs_stuck",
+        env={"TEST_PID_FILE": str(pid_file)},
+        args=["--shutdown-timeout", "0.5"],
     )
     execution = wait_for(
         lambda: Execution.objects.filter(job_id="pool.stuck", status="running").first(), timeout=30

@@ -12,7 +12,7 @@ from scheduling.declarations import Declaration
 from scheduling.models import Execution, ScheduledJob
 from scheduling.store import JobStore
 from scheduling.sync import sync
-from tests import jobs
+from tests.support import jobs
 
 pytestmark = pytest.mark.django_db
 
@@ -157,7 +157,7 @@ def test_a_job_whose_function_vanished_is_kept_flagged_and_resumes_when_the_code
     row = DjangoJob.objects.get(id="report")
     good_state = bytes(row.job_state)
     state = pickle.loads(good_state)  # noqa: S301 - our own test data
-    state["func"] = "tests.jobs:renamed_away"
+    state["func"] = "tests.support.jobs:renamed_away"
     DjangoJob.objects.filter(id="report").update(job_state=pickle.dumps(state))
 
     report = sync(store, [])
@@ -195,7 +195,7 @@ def test_jobs_added_outside_the_code_keep_running_and_are_recorded(registry: dic
 
     meta = ScheduledJob.objects.get(id="legacy")
     assert meta.source == ScheduledJob.Source.EXTERNAL
-    assert meta.func_ref == "tests.jobs:succeed"
+    assert meta.func_ref == "tests.support.jobs:succeed"
     assert next_run("legacy") is not None
 
 

@@ -25,7 +25,7 @@ from scheduling.preview import preview_schedule
 from scheduling.schedules import WallClockCronTrigger, build_trigger, normalize_spec, parse_crontab
 from scheduling.store import JobStore
 from scheduling.sync import sync
-from tests import jobs
+from tests.support import jobs
 
 UTC = dt.UTC
 BERLIN = zoneinfo.ZoneInfo("Europe/Berlin")
