@@ -68,7 +68,7 @@ def test_the_jobs_list_says_what_each_job_is_doing(admin_client: Client, registr
     Execution.objects.create(
         job_id="job-2",
         status="succeeded",
-        scheduled_at=timezone.now() - timezone.timedelta(minutes=3),
+        scheduled_at=timezone.now() - timedelta(minutes=3),
         duration=1.5,
     )
 
@@ -239,7 +239,7 @@ def test_the_executions_list_answers_in_the_same_number_of_queries_for_10_and_50
     admin_client: Client, django_assert_num_queries, count: int
 ) -> None:
     Execution.objects.bulk_create(
-        Execution(job_id="a", status="failed", scheduled_at=timezone.now() - timezone.timedelta(seconds=n))
+        Execution(job_id="a", status="failed", scheduled_at=timezone.now() - timedelta(seconds=n))
         for n in range(count)
     )
 
@@ -409,7 +409,7 @@ def test_a_placement_that_cannot_work_is_refused_next_to_the_field(
 
 def test_a_one_off_date_can_be_set(admin_client: Client, registry: dict) -> None:
     declare_jobs(registry, 1)
-    when = timezone.localtime() + timezone.timedelta(days=2)
+    when = timezone.localtime() + timedelta(days=2)
 
     admin_client.post(
         JOBS + "job-0/change/",
@@ -459,7 +459,7 @@ def test_a_job_can_be_added_from_a_function_the_code_declares_schedulable(
     assert response.status_code == 302
     job = JobStore().lookup_job("nap")
     assert (job.func_ref, job.args, job.name) == ("tests.support.jobs:sleep", (0.1,), "Nap")
-    assert job.trigger.interval == timezone.timedelta(seconds=10)
+    assert job.trigger.interval == timedelta(seconds=10)
     assert "added outside the code" in admin_client.get(JOBS).text
     assert LogEntry.objects.get(object_id="nap").is_addition()
 
@@ -534,7 +534,7 @@ def test_executions_say_where_they_ran_and_which_task_ran_them(admin_client: Cli
         scheduled_at=now,
     )
     Execution.objects.create(
-        job_id="a", status="enqueued", ran_in="tasks", scheduled_at=now - timezone.timedelta(seconds=1)
+        job_id="a", status="enqueued", ran_in="tasks", scheduled_at=now - timedelta(seconds=1)
     )
     Execution.objects.create(
         job_id="b", status="succeeded", ran_in="processes", hostname="sched-1", scheduled_at=now
@@ -573,7 +573,7 @@ def test_the_job_page_charts_recent_durations_coloured_by_outcome(
     now = timezone.now()
     Execution.objects.create(job_id="job-0", status="succeeded", scheduled_at=now, duration=2.0)
     Execution.objects.create(
-        job_id="job-0", status="failed", scheduled_at=now - timezone.timedelta(minutes=1), duration=1.0
+        job_id="job-0", status="failed", scheduled_at=now - timedelta(minutes=1), duration=1.0
     )
 
     page = admin_client.get(JOBS + "job-0/change/").text

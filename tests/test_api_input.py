@@ -31,7 +31,7 @@ def steady(registry: dict) -> None:
     sync(JobStore(), registry.values())
 
 
-def raw_post(client: Client, path: str, body: str, **headers: str):
+def raw_post(client: Client, path: str, body: str | bytes, **headers: str):
     return client.post(path, body, content_type="application/json", headers=headers)
 
 

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import psycopg
@@ -67,6 +67,8 @@ class DjangoDatabase:
 
     def leader_pid(self) -> int | None:
         holder = Lease.objects.filter(expires_at__gt=timezone.now()).values_list("holder", flat=True).first()
+        if holder is None:
+            return None
         return SchedulerInstance.objects.filter(pk=holder).values_list("pid", flat=True).first()
 
     def kill_connections(self) -> None:
@@ -307,7 +309,8 @@ BEGIN = 1_800_000_000.0
 
 def clean_run(seconds: int = 30) -> tuple[list[chaos.Run], list[chaos.Row]]:
     """Every fire of every job run once by pid 1, with its row."""
-    runs, rows = [], []
+    runs: list[chaos.Run] = []
+    rows: list[chaos.Row] = []
     jobs = [(f"chaos.every.{n}", 1) for n in range(chaos.EVERY_JOBS)]
     jobs += [(f"chaos.jitter.{n}", 2) for n in range(chaos.JITTER_JOBS)]
     for job_id, period in jobs:
@@ -318,7 +321,9 @@ def clean_run(seconds: int = 30) -> tuple[list[chaos.Run], list[chaos.Row]]:
     return runs, rows
 
 
-def verdict(runs: list[chaos.Run], rows: list[chaos.Row], faults: list[chaos.Fault] = ()) -> chaos.Verdict:
+def verdict(
+    runs: list[chaos.Run], rows: list[chaos.Row], faults: Sequence[chaos.Fault] = ()
+) -> chaos.Verdict:
     return chaos.Verdict(runs, rows, list(faults), BEGIN, BEGIN + 28, ALLOWANCE)
 
 

@@ -311,7 +311,8 @@ def test_rows_committed_before_a_lost_reply_are_recognised_and_run(
     past = datetime.now(UTC) - timedelta(seconds=2)
     stored(store, "job", IntervalTrigger(seconds=30, start_date=past), past)
     leading(executor.recorder)
-    insert_rows, lost = sql.insert_rows, []
+    insert_rows = sql.insert_rows
+    lost: list[bool] = []
 
     def reply_lost_once(*args: Any, **kwargs: Any) -> Any:
         result = insert_rows(*args, **kwargs)

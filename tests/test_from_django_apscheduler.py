@@ -155,6 +155,7 @@ def assert_history_imported(old: list[dict[str, Any]]) -> None:
         if row["finished"] is None:
             assert execution.finished_at is None
         else:
+            assert execution.finished_at is not None
             assert abs(execution.finished_at.timestamp() - float(row["finished"])) < 0.01
     failure = Execution.objects.filter(origin="imported", job_id="failing_job").first()
     assert failure is not None

@@ -199,7 +199,10 @@ def test_connections_killed_by_the_server_are_replaced_and_scheduling_goes_on(
         lambda: Execution.objects.filter(job_id="proc.slow", status="succeeded").count() >= 2, timeout=15
     )
 
-    killed = [kill_other_connections() for _ in range(3) if time.sleep(1.2) is None]
+    killed = []
+    for _ in range(3):
+        time.sleep(1.2)
+        killed.append(kill_other_connections())
     done = Execution.objects.filter(job_id="proc.slow", status="succeeded").count()
 
     wait_for(
@@ -473,4 +476,4 @@ def test_the_standby_marks_the_run_in_flight_of_a_killed_active_scheduler_interr
         "by the standby "
         f"{time.monotonic() - killed_at:.1f} s later"
     )
-    wait_for(lambda: running("proc.slow") is not None and running("proc.slow").pk != execution.pk, timeout=10)
+    wait_for(lambda: (run := running("proc.slow")) is not None and run.pk != execution.pk, timeout=10)

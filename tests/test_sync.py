@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 import pickle
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -22,14 +23,14 @@ def store() -> JobStore:
     return JobStore()
 
 
-def declare(registry: dict, **options: object) -> Declaration:
+def declare(registry: dict, **options: Any) -> Declaration:
     options.setdefault("interval", {"minutes": 5})
     func = options.pop("func", jobs.succeed)
     job(id="report", **options)(func)
     return registry.pop("report")
 
 
-def next_run(job_id: str = "report") -> object:
+def next_run(job_id: str = "report") -> datetime | None:
     return DjangoJob.objects.get(id=job_id).next_run_time
 
 
@@ -47,6 +48,7 @@ def test_declared_jobs_are_written_to_the_django_apscheduler_store(registry: dic
     assert before + timedelta(minutes=5) <= stored.next_run_time <= timezone.now() + timedelta(minutes=5)
     meta = ScheduledJob.objects.get(id="report")
     assert meta.source == ScheduledJob.Source.CODE
+    assert meta.declaration is not None
     assert meta.declaration["schedule"] == {"interval": {"minutes": 5}}
 
 

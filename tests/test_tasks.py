@@ -8,6 +8,7 @@ import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import django
 import pytest
@@ -234,7 +235,7 @@ def test_a_one_off_job_runs_on_a_worker_although_it_left_the_store_when_it_fired
 
 def forge(execution_id: object, payload: dict | None = None) -> DBTaskResult:
     """Enqueue a task by hand through the real backend, as anyone able to write to the queue could."""
-    args = [execution_id] if payload is None else [execution_id, payload]
+    args: list[Any] = [execution_id] if payload is None else [execution_id, payload]  # anything, forged
     result = run_scheduled_job.enqueue(*args)
     return DBTaskResult.objects.get(pk=result.id)
 
@@ -475,7 +476,7 @@ def test_a_job_with_arguments_that_are_not_json_does_not_stop_the_runs_due_with_
 
     dispatcher.dispatch(make_due(dispatcher.store), datetime.now(UTC))
 
-    rows = dict(Execution.objects.values_list("job_id", "call"))
+    rows: dict[str, Any] = dict(Execution.objects.values_list("job_id", "call"))
     assert rows["path-argument"] is None
     assert rows["plain"]["func"] == "tests.support.jobs:succeed"
     work_off()

@@ -57,11 +57,8 @@ def test_across_a_fall_back_the_heartbeat_goes_on_and_the_jitter_job_runs_once_p
     # Poll with a deadline: both jobs must be seen running well after the clocks went back.
     after = fall_back + dt.timedelta(seconds=3 * SLOT)
     for job_id in ("time.heartbeat", "time.jitter"):
-        wait_for(
-            lambda job_id=job_id: Execution.objects.filter(job_id=job_id, scheduled_at__gt=after).exists(),
-            timeout=90,
-            interval=0.5,
-        )
+        ran_after = Execution.objects.filter(job_id=job_id, scheduled_at__gt=after)
+        wait_for(ran_after.exists, timeout=90, interval=0.5)
 
     fires = list(
         Execution.objects.filter(job_id="time.jitter")
