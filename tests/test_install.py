@@ -123,6 +123,7 @@ def test_the_wheel_holds_the_app_and_nothing_else(wheel: Path) -> None:
     assert {
         "scheduling/jobs.py",
         "scheduling/migrations/0001_initial.py",
+        "scheduling/py.typed",
         "scheduling/templates/admin/scheduling/index.html",
         "scheduling/templatetags/scheduling_admin.py",
     } <= app
