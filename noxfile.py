@@ -77,7 +77,7 @@ def lint(session: nox.Session) -> None:
     install(session, "5.2", "sqlite")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
-    session.run("mypy", "scheduling", "config")
+    session.run("mypy", "scheduling", "config", "tests", "bench")
     session.run("lint-imports")  # the layers of docs/design.md, "How the code is laid out"
     session.run(
         "python",

@@ -135,7 +135,7 @@ def measure(placement: Placement, jobs: int, work_ms: float, env: dict[str, str]
                 )
             time.sleep(0.2)
     rows = list(Execution.objects.values_list("status", "scheduled_at", "started_at", "finished_at"))
-    last: datetime = max(row[3] for row in rows)
+    last: datetime = max(row[3] for row in rows if row[3] is not None)
     lateness = [(started - scheduled).total_seconds() for _, scheduled, started, _ in rows if started]
     return Result(
         placement,

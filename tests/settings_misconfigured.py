@@ -7,7 +7,7 @@ from tests.settings import INSTALLED_APPS
 
 MISTAKE = os.environ["SCHEDULING_TEST_MISTAKE"]
 if MISTAKE == "scheduler-in-ready":
-    INSTALLED_APPS = [*INSTALLED_APPS, "tests.rogue_app"]
+    INSTALLED_APPS = [*INSTALLED_APPS, "tests.support.rogue_app"]
 elif MISTAKE == "no-django-apscheduler":
     INSTALLED_APPS = [app for app in INSTALLED_APPS if app != "django_apscheduler"]
 elif MISTAKE == "no-scheduling":  # the urls still include scheduling.urls

@@ -17,7 +17,7 @@ from scheduling import declarations, job, schedulable
 from scheduling.models import Execution, RunRequest, SchedulerInstance
 from scheduling.store import JobStore
 from scheduling.sync import sync
-from tests import jobs
+from tests.support import jobs
 
 pytestmark = pytest.mark.django_db
 
@@ -68,14 +68,14 @@ def test_the_jobs_list_says_what_each_job_is_doing(admin_client: Client, registr
     Execution.objects.create(
         job_id="job-2",
         status="succeeded",
-        scheduled_at=timezone.now() - timezone.timedelta(minutes=3),
+        scheduled_at=timezone.now() - timedelta(minutes=3),
         duration=1.5,
     )
 
     page = admin_client.get(JOBS).text
 
     assert "Job 2" in page
-    assert "tests.jobs:succeed" in page
+    assert "tests.support.jobs:succeed" in page
     assert "Every 3 minutes" in page
     assert any(f"in {minutes}\xa0minutes" in page for minutes in (2, 3))
     assert "50% succeeded, 1.00 s on average" in page
@@ -86,14 +86,14 @@ def test_the_jobs_list_says_what_each_job_is_doing(admin_client: Client, registr
 def test_a_broken_job_is_listed_as_broken(admin_client: Client, registry: dict) -> None:
     declare_jobs(registry, 1)
     state = pickle.loads(bytes(DjangoJob.objects.get(id="job-0").job_state))  # noqa: S301 - our own test data
-    state["func"] = "tests.jobs:renamed_away"
+    state["func"] = "tests.support.jobs:renamed_away"
     DjangoJob.objects.filter(id="job-0").update(job_state=pickle.dumps(state))
     sync(JobStore(), [])
 
     response = admin_client.get(JOBS)
 
     assert "broken: function cannot be imported" in response.text
-    assert "tests.jobs:renamed_away" in response.text
+    assert "tests.support.jobs:renamed_away" in response.text
 
 
 def test_run_now_records_a_request_for_the_scheduler_and_an_audit_entry(
@@ -239,7 +239,7 @@ def test_the_executions_list_answers_in_the_same_number_of_queries_for_10_and_50
     admin_client: Client, django_assert_num_queries, count: int
 ) -> None:
     Execution.objects.bulk_create(
-        Execution(job_id="a", status="failed", scheduled_at=timezone.now() - timezone.timedelta(seconds=n))
+        Execution(job_id="a", status="failed", scheduled_at=timezone.now() - timedelta(seconds=n))
         for n in range(count)
     )
 
@@ -409,7 +409,7 @@ def test_a_placement_that_cannot_work_is_refused_next_to_the_field(
 
 def test_a_one_off_date_can_be_set(admin_client: Client, registry: dict) -> None:
     declare_jobs(registry, 1)
-    when = timezone.localtime() + timezone.timedelta(days=2)
+    when = timezone.localtime() + timedelta(days=2)
 
     admin_client.post(
         JOBS + "job-0/change/",
@@ -440,7 +440,9 @@ def schedulables(monkeypatch: pytest.MonkeyPatch) -> dict:
 
 
 def add_data(**changes: object) -> dict:
-    data = form_data(function="tests.jobs:sleep", job_id="nap", job_name="Nap", args="[0.1]", kwargs="{}")
+    data = form_data(
+        function="tests.support.jobs:sleep", job_id="nap", job_name="Nap", args="[0.1]", kwargs="{}"
+    )
     data.update({key: str(value) for key, value in changes.items()})
     return data
 
@@ -449,15 +451,15 @@ def test_a_job_can_be_added_from_a_function_the_code_declares_schedulable(
     admin_client: Client, registry: dict, schedulables: dict
 ) -> None:
     page = admin_client.get(JOBS + "add/").text
-    assert '<option value="tests.jobs:sleep">sleep (tests.jobs:sleep)</option>' in page
-    assert "Say hello (tests.jobs:succeed)" in page
+    assert '<option value="tests.support.jobs:sleep">sleep (tests.support.jobs:sleep)</option>' in page
+    assert "Say hello (tests.support.jobs:succeed)" in page
 
     response = admin_client.post(JOBS + "add/", add_data(every=10, unit="seconds"))
 
     assert response.status_code == 302
     job = JobStore().lookup_job("nap")
-    assert (job.func_ref, job.args, job.name) == ("tests.jobs:sleep", (0.1,), "Nap")
-    assert job.trigger.interval == timezone.timedelta(seconds=10)
+    assert (job.func_ref, job.args, job.name) == ("tests.support.jobs:sleep", (0.1,), "Nap")
+    assert job.trigger.interval == timedelta(seconds=10)
     assert "added outside the code" in admin_client.get(JOBS).text
     assert LogEntry.objects.get(object_id="nap").is_addition()
 
@@ -532,7 +534,7 @@ def test_executions_say_where_they_ran_and_which_task_ran_them(admin_client: Cli
         scheduled_at=now,
     )
     Execution.objects.create(
-        job_id="a", status="enqueued", ran_in="tasks", scheduled_at=now - timezone.timedelta(seconds=1)
+        job_id="a", status="enqueued", ran_in="tasks", scheduled_at=now - timedelta(seconds=1)
     )
     Execution.objects.create(
         job_id="b", status="succeeded", ran_in="processes", hostname="sched-1", scheduled_at=now
@@ -571,7 +573,7 @@ def test_the_job_page_charts_recent_durations_coloured_by_outcome(
     now = timezone.now()
     Execution.objects.create(job_id="job-0", status="succeeded", scheduled_at=now, duration=2.0)
     Execution.objects.create(
-        job_id="job-0", status="failed", scheduled_at=now - timezone.timedelta(minutes=1), duration=1.0
+        job_id="job-0", status="failed", scheduled_at=now - timedelta(minutes=1), duration=1.0
     )
 
     page = admin_client.get(JOBS + "job-0/change/").text

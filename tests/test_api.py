@@ -19,8 +19,8 @@ from scheduling import job, tokens
 from scheduling.models import ApiToken, Execution, RunRequest, ScheduledJob
 from scheduling.store import JobStore
 from scheduling.sync import sync
-from tests import jobs
 from tests.conftest import wait_for
+from tests.support import jobs
 
 API = "/scheduling/api"
 
@@ -258,14 +258,14 @@ def test_unknown_jobs_are_404_and_the_wrong_method_is_405(client: Client, declar
 def test_a_job_whose_function_vanished_is_a_409_naming_the_error(client: Client, declared: None) -> None:
     headers = bearer(user_with("view_job", "pause_job"))
     row = DjangoJob.objects.get(id="nightly")
-    row.job_state = row.job_state.replace(b"tests.jobs", b"tests.gone")
+    row.job_state = row.job_state.replace(b"tests.support.jobs", b"tests.support.gone")
     row.save()
 
     response = post(client, f"{API}/jobs/nightly/pause/", **headers)
 
     assert response.status_code == 409
     assert response.json()["error"].startswith("Job 'nightly' cannot be loaded: ")
-    assert "tests.gone" in response.json()["error"]
+    assert "tests.support.gone" in response.json()["error"]
 
 
 def test_a_session_needs_a_csrf_token_to_post_like_any_form(declared: None) -> None:
@@ -298,7 +298,7 @@ def test_a_deploy_script_runs_a_job_through_a_real_scheduler_over_http(
     scheduler_process, live_server, figures
 ) -> None:
     """What a deploy script does: POST with a token, the running scheduler runs the job."""
-    scheduler_process("tests.process_jobs_idle")
+    scheduler_process("tests.support.process_jobs_idle")
     wait_for(lambda: DjangoJob.objects.filter(id="proc.hourly").exists())
     request = urllib.request.Request(
         f"{live_server.url}{API}/jobs/proc.hourly/run/", method="POST", headers=bearer(user_with("run_job"))

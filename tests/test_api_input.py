@@ -19,7 +19,7 @@ from scheduling import job
 from scheduling.models import Execution, ScheduledJob
 from scheduling.store import JobStore
 from scheduling.sync import sync
-from tests import jobs
+from tests.support import jobs
 from tests.test_api import API, bearer, user_with
 
 pytestmark = pytest.mark.django_db
@@ -31,7 +31,7 @@ def steady(registry: dict) -> None:
     sync(JobStore(), registry.values())
 
 
-def raw_post(client: Client, path: str, body: str, **headers: str):
+def raw_post(client: Client, path: str, body: str | bytes, **headers: str):
     return client.post(path, body, content_type="application/json", headers=headers)
 
 
@@ -211,7 +211,7 @@ def test_jobs_come_a_page_at_a_time_in_id_order_including_broken_ones(
 
 def test_a_get_never_writes_even_for_a_job_that_cannot_be_loaded(client: Client, steady: None) -> None:
     row = DjangoJob.objects.get(id="steady")
-    row.job_state = row.job_state.replace(b"tests.jobs", b"tests.gone")
+    row.job_state = row.job_state.replace(b"tests.support.jobs", b"tests.support.gone")
     row.save()
     headers = bearer(user_with("view_job"))
 

@@ -68,7 +68,7 @@ def reload_until(page, text: str, timeout: float = 10.0) -> None:
 def test_operating_jobs_from_the_admin(
     page, live_server, admin_user, scheduler_process, figures, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    scheduler_process("config.jobs,tests.browser_jobs")
+    scheduler_process("config.jobs,tests.support.browser_jobs")
     log_in(page, live_server, admin_user)
 
     # The list: the demo jobs and ours with schedules in words, the scheduler alive.
@@ -128,9 +128,9 @@ def test_operating_jobs_from_the_admin(
     assert lateness < 1.0
 
     # A new job, from a function the code declares schedulable, run by the scheduler.
-    monkeypatch.setattr(declarations, "schedulables", {"tests.jobs:succeed": "Say hello"})
+    monkeypatch.setattr(declarations, "schedulables", {"tests.support.jobs:succeed": "Say hello"})
     page.goto(f"{live_server.url}/admin/scheduling/job/add/")
-    page.select_option("select[name=function]", "tests.jobs:succeed")
+    page.select_option("select[name=function]", "tests.support.jobs:succeed")
     page.fill("input[name=job_id]", "browser.added")
     page.fill("input[name=job_name]", "Added in the browser")
     page.check("input[name=kind][value=interval]")

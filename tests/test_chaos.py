@@ -1,6 +1,6 @@
 """The randomized fault suite: schedulers killed, frozen, redeployed, cut from their database.
 
-3 ``runscheduler`` processes (2 on SQLite) share one database and 57 jobs (tests/chaos_jobs.py);
+3 ``runscheduler`` processes (2 on SQLite) share one database and 57 jobs (tests/support/chaos_jobs.py);
 every 5-15 s a fault drawn from the seed hits them. At the end, every scheduler stopped cleanly,
 the trace the jobs wrote and the history table must agree: no fire ran twice, every run has its
 row, no row is left unfinished, no ``max_instances=1`` job ran twice at once, and every fire ran
@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import psycopg
@@ -30,9 +30,10 @@ from django.db import connection
 from django.utils import timezone
 
 from scheduling.models import Execution, Lease, SchedulerInstance
-from tests import chaos, settings_chaos
+from tests import settings_chaos
 from tests.conftest import ROOT, SchedulerProcess, wait_for
-from tests.postgres_cluster import PostgresCluster
+from tests.support import chaos
+from tests.support.postgres_cluster import PostgresCluster
 
 SECONDS = float(os.environ.get("SCHEDULING_CHAOS_SECONDS") or 75)
 SEED = int(os.environ.get("SCHEDULING_CHAOS_SEED") or random.SystemRandom().randrange(1_000_000))
@@ -66,6 +67,8 @@ class DjangoDatabase:
 
     def leader_pid(self) -> int | None:
         holder = Lease.objects.filter(expires_at__gt=timezone.now()).values_list("holder", flat=True).first()
+        if holder is None:
+            return None
         return SchedulerInstance.objects.filter(pk=holder).values_list("pid", flat=True).first()
 
     def kill_connections(self) -> None:
@@ -152,7 +155,7 @@ class Schedulers:
 
     def start(self) -> SchedulerProcess:
         log = self.directory / f"scheduler-{len(self.logs)}.log"
-        process = SchedulerProcess("tests.chaos_jobs", self.env, [], log)
+        process = SchedulerProcess("tests.support.chaos_jobs", self.env, [], log)
         self.logs[process.popen.pid] = log
         process.wait_started(timeout=60)
         return process
@@ -306,7 +309,8 @@ BEGIN = 1_800_000_000.0
 
 def clean_run(seconds: int = 30) -> tuple[list[chaos.Run], list[chaos.Row]]:
     """Every fire of every job run once by pid 1, with its row."""
-    runs, rows = [], []
+    runs: list[chaos.Run] = []
+    rows: list[chaos.Row] = []
     jobs = [(f"chaos.every.{n}", 1) for n in range(chaos.EVERY_JOBS)]
     jobs += [(f"chaos.jitter.{n}", 2) for n in range(chaos.JITTER_JOBS)]
     for job_id, period in jobs:
@@ -317,7 +321,9 @@ def clean_run(seconds: int = 30) -> tuple[list[chaos.Run], list[chaos.Row]]:
     return runs, rows
 
 
-def verdict(runs: list[chaos.Run], rows: list[chaos.Row], faults: list[chaos.Fault] = ()) -> chaos.Verdict:
+def verdict(
+    runs: list[chaos.Run], rows: list[chaos.Row], faults: Sequence[chaos.Fault] = ()
+) -> chaos.Verdict:
     return chaos.Verdict(runs, rows, list(faults), BEGIN, BEGIN + 28, ALLOWANCE)
 
 

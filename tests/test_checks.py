@@ -27,7 +27,7 @@ DEFERRED = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": "db.sqli
 SERVER = {"default": {"ENGINE": "django.db.backends.postgresql", "NAME": "test"}}
 
 
-def ids(messages: list[checks.CheckMessage]) -> list[str]:
+def ids(messages: list[checks.CheckMessage]) -> list[str | None]:
     return [message.id for message in messages]
 
 

@@ -7,15 +7,15 @@ import pytest
 from scheduling import job
 from scheduling.declarations import JobDeclarationError
 from scheduling.placement import Placement, RunsIn
-from tests import jobs
+from tests.support import jobs
 
 
 def test_declaring_registers_a_job_with_an_id_from_its_dotted_path(registry: dict) -> None:
     decorated = job(interval={"minutes": 5})(jobs.succeed)
 
     assert decorated is jobs.succeed
-    declaration = registry["tests.jobs.succeed"]
-    assert declaration.func_ref == "tests.jobs:succeed"
+    declaration = registry["tests.support.jobs.succeed"]
+    assert declaration.func_ref == "tests.support.jobs:succeed"
     assert declaration.schedule == {"interval": {"minutes": 5}}
     assert (declaration.max_instances, declaration.coalesce, declaration.misfire_grace_time) == (1, True, 60)
 
@@ -48,22 +48,31 @@ def test_all_options_are_kept(registry: dict) -> None:
 
 def test_async_functions_can_be_jobs(registry: dict) -> None:
     job(interval=10)(jobs.async_job)
-    assert registry["tests.jobs.async_job"].func_ref == "tests.jobs:async_job"
+    assert registry["tests.support.jobs.async_job"].func_ref == "tests.support.jobs:async_job"
 
 
 def test_declaring_the_same_job_twice_identically_is_harmless(registry: dict) -> None:
     job(interval=10)(jobs.succeed)
     job(interval=10)(jobs.succeed)
-    assert list(registry) == ["tests.jobs.succeed"]
+    assert list(registry) == ["tests.support.jobs.succeed"]
 
 
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"cron": "61 * * * *"}, r"Job 'tests.jobs.succeed': invalid cron expression '61 \* \* \* \*'"),
-        ({"interval": 5, "minutes": 5}, r"Job 'tests.jobs.succeed': unknown option 'minutes'"),
-        ({"interval": 5, "args": [dt.datetime.now()]}, r"Job 'tests.jobs.succeed': args cannot be stored"),
-        ({"interval": 5, "kwargs": {"x": object()}}, r"Job 'tests.jobs.succeed': kwargs cannot be stored"),
+        (
+            {"cron": "61 * * * *"},
+            r"Job 'tests.support.jobs.succeed': invalid cron expression '61 \* \* \* \*'",
+        ),
+        ({"interval": 5, "minutes": 5}, r"Job 'tests.support.jobs.succeed': unknown option 'minutes'"),
+        (
+            {"interval": 5, "args": [dt.datetime.now()]},
+            r"Job 'tests.support.jobs.succeed': args cannot be stored",
+        ),
+        (
+            {"interval": 5, "kwargs": {"x": object()}},
+            r"Job 'tests.support.jobs.succeed': kwargs cannot be stored",
+        ),
         ({"interval": 5, "max_instances": 0}, r"max_instances must be a whole number from 1 to 1000, not 0"),
         ({"interval": 5, "misfire_grace_time": 0}, r"misfire_grace_time must be"),
         ({"interval": 5, "jitter": -1}, r"jitter must be"),
@@ -81,7 +90,8 @@ def test_bad_declarations_fail_where_declared_and_name_the_job(
 def test_two_functions_cannot_share_an_id(registry: dict) -> None:
     job(interval=5, id="report")(jobs.succeed)
     with pytest.raises(
-        JobDeclarationError, match=r"'report' is declared twice: by tests.jobs:succeed and by tests.jobs:fail"
+        JobDeclarationError,
+        match=r"'report' is declared twice: by tests.support.jobs:succeed and by tests.support.jobs:fail",
     ):
         job(interval=5, id="report")(jobs.fail)
 

@@ -22,7 +22,7 @@ from scheduling.runs.threads import ThreadTarget, run_job
 from scheduling.runtime.dispatch import Dispatcher
 from scheduling.store import JobStore
 from scheduling.sync import sync
-from tests import jobs
+from tests.support import jobs
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -53,6 +53,9 @@ def test_a_successful_run_records_start_finish_duration_and_where_it_ran() -> No
     execution = Execution.objects.get()
     assert execution.status == Execution.Status.SUCCEEDED
     assert execution.scheduled_at == scheduled
+    assert execution.started_at
+    assert execution.finished_at
+    assert execution.duration is not None
     assert execution.started_at >= scheduled + timedelta(seconds=2)
     assert 0.2 <= execution.duration < 1.5, "duration of the run itself, not since the scheduled time"
     assert execution.finished_at >= execution.started_at + timedelta(seconds=0.2)
@@ -162,7 +165,9 @@ def test_history_recorded_by_plain_django_apscheduler_is_imported() -> None:
     assert set(imported) == {"succeeded", "failed"}
     assert imported["failed"].exception == "boom"
     assert imported["succeeded"].origin == Execution.Origin.IMPORTED
-    assert abs(imported["succeeded"].finished_at - (run_time + timedelta(seconds=2))) < timedelta(seconds=1)
+    finished_at = imported["succeeded"].finished_at
+    assert finished_at is not None
+    assert abs(finished_at - (run_time + timedelta(seconds=2))) < timedelta(seconds=1)
 
 
 @pytest.mark.parametrize("func", [jobs.remember_run, jobs.async_remember_run])

@@ -38,8 +38,8 @@ from scheduling.runs.threads import ThreadTarget
 from scheduling.runtime.dispatch import MAX_FIRE_TIMES, MAX_ROWS_PER_JOB, Dispatcher
 from scheduling.runtime.leadership import Leadership
 from scheduling.store import JobStore
-from tests import triggers
 from tests.conftest import wait_for
+from tests.support import triggers
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -56,7 +56,7 @@ def stored(
     job_id: str,
     trigger: BaseTrigger,
     due: datetime,
-    func: str = "tests.jobs:succeed",
+    func: str = "tests.support.jobs:succeed",
     **options: Any,
 ) -> Job:
     job = Job(
@@ -306,7 +306,8 @@ def test_rows_committed_before_a_lost_reply_are_recognised_and_run(
     past = datetime.now(UTC) - timedelta(seconds=2)
     stored(store, "job", IntervalTrigger(seconds=30, start_date=past), past)
     leading(executor.recorder)
-    insert_rows, lost = sql.insert_rows, []
+    insert_rows = sql.insert_rows
+    lost: list[bool] = []
 
     def reply_lost_once(*args: Any, **kwargs: Any) -> Any:
         result = insert_rows(*args, **kwargs)

@@ -25,8 +25,8 @@ from django_apscheduler.models import DjangoJob, DjangoJobExecution
 
 from scheduling.models import Execution
 from scheduling.runtime.service import Runner
-from tests import legacy_jobs
 from tests.conftest import wait_for
+from tests.support import legacy_jobs
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -155,6 +155,7 @@ def assert_history_imported(old: list[dict[str, Any]]) -> None:
         if row["finished"] is None:
             assert execution.finished_at is None
         else:
+            assert execution.finished_at is not None
             assert abs(execution.finished_at.timestamp() - float(row["finished"])) < 0.01
     failure = Execution.objects.filter(origin="imported", job_id="failing_job").first()
     assert failure is not None
@@ -186,11 +187,15 @@ def assert_jobs_in_admin(client: Client, django_assert_max_num_queries: Any) -> 
     with django_assert_max_num_queries(8):
         page = client.get(JOBS).text
     expected = {
-        "my_job": ("tests.legacy_jobs:my_job", "Every second", "scheduled, added outside the code"),
-        "failing_job": ("tests.legacy_jobs:failing_job", "Every second", "scheduled, added outside the code"),
-        "paused_job": ("tests.legacy_jobs:my_job", "Every second", "paused, added outside the code"),
+        "my_job": ("tests.support.legacy_jobs:my_job", "Every second", "scheduled, added outside the code"),
+        "failing_job": (
+            "tests.support.legacy_jobs:failing_job",
+            "Every second",
+            "scheduled, added outside the code",
+        ),
+        "paused_job": ("tests.support.legacy_jobs:my_job", "Every second", "paused, added outside the code"),
         "delete_old_job_executions": (
-            "tests.legacy_jobs:delete_old_job_executions",
+            "tests.support.legacy_jobs:delete_old_job_executions",
             "At 00:00, only on Monday",
             "scheduled, added outside the code",
         ),

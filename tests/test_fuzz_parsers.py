@@ -151,7 +151,7 @@ def test_any_json_text_parses_within_limits_or_is_refused(text: str) -> None:
 def test_any_json_arguments_bind_to_the_function_or_are_a_form_error(args: str, kwargs: str) -> None:
     form = JobAddForm(
         data={
-            "function": "tests.jobs:sleep",
+            "function": "tests.support.jobs:sleep",
             "job_id": "fuzzed",
             "args": args,
             "kwargs": kwargs,

@@ -18,8 +18,8 @@ from scheduling.conf import settings
 from scheduling.history.recorder import Recorder
 from scheduling.models import Execution, SchedulerInstance
 from scheduling.runs.threads import run_job
-from tests import jobs
 from tests.conftest import ROOT
+from tests.support import jobs
 from tests.test_execution import make_job
 
 
@@ -146,7 +146,7 @@ def test_a_failed_run_mails_the_admins_its_traceback_through_a_logging_entry_alo
     assert 'raise ValueError("this job fails on purpose")' in mail.body
 
 
-@pytest.mark.urls("tests.health_check_urls")
+@pytest.mark.urls("tests.support.health_check_urls")
 @pytest.mark.django_db(transaction=True)  # django-health-check runs checks on its own threads
 def test_django_health_check_reports_the_scheduler_beside_its_own_checks(client: Client) -> None:
     SchedulerInstance.objects.create(hostname="worker", pid=1, role="standby")

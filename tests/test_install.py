@@ -123,6 +123,7 @@ def test_the_wheel_holds_the_app_and_nothing_else(wheel: Path) -> None:
     assert {
         "scheduling/jobs.py",
         "scheduling/migrations/0001_initial.py",
+        "scheduling/py.typed",
         "scheduling/templates/admin/scheduling/index.html",
         "scheduling/templatetags/scheduling_admin.py",
     } <= app
@@ -141,14 +142,16 @@ def test_a_new_site_set_up_as_the_readme_says_runs_a_job_from_the_wheel(
     snippets = python_snippets(section)
     (jobs_file,) = [name for name, _ in snippets if name.endswith("/jobs.py")]
     app = jobs_file.partition("/")[0]
-    job_id = re.search(r"manage\.py scheduling show (\S+)", section).group(1)
+    shown = re.search(r"manage\.py scheduling show (\S+)", section)
+    assert shown is not None, "the README shows a job with `manage.py scheduling show`"
+    job_id = shown.group(1)
 
     started = time.monotonic()
     venv = tmp_path / "venv"
     run(UV, "venv", "--quiet", "--python", sys.executable, venv, cwd=tmp_path)
     python = venv / "bin" / "python"
     django_version = "{}.{}".format(*django.VERSION[:2])  # the version this cell of the matrix claims
-    installs = [wheel, f"django~={django_version}.0"]
+    installs: list[str | Path] = [wheel, f"django~={django_version}.0"]
     run(UV, "pip", "install", "--quiet", "--python", python, *installs, cwd=tmp_path)
     installed = time.monotonic() - started
     imported_from = run(python, "-c", "import scheduling; print(scheduling.__file__)", cwd=tmp_path)

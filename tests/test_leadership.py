@@ -19,8 +19,8 @@ from scheduling.models import Execution, Lease, SchedulerInstance
 from scheduling.queries import scheduler_status
 from scheduling.runtime.leadership import Leadership
 from scheduling.runtime.service import Runner
-from tests import jobs
 from tests.conftest import wait_for
+from tests.support import jobs
 
 
 @pytest.mark.django_db
@@ -130,7 +130,7 @@ def test_a_scheduler_that_cannot_start_scheduling_gives_the_lease_up_and_says_wh
     job(interval={"seconds": 30}, id="fine")(jobs.succeed)
     # A declaration whose function reference cannot be resolved (it bypasses @job's checks).
     registry["gone"] = dataclasses.replace(
-        registry["fine"], id="gone", func_ref="tests.jobs:no_such_function"
+        registry["fine"], id="gone", func_ref="tests.support.jobs:no_such_function"
     )
     stuck = Runner()
     runners.append(stuck)

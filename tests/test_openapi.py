@@ -21,10 +21,10 @@ from scheduling import job, openapi, tokens, urls
 from scheduling.models import Execution
 from scheduling.store import JobStore
 from scheduling.sync import sync
-from tests import jobs
+from tests.support import jobs
 
 API = "/scheduling/api"
-EXAMPLE_JOB = openapi.JOB_ID["example"]
+EXAMPLE_JOB = str(openapi.JOB_ID["example"])
 EXAMPLE_RUN = 1
 
 
@@ -35,7 +35,7 @@ def routes() -> dict[str, str]:
         assert isinstance(pattern, URLPattern)
         route = str(pattern.pattern)
         if route.startswith("api/") and pattern.name != "api-not-found":
-            found["/" + re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", route)] = pattern.callback.http_method.lower()
+            found["/" + re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", route)] = pattern.callback.http_method.lower()  # type: ignore[attr-defined]  # set by scheduling.api
     return found
 
 

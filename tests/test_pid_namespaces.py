@@ -54,11 +54,11 @@ def test_schedulers_in_two_pid_namespaces_leave_each_other_alone_and_a_dead_one_
     scheduler_process, figures
 ) -> None:
     env = {"TEST_SLOW_SECONDS": "60"}
-    active = scheduler_process("tests.process_jobs", env=env)
+    active = scheduler_process("tests.support.process_jobs", env=env)
     execution = wait_for(lambda: Execution.objects.filter(job_id="proc.slow", status="running").first(), 15)
     assert execution.pid == active.popen.pid
-    elsewhere = scheduler_process("tests.process_jobs", env=env, wrapper=in_another_pid_namespace())
-    local = scheduler_process("tests.process_jobs", env=env)
+    elsewhere = scheduler_process("tests.support.process_jobs", env=env, wrapper=in_another_pid_namespace())
+    local = scheduler_process("tests.support.process_jobs", env=env)
     holder = SchedulerInstance.objects.get(pid=active.popen.pid, stopped_at__isnull=True)
     other = SchedulerInstance.objects.exclude(pid__in=[active.popen.pid, local.popen.pid]).get()
     assert other.pid_namespace not in ("", holder.pid_namespace)

@@ -19,7 +19,7 @@ from scheduling.runs.threads import ThreadTarget
 from scheduling.runtime.dispatch import Dispatcher
 from scheduling.store import JobStore
 from scheduling.sync import sync
-from tests import jobs
+from tests.support import jobs
 from tests.test_tasks import make_due
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -55,7 +55,7 @@ def test_a_sigkilled_scheduler_takes_its_pool_children_and_their_runs_with_it(
     scheduler_process, tmp_path: Path, figures
 ) -> None:
     env = {"TEST_NOTE_DIR": str(tmp_path), "TEST_SLOW_SECONDS": str(SLOW_SECONDS)}
-    process = scheduler_process("tests.process_jobs_pool_slow", env=env)
+    process = scheduler_process("tests.support.process_jobs_pool_slow", env=env)
     started = tmp_path / "started"
     wait_for(started.exists, timeout=30)
     run_started = time.monotonic()

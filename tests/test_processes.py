@@ -24,9 +24,9 @@ from django_apscheduler.models import DjangoJob
 from scheduling import control
 from scheduling.models import Execution, ScheduledJob, SchedulerInstance
 from scheduling.store import JobStore
-from tests import jobs
 from tests.conftest import ROOT, subprocess_database_url, wait_for
-from tests.postgres_cluster import PostgresCluster, free_port
+from tests.support import jobs
+from tests.support.postgres_cluster import PostgresCluster, free_port
 
 pytestmark = pytest.mark.processes
 
@@ -43,7 +43,7 @@ def running(job_id: str) -> Execution | None:
 def test_a_stop_signal_waits_for_the_running_job_and_records_its_outcome(
     scheduler_process, figures, signum: int
 ) -> None:
-    process = scheduler_process("tests.process_jobs", env={"TEST_SLOW_SECONDS": "3"})
+    process = scheduler_process("tests.support.process_jobs", env={"TEST_SLOW_SECONDS": "3"})
     execution = wait_for(lambda: running("proc.slow"), timeout=15)
 
     process.signal(signum)
@@ -61,7 +61,7 @@ def test_a_stop_signal_waits_for_the_running_job_and_records_its_outcome(
 
 def test_sigterm_past_the_shutdown_timeout_records_the_run_as_interrupted(scheduler_process) -> None:
     process = scheduler_process(
-        "tests.process_jobs", env={"TEST_SLOW_SECONDS": "60"}, args=["--shutdown-timeout", "0.5"]
+        "tests.support.process_jobs", env={"TEST_SLOW_SECONDS": "60"}, args=["--shutdown-timeout", "0.5"]
     )
     execution = wait_for(lambda: running("proc.slow"), timeout=15)
 
@@ -74,7 +74,7 @@ def test_sigterm_past_the_shutdown_timeout_records_the_run_as_interrupted(schedu
 
 
 def test_a_run_killed_with_sigkill_is_marked_interrupted_on_restart(scheduler_process) -> None:
-    process = scheduler_process("tests.process_jobs", env={"TEST_SLOW_SECONDS": "60"})
+    process = scheduler_process("tests.support.process_jobs", env={"TEST_SLOW_SECONDS": "60"})
     execution = wait_for(lambda: running("proc.slow"), timeout=15)
 
     process.signal(signal.SIGKILL)
@@ -82,14 +82,14 @@ def test_a_run_killed_with_sigkill_is_marked_interrupted_on_restart(scheduler_pr
     execution.refresh_from_db()
     assert execution.status == Execution.Status.RUNNING
 
-    scheduler_process("tests.process_jobs", env={"TEST_SLOW_SECONDS": "60"})
+    scheduler_process("tests.support.process_jobs", env={"TEST_SLOW_SECONDS": "60"})
 
     execution.refresh_from_db()
     assert execution.status == Execution.Status.INTERRUPTED
 
 
 def test_changes_made_by_another_process_are_obeyed_within_a_second(scheduler_process, figures) -> None:
-    scheduler_process("tests.process_jobs_idle")
+    scheduler_process("tests.support.process_jobs_idle")
     # The row of a run exists ("running") before it starts; its start and end are written after.
     finished = Execution.objects.exclude(status="running").order_by("scheduled_at")
 
@@ -194,12 +194,15 @@ def test_connections_killed_by_the_server_are_replaced_and_scheduling_goes_on(
 ) -> None:
     if connection.vendor == "sqlite":
         pytest.skip("SQLite has no server to drop connections")
-    process = scheduler_process("tests.process_jobs", env={"TEST_SLOW_SECONDS": "0.1"})
+    process = scheduler_process("tests.support.process_jobs", env={"TEST_SLOW_SECONDS": "0.1"})
     wait_for(
         lambda: Execution.objects.filter(job_id="proc.slow", status="succeeded").count() >= 2, timeout=15
     )
 
-    killed = [kill_other_connections() for _ in range(3) if time.sleep(1.2) is None]
+    killed = []
+    for _ in range(3):
+        time.sleep(1.2)
+        killed.append(kill_other_connections())
     done = Execution.objects.filter(job_id="proc.slow", status="succeeded").count()
 
     wait_for(
@@ -231,7 +234,7 @@ def test_a_database_outage_does_not_kill_the_scheduler_and_it_resumes(
         check=True,
         timeout=120,
     )
-    process = scheduler_process("tests.process_jobs", env=env)
+    process = scheduler_process("tests.support.process_jobs", env=env)
     succeeded = "SELECT count(*) FROM scheduling_execution WHERE status = 'succeeded'"
     wait_for(lambda: postgres_cluster.query(succeeded) >= 2, timeout=15)
 
@@ -272,7 +275,7 @@ def active_instance() -> SchedulerInstance | None:
 def start_two_schedulers(scheduler_process, marks: Path, job_count: int) -> list:
     """Two runscheduler processes with every-second jobs; returns [active, standby] once running."""
     env = {"TEST_JOB_COUNT": str(job_count), "TEST_MARK_FILE": str(marks)}
-    processes = [scheduler_process("tests.process_jobs_many", env=env) for _ in range(2)]
+    processes = [scheduler_process("tests.support.process_jobs_many", env=env) for _ in range(2)]
     active = wait_for(active_instance, timeout=10)
     wait_for(lambda: Execution.objects.filter(status="succeeded").count() >= job_count * 3, timeout=30)
     return sorted(processes, key=lambda process: process.popen.pid != active.pid)
@@ -398,7 +401,7 @@ def test_embedded_mode_in_a_multi_worker_server_runs_one_active_scheduler_and_no
         "DJANGO_SETTINGS_MODULE": "tests.settings",
         "DATABASE_URL": subprocess_database_url(),
         "SCHEDULING_TEST_EMBEDDED": "1",
-        "SCHEDULING_TEST_MODULES": "tests.process_jobs_many",
+        "SCHEDULING_TEST_MODULES": "tests.support.process_jobs_many",
         "TEST_JOB_COUNT": "20",
         "TEST_MARK_FILE": str(marks),
     }
@@ -455,7 +458,9 @@ def test_embedded_mode_in_a_multi_worker_server_runs_one_active_scheduler_and_no
 def test_the_standby_marks_the_run_in_flight_of_a_killed_active_scheduler_interrupted(
     scheduler_process, figures
 ) -> None:
-    processes = [scheduler_process("tests.process_jobs", env={"TEST_SLOW_SECONDS": "60"}) for _ in range(2)]
+    processes = [
+        scheduler_process("tests.support.process_jobs", env={"TEST_SLOW_SECONDS": "60"}) for _ in range(2)
+    ]
     execution = wait_for(lambda: running("proc.slow"), timeout=15)
     killed = next(process for process in processes if process.popen.pid == execution.pid)
 
@@ -471,4 +476,4 @@ def test_the_standby_marks_the_run_in_flight_of_a_killed_active_scheduler_interr
         "by the standby "
         f"{time.monotonic() - killed_at:.1f} s later"
     )
-    wait_for(lambda: running("proc.slow") is not None and running("proc.slow").pk != execution.pk, timeout=10)
+    wait_for(lambda: (run := running("proc.slow")) is not None and run.pk != execution.pk, timeout=10)

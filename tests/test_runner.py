@@ -6,6 +6,7 @@ import pickle
 import time
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -17,8 +18,8 @@ from scheduling.queries import job_summaries
 from scheduling.runtime.service import Runner
 from scheduling.store import JobStore
 from scheduling.sync import sync
-from tests import jobs
 from tests.conftest import wait_for
+from tests.support import jobs
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -172,7 +173,7 @@ def test_run_now_of_a_job_whose_function_is_gone_records_the_failure(runner: Run
     runner.start()
     row = DjangoJob.objects.get(id="hourly")
     state = pickle.loads(bytes(row.job_state))  # noqa: S301 - our own test data
-    state["func"] = "tests.jobs:renamed_away"
+    state["func"] = "tests.support.jobs:renamed_away"
     DjangoJob.objects.filter(id="hourly").update(job_state=pickle.dumps(state))
 
     control.run_now("hourly", requested_by="alice")
@@ -203,7 +204,10 @@ def test_fires_missed_while_no_scheduler_ran_are_recorded_and_run_once(
     assert missed.count() >= 4  # five or more fires fell due: all but the latest recorded as missed
     assert "coalesced into the run scheduled for" in missed[0].exception
     first_run = Execution.objects.filter(job_id="tick", status="succeeded").order_by("scheduled_at").first()
-    assert first_run.scheduled_at - missed.last().scheduled_at == timedelta(seconds=1)
+    last_missed = missed.last()
+    assert first_run is not None
+    assert last_missed is not None
+    assert first_run.scheduled_at - last_missed.scheduled_at == timedelta(seconds=1)
 
 
 def test_an_idle_scheduler_polls_only_the_earliest_next_run_time(
@@ -217,10 +221,17 @@ def test_an_idle_scheduler_polls_only_the_earliest_next_run_time(
         dispatches: list[object] = []
         polls: list[object] = []
         due_query, poll_query = store.get_due_jobs_and_next_run_time, store.get_next_run_time
-        monkeypatch.setattr(
-            store, "get_due_jobs_and_next_run_time", lambda *args: dispatches.append(args) or due_query(*args)
-        )
-        monkeypatch.setattr(store, "get_next_run_time", lambda: polls.append(1) or poll_query())
+
+        def due(*args: Any) -> Any:
+            dispatches.append(args)
+            return due_query(*args)
+
+        def poll() -> Any:
+            polls.append(1)
+            return poll_query()
+
+        monkeypatch.setattr(store, "get_due_jobs_and_next_run_time", due)
+        monkeypatch.setattr(store, "get_next_run_time", poll)
 
         wait_for(lambda: polls)  # past the dispatch that follows taking the lease
         dispatches.clear()

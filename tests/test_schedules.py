@@ -135,7 +135,8 @@ def test_relative_hints(offset: dt.timedelta, words: str) -> None:
 def fires_between(spec: dict, start: dt.datetime, end: dt.datetime) -> list[str]:
     """Travel through the trigger's fire times from start to end, as the scheduler would."""
     trigger = build_trigger(spec)
-    times, previous, now = [], None, start
+    times: list[str] = []
+    previous, now = None, start
     while True:
         previous = trigger.get_next_fire_time(previous, now)
         if previous is None or previous > end:

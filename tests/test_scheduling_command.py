@@ -18,7 +18,7 @@ from scheduling.models import ApiToken, Execution, RunRequest, SchedulerInstance
 from scheduling.queries import job_summaries
 from scheduling.store import JobStore
 from scheduling.sync import sync
-from tests import jobs
+from tests.support import jobs
 
 pytestmark = pytest.mark.django_db
 
@@ -57,7 +57,7 @@ def test_show_gives_one_job_and_its_recent_runs(declared: None) -> None:
     data = json.loads(run("show", "nightly", "--json")[0])
 
     assert data["name"] == "Nightly report"
-    assert data["function"] == "tests.jobs:succeed"
+    assert data["function"] == "tests.support.jobs:succeed"
     assert [(r["status"], r["exception"]) for r in data["runs"]] == [("failed", "ValueError: x")]
     assert "ValueError: x" in run("show", "nightly")[0]
 

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 import pickle
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -12,7 +13,7 @@ from scheduling.declarations import Declaration
 from scheduling.models import Execution, ScheduledJob
 from scheduling.store import JobStore
 from scheduling.sync import sync
-from tests import jobs
+from tests.support import jobs
 
 pytestmark = pytest.mark.django_db
 
@@ -22,14 +23,14 @@ def store() -> JobStore:
     return JobStore()
 
 
-def declare(registry: dict, **options: object) -> Declaration:
+def declare(registry: dict, **options: Any) -> Declaration:
     options.setdefault("interval", {"minutes": 5})
     func = options.pop("func", jobs.succeed)
     job(id="report", **options)(func)
     return registry.pop("report")
 
 
-def next_run(job_id: str = "report") -> object:
+def next_run(job_id: str = "report") -> datetime | None:
     return DjangoJob.objects.get(id=job_id).next_run_time
 
 
@@ -47,6 +48,7 @@ def test_declared_jobs_are_written_to_the_django_apscheduler_store(registry: dic
     assert before + timedelta(minutes=5) <= stored.next_run_time <= timezone.now() + timedelta(minutes=5)
     scheduled_job = ScheduledJob.objects.get(id="report")
     assert scheduled_job.source == ScheduledJob.Source.CODE
+    assert scheduled_job.declaration is not None
     assert scheduled_job.declaration["schedule"] == {"interval": {"minutes": 5}}
 
 
@@ -155,7 +157,7 @@ def test_a_job_whose_function_vanished_is_kept_flagged_and_resumes_when_the_code
     row = DjangoJob.objects.get(id="report")
     good_state = bytes(row.job_state)
     state = pickle.loads(good_state)  # noqa: S301 - our own test data
-    state["func"] = "tests.jobs:renamed_away"
+    state["func"] = "tests.support.jobs:renamed_away"
     DjangoJob.objects.filter(id="report").update(job_state=pickle.dumps(state))
 
     report = sync(store, [])
@@ -193,7 +195,7 @@ def test_jobs_added_outside_the_code_keep_running_and_are_recorded(registry: dic
 
     scheduled_job = ScheduledJob.objects.get(id="legacy")
     assert scheduled_job.source == ScheduledJob.Source.EXTERNAL
-    assert scheduled_job.func_ref == "tests.jobs:succeed"
+    assert scheduled_job.func_ref == "tests.support.jobs:succeed"
     assert next_run("legacy") is not None
 
 

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import django
 import pytest
@@ -31,8 +32,8 @@ from scheduling.runtime.dispatch import Dispatcher
 from scheduling.runtime.service import Runner
 from scheduling.store import JobStore
 from scheduling.sync import sync
-from tests import jobs
 from tests.conftest import wait_for
+from tests.support import jobs
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -90,7 +91,7 @@ def test_a_fire_is_recorded_as_enqueued_with_its_task_then_run_and_recorded_by_t
     assert (task.queue_name, task.args_kwargs) == ("reports", {"args": [execution.pk], "kwargs": {}})
     # Frozen in the INSERT that recorded the run, for a worker that finds the job gone.
     assert execution.call == {
-        "func": "tests.jobs:remember_run",
+        "func": "tests.support.jobs:remember_run",
         "args": [],
         "kwargs": {},
         "misfire_grace_time": 60,
@@ -233,7 +234,7 @@ def test_a_one_off_job_runs_on_a_worker_although_it_left_the_store_when_it_fired
 
 def forge(execution_id: object, payload: dict | None = None) -> DBTaskResult:
     """Enqueue a task by hand through the real backend, as anyone able to write to the queue could."""
-    args = [execution_id] if payload is None else [execution_id, payload]
+    args: list[Any] = [execution_id] if payload is None else [execution_id, payload]  # anything, forged
     result = run_scheduled_job.enqueue(*args)
     return DBTaskResult.objects.get(pk=result.id)
 
@@ -398,7 +399,7 @@ def test_run_now_enqueues_a_manual_run(registry: dict) -> None:
         RunRequest.objects.create(job_id="manual-in-tasks", requested_by="alice")
         execution = wait_for(lambda: Execution.objects.filter(requested_by="alice", task_id__gt="").first())
         assert (execution.status, execution.origin) == ("enqueued", "manual")
-        assert execution.call["func"] == "tests.jobs:succeed"
+        assert execution.call["func"] == "tests.support.jobs:succeed"
         RunRequest.objects.create(job_id="manual-in-tasks", requested_by="bob")  # max_instances 1
         skipped = wait_for(lambda: Execution.objects.filter(requested_by="bob").first())
         assert skipped.status == "skipped"
@@ -472,9 +473,9 @@ def test_a_job_with_arguments_that_are_not_json_does_not_stop_the_runs_due_with_
 
     dispatcher.dispatch(make_due(dispatcher.store), datetime.now(UTC))
 
-    rows = dict(Execution.objects.values_list("job_id", "call"))
+    rows: dict[str, Any] = dict(Execution.objects.values_list("job_id", "call"))
     assert rows["path-argument"] is None
-    assert rows["plain"]["func"] == "tests.jobs:succeed"
+    assert rows["plain"]["func"] == "tests.support.jobs:succeed"
     work_off()
     assert set(Execution.objects.values_list("status", flat=True)) == {"succeeded"}
     assert (tmp_path / "noted").exists()  # read from the store
@@ -498,7 +499,7 @@ def test_a_db_worker_process_runs_the_recorded_run_and_nothing_forged_tasks_name
 
     # Its code declares the job as this test does: autodiscovered at start, as runscheduler does.
     worker = scheduler_process(
-        "tests.process_jobs_guarded",
+        "tests.support.process_jobs_guarded",
         env={"TEST_NOTES_FILE": str(notes)},
         command="db_worker",
         started_text="Starting worker",

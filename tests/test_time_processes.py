@@ -28,7 +28,7 @@ pytestmark = [
 
 UTC = dt.UTC
 ZONE = "Test/FallBack"
-SLOT = 5  # seconds, as tests/process_jobs_time.py declares
+SLOT = 5  # seconds, as tests/support/process_jobs_time.py declares
 JITTER = 4
 
 
@@ -50,18 +50,15 @@ def test_across_a_fall_back_the_heartbeat_goes_on_and_the_jitter_job_runs_once_p
     compile_zone(tmp_path, fall_back)
 
     scheduler_process(
-        "tests.process_jobs_time",
+        "tests.support.process_jobs_time",
         # Ours first, then the system's zones (the site's TIME_ZONE must still be found).
         env={"PYTHONTZPATH": os.pathsep.join([str(tmp_path), *zoneinfo.TZPATH]), "TEST_TIME_ZONE": ZONE},
     )
     # Poll with a deadline: both jobs must be seen running well after the clocks went back.
     after = fall_back + dt.timedelta(seconds=3 * SLOT)
     for job_id in ("time.heartbeat", "time.jitter"):
-        wait_for(
-            lambda job_id=job_id: Execution.objects.filter(job_id=job_id, scheduled_at__gt=after).exists(),
-            timeout=90,
-            interval=0.5,
-        )
+        ran_after = Execution.objects.filter(job_id=job_id, scheduled_at__gt=after)
+        wait_for(ran_after.exists, timeout=90, interval=0.5)
 
     fires = list(
         Execution.objects.filter(job_id="time.jitter")

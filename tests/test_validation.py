@@ -16,7 +16,7 @@ from scheduling.declarations import JobDeclarationError
 from scheduling.models import Execution
 from scheduling.store import JobStore
 from scheduling.sync import sync
-from tests import jobs
+from tests.support import jobs
 
 pytestmark = pytest.mark.django_db
 
@@ -143,7 +143,7 @@ def test_control_add_refuses_an_overlong_id_and_stores_nothing() -> None:
     with pytest.raises(
         validation.InputError, match=r"^job_id must be text of at most 255 characters, not 300"
     ):
-        control.add("x" * 300, "tests.jobs:succeed", schedule={"interval": {"minutes": 1}})
+        control.add("x" * 300, "tests.support.jobs:succeed", schedule={"interval": {"minutes": 1}})
 
     assert not DjangoJob.objects.exists()
 

@@ -3,6 +3,6 @@
 import os
 
 from scheduling import job
-from tests import jobs
+from tests.support import jobs
 
 job(interval=30, id="guarded", runs_in="tasks", args=[os.environ["TEST_NOTES_FILE"]])(jobs.note_process)

@@ -3,7 +3,7 @@
 import os
 
 from scheduling import job
-from tests import jobs
+from tests.support import jobs
 
 job(interval={"seconds": 1}, id="pool.stuck", runs_in="processes", args=[os.environ["TEST_PID_FILE"], 120])(
     jobs.note_and_sleep

@@ -5,7 +5,7 @@ from django.apps import AppConfig
 
 
 class RogueConfig(AppConfig):
-    name = "tests.rogue_app"
+    name = "tests.support.rogue_app"
 
     def ready(self) -> None:
         BackgroundScheduler().start()

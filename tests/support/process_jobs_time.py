@@ -4,7 +4,7 @@ through PYTHONTZPATH) whose clocks go back during the run."""
 import os
 
 from scheduling import job
-from tests import jobs
+from tests.support import jobs
 
 ZONE = os.environ["TEST_TIME_ZONE"]
 

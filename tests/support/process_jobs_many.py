@@ -3,7 +3,7 @@
 import os
 
 from scheduling import job
-from tests import jobs
+from tests.support import jobs
 
 for number in range(int(os.environ.get("TEST_JOB_COUNT", "50"))):
     job_id = f"many.{number}"

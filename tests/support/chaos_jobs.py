@@ -11,7 +11,7 @@ import os
 import time
 
 from scheduling import current_run, job
-from tests.chaos import EVERY_JOBS, JITTER_JOBS, SLOW_JOBS, SLOW_SECONDS
+from tests.support.chaos import EVERY_JOBS, JITTER_JOBS, SLOW_JOBS, SLOW_SECONDS
 
 TRACE = os.environ.get("SCHEDULING_CHAOS_TRACE", "")
 

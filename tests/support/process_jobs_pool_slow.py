@@ -3,7 +3,7 @@
 import os
 
 from scheduling import job
-from tests import jobs
+from tests.support import jobs
 
 notes = os.environ["TEST_NOTE_DIR"]
 job(

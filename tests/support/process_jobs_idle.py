@@ -1,6 +1,6 @@
 """An hourly job: a runscheduler process running it sleeps until something changes."""
 
 from scheduling import job
-from tests import jobs
+from tests.support import jobs
 
 job(interval={"hours": 1}, id="proc.hourly")(jobs.succeed)

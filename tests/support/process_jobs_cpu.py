@@ -3,7 +3,7 @@
 import os
 
 from scheduling import job
-from tests import jobs
+from tests.support import jobs
 
 job(interval={"seconds": 1}, id="cpu.tick")(jobs.succeed)
 job(

@@ -1,0 +1,1 @@
+"""Modules the tests use that are not tests: job functions, settings, helpers."""

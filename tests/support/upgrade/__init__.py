@@ -1,0 +1,1 @@
+"""Rows written by an earlier version, loaded by ``tests/test_upgrade.py``."""
