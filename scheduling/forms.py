@@ -17,9 +17,10 @@ from django_apscheduler.models import DjangoJob
 
 from scheduling import declarations, safejson, validation
 from scheduling.conf import settings
+from scheduling.crontab import resolve_wall_time
 from scheduling.models import Job
 from scheduling.placement import DEFAULT_ALIAS, Placement, RunsIn
-from scheduling.schedules import ScheduleError, build_trigger, crontab_of, spec_of
+from scheduling.schedules import ScheduleError, build_trigger, crontab_of, job_zone, spec_of
 from scheduling.store import unpickle
 
 UNITS = [("seconds", _("seconds")), ("minutes", _("minutes")), ("hours", _("hours")), ("days", _("days"))]
@@ -242,7 +243,10 @@ def initial_values(state: dict[str, Any]) -> dict[str, Any]:
     except (KeyError, ScheduleError):
         return values
     if "date" in spec:
-        values.update(kind="date", run_at=timezone.localtime(dt.datetime.fromisoformat(spec["date"])))
+        moment = dt.datetime.fromisoformat(spec["date"])
+        if timezone.is_naive(moment):  # a date written without an offset: wall time in the job's zone
+            moment = resolve_wall_time(moment, job_zone(spec.get("timezone")))
+        values.update(kind="date", run_at=timezone.localtime(moment))
         return values
     values.update(time_zone=spec.get("timezone", ""), jitter=spec.get("jitter"))
     if "interval" in spec:

@@ -419,6 +419,19 @@ def test_a_one_off_date_can_be_set(admin_client: Client, registry: dict) -> None
     assert JobStore().lookup_job("job-0").next_run_time == when.replace(microsecond=0)
 
 
+def test_a_job_declared_with_a_date_without_offset_opens_at_its_time_in_local_time(
+    admin_client: Client, registry: dict
+) -> None:
+    job(date="2031-06-01T09:30:00", timezone="Asia/Tokyo", id="tokyo.once")(jobs.succeed)
+    sync(JobStore(), registry.values())
+
+    response = admin_client.get(JOBS + "tokyo.once/change/")
+
+    assert response.status_code == 200
+    local = timezone.localtime(JobStore().lookup_job("tokyo.once").next_run_time)
+    assert local.strftime("%H:%M:%S") in response.text  # 09:30 in Tokyo, in the site's time zone
+
+
 def test_users_who_may_not_change_schedules_see_them_read_only(registry: dict) -> None:
     declare_jobs(registry, 1)
     viewer = staff("view_job", "run_job")

@@ -127,19 +127,8 @@ def test_the_admin_lists_the_stored_jobs(admin_client: Client) -> None:
         assert job_id in response.text
 
 
-# Not an upgrade problem: 8f7a4ae fails the same way for any job declared with a date without
-# an offset (its form passes the naive wall time to timezone.localtime()).
-NAIVE_DATE_FORM = pytest.mark.xfail(raises=ValueError, strict=True, reason="change form of a naive date= job")
-
-
 @pytest.mark.usefixtures("old_rows")
-@pytest.mark.parametrize(
-    "job_id",
-    [
-        pytest.param(job_id, marks=NAIVE_DATE_FORM) if job_id == "upgrade.date" else job_id
-        for job_id in JOB_IDS
-    ],
-)
+@pytest.mark.parametrize("job_id", JOB_IDS)
 def test_the_admin_shows_each_stored_job(admin_client: Client, job_id: str) -> None:
     assert admin_client.get(f"/admin/scheduling/job/{job_id}/change/").status_code == 200
 
