@@ -15,7 +15,6 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
-from django_tasks_db.management.commands.db_worker import Worker
 from django_tasks_db.models import DBTaskResult
 
 from scheduling import job
@@ -34,6 +33,7 @@ from scheduling.store import JobStore
 from scheduling.sync import sync
 from tests.conftest import wait_for
 from tests.support import jobs
+from tests.support.task_worker import work_off
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -60,20 +60,6 @@ def dispatch_due(registry: dict, dispatcher: Dispatcher) -> None:
     sync(dispatcher.store, registry.values())
     due = make_due(dispatcher.store)
     dispatcher.dispatch(due, datetime.now(UTC))
-
-
-def work_off() -> None:
-    """Run every queued task in this process, as `manage.py db_worker --batch` would."""
-    Worker(
-        queue_names=["*"],
-        interval=0,
-        batch=True,
-        backend_name="default",
-        startup_delay=False,
-        max_tasks=None,
-        worker_id="test-worker",
-        excluded_queue_names=[],
-    ).run()
 
 
 def test_a_fire_is_recorded_as_enqueued_with_its_task_then_run_and_recorded_by_the_worker(

@@ -23,6 +23,7 @@ from scheduling.models import Execution, ScheduledJob
 from scheduling.runs import worker_task
 from scheduling.store import JobStore
 from scheduling.sync import sync
+from tests.support.task_worker import work_off
 from tests.support.upgrade import jobs
 
 FIXTURE = json.loads((Path(__file__).parent / "support" / "upgrade" / "rows_8f7a4ae.json").read_text())
@@ -143,7 +144,6 @@ def test_the_old_task_path_names_the_task_the_scheduler_enqueues() -> None:
 @pytest.mark.django_db(transaction=True)
 def test_a_task_the_old_code_enqueued_runs_on_a_worker_of_today(old_rows: None) -> None:
     pytest.importorskip("django_tasks_db")
-    from django_tasks_db.management.commands.db_worker import Worker
     from django_tasks_db.models import DBTaskResult
 
     task = DBTaskResult.objects.get()
@@ -152,16 +152,7 @@ def test_a_task_the_old_code_enqueued_runs_on_a_worker_of_today(old_rows: None) 
     Execution.objects.filter(job_id="upgrade.tasks").update(scheduled_at=timezone.now())
     jobs.calls.clear()
 
-    Worker(
-        queue_names=["*"],
-        interval=0,
-        batch=True,
-        backend_name="default",
-        startup_delay=False,
-        max_tasks=None,
-        worker_id="test-worker",
-        excluded_queue_names=[],
-    ).run()
+    work_off()
 
     task.refresh_from_db()
     assert task.status == "SUCCESSFUL"

@@ -50,7 +50,7 @@ class Recorder:
         job_id: str,
         scheduled_at: datetime,
         origin: Origin = SCHEDULED,
-        ran_in: str = RunsIn.THREADS,
+        ran_in: RunsIn = RunsIn.THREADS,
         call: dict[str, Any] | None = None,
     ) -> Execution | None:
         """Record a run as started; None if this fire already has an execution."""
@@ -62,7 +62,7 @@ class Recorder:
         job_id: str,
         scheduled_at: datetime,
         origin: Origin = SCHEDULED,
-        ran_in: str = RunsIn.THREADS,
+        ran_in: RunsIn = RunsIn.THREADS,
         call: dict[str, Any] | None = None,
     ) -> Execution:
         """A run about to start here, or, placed in task workers, about to be enqueued.
