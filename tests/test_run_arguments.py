@@ -3,17 +3,23 @@ used by every placement, while the stored job keeps its own."""
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from django.contrib.admin.models import LogEntry
+from django.contrib.auth.models import Permission, User
+from django.core.management import CommandError, call_command
+from django.test import Client
 from django.utils import timezone
 from django_apscheduler.models import DjangoJob
 
-from scheduling import control, job, validation
+from scheduling import control, job, tokens, validation
 from scheduling.history.recorder import Recorder
 from scheduling.history.rows import Origin
 from scheduling.models import Execution, RunRequest
@@ -196,3 +202,118 @@ def test_a_run_requested_without_arguments_records_none_and_uses_the_jobs(
 
     assert (execution.status, execution.args, execution.kwargs) == ("succeeded", None, None)
     assert used(stored)["label"] == "stored"
+
+
+# manage.py scheduling run JOB --args --kwargs
+
+
+@pytest.fixture
+def writer(registry: dict) -> None:
+    job(interval=3600, id="writer", args=["stored.json"])(jobs.write_arguments)
+    job(interval=3600, id="other")(jobs.succeed)
+    sync(JobStore(), registry.values())
+
+
+def command(*args: str) -> str:
+    out = io.StringIO()
+    call_command("scheduling", *args, stdout=out, stderr=io.StringIO())
+    return out.getvalue()
+
+
+def test_the_run_command_takes_arguments_for_one_job(writer: None) -> None:
+    assert "writer: run requested" in command("run", "writer", "--args", '["given.json", 2]', "--kwargs", '{"label": "x"}')
+
+    request = RunRequest.objects.get()
+    assert (request.args, request.kwargs) == (["given.json", 2], {"label": "x"})
+    assert request.requested_by.startswith("cli:")
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["writer", "other", "--args", "[]"], "exactly one job id"),
+        (["writer", "--args", "[1,"], "--args: The body is not valid JSON"),
+        (["writer", "--kwargs", "NaN"], "--kwargs: NaN is not a JSON number"),
+        (["writer", "--args", '{"a": 1}'], "(args): args must be a JSON array"),
+        (["writer", "--kwargs", '{"colour": "red"}'], "(kwargs.colour): the arguments do not match write_arguments"),
+        (["writer", "--args", "[]"], "missing a required argument: 'path'"),
+    ],
+)
+def test_the_run_command_refuses_bad_arguments_saying_why(writer: None, args: list[str], words: str) -> None:
+    with pytest.raises(CommandError, match=re.escape(words)):
+        command("run", *args)
+    assert not RunRequest.objects.exists()
+
+
+# POST /api/jobs/<id>/run/ with {"args": [...], "kwargs": {...}}
+
+API = "/scheduling/api"
+
+
+def run_job_token() -> dict[str, str]:
+    user, _ = User.objects.get_or_create(username="deployer")
+    user.user_permissions.add(Permission.objects.get(codename="run_job", content_type__app_label="scheduling"))
+    return {"Authorization": f"Bearer {tokens.create(user, 'test')[1]}"}
+
+
+def post_run(client: Client, body: str, job_id: str = "writer"):
+    return client.post(f"{API}/jobs/{job_id}/run/", body, content_type="application/json", headers=run_job_token())
+
+
+def test_the_api_runs_now_with_the_arguments_of_the_body(client: Client, writer: None) -> None:
+    response = post_run(client, json.dumps({"args": ["given.json"], "kwargs": {"label": "x"}}))
+
+    assert response.status_code == 202, response.json()
+    request = RunRequest.objects.get()
+    assert (request.args, request.kwargs, request.requested_by) == (["given.json"], {"label": "x"}, "deployer")
+    assert LogEntry.objects.get().change_message == "Requested a run now with its own args and kwargs (API)"
+
+
+def test_the_api_without_a_body_or_with_nulls_runs_with_the_jobs_own(client: Client, writer: None) -> None:
+    assert post_run(client, "").status_code == 202
+    assert post_run(client, '{"args": null, "kwargs": null}').status_code == 202
+    assert list(RunRequest.objects.values_list("args", "kwargs")) == [(None, None), (None, None)]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code", "field"),
+    [
+        ('{"kwargs": {"colour": "red"}}', 400, "signature_mismatch", "kwargs.colour"),
+        ('{"args": []}', 400, "signature_mismatch", "args"),
+        ('{"args": {"a": 1}}', 400, "invalid_type", "args"),
+        ('{"kwargs": [1]}', 400, "invalid_type", "kwargs"),
+        ('{"args": ["a\\u0000"]}', 400, "invalid_text", "args"),
+        ('{"argz": []}', 400, "unknown_field", "argz"),
+        ('{"args": [1e999]}', 400, "invalid_number", None),
+        ("[1, 2]", 400, "invalid_body", None),
+        (json.dumps({"args": ["x" * 20000]}), 413, "too_large", None),
+    ],
+)
+def test_the_api_refuses_bad_arguments_naming_the_field(
+    client: Client, writer: None, body: str, status: int, code: str, field: str | None
+) -> None:
+    response = post_run(client, body)
+
+    assert response.status_code == status
+    assert (response.json()["code"], response.json()["field"]) == (code, field)
+    assert not RunRequest.objects.exists()
+
+
+def test_the_api_names_a_function_that_cannot_be_imported(client: Client, writer: None) -> None:
+    state = pickle.loads(bytes(DjangoJob.objects.get(id="writer").job_state))  # noqa: S301 - our own test data
+    state["func"] = "tests.support.jobs:renamed_away"
+    DjangoJob.objects.filter(id="writer").update(job_state=pickle.dumps(state))
+
+    response = post_run(client, '{"args": ["given.json"]}')
+
+    assert (response.status_code, response.json()["code"]) == (409, "job_cannot_be_loaded")
+    assert "tests.support.jobs:renamed_away cannot be imported" in response.json()["error"]
+
+
+def test_the_api_shows_the_arguments_a_run_used(client: Client, writer: None) -> None:
+    Execution.objects.create(job_id="writer", status="succeeded", scheduled_at=timezone.now(), kwargs={"label": "x"})
+    user = User.objects.create_superuser("admin", password="pw")
+
+    run = client.get(f"{API}/runs/", headers={"Authorization": f"Bearer {tokens.create(user, 'test')[1]}"}).json()["runs"][0]
+
+    assert (run["args"], run["kwargs"]) == (None, {"label": "x"})
