@@ -195,15 +195,16 @@ def run(request: HttpRequest, user: Any, job_id: str) -> JsonResponse:
     """Run now; an optional body ``{"args": [...], "kwargs": {...}}`` replaces the job's own
     arguments for this run (checked against its function's signature by control.run_now)."""
     # A form's POST (a session's, CSRF-checked, which reads the form) has no arguments.
-    body = {} if request.content_type in FORM_TYPES else _json_object(request)
-    unknown = sorted(set(body) - RUN_FIELDS)
+    given = {} if request.content_type in FORM_TYPES else _json_object(request)
+    unknown = sorted(set(given) - RUN_FIELDS)
     if unknown:
         raise ApiError(
             400, f"Unknown field(s): {', '.join(unknown)}; allowed: args, kwargs", "unknown_field", unknown[0]
         )
-    control.run_now(job_id, requested_by=user.get_username(), args=body.get("args"), kwargs=body.get("kwargs"))
-    given = [name for name in ("args", "kwargs") if body.get(name) is not None]
-    _log(user, job_id, f"Requested a run now with its own {' and '.join(given)} (API)" if given else "Requested a run now (API)")
+    requested = control.run_now(
+        job_id, requested_by=user.get_username(), args=given.get("args"), kwargs=given.get("kwargs")
+    )
+    _log(user, job_id, f"{control.run_now_message(requested)} (API)")
     body: dict[str, Any] = {"job": job_id, "result": "run requested"}
     if not scheduler_status().alive:
         body["warning"] = "No scheduler is running: the run starts when 'manage.py runscheduler' does."

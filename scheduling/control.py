@@ -71,9 +71,7 @@ def load(job_id: str) -> Job:
     return _lookup(_store(), job_id)
 
 
-def run_now(
-    job_id: str, requested_by: str = "", args: Any = None, kwargs: Any = None
-) -> RunRequest:
+def run_now(job_id: str, requested_by: str = "", args: Any = None, kwargs: Any = None) -> RunRequest:
     """Ask the running scheduler to run a job now; returns at once.
 
     The run is recorded as started manually by ``requested_by``. ``args`` (a list) and
@@ -91,6 +89,12 @@ def run_now(
     return RunRequest.objects.create(job_id=job_id, requested_by=requested_by, args=args, kwargs=kwargs)
 
 
+def run_now_message(request: RunRequest) -> str:
+    """What the admin's history records for a run now: whether it has arguments of its own."""
+    own = [name for name in ("args", "kwargs") if getattr(request, name) is not None]
+    return f"Requested a run now with its own {' and '.join(own)}" if own else "Requested a run now"
+
+
 def _run_arguments(job_id: str, state: bytes, args: Any, kwargs: Any) -> tuple[Any, Any]:
     try:
         job = unpickle(state)  # the state only: its function is imported below, to name it
@@ -102,8 +106,10 @@ def _run_arguments(job_id: str, state: bytes, args: Any, kwargs: Any) -> tuple[A
     # Importing runs the module's code: whatever it raises means the function is not there now.
     except Exception as exc:
         raise JobLoadError(
-            job_id, exc, f"Job {job_id!r}: its function {job['func']} cannot be imported, so "
-            "arguments for it cannot be checked"
+            job_id,
+            exc,
+            f"Job {job_id!r}: its function {job['func']} cannot be imported, so "
+            "arguments for it cannot be checked",
         ) from exc
     args, kwargs = validation.run_arguments(function, args, kwargs, job["args"], job["kwargs"])
     same_args = args is not None and args == list(job["args"])

@@ -8,14 +8,15 @@ import json
 import pickle
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from django.contrib.admin.models import LogEntry
+from django.contrib.admin.utils import quote
 from django.contrib.auth.models import Permission, User
 from django.core.management import CommandError, call_command
 from django.test import Client
+from django.urls import reverse
 from django.utils import timezone
 from django_apscheduler.models import DjangoJob
 
@@ -50,7 +51,10 @@ def test_arguments_that_bind_are_returned_as_json() -> None:
 
 
 def test_arguments_not_given_keep_the_jobs_own_and_are_checked_with_them() -> None:
-    assert validation.run_arguments(jobs.write_arguments, None, {"label": "x"}, ["p"]) == (None, {"label": "x"})
+    assert validation.run_arguments(jobs.write_arguments, None, {"label": "x"}, ["p"]) == (
+        None,
+        {"label": "x"},
+    )
     with pytest.raises(validation.InputError, match="missing a required argument: 'path'") as caught:
         validation.run_arguments(jobs.write_arguments, None, {"label": "x"})
     assert (caught.value.field, caught.value.code) == ("kwargs", "signature_mismatch")
@@ -107,7 +111,11 @@ def test_run_now_with_arguments_records_them_on_the_request(registry: dict) -> N
     request = control.run_now("writer", "alice", args=["other.json", 3], kwargs={"label": "given"})
 
     request.refresh_from_db()
-    assert (request.args, request.kwargs, request.requested_by) == (["other.json", 3], {"label": "given"}, "alice")
+    assert (request.args, request.kwargs, request.requested_by) == (
+        ["other.json", 3],
+        {"label": "given"},
+        "alice",
+    )
 
 
 def test_run_now_records_arguments_equal_to_the_jobs_own_as_the_jobs(registry: dict) -> None:
@@ -135,7 +143,9 @@ def test_run_now_with_arguments_for_a_function_that_cannot_be_imported_names_it(
     state["func"] = "tests.support.jobs:renamed_away"
     DjangoJob.objects.filter(id="writer").update(job_state=pickle.dumps(state))
 
-    with pytest.raises(control.JobLoadError, match="its function tests.support.jobs:renamed_away cannot be imported"):
+    with pytest.raises(
+        control.JobLoadError, match=r"its function tests\.support\.jobs:renamed_away cannot be imported"
+    ):
         control.run_now("writer", args=["other.json"])
     assert not RunRequest.objects.exists()
 
@@ -174,7 +184,11 @@ def test_a_run_requested_with_arguments_runs_with_them_and_records_them(
     assert execution.status == "succeeded", execution.exception
     assert used(given) == {"path": str(given), "count": 2, "label": "given"}
     assert not stored.exists()
-    assert (execution.args, execution.kwargs, execution.requested_by) == ([str(given), 2], {"label": "given"}, "alice")
+    assert (execution.args, execution.kwargs, execution.requested_by) == (
+        [str(given), 2],
+        {"label": "given"},
+        "alice",
+    )
     assert dispatcher.store.lookup_job("writer").args == (str(stored),)
 
 
@@ -182,7 +196,9 @@ def test_a_task_worker_takes_the_arguments_from_the_row_not_the_task(
     registry: dict, dispatcher: Dispatcher, tmp_path: Path
 ) -> None:
     given = tmp_path / "given.json"
-    job(interval=3600, id="writer", args=[str(tmp_path / "stored.json")], runs_in="tasks")(jobs.write_arguments)
+    job(interval=3600, id="writer", args=[str(tmp_path / "stored.json")], runs_in="tasks")(
+        jobs.write_arguments
+    )
     execution = run_requested(dispatcher, registry, "writer", kwargs={"label": "given"})
     # Whatever the task says, the row decides: here the row is changed after enqueueing.
     Execution.objects.filter(pk=execution.pk).update(args=[str(given)])
@@ -221,7 +237,9 @@ def command(*args: str) -> str:
 
 
 def test_the_run_command_takes_arguments_for_one_job(writer: None) -> None:
-    assert "writer: run requested" in command("run", "writer", "--args", '["given.json", 2]', "--kwargs", '{"label": "x"}')
+    assert "writer: run requested" in command(
+        "run", "writer", "--args", '["given.json", 2]', "--kwargs", '{"label": "x"}'
+    )
 
     request = RunRequest.objects.get()
     assert (request.args, request.kwargs) == (["given.json", 2], {"label": "x"})
@@ -235,7 +253,10 @@ def test_the_run_command_takes_arguments_for_one_job(writer: None) -> None:
         (["writer", "--args", "[1,"], "--args: The body is not valid JSON"),
         (["writer", "--kwargs", "NaN"], "--kwargs: NaN is not a JSON number"),
         (["writer", "--args", '{"a": 1}'], "(args): args must be a JSON array"),
-        (["writer", "--kwargs", '{"colour": "red"}'], "(kwargs.colour): the arguments do not match write_arguments"),
+        (
+            ["writer", "--kwargs", '{"colour": "red"}'],
+            "(kwargs.colour): the arguments do not match write_arguments",
+        ),
         (["writer", "--args", "[]"], "missing a required argument: 'path'"),
     ],
 )
@@ -252,12 +273,16 @@ API = "/scheduling/api"
 
 def run_job_token() -> dict[str, str]:
     user, _ = User.objects.get_or_create(username="deployer")
-    user.user_permissions.add(Permission.objects.get(codename="run_job", content_type__app_label="scheduling"))
+    user.user_permissions.add(
+        Permission.objects.get(codename="run_job", content_type__app_label="scheduling")
+    )
     return {"Authorization": f"Bearer {tokens.create(user, 'test')[1]}"}
 
 
 def post_run(client: Client, body: str, job_id: str = "writer"):
-    return client.post(f"{API}/jobs/{job_id}/run/", body, content_type="application/json", headers=run_job_token())
+    return client.post(
+        f"{API}/jobs/{job_id}/run/", body, content_type="application/json", headers=run_job_token()
+    )
 
 
 def test_the_api_runs_now_with_the_arguments_of_the_body(client: Client, writer: None) -> None:
@@ -265,7 +290,11 @@ def test_the_api_runs_now_with_the_arguments_of_the_body(client: Client, writer:
 
     assert response.status_code == 202, response.json()
     request = RunRequest.objects.get()
-    assert (request.args, request.kwargs, request.requested_by) == (["given.json"], {"label": "x"}, "deployer")
+    assert (request.args, request.kwargs, request.requested_by) == (
+        ["given.json"],
+        {"label": "x"},
+        "deployer",
+    )
     assert LogEntry.objects.get().change_message == "Requested a run now with its own args and kwargs (API)"
 
 
@@ -311,9 +340,116 @@ def test_the_api_names_a_function_that_cannot_be_imported(client: Client, writer
 
 
 def test_the_api_shows_the_arguments_a_run_used(client: Client, writer: None) -> None:
-    Execution.objects.create(job_id="writer", status="succeeded", scheduled_at=timezone.now(), kwargs={"label": "x"})
+    Execution.objects.create(
+        job_id="writer", status="succeeded", scheduled_at=timezone.now(), kwargs={"label": "x"}
+    )
     user = User.objects.create_superuser("admin", password="pw")
 
-    run = client.get(f"{API}/runs/", headers={"Authorization": f"Bearer {tokens.create(user, 'test')[1]}"}).json()["runs"][0]
+    run = client.get(
+        f"{API}/runs/", headers={"Authorization": f"Bearer {tokens.create(user, 'test')[1]}"}
+    ).json()["runs"][0]
 
     assert (run["args"], run["kwargs"]) == (None, {"label": "x"})
+
+
+# The admin: Run now with arguments, and the run's page
+
+
+def arguments_page(job_id: str = "writer") -> str:
+    return reverse("admin:scheduling_job_run_with_arguments", args=[quote(job_id)])
+
+
+def test_the_admin_form_starts_from_the_jobs_own_arguments(admin_client: Client, writer: None) -> None:
+    page = admin_client.get(reverse("admin:scheduling_job_change", args=["writer"])).text
+    assert arguments_page() in page
+
+    form = admin_client.get(arguments_page())
+
+    assert form.status_code == 200
+    assert form.context["form"]["args"].value() == '["stored.json"]'
+    assert form.context["form"]["kwargs"].value() == "{}"
+
+
+def test_the_admin_runs_now_with_arguments_and_records_who_asked(admin_client: Client, writer: None) -> None:
+    response = admin_client.post(
+        arguments_page(), {"args": '["given.json", 2]', "kwargs": '{"label": "x"}'}, follow=True
+    )
+
+    assert "Asked the scheduler to run writer now." in response.text
+    request = RunRequest.objects.get()
+    assert (request.args, request.kwargs, request.requested_by) == (
+        ["given.json", 2],
+        {"label": "x"},
+        "admin",
+    )
+    entry = LogEntry.objects.get()
+    assert (entry.object_id, entry.change_message) == (
+        "writer",
+        "Requested a run now with its own args and kwargs",
+    )
+
+
+def test_the_admin_form_unchanged_runs_with_the_jobs_own(admin_client: Client, writer: None) -> None:
+    admin_client.post(arguments_page(), {"args": '["stored.json"]', "kwargs": "{}"})
+
+    assert list(RunRequest.objects.values_list("args", "kwargs")) == [(None, None)]
+
+
+@pytest.mark.parametrize(
+    ("data", "field", "words"),
+    [
+        ({"args": "[1,", "kwargs": ""}, "args", "Enter a valid JSON."),
+        ({"args": '{"a": 1}', "kwargs": ""}, "args", "args must be a JSON array"),
+        (
+            {"args": "", "kwargs": '{"colour": "red"}'},
+            "kwargs",
+            "unexpected keyword argument &#x27;colour&#x27;",
+        ),
+        ({"args": "[]", "kwargs": ""}, "args", "missing a required argument: &#x27;path&#x27;"),
+    ],
+)
+def test_the_admin_form_shows_bad_arguments_next_to_their_field(
+    admin_client: Client, writer: None, data: dict, field: str, words: str
+) -> None:
+    response = admin_client.post(arguments_page(), data)
+
+    assert response.status_code == 200
+    assert response.context["form"].errors[field]
+    row = response.text.split(f"field-{field}")[1].split("form-row")[0]
+    assert words in row
+    assert not RunRequest.objects.exists()
+
+
+def test_the_admin_form_needs_the_run_permission(writer: None) -> None:
+    user = User.objects.create_user("viewer", password="pw", is_staff=True)
+    user.user_permissions.add(
+        Permission.objects.get(codename="view_job", content_type__app_label="scheduling")
+    )
+    client = Client()
+    client.force_login(user)
+
+    assert client.get(arguments_page()).status_code == 403
+    assert client.post(arguments_page(), {"args": '["x"]'}).status_code == 403
+    assert arguments_page() not in client.get(reverse("admin:scheduling_job_change", args=["writer"])).text
+    assert not RunRequest.objects.exists()
+
+
+def test_the_run_page_shows_the_arguments_it_used_and_who_asked(admin_client: Client, writer: None) -> None:
+    own = Execution.objects.create(job_id="writer", status="succeeded", scheduled_at=timezone.now())
+    given = Execution.objects.create(
+        job_id="writer",
+        status="succeeded",
+        origin="manual",
+        requested_by="alice",
+        scheduled_at=timezone.now(),
+        kwargs={"label": "x"},
+    )
+
+    page = admin_client.get(reverse("admin:scheduling_execution_change", args=[given.pk])).text
+    assert "manual, by alice" in page
+    assert "kwargs: {&quot;label&quot;: &quot;x&quot;}" in page
+    assert "args: the job&#x27;s own" in page
+    assert (
+        "the job&#x27;s own"
+        in admin_client.get(reverse("admin:scheduling_execution_change", args=[own.pk])).text
+    )

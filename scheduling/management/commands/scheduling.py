@@ -217,7 +217,9 @@ class Command(BaseCommand):
             raise CommandError("--args and --kwargs are for one job at a time: give exactly one job id")
         try:
             self._each(
-                options, lambda job_id: control.run_now(job_id, requested_by=user, **arguments), "run requested"
+                options,
+                lambda job_id: control.run_now(job_id, requested_by=user, **arguments),
+                "run requested",
             )
         except validation.InputError as exc:
             raise CommandError(f"Invalid arguments for {options['job_ids'][0]} ({exc.field}): {exc}") from exc
