@@ -25,6 +25,7 @@ from scheduling.history.recorder import Recorder
 from scheduling.history.rows import Origin
 from scheduling.models import Execution, RunRequest
 from scheduling.placement import RunsIn
+from scheduling.runs.processes import ProcessPool
 from scheduling.runs.targets import run_targets
 from scheduling.runs.threads import ThreadTarget
 from scheduling.runtime.dispatch import Dispatcher
@@ -166,7 +167,9 @@ def run_requested(dispatcher: Dispatcher, registry: dict, job_id: str, **argumen
     request = control.run_now(job_id, "alice", **arguments)
     origin = Origin(Execution.Origin.MANUAL, "alice", request.args, request.kwargs)
     dispatcher.run_requested(dispatcher.store.lookup_job(job_id), timezone.now(), origin, lambda: True)
-    assert dispatcher.targets[RunsIn.THREADS].wait(60)
+    threads = dispatcher.targets[RunsIn.THREADS]
+    assert isinstance(threads, ThreadTarget)
+    assert threads.wait(60)
     return Execution.objects.get(job_id=job_id)
 
 
@@ -453,3 +456,27 @@ def test_the_run_page_shows_the_arguments_it_used_and_who_asked(admin_client: Cl
         "the job&#x27;s own"
         in admin_client.get(reverse("admin:scheduling_execution_change", args=[own.pk])).text
     )
+
+
+def test_a_run_requested_with_arguments_runs_with_them_in_the_process_pool(
+    registry: dict, tmp_path: Path
+) -> None:
+    stored, given = tmp_path / "stored.json", tmp_path / "given.json"
+    job(interval=3600, id="writer", args=[str(stored)], runs_in="processes")(jobs.write_arguments)
+    recorder, processes = Recorder(), ProcessPool(1)
+    threads = ThreadTarget(recorder, max_workers=1)
+    try:
+        execution = run_requested(
+            Dispatcher(JobStore(), recorder, run_targets(threads, processes)),
+            registry,
+            "writer",
+            args=[str(given)],
+            kwargs={"label": "given"},
+        )
+    finally:
+        threads.shutdown()
+        processes.shutdown()
+
+    assert (execution.status, execution.ran_in) == ("succeeded", "processes"), execution.exception
+    assert used(given) == {"path": str(given), "count": 1, "label": "given"}
+    assert not stored.exists()
