@@ -328,9 +328,11 @@ class RunArgumentsForm(forms.Form):
 
     @staticmethod
     def initial_for(state: dict[str, Any]) -> dict[str, Any]:
-        """The job's own arguments, to start from; none where they are not JSON (added in code)."""
+        """The job's own arguments, to start from; none where they are not JSON (added in code)
+        or cannot be read (a broken job, whose run is then refused naming its function)."""
+        args, kwargs = state.get("args", ()), state.get("kwargs", {})
         try:
-            json.dumps([state["args"], state["kwargs"]])
+            json.dumps([args, kwargs])
         except (TypeError, ValueError):
             return {}
-        return {"args": list(state["args"]), "kwargs": dict(state["kwargs"])}
+        return {"args": list(args), "kwargs": dict(kwargs)}

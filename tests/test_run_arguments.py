@@ -29,8 +29,10 @@ from scheduling.runs.processes import ProcessPool
 from scheduling.runs.targets import run_targets
 from scheduling.runs.threads import ThreadTarget
 from scheduling.runtime.dispatch import Dispatcher
+from scheduling.runtime.service import Runner
 from scheduling.store import JobStore
 from scheduling.sync import sync
+from tests.conftest import wait_for
 from tests.support import jobs
 from tests.support.task_worker import work_off
 
@@ -480,3 +482,39 @@ def test_a_run_requested_with_arguments_runs_with_them_in_the_process_pool(
     assert (execution.status, execution.ran_in) == ("succeeded", "processes"), execution.exception
     assert used(given) == {"path": str(given), "count": 1, "label": "given"}
     assert not stored.exists()
+
+
+def test_the_running_scheduler_takes_a_request_with_arguments_and_runs_with_them(
+    registry: dict, tmp_path: Path
+) -> None:
+    stored, given = tmp_path / "stored.json", tmp_path / "given.json"
+    job(interval=3600, id="writer", args=[str(stored)])(jobs.write_arguments)
+    runner = Runner(threads=2)
+    runner.start()
+    try:
+        control.run_now("writer", "alice", args=[str(given)], kwargs={"label": "given"})
+        run = wait_for(lambda: Execution.objects.filter(job_id="writer", status="succeeded").first())
+    finally:
+        runner.stop(timeout=5)
+
+    assert (run.origin, run.requested_by, run.args, run.kwargs) == (
+        "manual",
+        "alice",
+        [str(given)],
+        {"label": "given"},
+    )
+    assert used(given)["label"] == "given"
+    assert not stored.exists()
+    assert not RunRequest.objects.exists()
+
+
+def test_the_admin_form_of_a_job_whose_function_is_gone_says_so(admin_client: Client, writer: None) -> None:
+    state = pickle.loads(bytes(DjangoJob.objects.get(id="writer").job_state))  # noqa: S301 - our own test data
+    state["func"] = "tests.support.jobs:renamed_away"
+    DjangoJob.objects.filter(id="writer").update(job_state=pickle.dumps(state))
+
+    response = admin_client.post(arguments_page(), {"args": '["given.json"]', "kwargs": ""})
+
+    assert response.status_code == 200
+    assert "tests.support.jobs:renamed_away cannot be imported" in response.text
+    assert not RunRequest.objects.exists()
