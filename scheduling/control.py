@@ -10,6 +10,7 @@ from typing import Any
 
 from apscheduler.job import Job
 from apscheduler.jobstores.base import JobLookupError
+from apscheduler.util import ref_to_obj
 from django.utils import timezone
 from django_apscheduler.models import DjangoJob
 
@@ -18,7 +19,7 @@ from scheduling.conf import settings
 from scheduling.models import RunRequest, ScheduledJob
 from scheduling.placement import DEFAULT_ALIAS
 from scheduling.schedules import build_trigger
-from scheduling.store import JobStore, old_executions
+from scheduling.store import JobStore, old_executions, unpickle
 from scheduling.sync import apply_declaration
 
 
@@ -31,8 +32,9 @@ class UnknownJobError(LookupError):
 class JobLoadError(RuntimeError):
     """A stored job that cannot be loaded now (its function was renamed or removed in a deploy)."""
 
-    def __init__(self, job_id: str, error: BaseException) -> None:
-        super().__init__(f"Job {job_id!r} cannot be loaded: {type(error).__name__}: {error}")
+    def __init__(self, job_id: str, error: BaseException, what: str = "") -> None:
+        what = what or f"Job {job_id!r} cannot be loaded"
+        super().__init__(f"{what}: {type(error).__name__}: {error}")
         self.job_id = job_id
 
 
@@ -69,14 +71,50 @@ def load(job_id: str) -> Job:
     return _lookup(_store(), job_id)
 
 
-def run_now(job_id: str, requested_by: str = "") -> RunRequest:
+def run_now(job_id: str, requested_by: str = "", args: Any = None, kwargs: Any = None) -> RunRequest:
     """Ask the running scheduler to run a job now; returns at once.
 
-    The run is recorded as started manually by ``requested_by``.
+    The run is recorded as started manually by ``requested_by``. ``args`` (a list) and
+    ``kwargs`` (a dict), when given, replace the job's own for this run only: they are checked
+    against its function's signature (InputError names the parameter) and recorded on the run;
+    a value equal to the job's own is recorded as the job's (None).
+
+    :raises JobLoadError: when arguments are given and the job's function cannot be imported.
     """
-    if not DjangoJob.objects.filter(id=job_id).exists():
+    state = DjangoJob.objects.filter(id=job_id).values_list("job_state", flat=True).first()
+    if state is None:
         raise UnknownJobError(job_id)
-    return RunRequest.objects.create(job_id=job_id, requested_by=requested_by)
+    if args is not None or kwargs is not None:
+        args, kwargs = _run_arguments(job_id, state, args, kwargs)
+    return RunRequest.objects.create(job_id=job_id, requested_by=requested_by, args=args, kwargs=kwargs)
+
+
+def run_now_message(request: RunRequest) -> str:
+    """What the admin's history records for a run now: whether it has arguments of its own."""
+    own = [name for name in ("args", "kwargs") if getattr(request, name) is not None]
+    return f"Requested a run now with its own {' and '.join(own)}" if own else "Requested a run now"
+
+
+def _run_arguments(job_id: str, state: bytes, args: Any, kwargs: Any) -> tuple[Any, Any]:
+    try:
+        job = unpickle(state)  # the state only: its function is imported below, to name it
+    # A state that cannot be read at all: the store flags such jobs broken.
+    except Exception as exc:
+        raise JobLoadError(job_id, exc) from exc
+    try:
+        function = ref_to_obj(job["func"])
+    # Importing runs the module's code: whatever it raises means the function is not there now.
+    except Exception as exc:
+        raise JobLoadError(
+            job_id,
+            exc,
+            f"Job {job_id!r}: its function {job['func']} cannot be imported, so "
+            "arguments for it cannot be checked",
+        ) from exc
+    args, kwargs = validation.run_arguments(function, args, kwargs, job["args"], job["kwargs"])
+    same_args = args is not None and args == list(job["args"])
+    same_kwargs = kwargs is not None and kwargs == dict(job["kwargs"])
+    return None if same_args else args, None if same_kwargs else kwargs
 
 
 def pause(job_id: str) -> None:

@@ -276,6 +276,20 @@ class Execution(models.Model):
     task_id = models.CharField(
         _("task id"), max_length=255, blank=True, help_text=_("Given by the tasks framework's backend.")
     )
+    args = models.JSONField(
+        _("arguments"),
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=_("The positional arguments of a run requested with its own; empty: the job's."),
+    )
+    kwargs = models.JSONField(
+        _("keyword arguments"),
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=_("The keyword arguments of a run requested with its own; empty: the job's."),
+    )
     call = models.JSONField(
         _("what to run"),
         null=True,
@@ -347,6 +361,9 @@ class RunRequest(models.Model):
     job_id = models.CharField(_("job id"), max_length=255)
     requested_by = models.CharField(_("requested by"), max_length=150, blank=True)
     requested_at = models.DateTimeField(_("requested at"), default=timezone.now)
+    # For this run only, instead of the job's own; None keeps the job's (checked by control.run_now).
+    args = models.JSONField(_("arguments"), null=True, blank=True)
+    kwargs = models.JSONField(_("keyword arguments"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("run request")

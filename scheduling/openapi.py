@@ -148,6 +148,20 @@ def _action(summary: str, permission: str, status: str, schema: str) -> dict[str
     }
 
 
+def _run_action() -> dict[str, Any]:
+    action = _action("Run the job now", "run_job", "202", "RunRequested")
+    action["post"]["description"] += (
+        " With a body, the run uses its `args` and/or `kwargs` instead of the job's own, this once: "
+        "they must fit the job's function (400 names the parameter) and are recorded on the run."
+    )
+    action["post"]["requestBody"] = {
+        "required": False,
+        "content": {"application/json": {"schema": _ref("RunArguments")}},
+    }
+    action["post"]["responses"].update(_errors(("413",)))
+    return action
+
+
 def _paths() -> dict[str, Any]:
     return {
         "/api/openapi.json": {
@@ -190,7 +204,7 @@ def _paths() -> dict[str, Any]:
                 "responses": {**_ok("The job", "JobDetail"), **_errors((*_READ, "404"))},
             }
         },
-        "/api/jobs/{job_id}/run/": _action("Run the job now", "run_job", "202", "RunRequested"),
+        "/api/jobs/{job_id}/run/": _run_action(),
         "/api/jobs/{job_id}/pause/": _action("Pause the job", "pause_job", "200", "ActionReply"),
         "/api/jobs/{job_id}/resume/": _action("Resume the job", "pause_job", "200", "ActionReply"),
         "/api/jobs/{job_id}/reschedule/": {
@@ -274,6 +288,8 @@ def _schemas() -> dict[str, Any]:
             "host": {"type": "string"},
             "task_id": {"type": "string"},
             "exception": {"type": "string"},
+            "args": _nullable("array", description="The arguments it ran with, when not the job's own."),
+            "kwargs": _nullable("object", description="The keyword arguments, when not the job's own."),
         },
     }
     return {
@@ -372,6 +388,19 @@ def _schemas() -> dict[str, Any]:
             },
         },
         "Reschedule": _reschedule(),
+        "RunArguments": {
+            "description": (
+                "Arguments for this run instead of the job's own; leave one out (or null) to keep the "
+                f"job's. JSON only, each at most {validation.MAX_ARGUMENTS_BYTES} bytes, nested at most "
+                f"{safejson.MAX_DEPTH} deep, integers of at most {safejson.MAX_INTEGER_DIGITS} digits."
+            ),
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "args": _nullable("array", description="The positional arguments."),
+                "kwargs": _nullable("object", description="The keyword arguments, by name."),
+            },
+        },
     }
 
 

@@ -44,6 +44,8 @@ def run_data(run: Execution) -> dict[str, Any]:
         "host": run.hostname,
         "task_id": run.task_id,
         "exception": run.exception,
+        "args": run.args,
+        "kwargs": run.kwargs,
     }
 
 

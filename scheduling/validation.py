@@ -12,12 +12,16 @@ datetimes end in the year 9999, so every bound keeps a day's room for any UTC of
 from __future__ import annotations
 
 import datetime as dt
+import inspect
+import json
 import math
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from django.utils.translation import gettext as _
 
+from scheduling import safejson
 from scheduling.schedules import CRON_FIELDS, INTERVAL_UNITS, KINDS, ScheduleError, normalize_spec
 
 DAY = 86400
@@ -35,6 +39,7 @@ MAX_DATE_LENGTH = 64
 FIRST_DATE = dt.datetime(1970, 1, 2, tzinfo=dt.UTC)
 LAST_DATE = dt.datetime(9999, 12, 30, 23, 59, 59, tzinfo=dt.UTC)
 UNIT_SECONDS = {"weeks": 7 * DAY, "days": DAY, "hours": 3600, "minutes": 60, "seconds": 1}
+MAX_ARGUMENTS_BYTES = 16 * 1024  # the args, or the kwargs, of one run as JSON: the API's body limit
 OPTION_NAMES = ("max_instances", "coalesce", "misfire_grace_time", "executor")
 
 
@@ -292,3 +297,85 @@ def schedule(
         raw["timezone"] = timezone_name
     check_spec(raw)
     return normalize_spec(cron=cron, interval=interval, date=date, timezone_name=timezone_name, jitter=jitter)
+
+
+def run_arguments(
+    function: Callable[..., Any],
+    args: Any,
+    kwargs: Any,
+    job_args: Sequence[Any] = (),
+    job_kwargs: Mapping[str, Any] | None = None,
+) -> tuple[list[Any] | None, dict[str, Any] | None]:
+    """Arguments for one run of ``function``, checked: ``args`` a JSON array, ``kwargs`` a JSON
+    object, each None to keep the job's own (``job_args``, ``job_kwargs``); together they must
+    bind to the function's signature. Returns them as JSON values, None where not given.
+    """
+    if args is not None:
+        if not isinstance(args, (list, tuple)):
+            raise _refuse("args", _("a JSON array"), args, code="invalid_type")
+        args = _json_safe("args", list(args))
+    if kwargs is not None:
+        if not isinstance(kwargs, dict) or not all(isinstance(key, str) for key in kwargs):
+            raise _refuse("kwargs", _("a JSON object"), kwargs, code="invalid_type")
+        kwargs = _json_safe("kwargs", kwargs)
+    _bind(
+        function,
+        list(job_args) if args is None else args,
+        dict(job_kwargs or {}) if kwargs is None else kwargs,
+        "args" if args is not None or kwargs is None else "kwargs",
+    )
+    return args, kwargs
+
+
+def _json_safe(field: str, value: Any) -> Any:
+    """``value`` as it will be stored and read back: plain JSON, within the size and depth limits."""
+    try:
+        encoded = json.dumps(value, allow_nan=True)
+    except (TypeError, ValueError) as exc:
+        raise InputError(
+            field, "invalid_type", _("%(field)s must be JSON: %(error)s") % {"field": field, "error": exc}
+        ) from None
+    # PostgreSQL's jsonb cannot store a NUL character; nobody types one.
+    if "\\u0000" in encoded:
+        raise InputError(
+            field, "invalid_text", _("%(field)s must not contain a NUL character") % {"field": field}
+        )
+    try:
+        return safejson.loads(encoded, max_length=MAX_ARGUMENTS_BYTES)
+    except safejson.JsonInputError as exc:
+        raise InputError(field, exc.code, f"{field}: {exc}") from None
+
+
+_NAMED = re.compile(r"'([^']+)'")
+
+
+def _bind(function: Callable[..., Any], args: list[Any], kwargs: dict[str, Any], field: str) -> None:
+    """Refuse arguments the function cannot take, naming the parameter."""
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):  # a builtin without a signature: the call itself will tell
+        return
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        error = str(exc)
+        named = _NAMED.search(error)
+        if "keyword" in error or "multiple values" in error:
+            # The keyword at fault; a missing or surplus positional one is the args' (or kwargs') fault.
+            field = f"kwargs.{named.group(1)}" if named else "kwargs"
+        name = getattr(function, "__qualname__", repr(function))
+        raise InputError(
+            field,
+            "signature_mismatch",
+            _("the arguments do not match %(function)s%(signature)s: %(error)s")
+            % {"function": name, "signature": _plain(signature), "error": error},
+        ) from None
+
+
+def _plain(signature: inspect.Signature) -> inspect.Signature:
+    """The parameters only: annotations are strings under ``from __future__ import annotations``."""
+    empty = inspect.Parameter.empty
+    return signature.replace(
+        parameters=[parameter.replace(annotation=empty) for parameter in signature.parameters.values()],
+        return_annotation=inspect.Signature.empty,
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -145,3 +146,39 @@ def test_operating_jobs_from_the_admin(
     page.goto(f"{live_server.url}/admin/scheduling/job/")
     assert "Added in the browser" in page.content()
     page.screenshot(path=ARTIFACTS / "06-jobs-after.png", full_page=True)
+
+
+def test_running_a_job_now_with_arguments_from_the_admin(
+    page, live_server, admin_user, scheduler_process, tmp_path: Path
+) -> None:
+    scheduler_process("tests.support.browser_jobs")
+    log_in(page, live_server, admin_user)
+    given = tmp_path / "given.json"
+
+    page.click("text=Argument writer")
+    page.click("text=Run now with arguments…")
+    assert page.input_value("textarea[name=args]") == '["unused.json"]'
+
+    # A keyword the function does not take is refused next to its field; nothing is requested.
+    page.fill("textarea[name=kwargs]", '{"colour": "red"}')
+    page.click("input[name=run]")
+    page.wait_for_selector(".field-kwargs .errorlist")
+    assert "unexpected keyword argument 'colour'" in page.inner_text(".field-kwargs .errorlist")
+    page.screenshot(path=ARTIFACTS / "07-run-with-bad-arguments.png", full_page=True)
+
+    page.fill("textarea[name=args]", json.dumps([str(given), 3]))
+    page.fill("textarea[name=kwargs]", '{"label": "from the browser"}')
+    page.click("input[name=run]")
+    page.wait_for_selector("text=Asked the scheduler to run browser.writer now.")
+    run = wait_for(
+        lambda: Execution.objects.filter(job_id="browser.writer", status="succeeded").first(), timeout=15
+    )
+    assert json.loads(given.read_text()) == {"path": str(given), "count": 3, "label": "from the browser"}
+    assert JobStore().lookup_job("browser.writer").args == ("unused.json",)
+
+    # The run's page shows the arguments it used and who asked.
+    page.goto(f"{live_server.url}/admin/scheduling/execution/{run.pk}/change/")
+    assert f"manual, by {admin_user.username}" in page.content()
+    assert '"label": "from the browser"' in page.inner_text(".scheduling-kwargs")
+    assert str(given) in page.inner_text(".scheduling-args")
+    page.screenshot(path=ARTIFACTS / "08-run-with-arguments.png", full_page=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.contrib import admin
@@ -64,13 +65,14 @@ class ExecutionAdmin(ReadOnlyAdmin):
     search_fields = ["job_id", "exception", "task_id"]
     show_full_result_count = False
     fieldsets = [
-        (None, {"fields": ["job_id", "coloured_status", "started_by"]}),
+        (None, {"fields": ["job_id", "coloured_status", "started_by", "arguments"]}),
         (_("Where it ran"), {"fields": ["ran_in", "hostname", "pid", "task_id", "instance"]}),
         (_("Timing"), {"fields": ["scheduled", "started", "finished", "run_time"]}),
         (_("Error"), {"fields": ["exception", "full_traceback"]}),
         (_("After it was recorded interrupted"), {"fields": ["late"]}),
     ]
     readonly_fields = [
+        "arguments",
         "late",
         "coloured_status",
         "started_by",
@@ -80,6 +82,19 @@ class ExecutionAdmin(ReadOnlyAdmin):
         "run_time",
         "full_traceback",
     ]
+
+    @admin.display(description=_("arguments"))
+    def arguments(self, obj: Execution) -> SafeString | str:
+        """The arguments of a run requested with its own; the job's are on the job's page."""
+        if obj.args is None and obj.kwargs is None:
+            return str(_("the job's own"))
+        own = str(_("the job's own"))
+        return format_html(
+            '<code class="scheduling-args">args: {}</code><br>'
+            '<code class="scheduling-kwargs">kwargs: {}</code>',
+            own if obj.args is None else json.dumps(obj.args),
+            own if obj.kwargs is None else json.dumps(obj.kwargs),
+        )
 
     @admin.display(description=_("traceback"))
     def full_traceback(self, obj: Execution) -> SafeString | str:

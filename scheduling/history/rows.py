@@ -8,6 +8,7 @@ from __future__ import annotations
 import traceback
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 # Re-exported for runs.task_workers until it counts with Execution.objects.unfinished().
 from scheduling.models import Execution
@@ -15,10 +16,13 @@ from scheduling.models import Execution
 
 @dataclass(frozen=True)
 class Origin:
-    """What started a run: the schedule, or a manual request by someone."""
+    """What started a run: the schedule, or a manual request by someone, perhaps with arguments
+    of its own for this run (None: the job's), recorded on its row for every placement to use."""
 
     kind: str = Execution.Origin.SCHEDULE
     requested_by: str = ""
+    args: list[Any] | None = None
+    kwargs: dict[str, Any] | None = None
 
 
 SCHEDULED = Origin()

@@ -18,6 +18,19 @@ from scheduling.models import Execution
 logger = logging.getLogger(__name__)
 
 
+def arguments_of(
+    args: Sequence[Any], kwargs: Mapping[str, Any], execution: Execution | None
+) -> tuple[Sequence[Any], Mapping[str, Any]]:
+    """The arguments a run is called with: its row's own (a run requested with arguments), where
+    it has them, else the job's ``args`` and ``kwargs``."""
+    if execution is None:
+        return args, kwargs
+    return (
+        args if execution.args is None else execution.args,
+        kwargs if execution.kwargs is None else execution.kwargs,
+    )
+
+
 def call_job(
     job_id: str, function: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
 ) -> Outcome:

@@ -33,6 +33,7 @@ from scheduling.history.rows import Origin, Outcome
 from scheduling.models import Execution
 from scheduling.placement import RunsIn
 from scheduling.runs import process_child as child
+from scheduling.runs.call import arguments_of
 from scheduling.runs.threads import ThreadTarget
 
 logger = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ class ProcessPoolTarget:
         return self.threads.supervise(job, executions, origin, self._call)
 
     def _call(self, job: Job, execution: Execution | None) -> Outcome:
-        return self.pool.call(job.id, job.func_ref, job.args, job.kwargs, execution)
+        return self.pool.call(job.id, job.func_ref, *arguments_of(job.args, job.kwargs, execution), execution)
 
 
 class ProcessPool:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from apscheduler.job import Job
@@ -23,6 +23,7 @@ from django_apscheduler.models import DjangoJob
 
 from scheduling import declarations
 from scheduling.models import Execution
+from scheduling.runs.call import arguments_of
 from scheduling.store import unpickle
 
 logger = logging.getLogger(__name__)
@@ -93,6 +94,10 @@ def call_of(execution: Execution) -> tuple[Call, Callable[..., Any]]:
             f"Refused: {call.func_ref} is not a function declared with @job or @schedulable in the code "
             "of this worker; not running it"
         )
+    if execution.args is not None or execution.kwargs is not None:
+        # A run requested with arguments of its own: recorded on its row, never read from the task.
+        args, kwargs = arguments_of(call.args, call.kwargs, execution)
+        call = replace(call, args=list(args), kwargs=dict(kwargs))
     # Declared means its module was imported here by autodiscovery, so this import cannot fail.
     return call, ref_to_obj(call.func_ref)
 

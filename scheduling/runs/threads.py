@@ -26,7 +26,7 @@ from scheduling.history.rows import SCHEDULED, Origin, Outcome, missed_message
 from scheduling.models import Execution
 from scheduling.placement import RunsIn
 from scheduling.runs.base import slots_left
-from scheduling.runs.call import call_job
+from scheduling.runs.call import arguments_of, call_job
 from scheduling.signals import notify
 
 logger = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ Caller = Callable[[Job, Execution | None], Outcome]
 
 
 def call_here(job: Job, execution: Execution | None) -> Outcome:
-    return call_job(job.id, job.func, job.args, job.kwargs)
+    return call_job(job.id, job.func, *arguments_of(job.args, job.kwargs, execution))
 
 
 class ThreadTarget:

@@ -122,7 +122,12 @@ class Dispatcher:
             # Already recorded (and run) by another scheduler, or taken by one meanwhile.
             target.release(job)
             return
-        logger.info("Running job %s now, as requested by %s", job.id, origin.requested_by or "a script")
+        logger.info(
+            "Running job %s now, as requested by %s%s",
+            job.id,
+            origin.requested_by or "a script",
+            "" if origin.args is None and origin.kwargs is None else ", with arguments of its own",
+        )
         target.submit(job, started, origin)
 
     def _hand_over(self, plans: list[_Plan], fence: Fence | None) -> int:

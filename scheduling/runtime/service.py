@@ -233,7 +233,7 @@ class Runner:
             self._run_requested(request)
 
     def _run_requested(self, request: RunRequest) -> None:
-        origin = Origin(Execution.Origin.MANUAL, request.requested_by)
+        origin = Origin(Execution.Origin.MANUAL, request.requested_by, request.args, request.kwargs)
         try:
             job = self.store.lookup_job(request.job_id)
         # Loading imports the job's function: any error means it cannot run now.

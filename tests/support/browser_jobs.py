@@ -5,3 +5,7 @@ from tests.support import jobs
 
 job(cron="0 3 * * *", id="browser.nightly", name="Nightly report")(jobs.succeed)
 job(interval={"hours": 1}, id="browser.hourly", name="Hourly sync")(jobs.succeed)
+# Never fired in a test (hourly); run now with the arguments a test gives it.
+job(interval={"hours": 1}, id="browser.writer", name="Argument writer", args=["unused.json"])(
+    jobs.write_arguments
+)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -99,3 +100,9 @@ def sleep_then_write(started: str, finished: str, seconds: float) -> None:
     time.sleep(seconds)
     with open(finished, "w") as note:
         note.write(str(os.getpid()))
+
+
+def write_arguments(path: str, count: int = 1, *, label: str = "stored") -> None:
+    """Write the arguments it was called with, as JSON, to see which ones a run used."""
+    with open(path, "w") as out:
+        json.dump({"path": path, "count": count, "label": label}, out)

@@ -18,7 +18,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django_apscheduler.models import DjangoJob
 
-from scheduling import control, tokens, validation
+from scheduling import control, safejson, tokens, validation
 from scheduling.history.maintenance import prune
 from scheduling.models import ApiToken, Execution
 from scheduling.preview import Run, preview_schedule, stored_job_runs
@@ -49,6 +49,18 @@ def whole_seconds(value: str) -> int:
         return validation.whole_number_text("--jitter", value, 0, validation.MAX_JITTER)
     except validation.InputError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def json_option(name: str) -> Callable[[str], Any]:
+    """An argparse type: JSON text, parsed within scheduling.safejson's limits."""
+
+    def parse(value: str) -> Any:
+        try:
+            return safejson.loads(value, max_length=validation.MAX_ARGUMENTS_BYTES)
+        except safejson.JsonInputError as exc:
+            raise argparse.ArgumentTypeError(f"{name}: {exc}") from None
+
+    return parse
 
 
 INTERVAL_UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
@@ -104,7 +116,22 @@ class Command(BaseCommand):
             ("pause", "Pause jobs."),
             ("resume", "Resume paused jobs."),
         ):
-            subcommand(name, text).add_argument("job_ids", nargs="+", metavar="job_id")
+            sub = subcommand(name, text)
+            sub.add_argument("job_ids", nargs="+", metavar="job_id")
+            if name == "run":
+                run = sub
+        run.add_argument(
+            "--args",
+            dest="run_args",  # not "args": call_command takes that as the positional arguments
+            type=json_option("--args"),
+            help="A JSON array: the positional arguments of this run instead of the job's (one job only).",
+        )
+        run.add_argument(
+            "--kwargs",
+            dest="run_kwargs",
+            type=json_option("--kwargs"),
+            help="A JSON object: the keyword arguments of this run instead of the job's (one job only).",
+        )
         subcommand("status", "Is a scheduler active? Exits with status 1 when none is.")
         prune = subcommand("prune", "Delete old execution history now.")
         prune.add_argument(
@@ -185,7 +212,17 @@ class Command(BaseCommand):
 
     def _run(self, options: dict[str, Any]) -> None:
         user = f"cli:{getpass.getuser()}"
-        self._each(options, lambda job_id: control.run_now(job_id, requested_by=user), "run requested")
+        arguments = {"args": options["run_args"], "kwargs": options["run_kwargs"]}
+        if arguments != {"args": None, "kwargs": None} and len(options["job_ids"]) != 1:
+            raise CommandError("--args and --kwargs are for one job at a time: give exactly one job id")
+        try:
+            self._each(
+                options,
+                lambda job_id: control.run_now(job_id, requested_by=user, **arguments),
+                "run requested",
+            )
+        except validation.InputError as exc:
+            raise CommandError(f"Invalid arguments for {options['job_ids'][0]} ({exc.field}): {exc}") from exc
         if not scheduler_status().alive:
             self.stderr.write("No scheduler is running: the runs start when 'manage.py runscheduler' does.")
 
