@@ -1,10 +1,11 @@
 """The HTTP API for deploy scripts and other services: JSON over plain Django views.
 
-Nine endpoints do not justify Django REST framework as a dependency. Like the admin, the views
+A dozen endpoints do not justify Django REST framework as a dependency. Like the admin, the views
 only write intent (through ``control``); the running scheduler acts on it. A caller is a Django
 user, by session (the admin's login; POSTs are CSRF-checked like any form) or by API token
 (``Authorization: Bearer <key>``, no cookie, so no CSRF), and needs the admin's permissions:
-``view_job`` to read, ``run_job``, ``pause_job`` or ``change_schedule`` to act.
+``view_job`` to read, ``run_job``, ``pause_job`` or ``change_schedule`` to act, and
+``change_maintenance`` to pause every job for maintenance.
 
 Every answer is JSON with a status the OpenAPI document (``scheduling.openapi``) lists; every
 error is ``{"error": text, "code": stable identifier, "field": name or null}``. GETs never write.
@@ -28,10 +29,10 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 
 from scheduling import control, safejson, tokens, validation
-from scheduling.models import Execution, Job
+from scheduling.models import Execution, Job, Maintenance
 from scheduling.queries import job_page, job_summary, schedule_summary, scheduler_status
 from scheduling.schedules import ScheduleError
-from scheduling.serializers import job_data, next_runs_data, run_data, status_data
+from scheduling.serializers import job_data, maintenance_data, next_runs_data, run_data, status_data
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +93,8 @@ def endpoint(method: str, permission: str) -> Callable[[View], View]:
                 response = ApiError(404, str(exc), "unknown_job").response()
             except control.JobLoadError as exc:
                 response = ApiError(409, str(exc), "job_cannot_be_loaded").response()
+            except control.MaintenanceError as exc:
+                response = ApiError(409, str(exc), "paused_for_maintenance").response()
             except validation.InputError as exc:
                 response = ApiError(400, str(exc), exc.code, exc.field).response()
             except ScheduleError as exc:
@@ -190,8 +193,12 @@ def run_detail(request: HttpRequest, user: Any, run_id: int) -> JsonResponse:
 
 @endpoint("POST", "run_job")
 def run(request: HttpRequest, user: Any, job_id: str) -> JsonResponse:
-    control.run_now(job_id, requested_by=user.get_username())
-    _log(user, job_id, "Requested a run now (API)")
+    """An optional body ``{"force": true}`` runs it even while paused for maintenance."""
+    options = _json_object(request)
+    _refuse_unknown(options, {"force"})
+    force = validation.flag("force", options.get("force", False))
+    control.run_now(job_id, requested_by=user.get_username(), force=force)
+    _log(user, job_id, "Requested a run now, forced (API)" if force else "Requested a run now (API)")
     body: dict[str, Any] = {"job": job_id, "result": "run requested"}
     if not scheduler_status().alive:
         body["warning"] = "No scheduler is running: the run starts when 'manage.py runscheduler' does."
@@ -220,6 +227,54 @@ def reschedule(request: HttpRequest, user: Any, job_id: str) -> JsonResponse:
     control.change(job_id, schedule=schedule, **options)
     _log(user, job_id, f"Changed the schedule from “{before}” to “{schedule_summary(job_id)}” (API)")
     return JsonResponse(_reply(user, job_id, "rescheduled"))
+
+
+@endpoint("GET", "view_job")
+def maintenance_status(request: HttpRequest, user: Any) -> JsonResponse:
+    return JsonResponse({"maintenance": maintenance_data(control.maintenance())})
+
+
+@endpoint("POST", "change_maintenance")
+def maintenance_start(request: HttpRequest, user: Any) -> JsonResponse:
+    """Body ``{"reason": text, "until": ISO 8601 or null}``: pause, or change the pause."""
+    body = _json_object(request)
+    _refuse_unknown(body, {"reason", "until"})
+    if "reason" not in body:
+        raise ApiError(400, "reason is required: it is recorded on every skipped run", "required", "reason")
+    pause = control.start_maintenance(body["reason"], user.get_username(), body.get("until"))
+    _log_maintenance(user, f"Paused for maintenance: {pause.describe()} (API)")
+    return JsonResponse({"maintenance": maintenance_data(pause)})
+
+
+@endpoint("DELETE", "change_maintenance")
+def maintenance_end(request: HttpRequest, user: Any) -> JsonResponse:
+    if control.end_maintenance():
+        _log_maintenance(user, "Lifted the maintenance pause (API)")
+    return JsonResponse({"maintenance": None})
+
+
+def methods(*views: View) -> View:
+    """One URL answered by several endpoints, one per method (each checks its own permission)."""
+    by_method = {view.http_method: view for view in views}  # type: ignore[attr-defined]
+
+    @csrf_exempt
+    @never_cache
+    def view(request: HttpRequest, **kwargs: Any) -> JsonResponse:
+        chosen = by_method.get(request.method or "")
+        if chosen is None:
+            allowed = ", ".join(by_method)
+            response = ApiError(
+                405, f"Use {allowed} here, not {request.method}", "method_not_allowed"
+            ).response()
+            response["Allow"] = allowed
+            return response
+        return chosen(request, **kwargs)
+
+    view.http_methods = list(by_method)  # type: ignore[attr-defined]  # read by the OpenAPI document's test
+    return view
+
+
+maintenance = methods(maintenance_status, maintenance_start, maintenance_end)
 
 
 @csrf_exempt  # a session POST is CSRF-checked in authenticate(), answered as JSON
@@ -294,6 +349,17 @@ def _json_object(request: HttpRequest) -> dict[str, Any]:
     return body
 
 
+def _refuse_unknown(body: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise ApiError(
+            400,
+            f"Unknown field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}",
+            "unknown_field",
+            unknown[0],
+        )
+
+
 def _parse_reschedule(body: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     unknown = sorted(set(body) - SCHEDULE_FIELDS - OPTION_FIELDS)
     if unknown:
@@ -324,6 +390,20 @@ def _parse_reschedule(body: dict[str, Any]) -> tuple[dict[str, Any] | None, dict
     if "date" in spec and datetime.fromisoformat(spec["date"]) <= timezone.now():
         raise ApiError(400, f"date {body['date']!r} is not in the future", "date_in_past", "date")
     return spec, options
+
+
+def _log_maintenance(user: Any, message: str) -> None:
+    if not apps.is_installed("django.contrib.admin"):
+        return
+    from django.contrib.admin.models import CHANGE, LogEntry
+
+    LogEntry.objects.log_actions(
+        user_id=user.pk,
+        queryset=Maintenance.objects.filter(pk=Maintenance.SINGLETON),
+        action_flag=CHANGE,
+        change_message=message,
+        single_object=True,
+    )
 
 
 def _log(user: Any, job_id: str, message: str) -> None:

@@ -22,7 +22,11 @@ ERROR_STATUSES = {
     "403": "Authenticated, without the permission this needs (or a failed CSRF check).",
     "404": "No such job or run.",
     "405": "Wrong method; ``Allow`` names the right one.",
-    "409": "The job cannot be loaded now (its function was renamed or removed in a deploy).",
+    "409": (
+        "The job cannot be loaded now (its function was renamed or removed in a deploy; code "
+        "`job_cannot_be_loaded`), or the scheduler is paused for maintenance and the run was not "
+        "forced (code `paused_for_maintenance`)."
+    ),
     "413": "The body is larger than the limit.",
     "500": "A bug; it is logged on the server. The body has the usual error shape.",
 }
@@ -56,8 +60,8 @@ def build(server: str) -> dict[str, Any]:
             "version": "1",
             "description": (
                 "Scheduled jobs of a Django site: read them and their runs, run, pause, resume and "
-                "reschedule them. Every error is `{error, code, field}`; lists are paginated with "
-                "`limit` and `cursor`."
+                "reschedule them, and pause them all for maintenance. Every error is "
+                "`{error, code, field}`; lists are paginated with `limit` and `cursor`."
             ),
         },
         "servers": [{"url": server}],
@@ -148,6 +152,18 @@ def _action(summary: str, permission: str, status: str, schema: str) -> dict[str
     }
 
 
+def _run_action() -> dict[str, Any]:
+    operation = _action("Run the job now", "run_job", "202", "RunRequested")
+    post = operation["post"]
+    post["description"] += " Refused (409) while paused for maintenance, unless `force` is true."
+    post["requestBody"] = {
+        "required": False,
+        "content": {"application/json": {"schema": _ref("RunOptions")}},
+    }
+    post["responses"].update(_errors(("413",)))
+    return operation
+
+
 def _paths() -> dict[str, Any]:
     return {
         "/api/openapi.json": {
@@ -168,6 +184,34 @@ def _paths() -> dict[str, Any]:
                 "description": "Needs `scheduling.view_job`.",
                 "responses": {**_ok("The status", "Status"), **_errors(_READ)},
             }
+        },
+        "/api/maintenance/": {
+            "get": {
+                "operationId": "getMaintenance",
+                "summary": "The maintenance pause in force, or null",
+                "description": "Needs `scheduling.view_job`. A pause whose `until` has passed is over.",
+                "responses": {**_ok("The pause", "MaintenanceState"), **_errors(_READ)},
+            },
+            "post": {
+                "operationId": "startMaintenance",
+                "summary": "Pause every job for maintenance (or change the pause)",
+                "description": (
+                    "Needs `scheduling.change_maintenance`. No new run starts: each fire is recorded "
+                    "skipped with the reason; runs going on finish; run requests are refused unless "
+                    "forced. It lifts itself at `until`."
+                ),
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("MaintenanceStart")}},
+                },
+                "responses": {**_ok("The pause", "MaintenanceState"), **_errors((*_READ, "413"))},
+            },
+            "delete": {
+                "operationId": "endMaintenance",
+                "summary": "Lift the maintenance pause",
+                "description": "Needs `scheduling.change_maintenance`. Lifting no pause is not an error.",
+                "responses": {**_ok("No pause", "MaintenanceState"), **_errors(_READ)},
+            },
         },
         "/api/jobs/": {
             "get": {
@@ -190,7 +234,7 @@ def _paths() -> dict[str, Any]:
                 "responses": {**_ok("The job", "JobDetail"), **_errors((*_READ, "404"))},
             }
         },
-        "/api/jobs/{job_id}/run/": _action("Run the job now", "run_job", "202", "RunRequested"),
+        "/api/jobs/{job_id}/run/": _run_action(),
         "/api/jobs/{job_id}/pause/": _action("Pause the job", "pause_job", "200", "ActionReply"),
         "/api/jobs/{job_id}/resume/": _action("Resume the job", "pause_job", "200", "ActionReply"),
         "/api/jobs/{job_id}/reschedule/": {
@@ -356,6 +400,7 @@ def _schemas() -> dict[str, Any]:
                 "standby_reason",
                 "jobs",
                 "last_hour",
+                "maintenance",
             ],
             "properties": {
                 "alive": {"type": "boolean"},
@@ -369,6 +414,48 @@ def _schemas() -> dict[str, Any]:
                 ),
                 "jobs": _counts("scheduled", "paused", "broken"),
                 "last_hour": _counts("runs", "failures"),
+                "maintenance": {"oneOf": [_ref("Maintenance"), {"type": "null"}]},
+            },
+        },
+        "Maintenance": {
+            "description": "A maintenance pause in force: no new runs start until it is lifted or `until`.",
+            "type": "object",
+            "required": ["reason", "by", "since", "until", "text"],
+            "properties": {
+                "reason": {"type": "string"},
+                "by": {"type": "string", "description": "Who paused it."},
+                "since": time,
+                "until": _nullable("string", format="date-time", description="When it lifts itself."),
+                "text": {"type": "string", "description": "The pause in words, as skipped runs record it."},
+            },
+        },
+        "MaintenanceState": {
+            "type": "object",
+            "required": ["maintenance"],
+            "properties": {"maintenance": {"oneOf": [_ref("Maintenance"), {"type": "null"}]}},
+        },
+        "MaintenanceStart": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["reason"],
+            "properties": {
+                "reason": {"type": "string", "minLength": 1, "maxLength": validation.MAX_TEXT_LENGTH},
+                "until": _nullable(
+                    "string",
+                    format="date-time",
+                    description="In the future; without an offset, in the site's time zone.",
+                ),
+            },
+        },
+        "RunOptions": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "force": {
+                    "type": "boolean",
+                    "default": False,
+                    "description": "Run even while the scheduler is paused for maintenance.",
+                }
             },
         },
         "Reschedule": _reschedule(),

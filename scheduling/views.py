@@ -28,6 +28,8 @@ def health(request: HttpRequest) -> JsonResponse:
             "active_scheduler": None,
             "last_beat": None,
             "standbys": None,
+            "maintenance": None,
+            "until": None,
         }
         return JsonResponse({**body, "reason": "The database cannot be read"}, status=503)
     body = {
@@ -35,6 +37,12 @@ def health(request: HttpRequest) -> JsonResponse:
         "active_scheduler": status.alive,
         "last_beat": status.instance.last_beat.isoformat() if status.instance else None,
         "standbys": status.standbys,
+        # A pause is planned, not a failure: still 200. Its reason and who set it may say more
+        # than a probe should learn, so only that there is one, and when it ends.
+        "maintenance": status.maintenance is not None,
+        "until": status.maintenance.until.isoformat()
+        if status.maintenance and status.maintenance.until
+        else None,
     }
     if not status.alive and status.standby_reason:
         # The reason itself may name functions and hosts: the probe learns only that there is one.
