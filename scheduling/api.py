@@ -22,7 +22,7 @@ from typing import Any
 
 from django.apps import apps
 from django.core.exceptions import RequestDataTooBig
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, JsonResponse, RawPostDataException
 from django.middleware.csrf import CsrfViewMiddleware
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
@@ -339,7 +339,7 @@ def _json_object(request: HttpRequest) -> dict[str, Any]:
     if declared.isascii() and declared.isdigit() and int(declared[:12]) > MAX_BODY_BYTES:
         raise ApiError(413, f"The body may be at most {MAX_BODY_BYTES} bytes", "too_large")
     try:
-        body = safejson.loads(request.body or b"{}", max_length=MAX_BODY_BYTES)
+        body = safejson.loads(_raw_body(request) or b"{}", max_length=MAX_BODY_BYTES)
     except RequestDataTooBig:
         raise ApiError(413, f"The body may be at most {MAX_BODY_BYTES} bytes", "too_large") from None
     except safejson.JsonInputError as exc:
@@ -358,6 +358,16 @@ def _refuse_unknown(body: dict[str, Any], allowed: set[str]) -> None:
             "unknown_field",
             unknown[0],
         )
+
+
+def _raw_body(request: HttpRequest) -> bytes:
+    try:
+        return request.body
+    except RawPostDataException:
+        # The CSRF check of a session request read a form body: its fields are no JSON object.
+        if request.POST or request.FILES:
+            raise ApiError(400, "The body must be a JSON object", "invalid_body") from None
+        return b""
 
 
 def _parse_reschedule(body: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any]]:

@@ -17,7 +17,10 @@ logger = logging.getLogger(__name__)
 @never_cache
 @require_GET
 def health(request: HttpRequest) -> JsonResponse:
-    """200 when an active scheduler has beaten recently, 503 otherwise; no job details leak."""
+    """200 when an active scheduler has beaten recently, 503 otherwise; no job details leak.
+
+    While paused for maintenance it adds ``"maintenance": true`` and ``"until"`` (or null).
+    """
     try:
         status = scheduler_status()
     # The error's text may name hosts and credentials: the caller only learns which part failed.
@@ -28,8 +31,6 @@ def health(request: HttpRequest) -> JsonResponse:
             "active_scheduler": None,
             "last_beat": None,
             "standbys": None,
-            "maintenance": None,
-            "until": None,
         }
         return JsonResponse({**body, "reason": "The database cannot be read"}, status=503)
     body = {
@@ -37,13 +38,12 @@ def health(request: HttpRequest) -> JsonResponse:
         "active_scheduler": status.alive,
         "last_beat": status.instance.last_beat.isoformat() if status.instance else None,
         "standbys": status.standbys,
-        # A pause is planned, not a failure: still 200. Its reason and who set it may say more
-        # than a probe should learn, so only that there is one, and when it ends.
-        "maintenance": status.maintenance is not None,
-        "until": status.maintenance.until.isoformat()
-        if status.maintenance and status.maintenance.until
-        else None,
     }
+    if status.maintenance is not None:
+        # A pause is planned, not a failure: still 200. Its reason and who set it may say more
+        # than a probe should learn: only that there is one, and when it ends.
+        until = status.maintenance.until
+        body.update(maintenance=True, until=until.isoformat() if until else None)
     if not status.alive and status.standby_reason:
         # The reason itself may name functions and hosts: the probe learns only that there is one.
         body["reason"] = (
