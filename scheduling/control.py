@@ -111,8 +111,11 @@ def start_maintenance(reason: str, by: str = "", until: datetime | str | None = 
     reason, end = validation.maintenance_window(reason, until, now)
     validation.text("by", by, 150)
     current = maintenance_in_force(now)
-    pause = Maintenance(on=True, reason=reason, by=by, since=current.since if current else now, until=end)
-    pause.save()
+    since = current.since if current else now
+    pause, _ = Maintenance.objects.update_or_create(
+        pk=Maintenance.SINGLETON,
+        defaults={"on": True, "reason": reason, "by": by, "since": since, "until": end},
+    )
     return pause
 
 
