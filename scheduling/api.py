@@ -23,6 +23,7 @@ from typing import Any
 from django.apps import apps
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, JsonResponse, RawPostDataException
+from django.http.multipartparser import MultiPartParserError
 from django.middleware.csrf import CsrfViewMiddleware
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
@@ -364,14 +365,19 @@ def _raw_body(request: HttpRequest) -> bytes:
     """The body, where an empty form (what many clients send on a bare POST) counts as none."""
     if request.content_type not in ("multipart/form-data", "application/x-www-form-urlencoded"):
         return request.body
+    refused = ApiError(400, "The body must be a JSON object (Content-Type: application/json)", "invalid_body")
     try:
         raw: bytes | None = request.body
     except RawPostDataException:  # the CSRF check of a session request read the form first
         raw = None
-    if not request.POST and not request.FILES:
+    try:
+        empty = not request.POST and not request.FILES
+    except MultiPartParserError:  # e.g. multipart/form-data without a boundary
+        raise refused from None
+    if empty:
         return b""
     if raw is None:
-        raise ApiError(400, "The body must be a JSON object (Content-Type: application/json)", "invalid_body")
+        raise refused
     return raw
 
 
