@@ -1,10 +1,11 @@
 """The HTTP API for deploy scripts and other services: JSON over plain Django views.
 
-Nine endpoints do not justify Django REST framework as a dependency. Like the admin, the views
+A dozen endpoints do not justify Django REST framework as a dependency. Like the admin, the views
 only write intent (through ``control``); the running scheduler acts on it. A caller is a Django
 user, by session (the admin's login; POSTs are CSRF-checked like any form) or by API token
 (``Authorization: Bearer <key>``, no cookie, so no CSRF), and needs the admin's permissions:
-``view_job`` to read, ``run_job``, ``pause_job`` or ``change_schedule`` to act.
+``view_job`` to read, ``run_job``, ``pause_job`` or ``change_schedule`` to act, and
+``change_maintenance`` to pause every job for maintenance.
 
 Every answer is JSON with a status the OpenAPI document (``scheduling.openapi``) lists; every
 error is ``{"error": text, "code": stable identifier, "field": name or null}``. GETs never write.
@@ -21,17 +22,18 @@ from typing import Any
 
 from django.apps import apps
 from django.core.exceptions import RequestDataTooBig
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, JsonResponse, RawPostDataException
+from django.http.multipartparser import MultiPartParserError
 from django.middleware.csrf import CsrfViewMiddleware
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 
 from scheduling import control, safejson, tokens, validation
-from scheduling.models import Execution, Job
+from scheduling.models import Execution, Job, Maintenance
 from scheduling.queries import job_page, job_summary, schedule_summary, scheduler_status
 from scheduling.schedules import ScheduleError
-from scheduling.serializers import job_data, next_runs_data, run_data, status_data
+from scheduling.serializers import job_data, maintenance_data, next_runs_data, run_data, status_data
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +43,7 @@ NEXT_RUNS = 5  # as the admin's job page shows
 MAX_PAGE = 500
 DEFAULT_PAGE = 100
 MAX_BODY_BYTES = 16 * 1024  # a reschedule body is a few hundred bytes
-RUN_FIELDS = {"args", "kwargs"}
+RUN_FIELDS = {"args", "kwargs", "force"}
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 MAX_CURSOR_LENGTH = 2 * 4 * validation.MAX_TEXT_LENGTH  # the hex of 255 characters of 4 bytes
 SCHEDULE_FIELDS = {"cron", "interval", "date", "timezone", "jitter"}
@@ -94,6 +96,8 @@ def endpoint(method: str, permission: str) -> Callable[[View], View]:
                 response = ApiError(404, str(exc), "unknown_job").response()
             except control.JobLoadError as exc:
                 response = ApiError(409, str(exc), "job_cannot_be_loaded").response()
+            except control.MaintenanceError as exc:
+                response = ApiError(409, str(exc), "paused_for_maintenance").response()
             except validation.InputError as exc:
                 response = ApiError(400, str(exc), exc.code, exc.field).response()
             except ScheduleError as exc:
@@ -192,17 +196,19 @@ def run_detail(request: HttpRequest, user: Any, run_id: int) -> JsonResponse:
 
 @endpoint("POST", "run_job")
 def run(request: HttpRequest, user: Any, job_id: str) -> JsonResponse:
-    """Run now; an optional body ``{"args": [...], "kwargs": {...}}`` replaces the job's own
-    arguments for this run (checked against its function's signature by control.run_now)."""
-    # A form's POST (a session's, CSRF-checked, which reads the form) has no arguments.
+    """Run now. An optional JSON body: ``args`` and ``kwargs`` replace the job's own arguments for
+    this run (checked against its function's signature by control.run_now); ``force: true`` runs
+    it even while the scheduler is paused for maintenance."""
+    # A form's POST (a session's, CSRF-checked, which reads the form) has no options.
     given = {} if request.content_type in FORM_TYPES else _json_object(request)
-    unknown = sorted(set(given) - RUN_FIELDS)
-    if unknown:
-        raise ApiError(
-            400, f"Unknown field(s): {', '.join(unknown)}; allowed: args, kwargs", "unknown_field", unknown[0]
-        )
+    _refuse_unknown(given, RUN_FIELDS)
+    force = validation.flag("force", given.get("force", False))
     requested = control.run_now(
-        job_id, requested_by=user.get_username(), args=given.get("args"), kwargs=given.get("kwargs")
+        job_id,
+        requested_by=user.get_username(),
+        args=given.get("args"),
+        kwargs=given.get("kwargs"),
+        force=force,
     )
     _log(user, job_id, f"{control.run_now_message(requested)} (API)")
     body: dict[str, Any] = {"job": job_id, "result": "run requested"}
@@ -233,6 +239,54 @@ def reschedule(request: HttpRequest, user: Any, job_id: str) -> JsonResponse:
     control.change(job_id, schedule=schedule, **options)
     _log(user, job_id, f"Changed the schedule from “{before}” to “{schedule_summary(job_id)}” (API)")
     return JsonResponse(_reply(user, job_id, "rescheduled"))
+
+
+@endpoint("GET", "view_job")
+def maintenance_status(request: HttpRequest, user: Any) -> JsonResponse:
+    return JsonResponse({"maintenance": maintenance_data(control.maintenance())})
+
+
+@endpoint("POST", "change_maintenance")
+def maintenance_start(request: HttpRequest, user: Any) -> JsonResponse:
+    """Body ``{"reason": text, "until": ISO 8601 or null}``: pause, or change the pause."""
+    body = _json_object(request)
+    _refuse_unknown(body, {"reason", "until"})
+    if "reason" not in body:
+        raise ApiError(400, "reason is required: it is recorded on every skipped run", "required", "reason")
+    pause = control.start_maintenance(body["reason"], user.get_username(), body.get("until"))
+    _log_maintenance(user, f"Paused for maintenance: {pause.describe()} (API)")
+    return JsonResponse({"maintenance": maintenance_data(pause)})
+
+
+@endpoint("DELETE", "change_maintenance")
+def maintenance_end(request: HttpRequest, user: Any) -> JsonResponse:
+    if control.end_maintenance():
+        _log_maintenance(user, "Lifted the maintenance pause (API)")
+    return JsonResponse({"maintenance": None})
+
+
+def methods(*views: View) -> View:
+    """One URL answered by several endpoints, one per method (each checks its own permission)."""
+    by_method = {view.http_method: view for view in views}  # type: ignore[attr-defined]
+
+    @csrf_exempt
+    @never_cache
+    def view(request: HttpRequest, **kwargs: Any) -> JsonResponse:
+        chosen = by_method.get(request.method or "")
+        if chosen is None:
+            allowed = ", ".join(by_method)
+            response = ApiError(
+                405, f"Use {allowed} here, not {request.method}", "method_not_allowed"
+            ).response()
+            response["Allow"] = allowed
+            return response
+        return chosen(request, **kwargs)
+
+    view.http_methods = list(by_method)  # type: ignore[attr-defined]  # read by the OpenAPI document's test
+    return view
+
+
+maintenance = methods(maintenance_status, maintenance_start, maintenance_end)
 
 
 @csrf_exempt  # a session POST is CSRF-checked in authenticate(), answered as JSON
@@ -297,7 +351,7 @@ def _json_object(request: HttpRequest) -> dict[str, Any]:
     if declared.isascii() and declared.isdigit() and int(declared[:12]) > MAX_BODY_BYTES:
         raise ApiError(413, f"The body may be at most {MAX_BODY_BYTES} bytes", "too_large")
     try:
-        body = safejson.loads(request.body or b"{}", max_length=MAX_BODY_BYTES)
+        body = safejson.loads(_raw_body(request) or b"{}", max_length=MAX_BODY_BYTES)
     except RequestDataTooBig:
         raise ApiError(413, f"The body may be at most {MAX_BODY_BYTES} bytes", "too_large") from None
     except safejson.JsonInputError as exc:
@@ -305,6 +359,37 @@ def _json_object(request: HttpRequest) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ApiError(400, "The body must be a JSON object", "invalid_body")
     return body
+
+
+def _refuse_unknown(body: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise ApiError(
+            400,
+            f"Unknown field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}",
+            "unknown_field",
+            unknown[0],
+        )
+
+
+def _raw_body(request: HttpRequest) -> bytes:
+    """The body, where an empty form (what many clients send on a bare POST) counts as none."""
+    if request.content_type not in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        return request.body
+    refused = ApiError(400, "The body must be a JSON object (Content-Type: application/json)", "invalid_body")
+    try:
+        raw: bytes | None = request.body
+    except RawPostDataException:  # the CSRF check of a session request read the form first
+        raw = None
+    try:
+        empty = not request.POST and not request.FILES
+    except MultiPartParserError:  # e.g. multipart/form-data without a boundary
+        raise refused from None
+    if empty:
+        return b""
+    if raw is None:
+        raise refused
+    return raw
 
 
 def _parse_reschedule(body: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any]]:
@@ -337,6 +422,20 @@ def _parse_reschedule(body: dict[str, Any]) -> tuple[dict[str, Any] | None, dict
     if "date" in spec and datetime.fromisoformat(spec["date"]) <= timezone.now():
         raise ApiError(400, f"date {body['date']!r} is not in the future", "date_in_past", "date")
     return spec, options
+
+
+def _log_maintenance(user: Any, message: str) -> None:
+    if not apps.is_installed("django.contrib.admin"):
+        return
+    from django.contrib.admin.models import CHANGE, LogEntry
+
+    LogEntry.objects.log_actions(
+        user_id=user.pk,
+        queryset=Maintenance.objects.filter(pk=Maintenance.SINGLETON),
+        action_flag=CHANGE,
+        change_message=message,
+        single_object=True,
+    )
 
 
 def _log(user: Any, job_id: str, message: str) -> None:

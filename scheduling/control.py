@@ -6,6 +6,7 @@ store within ``SCHEDULING_POLL_INTERVAL``.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from apscheduler.job import Job
@@ -16,7 +17,7 @@ from django_apscheduler.models import DjangoJob
 
 from scheduling import declarations, validation
 from scheduling.conf import settings
-from scheduling.models import RunRequest, ScheduledJob
+from scheduling.models import Maintenance, RunRequest, ScheduledJob, maintenance_in_force
 from scheduling.placement import DEFAULT_ALIAS
 from scheduling.schedules import build_trigger
 from scheduling.store import JobStore, old_executions, unpickle
@@ -51,6 +52,18 @@ class OldHistoryError(RuntimeError):
         self.job_id = job_id
 
 
+class MaintenanceError(RuntimeError):
+    """A run asked for while the scheduler is paused for maintenance, without ``force``."""
+
+    def __init__(self, job_id: str, pause: Maintenance) -> None:
+        super().__init__(
+            f"Job {job_id!r} is not run: the scheduler is {pause.describe()}; "
+            "force the run to start it anyway"
+        )
+        self.job_id = job_id
+        self.pause = pause
+
+
 def _store() -> JobStore:
     return JobStore()
 
@@ -71,7 +84,9 @@ def load(job_id: str) -> Job:
     return _lookup(_store(), job_id)
 
 
-def run_now(job_id: str, requested_by: str = "", args: Any = None, kwargs: Any = None) -> RunRequest:
+def run_now(
+    job_id: str, requested_by: str = "", args: Any = None, kwargs: Any = None, force: bool = False
+) -> RunRequest:
     """Ask the running scheduler to run a job now; returns at once.
 
     The run is recorded as started manually by ``requested_by``. ``args`` (a list) and
@@ -80,13 +95,18 @@ def run_now(job_id: str, requested_by: str = "", args: Any = None, kwargs: Any =
     a value equal to the job's own is recorded as the job's (None).
 
     :raises JobLoadError: when arguments are given and the job's function cannot be imported.
+    :raises MaintenanceError: while the scheduler is paused for maintenance, unless ``force``.
     """
     state = DjangoJob.objects.filter(id=job_id).values_list("job_state", flat=True).first()
     if state is None:
         raise UnknownJobError(job_id)
     if args is not None or kwargs is not None:
         args, kwargs = _run_arguments(job_id, state, args, kwargs)
-    return RunRequest.objects.create(job_id=job_id, requested_by=requested_by, args=args, kwargs=kwargs)
+    if not force and (pause := maintenance_in_force()) is not None:
+        raise MaintenanceError(job_id, pause)
+    return RunRequest.objects.create(
+        job_id=job_id, requested_by=requested_by, args=args, kwargs=kwargs, force=force
+    )
 
 
 def run_now_message(request: RunRequest) -> str:
@@ -115,6 +135,36 @@ def _run_arguments(job_id: str, state: bytes, args: Any, kwargs: Any) -> tuple[A
     same_args = args is not None and args == list(job["args"])
     same_kwargs = kwargs is not None and kwargs == dict(job["kwargs"])
     return None if same_args else args, None if same_kwargs else kwargs
+
+
+def maintenance() -> Maintenance | None:
+    """The maintenance pause in force now, or None (one that reached its ``until`` is over)."""
+    return maintenance_in_force()
+
+
+def start_maintenance(reason: str, by: str = "", until: datetime | str | None = None) -> Maintenance:
+    """Pause every scheduler on this database for maintenance, until ``off`` or ``until``.
+
+    No new run starts meanwhile; runs going on finish. Setting it again replaces the reason,
+    who and until (and keeps ``since`` of a pause still in force).
+    """
+    now = timezone.now()
+    reason, end = validation.maintenance_window(reason, until, now)
+    validation.text("by", by, 150)
+    current = maintenance_in_force(now)
+    since = current.since if current else now
+    pause, _ = Maintenance.objects.update_or_create(
+        pk=Maintenance.SINGLETON,
+        defaults={"on": True, "reason": reason, "by": by, "since": since, "until": end},
+    )
+    return pause
+
+
+def end_maintenance() -> bool:
+    """Lift the maintenance pause; False if none was in force."""
+    was_on = maintenance_in_force() is not None
+    Maintenance.objects.filter(pk=Maintenance.SINGLETON).update(on=False)
+    return was_on
 
 
 def pause(job_id: str) -> None:

@@ -21,7 +21,11 @@ from scheduling.models import SchedulerInstance
 
 @dataclasses.dataclass
 class Scheduler(HealthCheck):
-    """Fails when no scheduler holds the lease and has beaten within SCHEDULING_HEARTBEAT_TIMEOUT."""
+    """Fails when no scheduler holds the lease and has beaten within SCHEDULING_HEARTBEAT_TIMEOUT.
+
+    A maintenance pause is planned, not a failure: the check stays OK (django-health-check's
+    answer has no room for more; the app's own health endpoint adds ``maintenance`` and ``until``).
+    """
 
     def run(self) -> None:
         try:

@@ -8,13 +8,14 @@ may delete a job), where django_apscheduler's cascade would take the history wit
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.apps import apps
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -253,7 +254,7 @@ class Execution(models.Model):
         SUCCEEDED = "succeeded", _("Succeeded")
         FAILED = "failed", _("Failed")
         MISSED = "missed", _("Missed")
-        SKIPPED = "skipped", _("Skipped: max instances reached")
+        SKIPPED = "skipped", _("Skipped")
         INTERRUPTED = "interrupted", _("Interrupted")
 
     class Origin(models.TextChoices):
@@ -364,6 +365,9 @@ class RunRequest(models.Model):
     # For this run only, instead of the job's own; None keeps the job's (checked by control.run_now).
     args = models.JSONField(_("arguments"), null=True, blank=True)
     kwargs = models.JSONField(_("keyword arguments"), null=True, blank=True)
+    force = models.BooleanField(
+        _("forced"), default=False, help_text=_("Run even while the scheduler is paused for maintenance.")
+    )
 
     class Meta:
         verbose_name = _("run request")
@@ -372,6 +376,59 @@ class RunRequest(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job_id} requested by {self.requested_by or 'a script'}"
+
+
+class MaintenanceQuerySet(models.QuerySet["Maintenance"]):
+    def in_force(self, now: datetime) -> MaintenanceQuerySet:
+        """The pause, if it is on at ``now``: a window whose ``until`` has passed is over."""
+        return self.filter(Q(until__isnull=True) | Q(until__gt=now), on=True)
+
+
+class Maintenance(models.Model):
+    """The maintenance pause of every scheduler on this database: one row, written by operators.
+
+    While it is on, no new run starts: each fire is recorded skipped with the reason, and a run
+    requested without ``force`` is refused. Runs already going finish. It lifts itself at
+    ``until``: every reader treats a pause whose ``until`` has passed as off, so nothing has to
+    wake up to end it, and the next ``on`` or ``off`` overwrites the row.
+    """
+
+    SINGLETON = 1
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=SINGLETON, editable=False)
+    on = models.BooleanField(_("paused for maintenance"), default=False)
+    reason = models.CharField(_("reason"), max_length=255, blank=True)
+    by = models.CharField(_("paused by"), max_length=150, blank=True)
+    since = models.DateTimeField(_("since"), null=True, blank=True)
+    until = models.DateTimeField(_("until"), null=True, blank=True, help_text=_("Lifts itself then."))
+
+    objects = MaintenanceQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("maintenance pause")
+        verbose_name_plural = _("maintenance pauses")
+
+    def __str__(self) -> str:
+        return self.describe()
+
+    def describe(self) -> str:
+        """paused for maintenance (DB migration), by alice, until 2026-12-24 06:00 UTC"""
+        text = f"paused for maintenance ({self.reason})"
+        if self.by:
+            text += f", by {self.by}"
+        if self.until is not None:
+            text += f", until {self.until.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+        return text
+
+    @property
+    def skip_message(self) -> str:
+        """What a fire or a request that did not run because of the pause records."""
+        return f"Skipped: {self.describe()}"
+
+
+def maintenance_in_force(now: datetime | None = None) -> Maintenance | None:
+    """The maintenance pause on at ``now`` (default: now), or None."""
+    return Maintenance.objects.in_force(now or timezone.now()).first()
 
 
 class ApiToken(models.Model):

@@ -22,7 +22,11 @@ ERROR_STATUSES = {
     "403": "Authenticated, without the permission this needs (or a failed CSRF check).",
     "404": "No such job or run.",
     "405": "Wrong method; ``Allow`` names the right one.",
-    "409": "The job cannot be loaded now (its function was renamed or removed in a deploy).",
+    "409": (
+        "The job cannot be loaded now (its function was renamed or removed in a deploy; code "
+        "`job_cannot_be_loaded`), or the scheduler is paused for maintenance and the run was not "
+        "forced (code `paused_for_maintenance`)."
+    ),
     "413": "The body is larger than the limit.",
     "500": "A bug; it is logged on the server. The body has the usual error shape.",
 }
@@ -56,8 +60,8 @@ def build(server: str) -> dict[str, Any]:
             "version": "1",
             "description": (
                 "Scheduled jobs of a Django site: read them and their runs, run, pause, resume and "
-                "reschedule them. Every error is `{error, code, field}`; lists are paginated with "
-                "`limit` and `cursor`."
+                "reschedule them, and pause them all for maintenance. Every error is "
+                "`{error, code, field}`; lists are paginated with `limit` and `cursor`."
             ),
         },
         "servers": [{"url": server}],
@@ -152,11 +156,12 @@ def _run_action() -> dict[str, Any]:
     action = _action("Run the job now", "run_job", "202", "RunRequested")
     action["post"]["description"] += (
         " With a body, the run uses its `args` and/or `kwargs` instead of the job's own, this once: "
-        "they must fit the job's function (400 names the parameter) and are recorded on the run."
+        "they must fit the job's function (400 names the parameter) and are recorded on the run. "
+        "Refused (409) while paused for maintenance, unless `force` is true."
     )
     action["post"]["requestBody"] = {
         "required": False,
-        "content": {"application/json": {"schema": _ref("RunArguments")}},
+        "content": {"application/json": {"schema": _ref("RunOptions")}},
     }
     action["post"]["responses"].update(_errors(("413",)))
     return action
@@ -182,6 +187,34 @@ def _paths() -> dict[str, Any]:
                 "description": "Needs `scheduling.view_job`.",
                 "responses": {**_ok("The status", "Status"), **_errors(_READ)},
             }
+        },
+        "/api/maintenance/": {
+            "get": {
+                "operationId": "getMaintenance",
+                "summary": "The maintenance pause in force, or null",
+                "description": "Needs `scheduling.view_job`. A pause whose `until` has passed is over.",
+                "responses": {**_ok("The pause", "MaintenanceState"), **_errors(_READ)},
+            },
+            "post": {
+                "operationId": "startMaintenance",
+                "summary": "Pause every job for maintenance (or change the pause)",
+                "description": (
+                    "Needs `scheduling.change_maintenance`. No new run starts: each fire is recorded "
+                    "skipped with the reason; runs going on finish; run requests are refused unless "
+                    "forced. It lifts itself at `until`."
+                ),
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("MaintenanceStart")}},
+                },
+                "responses": {**_ok("The pause", "MaintenanceState"), **_errors((*_READ, "413"))},
+            },
+            "delete": {
+                "operationId": "endMaintenance",
+                "summary": "Lift the maintenance pause",
+                "description": "Needs `scheduling.change_maintenance`. Lifting no pause is not an error.",
+                "responses": {**_ok("No pause", "MaintenanceState"), **_errors(_READ)},
+            },
         },
         "/api/jobs/": {
             "get": {
@@ -372,6 +405,7 @@ def _schemas() -> dict[str, Any]:
                 "standby_reason",
                 "jobs",
                 "last_hour",
+                "maintenance",
             ],
             "properties": {
                 "alive": {"type": "boolean"},
@@ -385,13 +419,44 @@ def _schemas() -> dict[str, Any]:
                 ),
                 "jobs": _counts("scheduled", "paused", "broken"),
                 "last_hour": _counts("runs", "failures"),
+                "maintenance": {"oneOf": [_ref("Maintenance"), {"type": "null"}]},
+            },
+        },
+        "Maintenance": {
+            "description": "A maintenance pause in force: no new runs start until it is lifted or `until`.",
+            "type": "object",
+            "required": ["reason", "by", "since", "until", "text"],
+            "properties": {
+                "reason": {"type": "string"},
+                "by": {"type": "string", "description": "Who paused it."},
+                "since": time,
+                "until": _nullable("string", format="date-time", description="When it lifts itself."),
+                "text": {"type": "string", "description": "The pause in words, as skipped runs record it."},
+            },
+        },
+        "MaintenanceState": {
+            "type": "object",
+            "required": ["maintenance"],
+            "properties": {"maintenance": {"oneOf": [_ref("Maintenance"), {"type": "null"}]}},
+        },
+        "MaintenanceStart": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["reason"],
+            "properties": {
+                "reason": {"type": "string", "minLength": 1, "maxLength": validation.MAX_TEXT_LENGTH},
+                "until": _nullable(
+                    "string",
+                    format="date-time",
+                    description="In the future; without an offset, in the site's time zone.",
+                ),
             },
         },
         "Reschedule": _reschedule(),
-        "RunArguments": {
+        "RunOptions": {
             "description": (
-                "Arguments for this run instead of the job's own; leave one out (or null) to keep the "
-                f"job's. JSON only, each at most {validation.MAX_ARGUMENTS_BYTES} bytes, nested at most "
+                "Options of this run. Arguments instead of the job's own: leave one out (or null) to keep "
+                f"the job's. JSON only, each at most {validation.MAX_ARGUMENTS_BYTES} bytes, nested at most "
                 f"{safejson.MAX_DEPTH} deep, integers of at most {safejson.MAX_INTEGER_DIGITS} digits."
             ),
             "type": "object",
@@ -399,6 +464,11 @@ def _schemas() -> dict[str, Any]:
             "properties": {
                 "args": _nullable("array", description="The positional arguments."),
                 "kwargs": _nullable("object", description="The keyword arguments, by name."),
+                "force": {
+                    "type": "boolean",
+                    "default": False,
+                    "description": "Run even while the scheduler is paused for maintenance.",
+                },
             },
         },
     }

@@ -11,7 +11,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 from django_apscheduler.models import DjangoJob
 
-from scheduling.models import Execution, ScheduledJob, SchedulerInstance
+from scheduling.models import Execution, Maintenance, ScheduledJob, SchedulerInstance, maintenance_in_force
 from scheduling.placement import Placement, RunsIn
 from scheduling.schedules import describe
 from scheduling.store import JobStore, broken_job
@@ -29,6 +29,8 @@ class SchedulerStatus:
     now: datetime
     # Why a live scheduler holds no lease although it tried (empty when none failed to start).
     standby_reason: str = ""
+    # The maintenance pause in force, if one is: no new runs start meanwhile.
+    maintenance: Maintenance | None = None
 
     @property
     def alive(self) -> bool:
@@ -36,7 +38,7 @@ class SchedulerStatus:
 
 
 def scheduler_status() -> SchedulerStatus:
-    """Three queries, whatever the number of jobs and executions."""
+    """Four queries, whatever the number of jobs and executions."""
     now = timezone.now()
     alive = list(SchedulerInstance.objects.alive().order_by("-last_beat"))
     active = [instance for instance in alive if instance.role == SchedulerInstance.Role.ACTIVE]
@@ -63,6 +65,7 @@ def scheduler_status() -> SchedulerStatus:
         failures_last_hour=runs["failures"],
         now=now,
         standby_reason=next((instance.standby_reason for instance in alive if instance.standby_reason), ""),
+        maintenance=maintenance_in_force(now),
     )
 
 

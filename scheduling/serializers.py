@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from scheduling.models import Execution
+from scheduling.models import Execution, Maintenance
 from scheduling.preview import stored_job_runs
 from scheduling.queries import JobSummary, SchedulerStatus
 
@@ -61,4 +61,18 @@ def status_data(status: SchedulerStatus) -> dict[str, Any]:
         "standby_reason": status.standby_reason or None,
         "jobs": {"scheduled": status.scheduled, "paused": status.paused, "broken": status.broken},
         "last_hour": {"runs": status.runs_last_hour, "failures": status.failures_last_hour},
+        "maintenance": maintenance_data(status.maintenance),
+    }
+
+
+def maintenance_data(pause: Maintenance | None) -> dict[str, Any] | None:
+    """The maintenance pause in force, or None when the scheduler is not paused."""
+    if pause is None:
+        return None
+    return {
+        "reason": pause.reason,
+        "by": pause.by,
+        "since": iso(pause.since),
+        "until": iso(pause.until),
+        "text": pause.describe(),
     }

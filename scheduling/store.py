@@ -24,7 +24,7 @@ from django_apscheduler.models import DjangoJob, DjangoJobExecution
 from django_apscheduler.util import get_apscheduler_datetime, get_django_internal_datetime
 
 from scheduling.fencing import Fence, FenceLost
-from scheduling.models import ScheduledJob
+from scheduling.models import Maintenance, ScheduledJob
 from scheduling.sql import update_rows
 
 logger = logging.getLogger(__name__)
@@ -87,6 +87,9 @@ class JobStore(DjangoJobStore):
         # What this store last read of each job's row (next run time, state): what moving the job
         # on after a fire compares against.
         self._read: dict[str, tuple[datetime | None, bytes]] = {}
+        # Whether a maintenance pause was in force when the last due query ran: read in that same
+        # statement, so a pass costs no extra query for it (see Dispatcher.dispatch).
+        self.paused_for_maintenance = False
 
     def start(self, scheduler: Any, alias: str) -> None:
         # Skip DjangoResultStoreMixin.start: its listeners write django_apscheduler's history,
@@ -148,16 +151,21 @@ class JobStore(DjangoJobStore):
     def get_due_jobs_and_next_run_time(self, now: datetime, limit: int) -> tuple[list[Job], datetime | None]:
         """Up to ``limit`` due jobs, and when the next job falls due after them, in one query.
 
-        The next run time is ``now`` when more than ``limit`` jobs are due.
+        The next run time is ``now`` when more than ``limit`` jobs are due. The same statement
+        sets ``paused_for_maintenance``.
         """
         internal_now = get_django_internal_datetime(now)
         following = loadable_jobs().filter(next_run_time__gt=internal_now).order_by("next_run_time")
-        rows = list(
+        pause = Maintenance.objects.in_force(now).values("pk")[:1]
+        found = list(
             loadable_jobs()
             .filter(Q(next_run_time__lte=internal_now) | Q(id=Subquery(following.values("id")[:1])))
+            .annotate(paused=Subquery(pause))  # uncorrelated: evaluated once per statement
             .order_by("next_run_time", "id")
-            .values_list("id", "next_run_time", "job_state")[: limit + 1]
+            .values_list("id", "next_run_time", "job_state", "paused")[: limit + 1]
         )
+        self.paused_for_maintenance = any(paused is not None for *_, paused in found)
+        rows = [(job_id, moment, state) for job_id, moment, state, _ in found]
         due = [(job_id, moment, state) for job_id, moment, state in rows if moment <= internal_now]
         later = [moment for _, moment, _ in rows if moment > internal_now]
         if len(due) > limit:

@@ -12,6 +12,7 @@ urlpatterns = [
     path("health/", views.health, name="health"),
     path("api/openapi.json", openapi.document, name="api-openapi"),
     path("api/status/", api.status, name="api-status"),
+    path("api/maintenance/", api.maintenance, name="api-maintenance"),
     path("api/runs/", api.run_list, name="api-runs"),
     path("api/runs/<int:run_id>/", api.run_detail, name="api-run"),
     path("api/jobs/", api.job_list, name="api-jobs"),

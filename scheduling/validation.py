@@ -19,6 +19,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from django.utils import timezone as django_timezone
 from django.utils.translation import gettext as _
 
 from scheduling import safejson
@@ -129,8 +130,12 @@ def check_max_instances(value: Any) -> int:
 
 
 def check_coalesce(value: Any) -> bool:
+    return flag("coalesce", value)
+
+
+def flag(field: str, value: Any) -> bool:
     if not isinstance(value, bool):
-        raise _refuse("coalesce", _("true or false"), value, code="invalid_type")
+        raise _refuse(field, _("true or false"), value, code="invalid_type")
     return value
 
 
@@ -379,3 +384,25 @@ def _plain(signature: inspect.Signature) -> inspect.Signature:
         parameters=[parameter.replace(annotation=empty) for parameter in signature.parameters.values()],
         return_annotation=inspect.Signature.empty,
     )
+
+
+def maintenance_window(reason: Any, until: Any, now: dt.datetime) -> tuple[str, dt.datetime | None]:
+    """A maintenance pause's reason (required: the skipped runs record it) and optional end.
+
+    ``until`` is an aware datetime or ISO 8601 text; without a UTC offset it is read in the
+    site's time zone. It must lie after ``now``: a pause that ended already pauses nothing.
+    """
+    reason = text("reason", reason).strip()
+    if not reason:
+        raise InputError("reason", "required", _("reason must say why the scheduler is paused"))
+    if until is None:
+        return reason, None
+    check_date("until", until)
+    moment = dt.datetime.fromisoformat(until) if isinstance(until, str) else until
+    if not isinstance(moment, dt.datetime):
+        moment = dt.datetime.combine(moment, dt.time())
+    if moment.tzinfo is None:
+        moment = django_timezone.make_aware(moment)
+    if moment <= now:
+        raise _refuse("until", _("a moment in the future"), moment.isoformat(), code="date_in_past")
+    return reason, moment

@@ -17,7 +17,10 @@ logger = logging.getLogger(__name__)
 @never_cache
 @require_GET
 def health(request: HttpRequest) -> JsonResponse:
-    """200 when an active scheduler has beaten recently, 503 otherwise; no job details leak."""
+    """200 when an active scheduler has beaten recently, 503 otherwise; no job details leak.
+
+    While paused for maintenance it adds ``"maintenance": true`` and ``"until"`` (or null).
+    """
     try:
         status = scheduler_status()
     # The error's text may name hosts and credentials: the caller only learns which part failed.
@@ -36,6 +39,11 @@ def health(request: HttpRequest) -> JsonResponse:
         "last_beat": status.instance.last_beat.isoformat() if status.instance else None,
         "standbys": status.standbys,
     }
+    if status.maintenance is not None:
+        # A pause is planned, not a failure: still 200. Its reason and who set it may say more
+        # than a probe should learn: only that there is one, and when it ends.
+        until = status.maintenance.until
+        body.update(maintenance=True, until=until.isoformat() if until else None)
     if not status.alive and status.standby_reason:
         # The reason itself may name functions and hosts: the probe learns only that there is one.
         body["reason"] = (

@@ -182,3 +182,44 @@ def test_running_a_job_now_with_arguments_from_the_admin(
     assert '"label": "from the browser"' in page.inner_text(".scheduling-kwargs")
     assert str(given) in page.inner_text(".scheduling-args")
     page.screenshot(path=ARTIFACTS / "08-run-with-arguments.png", full_page=True)
+
+
+def test_a_maintenance_window_set_in_the_admin(page, live_server, admin_user, scheduler_process) -> None:
+    scheduler_process("config.jobs,tests.support.browser_jobs")
+    log_in(page, live_server, admin_user)
+    page.goto(f"{live_server.url}/admin/")
+
+    # Set the window on the index's status panel: reason, and an end in local time.
+    until = timezone.localtime() + timedelta(days=1)
+    page.fill("#maintenance-form input[name=reason]", "DB migration")
+    page.fill("#maintenance-form input[name=until]", until.strftime("%Y-%m-%dT%H:%M"))
+    page.click("#maintenance-form button[name=on]")
+    page.wait_for_selector("#maintenance-state")
+    panel = " ".join(page.inner_text("#scheduler-status").split())
+    assert f"Paused for maintenance: DB migration, by {admin_user.username}, until" in panel
+    assert until.strftime("%Y-%m-%d %H:%M") in panel
+    page.screenshot(path=ARTIFACTS / "10-maintenance-on.png", full_page=True)
+
+    # The scheduler records the fires meanwhile as skipped, with the reason.
+    skipped = wait_for(lambda: Execution.objects.filter(status="skipped").first(), timeout=15)
+    assert skipped.exception.startswith("Skipped: paused for maintenance (DB migration), by admin, until")
+
+    # Run now asks to confirm; confirmed, it runs.
+    page.goto(f"{live_server.url}/admin/scheduling/job/")
+    page.click("text=Hourly sync")
+    page.click("button[name=run]")
+    page.wait_for_selector("#confirm-run")
+    assert "The scheduler is paused for maintenance (DB migration)" in page.content()
+    page.click("#confirm-run")
+    page.wait_for_selector("text=Asked the scheduler to run 1 job now.")
+    wait_for(
+        lambda: Execution.objects.filter(job_id="browser.hourly", status="succeeded").exists(), timeout=10
+    )
+
+    # Lifted from the jobs list's panel.
+    page.goto(f"{live_server.url}/admin/scheduling/job/")
+    page.click("#maintenance-form button[name=off]")
+    page.wait_for_selector("text=The maintenance pause is lifted")
+    assert "Paused for maintenance" not in page.inner_text("#scheduler-status")
+    assert page.is_visible("#maintenance-form input[name=reason]")
+    page.screenshot(path=ARTIFACTS / "11-maintenance-off.png", full_page=True)

@@ -21,6 +21,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
@@ -31,7 +32,7 @@ from scheduling.admin.charts import duration_chart
 from scheduling.admin.history import status_badge
 from scheduling.forms import JobAddForm, JobScheduleForm, RunArgumentsForm
 from scheduling.legacy import old_meaning
-from scheduling.models import Execution, Job, ScheduledJob
+from scheduling.models import Execution, Job, Maintenance, ScheduledJob
 from scheduling.placement import DEFAULT_ALIAS, Placement, RunsIn
 from scheduling.preview import next_runs
 from scheduling.queries import schedule_summary, scheduler_status
@@ -326,10 +327,18 @@ class JobAdmin(admin.ModelAdmin):
     # Actions: each writes intent and records what it did in the admin's history (LogEntry).
 
     @admin.action(description=_("Run now"), permissions=["run"])
-    def run_now(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+    def run_now(self, request: HttpRequest, queryset: QuerySet[Job]) -> HttpResponse | None:
+        """While paused for maintenance, first a page that asks to confirm; confirmed, forced."""
         user = request.user.get_username()
+        force = request.POST.get("force") == "yes"
+        pause = control.maintenance()
+        if pause is not None and not force:
+            return self._confirm_run(request, queryset, pause)
         done = self._apply(
-            request, queryset, lambda job: control.run_now(job.id, requested_by=user), "Requested a run now"
+            request,
+            queryset,
+            lambda job: control.run_now(job.id, requested_by=user, force=force),
+            "Requested a run now, forced during maintenance" if force else "Requested a run now",
         )
         if done:
             self.message_user(
@@ -342,6 +351,29 @@ class JobAdmin(admin.ModelAdmin):
                 % {"count": done},
             )
             self._warn_if_no_scheduler(request)
+        return None
+
+    def _confirm_run(self, request: HttpRequest, queryset: QuerySet[Job], pause: Maintenance) -> HttpResponse:
+        # The same POST again, with force: an action from the list and a job page's button alike.
+        replay = [
+            (name, value)
+            for name, values in request.POST.lists()
+            if name not in ("csrfmiddlewaretoken", "force")
+            for value in values
+        ]
+        back = request.META.get("HTTP_REFERER", "")
+        if not url_has_allowed_host_and_scheme(back, {request.get_host()}, request.is_secure()):
+            back = reverse("admin:scheduling_job_changelist")
+        context = {
+            **self.admin_site.each_context(request),
+            "title": _("Run now during maintenance?"),
+            "pause": pause,
+            "jobs": list(queryset),
+            "replay": replay,
+            "back": back,
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/scheduling/job/run_confirm.html", context)
 
     @admin.action(description=_("Pause"), permissions=["pause"])
     def pause(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
@@ -416,6 +448,11 @@ class JobAdmin(admin.ModelAdmin):
             "resume": self.resume,
             "reset": self.reset_schedule,
         }
+        maintenance = path(
+            "maintenance/",
+            self.admin_site.admin_view(require_POST(self.maintenance_view)),
+            name="scheduling_maintenance",
+        )
         urls = [
             path(
                 f"<path:object_id>/{name}/",
@@ -431,7 +468,7 @@ class JobAdmin(admin.ModelAdmin):
                 name="scheduling_job_run_with_arguments",
             )
         )
-        return urls + super().get_urls()
+        return [maintenance, *urls, *super().get_urls()]
 
     def run_with_arguments_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """Run now, with arguments of its own: a form prefilled with the job's, checked against
@@ -477,10 +514,42 @@ class JobAdmin(admin.ModelAdmin):
                 raise PermissionDenied
             # Like every admin URL, this one carries the id quoted ("_" as "_5F").
             job = get_object_or_404(Job, pk=unquote(object_id))
-            action(request, Job.objects.filter(pk=job.pk))
+            response = action(request, Job.objects.filter(pk=job.pk))
+            if response is not None:  # Run now asks to confirm during maintenance
+                return response
             return HttpResponseRedirect(reverse("admin:scheduling_job_change", args=[quote(job.pk)]))
 
         return view
+
+    def maintenance_view(self, request: HttpRequest) -> HttpResponse:
+        """The status panel's form: pause every job for maintenance, or lift the pause."""
+        if not request.user.has_perm("scheduling.change_maintenance"):
+            raise PermissionDenied
+        if "off" in request.POST:
+            if control.end_maintenance():
+                self.log_change(request, Maintenance.objects.get(), "Lifted the maintenance pause")
+                self.message_user(request, _("The maintenance pause is lifted: runs start again."))
+        else:
+            try:
+                pause = control.start_maintenance(
+                    request.POST.get("reason", ""),
+                    request.user.get_username(),
+                    request.POST.get("until") or None,
+                )
+            except validation.InputError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+            else:
+                self.log_change(request, pause, f"Paused for maintenance: {pause.describe()}")
+                self.message_user(
+                    request,
+                    _("The scheduler is %(pause)s. No new runs start until it is lifted.")
+                    % {"pause": pause.describe()},
+                    messages.WARNING,
+                )
+        target = request.POST.get("next", "")
+        if not url_has_allowed_host_and_scheme(target, {request.get_host()}, request.is_secure()):
+            target = reverse("admin:scheduling_job_changelist")
+        return HttpResponseRedirect(target)
 
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None

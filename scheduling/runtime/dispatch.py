@@ -26,7 +26,7 @@ from scheduling import signals
 from scheduling.fencing import Fence
 from scheduling.history.recorder import Recorder
 from scheduling.history.rows import SCHEDULED, Origin, describe_exception, missed_message
-from scheduling.models import Execution
+from scheduling.models import Execution, maintenance_in_force
 from scheduling.placement import Placement, RunsIn
 from scheduling.runs.base import RunTarget
 from scheduling.signals import notify
@@ -75,10 +75,13 @@ class Dispatcher:
             by_target[id(self.target(job))].append(job)
         for target in self.targets.values():
             target.count_busy(by_target[id(target)])
+        # The due query said whether a maintenance pause is on: only then is the pause read.
+        pause = maintenance_in_force(now) if self.store.paused_for_maintenance else None
+        skip = pause.skip_message if pause is not None else None
         plans: list[_Plan] = []
         try:
             for job in jobs:
-                if (plan := self._plan_contained(job, now)) is not None:
+                if (plan := self._plan_contained(job, now, skip)) is not None:
                     plans.append(plan)
             unstarted = self._hand_over(plans, fence)
         except BaseException:
@@ -87,20 +90,33 @@ class Dispatcher:
                 if plan.reserved:
                     plan.target.release(plan.job)
             raise
+        if skip is not None:
+            logger.info("Paused for maintenance: the fires of %d due job(s) recorded skipped", len(plans))
         if unstarted:
             # Their rows stay "running" until Runner.stop records them as interrupted.
             logger.info("The scheduler is stopping: %d run(s) due now were not started", unstarted)
         return self._advance(plans, now, fence)
 
     def run_requested(
-        self, job: Job, requested_at: datetime, origin: Origin, take: Callable[[], bool]
+        self,
+        job: Job,
+        requested_at: datetime,
+        origin: Origin,
+        take: Callable[[], bool],
+        skip: str | None = None,
     ) -> None:
         """Run ``job`` now, as requested at ``requested_at``: record the run (fenced), then
-        ``take`` the request, then start it.
+        ``take`` the request, then start it; with ``skip`` (why: a maintenance pause), record it
+        skipped instead.
 
         Recording first means a leader that loses the lease in between leaves the request for
         the next one; the unique (job, scheduled time) row makes taking it twice harmless.
         """
+        if skip is not None:
+            logger.info("Not running job %s now, as requested: %s", job.id, skip)
+            self.recorder.record_not_run(job.id, [requested_at], Execution.Status.SKIPPED, skip, origin)
+            take()
+            return
         target = self.target(job)
         target.count_busy([job])
         if not target.reserve(job, 1):
@@ -145,15 +161,17 @@ class Dispatcher:
                     notify(signals.job_missed, row)
         return unstarted
 
-    def _plan_contained(self, job: Job, now: datetime) -> _Plan | None:
+    def _plan_contained(self, job: Job, now: datetime, skip: str | None) -> _Plan | None:
         try:
-            return self._plan(job, now)
+            return self._plan(job, now, skip)
         # Whatever one job's trigger or options raise is that job's failure, never the pass's.
         except Exception as exc:
             self._broken(job, exc)
             return None
 
-    def _plan(self, job: Job, now: datetime) -> _Plan:
+    def _plan(self, job: Job, now: datetime, skip: str | None = None) -> _Plan:
+        """The rows of ``job``'s due fires; with ``skip`` (a maintenance pause), the fires that
+        would start are recorded skipped with it, and the job moves on as after a run."""
         plan = _Plan(job, self.target(job))
         run_times, complete = due_fire_times(job, now)
         if not run_times:
@@ -181,6 +199,12 @@ class Dispatcher:
             else:
                 on_time.append(run_time)
         if not on_time:
+            return plan
+        if skip is not None:
+            plan.rows += [
+                self.recorder.not_run_row(job.id, run_time, Execution.Status.SKIPPED, skip)
+                for run_time in on_time
+            ]
             return plan
         allowed = plan.target.reserve(job, len(on_time))
         plan.reserved = allowed > 0

@@ -21,7 +21,7 @@ from scheduling.history.maintenance import expire_task_runs, recover_interrupted
 from scheduling.history.recorder import Recorder
 from scheduling.history.rows import Origin, describe_exception
 from scheduling.history.writer import OutcomeWriter
-from scheduling.models import Execution, RunRequest, SchedulerInstance
+from scheduling.models import Execution, RunRequest, SchedulerInstance, maintenance_in_force
 from scheduling.placement import Placement, RunsIn
 from scheduling.runs.processes import ProcessPool
 from scheduling.runs.targets import run_targets
@@ -229,10 +229,15 @@ class Runner:
         SchedulerInstance.objects.filter(pk=self.instance.pk).update(role=SchedulerInstance.Role.STANDBY)
 
     def _take_run_requests(self) -> None:
-        for request in RunRequest.objects.all()[:RUN_REQUESTS_PER_TICK]:
-            self._run_requested(request)
+        requests = list(RunRequest.objects.all()[:RUN_REQUESTS_PER_TICK])
+        # Read only when there are requests: an idle tick costs no statement for it.
+        pause = maintenance_in_force() if requests else None
+        for request in requests:
+            # A request made before the pause began got through without force: it is not run.
+            skip = pause.skip_message if pause is not None and not request.force else None
+            self._run_requested(request, skip)
 
-    def _run_requested(self, request: RunRequest) -> None:
+    def _run_requested(self, request: RunRequest, skip: str | None = None) -> None:
         origin = Origin(Execution.Origin.MANUAL, request.requested_by, request.args, request.kwargs)
         try:
             job = self.store.lookup_job(request.job_id)
@@ -248,7 +253,7 @@ class Runner:
             logger.warning("Dropped a request to run %s: no such job in the store", request.job_id)
             self._taken(request)
             return
-        self.dispatcher.run_requested(job, request.requested_at, origin, lambda: self._taken(request))
+        self.dispatcher.run_requested(job, request.requested_at, origin, lambda: self._taken(request), skip)
 
     @staticmethod
     def _taken(request: RunRequest) -> bool:

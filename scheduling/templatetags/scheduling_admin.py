@@ -11,9 +11,13 @@ from scheduling.schedules import format_local, relative
 register = template.Library()
 
 
-@register.inclusion_tag("admin/scheduling/status.html")
-def scheduler_status_panel() -> dict[str, Any]:
-    return {"status": scheduler_status()}
+@register.inclusion_tag("admin/scheduling/status.html", takes_context=True)
+def scheduler_status_panel(context: template.Context) -> dict[str, Any]:
+    # The maintenance form needs the page's request, CSRF token and permissions.
+    return {
+        "status": scheduler_status(),
+        **{name: context.get(name) for name in ("request", "csrf_token", "perms")},
+    }
 
 
 @register.filter

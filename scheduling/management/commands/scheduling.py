@@ -1,4 +1,5 @@
-"""Operate the scheduler from a shell or a script: list, show, run, pause, resume, status, prune, preview.
+"""Operate the scheduler from a shell or a script: list, show, run, pause, resume, status, prune,
+preview, maintenance.
 
 Like the admin, it only writes intent; the running scheduler acts on it. Every subcommand takes
 ``--json`` for scripts; an unknown job id exits with status 1 and says so.
@@ -20,11 +21,11 @@ from django_apscheduler.models import DjangoJob
 
 from scheduling import control, safejson, tokens, validation
 from scheduling.history.maintenance import prune
-from scheduling.models import ApiToken, Execution
+from scheduling.models import ApiToken, Execution, Maintenance
 from scheduling.preview import Run, preview_schedule, stored_job_runs
 from scheduling.queries import job_summaries, job_summary, scheduler_status
 from scheduling.schedules import ScheduleError, format_local
-from scheduling.serializers import iso, job_data, run_data, status_data
+from scheduling.serializers import iso, job_data, maintenance_data, run_data, status_data
 
 MAX_RUNS = 100
 MAX_PREVIEW = 1000
@@ -77,7 +78,10 @@ def interval_seconds(value: str) -> int:
 
 
 class Command(BaseCommand):
-    help = "List and operate scheduled jobs: list, show, run, pause, resume, status, prune, preview, token."
+    help = (
+        "List and operate scheduled jobs: list, show, run, pause, resume, status, prune, preview, "
+        "maintenance, token."
+    )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         commands = parser.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
@@ -131,6 +135,15 @@ class Command(BaseCommand):
             dest="run_kwargs",
             type=json_option("--kwargs"),
             help="A JSON object: the keyword arguments of this run instead of the job's (one job only).",
+        )
+        run.add_argument("--force", action="store_true", help="Run even while paused for maintenance.")
+        maintenance = subcommand("maintenance", "Pause every scheduler for maintenance, or lift the pause.")
+        maintenance.add_argument("action", choices=["on", "off", "status"])
+        maintenance.add_argument("--reason", help="Why (required with on); recorded on each skipped run.")
+        maintenance.add_argument(
+            "--until",
+            help="ISO 8601, e.g. 2026-12-24T06:00; without an offset, in the site's TIME_ZONE. "
+            "The pause lifts itself then (default: only with off).",
         )
         subcommand("status", "Is a scheduler active? Exits with status 1 when none is.")
         prune = subcommand("prune", "Delete old execution history now.")
@@ -215,10 +228,15 @@ class Command(BaseCommand):
         arguments = {"args": options["run_args"], "kwargs": options["run_kwargs"]}
         if arguments != {"args": None, "kwargs": None} and len(options["job_ids"]) != 1:
             raise CommandError("--args and --kwargs are for one job at a time: give exactly one job id")
+        force = options["force"]
+        if not force and (pause := control.maintenance()) is not None:
+            raise CommandError(
+                f"The scheduler is {pause.describe()}; nothing was run. Use --force to run anyway."
+            )
         try:
             self._each(
                 options,
-                lambda job_id: control.run_now(job_id, requested_by=user, **arguments),
+                lambda job_id: control.run_now(job_id, requested_by=user, force=force, **arguments),
                 "run requested",
             )
         except validation.InputError as exc:
@@ -231,6 +249,25 @@ class Command(BaseCommand):
 
     def _resume(self, options: dict[str, Any]) -> None:
         self._each(options, control.resume, "resumed")
+
+    def _maintenance(self, options: dict[str, Any]) -> None:
+        action = options["action"]
+        if action == "on":
+            if options["reason"] is None:
+                raise CommandError("maintenance on needs --reason: it is recorded on every skipped run")
+            try:
+                control.start_maintenance(options["reason"], f"cli:{getpass.getuser()}", options["until"])
+            except validation.InputError as exc:
+                raise CommandError(str(exc)) from None
+        elif action == "off" and not control.end_maintenance():
+            self.stderr.write("The scheduler was not paused for maintenance.")
+        pause = control.maintenance()
+        text = (
+            f"The scheduler is {pause.describe()}."
+            if pause
+            else "The scheduler is not paused for maintenance."
+        )
+        self._emit(options, {"maintenance": maintenance_data(pause)}, text)
 
     def _each(self, options: dict[str, Any], act: Any, done: str) -> None:
         unknown = [job_id for job_id in options["job_ids"] if not _exists(job_id)]
@@ -259,6 +296,8 @@ class Command(BaseCommand):
             text = f"No scheduler is running ({status.standbys} standby(s))."
         if status.standby_reason:
             text += f"\nA standby could not start scheduling: {status.standby_reason}"
+        if status.maintenance:
+            text += f"\nPaused for maintenance: {_pause_parts(status.maintenance)}; no new runs start."
         text += (
             f"\nJobs: {status.scheduled} scheduled, {status.paused} paused, {status.broken} broken. "
             f"Last hour: {status.runs_last_hour} runs, {status.failures_last_hour} failed."
@@ -320,6 +359,13 @@ class Command(BaseCommand):
         token = matches.get()
         token.delete()
         self._emit(options, {"revoked": token.prefix}, f"Revoked the API token {token}.")
+
+
+def _pause_parts(pause: Maintenance) -> str:
+    """reason, by, until: the pause as the status line reads it."""
+    parts = [pause.reason, f"by {pause.by or 'a script'}"]
+    parts.append(f"until {format_local(pause.until)}" if pause.until else "until lifted")
+    return ", ".join(parts)
 
 
 def _exists(job_id: str) -> bool:
