@@ -110,9 +110,11 @@ def run_now(
 
 
 def run_now_message(request: RunRequest) -> str:
-    """What the admin's history records for a run now: whether it has arguments of its own."""
+    """What the admin's history records for a run now: whether it has arguments of its own, and
+    whether it was forced during a maintenance pause."""
     own = [name for name in ("args", "kwargs") if getattr(request, name) is not None]
-    return f"Requested a run now with its own {' and '.join(own)}" if own else "Requested a run now"
+    message = f"Requested a run now with its own {' and '.join(own)}" if own else "Requested a run now"
+    return f"{message}, forced during maintenance" if request.force else message
 
 
 def _run_arguments(job_id: str, state: bytes, args: Any, kwargs: Any) -> tuple[Any, Any]:

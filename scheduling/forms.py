@@ -325,6 +325,12 @@ class RunArgumentsForm(forms.Form):
         help_text=_('A JSON object: {"days": 7}. Empty: the job\'s own.'),
         widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
     )
+    # Shown only while the scheduler is paused for maintenance (see JobAdmin.run_with_arguments_view).
+    force = forms.BooleanField(
+        label=_("Run anyway"),
+        required=False,
+        help_text=_("The scheduler is paused for maintenance: tick to run this job all the same."),
+    )
 
     @staticmethod
     def initial_for(state: dict[str, Any]) -> dict[str, Any]:

@@ -38,7 +38,8 @@ class SchedulerStatus:
 
 
 def scheduler_status() -> SchedulerStatus:
-    """Four queries, whatever the number of jobs and executions."""
+    """Four queries (schedulers, jobs, last hour's runs, the maintenance pause), whatever the
+    number of jobs and executions."""
     now = timezone.now()
     alive = list(SchedulerInstance.objects.alive().order_by("-last_beat"))
     active = [instance for instance in alive if instance.role == SchedulerInstance.Role.ACTIVE]

@@ -143,11 +143,7 @@ def text(field: str, value: Any, max_length: int = MAX_TEXT_LENGTH) -> str:
     rule = _("text of at most %(max)s characters") % {"max": max_length}
     if not isinstance(value, str):
         raise _refuse(field, rule, value, code="invalid_type")
-    # PostgreSQL cannot store or compare a NUL character; nobody types one.
-    if "\x00" in value:
-        raise InputError(
-            field, "invalid_text", _("%(field)s must not contain a NUL character") % {"field": field}
-        )
+    _check_characters(field, value)
     if len(value) > max_length:
         raise InputError(
             field,
@@ -156,6 +152,36 @@ def text(field: str, value: Any, max_length: int = MAX_TEXT_LENGTH) -> str:
             % {"field": field, "rule": rule, "length": len(value)},
         )
     return value
+
+
+def _check_characters(field: str, value: str) -> None:
+    """Refuse what no database stores as text: a NUL character (PostgreSQL refuses it) and a lone
+    surrogate, which is not Unicode text at all (encoding it as UTF-8 fails)."""
+    if "\x00" in value:
+        raise InputError(
+            field, "invalid_text", _("%(field)s must not contain a NUL character") % {"field": field}
+        )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(
+            field,
+            "invalid_text",
+            _("%(field)s must be Unicode text (it has a lone surrogate)") % {"field": field},
+        ) from None
+
+
+def _check_strings(field: str, value: Any) -> None:
+    """:func:`_check_characters` for every string in a JSON value, keys included."""
+    if isinstance(value, str):
+        _check_characters(field, value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_characters(field, key)
+            _check_strings(field, item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _check_strings(field, item)
 
 
 def options(values: dict[str, Any]) -> dict[str, Any]:
@@ -340,11 +366,7 @@ def _json_safe(field: str, value: Any) -> Any:
         raise InputError(
             field, "invalid_type", _("%(field)s must be JSON: %(error)s") % {"field": field, "error": exc}
         ) from None
-    # PostgreSQL's jsonb cannot store a NUL character; nobody types one.
-    if "\\u0000" in encoded:
-        raise InputError(
-            field, "invalid_text", _("%(field)s must not contain a NUL character") % {"field": field}
-        )
+    _check_strings(field, value)
     try:
         return safejson.loads(encoded, max_length=MAX_ARGUMENTS_BYTES)
     except safejson.JsonInputError as exc:

@@ -2,9 +2,10 @@
 
 APScheduler's private API (names with a leading underscore on its scheduler, job, job store and
 executor classes) changes without notice between releases. It is used only in the modules that
-own what it reaches: the job store (``store``), the schedule code (``schedules``) and the trigger
-modules, which subclass APScheduler's triggers. Everything else goes through their public methods
-(``JobStore.new_job``, ``load_row``, ``modify_job``).
+own what it reaches: the job store (``store``) and the schedule code (``schedules``), plus the
+loop hook the scheduler's loop overrides. Everything else goes through their public methods
+(``JobStore.new_job``, ``load_row``, ``modify_job``). A use is an attribute read or written, a
+method overriding one, or the name as a string (``getattr(job, "_modify")``, ``vars(job)[...]``).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ APSCHEDULER_PRIVATE = frozenset(
         "_get_job",
         "_get_jobs",
         "_get_run_times",
+        "_increment_field_value",
         "_instances",
         "_job_defaults",
         "_jobstore_alias",
@@ -62,6 +64,7 @@ APSCHEDULER_PRIVATE = frozenset(
         "_run_job_error",
         "_run_job_success",
         "_scheduler",
+        "_set_field_value",
         "_trigger_classes",
         "_trigger_plugins",
     }
@@ -70,9 +73,6 @@ APSCHEDULER_PRIVATE = frozenset(
 ALLOWED: dict[str, frozenset[str]] = {
     "scheduling.store": APSCHEDULER_PRIVATE,
     "scheduling.schedules": APSCHEDULER_PRIVATE,
-    "scheduling.crontab": APSCHEDULER_PRIVATE,
-    "scheduling.dates": APSCHEDULER_PRIVATE,
-    "scheduling.interval": APSCHEDULER_PRIVATE,
     # The scheduler's loop replaces BackgroundScheduler's loop hook (``_main_loop``), which waits
     # on the scheduler's wake-up event (``_event``, set by ``wakeup()``): BackgroundScheduler has
     # no public way to run its loop differently.
@@ -94,11 +94,14 @@ MODULES = sorted(
 
 def private_uses(tree: ast.AST) -> list[tuple[int, str]]:
     """(line, name) of each reach into APScheduler's private API: an attribute read or written
-    (``job._modify``, ``self._jobstores``), or a method overriding one (``def _main_loop``)."""
+    (``job._modify``, ``self._jobstores``), a method overriding one (``def _main_loop``), or its
+    name as a string (``getattr(job, "_modify")``, ``job.__dict__["_scheduler"]``)."""
     uses = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and node.attr in APSCHEDULER_PRIVATE:
             uses.append((node.lineno, node.attr))
+        elif isinstance(node, ast.Constant) and node.value in APSCHEDULER_PRIVATE:
+            uses.append((node.lineno, node.value))
         elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name in APSCHEDULER_PRIVATE:
             uses.append((node.lineno, node.name))
     return sorted(uses)
@@ -119,3 +122,18 @@ def test_apscheduler_private_api_is_used_only_where_it_is_owned(name: str, path:
         f"{name} reaches into APScheduler's private API; go through the store's or the schedules' "
         f"public methods (or give them one): {', '.join(outside)}"
     )
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "job._modify(trigger=t)",
+        "store._reconstitute_job(state)",
+        "def _main_loop(self): pass",
+        "getattr(job, '_modify')(trigger=t)",
+        "setattr(job, '_jobstore_alias', 'default')",
+        "vars(job)['_scheduler']",
+    ],
+)
+def test_the_check_sees_each_way_of_reaching_a_private_name(source: str) -> None:
+    assert private_uses(ast.parse(source)), source

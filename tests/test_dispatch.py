@@ -128,7 +128,7 @@ def test_a_duplicate_fire_in_a_batch_leaves_the_others_to_run() -> None:
     assert Execution.objects.filter(job_id="taken").count() == 1
 
 
-def test_the_finisher_batches_outcomes_from_many_threads_and_writes_all_before_it_stops() -> None:
+def test_the_outcome_writer_batches_outcomes_from_many_threads_and_writes_all_before_it_stops() -> None:
     outcomes = OutcomeWriter()
     recorder = Recorder(outcomes=outcomes)
     now = timezone.now()

@@ -21,6 +21,7 @@ from django.utils import timezone
 from django_apscheduler.models import DjangoJob
 
 from scheduling import control, job, tokens, validation
+from scheduling.history.recorder import Recorder
 from scheduling.models import Execution, Maintenance, RunRequest, SchedulerInstance
 from scheduling.runs.targets import run_targets
 from scheduling.runs.threads import ThreadTarget
@@ -30,6 +31,7 @@ from scheduling.store import JobStore
 from scheduling.sync import sync
 from tests.conftest import wait_for
 from tests.support import jobs
+from tests.support.task_worker import work_off
 from tests.test_dispatch import declare_due, kinds
 
 API = "/scheduling/api"
@@ -465,7 +467,51 @@ def test_a_forced_run_during_maintenance_may_carry_its_own_arguments(
     assert forced.status_code == 202
     request = RunRequest.objects.get()
     assert (request.force, request.args, request.kwargs) == (True, [str(tmp_path / "given.json"), 3], None)
+    assert LogEntry.objects.get(object_id="writer").change_message == (
+        "Requested a run now with its own args, forced during maintenance (API)"
+    )
     with pytest.raises(CommandError, match="paused for maintenance"):
         command("run", "writer", "--args", "[]")
     command("run", "writer", "--args", json.dumps([str(tmp_path / "cli.json")]), "--force")
     assert RunRequest.objects.filter(force=True, args=[str(tmp_path / "cli.json")]).exists()
+
+
+@pytest.mark.django_db
+def test_the_pause_reason_must_be_text_a_database_stores(client: Client) -> None:
+    headers = bearer(user_with("view_job", "change_maintenance"))
+
+    response = client.post(
+        f"{API}/maintenance/", json.dumps({"reason": "a\ud800"}), "application/json", headers=headers
+    )
+
+    assert (response.status_code, response.json()["field"], response.json()["code"]) == (
+        400,
+        "reason",
+        "invalid_text",
+    )
+    assert control.maintenance() is None
+
+
+@pytest.mark.django_db(transaction=True)  # the worker closes its connections
+def test_a_fire_enqueued_before_the_pause_is_skipped_by_the_worker_that_takes_it_during_it(
+    registry: dict,
+) -> None:
+    job(interval=3600, id="queued", runs_in="tasks")(jobs.succeed)
+    store = JobStore()
+    sync(store, registry.values())
+    stored = store.get_all_jobs()
+    stored[0].next_run_time = datetime.now(UTC) - timedelta(seconds=1)
+    store.update_jobs(stored)
+    threads = ThreadTarget(Recorder(), max_workers=1)
+    dispatcher = Dispatcher(store, threads.recorder, run_targets(threads))
+    now = datetime.now(UTC)
+    dispatcher.dispatch(store.get_due_jobs_and_next_run_time(now, 10)[0], now)
+    assert Execution.objects.get().status == "enqueued"
+    control.start_maintenance("DB migration", "alice")
+
+    work_off()
+
+    execution = Execution.objects.get()
+    assert execution.status == "skipped"
+    assert execution.exception == "Skipped: paused for maintenance (DB migration), by alice"
+    threads.shutdown()

@@ -92,6 +92,8 @@ def test_arguments_that_do_not_match_the_signature_are_refused_naming_the_parame
         ([float("nan")], None, "args", "invalid_number"),
         ([10**30], None, "args", "invalid_number"),
         (["a\x00b"], None, "args", "invalid_text"),
+        (["a\ud800b"], None, "args", "invalid_text"),  # a lone surrogate: not text any database stores
+        (None, {"\udfff": 1}, "kwargs", "invalid_text"),
         (["x" * validation.MAX_ARGUMENTS_BYTES], None, "args", "too_large"),
         (None, {"label": "x" * validation.MAX_ARGUMENTS_BYTES}, "kwargs", "too_large"),
         ([[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["deep"]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]], None, "args", "too_deep"),
@@ -423,6 +425,40 @@ def test_the_admin_form_shows_bad_arguments_next_to_their_field(
     row = response.text.split(f"field-{field}")[1].split("form-row")[0]
     assert words in row
     assert not RunRequest.objects.exists()
+
+
+def test_the_admin_form_shows_the_jobs_arguments_only_to_who_may_view_the_job(writer: None) -> None:
+    user = User.objects.create_user("runner", password="pw", is_staff=True)
+    user.user_permissions.add(
+        Permission.objects.get(codename="run_job", content_type__app_label="scheduling")
+    )
+    client = Client()
+    client.force_login(user)
+
+    assert client.get(arguments_page()).status_code == 403
+    assert client.post(arguments_page(), {"args": '["x"]'}).status_code == 403
+    assert not RunRequest.objects.exists()
+
+
+def test_the_admin_form_during_maintenance_runs_only_when_told_to_run_anyway(
+    admin_client: Client, writer: None
+) -> None:
+    assert "Run anyway" not in admin_client.get(arguments_page()).text
+    control.start_maintenance("DB migration", "alice")
+
+    assert "Run anyway" in admin_client.get(arguments_page()).text
+    refused = admin_client.post(arguments_page(), {"args": '["given.json"]', "kwargs": ""})
+    assert refused.status_code == 200
+    assert "paused for maintenance (DB migration)" in refused.text
+    assert not RunRequest.objects.exists()
+
+    forced = admin_client.post(arguments_page(), {"args": '["given.json"]', "kwargs": "", "force": "on"})
+
+    assert forced.status_code == 302
+    request = RunRequest.objects.get()
+    assert (request.force, request.args) == (True, ["given.json"])
+    entry = LogEntry.objects.get(object_id="writer")
+    assert entry.change_message == "Requested a run now with its own args, forced during maintenance"
 
 
 def test_the_admin_form_needs_the_run_permission(writer: None) -> None:

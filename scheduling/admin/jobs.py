@@ -473,10 +473,13 @@ class JobAdmin(admin.ModelAdmin):
     def run_with_arguments_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """Run now, with arguments of its own: a form prefilled with the job's, checked against
         its function's signature, each error next to its field."""
-        if not self.has_run_permission(request):
+        # The form shows the job's stored arguments: reading them takes the view permission too.
+        if not (self.has_run_permission(request) and self.has_view_permission(request)):
             raise PermissionDenied
         job = get_object_or_404(Job, pk=unquote(object_id))
         form = RunArgumentsForm(request.POST or None, initial=RunArgumentsForm.initial_for(_job_state(job)))
+        if control.maintenance() is None:
+            del form.fields["force"]
         if request.method == "POST" and form.is_valid() and self._request_run(request, job, form):
             return HttpResponseRedirect(reverse("admin:scheduling_job_change", args=[quote(job.pk)]))
         context = {
@@ -492,8 +495,18 @@ class JobAdmin(admin.ModelAdmin):
         data = form.cleaned_data
         try:
             run = control.run_now(
-                job.id, requested_by=request.user.get_username(), args=data["args"], kwargs=data["kwargs"]
+                job.id,
+                requested_by=request.user.get_username(),
+                args=data["args"],
+                kwargs=data["kwargs"],
+                force=bool(data.get("force")),
             )
+        except control.MaintenanceError as exc:
+            # Paused since the form was shown: it shows "Run anyway" now.
+            if "force" not in form.fields:
+                form.fields["force"] = RunArgumentsForm.base_fields["force"]
+            form.add_error(None, str(exc))
+            return False
         except validation.InputError as exc:
             field = exc.field.split(".")[0]
             form.add_error(field if field in form.fields else None, str(exc))

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-# Re-exported for runs.task_workers until it counts with Execution.objects.unfinished().
 from scheduling.models import Execution
 
 

@@ -26,7 +26,7 @@ from django.utils import timezone
 from scheduling import context, signals
 from scheduling.history.rows import Outcome, missed_message
 from scheduling.history.writer import finish_all
-from scheduling.models import Execution
+from scheduling.models import Execution, maintenance_in_force
 from scheduling.placement import Placement, RunsIn
 from scheduling.runs import task_calls
 from scheduling.runs.call import call_job
@@ -96,6 +96,14 @@ def run_enqueued(execution_id: int, task_id: str) -> Outcome | str:
             return TAKEN_MEANWHILE
         notify(signals.job_missed, execution)
         return outcome
+    # A fire enqueued before a maintenance pause began does not start during it (a run asked for
+    # by someone was allowed, or forced, when it was asked for).
+    pause = maintenance_in_force() if execution.origin == Execution.Origin.SCHEDULE else None
+    if pause is not None:
+        return (
+            _end_unstarted(execution, task_id, Execution.Status.SKIPPED, pause.skip_message)
+            or TAKEN_MEANWHILE
+        )
     if not _claim(execution, task_id):
         return TAKEN_MEANWHILE
     notify(signals.job_started, execution)
@@ -161,7 +169,10 @@ def _end_unstarted(
     )
     if not changed:
         return None
-    logger.error("Job %s: %s", execution.job_id, message)
+    # A failure may page someone (AdminEmailHandler); a miss or a skip is a warning.
+    (logger.error if status == Execution.Status.FAILED else logger.warning)(
+        "Job %s: %s", execution.job_id, message
+    )
     execution.status, execution.exception = status, message
     return Outcome(status, None, now, None, message, formatted)
 

@@ -91,7 +91,8 @@ class Dispatcher:
                     plan.target.release(plan.job)
             raise
         if skip is not None:
-            logger.info("Paused for maintenance: the fires of %d due job(s) recorded skipped", len(plans))
+            skipped = sum(row.status == Execution.Status.SKIPPED for plan in plans for row in plan.rows)
+            logger.info("Paused for maintenance: %d fire(s) due now recorded skipped", skipped)
         if unstarted:
             # Their rows stay "running" until Runner.stop records them as interrupted.
             logger.info("The scheduler is stopping: %d run(s) due now were not started", unstarted)
