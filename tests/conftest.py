@@ -14,7 +14,10 @@ from django.db import connection
 
 from scheduling import declarations
 from scheduling.history.recorder import Recorder
+from scheduling.runs.targets import run_targets
 from scheduling.runs.threads import ThreadTarget
+from scheduling.runtime.dispatch import Dispatcher
+from scheduling.store import JobStore
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,6 +44,15 @@ def executor() -> Iterator[ThreadTarget]:
     pool = ThreadTarget(Recorder(), max_workers=4)
     yield pool
     assert pool.wait(10)
+    pool.shutdown()
+
+
+@pytest.fixture
+def dispatcher() -> Iterator[Dispatcher]:
+    """A dispatcher on a fresh store, its runs on two threads (task workers: django-tasks-db's)."""
+    recorder = Recorder()
+    pool = ThreadTarget(recorder, max_workers=2)
+    yield Dispatcher(JobStore(), recorder, run_targets(pool))
     pool.shutdown()
 
 

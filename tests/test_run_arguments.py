@@ -7,7 +7,6 @@ import io
 import json
 import pickle
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -156,14 +155,6 @@ def test_run_now_with_arguments_for_a_function_that_cannot_be_imported_names_it(
 
 
 # The scheduler's side: every placement runs the request's arguments, the job keeps its own
-
-
-@pytest.fixture
-def dispatcher() -> Iterator[Dispatcher]:
-    recorder = Recorder()
-    pool = ThreadTarget(recorder, max_workers=2)
-    yield Dispatcher(JobStore(), recorder, run_targets(pool))
-    pool.shutdown()
 
 
 def run_requested(dispatcher: Dispatcher, registry: dict, job_id: str, **arguments) -> Execution:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,12 +19,9 @@ from django_tasks_db.models import DBTaskResult
 from scheduling import job
 from scheduling.declarations import JobDeclarationError
 from scheduling.history.maintenance import expire_task_runs
-from scheduling.history.recorder import Recorder
 from scheduling.history.rows import Outcome
 from scheduling.models import Execution, RunRequest
 from scheduling.placement import Placement, RunsIn
-from scheduling.runs.targets import run_targets
-from scheduling.runs.threads import ThreadTarget
 from scheduling.runs.worker_task import run_enqueued, run_scheduled_job
 from scheduling.runtime.dispatch import Dispatcher
 from scheduling.runtime.service import Runner
@@ -36,14 +32,6 @@ from tests.support import jobs
 from tests.support.task_worker import work_off
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def dispatcher() -> Iterator[Dispatcher]:
-    recorder = Recorder()
-    pool = ThreadTarget(recorder, max_workers=2)
-    yield Dispatcher(JobStore(), recorder, run_targets(pool))
-    pool.shutdown()
 
 
 def make_due(store: JobStore, seconds: float = 31) -> list:
