@@ -1,7 +1,7 @@
 """Jobs that come with the app."""
 
 from scheduling.declarations import job
-from scheduling.history.maintenance import prune
+from scheduling.history.housekeeping import prune
 
 
 @job(cron="17 3 * * *", id="scheduling.prune_history", name="Prune old execution history")

@@ -14,7 +14,7 @@ from django.utils import timezone
 from django_apscheduler.models import DjangoJob, DjangoJobExecution
 
 from scheduling import control, current_run, identity, job
-from scheduling.history.maintenance import prune, recover_interrupted
+from scheduling.history.housekeeping import prune, recover_interrupted
 from scheduling.history.recorder import Recorder
 from scheduling.models import Execution, SchedulerInstance
 from scheduling.runs.targets import run_targets

@@ -26,7 +26,7 @@ from scheduling import control, identity, sql
 from scheduling.fencing import FenceLost
 from scheduling.history import recorder as recorder_module
 from scheduling.history import retry
-from scheduling.history.maintenance import recover_interrupted, running_elsewhere
+from scheduling.history.housekeeping import recover_interrupted, running_elsewhere
 from scheduling.history.recorder import Recorder
 from scheduling.history.rows import Outcome
 from scheduling.history.writer import OutcomeWriter

@@ -14,7 +14,7 @@ import pytest
 from django.utils import timezone
 
 from scheduling import identity
-from scheduling.history.maintenance import recover_interrupted
+from scheduling.history.housekeeping import recover_interrupted
 from scheduling.models import Execution, Lease, SchedulerInstance
 from scheduling.runtime.leadership import Leadership, dead_local_schedulers
 from tests.conftest import wait_for

@@ -18,7 +18,7 @@ from django_tasks_db.models import DBTaskResult
 
 from scheduling import job
 from scheduling.declarations import JobDeclarationError
-from scheduling.history.maintenance import expire_task_runs
+from scheduling.history.housekeeping import expire_task_runs
 from scheduling.history.rows import Outcome
 from scheduling.models import Execution, RunRequest
 from scheduling.placement import Placement, RunsIn

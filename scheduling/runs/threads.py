@@ -50,7 +50,7 @@ class ThreadTarget:
         self._lock = threading.Lock()
         self._running: Counter[str] = Counter()  # runs of each job reserved here and not ended
         self._futures: set[concurrent.futures.Future[None]] = set()
-        # Runs of each job still going in other schedulers (see history.maintenance.running_elsewhere):
+        # Runs of each job still going in other schedulers (see history.housekeeping.running_elsewhere):
         # they count against max_instances too, until they end or are recorded interrupted.
         self.elsewhere: dict[str, int] = {}
 

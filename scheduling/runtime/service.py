@@ -17,7 +17,7 @@ from django.utils import timezone
 from scheduling import declarations, identity
 from scheduling.conf import settings
 from scheduling.fencing import FenceLost
-from scheduling.history.maintenance import expire_task_runs, recover_interrupted, running_elsewhere
+from scheduling.history.housekeeping import expire_task_runs, recover_interrupted, running_elsewhere
 from scheduling.history.recorder import Recorder
 from scheduling.history.rows import Origin, describe_exception
 from scheduling.history.writer import OutcomeWriter

@@ -20,7 +20,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django_apscheduler.models import DjangoJob
 
 from scheduling import control, safejson, tokens, validation
-from scheduling.history.maintenance import prune
+from scheduling.history.housekeeping import prune
 from scheduling.models import ApiToken, Execution, Maintenance
 from scheduling.preview import Run, preview_schedule, stored_job_runs
 from scheduling.queries import job_summaries, job_summary, scheduler_status
