@@ -6,6 +6,7 @@ store within ``SCHEDULING_POLL_INTERVAL``.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +20,7 @@ from scheduling import declarations, validation
 from scheduling.conf import settings
 from scheduling.models import Maintenance, RunRequest, ScheduledJob, maintenance_in_force
 from scheduling.placement import DEFAULT_ALIAS
+from scheduling.policy import POLICY_NAMES, RunPolicy
 from scheduling.schedules import build_trigger
 from scheduling.store import JobStore, old_executions, unpickle
 from scheduling.sync import apply_declaration
@@ -208,14 +210,18 @@ def change(job_id: str, *, schedule: dict[str, Any] | None = None, **options: An
     """Change a job's schedule (a spec, see scheduling.schedules) and options in one write.
 
     ``options`` are APScheduler job options: max_instances, coalesce, misfire_grace_time, and
-    executor (where it runs: a ``scheduling.placement.Placement``'s alias). Both are checked
-    against ``scheduling.validation``'s limits before the job is read: InputError names the field.
+    executor (where it runs: a ``scheduling.placement.Placement``'s alias); and the run
+    policy's (timeout, see scheduling.policy). Both are checked against
+    ``scheduling.validation``'s limits before the job is read: InputError names the field.
     """
     options = validation.options(options)
+    policy = {name: options.pop(name) for name in POLICY_NAMES if name in options}
     if schedule is not None:
         validation.check_spec(schedule)
     store = _store()
     job = _lookup(store, job_id)
+    if policy:
+        _change_policy(job_id, policy)
     changes: dict[str, Any] = dict(options)
     if schedule is not None:
         trigger = changes["trigger"] = build_trigger(schedule)
@@ -226,6 +232,14 @@ def change(job_id: str, *, schedule: dict[str, Any] | None = None, **options: An
     ScheduledJob.objects.filter(id=job_id, source=ScheduledJob.Source.CODE).update(
         overridden_at=timezone.now()
     )
+
+
+def _change_policy(job_id: str, changes: dict[str, Any]) -> None:
+    scheduled_job, _ = ScheduledJob.objects.get_or_create(
+        id=job_id, defaults={"source": ScheduledJob.Source.EXTERNAL}
+    )
+    policy = replace(RunPolicy.from_stored(scheduled_job.run_policy), **changes)
+    ScheduledJob.objects.filter(id=job_id).update(run_policy=policy.stored())
 
 
 def add(
@@ -242,6 +256,7 @@ def add(
     validation.text("job_id", job_id)
     validation.text("name", name)
     options = validation.options(options)
+    policy = RunPolicy(**{name: options.pop(name) for name in POLICY_NAMES if name in options})
     validation.check_spec(schedule)
     trigger = build_trigger(schedule)
     store = _store()
@@ -258,7 +273,12 @@ def add(
     store.add_job(job)
     ScheduledJob.objects.update_or_create(
         id=job_id,
-        defaults={"source": ScheduledJob.Source.EXTERNAL, "func_ref": func_ref, "name": job.name},
+        defaults={
+            "source": ScheduledJob.Source.EXTERNAL,
+            "func_ref": func_ref,
+            "name": job.name,
+            "run_policy": policy.stored(),
+        },
     )
 
 

@@ -20,6 +20,7 @@ from django.core.exceptions import ImproperlyConfigured
 from scheduling import validation
 from scheduling.conf import settings
 from scheduling.placement import DEFAULT_ALIAS, Placement, RunsIn
+from scheduling.policy import POLICY_NAMES, RunPolicy
 from scheduling.schedules import ScheduleError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -43,6 +44,7 @@ class Declaration:
     coalesce: bool = True
     misfire_grace_time: int | None = 60
     executor: str = DEFAULT_ALIAS  # where it runs: see scheduling.placement
+    policy: dict[str, Any] = field(default_factory=dict)  # a RunPolicy's stored form: what is set
 
     @property
     def fingerprint(self) -> str:
@@ -51,17 +53,23 @@ class Declaration:
         return hashlib.sha256(payload.encode()).hexdigest()
 
     def as_dict(self) -> dict[str, Any]:
+        # Left out when default, so declarations from before an option existed keep their fingerprint.
         placement = {} if self.executor == DEFAULT_ALIAS else {"executor": self.executor}
-        return placement | {
-            "func": self.func_ref,
-            "name": self.name,
-            "schedule": self.schedule,
-            "args": list(self.args),
-            "kwargs": self.kwargs,
-            "max_instances": self.max_instances,
-            "coalesce": self.coalesce,
-            "misfire_grace_time": self.misfire_grace_time,
-        }
+        policy = {"policy": self.policy} if self.policy else {}
+        return (
+            placement
+            | policy
+            | {
+                "func": self.func_ref,
+                "name": self.name,
+                "schedule": self.schedule,
+                "args": list(self.args),
+                "kwargs": self.kwargs,
+                "max_instances": self.max_instances,
+                "coalesce": self.coalesce,
+                "misfire_grace_time": self.misfire_grace_time,
+            }
+        )
 
 
 registry: dict[str, Declaration] = {}
@@ -90,6 +98,7 @@ def job(
     runs_in: str = RunsIn.THREADS,
     task_backend: str | None = None,
     task_queue: str | None = None,
+    timeout: int | None = None,
     **unknown: Any,
 ) -> Any:
     """Declare ``func`` as a scheduled job.
@@ -104,6 +113,10 @@ def job(
     ``runs_in`` says where runs happen: ``"threads"`` (the scheduler's thread pool),
     ``"processes"`` (its process pool, for CPU-bound work) or ``"tasks"`` (enqueued to Django's
     tasks framework on ``task_backend`` and ``task_queue``, run by its workers).
+
+    ``timeout`` (seconds) bounds a run: the process pool and task workers stop it at the
+    deadline and record it *timed out*; a run in threads cannot be stopped and is recorded
+    *overrunning* (see README, "Controlling runs").
     """
 
     def decorate(function: F) -> F:
@@ -126,6 +139,7 @@ def job(
                     "max_instances": max_instances,
                     "coalesce": coalesce,
                     "misfire_grace_time": misfire_grace_time,
+                    "timeout": timeout,
                 },
                 placement=Placement.build(runs_in, task_backend, task_queue),
                 unknown=unknown,
@@ -172,6 +186,7 @@ def _declare(
     if options["misfire_grace_time"] is _UNSET:
         options["misfire_grace_time"] = defaults["misfire_grace_time"]
     options = validation.options(options)
+    policy = RunPolicy(**{name: options.pop(name) for name in POLICY_NAMES})
     validation.text("name", name)
     if placement.runs_in == RunsIn.TASKS:
         check_task_placement(placement)
@@ -183,6 +198,7 @@ def _declare(
         args=args,
         kwargs=kwargs,
         executor=placement.alias,
+        policy=policy.stored(),
         **options,
     )
 

@@ -22,7 +22,7 @@ from scheduling.crontab import resolve_wall_time
 from scheduling.models import Job
 from scheduling.placement import DEFAULT_ALIAS, Placement, RunsIn
 from scheduling.schedules import ScheduleError, build_trigger, crontab_of, job_zone, spec_of
-from scheduling.store import unpickle
+from scheduling.store import policies_of, unpickle
 
 UNITS = [("seconds", _("seconds")), ("minutes", _("minutes")), ("hours", _("hours")), ("days", _("days"))]
 UNIT_SECONDS = [("days", 86400), ("hours", 3600), ("minutes", 60), ("seconds", 1)]
@@ -111,6 +111,15 @@ class JobScheduleForm(forms.ModelForm):
         widget=forms.NumberInput(attrs={"min": 1, "max": validation.MAX_MISFIRE_GRACE_TIME}),
         help_text=_("How late a run may start before it is recorded as missed; blank: any delay."),
     )
+    timeout = forms.IntegerField(
+        label=_("Timeout (s)"),
+        required=False,
+        widget=forms.NumberInput(attrs={"min": 1, "max": validation.MAX_TIMEOUT}),
+        help_text=_(
+            "How long a run may take: the process pool and task workers stop it then; a run in "
+            "threads is marked overrunning. Blank: no limit."
+        ),
+    )
 
     runs_in = forms.ChoiceField(
         label=_("Runs in"),
@@ -141,6 +150,7 @@ class JobScheduleForm(forms.ModelForm):
         self.current_trigger = unpickle(self.instance.job_state).get("trigger") if self.instance.pk else None
         if self.instance.pk and not self.is_bound:
             self.initial.update(initial_values(unpickle(self.instance.job_state)))
+            self.initial.update(policies_of([self.instance.pk])[self.instance.pk].stored())
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
@@ -168,6 +178,9 @@ class JobScheduleForm(forms.ModelForm):
 
     def clean_misfire_grace_time(self) -> int | None:
         return self._checked("misfire_grace_time", validation.check_misfire_grace_time)
+
+    def clean_timeout(self) -> int | None:
+        return self._checked("timeout", validation.check_timeout)
 
     def _checked(self, name: str, check: Any) -> Any:
         value = self.cleaned_data.get(name)
@@ -227,6 +240,7 @@ class JobScheduleForm(forms.ModelForm):
             "coalesce": self.cleaned_data["coalesce"],
             "misfire_grace_time": self.cleaned_data["misfire_grace_time"],
             "executor": self.placement.alias,
+            "timeout": self.cleaned_data["timeout"],
         }
 
 

@@ -83,6 +83,12 @@ class ScheduledJob(models.Model):
     paused_by_sync = models.BooleanField(
         default=False, help_text=_("Paused because the code no longer declares it; resumed if it returns.")
     )
+    run_policy = models.JSONField(
+        _("run policy"),
+        default=dict,
+        blank=True,
+        help_text=_("Run options beyond APScheduler's (see scheduling.policy), only those set."),
+    )
     import_error = models.TextField(_("import error"), blank=True)
     import_error_at = models.DateTimeField(_("broken since"), null=True, blank=True)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)

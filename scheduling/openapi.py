@@ -303,6 +303,10 @@ def _schemas() -> dict[str, Any]:
             "schedule": {"type": "string", "description": "The schedule in words."},
             "next_run": time,
             "state": {"type": "string", "description": "scheduled, paused, or broken: <why>, with notes."},
+            "timeout": {
+                "type": ["integer", "null"],
+                "description": "Seconds a run may take; null: no limit.",
+            },
         },
     }
     run = {
@@ -537,6 +541,12 @@ def _reschedule() -> dict[str, Any]:
                 "type": ["integer", "null"],
                 "minimum": 1,
                 "maximum": validation.MAX_MISFIRE_GRACE_TIME,
+            },
+            "timeout": {
+                "type": ["integer", "null"],
+                "minimum": 1,
+                "maximum": validation.MAX_TIMEOUT,
+                "description": "Seconds a run may take; null: no limit.",
             },
         },
     }

@@ -13,8 +13,9 @@ from django_apscheduler.models import DjangoJob
 
 from scheduling.models import Execution, Maintenance, ScheduledJob, SchedulerInstance, maintenance_in_force
 from scheduling.placement import Placement, RunsIn
+from scheduling.policy import RunPolicy
 from scheduling.schedules import describe
-from scheduling.store import JobStore, broken_job
+from scheduling.store import JobStore, broken_job, policies_of
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class JobSummary:
     schedule: str
     next_run: datetime | None
     state: str
+    timeout: int | None = None
 
 
 def job_summaries(job_ids: Collection[str] | None = None, limit: int | None = None) -> list[JobSummary]:
@@ -119,7 +121,10 @@ def _summary(job: Job, scheduled_job: ScheduledJob | None) -> JobSummary:
         state = "paused: no longer declared in code"
     elif scheduled_job and scheduled_job.overridden_at:
         state += ", overridden outside the code"
-    return JobSummary(job.id, job.name, job.func_ref, describe(job.trigger), job.next_run_time, state)
+    policy = RunPolicy.from_stored(scheduled_job.run_policy if scheduled_job else None)
+    return JobSummary(
+        job.id, job.name, job.func_ref, describe(job.trigger), job.next_run_time, state, policy.timeout
+    )
 
 
 def job_summary(job_id: str) -> JobSummary | None:
@@ -183,7 +188,9 @@ def schedule_summary(job_id: str) -> str:
     grace = "none" if job.misfire_grace_time is None else f"{job.misfire_grace_time} s"
     placement = Placement.of(job.executor)
     where = "" if placement.runs_in == RunsIn.THREADS else f", runs in {placement.describe()}"
+    timeout = policies_of([job_id])[job_id].timeout
+    limit = "" if timeout is None else f", timeout {timeout} s"
     return (
         f"{describe(job.trigger)}; max instances {job.max_instances}, "
-        f"coalesce {'on' if job.coalesce else 'off'}, misfire grace {grace}{where}"
+        f"coalesce {'on' if job.coalesce else 'off'}, misfire grace {grace}{limit}{where}"
     )

@@ -22,6 +22,7 @@ def job_data(job: JobSummary) -> dict[str, Any]:
         "schedule": job.schedule,
         "next_run": iso(job.next_run),
         "state": job.state,
+        "timeout": job.timeout,
     }
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from apscheduler.job import Job
 from apscheduler.jobstores.base import BaseJobStore, JobLookupError
 from django.db import transaction
-from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, Exists, F, JSONField, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 from django_apscheduler.jobstores import DjangoJobStore
 from django_apscheduler.models import DjangoJob, DjangoJobExecution
@@ -25,6 +25,7 @@ from django_apscheduler.util import get_apscheduler_datetime, get_django_interna
 
 from scheduling.fencing import Fence, FenceLost
 from scheduling.models import Maintenance, ScheduledJob
+from scheduling.policy import DEFAULT, RunPolicy
 from scheduling.sql import update_rows
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,16 @@ def old_executions(job_ids: Collection[str]) -> dict[str, int]:
     return dict(rows)
 
 
+def policies_of(job_ids: Collection[str]) -> dict[str, RunPolicy]:
+    """The run policies of ``job_ids`` (the default for a job without one), in one query."""
+    stored = dict(
+        ScheduledJob.objects.filter(id__in=list(job_ids))
+        .exclude(run_policy={})
+        .values_list("id", "run_policy")
+    )
+    return {job_id: RunPolicy.from_stored(stored.get(job_id)) for job_id in job_ids}
+
+
 def flag_broken(job_id: str, error: BaseException, message: str = "") -> None:
     """Record that a stored job cannot be loaded (or run); log it the first time only.
 
@@ -90,6 +101,8 @@ class JobStore(DjangoJobStore):
         # Whether a maintenance pause was in force when the last due query ran: read in that same
         # statement, so a pass costs no extra query for it (see Dispatcher.dispatch).
         self.paused_for_maintenance = False
+        # The run policies of the jobs the last due query found, read in that same statement.
+        self.policies: dict[str, RunPolicy] = {}
 
     def start(self, scheduler: Any, alias: str) -> None:
         # Skip DjangoResultStoreMixin.start: its listeners write django_apscheduler's history,
@@ -130,6 +143,10 @@ class JobStore(DjangoJobStore):
         job._modify(**changes)
         self.update_job(job)
 
+    def policy(self, job_id: str) -> RunPolicy:
+        """A due job's run policy, as the last due query read it (the default for other jobs)."""
+        return self.policies.get(job_id, DEFAULT)
+
     def get_due_jobs(self, now: datetime) -> list[Job]:
         return self._load(loadable_jobs().filter(next_run_time__lte=get_django_internal_datetime(now)))
 
@@ -152,20 +169,25 @@ class JobStore(DjangoJobStore):
         """Up to ``limit`` due jobs, and when the next job falls due after them, in one query.
 
         The next run time is ``now`` when more than ``limit`` jobs are due. The same statement
-        sets ``paused_for_maintenance``.
+        sets ``paused_for_maintenance`` and ``policies``.
         """
         internal_now = get_django_internal_datetime(now)
         following = loadable_jobs().filter(next_run_time__gt=internal_now).order_by("next_run_time")
         pause = Maintenance.objects.in_force(now).values("pk")[:1]
+        policy = ScheduledJob.objects.filter(id=OuterRef("id")).values("run_policy")[:1]
         found = list(
             loadable_jobs()
             .filter(Q(next_run_time__lte=internal_now) | Q(id=Subquery(following.values("id")[:1])))
-            .annotate(paused=Subquery(pause))  # uncorrelated: evaluated once per statement
+            .annotate(
+                paused=Subquery(pause),  # uncorrelated: evaluated once per statement
+                policy=Subquery(policy, output_field=JSONField()),
+            )
             .order_by("next_run_time", "id")
-            .values_list("id", "next_run_time", "job_state", "paused")[: limit + 1]
+            .values_list("id", "next_run_time", "job_state", "paused", "policy")[: limit + 1]
         )
-        self.paused_for_maintenance = any(paused is not None for *_, paused in found)
-        rows = [(job_id, moment, state) for job_id, moment, state, _ in found]
+        self.paused_for_maintenance = any(paused is not None for *_, paused, _ in found)
+        self.policies = {job_id: RunPolicy.from_stored(stored) for job_id, *_, stored in found if stored}
+        rows = [(job_id, moment, state) for job_id, moment, state, _, _ in found]
         due = [(job_id, moment, state) for job_id, moment, state in rows if moment <= internal_now]
         later = [moment for _, moment, _ in rows if moment > internal_now]
         if len(due) > limit:

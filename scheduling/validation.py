@@ -41,7 +41,8 @@ FIRST_DATE = dt.datetime(1970, 1, 2, tzinfo=dt.UTC)
 LAST_DATE = dt.datetime(9999, 12, 30, 23, 59, 59, tzinfo=dt.UTC)
 UNIT_SECONDS = {"weeks": 7 * DAY, "days": DAY, "hours": 3600, "minutes": 60, "seconds": 1}
 MAX_ARGUMENTS_BYTES = 16 * 1024  # the args, or the kwargs, of one run as JSON: the API's body limit
-OPTION_NAMES = ("max_instances", "coalesce", "misfire_grace_time", "executor")
+MAX_TIMEOUT = 31 * DAY
+OPTION_NAMES = ("max_instances", "coalesce", "misfire_grace_time", "executor", "timeout")
 
 
 class InputError(ScheduleError):
@@ -119,6 +120,18 @@ def check_jitter(value: Any) -> int | None:
     )
 
 
+def check_timeout(value: Any) -> int | None:
+    if value is None:
+        return None
+    return whole_number(
+        "timeout",
+        value,
+        1,
+        MAX_TIMEOUT,
+        _("a whole number of seconds from 1 to %(max)s (31 days), or none") % {"max": MAX_TIMEOUT},
+    )
+
+
 def check_max_instances(value: Any) -> int:
     return whole_number(
         "max_instances",
@@ -185,7 +198,8 @@ def _check_strings(field: str, value: Any) -> None:
 
 
 def options(values: dict[str, Any]) -> dict[str, Any]:
-    """Check the job options given (any of max_instances, coalesce, misfire_grace_time, executor)."""
+    """Check the job options given: APScheduler's (max_instances, coalesce, misfire_grace_time,
+    executor) and the run policy's (timeout, see scheduling.policy)."""
     unknown = sorted(set(values) - set(OPTION_NAMES))
     if unknown:
         raise InputError(
@@ -198,6 +212,7 @@ def options(values: dict[str, Any]) -> dict[str, Any]:
         "max_instances": check_max_instances,
         "coalesce": check_coalesce,
         "misfire_grace_time": check_misfire_grace_time,
+        "timeout": check_timeout,
     }
     checked: dict[str, Any] = {name: checks[name](value) for name, value in values.items() if name in checks}
     if "executor" in values:

@@ -249,6 +249,7 @@ class JobAdmin(admin.ModelAdmin):
                     "max_instances",
                     "coalesce",
                     "misfire_grace_time",
+                    "timeout",
                     "runs_in",
                     ("task_backend", "task_queue"),
                 ]

@@ -1,0 +1,39 @@
+"""How a job's runs are controlled beyond APScheduler's own options: its run policy.
+
+APScheduler pickles a fixed set of job attributes (max_instances, coalesce, misfire grace
+time…) into the job store; anything more is ours and lives in ``ScheduledJob.run_policy``, a
+JSON object holding only what differs from the defaults. The due query reads it in the same
+statement as the due jobs (see ``JobStore.get_due_jobs_and_next_run_time``), so a policy costs
+no query per pass; a job added straight through ``DjangoJobStore`` has none and runs with the
+defaults.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+# The option names of a run policy, as @job, control.change, the admin and the API take them.
+POLICY_NAMES = ("timeout",)
+
+
+@dataclass(frozen=True)
+class RunPolicy:
+    timeout: int | None = None  # seconds a run may take before it is stopped (or flagged overrunning)
+
+    @classmethod
+    def from_stored(cls, stored: Mapping[str, Any] | None) -> RunPolicy:
+        """The policy a ``run_policy`` column holds; unknown keys (a newer release's) are ignored."""
+        if not stored:
+            return DEFAULT
+        known = {item.name for item in fields(cls)}
+        return cls(**{name: value for name, value in stored.items() if name in known})
+
+    def stored(self) -> dict[str, Any]:
+        """What the ``run_policy`` column holds for this policy: what differs from the defaults."""
+        defaults = asdict(DEFAULT)
+        return {name: value for name, value in asdict(self).items() if value != defaults[name]}
+
+
+DEFAULT = RunPolicy()
