@@ -47,7 +47,7 @@ RUN_FIELDS = {"args", "kwargs", "force"}
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 MAX_CURSOR_LENGTH = 2 * 4 * validation.MAX_TEXT_LENGTH  # the hex of 255 characters of 4 bytes
 SCHEDULE_FIELDS = {"cron", "interval", "date", "timezone", "jitter"}
-OPTION_FIELDS = {"max_instances", "coalesce", "misfire_grace_time", "timeout"}
+OPTION_FIELDS = {"max_instances", "coalesce", "misfire_grace_time", "timeout", *validation.RETRY_OPTION_NAMES}
 
 
 class ApiError(Exception):

@@ -10,7 +10,7 @@ import datetime as dt
 import hashlib
 import importlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -20,6 +20,7 @@ from django.core.exceptions import ImproperlyConfigured
 from scheduling import validation
 from scheduling.conf import settings
 from scheduling.placement import DEFAULT_ALIAS, Placement, RunsIn
+from scheduling.policy import DEFAULT as DEFAULT_POLICY
 from scheduling.policy import POLICY_NAMES, RunPolicy
 from scheduling.schedules import ScheduleError
 
@@ -99,6 +100,10 @@ def job(
     task_backend: str | None = None,
     task_queue: str | None = None,
     timeout: int | None = None,
+    retries: int = DEFAULT_POLICY.retries,
+    retry_backoff: int = DEFAULT_POLICY.retry_backoff,
+    retry_backoff_max: int = DEFAULT_POLICY.retry_backoff_max,
+    retry_on: Sequence[type[BaseException] | str] = DEFAULT_POLICY.retry_on,
     **unknown: Any,
 ) -> Any:
     """Declare ``func`` as a scheduled job.
@@ -117,6 +122,11 @@ def job(
     ``timeout`` (seconds) bounds a run: the process pool and task workers stop it at the
     deadline and record it *timed out*; a run in threads cannot be stopped and is recorded
     *overrunning* (see README, "Controlling runs").
+
+    ``retries`` failed runs are tried again, each attempt a run of its own in the history: the
+    n-th retry after ``retry_backoff * 2**(n-1)`` seconds, jittered and capped by
+    ``retry_backoff_max``; ``retry_on`` (exception classes or dotted names) limits which
+    failures retry (empty: any Exception).
     """
 
     def decorate(function: F) -> F:
@@ -140,6 +150,10 @@ def job(
                     "coalesce": coalesce,
                     "misfire_grace_time": misfire_grace_time,
                     "timeout": timeout,
+                    "retries": retries,
+                    "retry_backoff": retry_backoff,
+                    "retry_backoff_max": retry_backoff_max,
+                    "retry_on": retry_on,
                 },
                 placement=Placement.build(runs_in, task_backend, task_queue),
                 unknown=unknown,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import inspect
 import json
+import re
 from typing import Any, cast
 
 from apscheduler.triggers.cron import CronTrigger
@@ -21,6 +22,7 @@ from scheduling.conf import settings
 from scheduling.crontab import resolve_wall_time
 from scheduling.models import Job
 from scheduling.placement import DEFAULT_ALIAS, Placement, RunsIn
+from scheduling.policy import DEFAULT as DEFAULT_POLICY
 from scheduling.schedules import ScheduleError, build_trigger, crontab_of, job_zone, spec_of
 from scheduling.store import policies_of, unpickle
 
@@ -120,6 +122,34 @@ class JobScheduleForm(forms.ModelForm):
             "threads is marked overrunning. Blank: no limit."
         ),
     )
+    retries = forms.IntegerField(
+        label=_("Retries"),
+        required=False,
+        initial=DEFAULT_POLICY.retries,
+        widget=forms.NumberInput(attrs={"min": 0, "max": validation.MAX_RETRIES}),
+        help_text=_("How often a failed run is tried again, each attempt a run of its own. Blank: none."),
+    )
+    retry_backoff = forms.IntegerField(
+        label=_("Retry backoff (s)"),
+        required=False,
+        initial=DEFAULT_POLICY.retry_backoff,
+        widget=forms.NumberInput(attrs={"min": 0, "max": validation.MAX_RETRY_BACKOFF}),
+        help_text=_("About this long before the first retry, doubled for each next one (with jitter)."),
+    )
+    retry_backoff_max = forms.IntegerField(
+        label=_("Longest backoff (s)"),
+        required=False,
+        initial=DEFAULT_POLICY.retry_backoff_max,
+        widget=forms.NumberInput(attrs={"min": 0, "max": validation.MAX_RETRY_BACKOFF_MAX}),
+    )
+    retry_on = forms.CharField(
+        label=_("Retry on"),
+        required=False,
+        help_text=_(
+            "Exception classes that retry, by dotted name, separated by commas (ConnectionError, "
+            "requests.Timeout). Blank: any exception."
+        ),
+    )
 
     runs_in = forms.ChoiceField(
         label=_("Runs in"),
@@ -150,7 +180,8 @@ class JobScheduleForm(forms.ModelForm):
         self.current_trigger = unpickle(self.instance.job_state).get("trigger") if self.instance.pk else None
         if self.instance.pk and not self.is_bound:
             self.initial.update(initial_values(unpickle(self.instance.job_state)))
-            self.initial.update(policies_of([self.instance.pk])[self.instance.pk].stored())
+            policy = policies_of([self.instance.pk])[self.instance.pk]
+            self.initial.update(policy.stored(), retry_on=", ".join(policy.retry_on))
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
@@ -181,6 +212,28 @@ class JobScheduleForm(forms.ModelForm):
 
     def clean_timeout(self) -> int | None:
         return self._checked("timeout", validation.check_timeout)
+
+    # Blank retry fields take the defaults, so a form posted without them changes nothing.
+    def clean_retries(self) -> int:
+        return self._checked_or_default("retries", validation.check_retries)
+
+    def clean_retry_backoff(self) -> int:
+        return self._checked_or_default("retry_backoff", validation.check_retry_backoff)
+
+    def clean_retry_backoff_max(self) -> int:
+        return self._checked_or_default("retry_backoff_max", validation.check_retry_backoff_max)
+
+    def clean_retry_on(self) -> list[str]:
+        names = [name for name in re.split(r"[,\s]+", self.cleaned_data.get("retry_on") or "") if name]
+        try:
+            return validation.check_retry_on(names)
+        except validation.InputError as exc:
+            raise forms.ValidationError(str(exc), code=exc.code) from None
+
+    def _checked_or_default(self, name: str, check: Any) -> Any:
+        if self.cleaned_data.get(name) is None:
+            return getattr(DEFAULT_POLICY, name)
+        return self._checked(name, check)
 
     def _checked(self, name: str, check: Any) -> Any:
         value = self.cleaned_data.get(name)
@@ -241,6 +294,7 @@ class JobScheduleForm(forms.ModelForm):
             "misfire_grace_time": self.cleaned_data["misfire_grace_time"],
             "executor": self.placement.alias,
             "timeout": self.cleaned_data["timeout"],
+            **{name: self.cleaned_data[name] for name in validation.RETRY_OPTION_NAMES},
         }
 
 

@@ -212,6 +212,14 @@ class ExecutionQuerySet(models.QuerySet["Execution"]):
         """Runs not recorded by ``instance``: by other schedulers, or by processes without a row."""
         return self.exclude(instance=instance)
 
+    def awaiting_retry(self) -> ExecutionQuerySet:
+        """Failed runs whose next attempt is still to be taken (see scheduling.history.attempts)."""
+        return self.filter(retry_at__isnull=False)
+
+    def take_retry(self) -> int:
+        """Mark a failed run's next attempt as taken; 0 if another scheduler took it first."""
+        return self.awaiting_retry().update(retry_at=None)
+
     def mark_interrupted(self, reason: str) -> int:
         """Record the runs still running as interrupted, for ``reason``; returns how many."""
         return self.running().update(
@@ -252,7 +260,7 @@ class ExecutionQuerySet(models.QuerySet["Execution"]):
 
 
 class Execution(models.Model):
-    """One fire of one job: exactly one row per job and scheduled time."""
+    """One attempt at one fire of one job: exactly one row per job, scheduled time and attempt."""
 
     class Status(models.TextChoices):
         ENQUEUED = "enqueued", _("Enqueued for a task worker")
@@ -325,6 +333,18 @@ class Execution(models.Model):
             "The dispatch pass that wrote the row: a write retried after a lost reply finds its own rows."
         ),
     )
+    attempt = models.PositiveSmallIntegerField(
+        _("attempt"), default=1, help_text=_("1 for a fire's first run; a retry of a failed one counts on.")
+    )
+    attempts = models.PositiveSmallIntegerField(
+        _("attempts allowed"), default=1, help_text=_("How often the fire may run: once plus its retries.")
+    )
+    retry_at = models.DateTimeField(
+        _("next attempt at"),
+        null=True,
+        blank=True,
+        help_text=_("Set on a failed run whose next attempt waits for its time; cleared as it starts."),
+    )
     late_outcome = models.JSONField(
         _("outcome after it was recorded interrupted"),
         null=True,
@@ -339,12 +359,14 @@ class Execution(models.Model):
         verbose_name_plural = _("executions")
         ordering = ["-scheduled_at"]
         constraints = [
-            # The database, not timing, guarantees one execution per job and fire time.
+            # The database, not timing, guarantees one execution per job, fire time and attempt.
             models.UniqueConstraint(
-                fields=["job_id", "scheduled_at"], name="scheduling_one_execution_per_fire"
+                fields=["job_id", "scheduled_at", "attempt"], name="scheduling_one_execution_per_attempt"
             ),
         ]
         indexes = [
+            # Pending retries: the earliest (read with the due jobs) and those due.
+            models.Index(fields=["retry_at"], name="scheduling_exec_retry_idx"),
             models.Index(fields=["scheduled_at"], name="scheduling_exec_sched_idx"),
             models.Index(fields=["status"], name="scheduling_exec_status_idx"),
         ]

@@ -327,6 +327,20 @@ def _schemas() -> dict[str, Any]:
             "exception": {"type": "string"},
             "args": _nullable("array", description="The arguments it ran with, when not the job's own."),
             "kwargs": _nullable("object", description="The keyword arguments, when not the job's own."),
+            "attempt": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "1 for a fire's first run; retries count on.",
+            },
+            "attempts": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "How often the fire may run: 1 + retries.",
+            },
+            "next_attempt_at": {
+                **time,
+                "description": "When the next attempt of this failed run starts; null: none is pending.",
+            },
         },
     }
     return {
@@ -547,6 +561,34 @@ def _reschedule() -> dict[str, Any]:
                 "minimum": 1,
                 "maximum": validation.MAX_TIMEOUT,
                 "description": "Seconds a run may take; null: no limit.",
+            },
+            "retries": {
+                "type": "integer",
+                "minimum": 0,
+                "maximum": validation.MAX_RETRIES,
+                "description": "Further attempts of a failed run (0: none).",
+            },
+            "retry_backoff": {
+                "type": "integer",
+                "minimum": 0,
+                "maximum": validation.MAX_RETRY_BACKOFF,
+                "description": "Seconds before the first retry; doubled for each next one, jittered.",
+            },
+            "retry_backoff_max": {
+                "type": "integer",
+                "minimum": 0,
+                "maximum": validation.MAX_RETRY_BACKOFF_MAX,
+                "description": "The longest wait between two attempts, in seconds.",
+            },
+            "retry_on": {
+                "type": "array",
+                "maxItems": validation.MAX_RETRY_ON,
+                "items": {"type": "string", "minLength": 1, "maxLength": validation.MAX_TEXT_LENGTH},
+                "description": (
+                    "Dotted names of the exception classes that retry (builtins.ConnectionError, or "
+                    "ConnectionError for a builtin), each a class of a module the server has loaded; "
+                    "empty: any Exception."
+                ),
             },
         },
     }

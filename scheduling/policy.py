@@ -15,12 +15,29 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 # The option names of a run policy, as @job, control.change, the admin and the API take them.
-POLICY_NAMES = ("timeout",)
+POLICY_NAMES = ("timeout", "retries", "retry_backoff", "retry_backoff_max", "retry_on")
 
 
 @dataclass(frozen=True)
 class RunPolicy:
     timeout: int | None = None  # seconds a run may take before it is stopped (or flagged overrunning)
+    # Failed runs are tried again (see scheduling.history.attempts): up to ``retries`` more
+    # attempts, the n-th after about retry_backoff * 2**(n-1) seconds (jittered, at most
+    # retry_backoff_max), only for exceptions of the classes in ``retry_on`` (dotted names;
+    # empty: any Exception).
+    retries: int = 0
+    retry_backoff: int = 30
+    retry_backoff_max: int = 3600
+    retry_on: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # Stored as a JSON list: a tuple here, so that policies compare equal however they came.
+        object.__setattr__(self, "retry_on", tuple(self.retry_on))
+
+    @property
+    def attempts(self) -> int:
+        """How many times a fire may run: once, plus its retries."""
+        return self.retries + 1
 
     @classmethod
     def from_stored(cls, stored: Mapping[str, Any] | None) -> RunPolicy:
@@ -33,7 +50,11 @@ class RunPolicy:
     def stored(self) -> dict[str, Any]:
         """What the ``run_policy`` column holds for this policy: what differs from the defaults."""
         defaults = asdict(DEFAULT)
-        return {name: value for name, value in asdict(self).items() if value != defaults[name]}
+        return {
+            name: list(value) if isinstance(value, tuple) else value
+            for name, value in asdict(self).items()
+            if value != defaults[name]
+        }
 
 
 DEFAULT = RunPolicy()

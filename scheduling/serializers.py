@@ -47,6 +47,9 @@ def run_data(run: Execution) -> dict[str, Any]:
         "exception": run.exception,
         "args": run.args,
         "kwargs": run.kwargs,
+        "attempt": run.attempt,
+        "attempts": run.attempts,
+        "next_attempt_at": iso(run.retry_at),
     }
 
 

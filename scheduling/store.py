@@ -24,7 +24,7 @@ from django_apscheduler.models import DjangoJob, DjangoJobExecution
 from django_apscheduler.util import get_apscheduler_datetime, get_django_internal_datetime
 
 from scheduling.fencing import Fence, FenceLost
-from scheduling.models import Maintenance, ScheduledJob
+from scheduling.models import Execution, Maintenance, ScheduledJob
 from scheduling.policy import DEFAULT, RunPolicy
 from scheduling.sql import update_rows
 
@@ -72,6 +72,24 @@ def policies_of(job_ids: Collection[str]) -> dict[str, RunPolicy]:
     return {job_id: RunPolicy.from_stored(stored.get(job_id)) for job_id in job_ids}
 
 
+def earliest_retry() -> QuerySet[Execution, Any]:
+    """The time of the earliest pending retry, as a one-row subquery (index on retry_at)."""
+    return Execution.objects.awaiting_retry().order_by("retry_at").values("retry_at")[:1]
+
+
+def pending_retries() -> dict[str, int]:
+    """Pending retries by job id, in one query: each holds a max_instances slot of its job."""
+    rows = Execution.objects.awaiting_retry().values_list("job_id").annotate(count=Count("pk")).order_by()
+    return dict(rows)
+
+
+def due_retries(now: datetime, limit: int) -> list[Execution]:
+    """Up to ``limit`` failed runs whose next attempt is due at ``now``, the earliest first."""
+    return list(
+        Execution.objects.awaiting_retry().filter(retry_at__lte=now).order_by("retry_at", "pk")[:limit]
+    )
+
+
 def flag_broken(job_id: str, error: BaseException, message: str = "") -> None:
     """Record that a stored job cannot be loaded (or run); log it the first time only.
 
@@ -103,6 +121,9 @@ class JobStore(DjangoJobStore):
         self.paused_for_maintenance = False
         # The run policies of the jobs the last due query found, read in that same statement.
         self.policies: dict[str, RunPolicy] = {}
+        # When the earliest pending retry is due (see scheduling.history.attempts), as the last
+        # due query read it; None: no retry is pending.
+        self.next_retry: datetime | None = None
 
     def start(self, scheduler: Any, alias: str) -> None:
         # Skip DjangoResultStoreMixin.start: its listeners write django_apscheduler's history,
@@ -151,14 +172,23 @@ class JobStore(DjangoJobStore):
         return self._load(loadable_jobs().filter(next_run_time__lte=get_django_internal_datetime(now)))
 
     def get_next_run_time(self) -> datetime | None:
-        next_run_time = (
+        """The earliest next run time, or a pending retry's time if that is earlier.
+
+        The retry's is read in the same statement (an uncorrelated subquery) while any job has a
+        next run time; only a store without one pays a second query for it.
+        """
+        found = (
             loadable_jobs()
             .filter(next_run_time__isnull=False)
+            .annotate(retry=Subquery(earliest_retry()))
             .order_by("next_run_time")
-            .values_list("next_run_time", flat=True)
+            .values_list("next_run_time", "retry")
             .first()
         )
-        return get_apscheduler_datetime(next_run_time, self._scheduler) if next_run_time else None
+        if found is None:
+            return earliest_retry().values_list("retry_at", flat=True).first()
+        next_run_time = get_apscheduler_datetime(found[0], self._scheduler)
+        return min(next_run_time, found[1]) if found[1] is not None else next_run_time
 
     def get_all_jobs(self) -> list[Job]:
         jobs = self._load(loadable_jobs())
@@ -169,7 +199,7 @@ class JobStore(DjangoJobStore):
         """Up to ``limit`` due jobs, and when the next job falls due after them, in one query.
 
         The next run time is ``now`` when more than ``limit`` jobs are due. The same statement
-        sets ``paused_for_maintenance`` and ``policies``.
+        sets ``paused_for_maintenance``, ``policies`` and ``next_retry``.
         """
         internal_now = get_django_internal_datetime(now)
         following = loadable_jobs().filter(next_run_time__gt=internal_now).order_by("next_run_time")
@@ -181,13 +211,17 @@ class JobStore(DjangoJobStore):
             .annotate(
                 paused=Subquery(pause),  # uncorrelated: evaluated once per statement
                 policy=Subquery(policy, output_field=JSONField()),
+                retry=Subquery(earliest_retry()),  # uncorrelated too
             )
             .order_by("next_run_time", "id")
-            .values_list("id", "next_run_time", "job_state", "paused", "policy")[: limit + 1]
+            .values_list("id", "next_run_time", "job_state", "paused", "policy", "retry")[: limit + 1]
         )
-        self.paused_for_maintenance = any(paused is not None for *_, paused, _ in found)
-        self.policies = {job_id: RunPolicy.from_stored(stored) for job_id, *_, stored in found if stored}
-        rows = [(job_id, moment, state) for job_id, moment, state, _, _ in found]
+        self.paused_for_maintenance = any(row[3] is not None for row in found)
+        self.policies = {row[0]: RunPolicy.from_stored(row[4]) for row in found if row[4]}
+        self.next_retry = (
+            found[0][5] if found else earliest_retry().values_list("retry_at", flat=True).first()
+        )
+        rows = [(job_id, moment, state) for job_id, moment, state, *_ in found]
         due = [(job_id, moment, state) for job_id, moment, state in rows if moment <= internal_now]
         later = [moment for _, moment, _ in rows if moment > internal_now]
         if len(due) > limit:

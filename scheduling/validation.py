@@ -16,6 +16,7 @@ import inspect
 import json
 import math
 import re
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -42,7 +43,12 @@ LAST_DATE = dt.datetime(9999, 12, 30, 23, 59, 59, tzinfo=dt.UTC)
 UNIT_SECONDS = {"weeks": 7 * DAY, "days": DAY, "hours": 3600, "minutes": 60, "seconds": 1}
 MAX_ARGUMENTS_BYTES = 16 * 1024  # the args, or the kwargs, of one run as JSON: the API's body limit
 MAX_TIMEOUT = 31 * DAY
+MAX_RETRIES = 100
+MAX_RETRY_BACKOFF = DAY
+MAX_RETRY_BACKOFF_MAX = 7 * DAY
+MAX_RETRY_ON = 32  # exception classes one job's retry_on may name
 OPTION_NAMES = ("max_instances", "coalesce", "misfire_grace_time", "executor", "timeout")
+RETRY_OPTION_NAMES = ("retries", "retry_backoff", "retry_backoff_max", "retry_on")
 
 
 class InputError(ScheduleError):
@@ -132,6 +138,97 @@ def check_timeout(value: Any) -> int | None:
     )
 
 
+def check_retries(value: Any) -> int:
+    return whole_number(
+        "retries",
+        value,
+        0,
+        MAX_RETRIES,
+        _("a whole number of further attempts from 0 to %(max)s") % {"max": MAX_RETRIES},
+    )
+
+
+def check_retry_backoff(value: Any) -> int:
+    return whole_number(
+        "retry_backoff",
+        value,
+        0,
+        MAX_RETRY_BACKOFF,
+        _("a whole number of seconds from 0 to %(max)s (1 day)") % {"max": MAX_RETRY_BACKOFF},
+    )
+
+
+def check_retry_backoff_max(value: Any) -> int:
+    return whole_number(
+        "retry_backoff_max",
+        value,
+        0,
+        MAX_RETRY_BACKOFF_MAX,
+        _("a whole number of seconds from 0 to %(max)s (7 days)") % {"max": MAX_RETRY_BACKOFF_MAX},
+    )
+
+
+def check_retry_on(value: Any) -> list[str]:
+    """Exception classes (or their dotted names) as the dotted names stored; each entry must be
+    an importable subclass of BaseException, so that a typo fails here, not at the first failure."""
+    rule = _("a list of at most %(max)s exception classes or their dotted names") % {"max": MAX_RETRY_ON}
+    if isinstance(value, (str, type)):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or len(value) > MAX_RETRY_ON:
+        raise _refuse("retry_on", rule, value, code="invalid_type")
+    names = []
+    for number, entry in enumerate(value):
+        field = f"retry_on[{number}]"
+        if isinstance(entry, type):
+            cls: Any = entry
+        elif isinstance(entry, str):
+            name = text(field, entry)
+            cls = _import_dotted(field, name if "." in name else f"builtins.{name}")
+        else:
+            raise _refuse(field, _("an exception class or its dotted name"), entry, code="invalid_type")
+        if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+            raise _refuse(
+                field, _("an exception class (a subclass of BaseException)"), entry, "not_exception"
+            )
+        name = exception_name(cls)
+        if _import_dotted(field, name) is not cls:
+            raise _refuse(field, _("a class importable by its dotted name"), name, code="not_importable")
+        if name not in names:
+            names.append(name)
+    return names
+
+
+def exception_name(cls: type) -> str:
+    """The dotted name a class is stored and matched by (``builtins.ConnectionError``)."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _import_dotted(field: str, name: str) -> Any:
+    """The object a dotted name refers to: the longest module prefix, then attributes.
+
+    Only modules already imported are looked in: a name typed in the admin or sent to the API
+    must not import code (an import runs the module's top level); the module of an exception a
+    job can raise is loaded once the job's own module is.
+    """
+    parts = name.split(".")
+    for split in range(len(parts) - 1, 0, -1):
+        found: Any = sys.modules.get(".".join(parts[:split]))
+        if found is None:
+            continue
+        try:
+            for attribute in parts[split:]:
+                found = getattr(found, attribute)
+        except AttributeError:
+            break
+        return found
+    raise InputError(
+        field,
+        "not_importable",
+        _("%(field)s: %(name)s is not a class of a loaded module (write module.Class)")
+        % {"field": field, "name": shown(name)},
+    )
+
+
 def check_max_instances(value: Any) -> int:
     return whole_number(
         "max_instances",
@@ -199,20 +296,25 @@ def _check_strings(field: str, value: Any) -> None:
 
 def options(values: dict[str, Any]) -> dict[str, Any]:
     """Check the job options given: APScheduler's (max_instances, coalesce, misfire_grace_time,
-    executor) and the run policy's (timeout, see scheduling.policy)."""
-    unknown = sorted(set(values) - set(OPTION_NAMES))
+    executor) and the run policy's (timeout, retries, retry_backoff, retry_backoff_max,
+    retry_on; see scheduling.policy)."""
+    unknown = sorted(set(values) - set(OPTION_NAMES) - set(RETRY_OPTION_NAMES))
     if unknown:
         raise InputError(
             unknown[0],
             "unknown_field",
             _("unknown job option %(names)s; known: %(known)s")
-            % {"names": ", ".join(unknown), "known": ", ".join(OPTION_NAMES)},
+            % {"names": ", ".join(unknown), "known": ", ".join(OPTION_NAMES + RETRY_OPTION_NAMES)},
         )
     checks: dict[str, Callable[[Any], Any]] = {
         "max_instances": check_max_instances,
         "coalesce": check_coalesce,
         "misfire_grace_time": check_misfire_grace_time,
         "timeout": check_timeout,
+        "retries": check_retries,
+        "retry_backoff": check_retry_backoff,
+        "retry_backoff_max": check_retry_backoff_max,
+        "retry_on": check_retry_on,
     }
     checked: dict[str, Any] = {name: checks[name](value) for name, value in values.items() if name in checks}
     if "executor" in values:

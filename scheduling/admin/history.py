@@ -60,12 +60,21 @@ class JobFilter(admin.SimpleListFilter):
 
 @admin.register(Execution)
 class ExecutionAdmin(ReadOnlyAdmin):
-    list_display = ["job_id", "coloured_status", "scheduled", "started", "run_time", "started_by", "where"]
+    list_display = [
+        "job_id",
+        "coloured_status",
+        "attempt_of",
+        "scheduled",
+        "started",
+        "run_time",
+        "started_by",
+        "where",
+    ]
     list_filter = ["status", JobFilter, "origin", "ran_in", "scheduled_at"]
     search_fields = ["job_id", "exception", "task_id"]
     show_full_result_count = False
     fieldsets = [
-        (None, {"fields": ["job_id", "coloured_status", "started_by", "arguments"]}),
+        (None, {"fields": ["job_id", "coloured_status", "attempt_of", "started_by", "arguments"]}),
         (_("Where it ran"), {"fields": ["ran_in", "hostname", "pid", "task_id", "instance"]}),
         (_("Timing"), {"fields": ["scheduled", "started", "finished", "run_time"]}),
         (_("Error"), {"fields": ["exception", "full_traceback"]}),
@@ -73,6 +82,7 @@ class ExecutionAdmin(ReadOnlyAdmin):
     ]
     readonly_fields = [
         "arguments",
+        "attempt_of",
         "late",
         "coloured_status",
         "started_by",
@@ -95,6 +105,19 @@ class ExecutionAdmin(ReadOnlyAdmin):
             own if obj.args is None else json.dumps(obj.args),
             own if obj.kwargs is None else json.dumps(obj.kwargs),
         )
+
+    @admin.display(description=_("attempt"), ordering="attempt")
+    def attempt_of(self, obj: Execution) -> str:
+        """ "attempt 2 of 4", and when the next one starts while it is pending; "-" for a job
+        without retries."""
+        if obj.attempts <= 1:
+            return "-"
+        text = str(
+            _("attempt %(attempt)s of %(attempts)s") % {"attempt": obj.attempt, "attempts": obj.attempts}
+        )
+        if obj.retry_at is not None:
+            text += str(_(", next attempt at %(time)s") % {"time": format_local(obj.retry_at)})
+        return text
 
     @admin.display(description=_("traceback"))
     def full_traceback(self, obj: Execution) -> SafeString | str:

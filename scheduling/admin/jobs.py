@@ -250,6 +250,8 @@ class JobAdmin(admin.ModelAdmin):
                     "coalesce",
                     "misfire_grace_time",
                     "timeout",
+                    ("retries", "retry_backoff", "retry_backoff_max"),
+                    "retry_on",
                     "runs_in",
                     ("task_backend", "task_queue"),
                 ]

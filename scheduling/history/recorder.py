@@ -146,16 +146,17 @@ class Recorder:
             inserted = len(returned)
         if not inserted and fence is not None and not fence.holds():
             raise FenceLost(fence, f"record {len(rows)} run(s)")
-        ids = {(job_id, _moment_key(moment)): pk for pk, job_id, moment in returned}
+        ids = {(job_id, _moment_key(moment), attempt): pk for pk, job_id, moment, attempt in returned}
         started = []
         for row in rows:
-            pk = ids.get((row.job_id, _moment_key(row.scheduled_at)))
+            pk = ids.get((row.job_id, _moment_key(row.scheduled_at), row.attempt))
             if pk is None:
                 if row.status in UNFINISHED:
                     logger.warning(
-                        "Job %s already has an execution for %s; not running it again",
+                        "Job %s already has an execution for %s (attempt %d); not running it again",
                         row.job_id,
                         row.scheduled_at,
+                        row.attempt,
                     )
                 continue
             row.pk = pk
@@ -196,7 +197,7 @@ class Recorder:
         return Execution.objects.of_instance(self.instance).in_scheduler().mark_interrupted(reason)
 
 
-RETURNED = ("id", "job_id", "scheduled_at")  # what identifies an inserted row, read back
+RETURNED = ("id", "job_id", "scheduled_at", "attempt")  # what identifies an inserted row, read back
 
 
 def _moment_key(value: datetime | str) -> datetime:

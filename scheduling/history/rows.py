@@ -35,6 +35,9 @@ class Outcome:
     duration: float | None
     exception: str = ""
     traceback: str = ""
+    # The dotted names of the exception's class and its bases, to match a retry_on against
+    # wherever the outcome is judged (a process-pool child's class never crosses over).
+    error_types: tuple[str, ...] = ()
 
 
 def missed_message(
@@ -52,6 +55,11 @@ def missed_message(
         f"Missed: {started} {lateness.total_seconds():.1f} s late, after its misfire grace time of "
         f"{grace} s{because}"
     )
+
+
+def error_types(exc: BaseException) -> tuple[str, ...]:
+    """The dotted names of ``exc``'s class and its bases, as retry_on stores them."""
+    return tuple(f"{cls.__module__}.{cls.__qualname__}" for cls in type(exc).__mro__)
 
 
 def describe_exception(exc: BaseException) -> tuple[str, str]:

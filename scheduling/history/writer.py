@@ -18,12 +18,14 @@ from typing import Any
 
 from django.db import connections
 
+from scheduling.history.attempts import retry_times
 from scheduling.history.retry import retrying
 from scheduling.history.rows import Outcome
 from scheduling.models import Execution
 from scheduling.sql import update_rows
 
-FINISHED_FIELDS = ["status", "started_at", "finished_at", "duration", "exception", "traceback"]
+OUTCOME_FIELDS = ["status", "started_at", "finished_at", "duration", "exception", "traceback"]
+FINISHED_FIELDS = [*OUTCOME_FIELDS, "retry_at"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,12 +34,21 @@ def finish_all(finished: list[tuple[Execution, Outcome]]) -> int:
     """Write the outcomes of many runs in one UPDATE; returns the rows changed.
 
     Conditioned on "running", so a run recorded as interrupted (the scheduler stopped, a standby
-    took over) stays so; what became of it is kept beside, in ``late_outcome``, and logged.
+    took over) stays so; what became of it is kept beside, in ``late_outcome``, and logged. A
+    failed run with attempts left gets its next attempt's time in the same statement (see
+    scheduling.history.attempts), so no failure is written without its retry.
     """
+    retry_at = retry_times(finished)
     rows = [
-        (execution.pk, {name: getattr(outcome, name) for name in FINISHED_FIELDS})
+        (
+            execution.pk,
+            {name: getattr(outcome, name) for name in OUTCOME_FIELDS}
+            | {"retry_at": retry_at.get(execution.pk)},
+        )
         for execution, outcome in finished
     ]
+    for execution, _ in finished:
+        execution.retry_at = retry_at.get(execution.pk)
     # In SQL, the conditions of Execution.objects.running() here and .interrupted() below.
     written = retrying(
         lambda: update_rows(

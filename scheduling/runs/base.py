@@ -23,8 +23,10 @@ class RunTarget(Protocol):
     def count_busy(self, jobs: list[Job]) -> None:
         """Count the runs of ``jobs`` going on now, once for a pass, before :meth:`reserve`."""
 
-    def reserve(self, job: Job, fires: int) -> int:
-        """Take slots for up to ``fires`` due runs of ``job``; returns how many may start."""
+    def reserve(self, job: Job, fires: int, waiting: int = 0) -> int:
+        """Take slots for up to ``fires`` due runs of ``job``; returns how many may start.
+
+        ``waiting`` runs of the job hold slots without going on: its pending retries."""
 
     def release(self, job: Job) -> None:
         """Give back what :meth:`reserve` took, for runs that will not start."""

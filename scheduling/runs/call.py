@@ -12,7 +12,7 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from django.utils import timezone
 
-from scheduling.history.rows import Outcome, describe_exception
+from scheduling.history.rows import Outcome, describe_exception, error_types
 from scheduling.models import Execution
 
 logger = logging.getLogger(__name__)
@@ -48,7 +48,15 @@ def call_job(
         message, formatted = describe_exception(exc)
         # With the traceback, so an AdminEmailHandler on this logger mails it.
         logger.error("Job %s failed after %.3f s: %s", job_id, duration, message, exc_info=exc)
-        return Outcome(Execution.Status.FAILED, started_at, timezone.now(), duration, message, formatted)
+        return Outcome(
+            Execution.Status.FAILED,
+            started_at,
+            timezone.now(),
+            duration,
+            message,
+            formatted,
+            error_types(exc),
+        )
     duration = time.perf_counter() - clock
     logger.info("Job %s succeeded in %.3f s", job_id, duration)
     return Outcome(Execution.Status.SUCCEEDED, started_at, timezone.now(), duration)

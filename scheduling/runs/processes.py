@@ -54,8 +54,8 @@ class ProcessPoolTarget:
     def count_busy(self, jobs: list[Job]) -> None:
         """Nothing to count: the supervising threads count the runs going on."""
 
-    def reserve(self, job: Job, fires: int = 1) -> int:
-        return self.threads.reserve(job, fires)
+    def reserve(self, job: Job, fires: int = 1, waiting: int = 0) -> int:
+        return self.threads.reserve(job, fires, waiting)
 
     def release(self, job: Job) -> None:
         self.threads.release(job)

@@ -51,9 +51,9 @@ class TaskWorkerTarget:
         )
         self._busy = dict(rows)
 
-    def reserve(self, job: Job, fires: int = 1) -> int:
+    def reserve(self, job: Job, fires: int = 1, waiting: int = 0) -> int:
         """One slot per fire: each runs as a task of its own, perhaps at the same time."""
-        allowed = min(slots_left(job, self._busy.get(job.id, 0)), fires)
+        allowed = min(slots_left(job, self._busy.get(job.id, 0) + waiting), fires)
         self._busy[job.id] = self._busy.get(job.id, 0) + allowed
         return allowed
 

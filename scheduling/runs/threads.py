@@ -57,11 +57,11 @@ class ThreadTarget:
     def count_busy(self, jobs: list[Job]) -> None:
         """Nothing to count: the runs going on here are counted as they start and end."""
 
-    def reserve(self, job: Job, fires: int = 1) -> int:
+    def reserve(self, job: Job, fires: int = 1, waiting: int = 0) -> int:
         """Take one slot for all ``fires``, run one after the other (APScheduler's rule for
         coalesce=False); returns ``fires``, or 0 when max_instances runs are going already."""
         with self._lock:
-            if not slots_left(job, self._running[job.id] + self.elsewhere.get(job.id, 0)):
+            if not slots_left(job, self._running[job.id] + self.elsewhere.get(job.id, 0) + waiting):
                 return 0
             self._running[job.id] += 1
             return fires
@@ -156,7 +156,9 @@ def _run_once(
     caller: Caller,
 ) -> None:
     message = missed_message(datetime.now(UTC) - run_time, job.misfire_grace_time)
-    if message is not None and origin == SCHEDULED:
+    # A retry starts after its backoff, late by design: the misfire rule is for the first attempt.
+    first = execution is None or execution.attempt == 1
+    if message is not None and origin == SCHEDULED and first:
         logger.warning("Job %s missed its run at %s: %s", job.id, run_time, message)
         if execution is None:
             missed = recorder.record_not_run(job.id, [run_time], Execution.Status.MISSED, message)

@@ -90,7 +90,8 @@ def run_enqueued(execution_id: int, task_id: str) -> Outcome | str:
         started="a worker took it",
         why="it waited in the task queue",
     )
-    if message is not None and execution.origin == Execution.Origin.SCHEDULE:
+    # A retry starts after its backoff, late by design: the misfire rule is for the first attempt.
+    if message is not None and execution.origin == Execution.Origin.SCHEDULE and execution.attempt == 1:
         outcome = _end_unstarted(execution, task_id, Execution.Status.MISSED, message)
         if outcome is None:
             return TAKEN_MEANWHILE

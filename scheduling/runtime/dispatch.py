@@ -23,19 +23,24 @@ from datetime import UTC, datetime
 from apscheduler.job import Job
 
 from scheduling import signals
-from scheduling.fencing import Fence
+from scheduling.fencing import Fence, FenceLost
 from scheduling.history.recorder import Recorder
 from scheduling.history.rows import SCHEDULED, Origin, describe_exception, missed_message
 from scheduling.models import Execution, maintenance_in_force
 from scheduling.placement import Placement, RunsIn
+from scheduling.policy import DEFAULT as DEFAULT_POLICY
+from scheduling.policy import RunPolicy
 from scheduling.runs.base import RunTarget
 from scheduling.signals import notify
-from scheduling.store import JobStore, flag_broken
+from scheduling.store import JobStore, due_retries, flag_broken, pending_retries
 
 logger = logging.getLogger(__name__)
 
 MAX_ROWS_PER_JOB = 1000  # history rows one job writes in one pass; older fires share one row
 MAX_FIRE_TIMES = 10_000  # fire times computed for one job in one pass, so no trigger hangs the loop
+RETRIES_PER_PASS = 100  # due retries started per pass; more wait for the next
+BUSY = "Skipped: the previous run was still going (max_instances reached)"
+RETRY_PENDING = "Skipped: a retry of an earlier run was pending (max_instances reached)"
 
 
 class ScheduleError(Exception):
@@ -57,6 +62,8 @@ class Dispatcher:
         self.store = store
         self.recorder = recorder
         self.targets = targets  # by placement kind: where the runs of a job happen
+        # Pending retries by job, read once a pass when the due query saw any: each holds a slot.
+        self._pending: dict[str, int] = {}
 
     def target(self, job: Job) -> RunTarget:
         return self.targets[Placement.of(job.executor).runs_in]
@@ -75,6 +82,7 @@ class Dispatcher:
             by_target[id(self.target(job))].append(job)
         for target in self.targets.values():
             target.count_busy(by_target[id(target)])
+        self._pending = pending_retries() if self.store.next_retry is not None else {}
         # The due query said whether a maintenance pause is on: only then is the pause read.
         pause = maintenance_in_force(now) if self.store.paused_for_maintenance else None
         skip = pause.skip_message if pause is not None else None
@@ -105,6 +113,8 @@ class Dispatcher:
         origin: Origin,
         take: Callable[[], bool],
         skip: str | None = None,
+        policy: RunPolicy = DEFAULT_POLICY,
+        waiting: int = 0,
     ) -> None:
         """Run ``job`` now, as requested at ``requested_at``: record the run (fenced), then
         ``take`` the request, then start it; with ``skip`` (why: a maintenance pause), record it
@@ -112,6 +122,7 @@ class Dispatcher:
 
         Recording first means a leader that loses the lease in between leaves the request for
         the next one; the unique (job, scheduled time) row makes taking it twice harmless.
+        ``policy`` is the job's (its retries), ``waiting`` its pending retries (they hold slots).
         """
         if skip is not None:
             logger.info("Not running job %s now, as requested: %s", job.id, skip)
@@ -120,7 +131,7 @@ class Dispatcher:
             return
         target = self.target(job)
         target.count_busy([job])
-        if not target.reserve(job, 1):
+        if not target.reserve(job, 1, waiting):
             self.recorder.record_not_run(
                 job.id,
                 [requested_at],
@@ -130,8 +141,10 @@ class Dispatcher:
             )
             take()
             return
+        row = target.row(job, requested_at, origin)
+        row.attempts = policy.attempts
         try:
-            started = self.recorder.insert([target.row(job, requested_at, origin)])
+            started = self.recorder.insert([row])
         except BaseException:
             target.release(job)
             raise
@@ -207,22 +220,94 @@ class Dispatcher:
                 for run_time in on_time
             ]
             return plan
-        allowed = plan.target.reserve(job, len(on_time))
+        waiting = self._pending.get(job.id, 0)
+        allowed = plan.target.reserve(job, len(on_time), waiting)
         plan.reserved = allowed > 0
+        attempts = self.store.policy(job.id).attempts
         for number, run_time in enumerate(on_time):
             if number < allowed:
-                plan.rows.append(plan.target.row(job, run_time, SCHEDULED))
+                row = plan.target.row(job, run_time, SCHEDULED)
+                row.attempts = attempts
+                plan.rows.append(row)
             else:
                 logger.warning("Job %s skipped: its previous run is still going", job.id)
-                plan.rows.append(
-                    self.recorder.not_run_row(
-                        job.id,
-                        run_time,
-                        Execution.Status.SKIPPED,
-                        "Skipped: the previous run was still going (max_instances reached)",
-                    )
-                )
+                why = RETRY_PENDING if waiting else BUSY
+                plan.rows.append(self.recorder.not_run_row(job.id, run_time, Execution.Status.SKIPPED, why))
         return plan
+
+    def run_retries(self, now: datetime) -> None:
+        """Start the next attempt of each failed run whose retry is due at ``now``.
+
+        Like a run request: the attempt's row is recorded first (fenced; unique per job,
+        scheduled time and attempt), then the retry is taken (``retry_at`` cleared, fenced),
+        then the run starts; a scheduler that lost the lease in between leaves the retry to the
+        next, which finds the attempt recorded and only takes it. A retry whose job has all
+        its max_instances slots busy waits for a later pass; one due during a maintenance pause
+        is recorded skipped, as fires are.
+        """
+        failed_runs = due_retries(now, RETRIES_PER_PASS)
+        if not failed_runs:
+            return
+        pending = pending_retries()
+        pause = maintenance_in_force(now)
+        for failed in failed_runs:
+            try:
+                self._retry(failed, pending, pause.skip_message if pause is not None else None)
+            except FenceLost:
+                raise
+            # One run's retry failing to start is that run's problem, never the pass's.
+            except Exception:
+                logger.exception("Job %s: could not start the retry of run %s", failed.job_id, failed.pk)
+
+    def _retry(self, failed: Execution, pending: dict[str, int], skip: str | None) -> None:
+        origin = Origin(failed.origin, failed.requested_by, failed.args, failed.kwargs)
+        attempt = failed.attempt + 1
+        if skip is not None:
+            row = self.recorder.not_run_row(
+                failed.job_id, failed.scheduled_at, Execution.Status.SKIPPED, skip, origin
+            )
+            row.attempt, row.attempts = attempt, failed.attempts
+            self.recorder.insert([row])
+            self._take_retry(failed)
+            return
+        try:
+            job = self.store.lookup_job(failed.job_id)
+        # Loading imports the job's function: any error means it cannot run now.
+        except Exception as exc:
+            self._not_retried(failed, describe_exception(exc)[0])
+            return
+        if job is None:
+            self._not_retried(failed, "the job is no longer in the store")
+            return
+        target = self.target(job)
+        target.count_busy([job])
+        others = max(pending.get(job.id, 1) - 1, 0)
+        if not target.reserve(job, 1, others):
+            return  # still pending: it holds its slot and is tried again in a later pass
+        row = target.row(job, failed.scheduled_at, origin)
+        row.attempt, row.attempts = attempt, failed.attempts
+        try:
+            started = self.recorder.insert([row])
+        except BaseException:
+            target.release(job)
+            raise
+        if not self._take_retry(failed) or not started:
+            target.release(job)  # taken by another scheduler, or recorded by one already
+            return
+        pending[job.id] = others
+        logger.info("Retrying job %s: attempt %d of %d", job.id, attempt, failed.attempts)
+        target.submit(job, started, origin)
+
+    def _take_retry(self, failed: Execution) -> bool:
+        fence = self.recorder.fence
+        runs = Execution.objects.filter(pk=failed.pk)
+        return bool((runs if fence is None else runs.filter(fence.exists())).take_retry())
+
+    def _not_retried(self, failed: Execution, why: str) -> None:
+        logger.warning("Job %s: run %s not retried: %s", failed.job_id, failed.pk, why)
+        Execution.objects.filter(pk=failed.pk).awaiting_retry().update(
+            retry_at=None, exception=f"{failed.exception}\n\nNot retried: {why}"
+        )
 
     def _missed(self, job: Job, fires: list[datetime], why: str) -> list[Execution]:
         """Rows for fires that will not run: one each, the oldest beyond a cap sharing one row."""

@@ -132,9 +132,16 @@ class Scheduler(BackgroundScheduler):
         """
         latest = self._now() + timedelta(seconds=MAX_SLEEP)
         now = self._now()
-        due, later = dispatcher.store.get_due_jobs_and_next_run_time(now, DISPATCH_BATCH)
+        store = dispatcher.store
+        due, later = store.get_due_jobs_and_next_run_time(now, DISPATCH_BATCH)
         moved = dispatcher.dispatch(due, now) if due else None
-        return min(moment for moment in (later, moved, latest) if moment is not None)
+        retry = store.next_retry  # read by the due query: the earliest pending retry
+        if retry is not None and retry <= now:
+            dispatcher.run_retries(now)
+            # Those left waiting for a slot, and the retries after them, are looked for at the
+            # next poll (get_next_run_time sees them too).
+            retry = now + timedelta(seconds=self.poll_interval)
+        return min(moment for moment in (later, moved, retry, latest) if moment is not None)
 
     def _due(self, dispatcher: Dispatcher, next_wakeup: datetime | None) -> bool:
         if next_wakeup is None or self._now() >= next_wakeup:

@@ -23,6 +23,8 @@ from scheduling.history.rows import Origin, describe_exception
 from scheduling.history.writer import OutcomeWriter
 from scheduling.models import Execution, RunRequest, SchedulerInstance, maintenance_in_force
 from scheduling.placement import Placement, RunsIn
+from scheduling.policy import DEFAULT as DEFAULT_POLICY
+from scheduling.policy import RunPolicy
 from scheduling.runs.processes import ProcessPool
 from scheduling.runs.targets import run_targets
 from scheduling.runs.threads import ThreadTarget
@@ -30,7 +32,7 @@ from scheduling.runtime.dispatch import Dispatcher
 from scheduling.runtime.leadership import Leadership
 from scheduling.runtime.loop import Scheduler, drop_broken_connections
 from scheduling.runtime.startup import check_database, check_sqlite_machines
-from scheduling.store import JobStore
+from scheduling.store import JobStore, policies_of
 from scheduling.sync import SyncReport, sync
 
 logger = logging.getLogger(__name__)
@@ -232,12 +234,15 @@ class Runner:
         requests = list(RunRequest.objects.all()[:RUN_REQUESTS_PER_TICK])
         # Read only when there are requests: an idle tick costs no statement for it.
         pause = maintenance_in_force() if requests else None
+        policies = policies_of({request.job_id for request in requests}) if requests else {}
         for request in requests:
             # A request made before the pause began got through without force: it is not run.
             skip = pause.skip_message if pause is not None and not request.force else None
-            self._run_requested(request, skip)
+            self._run_requested(request, skip, policies.get(request.job_id, DEFAULT_POLICY))
 
-    def _run_requested(self, request: RunRequest, skip: str | None = None) -> None:
+    def _run_requested(
+        self, request: RunRequest, skip: str | None = None, policy: RunPolicy = DEFAULT_POLICY
+    ) -> None:
         origin = Origin(Execution.Origin.MANUAL, request.requested_by, request.args, request.kwargs)
         try:
             job = self.store.lookup_job(request.job_id)
@@ -253,7 +258,11 @@ class Runner:
             logger.warning("Dropped a request to run %s: no such job in the store", request.job_id)
             self._taken(request)
             return
-        self.dispatcher.run_requested(job, request.requested_at, origin, lambda: self._taken(request), skip)
+        # Its pending retries hold max_instances slots, as for its scheduled fires.
+        waiting = Execution.objects.awaiting_retry().filter(job_id=job.id).count() if policy.retries else 0
+        self.dispatcher.run_requested(
+            job, request.requested_at, origin, lambda: self._taken(request), skip, policy, waiting
+        )
 
     @staticmethod
     def _taken(request: RunRequest) -> bool:

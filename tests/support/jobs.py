@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 import os
 import signal
@@ -106,3 +107,14 @@ def write_arguments(path: str, count: int = 1, *, label: str = "stored") -> None
     """Write the arguments it was called with, as JSON, to see which ones a run used."""
     with open(path, "w") as out:
         json.dump({"path": path, "count": count, "label": label}, out)
+
+
+def fail_until(path: str, failures: int, error: str = "ConnectionError") -> None:
+    """Fail (raising the builtin exception ``error``) the first ``failures`` calls, then succeed;
+    each call appends its pid to ``path``, so attempts are counted across processes."""
+    with open(path, "a") as out:
+        out.write(f"{os.getpid()}\n")
+    with open(path) as calls_so_far:
+        count = len(calls_so_far.readlines())
+    if count <= failures:
+        raise getattr(builtins, error)(f"attempt {count} fails on purpose")
