@@ -1,6 +1,6 @@
 """The randomized fault suite: schedulers killed, frozen, redeployed, cut from their database.
 
-3 ``runscheduler`` processes (2 on SQLite) share one database and 57 jobs (tests/support/chaos_jobs.py);
+3 ``runscheduler`` processes (2 on SQLite) share one database and 60 jobs (tests/support/chaos_jobs.py);
 every 5-15 s a fault drawn from the seed hits them. At the end, every scheduler stopped cleanly,
 the trace the jobs wrote and the history table must agree: no fire ran twice, every run has its
 row, no row is left unfinished, no ``max_instances=1`` job ran twice at once, and every fire ran
@@ -62,8 +62,8 @@ class DjangoDatabase:
         return [chaos.SIGKILL, chaos.SIGSTOP, chaos.DEPLOY, chaos.KILL_CONNECTIONS]
 
     def rows(self) -> list[chaos.Row]:
-        values = Execution.objects.values_list("job_id", "scheduled_at", "status", "pid", "pk")
-        return [chaos.Row(job, chaos.epoch(at), status, pid, pk) for job, at, status, pid, pk in values]
+        values = Execution.objects.values_list("job_id", "scheduled_at", "status", "pid", "pk", "attempt")
+        return [chaos.Row(job, chaos.epoch(at), status, pid, pk, n) for job, at, status, pid, pk, n in values]
 
     def leader_pid(self) -> int | None:
         holder = Lease.objects.filter(expires_at__gt=timezone.now()).values_list("holder", flat=True).first()
@@ -101,8 +101,10 @@ class ClusterDatabase(DjangoDatabase):
             return db.execute(sql).fetchall()
 
     def rows(self) -> list[chaos.Row]:
-        values = self.select("SELECT job_id, scheduled_at, status, pid, id FROM scheduling_execution")
-        return [chaos.Row(job, chaos.epoch(at), status, pid, pk) for job, at, status, pid, pk in values]
+        values = self.select(
+            "SELECT job_id, scheduled_at, status, pid, id, attempt FROM scheduling_execution"
+        )
+        return [chaos.Row(job, chaos.epoch(at), status, pid, pk, n) for job, at, status, pid, pk, n in values]
 
     def leader_pid(self) -> int | None:
         found = self.select(
@@ -359,6 +361,23 @@ def test_a_slot_run_twice_under_two_jittered_times_is_a_duplicate_naming_both_pr
     assert "pid 1 " in found
     assert "pid 2 " in found
     assert "SIGSTOP pid 2 (leader)" in found
+
+
+def test_attempts_at_a_fire_are_counted_apart_and_a_retry_run_twice_is_a_duplicate() -> None:
+    runs, rows = clean_run()
+    fire = BEGIN + 4
+    first = chaos.Run("chaos.retry.0", fire, 1, fire, fire + 0.01, 1001)
+    retry = chaos.Run("chaos.retry.0", fire, 1, fire + 1, fire + 1.01, 1002, attempt=2)
+    rows += [
+        chaos.Row("chaos.retry.0", fire, "failed", 1, 1001),
+        chaos.Row("chaos.retry.0", fire, "succeeded", 1, 1002, attempt=2),
+    ]
+    judged = verdict([*runs, first, retry], rows)
+    assert (judged.duplicates(), judged.unrecorded()) == ([], [])
+
+    again = chaos.Run("chaos.retry.0", fire, 2, fire + 1, fire + 1.02, 1002, attempt=2)
+    [duplicate] = verdict([*runs, first, retry, again], rows).duplicates()
+    assert "attempt 2 ran 2 times" in str(duplicate)
 
 
 def test_a_run_without_its_row_a_row_without_its_run_and_a_row_left_running_are_found() -> None:

@@ -23,6 +23,9 @@ JITTER_JOBS = 5
 JITTER_PERIOD = 2.0
 SLOW_JOBS = 2
 SLOW_SECONDS = 4.0
+RETRY_JOBS = 3
+RETRY_PERIOD = 2.0
+RETRIED = "chaos.retry."  # their first attempt fails on purpose; the second succeeds
 
 SIGKILL, SIGSTOP, DEPLOY = "SIGKILL", "SIGSTOP", "SIGTERM+restart"
 KILL_CONNECTIONS, RESTART_DATABASE = "connections killed", "database restarted"
@@ -77,10 +80,11 @@ class Run:
     started: float
     ended: float
     execution: int | None
+    attempt: int = 1
 
     def __str__(self) -> str:
         return (
-            f"pid {self.pid} (scheduled {clock(self.scheduled)}, "
+            f"pid {self.pid} (scheduled {clock(self.scheduled)}, attempt {self.attempt}, "
             f"ran {clock(self.started)}-{clock(self.ended)}, execution {self.execution})"
         )
 
@@ -94,6 +98,7 @@ class Row:
     status: str
     pid: int | None
     execution: int
+    attempt: int = 1
 
 
 def clock(moment: float) -> str:
@@ -114,7 +119,7 @@ def slot(job_id: str, scheduled: float) -> float:
 def read_trace(path: Path) -> list[Run]:
     runs = []
     for line in path.read_text().splitlines() if path.exists() else []:
-        job_id, scheduled, pid, started, ended, execution = line.split()
+        job_id, scheduled, pid, started, ended, execution, attempt = line.split()
         runs.append(
             Run(
                 job_id,
@@ -123,6 +128,7 @@ def read_trace(path: Path) -> list[Run]:
                 float(started),
                 float(ended),
                 None if execution == "None" else int(execution),
+                int(attempt),
             )
         )
     return runs
@@ -173,11 +179,16 @@ class Verdict:
     logs: dict[int, Path] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.row_of = {(row.job_id, row.scheduled): row for row in self.rows}
-        self.row_of_slot = {(row.job_id, round(slot(row.job_id, row.scheduled), 1)): row for row in self.rows}
-        self.runs_of_slot: dict[tuple[str, float], list[Run]] = defaultdict(list)
+        # Each attempt at a fire is a run of its own: duplicates are counted per attempt.
+        self.row_of = {(row.job_id, row.scheduled, row.attempt): row for row in self.rows}
+        self.row_of_slot = {
+            (row.job_id, round(slot(row.job_id, row.scheduled), 1)): row
+            for row in self.rows
+            if row.attempt == 1
+        }
+        self.runs_of_slot: dict[tuple[str, float, int], list[Run]] = defaultdict(list)
         for run in self.runs:
-            self.runs_of_slot[run.job_id, slot(run.job_id, run.scheduled)].append(run)
+            self.runs_of_slot[run.job_id, slot(run.job_id, run.scheduled), run.attempt].append(run)
         self.missing_inside = 0  # slots without a run, excused by a fault window
 
     def faults_near(self, moment: float, margin: float = 15.0) -> str:
@@ -203,27 +214,28 @@ class Verdict:
         return [f.pid for f in self.faults if f.pid and f.started - 15 <= moment <= f.ended + 15]
 
     def duplicates(self) -> list[Finding]:
-        """Fires that ran more than once."""
+        """Attempts at a fire that ran more than once."""
         found = []
-        for (job_id, moment), runs in sorted(self.runs_of_slot.items(), key=lambda item: item[0][1]):
+        for (job_id, moment, attempt), runs in sorted(self.runs_of_slot.items(), key=lambda item: item[0][1]):
             if len(runs) > 1:
-                rows = [self.row_of.get((job_id, run.scheduled)) for run in runs]
+                rows = [self.row_of.get((job_id, run.scheduled, run.attempt)) for run in runs]
                 each = ", ".join(
                     f"{run} row {row.status if row else 'none'}" for run, row in zip(runs, rows, strict=True)
                 )
-                found.append(
-                    Finding(f"{job_id} fire {clock(moment)} ran {len(runs)} times: {each}", moment, runs)
-                )
+                text = f"{job_id} fire {clock(moment)} attempt {attempt} ran {len(runs)} times: {each}"
+                found.append(Finding(text, moment, runs))
         return found
 
     def unrecorded(self) -> list[Finding]:
         """Runs the history does not show as run by their process, and rows of runs that never were."""
         found = []
         for run in self.runs:
-            row = self.row_of.get((run.job_id, run.scheduled))
+            row = self.row_of.get((run.job_id, run.scheduled, run.attempt))
+            # The first attempt of a retried job raises once its trace is written.
+            ended = {"failed"} if run.job_id.startswith(RETRIED) and run.attempt == 1 else {"succeeded"}
             if row is None:
                 problem = "has no history row"
-            elif row.status not in {"succeeded", "interrupted", "running", "enqueued"}:
+            elif row.status not in {*ended, "interrupted", "running", "enqueued"}:
                 problem = f"is recorded {row.status}"
             elif row.pid != run.pid:
                 problem = f"is recorded ({row.status}) as run by pid {row.pid}"
@@ -234,9 +246,9 @@ class Verdict:
             else:
                 continue
             found.append(Finding(f"{run.job_id} ran in {run} but {problem}", run.scheduled, [run]))
-        ran = {(run.job_id, run.scheduled) for run in self.runs}
+        ran = {(run.job_id, run.scheduled, run.attempt) for run in self.runs}
         for row in self.rows:
-            if row.status == "succeeded" and (row.job_id, row.scheduled) not in ran:
+            if row.status == "succeeded" and (row.job_id, row.scheduled, row.attempt) not in ran:
                 text = (
                     f"{row.job_id} fire {clock(row.scheduled)} is recorded succeeded "
                     f"(execution {row.execution}, pid {row.pid}) but never ran"
@@ -301,7 +313,7 @@ class Verdict:
     def missing_slots(self, job_id: str, period: float) -> list[float]:
         """The slots of one job within [begin, end] that no run served: before its first run,
         between two runs more than a period apart, after its last one."""
-        ran = sorted(moment for (job, moment) in self.runs_of_slot if job == job_id)
+        ran = sorted(moment for (job, moment, attempt) in self.runs_of_slot if job == job_id and attempt == 1)
         if not ran:
             return [self.begin + period * step for step in range(int((self.end - self.begin) / period) + 1)]
         missing = []
