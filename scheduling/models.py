@@ -186,8 +186,9 @@ class ExecutionQuerySet(models.QuerySet["Execution"]):
         return self.filter(status__in=UNFINISHED)
 
     def finished(self) -> ExecutionQuerySet:
-        """Runs whose row will not change again (but for a late outcome kept beside)."""
-        return self.exclude(status__in=UNFINISHED)
+        """Runs whose row will not change again (but for a late outcome kept beside): not a
+        failed run whose retry is pending, which pruning must leave for the retry to take."""
+        return self.exclude(status__in=UNFINISHED).exclude(retry_at__isnull=False)
 
     def completed(self) -> ExecutionQuerySet:
         """Runs that ran to their end, succeeded or failed: not missed, skipped or interrupted."""

@@ -19,6 +19,7 @@ from scheduling import control, job, validation
 from scheduling.declarations import JobDeclarationError
 from scheduling.fencing import Fence, FenceLost
 from scheduling.history.attempts import backoff, retries, retry_times
+from scheduling.history.housekeeping import prune
 from scheduling.history.recorder import Recorder
 from scheduling.history.rows import Outcome
 from scheduling.models import Execution, ScheduledJob
@@ -431,3 +432,12 @@ def test_the_admin_and_the_api_show_the_attempt_and_the_next_attempts_time(admin
     assert (runs[0]["attempt"], runs[0]["attempts"]) == (1, 4)
     assert failed_run.retry_at is not None
     assert runs[0]["next_attempt_at"] == failed_run.retry_at.isoformat()
+
+
+def test_pruning_keeps_a_failed_run_whose_retry_is_pending() -> None:
+    long_ago = timezone.now() - timedelta(days=400)
+    waiting = pending_retry(job_id="report", scheduled_at=long_ago)
+    done = pending_retry(job_id="report", scheduled_at=long_ago - timedelta(days=1), retry_at=None)
+    assert prune(timedelta(days=30)) == 1
+    assert list(Execution.objects.values_list("pk", flat=True)) == [waiting.pk]
+    assert done.pk != waiting.pk

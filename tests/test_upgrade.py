@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from django.core import serializers
+from django.db import IntegrityError
 from django.test import Client
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -159,3 +160,15 @@ def test_a_task_the_old_code_enqueued_runs_on_a_worker_of_today(old_rows: None) 
     execution = Execution.objects.get(job_id="upgrade.tasks")
     assert (execution.status, execution.task_id) == ("succeeded", str(task.id))
     assert jobs.calls == ["upgrade.tasks [] [('via', 'tasks')]"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rows_of_the_old_code_are_first_attempts_and_each_attempt_is_unique(old_rows: None) -> None:
+    row = Execution.objects.get(job_id="upgrade.tasks")
+    assert (row.attempt, row.attempts, row.retry_at) == (1, 1, None)
+    with pytest.raises(IntegrityError):
+        Execution.objects.create(job_id=row.job_id, scheduled_at=row.scheduled_at, status="failed")
+    retry = Execution.objects.create(
+        job_id=row.job_id, scheduled_at=row.scheduled_at, status="running", attempt=2
+    )
+    assert retry.pk != row.pk
