@@ -211,7 +211,8 @@ def change(job_id: str, *, schedule: dict[str, Any] | None = None, **options: An
 
     ``options`` are APScheduler job options: max_instances, coalesce, misfire_grace_time, and
     executor (where it runs: a ``scheduling.placement.Placement``'s alias); and the run
-    policy's (timeout, see scheduling.policy). Both are checked against
+    policy's (timeout, retries, retry_backoff, retry_backoff_max, retry_on; see
+    scheduling.policy). Both are checked against
     ``scheduling.validation``'s limits before the job is read: InputError names the field.
     """
     options = validation.options(options)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import OperationalError, connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -18,10 +18,11 @@ from django.utils import timezone
 from scheduling import control, job, validation
 from scheduling.declarations import JobDeclarationError
 from scheduling.fencing import Fence, FenceLost
+from scheduling.history import writer
 from scheduling.history.attempts import backoff, retries, retry_times
 from scheduling.history.housekeeping import prune
 from scheduling.history.recorder import Recorder
-from scheduling.history.rows import Outcome
+from scheduling.history.rows import Origin, Outcome
 from scheduling.models import Execution, ScheduledJob
 from scheduling.policy import RunPolicy
 from scheduling.runs.processes import ProcessPool
@@ -441,3 +442,40 @@ def test_pruning_keeps_a_failed_run_whose_retry_is_pending() -> None:
     assert prune(timedelta(days=30)) == 1
     assert list(Execution.objects.values_list("pk", flat=True)) == [waiting.pk]
     assert done.pk != waiting.pk
+
+
+def test_a_run_requested_now_holds_to_max_instances_with_a_retry_pending_and_may_be_retried(
+    registry: dict, dispatcher: Dispatcher, tmp_path: Path
+) -> None:
+    store = declare(registry, tmp_path / "calls", failures=1)
+    dispatcher.store = store
+    flaky = store.lookup_job("flaky")
+    manual = Origin(Execution.Origin.MANUAL, "alice")
+    policy = RunPolicy(retries=2)
+    dispatcher.run_requested(flaky, timezone.now(), manual, lambda: True, policy=policy, waiting=1)
+    assert Execution.objects.get(job_id="flaky").status == "skipped"  # its one slot is the retry's
+
+    Execution.objects.all().delete()
+    dispatcher.run_requested(flaky, timezone.now(), manual, lambda: True, policy=policy)
+    assert retry_until_done(dispatcher) == [(1, "failed", 3, False), (2, "succeeded", 3, False)]
+    assert set(Execution.objects.values_list("origin", "requested_by")) == {("manual", "alice")}
+
+
+def test_the_policy_read_of_a_failure_is_retried_with_its_write_when_the_connection_broke(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    run = Execution.objects.create(
+        job_id="report", status="running", scheduled_at=timezone.now(), attempts=2, started_at=timezone.now()
+    )
+    real, calls = writer.retry_times, []
+
+    def broken_once(finished: Any) -> dict[int, datetime]:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError("the connection is closed")
+        return real(finished)
+
+    monkeypatch.setattr(writer, "retry_times", broken_once)
+    assert writer.finish_all([(run, failed())]) == 1
+    run.refresh_from_db()
+    assert (run.status, run.retry_at is not None, len(calls)) == ("failed", True, 2)

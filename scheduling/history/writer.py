@@ -38,25 +38,30 @@ def finish_all(finished: list[tuple[Execution, Outcome]]) -> int:
     failed run with attempts left gets its next attempt's time in the same statement (see
     scheduling.history.attempts), so no failure is written without its retry.
     """
-    retry_at = retry_times(finished)
-    rows = [
-        (
-            execution.pk,
-            {name: getattr(outcome, name) for name in OUTCOME_FIELDS}
-            | {"retry_at": retry_at.get(execution.pk)},
+    retry_at: dict[int, Any] = {}
+
+    def write() -> int:
+        # The policies' read goes with the UPDATE under retrying(): a broken connection is
+        # replaced for both, as for any history write.
+        retry_at.clear()
+        retry_at.update(retry_times(finished))
+        rows = [
+            (
+                execution.pk,
+                {name: getattr(outcome, name) for name in OUTCOME_FIELDS}
+                | {"retry_at": retry_at.get(execution.pk)},
+            )
+            for execution, outcome in finished
+        ]
+        # In SQL, the conditions of Execution.objects.running() here and .interrupted() below.
+        return update_rows(
+            Execution, rows, FINISHED_FIELDS, "AND status = %s", [Execution.Status.RUNNING.value]
         )
-        for execution, outcome in finished
-    ]
+
+    written = retrying(write, f"record the outcome of {len(finished)} run(s)")
     for execution, _ in finished:
         execution.retry_at = retry_at.get(execution.pk)
-    # In SQL, the conditions of Execution.objects.running() here and .interrupted() below.
-    written = retrying(
-        lambda: update_rows(
-            Execution, rows, FINISHED_FIELDS, "AND status = %s", [Execution.Status.RUNNING.value]
-        ),
-        f"record the outcome of {len(rows)} run(s)",
-    )
-    if written < len(rows):
+    if written < len(finished):
         _keep_late_outcomes(finished)
     return written
 
