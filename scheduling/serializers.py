@@ -47,6 +47,8 @@ def run_data(run: Execution) -> dict[str, Any]:
         "exception": run.exception,
         "args": run.args,
         "kwargs": run.kwargs,
+        "cancel_requested_at": iso(run.cancel_requested_at),
+        "cancel_requested_by": run.cancel_requested_by,
     }
 
 

@@ -42,6 +42,7 @@ LAST_DATE = dt.datetime(9999, 12, 30, 23, 59, 59, tzinfo=dt.UTC)
 UNIT_SECONDS = {"weeks": 7 * DAY, "days": DAY, "hours": 3600, "minutes": 60, "seconds": 1}
 MAX_ARGUMENTS_BYTES = 16 * 1024  # the args, or the kwargs, of one run as JSON: the API's body limit
 MAX_TIMEOUT = 31 * DAY
+MAX_USER_LENGTH = 150  # a user name, as Django's auth stores it
 OPTION_NAMES = ("max_instances", "coalesce", "misfire_grace_time", "executor", "timeout")
 
 

@@ -20,7 +20,7 @@ from django.db import connections
 
 from scheduling.history.retry import retrying
 from scheduling.history.rows import Outcome
-from scheduling.models import Execution
+from scheduling.models import RUNNING_STATES, Execution
 from scheduling.sql import update_rows
 
 FINISHED_FIELDS = ["status", "started_at", "finished_at", "duration", "exception", "traceback"]
@@ -41,7 +41,11 @@ def finish_all(finished: list[tuple[Execution, Outcome]]) -> int:
     # In SQL, the conditions of Execution.objects.running() here and .interrupted() below.
     written = retrying(
         lambda: update_rows(
-            Execution, rows, FINISHED_FIELDS, "AND status = %s", [Execution.Status.RUNNING.value]
+            Execution,
+            rows,
+            FINISHED_FIELDS,
+            "AND status IN (%s, %s)",
+            [state.value for state in RUNNING_STATES],
         ),
         f"record the outcome of {len(rows)} run(s)",
     )

@@ -30,7 +30,7 @@ from scheduling.models import Execution, maintenance_in_force
 from scheduling.placement import Placement, RunsIn
 from scheduling.runs.base import RunTarget
 from scheduling.signals import notify
-from scheduling.store import JobStore, flag_broken
+from scheduling.store import JobStore, flag_broken, policies_of
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ class Dispatcher:
             origin.requested_by or "a script",
             "" if origin.args is None and origin.kwargs is None else ", with arguments of its own",
         )
-        target.submit(job, started, origin)
+        target.submit(job, started, origin, policies_of([job.id])[job.id])
 
     def _hand_over(self, plans: list[_Plan], fence: Fence | None) -> int:
         """Record the plans' rows in one INSERT, then start their runs; returns runs not started."""
@@ -156,7 +156,9 @@ class Dispatcher:
         unstarted = 0
         for plan in plans:
             if plan.reserved:
-                unstarted += plan.target.submit(plan.job, runs.get(plan.job.id, []), SCHEDULED)
+                unstarted += plan.target.submit(
+                    plan.job, runs.get(plan.job.id, []), SCHEDULED, self.store.policy(plan.job.id)
+                )
             for row in plan.rows:
                 if row.status == Execution.Status.MISSED and row.pk is not None:
                     notify(signals.job_missed, row)
