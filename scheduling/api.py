@@ -96,6 +96,10 @@ def endpoint(method: str, permission: str) -> Callable[[View], View]:
                 response = ApiError(404, str(exc), "unknown_job").response()
             except control.JobLoadError as exc:
                 response = ApiError(409, str(exc), "job_cannot_be_loaded").response()
+            except control.UnknownRunError as exc:
+                response = ApiError(404, str(exc), "unknown_run").response()
+            except control.RunEndedError as exc:
+                response = ApiError(409, str(exc), "run_ended").response()
             except control.MaintenanceError as exc:
                 response = ApiError(409, str(exc), "paused_for_maintenance").response()
             except validation.InputError as exc:
@@ -192,6 +196,21 @@ def run_detail(request: HttpRequest, user: Any, run_id: int) -> JsonResponse:
     if run is None:
         raise ApiError(404, f"No run with id {run_id}", "unknown_run")
     return JsonResponse({**run_data(run), "job": run.job_id})
+
+
+@endpoint("POST", "cancel_run")
+def cancel(request: HttpRequest, user: Any, run_id: int) -> JsonResponse:
+    """Cancel a run: one waiting for a task worker ends at once; a running one is stopped by the
+    process running it (202: it is recorded cancelled when it has ended)."""
+    if run_id >= 2**63:
+        raise control.UnknownRunError(run_id)
+    run = control.cancel(run_id, user.get_username())
+    _log(user, run.job_id, f"Asked to cancel run {run.pk} (API)")
+    ended = run.status == Execution.Status.CANCELLED
+    return JsonResponse(
+        {**run_data(run), "job": run.job_id, "result": "cancelled" if ended else "cancel requested"},
+        status=200 if ended else 202,
+    )
 
 
 @endpoint("POST", "run_job")

@@ -26,6 +26,7 @@ def register() -> None:
     checks.register(check_embedded_on_sqlite)
     checks.register(check_schedulers_on_sqlite_hosts, checks.Tags.database)
     checks.register(check_no_scheduler_started_at_startup)
+    checks.register(check_thread_timeouts)
 
 
 def check_installed_apps(**kwargs: Any) -> list[checks.CheckMessage]:
@@ -56,6 +57,32 @@ def check_schedulers_on_sqlite_hosts(
 
 def check_no_scheduler_started_at_startup(**kwargs: Any) -> list[checks.CheckMessage]:
     return started_scheduler_messages(running_foreign_schedulers())
+
+
+def check_thread_timeouts(**kwargs: Any) -> list[checks.CheckMessage]:
+    from scheduling import declarations
+
+    return thread_timeout_messages(declarations.registry.values())
+
+
+def thread_timeout_messages(declared: Iterable[Any]) -> list[checks.CheckMessage]:
+    """A timeout on a job run in threads is a deadline that only flags the run: say so."""
+    from scheduling.placement import Placement, RunsIn
+
+    return [
+        checks.Warning(
+            f"Job {declaration.id!r} declares timeout={declaration.policy['timeout']} but runs in the "
+            "scheduler's threads, where a run cannot be stopped: past its timeout it is only marked "
+            "overrunning (and current_run().deadline_passed turns true).",
+            hint="Use runs_in='processes' (or 'tasks') for a hard limit, or check "
+            "scheduling.current_run().deadline_passed in the job and return early.",
+            obj=declaration.func_ref,
+            id="scheduling.W005",
+        )
+        for declaration in declared
+        if declaration.policy.get("timeout") is not None
+        and Placement.of(declaration.executor).runs_in == RunsIn.THREADS
+    ]
 
 
 def check_embedded_database(**kwargs: Any) -> list[checks.CheckMessage]:

@@ -18,7 +18,14 @@ from django_apscheduler.models import DjangoJob
 
 from scheduling import declarations, validation
 from scheduling.conf import settings
-from scheduling.models import Maintenance, RunRequest, ScheduledJob, maintenance_in_force
+from scheduling.models import (
+    UNFINISHED,
+    Execution,
+    Maintenance,
+    RunRequest,
+    ScheduledJob,
+    maintenance_in_force,
+)
 from scheduling.placement import DEFAULT_ALIAS
 from scheduling.policy import POLICY_NAMES, RunPolicy
 from scheduling.schedules import build_trigger
@@ -64,6 +71,20 @@ class MaintenanceError(RuntimeError):
         )
         self.job_id = job_id
         self.pause = pause
+
+
+class UnknownRunError(LookupError):
+    def __init__(self, run_id: int) -> None:
+        super().__init__(f"No run with id {run_id}")
+        self.run_id = run_id
+
+
+class RunEndedError(RuntimeError):
+    """A cancel asked for a run that has ended already."""
+
+    def __init__(self, run: Execution) -> None:
+        super().__init__(f"Run {run.pk} of job {run.job_id!r} has ended already ({run.get_status_display()})")
+        self.run = run
 
 
 def _store() -> JobStore:
@@ -141,6 +162,39 @@ def _run_arguments(job_id: str, state: bytes, args: Any, kwargs: Any) -> tuple[A
     return None if same_args else args, None if same_kwargs else kwargs
 
 
+def cancel(run_id: int, by: str = "") -> Execution:
+    """Cancel the run ``run_id``; returns its row as it now stands.
+
+    A run still waiting for a task worker ends here, cancelled. A running one is stopped by the
+    process running it, within a second or so: the scheduler ends its child process (process
+    pool, and task workers for a job with a timeout), a run in threads (or a task worker
+    without a timeout) is told through ``current_run().cancel_requested``. Either way it is
+    recorded *cancelled, by* ``by`` when it ends.
+
+    :raises UnknownRunError: no such run.
+    :raises RunEndedError: the run has ended already.
+    """
+    by = validation.text("by", by, validation.MAX_USER_LENGTH)
+    now = timezone.now()
+    runs = Execution.objects.filter(pk=run_id)
+    runs.enqueued().update(
+        status=Execution.Status.CANCELLED,
+        finished_at=now,
+        exception=f"Cancelled by {by or 'a script'} before a task worker took it",
+        cancel_requested_at=now,
+        cancel_requested_by=by,
+    )
+    runs.running().filter(cancel_requested_at__isnull=True).update(
+        cancel_requested_at=now, cancel_requested_by=by
+    )
+    run = runs.first()
+    if run is None:
+        raise UnknownRunError(run_id)
+    if run.status not in UNFINISHED and run.cancel_requested_at != now:
+        raise RunEndedError(run)
+    return run
+
+
 def maintenance() -> Maintenance | None:
     """The maintenance pause in force now, or None (one that reached its ``until`` is over)."""
     return maintenance_in_force()
@@ -154,7 +208,7 @@ def start_maintenance(reason: str, by: str = "", until: datetime | str | None = 
     """
     now = timezone.now()
     reason, end = validation.maintenance_window(reason, until, now)
-    validation.text("by", by, 150)
+    validation.text("by", by, validation.MAX_USER_LENGTH)
     current = maintenance_in_force(now)
     since = current.since if current else now
     pause, _ = Maintenance.objects.update_or_create(

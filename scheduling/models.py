@@ -7,6 +7,8 @@ may delete a job), where django_apscheduler's cascade would take the history wit
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -52,6 +54,7 @@ class Job(DjangoJob):
             ("run_job", _("Can run jobs now")),
             ("pause_job", _("Can pause and resume jobs")),
             ("change_schedule", _("Can change job schedules")),
+            ("cancel_run", _("Can cancel running runs")),
         ]
 
 
@@ -179,7 +182,8 @@ class ExecutionQuerySet(models.QuerySet["Execution"]):
         return self.filter(status=Execution.Status.ENQUEUED)
 
     def running(self) -> ExecutionQuerySet:
-        return self.filter(status=Execution.Status.RUNNING)
+        """Runs going on: running, or running past their timeout."""
+        return self.filter(status__in=RUNNING_STATES)
 
     def unfinished(self) -> ExecutionQuerySet:
         """Runs that may still start or end: enqueued or running."""
@@ -266,8 +270,11 @@ class Execution(models.Model):
     class Status(models.TextChoices):
         ENQUEUED = "enqueued", _("Enqueued for a task worker")
         RUNNING = "running", _("Running")
+        OVERRUNNING = "overrunning", _("Running past its timeout")
         SUCCEEDED = "succeeded", _("Succeeded")
         FAILED = "failed", _("Failed")
+        TIMED_OUT = "timed_out", _("Timed out")
+        CANCELLED = "cancelled", _("Cancelled")
         MISSED = "missed", _("Missed")
         SKIPPED = "skipped", _("Skipped")
         INTERRUPTED = "interrupted", _("Interrupted")
@@ -346,6 +353,8 @@ class Execution(models.Model):
         blank=True,
         help_text=_("Set on a failed run whose next attempt waits for its time; cleared as it starts."),
     )
+    cancel_requested_at = models.DateTimeField(_("cancel requested at"), null=True, blank=True)
+    cancel_requested_by = models.CharField(_("cancel requested by"), max_length=150, blank=True)
     late_outcome = models.JSONField(
         _("outcome after it was recorded interrupted"),
         null=True,
@@ -372,11 +381,49 @@ class Execution(models.Model):
             models.Index(fields=["status"], name="scheduling_exec_status_idx"),
         ]
 
+    # Set where the run starts, in memory only (see scheduling.runs.live): when its timeout
+    # passes, on time.monotonic() (the same clock in every process of the machine), and the flag
+    # the scheduler raises when someone asks to cancel it.
+    _deadline: float | None = None
+    _cancel: threading.Event | None = None
+    _cancel_checked = 0.0
+
     def __str__(self) -> str:
         return f"{self.job_id} @ {self.scheduled_at:%Y-%m-%d %H:%M:%S} ({self.status})"
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A run handed to a child process crosses as a pickle; an Event does not pickle.
+        state = dict(super().__getstate__())
+        state.pop("_cancel", None)
+        return state
 
-UNFINISHED = (Execution.Status.ENQUEUED, Execution.Status.RUNNING)
+    @property
+    def deadline_passed(self) -> bool:
+        """True once the job's timeout has passed, for a job that can stop early (``timeout=``)."""
+        return self._deadline is not None and time.monotonic() >= self._deadline
+
+    @property
+    def cancel_requested(self) -> bool:
+        """True once someone asked to cancel this run, for a job that can stop early.
+
+        In the scheduler's threads it is a flag the scheduler raises; in a child process or a task
+        worker the row is read again, at most once a second.
+        """
+        if self._cancel is not None:
+            return self._cancel.is_set()
+        stale = time.monotonic() - self._cancel_checked >= 1
+        if self.cancel_requested_at is None and self.pk is not None and stale:
+            self._cancel_checked = time.monotonic()
+            self.cancel_requested_at = (
+                Execution.objects.filter(pk=self.pk).values_list("cancel_requested_at", flat=True).first()
+            )
+        return self.cancel_requested_at is not None
+
+
+RUNNING_STATES = (Execution.Status.RUNNING, Execution.Status.OVERRUNNING)
+"""The states of a run whose code is going on (or may be: a thread cannot be stopped)."""
+
+UNFINISHED = (Execution.Status.ENQUEUED, *RUNNING_STATES)
 """The states of a run still to end; such rows are never pruned."""
 
 

@@ -15,6 +15,7 @@ from django.urls import reverse
 from django.views.decorators.cache import never_cache
 
 from scheduling import api, safejson, validation
+from scheduling.models import Execution
 
 ERROR_STATUSES = {
     "400": "Invalid input: a parameter or the body breaks a rule (``field`` names it).",
@@ -284,6 +285,23 @@ def _paths() -> dict[str, Any]:
                 "responses": {**_ok("The run", "RunDetail"), **_errors((*_READ, "404"))},
             }
         },
+        "/api/runs/{run_id}/cancel/": {
+            "post": {
+                "operationId": "cancelRun",
+                "summary": "Cancel a run",
+                "description": (
+                    "Needs `scheduling.cancel_run`. A run waiting for a task worker is cancelled at once "
+                    "(200); a running one is stopped by the process running it and recorded cancelled "
+                    "when it has ended (202). 409: the run has ended already."
+                ),
+                "parameters": [{**_integer("run_id", "path", 1, 2**63 - 1, "The run's id."), "example": 1}],
+                "responses": {
+                    **_ok("Cancelled before it started", "CancelReply"),
+                    **_ok("Cancel requested", "CancelReply", "202"),
+                    **_errors(_ACT),
+                },
+            }
+        },
     }
 
 
@@ -317,7 +335,7 @@ def _schemas() -> dict[str, Any]:
             "scheduled_at": time,
             "started_at": time,
             "finished_at": time,
-            "status": {"type": "string"},
+            "status": {"type": "string", "enum": [status.value for status in Execution.Status]},
             "duration": _nullable("number"),
             "origin": {"type": "string"},
             "requested_by": {"type": "string"},
@@ -341,6 +359,8 @@ def _schemas() -> dict[str, Any]:
                 **time,
                 "description": "When the next attempt of this failed run starts; null: none is pending.",
             },
+            "cancel_requested_at": time,
+            "cancel_requested_by": {"type": "string"},
         },
     }
     return {
@@ -391,6 +411,16 @@ def _schemas() -> dict[str, Any]:
                     "properties": {
                         "job": {"type": "string", "description": "The id of the job it is a run of."}
                     },
+                },
+            ]
+        },
+        "CancelReply": {
+            "allOf": [
+                _ref("RunDetail"),
+                {
+                    "type": "object",
+                    "required": ["result"],
+                    "properties": {"result": {"type": "string", "enum": ["cancelled", "cancel requested"]}},
                 },
             ]
         },

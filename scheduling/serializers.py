@@ -50,6 +50,8 @@ def run_data(run: Execution) -> dict[str, Any]:
         "attempt": run.attempt,
         "attempts": run.attempts,
         "next_attempt_at": iso(run.retry_at),
+        "cancel_requested_at": iso(run.cancel_requested_at),
+        "cancel_requested_by": run.cancel_requested_by,
     }
 
 

@@ -15,6 +15,7 @@ urlpatterns = [
     path("api/maintenance/", api.maintenance, name="api-maintenance"),
     path("api/runs/", api.run_list, name="api-runs"),
     path("api/runs/<int:run_id>/", api.run_detail, name="api-run"),
+    path("api/runs/<int:run_id>/cancel/", api.cancel, name="api-run-cancel"),
     path("api/jobs/", api.job_list, name="api-jobs"),
     # Job ids may contain slashes; the action routes come first so they are not read as ids.
     path("api/jobs/<path:job_id>/run/", api.run, name="api-job-run"),

@@ -47,6 +47,7 @@ MAX_RETRIES = 100
 MAX_RETRY_BACKOFF = DAY
 MAX_RETRY_BACKOFF_MAX = 7 * DAY
 MAX_RETRY_ON = 32  # exception classes one job's retry_on may name
+MAX_USER_LENGTH = 150  # a user name, as Django's auth stores it
 OPTION_NAMES = ("max_instances", "coalesce", "misfire_grace_time", "executor", "timeout")
 RETRY_OPTION_NAMES = ("retries", "retry_backoff", "retry_backoff_max", "retry_on")
 

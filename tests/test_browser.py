@@ -223,3 +223,30 @@ def test_a_maintenance_window_set_in_the_admin(page, live_server, admin_user, sc
     assert "Paused for maintenance" not in page.inner_text("#scheduler-status")
     assert page.is_visible("#maintenance-form input[name=reason]")
     page.screenshot(path=ARTIFACTS / "11-maintenance-off.png", full_page=True)
+
+
+def test_cancelling_a_running_run_from_the_admin(page, live_server, admin_user, scheduler_process) -> None:
+    scheduler_process("config.jobs,tests.support.browser_jobs")
+    log_in(page, live_server, admin_user)
+    page.click("text=Long export")
+    page.click("button[name=run]")
+    page.wait_for_selector("text=Asked the scheduler to run 1 job now.")
+    run = wait_for(
+        lambda: Execution.objects.filter(job_id="browser.long", status="running").first(), timeout=30
+    )
+
+    # The job's page lists the run with a Cancel button beside it.
+    reload_until(page, "Running")
+    page.click("#recent-runs button[name=cancel]")
+    page.wait_for_selector(f"text=Asked to cancel run {run.pk} of browser.long")
+    cancelled = wait_for(lambda: Execution.objects.filter(pk=run.pk, status="cancelled").first(), timeout=30)
+    assert cancelled.exception == f"Cancelled by {admin_user.username}: its process was stopped"
+    assert cancelled.duration is not None
+    assert cancelled.duration < 60
+
+    # The run's own page says who cancelled it, and offers no Cancel button any more.
+    page.goto(f"{live_server.url}/admin/scheduling/execution/{run.pk}/change/")
+    assert "Cancelled" in page.inner_text("#content")
+    assert f"by {admin_user.username} at" in page.inner_text("#content")
+    assert not page.is_visible("button[name=cancel]")
+    page.screenshot(path=ARTIFACTS / "12-run-cancelled.png", full_page=True)

@@ -36,14 +36,16 @@ def one_of_each() -> None:
 @pytest.mark.usefixtures("one_of_each")
 def test_each_state_has_its_filter() -> None:
     assert job_ids(Execution.objects.enqueued()) == ["enqueued"]
-    assert job_ids(Execution.objects.running()) == ["running"]
-    assert job_ids(Execution.objects.unfinished()) == ["enqueued", "running"]
+    assert job_ids(Execution.objects.running()) == ["overrunning", "running"]
+    assert job_ids(Execution.objects.unfinished()) == ["enqueued", "overrunning", "running"]
     assert job_ids(Execution.objects.finished()) == [
+        "cancelled",
         "failed",
         "interrupted",
         "missed",
         "skipped",
         "succeeded",
+        "timed_out",
     ]
     assert job_ids(Execution.objects.completed()) == ["failed", "succeeded"]
     assert job_ids(Execution.objects.interrupted()) == ["interrupted"]
@@ -70,13 +72,13 @@ def test_mark_interrupted_changes_only_runs_still_running(
     django_assert_num_queries: DjangoAssertNumQueries,
 ) -> None:
     with django_assert_num_queries(1):
-        assert Execution.objects.mark_interrupted("Interrupted: the test stopped it") == 1
+        assert Execution.objects.mark_interrupted("Interrupted: the test stopped it") == 2
 
     interrupted = Execution.objects.get(job_id="running")
     assert interrupted.status == Status.INTERRUPTED
     assert interrupted.exception == "Interrupted: the test stopped it"
     assert interrupted.finished_at is not None
-    assert job_ids(Execution.objects.interrupted()) == ["interrupted", "running"]
+    assert job_ids(Execution.objects.interrupted()) == ["interrupted", "overrunning", "running"]
     assert Execution.objects.mark_interrupted("again") == 0
 
 

@@ -3,23 +3,32 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.admin.models import CHANGE, LogEntry
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
+from django.views.decorators.http import require_POST
 
-from scheduling.models import Execution, ScheduledJob, SchedulerInstance
+from scheduling import control
+from scheduling.models import UNFINISHED, Execution, Job, ScheduledJob, SchedulerInstance
 from scheduling.schedules import format_local
 
 STATUS_COLOURS: dict[str, str] = {
     Execution.Status.ENQUEUED: "#8250df",
     Execution.Status.RUNNING: "#1f6feb",
+    Execution.Status.OVERRUNNING: "#bf8700",
     Execution.Status.SUCCEEDED: "#1a7f37",
     Execution.Status.FAILED: "#cf222e",
+    Execution.Status.TIMED_OUT: "#a40e26",
+    Execution.Status.CANCELLED: "#57606a",
     Execution.Status.MISSED: "#9a6700",
     Execution.Status.SKIPPED: "#6e7781",
     Execution.Status.INTERRUPTED: "#bc4c00",
@@ -58,6 +67,31 @@ class JobFilter(admin.SimpleListFilter):
         return queryset.filter(job_id=self.value()) if self.value() else queryset
 
 
+def cancel_run(request: HttpRequest, run_id: int) -> None:
+    """Cancel a run for the admin user of ``request``, audited on its job, with a message."""
+    try:
+        run = control.cancel(run_id, request.user.get_username())
+    except (control.UnknownRunError, control.RunEndedError) as exc:
+        messages.error(request, str(exc))
+        return
+    if (job := Job.objects.filter(pk=run.job_id).first()) is not None:
+        LogEntry.objects.log_actions(
+            cast(int, request.user.pk),
+            [job],
+            CHANGE,
+            change_message=f"Asked to cancel run {run.pk}",
+            single_object=True,
+        )
+    if run.status == Execution.Status.CANCELLED:
+        messages.success(request, _("Run %(run)s was cancelled before it started.") % {"run": run.pk})
+    else:
+        messages.success(
+            request,
+            _("Asked to cancel run %(run)s of %(job)s: it is stopped within a few seconds.")
+            % {"run": run.pk, "job": run.job_id},
+        )
+
+
 @admin.register(Execution)
 class ExecutionAdmin(ReadOnlyAdmin):
     list_display = [
@@ -73,8 +107,21 @@ class ExecutionAdmin(ReadOnlyAdmin):
     list_filter = ["status", JobFilter, "origin", "ran_in", "scheduled_at"]
     search_fields = ["job_id", "exception", "task_id"]
     show_full_result_count = False
+    change_form_template = "admin/scheduling/execution/change_form.html"
     fieldsets = [
-        (None, {"fields": ["job_id", "coloured_status", "attempt_of", "started_by", "arguments"]}),
+        (
+            None,
+            {
+                "fields": [
+                    "job_id",
+                    "coloured_status",
+                    "attempt_of",
+                    "started_by",
+                    "arguments",
+                    "cancelled_by",
+                ]
+            },
+        ),
         (_("Where it ran"), {"fields": ["ran_in", "hostname", "pid", "task_id", "instance"]}),
         (_("Timing"), {"fields": ["scheduled", "started", "finished", "run_time"]}),
         (_("Error"), {"fields": ["exception", "full_traceback"]}),
@@ -83,6 +130,7 @@ class ExecutionAdmin(ReadOnlyAdmin):
     readonly_fields = [
         "arguments",
         "attempt_of",
+        "cancelled_by",
         "late",
         "coloured_status",
         "started_by",
@@ -92,6 +140,50 @@ class ExecutionAdmin(ReadOnlyAdmin):
         "run_time",
         "full_traceback",
     ]
+
+    def get_urls(self) -> list[URLPattern]:
+        cancel = path(
+            "<int:object_id>/cancel/",
+            self.admin_site.admin_view(require_POST(self.cancel_view)),
+            name="scheduling_execution_cancel",
+        )
+        return [cancel, *super().get_urls()]
+
+    def cancel_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        if not request.user.has_perm("scheduling.cancel_run"):
+            raise PermissionDenied
+        cancel_run(request, object_id)
+        # The job's page has a Cancel button beside each of its runs still going: back to it.
+        back = request.POST.get("next", "")
+        if not url_has_allowed_host_and_scheme(back, {request.get_host()}, request.is_secure()):
+            back = reverse("admin:scheduling_execution_change", args=[object_id])
+        return HttpResponseRedirect(back)
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        context = {
+            **(extra_context or {}),
+            "can_cancel": request.user.has_perm("scheduling.cancel_run"),
+            "unfinished": [status.value for status in UNFINISHED],
+        }
+        return super().change_view(request, object_id, form_url, context)
+
+    @admin.display(description=_("cancel requested"))
+    def cancelled_by(self, obj: Execution) -> str:
+        if obj.cancel_requested_at is None:
+            return "-"
+        return str(
+            _("by %(user)s at %(time)s")
+            % {
+                "user": obj.cancel_requested_by or _("a script"),
+                "time": format_local(obj.cancel_requested_at),
+            }
+        )
 
     @admin.display(description=_("arguments"))
     def arguments(self, obj: Execution) -> SafeString | str:

@@ -32,7 +32,7 @@ from scheduling.admin.charts import duration_chart
 from scheduling.admin.history import status_badge
 from scheduling.forms import JobAddForm, JobScheduleForm, RunArgumentsForm
 from scheduling.legacy import old_meaning
-from scheduling.models import Execution, Job, Maintenance, ScheduledJob
+from scheduling.models import UNFINISHED, Execution, Job, Maintenance, ScheduledJob
 from scheduling.placement import DEFAULT_ALIAS, Placement, RunsIn
 from scheduling.preview import next_runs
 from scheduling.queries import schedule_summary, scheduler_status
@@ -587,6 +587,8 @@ class JobAdmin(admin.ModelAdmin):
             "can_run": self.has_run_permission(request),
             "can_pause": self.has_pause_permission(request),
             "can_reset": self.has_schedule_permission(request),
+            "can_cancel": request.user.has_perm("scheduling.cancel_run"),
+            "unfinished": [status.value for status in UNFINISHED],
         }
         return super().change_view(request, object_id, form_url, context)
 

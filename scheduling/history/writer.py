@@ -21,7 +21,7 @@ from django.db import connections
 from scheduling.history.attempts import retry_times
 from scheduling.history.retry import retrying
 from scheduling.history.rows import Outcome
-from scheduling.models import Execution
+from scheduling.models import RUNNING_STATES, Execution
 from scheduling.sql import update_rows
 
 OUTCOME_FIELDS = ["status", "started_at", "finished_at", "duration", "exception", "traceback"]
@@ -55,7 +55,11 @@ def finish_all(finished: list[tuple[Execution, Outcome]]) -> int:
         ]
         # In SQL, the conditions of Execution.objects.running() here and .interrupted() below.
         return update_rows(
-            Execution, rows, FINISHED_FIELDS, "AND status = %s", [Execution.Status.RUNNING.value]
+            Execution,
+            rows,
+            FINISHED_FIELDS,
+            "AND status IN (%s, %s)",
+            [state.value for state in RUNNING_STATES],
         )
 
     written = retrying(write, f"record the outcome of {len(finished)} run(s)")

@@ -15,6 +15,7 @@ from apscheduler.job import Job
 
 from scheduling.history.rows import Origin
 from scheduling.models import Execution
+from scheduling.policy import RunPolicy
 
 
 class RunTarget(Protocol):
@@ -34,8 +35,9 @@ class RunTarget(Protocol):
     def row(self, job: Job, scheduled_at: datetime, origin: Origin) -> Execution:
         """The history row a run here starts with: running, or enqueued for a worker."""
 
-    def submit(self, job: Job, executions: list[Execution], origin: Origin) -> int:
-        """Start reserved runs whose rows are recorded; returns how many could not start."""
+    def submit(self, job: Job, executions: list[Execution], origin: Origin, policy: RunPolicy) -> int:
+        """Start reserved runs whose rows are recorded, bounded by the job's run ``policy``
+        (its timeout); returns how many could not start."""
 
 
 def slots_left(job: Job, busy: int) -> int:

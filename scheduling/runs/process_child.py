@@ -38,7 +38,7 @@ PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 def set_up() -> None:
-    """The pool's initializer: tie the child's life to the scheduler's, then set Django up (a
+    """Tie the child's life to the scheduler's, then set Django up (a
     spawned child inherits DJANGO_SETTINGS_MODULE and sys.path only)."""
     die_with_parent()
     import django
@@ -66,8 +66,20 @@ def _kill_self_when_ready(sentinel: int) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def ready() -> None:
-    """Nothing: submitted to start a child ahead of its first run."""
+READY = "ready"  # what a child sends once Django is set up
+
+
+def serve(connection: multiprocessing.connection.Connection) -> None:
+    """A child's life: set up, then run each call received and send back its outcome, until the
+    scheduler closes its end of the pipe (or stops the child)."""
+    set_up()
+    connection.send(READY)
+    while True:
+        try:
+            request = connection.recv()
+        except EOFError:
+            return
+        connection.send(call(*request))
 
 
 def call(

@@ -19,6 +19,7 @@ from scheduling.history.retry import retrying
 from scheduling.history.rows import Origin, describe_exception
 from scheduling.models import Execution
 from scheduling.placement import Placement, RunsIn
+from scheduling.policy import RunPolicy
 from scheduling.runs.base import slots_left
 from scheduling.runs.task_calls import frozen
 from scheduling.signals import notify
@@ -64,8 +65,11 @@ class TaskWorkerTarget:
         """An enqueued row, with the frozen call a worker runs even if the job left the store."""
         return self.recorder.running_row(job.id, scheduled_at, origin, ran_in=self.runs_in, call=frozen(job))
 
-    def submit(self, job: Job, executions: list[Execution], origin: Origin) -> int:
-        """Enqueue runs already recorded as enqueued, then record their task ids in one UPDATE."""
+    def submit(self, job: Job, executions: list[Execution], origin: Origin, policy: RunPolicy) -> int:
+        """Enqueue runs already recorded as enqueued, then record their task ids in one UPDATE.
+
+        The worker reads the job's run policy itself when it takes the run.
+        """
         from scheduling.runs import worker_task  # loads the tasks framework only for sites that use it
 
         placement = Placement.of(job.executor)

@@ -13,6 +13,7 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from apscheduler.job import Job
@@ -25,17 +26,24 @@ from scheduling.history.recorder import Recorder
 from scheduling.history.rows import SCHEDULED, Origin, Outcome, missed_message
 from scheduling.models import Execution
 from scheduling.placement import RunsIn
+from scheduling.policy import RunPolicy
 from scheduling.runs.base import slots_left
 from scheduling.runs.call import arguments_of, call_job
+from scheduling.runs.live import LiveRun, LiveRuns
 from scheduling.signals import notify
 
 logger = logging.getLogger(__name__)
 
 # How a run's function is called: on the supervising thread itself, or in a child process.
-Caller = Callable[[Job, Execution | None], Outcome]
+Caller = Callable[[Job, Execution, LiveRun], Outcome]
 
 
-def call_here(job: Job, execution: Execution | None) -> Outcome:
+class RunAbandoned(Exception):
+    """The run's caller gave it up (the scheduler is stopping): no outcome is written, so its row
+    stays running until the runner records it interrupted."""
+
+
+def call_here(job: Job, execution: Execution, live: LiveRun) -> Outcome:
     return call_job(job.id, job.func, *arguments_of(job.args, job.kwargs, execution))
 
 
@@ -53,6 +61,7 @@ class ThreadTarget:
         # Runs of each job still going in other schedulers (see history.housekeeping.running_elsewhere):
         # they count against max_instances too, until they end or are recorded interrupted.
         self.elsewhere: dict[str, int] = {}
+        self.live = LiveRuns()  # the runs going on, by execution: deadlines and cancel flags
 
     def count_busy(self, jobs: list[Job]) -> None:
         """Nothing to count: the runs going on here are counted as they start and end."""
@@ -75,18 +84,29 @@ class ThreadTarget:
     def row(self, job: Job, scheduled_at: datetime, origin: Origin) -> Execution:
         return self.recorder.running_row(job.id, scheduled_at, origin, ran_in=self.runs_in)
 
-    def submit(self, job: Job, executions: list[Execution], origin: Origin) -> int:
-        return self.supervise(job, executions, origin, call_here)
+    def submit(self, job: Job, executions: list[Execution], origin: Origin, policy: RunPolicy) -> int:
+        return self.supervise(job, executions, origin, policy, call_here, stoppable=False)
 
-    def supervise(self, job: Job, executions: list[Execution], origin: Origin, caller: Caller) -> int:
+    def supervise(
+        self,
+        job: Job,
+        executions: list[Execution],
+        origin: Origin,
+        policy: RunPolicy,
+        caller: Caller,
+        stoppable: bool,
+    ) -> int:
         """Run a reserved job on a pool thread for fires already recorded as running; returns the
         runs not started (all of them when the pool no longer takes work: the scheduler stops)."""
         if not executions:  # its fires had rows already: another scheduler ran them
             self.release(job)
             return 0
         run_times = [execution.scheduled_at for execution in executions]
+        control = RunControl(self.live, policy.timeout, stoppable)
         try:
-            future = self._pool.submit(run_job, job, run_times, self.recorder, origin, executions, caller)
+            future = self._pool.submit(
+                run_job, job, run_times, self.recorder, origin, executions, caller, control
+            )
         except RuntimeError:  # "cannot schedule new futures after shutdown"
             self.release(job)
             return len(executions)
@@ -124,6 +144,15 @@ class ThreadTarget:
             return dict(self._running)
 
 
+@dataclass(frozen=True)
+class RunControl:
+    """What bounds the runs of one submission: where they are registered, and their timeout."""
+
+    live: LiveRuns
+    timeout: int | None = None
+    stoppable: bool = False  # a child process is stopped at its deadline; a thread only flagged
+
+
 def run_job(
     job: Job,
     run_times: list[datetime],
@@ -131,6 +160,7 @@ def run_job(
     origin: Origin = SCHEDULED,
     executions: list[Execution] | None = None,
     caller: Caller = call_here,
+    control: RunControl | None = None,
 ) -> None:
     """Run one job for each of its due fire times, recording each.
 
@@ -142,7 +172,7 @@ def run_job(
             # CONN_MAX_AGE decides whether they are kept after it.
             close_old_connections()
             execution = executions[number] if executions else None
-            _run_once(job, run_time, recorder, origin, execution, caller)
+            _run_once(job, run_time, recorder, origin, execution, caller, control or RunControl(LiveRuns()))
     finally:
         close_old_connections()
 
@@ -154,6 +184,7 @@ def _run_once(
     origin: Origin,
     execution: Execution | None,
     caller: Caller,
+    control: RunControl,
 ) -> None:
     message = missed_message(datetime.now(UTC) - run_time, job.misfire_grace_time)
     # A retry starts after its backoff, late by design: the misfire rule is for the first attempt.
@@ -174,14 +205,28 @@ def _run_once(
         if execution is None:
             return
     notify(signals.job_started, execution)
+    live = control.live.start(execution, control.timeout, control.stoppable)
     token = context.current.set(execution)
     try:
-        outcome = caller(job, execution)
+        outcome = cancelled(caller(job, execution, live), live)
+    except RunAbandoned as exc:
+        logger.info("Job %s: %s", job.id, exc)
+        return
     finally:
         context.current.reset(token)
+        control.live.end(live)
     signal = signals.job_succeeded if outcome.status == Execution.Status.SUCCEEDED else signals.job_failed
     _finish(recorder, execution, outcome, signal)
     notify(signal, execution)
+
+
+def cancelled(outcome: Outcome, live: LiveRun) -> Outcome:
+    """The outcome of a run someone asked to cancel: *cancelled, by whom*, however it ended."""
+    if not live.cancel.is_set() or outcome.status in (Execution.Status.CANCELLED, Execution.Status.TIMED_OUT):
+        return outcome
+    ended = dict(Execution.Status.choices)[outcome.status].lower()
+    message = f"Cancelled by {live.cancelled_by or 'a script'}; the job returned ({ended}) after the request"
+    return replace(outcome, status=Execution.Status.CANCELLED, exception=message)
 
 
 def _finish(recorder: Recorder, execution: Execution, outcome: Outcome, signal: Signal) -> None:

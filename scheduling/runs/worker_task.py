@@ -16,11 +16,13 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
+from collections.abc import Callable
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from apscheduler.job import Job
-from django.db import close_old_connections
+from django.db import DatabaseError, close_old_connections
 from django.utils import timezone
 
 from scheduling import context, signals
@@ -30,7 +32,11 @@ from scheduling.models import Execution, maintenance_in_force
 from scheduling.placement import Placement, RunsIn
 from scheduling.runs import task_calls
 from scheduling.runs.call import call_job
+from scheduling.runs.live import LiveRuns
+from scheduling.runs.processes import ProcessPool
+from scheduling.runs.threads import cancelled
 from scheduling.signals import notify
+from scheduling.store import policies_of
 
 if TYPE_CHECKING:
     from django.tasks import Task, TaskContext, task, task_backends
@@ -48,6 +54,8 @@ else:
 
 logger = logging.getLogger(__name__)
 
+
+CANCEL_CHECK_INTERVAL = 1.0  # seconds between looks for a cancel request of the run going on
 
 # A worker that lost the race to another (a task delivered twice at once) or to the timeout.
 TAKEN_MEANWHILE = "Not run: its run left the enqueued state while this worker was taking it"
@@ -108,11 +116,7 @@ def run_enqueued(execution_id: int, task_id: str) -> Outcome | str:
     if not _claim(execution, task_id):
         return TAKEN_MEANWHILE
     notify(signals.job_started, execution)
-    token = context.current.set(execution)
-    try:
-        outcome = call_job(execution.job_id, function, call.args, call.kwargs)
-    finally:
-        context.current.reset(token)
+    outcome = _call_bounded(execution, call, function)
     if not finish_all([(execution, outcome)]):
         logger.warning(
             "Job %s %s, but its run had been recorded as interrupted meanwhile (SCHEDULING_TASK_TIMEOUT)",
@@ -125,6 +129,50 @@ def run_enqueued(execution_id: int, task_id: str) -> Outcome | str:
         execution,
     )
     return outcome
+
+
+def _call_bounded(execution: Execution, call: task_calls.Call, function: Callable[..., Any]) -> Outcome:
+    """Call the job, within its timeout and open to a cancel.
+
+    A job with a timeout runs in a child process of this worker, stopped at the deadline or on a
+    cancel like a run in the scheduler's process pool; any other run is called here, where it
+    can only be told (``current_run().cancel_requested``). A thread of this worker looks for a
+    cancel request once a second while the run goes on.
+    """
+    timeout = policies_of([execution.job_id])[execution.job_id].timeout
+    live_runs = LiveRuns()
+    live = live_runs.start(execution, timeout, stoppable=timeout is not None)
+    done = threading.Event()
+    watcher = threading.Thread(
+        target=_watch, args=(live_runs, done), name="scheduling-run-watch", daemon=True
+    )
+    watcher.start()
+    token = context.current.set(execution)
+    try:
+        if timeout is None:
+            outcome = call_job(execution.job_id, function, call.args, call.kwargs)
+        else:
+            pool = ProcessPool(1)
+            try:
+                outcome = pool.call(execution.job_id, call.func_ref, call.args, call.kwargs, execution, live)
+            finally:
+                pool.shutdown()
+    finally:
+        context.current.reset(token)
+        done.set()
+        watcher.join()
+        live_runs.end(live)
+    return cancelled(outcome, live)
+
+
+def _watch(live_runs: LiveRuns, done: threading.Event) -> None:
+    while not done.wait(CANCEL_CHECK_INTERVAL):
+        try:
+            live_runs.check()
+        # The run goes on whatever the database says; the next look may get through.
+        except DatabaseError as exc:
+            logger.warning("Could not look for a cancel request: %s", exc)
+    close_old_connections()
 
 
 def _enqueued(execution_id: object) -> Execution | str:

@@ -28,11 +28,10 @@ from scheduling.history.recorder import Recorder
 from scheduling.history.rows import SCHEDULED, Origin, describe_exception, missed_message
 from scheduling.models import Execution, maintenance_in_force
 from scheduling.placement import Placement, RunsIn
-from scheduling.policy import DEFAULT as DEFAULT_POLICY
 from scheduling.policy import RunPolicy
 from scheduling.runs.base import RunTarget
 from scheduling.signals import notify
-from scheduling.store import JobStore, due_retries, flag_broken, pending_retries
+from scheduling.store import JobStore, due_retries, flag_broken, pending_retries, policies_of
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +112,7 @@ class Dispatcher:
         origin: Origin,
         take: Callable[[], bool],
         skip: str | None = None,
-        policy: RunPolicy = DEFAULT_POLICY,
+        policy: RunPolicy | None = None,
         waiting: int = 0,
     ) -> None:
         """Run ``job`` now, as requested at ``requested_at``: record the run (fenced), then
@@ -122,7 +121,8 @@ class Dispatcher:
 
         Recording first means a leader that loses the lease in between leaves the request for
         the next one; the unique (job, scheduled time) row makes taking it twice harmless.
-        ``policy`` is the job's (its retries), ``waiting`` its pending retries (they hold slots).
+        ``policy`` is the job's (read here when not given), ``waiting`` its pending retries
+        (they hold slots).
         """
         if skip is not None:
             logger.info("Not running job %s now, as requested: %s", job.id, skip)
@@ -141,6 +141,7 @@ class Dispatcher:
             )
             take()
             return
+        policy = policies_of([job.id])[job.id] if policy is None else policy
         row = target.row(job, requested_at, origin)
         row.attempts = policy.attempts
         try:
@@ -158,7 +159,7 @@ class Dispatcher:
             origin.requested_by or "a script",
             "" if origin.args is None and origin.kwargs is None else ", with arguments of its own",
         )
-        target.submit(job, started, origin)
+        target.submit(job, started, origin, policy)
 
     def _hand_over(self, plans: list[_Plan], fence: Fence | None) -> int:
         """Record the plans' rows in one INSERT, then start their runs; returns runs not started."""
@@ -169,7 +170,9 @@ class Dispatcher:
         unstarted = 0
         for plan in plans:
             if plan.reserved:
-                unstarted += plan.target.submit(plan.job, runs.get(plan.job.id, []), SCHEDULED)
+                unstarted += plan.target.submit(
+                    plan.job, runs.get(plan.job.id, []), SCHEDULED, self.store.policy(plan.job.id)
+                )
             for row in plan.rows:
                 if row.status == Execution.Status.MISSED and row.pk is not None:
                     notify(signals.job_missed, row)
@@ -296,7 +299,7 @@ class Dispatcher:
             return
         pending[job.id] = others
         logger.info("Retrying job %s: attempt %d of %d", job.id, attempt, failed.attempts)
-        target.submit(job, started, origin)
+        target.submit(job, started, origin, policies_of([job.id])[job.id])
 
     def _take_retry(self, failed: Execution) -> bool:
         fence = self.recorder.fence

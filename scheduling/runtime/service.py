@@ -133,6 +133,7 @@ class Runner:
             if time.monotonic() >= deadline:
                 return False
             try:
+                self.thread_runs.live.check()
                 if self.active and not self.leadership.claim():
                     self.active = False
                     logger.warning(
@@ -149,6 +150,8 @@ class Runner:
         return self.active and self.leadership.held
 
     def _on_tick(self) -> None:
+        # Runs go on whether or not this scheduler still leads: a step-down does not stop them.
+        self.thread_runs.live.check()
         if self.stopping:
             return  # Runner.stop releases the lease and records the rest: nothing to lead any more
         self._lead()

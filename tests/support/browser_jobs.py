@@ -9,3 +9,5 @@ job(interval={"hours": 1}, id="browser.hourly", name="Hourly sync")(jobs.succeed
 job(interval={"hours": 1}, id="browser.writer", name="Argument writer", args=["unused.json"])(
     jobs.write_arguments
 )
+# Never fired in a test (hourly); run now, then cancelled from the admin while it sleeps.
+job(interval={"hours": 1}, id="browser.long", name="Long export", runs_in="processes", args=[120])(jobs.sleep)

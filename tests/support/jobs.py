@@ -118,3 +118,39 @@ def fail_until(path: str, failures: int, error: str = "ConnectionError") -> None
         count = len(calls_so_far.readlines())
     if count <= failures:
         raise getattr(builtins, error)(f"attempt {count} fails on purpose")
+
+
+def stop_at_deadline(path: str) -> None:
+    """A cooperative job: works in small steps until its timeout passes, then returns early."""
+    run = current_run()
+    assert run is not None
+    with open(path, "a") as notes:
+        notes.write("started\n")
+    deadline = time.monotonic() + 60
+    while not run.deadline_passed and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with open(path, "a") as notes:
+        notes.write(f"deadline passed: {run.deadline_passed}\n")
+
+
+def stop_when_cancelled(path: str) -> None:
+    """A cooperative job: works in small steps until someone cancels it (or a minute passes)."""
+    run = current_run()
+    assert run is not None
+    with open(path, "a") as notes:
+        notes.write(f"started {os.getpid()}\n")
+    deadline = time.monotonic() + 60
+    while not run.cancel_requested and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with open(path, "a") as notes:
+        notes.write(f"cancel requested: {run.cancel_requested}\n")
+
+
+def ignore_sigterm_and_sleep(path: str, seconds: float) -> None:
+    """A job that SIGTERM cannot stop: only SIGKILL ends it early."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    with open(path, "a") as notes:
+        notes.write(f"started {os.getpid()}\n")
+    time.sleep(seconds)
+    with open(path, "a") as notes:
+        notes.write("finished\n")

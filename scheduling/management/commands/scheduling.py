@@ -79,8 +79,8 @@ def interval_seconds(value: str) -> int:
 
 class Command(BaseCommand):
     help = (
-        "List and operate scheduled jobs: list, show, run, pause, resume, status, prune, preview, "
-        "maintenance, token."
+        "List and operate scheduled jobs: list, show, run, cancel, pause, resume, status, prune, "
+        "preview, maintenance, token."
     )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -144,6 +144,10 @@ class Command(BaseCommand):
             "--until",
             help="ISO 8601, e.g. 2026-12-24T06:00; without an offset, in the site's TIME_ZONE. "
             "The pause lifts itself then (default: only with off).",
+        )
+        cancel = subcommand("cancel", "Cancel a run: stop it if it is going on, or before it starts.")
+        cancel.add_argument(
+            "run_id", type=bounded("run_id", 2**63 - 1), help="The run's id, as listed by show."
         )
         subcommand("status", "Is a scheduler active? Exits with status 1 when none is.")
         prune = subcommand("prune", "Delete old execution history now.")
@@ -243,6 +247,19 @@ class Command(BaseCommand):
             raise CommandError(f"Invalid arguments for {options['job_ids'][0]} ({exc.field}): {exc}") from exc
         if not scheduler_status().alive:
             self.stderr.write("No scheduler is running: the runs start when 'manage.py runscheduler' does.")
+
+    def _cancel(self, options: dict[str, Any]) -> None:
+        try:
+            run = control.cancel(options["run_id"], f"cli:{getpass.getuser()}")
+        except (control.UnknownRunError, control.RunEndedError) as exc:
+            raise CommandError(f"{exc}; nothing was cancelled") from None
+        if run.status == Execution.Status.CANCELLED:
+            text = f"Run {run.pk} of {run.job_id}: cancelled before it started"
+            result = "cancelled"
+        else:
+            text = f"Run {run.pk} of {run.job_id}: cancel requested; it is stopped within a few seconds"
+            result = "cancel requested"
+        self._emit(options, {**run_data(run), "job": run.job_id, "result": result}, text)
 
     def _pause(self, options: dict[str, Any]) -> None:
         self._each(options, control.pause, "paused")
