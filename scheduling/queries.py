@@ -188,9 +188,21 @@ def schedule_summary(job_id: str) -> str:
     grace = "none" if job.misfire_grace_time is None else f"{job.misfire_grace_time} s"
     placement = Placement.of(job.executor)
     where = "" if placement.runs_in == RunsIn.THREADS else f", runs in {placement.describe()}"
-    timeout = policies_of([job_id])[job_id].timeout
-    limit = "" if timeout is None else f", timeout {timeout} s"
+    policy = policies_of([job_id])[job_id]
+    limit = "" if policy.timeout is None else f", timeout {policy.timeout} s"
+    limit += retry_summary(policy)
     return (
         f"{describe(job.trigger)}; max instances {job.max_instances}, "
         f"coalesce {'on' if job.coalesce else 'off'}, misfire grace {grace}{limit}{where}"
+    )
+
+
+def retry_summary(policy: RunPolicy) -> str:
+    """ ", retries 3 (backoff 30 s, at most 3600 s, on builtins.ConnectionError)", or nothing."""
+    if not policy.retries:
+        return ""
+    on = f", on {', '.join(policy.retry_on)}" if policy.retry_on else ""
+    return (
+        f", retries {policy.retries} (backoff {policy.retry_backoff} s, "
+        f"at most {policy.retry_backoff_max} s{on})"
     )

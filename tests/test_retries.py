@@ -25,6 +25,7 @@ from scheduling.history.recorder import Recorder
 from scheduling.history.rows import Origin, Outcome
 from scheduling.models import Execution, ScheduledJob
 from scheduling.policy import RunPolicy
+from scheduling.queries import schedule_summary
 from scheduling.runs.processes import ProcessPool
 from scheduling.runs.targets import run_targets
 from scheduling.runs.threads import ThreadTarget
@@ -479,3 +480,14 @@ def test_the_policy_read_of_a_failure_is_retried_with_its_write_when_the_connect
     assert writer.finish_all([(run, failed())]) == 1
     run.refresh_from_db()
     assert (run.status, run.retry_at is not None, len(calls)) == ("failed", True, 2)
+
+
+def test_a_change_of_retries_is_in_the_schedules_words_for_the_history_of_changes(registry: dict) -> None:
+    job(id="report", interval=60)(jobs.succeed)
+    sync(JobStore(), registry.values())
+    before = schedule_summary("report")
+    control.change("report", retries=3, retry_on=["ConnectionError"])
+    assert (
+        schedule_summary("report")
+        == before + ", retries 3 (backoff 30 s, at most 3600 s, on builtins.ConnectionError)"
+    )
