@@ -491,3 +491,17 @@ def test_a_change_of_retries_is_in_the_schedules_words_for_the_history_of_change
         schedule_summary("report")
         == before + ", retries 3 (backoff 30 s, at most 3600 s, on builtins.ConnectionError)"
     )
+
+
+def test_a_retry_of_a_paused_job_is_not_run_and_says_why(
+    registry: dict, dispatcher: Dispatcher, tmp_path: Path
+) -> None:
+    store = declare(registry, tmp_path / "calls", failures=0)
+    dispatcher.store = store
+    failed_run = pending_retry()
+    control.pause("flaky")
+    dispatcher.run_retries(timezone.now())
+    failed_run.refresh_from_db()
+    assert failed_run.retry_at is None
+    assert failed_run.exception.endswith("Not retried: the job was paused")
+    assert Execution.objects.filter(job_id="flaky").count() == 1

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from apscheduler.job import Job
+from django.db import DatabaseError
 
 from scheduling import signals
 from scheduling.fencing import Fence, FenceLost
@@ -256,7 +257,8 @@ class Dispatcher:
         for failed in failed_runs:
             try:
                 self._retry(failed, pending, pause.skip_message if pause is not None else None)
-            except FenceLost:
+            # The lease, or the database, is the loop's to handle (it stands down, or backs off).
+            except (FenceLost, DatabaseError):
                 raise
             # One run's retry failing to start is that run's problem, never the pass's.
             except Exception:
@@ -281,6 +283,9 @@ class Dispatcher:
             return
         if job is None:
             self._not_retried(failed, "the job is no longer in the store")
+            return
+        if job.next_run_time is None:  # paused: an operator stopped its runs, retries included
+            self._not_retried(failed, "the job was paused")
             return
         target = self.target(job)
         target.count_busy([job])
