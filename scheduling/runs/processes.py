@@ -117,6 +117,9 @@ class ProcessPool:
                 child = self._take()
             except EOFError as exc:
                 return self._failed(job_id, exc, started_at)
+            if live is not None and live.timeout is not None:
+                # Counted from when the code starts: not the wait for a child, nor a spawn.
+                live.execution._deadline = time.monotonic() + live.timeout
             try:
                 child.connection.send((job_id, func_ref, tuple(args), dict(kwargs), execution))
                 outcome = self._outcome(child, live)

@@ -22,7 +22,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from apscheduler.job import Job
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError, close_old_connections, connections
 from django.utils import timezone
 
 from scheduling import context, signals
@@ -172,7 +172,7 @@ def _watch(live_runs: LiveRuns, done: threading.Event) -> None:
         # The run goes on whatever the database says; the next look may get through.
         except DatabaseError as exc:
             logger.warning("Could not look for a cancel request: %s", exc)
-    close_old_connections()
+    connections.close_all()  # this thread's own connection, which would otherwise outlive it
 
 
 def _enqueued(execution_id: object) -> Execution | str:
