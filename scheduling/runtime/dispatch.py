@@ -27,7 +27,7 @@ from scheduling import signals
 from scheduling.fencing import Fence, FenceLost
 from scheduling.history.recorder import Recorder
 from scheduling.history.rows import SCHEDULED, Origin, describe_exception, missed_message
-from scheduling.models import Execution, maintenance_in_force
+from scheduling.models import Execution, ExecutionQuerySet, maintenance_in_force
 from scheduling.placement import Placement, RunsIn
 from scheduling.policy import RunPolicy
 from scheduling.runs.base import RunTarget
@@ -306,14 +306,18 @@ class Dispatcher:
         logger.info("Retrying job %s: attempt %d of %d", job.id, attempt, failed.attempts)
         target.submit(job, started, origin, policies_of([job.id])[job.id])
 
-    def _take_retry(self, failed: Execution) -> bool:
+    def _fenced(self, failed: Execution) -> ExecutionQuerySet:
+        """The failed run's row, to change only while this scheduler still holds the lease."""
         fence = self.recorder.fence
         runs = Execution.objects.filter(pk=failed.pk)
-        return bool((runs if fence is None else runs.filter(fence.exists())).take_retry())
+        return runs if fence is None else runs.filter(fence.exists())
+
+    def _take_retry(self, failed: Execution) -> bool:
+        return bool(self._fenced(failed).take_retry())
 
     def _not_retried(self, failed: Execution, why: str) -> None:
         logger.warning("Job %s: run %s not retried: %s", failed.job_id, failed.pk, why)
-        Execution.objects.filter(pk=failed.pk).awaiting_retry().update(
+        self._fenced(failed).awaiting_retry().update(
             retry_at=None, exception=f"{failed.exception}\n\nNot retried: {why}"
         )
 
