@@ -17,7 +17,6 @@ with the package, before the app registry is ready.
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -26,13 +25,8 @@ from django.utils.translation import gettext as _
 from scheduling import validation
 from scheduling.schedules import ScheduleError, job_zone
 
-logger = logging.getLogger(__name__)
-
-MAX_NAME_LENGTH = 100  # Calendar.name
 MAX_LABEL_LENGTH = 100  # CalendarPeriod.label
-MAX_CALENDARS_PER_JOB = 10
 MAX_PERIODS = 1000  # per calendar: all of them are read whenever a job of the calendar is due
-MAX_PERIOD = 366 * validation.DAY  # one date-time range may last up to a year
 WEEKEND = (5, 6)  # Saturday, Sunday
 
 

@@ -400,6 +400,12 @@ def test_the_command_lists_and_shows_calendars(registry: dict) -> None:
     assert data["periods"][0] == {"day": "2026-12-24", "start": None, "end": None, "label": "Christmas Eve"}
     assert data["jobs"] == ["report"]
 
+    out = io.StringIO()
+    with time_machine.travel(utc(2026, 12, 23, 12, 0)):
+        call_command("scheduling", "show", "report", "--next", "2", stdout=out)
+    assert "  calendars: Holidays DE" in out.getvalue()
+    assert 'skips 2026-12-24 09:00: calendar "Holidays DE" (Christmas Eve)' in out.getvalue()
+
     with pytest.raises(CommandError, match="No calendar named 'Nope'"):
         call_command("scheduling", "calendars", "show", "Nope")
     with pytest.raises(CommandError, match="needs the name"):
@@ -530,5 +536,8 @@ def test_the_job_form_assigns_calendars_and_the_job_page_previews_without_them(
     response = admin_client.post(url, data)
     assert response.status_code == 302, response.context["adminform"].form.errors
     assert policies_of(["report"])["report"].calendars == ("Holidays DE",)
-    shown = admin_client.get(url).content.decode().replace("&quot;", '"')
+    with CaptureQueriesContext(connection) as queries:
+        shown = admin_client.get(url).content.decode().replace("&quot;", '"')
+    calendar_queries = [query for query in queries.captured_queries if "scheduling_calendar" in query["sql"]]
+    assert len(calendar_queries) == 2  # the form's choices, and the preview's calendars
     assert f'skips {tomorrow:%Y-%m-%d} 09:00: calendar "Holidays DE" (Christmas Eve)' in shown

@@ -208,6 +208,10 @@ class Command(BaseCommand):
             f"  schedule: {job.schedule}",
             f"  next run: {format_local(job.next_run)}",
             f"  state:    {job.state}",
+        ]
+        if job.calendars:
+            lines.append(f"  calendars: {', '.join(job.calendars)}")
+        lines += [
             "  recent runs:" if runs else "  no runs yet",
         ]
         for run in runs:
