@@ -99,6 +99,7 @@ def job(
     task_backend: str | None = None,
     task_queue: str | None = None,
     timeout: int | None = None,
+    calendars: list[str] | tuple[str, ...] = (),
     **unknown: Any,
 ) -> Any:
     """Declare ``func`` as a scheduled job.
@@ -117,6 +118,10 @@ def job(
     ``timeout`` (seconds) bounds a run: the process pool and task workers stop it at the
     deadline and record it *timed out*; a run in threads cannot be stopped and is recorded
     *overrunning* (see README, "Controlling runs").
+
+    ``calendars`` names exclusion calendars (``scheduling.calendar``, or made in the admin): a
+    fire inside one of their periods is recorded *skipped* instead of running. That each exists
+    is checked at scheduler start, when the database can be read.
     """
 
     def decorate(function: F) -> F:
@@ -140,6 +145,7 @@ def job(
                     "coalesce": coalesce,
                     "misfire_grace_time": misfire_grace_time,
                     "timeout": timeout,
+                    "calendars": calendars,
                 },
                 placement=Placement.build(runs_in, task_backend, task_queue),
                 unknown=unknown,

@@ -15,12 +15,13 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 # The option names of a run policy, as @job, control.change, the admin and the API take them.
-POLICY_NAMES = ("timeout",)
+POLICY_NAMES = ("timeout", "calendars")
 
 
 @dataclass(frozen=True)
 class RunPolicy:
     timeout: int | None = None  # seconds a run may take before it is stopped (or flagged overrunning)
+    calendars: tuple[str, ...] = ()  # names of exclusion calendars (scheduling.calendars); a list in JSON
 
     @classmethod
     def from_stored(cls, stored: Mapping[str, Any] | None) -> RunPolicy:
@@ -28,12 +29,19 @@ class RunPolicy:
         if not stored:
             return DEFAULT
         known = {item.name for item in fields(cls)}
-        return cls(**{name: value for name, value in stored.items() if name in known})
+        values = {name: value for name, value in stored.items() if name in known}
+        if "calendars" in values:
+            values["calendars"] = tuple(values["calendars"])
+        return cls(**values)
 
     def stored(self) -> dict[str, Any]:
         """What the ``run_policy`` column holds for this policy: what differs from the defaults."""
         defaults = asdict(DEFAULT)
-        return {name: value for name, value in asdict(self).items() if value != defaults[name]}
+        return {
+            name: list(value) if isinstance(value, tuple) else value
+            for name, value in asdict(self).items()
+            if value != defaults[name]
+        }
 
 
 DEFAULT = RunPolicy()
