@@ -31,9 +31,16 @@ from django.views.decorators.csrf import csrf_exempt
 
 from scheduling import control, safejson, tokens, validation
 from scheduling.models import Execution, Job, Maintenance
-from scheduling.queries import job_page, job_summary, schedule_summary, scheduler_status
+from scheduling.queries import calendar_summaries, job_page, job_summary, schedule_summary, scheduler_status
 from scheduling.schedules import ScheduleError
-from scheduling.serializers import job_data, maintenance_data, next_runs_data, run_data, status_data
+from scheduling.serializers import (
+    calendar_data,
+    job_data,
+    maintenance_data,
+    next_runs_data,
+    run_data,
+    status_data,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +54,14 @@ RUN_FIELDS = {"args", "kwargs", "force"}
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 MAX_CURSOR_LENGTH = 2 * 4 * validation.MAX_TEXT_LENGTH  # the hex of 255 characters of 4 bytes
 SCHEDULE_FIELDS = {"cron", "interval", "date", "timezone", "jitter"}
-OPTION_FIELDS = {"max_instances", "coalesce", "misfire_grace_time", "timeout", *validation.RETRY_OPTION_NAMES}
+OPTION_FIELDS = {
+    "max_instances",
+    "coalesce",
+    "misfire_grace_time",
+    "timeout",
+    "calendars",
+    *validation.RETRY_OPTION_NAMES,
+}
 
 
 class ApiError(Exception):
@@ -258,6 +272,19 @@ def reschedule(request: HttpRequest, user: Any, job_id: str) -> JsonResponse:
     control.change(job_id, schedule=schedule, **options)
     _log(user, job_id, f"Changed the schedule from “{before}” to “{schedule_summary(job_id)}” (API)")
     return JsonResponse(_reply(user, job_id, "rescheduled"))
+
+
+@endpoint("GET", "view_calendar")
+def calendar_list(request: HttpRequest, user: Any) -> JsonResponse:
+    return JsonResponse({"calendars": [calendar_data(found) for found in calendar_summaries()]})
+
+
+@endpoint("GET", "view_calendar")
+def calendar_detail(request: HttpRequest, user: Any, name: str) -> JsonResponse:
+    found = calendar_summaries(validation.text("name", name))
+    if not found:
+        raise ApiError(404, f"No calendar named {name!r}", "unknown_calendar")
+    return JsonResponse(calendar_data(found[0]))
 
 
 @endpoint("GET", "view_job")

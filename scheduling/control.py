@@ -6,6 +6,7 @@ store within ``SCHEDULING_POLL_INTERVAL``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -14,12 +15,14 @@ from apscheduler.job import Job
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.util import ref_to_obj
 from django.utils import timezone
+from django.utils.translation import gettext as _
 from django_apscheduler.models import DjangoJob
 
-from scheduling import declarations, validation
+from scheduling import calendars, declarations, validation
 from scheduling.conf import settings
 from scheduling.models import (
     UNFINISHED,
+    Calendar,
     Execution,
     Maintenance,
     RunRequest,
@@ -270,6 +273,7 @@ def change(job_id: str, *, schedule: dict[str, Any] | None = None, **options: An
     ``scheduling.validation``'s limits before the job is read: InputError names the field.
     """
     options = validation.options(options)
+    check_calendars(options.get("calendars", ()))
     policy = {name: options.pop(name) for name in POLICY_NAMES if name in options}
     if schedule is not None:
         validation.check_spec(schedule)
@@ -311,6 +315,7 @@ def add(
     validation.text("job_id", job_id)
     validation.text("name", name)
     options = validation.options(options)
+    check_calendars(options.get("calendars", ()))
     policy = RunPolicy(**{name: options.pop(name) for name in POLICY_NAMES if name in options})
     validation.check_spec(schedule)
     trigger = build_trigger(schedule)
@@ -359,3 +364,21 @@ def delete(job_id: str) -> None:
         _store().remove_job(job_id)
     except JobLookupError:
         raise UnknownJobError(job_id) from None
+
+
+def calendar_names() -> list[str]:
+    """Every calendar a job may name, sorted: those declared in code and those in the database."""
+    return sorted(set(calendars.registry) | set(Calendar.objects.values_list("name", flat=True)))
+
+
+def check_calendars(names: Iterable[str]) -> None:
+    """Refuse calendar names that are neither declared in code nor in the database (InputError)."""
+    names = list(names)
+    known = set(calendar_names()) if names else set()
+    if unknown := [name for name in names if name not in known]:
+        raise validation.InputError(
+            "calendars",
+            "unknown_calendar",
+            _("calendars: there is no calendar named %(names)s (declare it in code or add it in the admin)")
+            % {"names": ", ".join(f'"{name}"' for name in unknown)},
+        )

@@ -104,6 +104,7 @@ def job(
     retry_backoff: int = DEFAULT_POLICY.retry_backoff,
     retry_backoff_max: int = DEFAULT_POLICY.retry_backoff_max,
     retry_on: Sequence[type[BaseException] | str] = DEFAULT_POLICY.retry_on,
+    calendars: list[str] | tuple[str, ...] = (),
     **unknown: Any,
 ) -> Any:
     """Declare ``func`` as a scheduled job.
@@ -127,6 +128,9 @@ def job(
     n-th retry after ``retry_backoff * 2**(n-1)`` seconds, jittered and capped by
     ``retry_backoff_max``; ``retry_on`` (exception classes or dotted names) limits which
     failures retry (empty: any Exception).
+    ``calendars`` names exclusion calendars (``scheduling.calendar``, or made in the admin): a
+    fire inside one of their periods is recorded *skipped* instead of running. That each exists
+    is checked at scheduler start, when the database can be read.
     """
 
     def decorate(function: F) -> F:
@@ -154,6 +158,7 @@ def job(
                     "retry_backoff": retry_backoff,
                     "retry_backoff_max": retry_backoff_max,
                     "retry_on": retry_on,
+                    "calendars": calendars,
                 },
                 placement=Placement.build(runs_in, task_backend, task_queue),
                 unknown=unknown,

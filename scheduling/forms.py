@@ -17,7 +17,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django_apscheduler.models import DjangoJob
 
-from scheduling import declarations, safejson, validation
+from scheduling import control, declarations, safejson, validation
 from scheduling.conf import settings
 from scheduling.crontab import resolve_wall_time
 from scheduling.models import Job
@@ -150,6 +150,12 @@ class JobScheduleForm(forms.ModelForm):
             "requests.Timeout). Blank: any exception."
         ),
     )
+    calendars = forms.MultipleChoiceField(
+        label=_("Calendars"),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text=_("A fire inside one of their excluded periods is recorded skipped instead of running."),
+    )
 
     runs_in = forms.ChoiceField(
         label=_("Runs in"),
@@ -177,6 +183,8 @@ class JobScheduleForm(forms.ModelForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.spec: dict[str, Any] | None = None
+        calendars = cast(forms.MultipleChoiceField, self.fields["calendars"])
+        calendars.choices = [(name, name) for name in control.calendar_names()]
         self.current_trigger = unpickle(self.instance.job_state).get("trigger") if self.instance.pk else None
         if self.instance.pk and not self.is_bound:
             self.initial.update(initial_values(unpickle(self.instance.job_state)))
@@ -234,6 +242,9 @@ class JobScheduleForm(forms.ModelForm):
         if self.cleaned_data.get(name) is None:
             return getattr(DEFAULT_POLICY, name)
         return self._checked(name, check)
+
+    def clean_calendars(self) -> tuple[str, ...]:
+        return cast(tuple[str, ...], self._checked("calendars", validation.check_calendars))
 
     def _checked(self, name: str, check: Any) -> Any:
         value = self.cleaned_data.get(name)
@@ -295,6 +306,7 @@ class JobScheduleForm(forms.ModelForm):
             "executor": self.placement.alias,
             "timeout": self.cleaned_data["timeout"],
             **{name: self.cleaned_data[name] for name in validation.RETRY_OPTION_NAMES},
+            "calendars": self.cleaned_data["calendars"],
         }
 
 

@@ -535,3 +535,74 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
+
+
+class Calendar(models.Model):
+    """A named set of excluded periods: a job assigned to it does not run inside them.
+
+    Declared in code (``scheduling.calendar``, written here at scheduler start and read-only in
+    the admin) or made in the admin. Jobs name calendars in their run policy (``calendars``);
+    the rule that decides whether an instant is excluded is ``scheduling.calendars``.
+    """
+
+    class Source(models.TextChoices):
+        CODE = "code", _("declared in code")
+        ADMIN = "admin", _("made in the admin")
+
+    name = models.CharField(_("name"), max_length=100, unique=True)
+    description = models.CharField(_("description"), max_length=255, blank=True)
+    timezone = models.CharField(
+        _("time zone"),
+        max_length=64,
+        blank=True,
+        help_text=_("Where its whole days begin and end, and what a weekend is; blank: the site's."),
+    )
+    weekdays_only = models.BooleanField(
+        _("weekdays only"), default=False, help_text=_("Excludes every Saturday and Sunday.")
+    )
+    source = models.CharField(_("source"), max_length=10, choices=Source.choices, default=Source.ADMIN)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = _("calendar")
+        verbose_name_plural = _("calendars")
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class CalendarPeriod(models.Model):
+    """One excluded period of a calendar: a whole ``day`` in the calendar's zone, or ``start``
+    to ``end`` (end excluded). A day is kept as a date, not as two instants, so it stays the day
+    when the calendar's zone changes and lasts 23 or 25 hours across a clock change."""
+
+    calendar = models.ForeignKey(
+        Calendar, verbose_name=_("calendar"), on_delete=models.CASCADE, related_name="periods"
+    )
+    day = models.DateField(
+        _("day"), null=True, blank=True, help_text=_("A whole day; or give start and end.")
+    )
+    start = models.DateTimeField(_("start"), null=True, blank=True)
+    end = models.DateTimeField(
+        _("end"), null=True, blank=True, help_text=_("Excluded up to, not at, this time.")
+    )
+    label = models.CharField(_("label"), max_length=100, blank=True, help_text=_("e.g. Christmas Eve"))
+
+    class Meta:
+        # Days, then ranges, each in time order: the same on every database (NULLs sort apart).
+        ordering = [models.F("day").asc(nulls_last=True), models.F("start").asc(nulls_last=True), "pk"]
+        verbose_name = _("excluded period")
+        verbose_name_plural = _("excluded periods")
+        constraints = [
+            models.CheckConstraint(
+                condition=(
+                    Q(day__isnull=False, start__isnull=True, end__isnull=True)
+                    | Q(day__isnull=True, start__isnull=False, end__isnull=False, end__gt=models.F("start"))
+                ),
+                name="scheduling_period_day_or_range",
+            )
+        ]
+
+    def __str__(self) -> str:
+        when = f"{self.day}" if self.day else f"{self.start} to {self.end}"
+        return f"{when} ({self.label})" if self.label else when

@@ -21,7 +21,7 @@ ERROR_STATUSES = {
     "400": "Invalid input: a parameter or the body breaks a rule (``field`` names it).",
     "401": "Not authenticated: no session and no valid token.",
     "403": "Authenticated, without the permission this needs (or a failed CSRF check).",
-    "404": "No such job or run.",
+    "404": "No such job, run or calendar.",
     "405": "Wrong method; ``Allow`` names the right one.",
     "409": (
         "The job cannot be loaded now (its function was renamed or removed in a deploy; code "
@@ -257,6 +257,30 @@ def _paths() -> dict[str, Any]:
                 "responses": {**_ok("The job as changed", "ActionReply"), **_errors((*_ACT, "413"))},
             }
         },
+        "/api/calendars/": {
+            "get": {
+                "operationId": "listCalendars",
+                "summary": "The exclusion calendars, by name, with their periods and the jobs naming them",
+                "description": "Needs `scheduling.view_calendar`.",
+                "responses": {**_ok("The calendars", "CalendarList"), **_errors(_READ)},
+            }
+        },
+        "/api/calendars/{name}/": {
+            "get": {
+                "operationId": "getCalendar",
+                "summary": "One exclusion calendar",
+                "description": "Needs `scheduling.view_calendar`.",
+                "parameters": [
+                    {
+                        **JOB_ID,
+                        "name": "name",
+                        "description": "The calendar's name; it may contain slashes.",
+                        "example": "Holidays DE",
+                    }
+                ],
+                "responses": {**_ok("The calendar", "Calendar"), **_errors((*_READ, "404"))},
+            }
+        },
         "/api/runs/": {
             "get": {
                 "operationId": "listRuns",
@@ -324,6 +348,11 @@ def _schemas() -> dict[str, Any]:
             "timeout": {
                 "type": ["integer", "null"],
                 "description": "Seconds a run may take; null: no limit.",
+            },
+            "calendars": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Exclusion calendars: fires inside their periods are skipped.",
             },
         },
     }
@@ -482,6 +511,41 @@ def _schemas() -> dict[str, Any]:
                 "text": {"type": "string", "description": "The pause in words, as skipped runs record it."},
             },
         },
+        "Calendar": {
+            "description": "An exclusion calendar: the jobs naming it do not run inside its periods.",
+            "type": "object",
+            "required": ["name", "description", "timezone", "weekdays_only", "source", "jobs", "periods"],
+            "properties": {
+                "name": {"type": "string"},
+                "description": {"type": "string"},
+                "timezone": _nullable(
+                    "string", description="Where its days begin and end; null: the site's."
+                ),
+                "weekdays_only": {"type": "boolean", "description": "Saturdays and Sundays are excluded."},
+                "source": {"type": "string", "enum": ["code", "admin"]},
+                "jobs": {"type": "array", "items": {"type": "string"}, "description": "Jobs naming it."},
+                "periods": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["day", "start", "end", "label"],
+                        "properties": {
+                            "day": _nullable("string", format="date", description="A whole day, or null."),
+                            "start": time,
+                            "end": _nullable(
+                                "string", format="date-time", description="Not excluded itself."
+                            ),
+                            "label": {"type": "string"},
+                        },
+                    },
+                },
+            },
+        },
+        "CalendarList": {
+            "type": "object",
+            "required": ["calendars"],
+            "properties": {"calendars": {"type": "array", "items": _ref("Calendar")}},
+        },
         "MaintenanceState": {
             "type": "object",
             "required": ["maintenance"],
@@ -618,6 +682,20 @@ def _reschedule() -> dict[str, Any]:
                     "Dotted names of the exception classes that retry (builtins.ConnectionError, or "
                     "ConnectionError for a builtin), each a class of a module the server has loaded; "
                     "empty: any Exception."
+                ),
+            },
+            "calendars": {
+                "type": ["array", "null"],
+                "maxItems": validation.MAX_CALENDARS,
+                "uniqueItems": True,
+                "items": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": validation.MAX_CALENDAR_NAME_LENGTH,
+                    "pattern": "\\S",
+                },
+                "description": (
+                    "Names of existing exclusion calendars (400 names an unknown one); [] or null: none."
                 ),
             },
         },

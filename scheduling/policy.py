@@ -15,12 +15,13 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 # The option names of a run policy, as @job, control.change, the admin and the API take them.
-POLICY_NAMES = ("timeout", "retries", "retry_backoff", "retry_backoff_max", "retry_on")
+POLICY_NAMES = ("timeout", "calendars", "retries", "retry_backoff", "retry_backoff_max", "retry_on")
 
 
 @dataclass(frozen=True)
 class RunPolicy:
     timeout: int | None = None  # seconds a run may take before it is stopped (or flagged overrunning)
+    calendars: tuple[str, ...] = ()  # names of exclusion calendars (scheduling.calendars); a list in JSON
     # Failed runs are tried again (see scheduling.history.attempts): up to ``retries`` more
     # attempts, the n-th after about retry_backoff * 2**(n-1) seconds (jittered, at most
     # retry_backoff_max), only for exceptions of the classes in ``retry_on`` (dotted names;
@@ -45,7 +46,10 @@ class RunPolicy:
         if not stored:
             return DEFAULT
         known = {item.name for item in fields(cls)}
-        return cls(**{name: value for name, value in stored.items() if name in known})
+        values = {name: value for name, value in stored.items() if name in known}
+        if "calendars" in values:
+            values["calendars"] = tuple(values["calendars"])
+        return cls(**values)
 
     def stored(self) -> dict[str, Any]:
         """What the ``run_policy`` column holds for this policy: what differs from the defaults."""

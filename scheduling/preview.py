@@ -2,30 +2,38 @@
 
 One list for the CLI (``scheduling preview``, ``scheduling show --next``), the admin's job page
 and the API's job detail. Runs are the slots the schedule defines; jitter is described (and its
-cap), not drawn, so the list is the same every time it is asked for.
+cap), not drawn, so the list is the same every time it is asked for. Fires a job's exclusion
+calendars skip are left out, and the next run listed says which were skipped and why.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, replace
 from typing import Any
 
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.date import DateTrigger
+from django.db.models import JSONField, OuterRef, Subquery
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django_apscheduler.models import DjangoJob
 
+from scheduling.calendars import CalendarRule, exclusion
 from scheduling.crontab import CrontabTrigger, is_ambiguous, resolve_wall_time
 from scheduling.dates import LocalDateTrigger
 from scheduling.interval import ElapsedIntervalTrigger
+from scheduling.models import ScheduledJob
+from scheduling.policy import RunPolicy
 from scheduling.schedules import ScheduleError, build_trigger, job_zone
-from scheduling.store import unpickle
+from scheduling.store import calendar_rules, unpickle
 
 logger = logging.getLogger(__name__)
 UTC = dt.UTC
+MAX_SCANNED = 1000  # fires looked at to find the next runs outside a job's calendars
+SKIPS_LISTED = 3  # skipped fires one run's note names; more are counted
 
 
 @dataclass(frozen=True)
@@ -173,9 +181,66 @@ def preview_schedule(spec: dict[str, Any], count: int, start: dt.datetime | str 
     return next_runs(trigger, count, moment)
 
 
+def job_runs(
+    trigger: BaseTrigger, count: int, calendars: Collection[str] = (), after: dt.datetime | None = None
+) -> list[Run]:
+    """A job's next runs: :func:`next_runs` without the fires its ``calendars`` exclude (one
+    query reads them, only when there are any)."""
+    if not calendars:
+        return next_runs(trigger, count, after)
+    found = calendar_rules(calendars)
+    return runs_outside(trigger, count, [found[name] for name in calendars if name in found], after)
+
+
+def runs_outside(
+    trigger: BaseTrigger, count: int, rules: list[CalendarRule], after: dt.datetime | None = None
+) -> list[Run]:
+    """Up to ``count`` runs that no rule excludes, looking at MAX_SCANNED fires at most; each
+    run's note names the fires skipped since the run before it (``skips 2026-12-24 09:00:
+    calendar "Holidays DE" (Christmas Eve)``)."""
+    cursor = after or timezone.now()
+    kept: list[Run] = []
+    skipped: list[str] = []
+    scanned = 0
+    while len(kept) < count and scanned < MAX_SCANNED:
+        batch = next_runs(trigger, min(count, MAX_SCANNED - scanned), cursor)
+        for run in batch:
+            if (found := exclusion(run.at, rules)) is not None:
+                skipped.append(
+                    _("skips %(when)s: %(why)s") % {"when": f"{run.at:%Y-%m-%d %H:%M}", "why": found.reason}
+                )
+                continue
+            kept.append(_with_skips(run, skipped))
+            skipped = []
+            if len(kept) == count:
+                break
+        if not batch or isinstance(trigger, DateTrigger):
+            break
+        scanned += len(batch)
+        cursor = batch[-1].at + dt.timedelta(microseconds=1)
+    return kept
+
+
+def _with_skips(run: Run, skipped: list[str]) -> Run:
+    if not skipped:
+        return run
+    notes = skipped[:SKIPS_LISTED]
+    if len(skipped) > SKIPS_LISTED:
+        notes.append(_("and %(count)s more skipped") % {"count": len(skipped) - SKIPS_LISTED})
+    if run.note:
+        notes.append(run.note)
+    return replace(run, note="; ".join(notes))
+
+
 def stored_job_runs(job_id: str, count: int, after: dt.datetime | None = None) -> list[Run]:
     """A stored job's next runs (none when paused, finished or unreadable), without importing it."""
-    row = DjangoJob.objects.filter(id=job_id).only("next_run_time", "job_state").first()
+    policy = ScheduledJob.objects.filter(id=OuterRef("id")).values("run_policy")[:1]
+    row = (
+        DjangoJob.objects.filter(id=job_id)
+        .annotate(policy=Subquery(policy, output_field=JSONField()))
+        .only("next_run_time", "job_state")
+        .first()
+    )
     if row is None or row.next_run_time is None:
         return []
     try:
@@ -183,7 +248,7 @@ def stored_job_runs(job_id: str, count: int, after: dt.datetime | None = None) -
     except Exception:  # a state that cannot be read is the broken-job flag's business, not the preview's
         logger.debug("Job %s: its state cannot be read; no preview", job_id)
         return []
-    return next_runs(trigger, count, after)
+    return job_runs(trigger, count, RunPolicy.from_stored(row.policy).calendars, after)
 
 
 def _start(value: dt.datetime | str | None, zone: dt.tzinfo) -> dt.datetime:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -11,7 +11,15 @@ from django.db.models import Count, Q
 from django.utils import timezone
 from django_apscheduler.models import DjangoJob
 
-from scheduling.models import Execution, Maintenance, ScheduledJob, SchedulerInstance, maintenance_in_force
+from scheduling.calendars import Period
+from scheduling.models import (
+    Calendar,
+    Execution,
+    Maintenance,
+    ScheduledJob,
+    SchedulerInstance,
+    maintenance_in_force,
+)
 from scheduling.placement import Placement, RunsIn
 from scheduling.policy import RunPolicy
 from scheduling.schedules import describe
@@ -80,6 +88,7 @@ class JobSummary:
     next_run: datetime | None
     state: str
     timeout: int | None = None
+    calendars: tuple[str, ...] = ()
 
 
 def job_summaries(job_ids: Collection[str] | None = None, limit: int | None = None) -> list[JobSummary]:
@@ -123,7 +132,14 @@ def _summary(job: Job, scheduled_job: ScheduledJob | None) -> JobSummary:
         state += ", overridden outside the code"
     policy = RunPolicy.from_stored(scheduled_job.run_policy if scheduled_job else None)
     return JobSummary(
-        job.id, job.name, job.func_ref, describe(job.trigger), job.next_run_time, state, policy.timeout
+        job.id,
+        job.name,
+        job.func_ref,
+        describe(job.trigger),
+        job.next_run_time,
+        state,
+        policy.timeout,
+        policy.calendars,
     )
 
 
@@ -191,6 +207,8 @@ def schedule_summary(job_id: str) -> str:
     policy = policies_of([job_id])[job_id]
     limit = "" if policy.timeout is None else f", timeout {policy.timeout} s"
     limit += retry_summary(policy)
+    if policy.calendars:
+        limit += ", calendars " + ", ".join(f'"{name}"' for name in policy.calendars)
     return (
         f"{describe(job.trigger)}; max instances {job.max_instances}, "
         f"coalesce {'on' if job.coalesce else 'off'}, misfire grace {grace}{limit}{where}"
@@ -206,3 +224,51 @@ def retry_summary(policy: RunPolicy) -> str:
         f", retries {policy.retries} (backoff {policy.retry_backoff} s, "
         f"at most {policy.retry_backoff_max} s{on})"
     )
+
+
+def jobs_naming(names: Iterable[str]) -> dict[str, list[str]]:
+    """The ids of the jobs that name each of ``names`` among their calendars, in one query.
+
+    The names are in a JSON column, and not every database can search inside one (SQLite and
+    MariaDB have no JSON containment), so the jobs with a run policy are read and looked into.
+    """
+    wanted = set(names)
+    found: dict[str, list[str]] = {name: [] for name in wanted}
+    rows = ScheduledJob.objects.exclude(run_policy={}).order_by("id").values_list("id", "run_policy")
+    for job_id, stored in rows:
+        for name in RunPolicy.from_stored(stored).calendars:
+            if name in wanted:
+                found[name].append(job_id)
+    return found
+
+
+@dataclass(frozen=True)
+class CalendarSummary:
+    name: str
+    description: str
+    timezone: str  # blank: the site's
+    weekdays_only: bool
+    source: str
+    periods: tuple[Period, ...]
+    jobs: tuple[str, ...]  # the ids of the jobs that name it
+
+
+def calendar_summaries(name: str | None = None) -> list[CalendarSummary]:
+    """Every calendar (or the one named), with its periods and its jobs, in three queries."""
+    found = Calendar.objects.prefetch_related("periods")
+    if name is not None:
+        found = found.filter(name=name)
+    rows = list(found)
+    naming = jobs_naming(row.name for row in rows)
+    return [
+        CalendarSummary(
+            row.name,
+            row.description,
+            row.timezone,
+            row.weekdays_only,
+            row.source,
+            tuple(Period(item.label, item.day, item.start, item.end) for item in row.periods.all()),
+            tuple(naming[row.name]),
+        )
+        for row in rows
+    ]

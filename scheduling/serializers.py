@@ -7,7 +7,7 @@ from typing import Any
 
 from scheduling.models import Execution, Maintenance
 from scheduling.preview import stored_job_runs
-from scheduling.queries import JobSummary, SchedulerStatus
+from scheduling.queries import CalendarSummary, JobSummary, SchedulerStatus
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -23,6 +23,28 @@ def job_data(job: JobSummary) -> dict[str, Any]:
         "next_run": iso(job.next_run),
         "state": job.state,
         "timeout": job.timeout,
+        "calendars": list(job.calendars),
+    }
+
+
+def calendar_data(calendar: CalendarSummary) -> dict[str, Any]:
+    """A calendar: periods are a whole ``day`` (ISO date) or ``start``/``end`` (ISO instants)."""
+    return {
+        "name": calendar.name,
+        "description": calendar.description,
+        "timezone": calendar.timezone or None,
+        "weekdays_only": calendar.weekdays_only,
+        "source": calendar.source,
+        "jobs": list(calendar.jobs),
+        "periods": [
+            {
+                "day": period.day.isoformat() if period.day else None,
+                "start": iso(period.start),
+                "end": iso(period.end),
+                "label": period.label,
+            }
+            for period in calendar.periods
+        ],
     }
 
 

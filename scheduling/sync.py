@@ -26,12 +26,13 @@ from datetime import datetime
 from typing import Any
 
 from apscheduler.job import Job
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 from django_apscheduler.models import DjangoJob
 
-from scheduling.declarations import Declaration
-from scheduling.models import ScheduledJob
+from scheduling.calendars import CalendarDeclaration
+from scheduling.declarations import Declaration, JobDeclarationError
+from scheduling.models import Calendar, CalendarPeriod, ScheduledJob
 from scheduling.schedules import build_trigger
 from scheduling.store import JobStore, flag_broken
 
@@ -258,3 +259,43 @@ SYNCED_FIELDS = [
     "import_error_at",
     "updated_at",
 ]
+
+
+def sync_calendars(calendars: Iterable[CalendarDeclaration], jobs: Iterable[Declaration]) -> None:
+    """Write the calendars declared in code to the database, at scheduler start, before the jobs.
+
+    The code wins: a calendar of that name takes the declaration's contents (one made in the
+    admin under that name becomes the code's). A code calendar the code no longer declares is
+    kept, as if made in the admin, so the jobs naming it keep their exclusions; it is logged.
+
+    :raises JobDeclarationError: a declared job names a calendar that exists nowhere.
+    """
+    declared = {declaration.name: declaration for declaration in calendars}
+    with transaction.atomic():
+        for declaration in declared.values():
+            row, _ = Calendar.objects.update_or_create(
+                name=declaration.name,
+                defaults={
+                    "description": declaration.description,
+                    "timezone": declaration.timezone,
+                    "weekdays_only": declaration.weekdays_only,
+                    "source": Calendar.Source.CODE,
+                },
+            )
+            row.periods.all().delete()
+            CalendarPeriod.objects.bulk_create(
+                CalendarPeriod(calendar=row, label=item.label, day=item.day, start=item.start, end=item.end)
+                for item in declaration.periods
+            )
+        gone = Calendar.objects.filter(source=Calendar.Source.CODE).exclude(name__in=list(declared))
+        for name in gone.values_list("name", flat=True):
+            logger.warning("Calendar %r is no longer declared in code: kept, now editable in the admin", name)
+        gone.update(source=Calendar.Source.ADMIN)
+    known = set(Calendar.objects.values_list("name", flat=True))
+    for job in jobs:
+        unknown = [name for name in job.policy.get("calendars", ()) if name not in known]
+        if unknown:
+            raise JobDeclarationError(
+                f"Job {job.id!r} names calendar {unknown[0]!r}, which is neither declared in code "
+                "(scheduling.calendar) nor made in the admin"
+            )

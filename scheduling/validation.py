@@ -24,6 +24,7 @@ from django.utils import timezone as django_timezone
 from django.utils.translation import gettext as _
 
 from scheduling import safejson
+from scheduling.crontab import resolve_wall_time
 from scheduling.schedules import CRON_FIELDS, INTERVAL_UNITS, KINDS, ScheduleError, normalize_spec
 
 DAY = 86400
@@ -48,7 +49,10 @@ MAX_RETRY_BACKOFF = DAY
 MAX_RETRY_BACKOFF_MAX = 7 * DAY
 MAX_RETRY_ON = 32  # exception classes one job's retry_on may name
 MAX_USER_LENGTH = 150  # a user name, as Django's auth stores it
-OPTION_NAMES = ("max_instances", "coalesce", "misfire_grace_time", "executor", "timeout")
+MAX_CALENDARS = 10  # calendars one job names
+MAX_CALENDAR_NAME_LENGTH = 100
+MAX_CALENDAR_PERIOD = 366 * DAY  # one excluded date-time range
+OPTION_NAMES = ("max_instances", "coalesce", "misfire_grace_time", "executor", "timeout", "calendars")
 RETRY_OPTION_NAMES = ("retries", "retry_backoff", "retry_backoff_max", "retry_on")
 
 
@@ -230,6 +234,57 @@ def _import_dotted(field: str, name: str) -> Any:
     )
 
 
+def check_calendars(value: Any) -> tuple[str, ...]:
+    """A job's calendars: a list of distinct names (whether each exists is
+    ``scheduling.calendars.check_known``'s, which needs the database)."""
+    rule = _("a list of at most %(max)s calendar names") % {"max": MAX_CALENDARS}
+    if value is None:
+        return ()
+    if not isinstance(value, (list, tuple)) or len(value) > MAX_CALENDARS:
+        raise _refuse("calendars", rule, value, code="invalid_type")
+    names = tuple(calendar_name("calendars", name) for name in value)
+    if len(set(names)) != len(names):
+        raise _refuse("calendars", _("a list of distinct calendar names"), value, code="duplicate")
+    return names
+
+
+def calendar_name(field: str, value: Any) -> str:
+    name = text(field, value, MAX_CALENDAR_NAME_LENGTH).strip()
+    if not name:
+        raise InputError(field, "required", _("%(field)s must name a calendar") % {"field": field})
+    return name
+
+
+def calendar_period(
+    day: Any, start: Any, end: Any, zone: dt.tzinfo
+) -> tuple[dt.date | None, dt.datetime | None, dt.datetime | None]:
+    """An excluded period: a whole ``day``, or ``start`` to ``end`` (naive: in ``zone``), end
+    after start, at most a year long, within the dates a job can run."""
+    if day is not None:
+        if start is not None or end is not None:
+            raise InputError(
+                "day", "day_or_range", _("day: give a whole day, or a start and an end, not both")
+            )
+        if not isinstance(day, dt.date) or isinstance(day, dt.datetime):
+            raise _refuse("day", _("a date"), day, code="invalid_type")
+        return day, None, None
+    if start is None or end is None:
+        raise InputError("start", "day_or_range", _("start: give a whole day, or a start and an end"))
+    moments = []
+    for field, value in (("start", start), ("end", end)):
+        if not isinstance(value, dt.datetime):
+            raise _refuse(field, _("a date and time"), value, code="invalid_type")
+        moment = resolve_wall_time(value, zone) if value.tzinfo is None else value
+        if not FIRST_DATE <= moment <= LAST_DATE:
+            raise _refuse(field, _("a date from 1970 to 9999"), value)
+        moments.append(moment)
+    if moments[1] <= moments[0]:
+        raise _refuse("end", _("after the start"), end, code="end_before_start")
+    if (moments[1] - moments[0]).total_seconds() > MAX_CALENDAR_PERIOD:
+        raise _refuse("end", _("at most 366 days after the start"), end)
+    return None, moments[0], moments[1]
+
+
 def check_max_instances(value: Any) -> int:
     return whole_number(
         "max_instances",
@@ -316,6 +371,7 @@ def options(values: dict[str, Any]) -> dict[str, Any]:
         "retry_backoff": check_retry_backoff,
         "retry_backoff_max": check_retry_backoff_max,
         "retry_on": check_retry_on,
+        "calendars": check_calendars,
     }
     checked: dict[str, Any] = {name: checks[name](value) for name, value in values.items() if name in checks}
     if "executor" in values:

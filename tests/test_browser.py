@@ -249,4 +249,52 @@ def test_cancelling_a_running_run_from_the_admin(page, live_server, admin_user, 
     assert "Cancelled" in page.inner_text("#content")
     assert f"by {admin_user.username} at" in page.inner_text("#content")
     assert not page.is_visible("button[name=cancel]")
-    page.screenshot(path=ARTIFACTS / "12-run-cancelled.png", full_page=True)
+    page.screenshot(path=ARTIFACTS / "14-run-cancelled.png", full_page=True)
+
+
+def test_a_holiday_added_in_the_admin_is_skipped_by_the_preview_and_the_scheduler(
+    page, live_server, admin_user, scheduler_process
+) -> None:
+    scheduler_process("config.jobs,tests.support.browser_jobs")
+    log_in(page, live_server, admin_user)
+    tomorrow = timezone.localdate() + timedelta(days=1)
+
+    # A calendar with a holiday tomorrow, made in the admin.
+    page.goto(f"{live_server.url}/admin/scheduling/calendar/add/")
+    page.fill("input[name=name]", "Holidays")
+    page.fill("input[name=periods-0-day]", tomorrow.isoformat())
+    page.fill("input[name=periods-0-label]", "Bank holiday")
+    page.screenshot(path=ARTIFACTS / "12-calendar-add.png", full_page=True)
+    page.click("input[name=_save]")
+    page.wait_for_selector("text=was added successfully")
+    assert "1 day" in page.inner_text("#result_list")
+
+    # Assigned to the nightly job: its next-runs preview leaves tomorrow's run out and says why.
+    page.goto(f"{live_server.url}/admin/scheduling/job/browser.nightly/change/")
+    page.check("input[name=calendars][value=Holidays]")
+    page.click("input[name=_continue]")
+    page.wait_for_selector("text=was changed successfully")
+    preview = page.inner_text(".field-preview")
+    assert f'skips {tomorrow:%Y-%m-%d} 03:00: calendar "Holidays" (Bank holiday)' in preview
+    assert f"{tomorrow:%Y-%m-%d} 03:00:00" not in preview.replace(f"skips {tomorrow:%Y-%m-%d} 03:00", "")
+    page.screenshot(path=ARTIFACTS / "13-calendar-preview.png", full_page=True)
+
+    # A blackout window around now, on the heartbeat job: the scheduler records its fires skipped.
+    page.goto(f"{live_server.url}/admin/scheduling/calendar/")
+    page.click("text=Holidays")
+    start, end = timezone.localtime() - timedelta(hours=1), timezone.localtime() + timedelta(hours=1)
+    page.fill("input[name=periods-1-start_0]", start.strftime("%Y-%m-%d"))
+    page.fill("input[name=periods-1-start_1]", start.strftime("%H:%M:%S"))
+    page.fill("input[name=periods-1-end_0]", end.strftime("%Y-%m-%d"))
+    page.fill("input[name=periods-1-end_1]", end.strftime("%H:%M:%S"))
+    page.fill("input[name=periods-1-label]", "Blackout")
+    page.click("input[name=_save]")
+    page.wait_for_selector("text=was changed successfully")
+    page.goto(f"{live_server.url}/admin/scheduling/job/demo.heartbeat/change/")
+    page.check("input[name=calendars][value=Holidays]")
+    page.click("input[name=_save]")
+    page.wait_for_selector("text=was changed successfully")
+    skipped = wait_for(
+        lambda: Execution.objects.filter(job_id="demo.heartbeat", status="skipped").first(), timeout=20
+    )
+    assert skipped.exception == 'Skipped: calendar "Holidays" (Blackout)'

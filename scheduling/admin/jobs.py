@@ -13,7 +13,19 @@ from typing import Any
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied
-from django.db.models import Avg, Case, FloatField, OuterRef, Q, QuerySet, Subquery, TextField, Value, When
+from django.db.models import (
+    Avg,
+    Case,
+    FloatField,
+    JSONField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    TextField,
+    Value,
+    When,
+)
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -34,7 +46,8 @@ from scheduling.forms import JobAddForm, JobScheduleForm, RunArgumentsForm
 from scheduling.legacy import old_meaning
 from scheduling.models import UNFINISHED, Execution, Job, Maintenance, ScheduledJob
 from scheduling.placement import DEFAULT_ALIAS, Placement, RunsIn
-from scheduling.preview import next_runs
+from scheduling.policy import RunPolicy
+from scheduling.preview import job_runs
 from scheduling.queries import schedule_summary, scheduler_status
 from scheduling.schedules import describe, format_local, relative
 from scheduling.store import old_executions, unpickle
@@ -103,6 +116,7 @@ class JobAdmin(admin.ModelAdmin):
             field: Subquery(scheduled_job.values(field))
             for field in ("name", "source", "overridden_at", "undeclared_at")
         }
+        annotations["run_policy"] = Subquery(scheduled_job.values("run_policy"), output_field=JSONField())
         annotations["import_error"] = Coalesce(
             Subquery(scheduled_job.values("import_error")), Value(""), output_field=TextField()
         )
@@ -252,6 +266,7 @@ class JobAdmin(admin.ModelAdmin):
                     "timeout",
                     ("retries", "retry_backoff", "retry_backoff_max"),
                     "retry_on",
+                    "calendars",
                     "runs_in",
                     ("task_backend", "task_queue"),
                 ]
@@ -304,7 +319,8 @@ class JobAdmin(admin.ModelAdmin):
         trigger = _job_state(obj).get("trigger")
         if trigger is None or obj.import_error:
             return "-"
-        runs = next_runs(trigger, 5) if obj.next_run_time else []
+        calendars = RunPolicy.from_stored(obj.run_policy).calendars
+        runs = job_runs(trigger, 5, calendars) if obj.next_run_time else []
         flag = old_meaning(trigger)
         if not runs:
             return str(_("none (paused or finished)"))

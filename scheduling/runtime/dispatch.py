@@ -24,6 +24,7 @@ from apscheduler.job import Job
 from django.db import DatabaseError
 
 from scheduling import signals
+from scheduling.calendars import CalendarRule, exclusion
 from scheduling.fencing import Fence, FenceLost
 from scheduling.history.recorder import Recorder
 from scheduling.history.rows import SCHEDULED, Origin, describe_exception, missed_message
@@ -32,7 +33,7 @@ from scheduling.placement import Placement, RunsIn
 from scheduling.policy import RunPolicy
 from scheduling.runs.base import RunTarget
 from scheduling.signals import notify
-from scheduling.store import JobStore, due_retries, flag_broken, pending_retries, policies_of
+from scheduling.store import JobStore, calendar_rules, due_retries, flag_broken, pending_retries, policies_of
 
 logger = logging.getLogger(__name__)
 
@@ -86,10 +87,11 @@ class Dispatcher:
         # The due query said whether a maintenance pause is on: only then is the pause read.
         pause = maintenance_in_force(now) if self.store.paused_for_maintenance else None
         skip = pause.skip_message if pause is not None else None
+        rules = self._calendars(jobs)
         plans: list[_Plan] = []
         try:
             for job in jobs:
-                if (plan := self._plan_contained(job, now, skip)) is not None:
+                if (plan := self._plan_contained(job, now, skip, rules)) is not None:
                     plans.append(plan)
             unstarted = self._hand_over(plans, fence)
         except BaseException:
@@ -179,17 +181,31 @@ class Dispatcher:
                     notify(signals.job_missed, row)
         return unstarted
 
-    def _plan_contained(self, job: Job, now: datetime, skip: str | None) -> _Plan | None:
+    def _calendars(self, jobs: list[Job]) -> dict[str, CalendarRule]:
+        """The calendars the due jobs name, read in one query, and only when one names any."""
+        names = {name for job in jobs for name in self.store.policy(job.id).calendars}
+        return calendar_rules(names) if names else {}
+
+    def _plan_contained(
+        self, job: Job, now: datetime, skip: str | None, rules: Mapping[str, CalendarRule]
+    ) -> _Plan | None:
         try:
-            return self._plan(job, now, skip)
+            return self._plan(job, now, skip, rules)
         # Whatever one job's trigger or options raise is that job's failure, never the pass's.
         except Exception as exc:
             self._broken(job, exc)
             return None
 
-    def _plan(self, job: Job, now: datetime, skip: str | None = None) -> _Plan:
+    def _plan(
+        self,
+        job: Job,
+        now: datetime,
+        skip: str | None = None,
+        rules: Mapping[str, CalendarRule] | None = None,
+    ) -> _Plan:
         """The rows of ``job``'s due fires; with ``skip`` (a maintenance pause), the fires that
-        would start are recorded skipped with it, and the job moves on as after a run."""
+        would start are recorded skipped with it, and the job moves on as after a run. So are
+        the fires inside a period of the job's calendars (``rules``: those of the pass)."""
         plan = _Plan(job, self.target(job))
         run_times, complete = due_fire_times(job, now)
         if not run_times:
@@ -224,6 +240,12 @@ class Dispatcher:
                 for run_time in on_time
             ]
             return plan
+        if names := self.store.policy(job.id).calendars:
+            on_time = self._outside_calendars(
+                plan, on_time, [rules[n] for n in names if rules and n in rules]
+            )
+            if not on_time:
+                return plan
         waiting = self._pending.get(job.id, 0)
         allowed = plan.target.reserve(job, len(on_time), waiting)
         plan.reserved = allowed > 0
@@ -320,6 +342,26 @@ class Dispatcher:
         self._fenced(failed).awaiting_retry().update(
             retry_at=None, exception=f"{failed.exception}\n\nNot retried: {why}"
         )
+
+    def _outside_calendars(
+        self, plan: _Plan, fires: list[datetime], rules: list[CalendarRule]
+    ) -> list[datetime]:
+        """The fires no calendar excludes; the others get a skipped row naming calendar and period.
+
+        A calendar deleted while a job still names it excludes nothing: its runs go on, as a
+        warning says."""
+        if len(rules) < len(self.store.policy(plan.job.id).calendars):
+            logger.warning("Job %s names a calendar that no longer exists; it excludes nothing", plan.job.id)
+        kept = []
+        for fire in fires:
+            if (found := exclusion(fire, rules)) is None:
+                kept.append(fire)
+                continue
+            logger.info("Job %s: the fire at %s is skipped, %s", plan.job.id, fire, found.reason)
+            plan.rows.append(
+                self.recorder.not_run_row(plan.job.id, fire, Execution.Status.SKIPPED, found.skip_message)
+            )
+        return kept
 
     def _missed(self, job: Job, fires: list[datetime], why: str) -> list[Execution]:
         """Rows for fires that will not run: one each, the oldest beyond a cap sharing one row."""

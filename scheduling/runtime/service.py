@@ -14,7 +14,7 @@ import time
 from django.db import DatabaseError, connections
 from django.utils import timezone
 
-from scheduling import declarations, identity
+from scheduling import calendars, declarations, identity
 from scheduling.conf import settings
 from scheduling.fencing import FenceLost
 from scheduling.history.housekeeping import expire_task_runs, recover_interrupted, running_elsewhere
@@ -33,7 +33,7 @@ from scheduling.runtime.leadership import Leadership
 from scheduling.runtime.loop import Scheduler, drop_broken_connections
 from scheduling.runtime.startup import check_database, check_sqlite_machines
 from scheduling.store import JobStore, policies_of
-from scheduling.sync import SyncReport, sync
+from scheduling.sync import SyncReport, sync, sync_calendars
 
 logger = logging.getLogger(__name__)
 
@@ -188,6 +188,7 @@ class Runner:
         recover_interrupted()
         self.thread_runs.elsewhere = running_elsewhere(self.instance)
         self.recorder.fence = self.leadership.fence
+        sync_calendars(calendars.registry.values(), declarations.registry.values())
         self.sync_report = sync(self.store, declarations.registry.values())
         if any(
             Placement.of(item.executor).runs_in == RunsIn.PROCESSES for item in declarations.registry.values()

@@ -1,5 +1,5 @@
 """Operate the scheduler from a shell or a script: list, show, run, pause, resume, status, prune,
-preview, maintenance.
+preview, maintenance, calendars.
 
 Like the admin, it only writes intent; the running scheduler acts on it. Every subcommand takes
 ``--json`` for scripts; an unknown job id exits with status 1 and says so.
@@ -20,12 +20,19 @@ from django.core.management.base import BaseCommand, CommandError
 from django_apscheduler.models import DjangoJob
 
 from scheduling import control, safejson, tokens, validation
+from scheduling.calendars import check_zone
 from scheduling.history.housekeeping import prune
 from scheduling.models import ApiToken, Execution, Maintenance
 from scheduling.preview import Run, preview_schedule, stored_job_runs
-from scheduling.queries import job_summaries, job_summary, scheduler_status
+from scheduling.queries import (
+    CalendarSummary,
+    calendar_summaries,
+    job_summaries,
+    job_summary,
+    scheduler_status,
+)
 from scheduling.schedules import ScheduleError, format_local
-from scheduling.serializers import iso, job_data, maintenance_data, run_data, status_data
+from scheduling.serializers import calendar_data, iso, job_data, maintenance_data, run_data, status_data
 
 MAX_RUNS = 100
 MAX_PREVIEW = 1000
@@ -80,7 +87,7 @@ def interval_seconds(value: str) -> int:
 class Command(BaseCommand):
     help = (
         "List and operate scheduled jobs: list, show, run, cancel, pause, resume, status, prune, "
-        "preview, maintenance, token."
+        "preview, maintenance, calendars, token."
     )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -149,6 +156,9 @@ class Command(BaseCommand):
         cancel.add_argument(
             "run_id", type=bounded("run_id", 2**63 - 1), help="The run's id, as listed by show."
         )
+        calendars = subcommand("calendars", "The exclusion calendars, or one with its periods and jobs.")
+        calendars.add_argument("action", choices=["list", "show"])
+        calendars.add_argument("name", nargs="?", help="The calendar to show.")
         subcommand("status", "Is a scheduler active? Exits with status 1 when none is.")
         prune = subcommand("prune", "Delete old execution history now.")
         prune.add_argument(
@@ -202,6 +212,10 @@ class Command(BaseCommand):
             f"  schedule: {job.schedule}",
             f"  next run: {format_local(job.next_run)}",
             f"  state:    {job.state}",
+        ]
+        if job.calendars:
+            lines.append(f"  calendars: {', '.join(job.calendars)}")
+        lines += [
             "  recent runs:" if runs else "  no runs yet",
         ]
         for run in runs:
@@ -285,6 +299,33 @@ class Command(BaseCommand):
             else "The scheduler is not paused for maintenance."
         )
         self._emit(options, {"maintenance": maintenance_data(pause)}, text)
+
+    def _calendars(self, options: dict[str, Any]) -> None:
+        if options["action"] == "list":
+            found = calendar_summaries()
+            rows = [
+                f"{item.name:<30} {_excludes(item):<30} {item.source:<6} {item.description}" for item in found
+            ]
+            data = {"calendars": [calendar_data(item) for item in found]}  # as GET /api/calendars/
+            self._emit(options, data, "\n".join(rows) or "No calendars.")
+            return
+        if not options["name"]:
+            raise CommandError("calendars show needs the name of a calendar")
+        matches = calendar_summaries(options["name"])
+        if not matches:
+            raise CommandError(f"No calendar named {options['name']!r}; see 'scheduling calendars list'")
+        item = matches[0]
+        zone = check_zone(item.timezone)
+        zone_name = item.timezone or f"the site's ({zone})"
+        lines = [
+            f"{item.name}: {item.description}" if item.description else item.name,
+            f"  time zone: {zone_name}",
+            f"  source:    {item.source}",
+            f"  excludes:  {_excludes(item)}",
+            f"  jobs:      {', '.join(item.jobs) or 'none'}",
+        ]
+        lines += [f"    {period.describe(zone)}" for period in item.periods]
+        self._emit(options, calendar_data(item), "\n".join(lines))
 
     def _each(self, options: dict[str, Any], act: Any, done: str) -> None:
         unknown = [job_id for job_id in options["job_ids"] if not _exists(job_id)]
@@ -376,6 +417,17 @@ class Command(BaseCommand):
         token = matches.get()
         token.delete()
         self._emit(options, {"revoked": token.prefix}, f"Revoked the API token {token}.")
+
+
+def _excludes(calendar: CalendarSummary) -> str:
+    """weekends, 3 days, 1 range"""
+    days = sum(period.day is not None for period in calendar.periods)
+    parts = ["weekends"] if calendar.weekdays_only else []
+    if days:
+        parts.append(f"{days} day{'s' if days != 1 else ''}")
+    if ranges := len(calendar.periods) - days:
+        parts.append(f"{ranges} range{'s' if ranges != 1 else ''}")
+    return ", ".join(parts) or "nothing"
 
 
 def _pause_parts(pause: Maintenance) -> str:

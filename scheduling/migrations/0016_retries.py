@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('scheduling', '0014_timeouts_and_cancel'),
+        ('scheduling', '0015_calendars'),
     ]
 
     # The new constraint goes in before the old one goes: every existing row is attempt 1, and
