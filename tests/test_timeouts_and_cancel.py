@@ -102,7 +102,7 @@ def test_a_job_that_ignores_sigterm_is_still_stopped_with_sigkill(
 ) -> None:
     monkeypatch.setattr(processes, "STOP_GRACE", 1.0)
     notes = tmp_path / "notes"
-    job(interval=30, id="stubborn", runs_in="processes", timeout=2, args=[str(notes), 60])(
+    job(interval=30, id="stubborn", runs_in="processes", timeout=5, args=[str(notes), 60])(
         jobs.ignore_sigterm_and_sleep
     )
     start_due(registry, dispatcher)
@@ -189,7 +189,7 @@ def test_a_task_worker_stops_a_run_at_its_timeout_in_a_child_process(
 ) -> None:
     monkeypatch.setattr(processes, "STOP_GRACE", 1.0)
     notes = tmp_path / "notes"
-    job(interval=30, id="worker-slow", runs_in="tasks", timeout=2, args=[str(notes), 60])(
+    job(interval=30, id="worker-slow", runs_in="tasks", timeout=5, args=[str(notes), 60])(
         jobs.ignore_sigterm_and_sleep
     )
     start_due(registry, dispatcher)

@@ -39,7 +39,7 @@ def test_the_scheduler_stops_a_stubborn_pool_run_at_its_timeout_and_a_thread_run
     pool_run = ended("stop.pool")
     assert pool_run.status == "timed_out", pool_run.exception
     assert pool_run.exception == (
-        "Timed out: stopped after its timeout of 2 s (with SIGKILL: it had not ended 5 s after SIGTERM)"
+        "Timed out: stopped after its timeout of 5 s (with SIGKILL: it had not ended 5 s after SIGTERM)"
     )
     assert "finished" not in (tmp_path / "pool").read_text()
     thread_run = ended("stop.thread")
