@@ -60,6 +60,7 @@ OPTION_FIELDS = {
     "misfire_grace_time",
     "timeout",
     "calendars",
+    "overlap",
     *validation.RETRY_OPTION_NAMES,
 }
 

@@ -29,10 +29,10 @@ from scheduling.models import (
     ScheduledJob,
     maintenance_in_force,
 )
-from scheduling.placement import DEFAULT_ALIAS
+from scheduling.placement import DEFAULT_ALIAS, Placement
 from scheduling.policy import POLICY_NAMES, RunPolicy
 from scheduling.schedules import build_trigger
-from scheduling.store import JobStore, old_executions, unpickle
+from scheduling.store import JobStore, old_executions, policies_of, unpickle
 from scheduling.sync import apply_declaration
 
 
@@ -168,7 +168,8 @@ def _run_arguments(job_id: str, state: bytes, args: Any, kwargs: Any) -> tuple[A
 def cancel(run_id: int, by: str = "") -> Execution:
     """Cancel the run ``run_id``; returns its row as it now stands.
 
-    A run still waiting for a task worker ends here, cancelled. A running one is stopped by the
+    A run still waiting for a task worker, or queued behind a run still going (overlap policy),
+    ends here, cancelled. A running one is stopped by the
     process running it, within a second or so: the scheduler ends its child process (process
     pool, and task workers for a job with a timeout), a run in threads (or a task worker
     without a timeout) is told through ``current_run().cancel_requested``. Either way it is
@@ -184,6 +185,14 @@ def cancel(run_id: int, by: str = "") -> Execution:
         status=Execution.Status.CANCELLED,
         finished_at=now,
         exception=f"Cancelled by {by or 'a script'} before a task worker took it",
+        cancel_requested_at=now,
+        cancel_requested_by=by,
+    )
+    runs.filter(status=Execution.Status.QUEUED).update(
+        status=Execution.Status.CANCELLED,
+        retry_at=None,
+        finished_at=now,
+        exception=f"Cancelled by {by or 'a script'} while it was queued behind a run still going",
         cancel_requested_at=now,
         cancel_requested_by=by,
     )
@@ -268,8 +277,8 @@ def change(job_id: str, *, schedule: dict[str, Any] | None = None, **options: An
 
     ``options`` are APScheduler job options: max_instances, coalesce, misfire_grace_time, and
     executor (where it runs: a ``scheduling.placement.Placement``'s alias); and the run
-    policy's (timeout, retries, retry_backoff, retry_backoff_max, retry_on; see
-    scheduling.policy). Both are checked against
+    policy's (timeout, calendars, retries, retry_backoff, retry_backoff_max, retry_on,
+    overlap; see scheduling.policy). Both are checked against
     ``scheduling.validation``'s limits before the job is read: InputError names the field.
     """
     options = validation.options(options)
@@ -279,6 +288,8 @@ def change(job_id: str, *, schedule: dict[str, Any] | None = None, **options: An
         validation.check_spec(schedule)
     store = _store()
     job = _lookup(store, job_id)
+    overlap = policy.get("overlap") or policies_of([job_id])[job_id].overlap
+    validation.check_overlap_placement(overlap, Placement.of(options.get("executor", job.executor)).runs_in)
     if policy:
         _change_policy(job_id, policy)
     changes: dict[str, Any] = dict(options)
@@ -317,6 +328,9 @@ def add(
     options = validation.options(options)
     check_calendars(options.get("calendars", ()))
     policy = RunPolicy(**{name: options.pop(name) for name in POLICY_NAMES if name in options})
+    validation.check_overlap_placement(
+        policy.overlap, Placement.of(options.get("executor", DEFAULT_ALIAS)).runs_in
+    )
     validation.check_spec(schedule)
     trigger = build_trigger(schedule)
     store = _store()

@@ -105,6 +105,7 @@ def job(
     retry_backoff_max: int = DEFAULT_POLICY.retry_backoff_max,
     retry_on: Sequence[type[BaseException] | str] = DEFAULT_POLICY.retry_on,
     calendars: list[str] | tuple[str, ...] = (),
+    overlap: str = DEFAULT_POLICY.overlap,
     **unknown: Any,
 ) -> Any:
     """Declare ``func`` as a scheduled job.
@@ -131,6 +132,10 @@ def job(
     ``calendars`` names exclusion calendars (``scheduling.calendar``, or made in the admin): a
     fire inside one of their periods is recorded *skipped* instead of running. That each exists
     is checked at scheduler start, when the database can be read.
+    ``overlap`` says what a fire that finds ``max_instances`` runs going does: ``"skip"``
+    (recorded skipped), ``"queue"`` (run right after one ends; further fires meanwhile
+    skipped) or ``"replace"`` (the oldest running one is cancelled; process pool and task
+    workers only).
     """
 
     def decorate(function: F) -> F:
@@ -159,6 +164,7 @@ def job(
                     "retry_backoff_max": retry_backoff_max,
                     "retry_on": retry_on,
                     "calendars": calendars,
+                    "overlap": overlap,
                 },
                 placement=Placement.build(runs_in, task_backend, task_queue),
                 unknown=unknown,
@@ -206,6 +212,7 @@ def _declare(
         options["misfire_grace_time"] = defaults["misfire_grace_time"]
     options = validation.options(options)
     policy = RunPolicy(**{name: options.pop(name) for name in POLICY_NAMES})
+    validation.check_overlap_placement(policy.overlap, placement.runs_in)
     validation.text("name", name)
     if placement.runs_in == RunsIn.TASKS:
         check_task_placement(placement)

@@ -150,6 +150,17 @@ class JobScheduleForm(forms.ModelForm):
             "requests.Timeout). Blank: any exception."
         ),
     )
+    overlap = forms.ChoiceField(
+        label=_("When a run is still going"),
+        choices=[
+            ("skip", _("skip the fire (recorded skipped)")),
+            ("queue", _("queue the fire: run it once the run going ends")),
+            ("replace", _("replace: cancel the oldest run going, then run (process pool, task workers)")),
+        ],
+        initial=DEFAULT_POLICY.overlap,
+        required=False,  # left out: skip, as before the option existed
+        help_text=_("What a fire does when max instances runs of the job are still going."),
+    )
     calendars = forms.MultipleChoiceField(
         label=_("Calendars"),
         required=False,
@@ -194,6 +205,10 @@ class JobScheduleForm(forms.ModelForm):
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
         self._clean_placement(data)
+        try:
+            validation.check_overlap_placement(data.get("overlap") or "skip", self.placement.runs_in)
+        except validation.InputError as exc:
+            self.add_error("overlap", str(exc))
         kind = data.get("kind")
         if kind not in KIND_FIELD:
             return data
@@ -307,6 +322,7 @@ class JobScheduleForm(forms.ModelForm):
             "timeout": self.cleaned_data["timeout"],
             **{name: self.cleaned_data[name] for name in validation.RETRY_OPTION_NAMES},
             "calendars": self.cleaned_data["calendars"],
+            "overlap": self.cleaned_data["overlap"] or DEFAULT_POLICY.overlap,
         }
 
 

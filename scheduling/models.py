@@ -218,8 +218,16 @@ class ExecutionQuerySet(models.QuerySet["Execution"]):
         return self.exclude(instance=instance)
 
     def awaiting_retry(self) -> ExecutionQuerySet:
-        """Failed runs whose next attempt is still to be taken (see scheduling.history.attempts)."""
+        """Failed runs whose next attempt is still to be taken (see scheduling.history.attempts),
+        and fires queued behind a run still going (overlap policy): both wait for a slot."""
         return self.filter(retry_at__isnull=False)
+
+    def start_queued(self, status: str, **where: Any) -> int:
+        """Start a fire queued behind a run of its job (overlap="queue"): it becomes running (or
+        enqueued) where ``where`` says; 0 if another scheduler started or someone cancelled it."""
+        return self.filter(status=Execution.Status.QUEUED, retry_at__isnull=False).update(
+            status=status, retry_at=None, **where
+        )
 
     def take_retry(self) -> int:
         """Mark a failed run's next attempt as taken; 0 if another scheduler took it first."""
@@ -268,6 +276,7 @@ class Execution(models.Model):
     """One attempt at one fire of one job: exactly one row per job, scheduled time and attempt."""
 
     class Status(models.TextChoices):
+        QUEUED = "queued", _("Queued behind a run still going")
         ENQUEUED = "enqueued", _("Enqueued for a task worker")
         RUNNING = "running", _("Running")
         OVERRUNNING = "overrunning", _("Running past its timeout")
@@ -353,6 +362,11 @@ class Execution(models.Model):
         blank=True,
         help_text=_("Set on a failed run whose next attempt waits for its time; cleared as it starts."),
     )
+    queued = models.BooleanField(
+        _("queued"),
+        default=False,
+        help_text=_("The fire waited for a run of its job still going to end (overlap policy)."),
+    )
     cancel_requested_at = models.DateTimeField(_("cancel requested at"), null=True, blank=True)
     cancel_requested_by = models.CharField(_("cancel requested by"), max_length=150, blank=True)
     late_outcome = models.JSONField(
@@ -423,7 +437,10 @@ class Execution(models.Model):
 RUNNING_STATES = (Execution.Status.RUNNING, Execution.Status.OVERRUNNING)
 """The states of a run whose code is going on (or may be: a thread cannot be stopped)."""
 
-UNFINISHED = (Execution.Status.ENQUEUED, *RUNNING_STATES)
+HANDED_OVER = (Execution.Status.ENQUEUED, *RUNNING_STATES)
+"""The states of a run handed to where it runs: waiting for a task worker, or running."""
+
+UNFINISHED = (Execution.Status.QUEUED, *HANDED_OVER)
 """The states of a run still to end; such rows are never pruned."""
 
 

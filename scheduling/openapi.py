@@ -684,6 +684,15 @@ def _reschedule() -> dict[str, Any]:
                     "empty: any Exception."
                 ),
             },
+            "overlap": {
+                "type": "string",
+                "enum": ["skip", "queue", "replace"],
+                "description": (
+                    "What a fire that finds max_instances runs going does: skip it, queue it, or "
+                    "replace the oldest run (cancelled; process pool and task workers only: 400 for "
+                    "a job in threads)."
+                ),
+            },
             "calendars": {
                 "type": ["array", "null"],
                 "maxItems": validation.MAX_CALENDARS,

@@ -15,7 +15,18 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 # The option names of a run policy, as @job, control.change, the admin and the API take them.
-POLICY_NAMES = ("timeout", "calendars", "retries", "retry_backoff", "retry_backoff_max", "retry_on")
+POLICY_NAMES = (
+    "timeout",
+    "calendars",
+    "retries",
+    "retry_backoff",
+    "retry_backoff_max",
+    "retry_on",
+    "overlap",
+)
+
+# What a fire does when it finds max_instances runs of its job still going.
+OVERLAP_POLICIES = ("skip", "queue", "replace")
 
 
 @dataclass(frozen=True)
@@ -30,6 +41,10 @@ class RunPolicy:
     retry_backoff: int = 30
     retry_backoff_max: int = 3600
     retry_on: tuple[str, ...] = ()
+    # A fire that finds max_instances runs going: "skip" it (recorded skipped), "queue" it (run
+    # once right after a running one ends; others meanwhile skipped), or "replace" the oldest
+    # running one (cancelled; the fire is queued until its process is gone).
+    overlap: str = "skip"
 
     def __post_init__(self) -> None:
         # Stored as a JSON list: a tuple here, so that policies compare equal however they came.

@@ -25,6 +25,7 @@ from django.utils.translation import gettext as _
 
 from scheduling import safejson
 from scheduling.crontab import resolve_wall_time
+from scheduling.policy import OVERLAP_POLICIES
 from scheduling.schedules import CRON_FIELDS, INTERVAL_UNITS, KINDS, ScheduleError, normalize_spec
 
 DAY = 86400
@@ -52,7 +53,15 @@ MAX_USER_LENGTH = 150  # a user name, as Django's auth stores it
 MAX_CALENDARS = 10  # calendars one job names
 MAX_CALENDAR_NAME_LENGTH = 100
 MAX_CALENDAR_PERIOD = 366 * DAY  # one excluded date-time range
-OPTION_NAMES = ("max_instances", "coalesce", "misfire_grace_time", "executor", "timeout", "calendars")
+OPTION_NAMES = (
+    "max_instances",
+    "coalesce",
+    "misfire_grace_time",
+    "executor",
+    "timeout",
+    "calendars",
+    "overlap",
+)
 RETRY_OPTION_NAMES = ("retries", "retry_backoff", "retry_backoff_max", "retry_on")
 
 
@@ -141,6 +150,30 @@ def check_timeout(value: Any) -> int | None:
         MAX_TIMEOUT,
         _("a whole number of seconds from 1 to %(max)s (31 days), or none") % {"max": MAX_TIMEOUT},
     )
+
+
+def check_overlap(value: Any) -> str:
+    if value not in OVERLAP_POLICIES:
+        raise _refuse(
+            "overlap",
+            _("one of %(choices)s") % {"choices": ", ".join(OVERLAP_POLICIES)},
+            value,
+            "invalid_choice",
+        )
+    return str(value)
+
+
+def check_overlap_placement(overlap: str, runs_in: str) -> None:
+    """ "replace" stops a run, which only the process pool and task workers can do."""
+    if overlap == "replace" and runs_in == "threads":
+        raise InputError(
+            "overlap",
+            "invalid_choice",
+            _(
+                "overlap 'replace' cancels the oldest running run, which a thread cannot be made to "
+                "stop: use runs_in='processes' or 'tasks', or overlap 'queue'"
+            ),
+        )
 
 
 def check_retries(value: Any) -> int:
@@ -372,6 +405,7 @@ def options(values: dict[str, Any]) -> dict[str, Any]:
         "retry_backoff_max": check_retry_backoff_max,
         "retry_on": check_retry_on,
         "calendars": check_calendars,
+        "overlap": check_overlap,
     }
     checked: dict[str, Any] = {name: checks[name](value) for name, value in values.items() if name in checks}
     if "executor" in values:

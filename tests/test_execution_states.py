@@ -37,7 +37,7 @@ def one_of_each() -> None:
 def test_each_state_has_its_filter() -> None:
     assert job_ids(Execution.objects.enqueued()) == ["enqueued"]
     assert job_ids(Execution.objects.running()) == ["overrunning", "running"]
-    assert job_ids(Execution.objects.unfinished()) == ["enqueued", "overrunning", "running"]
+    assert job_ids(Execution.objects.unfinished()) == ["enqueued", "overrunning", "queued", "running"]
     assert job_ids(Execution.objects.finished()) == [
         "cancelled",
         "failed",

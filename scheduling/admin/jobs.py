@@ -261,6 +261,7 @@ class JobAdmin(admin.ModelAdmin):
             {
                 "fields": [
                     "max_instances",
+                    "overlap",
                     "coalesce",
                     "misfire_grace_time",
                     "timeout",

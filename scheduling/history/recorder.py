@@ -22,7 +22,7 @@ from scheduling.fencing import Fence, FenceLost
 from scheduling.history.retry import retrying
 from scheduling.history.rows import SCHEDULED, Origin, Outcome
 from scheduling.history.writer import OutcomeWriter, finish_all
-from scheduling.models import UNFINISHED, Execution, SchedulerInstance
+from scheduling.models import HANDED_OVER, Execution, SchedulerInstance
 from scheduling.placement import RunsIn
 from scheduling.sql import insert_rows
 
@@ -151,7 +151,7 @@ class Recorder:
         for row in rows:
             pk = ids.get((row.job_id, _moment_key(row.scheduled_at), row.attempt))
             if pk is None:
-                if row.status in UNFINISHED:
+                if row.status in HANDED_OVER:
                     logger.warning(
                         "Job %s already has an execution for %s (attempt %d); not running it again",
                         row.job_id,
@@ -161,7 +161,7 @@ class Recorder:
                 continue
             row.pk = pk
             row._state.adding = False
-            if row.status in UNFINISHED:
+            if row.status in HANDED_OVER:
                 started.append(row)
         return started
 

@@ -17,7 +17,7 @@ from scheduling import signals
 from scheduling.history.recorder import Recorder
 from scheduling.history.retry import retrying
 from scheduling.history.rows import Origin, describe_exception
-from scheduling.models import Execution
+from scheduling.models import HANDED_OVER, Execution
 from scheduling.placement import Placement, RunsIn
 from scheduling.policy import RunPolicy
 from scheduling.runs.base import slots_left
@@ -39,13 +39,13 @@ class TaskWorkerTarget:
         self._busy: dict[str, int] = {}
 
     def count_busy(self, jobs: list[Job]) -> None:
-        """Count the runs enqueued or running of all of ``jobs`` in one query."""
+        """Count the runs enqueued or running of all of ``jobs`` in one query (a queued fire
+        holds its slot as a pending retry does: the dispatcher counts those)."""
         self._busy = {}
         if not jobs:
             return
         rows = (
-            Execution.objects.filter(job_id__in=[job.id for job in jobs])
-            .unfinished()
+            Execution.objects.filter(job_id__in=[job.id for job in jobs], status__in=HANDED_OVER)
             .values_list("job_id")
             .annotate(count=Count("pk"))
             .order_by()

@@ -187,8 +187,9 @@ def _run_once(
     control: RunControl,
 ) -> None:
     message = missed_message(datetime.now(UTC) - run_time, job.misfire_grace_time)
-    # A retry starts after its backoff, late by design: the misfire rule is for the first attempt.
-    first = execution is None or execution.attempt == 1
+    # A retry starts after its backoff, and a queued fire after the run it waited for, late by
+    # design: the misfire rule is for a fire's first attempt, when it fell due.
+    first = execution is None or (execution.attempt == 1 and not execution.queued)
     if message is not None and origin == SCHEDULED and first:
         logger.warning("Job %s missed its run at %s: %s", job.id, run_time, message)
         if execution is None:

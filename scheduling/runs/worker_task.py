@@ -98,8 +98,10 @@ def run_enqueued(execution_id: int, task_id: str) -> Outcome | str:
         started="a worker took it",
         why="it waited in the task queue",
     )
-    # A retry starts after its backoff, late by design: the misfire rule is for the first attempt.
-    if message is not None and execution.origin == Execution.Origin.SCHEDULE and execution.attempt == 1:
+    # A retry starts after its backoff, and a queued fire after the run it waited for, late by
+    # design: the misfire rule is for a fire's first attempt, when it fell due.
+    first = execution.attempt == 1 and not execution.queued
+    if message is not None and execution.origin == Execution.Origin.SCHEDULE and first:
         outcome = _end_unstarted(execution, task_id, Execution.Status.MISSED, message)
         if outcome is None:
             return TAKEN_MEANWHILE

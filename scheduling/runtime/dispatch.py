@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 
 from apscheduler.job import Job
 from django.db import DatabaseError
+from django.utils import timezone
 
 from scheduling import signals
 from scheduling.calendars import CalendarRule, exclusion
@@ -42,6 +43,9 @@ MAX_FIRE_TIMES = 10_000  # fire times computed for one job in one pass, so no tr
 RETRIES_PER_PASS = 100  # due retries started per pass; more wait for the next
 BUSY = "Skipped: the previous run was still going (max_instances reached)"
 RETRY_PENDING = "Skipped: a retry of an earlier run was pending (max_instances reached)"
+QUEUED_AHEAD = (
+    "Skipped: a queued fire or a pending retry was already waiting for the run still going (overlap policy)"
+)
 
 
 class ScheduleError(Exception):
@@ -249,17 +253,43 @@ class Dispatcher:
         waiting = self._pending.get(job.id, 0)
         allowed = plan.target.reserve(job, len(on_time), waiting)
         plan.reserved = allowed > 0
-        attempts = self.store.policy(job.id).attempts
+        policy = self.store.policy(job.id)
         for number, run_time in enumerate(on_time):
             if number < allowed:
                 row = plan.target.row(job, run_time, SCHEDULED)
-                row.attempts = attempts
+                row.attempts = policy.attempts
                 plan.rows.append(row)
+            elif policy.overlap != "skip" and not waiting:
+                plan.rows.append(self._queued(plan, run_time, policy))
+                waiting = self._pending[job.id] = 1
             else:
                 logger.warning("Job %s skipped: its previous run is still going", job.id)
-                why = RETRY_PENDING if waiting else BUSY
+                why = (QUEUED_AHEAD if policy.overlap != "skip" else RETRY_PENDING) if waiting else BUSY
                 plan.rows.append(self.recorder.not_run_row(job.id, run_time, Execution.Status.SKIPPED, why))
         return plan
+
+    def _queued(self, plan: _Plan, run_time: datetime, policy: RunPolicy) -> Execution:
+        """The row of a fire queued behind a run still going (overlap "queue" or "replace").
+
+        It waits as a pending retry does — ``retry_at`` set, holding a slot — and
+        :meth:`run_retries` starts it once a slot is free. With "replace", the oldest run going
+        is asked to stop, as a cancel would (only the process pool and task workers can).
+        """
+        job = plan.job
+        row = plan.target.row(job, run_time, SCHEDULED)
+        row.status, row.retry_at, row.started_at = Execution.Status.QUEUED, run_time, None
+        row.attempts, row.queued = policy.attempts, True
+        if policy.overlap == "replace":
+            oldest = Execution.objects.filter(job_id=job.id).running().order_by("started_at", "pk").first()
+            if oldest is not None:
+                Execution.objects.filter(pk=oldest.pk, cancel_requested_at__isnull=True).running().update(
+                    cancel_requested_at=timezone.now(),
+                    cancel_requested_by=f"overlap='replace' (the fire at {run_time:%Y-%m-%d %H:%M:%S})",
+                )
+                logger.info("Job %s: its run %s is replaced by the fire at %s", job.id, oldest.pk, run_time)
+        else:
+            logger.info("Job %s: the fire at %s is queued behind the run still going", job.id, run_time)
+        return row
 
     def run_retries(self, now: datetime) -> None:
         """Start the next attempt of each failed run whose retry is due at ``now``.
@@ -287,6 +317,9 @@ class Dispatcher:
                 logger.exception("Job %s: could not start the retry of run %s", failed.job_id, failed.pk)
 
     def _retry(self, failed: Execution, pending: dict[str, int], skip: str | None) -> None:
+        if failed.status == Execution.Status.QUEUED:
+            self._start_queued(failed, pending, skip)
+            return
         origin = Origin(failed.origin, failed.requested_by, failed.args, failed.kwargs)
         attempt = failed.attempt + 1
         if skip is not None:
@@ -327,6 +360,46 @@ class Dispatcher:
         pending[job.id] = others
         logger.info("Retrying job %s: attempt %d of %d", job.id, attempt, failed.attempts)
         target.submit(job, started, origin, policies_of([job.id])[job.id])
+
+    def _start_queued(self, queued: Execution, pending: dict[str, int], skip: str | None) -> None:
+        """Start a fire queued behind a run of its job once a slot is free (fenced: one
+        scheduler starts it); skip it, saying why, when it can no longer run."""
+        if skip is not None:
+            self._end_queued(queued, skip)
+            return
+        try:
+            job = self.store.lookup_job(queued.job_id)
+        # Loading imports the job's function: any error means it cannot run now.
+        except Exception as exc:
+            self._end_queued(queued, f"Skipped: the job could not be loaded: {describe_exception(exc)[0]}")
+            return
+        if job is None or job.next_run_time is None:
+            why = "left the store" if job is None else "was paused"
+            self._end_queued(queued, f"Skipped: the job {why} while the fire was queued")
+            return
+        target = self.target(job)
+        target.count_busy([job])
+        others = max(pending.get(job.id, 1) - 1, 0)
+        if not target.reserve(job, 1, others):
+            return  # the run it waits for is still going: looked at again at the next poll
+        fresh = target.row(job, queued.scheduled_at, SCHEDULED)
+        where = {"started_at": fresh.started_at, "hostname": fresh.hostname, "pid": fresh.pid}
+        if not self._fenced(queued).start_queued(fresh.status, instance=fresh.instance, **where):
+            target.release(job)  # started by another scheduler, or cancelled meanwhile
+            return
+        queued.status, queued.retry_at, queued.instance = fresh.status, None, fresh.instance
+        queued.started_at, queued.hostname, queued.pid = fresh.started_at, fresh.hostname, fresh.pid
+        pending[job.id] = others
+        logger.info("Job %s: the fire queued for %s starts now", job.id, queued.scheduled_at)
+        target.submit(job, [queued], SCHEDULED, policies_of([job.id])[job.id])
+
+    def _end_queued(self, queued: Execution, why: str) -> None:
+        logger.warning(
+            "Job %s: the fire queued for %s is not run: %s", queued.job_id, queued.scheduled_at, why
+        )
+        self._fenced(queued).filter(status=Execution.Status.QUEUED).update(
+            status=Execution.Status.SKIPPED, retry_at=None, finished_at=timezone.now(), exception=why
+        )
 
     def _fenced(self, failed: Execution) -> ExecutionQuerySet:
         """The failed run's row, to change only while this scheduler still holds the lease."""
