@@ -288,8 +288,10 @@ def change(job_id: str, *, schedule: dict[str, Any] | None = None, **options: An
         validation.check_spec(schedule)
     store = _store()
     job = _lookup(store, job_id)
-    overlap = policy.get("overlap") or policies_of([job_id])[job_id].overlap
-    validation.check_overlap_placement(overlap, Placement.of(options.get("executor", job.executor)).runs_in)
+    current = policies_of([job_id])[job_id]
+    runs_in = Placement.of(options.get("executor", job.executor)).runs_in
+    validation.check_overlap_placement(policy.get("overlap") or current.overlap, runs_in)
+    validation.check_task_timeout(policy.get("timeout", current.timeout), runs_in, settings.TASK_TIMEOUT)
     if policy:
         _change_policy(job_id, policy)
     changes: dict[str, Any] = dict(options)
@@ -328,9 +330,9 @@ def add(
     options = validation.options(options)
     check_calendars(options.get("calendars", ()))
     policy = RunPolicy(**{name: options.pop(name) for name in POLICY_NAMES if name in options})
-    validation.check_overlap_placement(
-        policy.overlap, Placement.of(options.get("executor", DEFAULT_ALIAS)).runs_in
-    )
+    runs_in = Placement.of(options.get("executor", DEFAULT_ALIAS)).runs_in
+    validation.check_overlap_placement(policy.overlap, runs_in)
+    validation.check_task_timeout(policy.timeout, runs_in, settings.TASK_TIMEOUT)
     validation.check_spec(schedule)
     trigger = build_trigger(schedule)
     store = _store()

@@ -213,6 +213,7 @@ def _declare(
     options = validation.options(options)
     policy = RunPolicy(**{name: options.pop(name) for name in POLICY_NAMES})
     validation.check_overlap_placement(policy.overlap, placement.runs_in)
+    validation.check_task_timeout(policy.timeout, placement.runs_in, settings.TASK_TIMEOUT)
     validation.text("name", name)
     if placement.runs_in == RunsIn.TASKS:
         check_task_placement(placement)

@@ -176,6 +176,21 @@ def check_overlap_placement(overlap: str, runs_in: str) -> None:
         )
 
 
+def check_task_timeout(timeout: int | None, runs_in: str, task_timeout: float) -> None:
+    """A run in task workers is recorded interrupted ``task_timeout`` seconds after its start
+    (SCHEDULING_TASK_TIMEOUT): a timeout at least that long would never be reached."""
+    if runs_in == "tasks" and timeout is not None and timeout >= task_timeout:
+        raise InputError(
+            "timeout",
+            "out_of_range",
+            _(
+                "timeout must be shorter than SCHEDULING_TASK_TIMEOUT (%(limit)g s) for a job in task "
+                "workers, whose runs are recorded interrupted then; not %(value)s"
+            )
+            % {"limit": task_timeout, "value": timeout},
+        )
+
+
 def check_retries(value: Any) -> int:
     return whole_number(
         "retries",

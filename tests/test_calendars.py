@@ -541,3 +541,14 @@ def test_the_job_form_assigns_calendars_and_the_job_page_previews_without_them(
     calendar_queries = [query for query in queries.captured_queries if "scheduling_calendar" in query["sql"]]
     assert len(calendar_queries) == 2  # the form's choices, and the preview's calendars
     assert f'skips {tomorrow:%Y-%m-%d} 09:00: calendar "Holidays DE" (Christmas Eve)' in shown
+
+
+@pytest.mark.django_db
+def test_a_calendar_a_job_names_cannot_be_renamed_in_the_admin(admin_client: Client, registry: dict) -> None:
+    used = holidays()
+    declare_daily(registry, calendars=["Holidays DE"])
+    data = {"name": "Feiertage", "description": "", "timezone": "", **period_form(day="2026-12-26")}
+    response = admin_client.post(f"/admin/scheduling/calendar/{used.pk}/change/", data)
+    assert response.status_code == 200
+    assert "Jobs name this calendar (report): change their calendars first" in response.content.decode()
+    assert Calendar.objects.get(pk=used.pk).name == "Holidays DE"

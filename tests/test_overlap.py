@@ -112,11 +112,15 @@ def test_queue_runs_a_fire_once_the_run_going_ends_and_skips_the_fires_meanwhile
 
 
 def test_replace_stops_the_oldest_run_in_the_process_pool_and_runs_the_new_fire(
-    registry: dict, dispatcher: Dispatcher, threads: ThreadTarget
+    registry: dict, dispatcher: Dispatcher, threads: ThreadTarget, tmp_path: Path
 ) -> None:
-    job(interval=30, id="export", runs_in="processes", overlap="replace", args=[60])(jobs.sleep)
+    notes = tmp_path / "notes"
+    job(interval=30, id="export", runs_in="processes", overlap="replace", args=[str(notes), 60])(
+        jobs.note_and_sleep
+    )
     fire(registry, dispatcher)
     old = wait_for(lambda: Execution.objects.filter(job_id="export", status="running").first())
+    wait_for(notes.exists, 30)  # its code runs in the child
     fire(registry, dispatcher)
 
     def replaced() -> bool:

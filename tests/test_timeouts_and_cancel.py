@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.contrib.admin.models import LogEntry
@@ -15,8 +16,9 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 from django.utils import timezone
 
-from scheduling import control, job
+from scheduling import control, job, validation
 from scheduling.checks import thread_timeout_messages
+from scheduling.declarations import JobDeclarationError
 from scheduling.history.recorder import Recorder
 from scheduling.models import Execution
 from scheduling.placement import RunsIn
@@ -306,3 +308,54 @@ def test_a_timeout_on_a_thread_job_is_warned_about_by_the_system_check(registry:
     assert [message.id for message in messages] == ["scheduling.W005"]
     assert "'threads-timeout' declares timeout=5" in messages[0].msg
     assert RunsIn.PROCESSES in str(messages[0].hint)
+
+
+def test_a_job_that_exits_on_sigterm_is_not_waited_for_nor_killed(
+    registry: dict,
+    dispatcher: Dispatcher,
+    threads: ThreadTarget,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(processes, "STOP_GRACE", 30.0)
+    notes = tmp_path / "notes"
+    job(interval=30, id="tidy", runs_in="processes", timeout=5, args=[str(notes), 60])(jobs.exit_on_sigterm)
+    start_due(registry, dispatcher)
+
+    run = finished(threads, "tidy")
+    assert run.status == Status.TIMED_OUT
+    assert run.exception == "Timed out: stopped after its timeout of 5 s"  # no SIGKILL needed
+    assert run.duration is not None
+    assert run.duration < 20  # not the 30 s grace
+    assert notes.read_text().endswith("cleaned up\n")
+
+
+def test_a_run_cancelled_while_it_waits_for_a_child_never_starts(
+    registry: dict, dispatcher: Dispatcher, threads: ThreadTarget, tmp_path: Path
+) -> None:
+    notes = tmp_path / "notes"
+    job(interval=30, id="hog", runs_in="processes", args=[60])(jobs.sleep)  # the pool's one child
+    job(interval=30, id="waiting", runs_in="processes", args=[str(notes)])(jobs.note_process)
+    start_due(registry, dispatcher)
+    hog = running("hog")
+    waiting = running("waiting")  # recorded running, waiting for the child
+    control.cancel(waiting.pk, "carol")
+    threads.live.check()  # the scheduler's tick: it raises the waiting run's flag
+    control.cancel(hog.pk, "carol")
+
+    run = finished(threads, "waiting")
+    assert run.status == Status.CANCELLED
+    assert run.exception == "Cancelled by carol before it started"
+    assert not notes.exists()
+
+
+def test_a_task_job_timeout_must_be_shorter_than_the_task_timeout(registry: dict, settings: Any) -> None:
+    settings.SCHEDULING_TASK_TIMEOUT = 600
+    with pytest.raises(
+        JobDeclarationError, match=r"timeout must be shorter than SCHEDULING_TASK_TIMEOUT \(600 s\)"
+    ):
+        job(interval=30, id="long-task", runs_in="tasks", timeout=600)(jobs.succeed)
+    job(interval=30, id="task", runs_in="tasks", timeout=599)(jobs.succeed)
+    sync(JobStore(), registry.values())
+    with pytest.raises(validation.InputError, match="SCHEDULING_TASK_TIMEOUT"):
+        control.change("task", timeout=3600)

@@ -24,7 +24,16 @@ class CalendarForm(forms.ModelForm):
 
     # The same rules, in the same words, as scheduling.calendar() in code.
     def clean_name(self) -> str:
-        return _checked(lambda: validation.calendar_name("name", self.cleaned_data.get("name")))
+        name = _checked(lambda: validation.calendar_name("name", self.cleaned_data.get("name")))
+        old = self.initial.get("name")
+        # A rename would leave the jobs naming the old name with a calendar that excludes nothing.
+        if self.instance.pk and old and name != old and (naming := jobs_naming([old])[old]):
+            raise forms.ValidationError(
+                _("Jobs name this calendar (%(jobs)s): change their calendars first, then rename it.")
+                % {"jobs": ", ".join(naming)},
+                code="calendar_in_use",
+            )
+        return str(name)
 
     def clean_timezone(self) -> str:
         zone = (self.cleaned_data.get("timezone") or "").strip()

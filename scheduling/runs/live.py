@@ -61,8 +61,8 @@ class LiveRuns:
         for live in runs:
             past = live.deadline is not None and now >= live.deadline
             if past and not (live.stoppable or live.overrunning):
-                live.overrunning = True
                 self._mark_overrunning(live)
+                live.overrunning = True  # only once written: a failed write is tried at the next tick
         asked = dict(
             Execution.objects.filter(
                 pk__in=[live.execution.pk for live in runs if not live.cancel.is_set()],

@@ -38,8 +38,13 @@ PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 def set_up() -> None:
-    """Tie the child's life to the scheduler's, then set Django up (a
+    """Make SIGTERM end this child, tie the child's life to the scheduler's, then set Django up (a
     spawned child inherits DJANGO_SETTINGS_MODULE and sys.path only)."""
+    # A spawned child inherits an ignored or blocked SIGTERM from the thread that started it
+    # (a process manager, a library masking signals in its threads): then a run could only be
+    # stopped with SIGKILL, and a job's own SIGTERM handler would never run.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     die_with_parent()
     import django
 

@@ -117,6 +117,11 @@ class ProcessPool:
                 child = self._take()
             except EOFError as exc:
                 return self._failed(job_id, exc, started_at)
+            if live is not None and live.cancel.is_set():
+                # Cancelled while it waited for a child: it never starts.
+                self._give_back(child)
+                message = f"Cancelled by {live.cancelled_by or 'a script'} before it started"
+                return Outcome(Execution.Status.CANCELLED, None, timezone.now(), None, message)
             if live is not None and live.timeout is not None:
                 # Counted from when the code starts: not the wait for a child, nor a spawn.
                 live.execution._deadline = time.monotonic() + live.timeout
@@ -273,13 +278,20 @@ class _Child:
             return False
 
     def stop(self) -> bool:
-        """End the child: SIGTERM, then SIGKILL after STOP_GRACE; True if SIGKILL was needed."""
+        """End the child: SIGTERM, then SIGKILL after STOP_GRACE; True if SIGKILL was needed.
+
+        A job whose own SIGTERM handler ends it (``sys.exit()``) returns, and the child sends
+        that outcome and would wait for the next call: it ended on SIGTERM, and is killed at once.
+        """
         self.process.terminate()
-        self.process.join(STOP_GRACE)
-        killed = self.process.is_alive()
-        if killed:
+        waiting_on: list[Connection | int] = [self.process.sentinel, self.connection]
+        ready = multiprocessing.connection.wait(waiting_on, STOP_GRACE)
+        if self.process.sentinel in ready:
+            self.process.join()  # it is ending: reap it
+        killed = not ready
+        if self.process.is_alive():
             self.process.kill()
-            self.process.join()
+        self.process.join()
         self.connection.close()
         return killed
 

@@ -154,3 +154,18 @@ def ignore_sigterm_and_sleep(path: str, seconds: float) -> None:
     time.sleep(seconds)
     with open(path, "a") as notes:
         notes.write("finished\n")
+
+
+def exit_on_sigterm(path: str, seconds: float) -> None:
+    """A job that cleans up on SIGTERM the usual way: its handler calls sys.exit()."""
+    import sys
+
+    def leave(signum: int, frame: object) -> None:
+        with open(path, "a") as notes:
+            notes.write("cleaned up\n")
+        sys.exit(1)
+
+    signal.signal(signal.SIGTERM, leave)
+    with open(path, "a") as notes:
+        notes.write(f"started {os.getpid()}\n")
+    time.sleep(seconds)
