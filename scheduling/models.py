@@ -350,11 +350,12 @@ class Execution(models.Model):
             "The dispatch pass that wrote the row: a write retried after a lost reply finds its own rows."
         ),
     )
+    # db_default: rows written by a release without these columns (a rolling upgrade) are valid.
     attempt = models.PositiveSmallIntegerField(
-        _("attempt"), default=1, help_text=_("1 for a fire's first run; a retry of a failed one counts on.")
+        _("attempt"), default=1, db_default=1, help_text=_("1 for a fire's first run; a retry of a failed one counts on.")
     )
     attempts = models.PositiveSmallIntegerField(
-        _("attempts allowed"), default=1, help_text=_("How often the fire may run: once plus its retries.")
+        _("attempts allowed"), default=1, db_default=1, help_text=_("How often the fire may run: once plus its retries.")
     )
     retry_at = models.DateTimeField(
         _("next attempt at"),
@@ -365,10 +366,13 @@ class Execution(models.Model):
     queued = models.BooleanField(
         _("queued"),
         default=False,
+        db_default=False,
         help_text=_("The fire waited for a run of its job still going to end (overlap policy)."),
     )
     cancel_requested_at = models.DateTimeField(_("cancel requested at"), null=True, blank=True)
-    cancel_requested_by = models.CharField(_("cancel requested by"), max_length=150, blank=True)
+    cancel_requested_by = models.CharField(
+        _("cancel requested by"), max_length=150, blank=True, default="", db_default=""
+    )
     late_outcome = models.JSONField(
         _("outcome after it was recorded interrupted"),
         null=True,

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from django.core import serializers
-from django.db import IntegrityError
+from django.db import IntegrityError, connection
 from django.test import Client
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -172,3 +172,16 @@ def test_rows_of_the_old_code_are_first_attempts_and_each_attempt_is_unique(old_
         job_id=row.job_id, scheduled_at=row.scheduled_at, status="running", attempt=2
     )
     assert retry.pk != row.pk
+
+
+def test_a_scheduler_of_the_old_code_can_still_record_runs_during_a_rolling_upgrade(db: None) -> None:
+    # The columns the old code's INSERT names (8f7a4ae): the new ones get their database defaults.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO scheduling_execution (job_id, status, origin, requested_by, scheduled_at, "
+            "exception, traceback, ran_in, task_id, hostname) "
+            "VALUES ('old.scheduler', 'running', 'schedule', '', %s, '', '', 'threads', '', 'old-host')",
+            [timezone.now()],
+        )
+    row = Execution.objects.get(job_id="old.scheduler")
+    assert (row.attempt, row.attempts, row.queued, row.cancel_requested_by) == (1, 1, False, "")

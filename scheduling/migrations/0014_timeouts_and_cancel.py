@@ -22,7 +22,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='execution',
             name='cancel_requested_by',
-            field=models.CharField(blank=True, max_length=150, verbose_name='cancel requested by'),
+            field=models.CharField(blank=True, db_default='', default='', max_length=150, verbose_name='cancel requested by'),
         ),
         migrations.AlterField(
             model_name='execution',

@@ -15,12 +15,12 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='execution',
             name='attempt',
-            field=models.PositiveSmallIntegerField(default=1, help_text="1 for a fire's first run; a retry of a failed one counts on.", verbose_name='attempt'),
+            field=models.PositiveSmallIntegerField(db_default=1, default=1, help_text="1 for a fire's first run; a retry of a failed one counts on.", verbose_name='attempt'),
         ),
         migrations.AddField(
             model_name='execution',
             name='attempts',
-            field=models.PositiveSmallIntegerField(default=1, help_text='How often the fire may run: once plus its retries.', verbose_name='attempts allowed'),
+            field=models.PositiveSmallIntegerField(db_default=1, default=1, help_text='How often the fire may run: once plus its retries.', verbose_name='attempts allowed'),
         ),
         migrations.AddField(
             model_name='execution',

@@ -13,7 +13,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='execution',
             name='queued',
-            field=models.BooleanField(default=False, help_text='The fire waited for a run of its job still going to end (overlap policy).', verbose_name='queued'),
+            field=models.BooleanField(db_default=False, default=False, help_text='The fire waited for a run of its job still going to end (overlap policy).', verbose_name='queued'),
         ),
         migrations.AlterField(
             model_name='execution',
