@@ -352,10 +352,16 @@ class Execution(models.Model):
     )
     # db_default: rows written by a release without these columns (a rolling upgrade) are valid.
     attempt = models.PositiveSmallIntegerField(
-        _("attempt"), default=1, db_default=1, help_text=_("1 for a fire's first run; a retry of a failed one counts on.")
+        _("attempt"),
+        default=1,
+        db_default=1,
+        help_text=_("1 for a fire's first run; a retry of a failed one counts on."),
     )
     attempts = models.PositiveSmallIntegerField(
-        _("attempts allowed"), default=1, db_default=1, help_text=_("How often the fire may run: once plus its retries.")
+        _("attempts allowed"),
+        default=1,
+        db_default=1,
+        help_text=_("How often the fire may run: once plus its retries."),
     )
     retry_at = models.DateTimeField(
         _("next attempt at"),

@@ -67,6 +67,14 @@ class JobFilter(admin.SimpleListFilter):
         return queryset.filter(job_id=self.value()) if self.value() else queryset
 
 
+def cancel_context(request: HttpRequest) -> dict[str, Any]:
+    """What a page with Cancel buttons needs: may the user cancel, and which states can be."""
+    return {
+        "can_cancel": request.user.has_perm("scheduling.cancel_run"),
+        "unfinished": [status.value for status in UNFINISHED],
+    }
+
+
 def cancel_run(request: HttpRequest, run_id: int) -> None:
     """Cancel a run for the admin user of ``request``, audited on its job, with a message."""
     try:
@@ -166,12 +174,9 @@ class ExecutionAdmin(ReadOnlyAdmin):
         form_url: str = "",
         extra_context: dict[str, Any] | None = None,
     ) -> HttpResponse:
-        context = {
-            **(extra_context or {}),
-            "can_cancel": request.user.has_perm("scheduling.cancel_run"),
-            "unfinished": [status.value for status in UNFINISHED],
-        }
-        return super().change_view(request, object_id, form_url, context)
+        return super().change_view(
+            request, object_id, form_url, {**(extra_context or {}), **cancel_context(request)}
+        )
 
     @admin.display(description=_("cancel requested"))
     def cancelled_by(self, obj: Execution) -> str:

@@ -41,10 +41,10 @@ from django.views.decorators.http import require_POST
 
 from scheduling import control, validation
 from scheduling.admin.charts import duration_chart
-from scheduling.admin.history import status_badge
+from scheduling.admin.history import cancel_context, status_badge
 from scheduling.forms import JobAddForm, JobScheduleForm, RunArgumentsForm
 from scheduling.legacy import old_meaning
-from scheduling.models import UNFINISHED, Execution, Job, Maintenance, ScheduledJob
+from scheduling.models import Execution, Job, Maintenance, ScheduledJob
 from scheduling.placement import DEFAULT_ALIAS, Placement, RunsIn
 from scheduling.policy import RunPolicy
 from scheduling.preview import job_runs
@@ -604,8 +604,7 @@ class JobAdmin(admin.ModelAdmin):
             "can_run": self.has_run_permission(request),
             "can_pause": self.has_pause_permission(request),
             "can_reset": self.has_schedule_permission(request),
-            "can_cancel": request.user.has_perm("scheduling.cancel_run"),
-            "unfinished": [status.value for status in UNFINISHED],
+            **cancel_context(request),
         }
         return super().change_view(request, object_id, form_url, context)
 
