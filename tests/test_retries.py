@@ -21,7 +21,7 @@ from scheduling.declarations import JobDeclarationError
 from scheduling.fencing import Fence, FenceLost
 from scheduling.history import writer
 from scheduling.history.attempts import backoff, retries, retry_times
-from scheduling.history.housekeeping import prune
+from scheduling.history.housekeeping import expire_task_runs, prune
 from scheduling.history.recorder import Recorder
 from scheduling.history.rows import Origin, Outcome
 from scheduling.models import Execution, ScheduledJob
@@ -419,6 +419,22 @@ def test_a_retry_due_during_a_maintenance_pause_is_recorded_skipped(
     assert skipped.status == "skipped"
     assert "DB migration" in skipped.exception
     assert not Execution.objects.awaiting_retry().exists()
+
+
+def test_a_retry_in_task_workers_waits_for_a_worker_from_when_it_was_enqueued_not_from_its_fire(
+    registry: dict, dispatcher: Dispatcher, tmp_path: Path
+) -> None:
+    store = declare(registry, tmp_path / "calls", failures=0, runs_in="tasks")
+    dispatcher.store = store
+    two_hours_ago = timezone.now() - timedelta(hours=2)  # past SCHEDULING_TASK_TIMEOUT's hour
+    pending_retry(scheduled_at=two_hours_ago, ran_in="tasks")
+    dispatcher.run_retries(timezone.now())
+    assert expire_task_runs() == 0
+    assert attempts() == [(1, "failed", 3, False), (2, "enqueued", 3, False)]
+    # A row enqueued before enqueued_at was recorded still counts from its fire time.
+    Execution.objects.filter(job_id="flaky", attempt=2).update(enqueued_at=None)
+    assert expire_task_runs() == 1
+    assert attempts()[1][1] == "interrupted"
 
 
 # What people see

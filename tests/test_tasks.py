@@ -176,7 +176,7 @@ def test_runs_no_worker_finishes_are_recorded_interrupted_after_the_task_timeout
     )
 
     assert expire_task_runs(timeout=60) == 0
-    Execution.objects.filter(pk=waiting.pk).update(scheduled_at=timezone.now() - timedelta(seconds=61))
+    Execution.objects.filter(pk=waiting.pk).update(enqueued_at=timezone.now() - timedelta(seconds=61))
     assert expire_task_runs(timeout=30) == 2
 
     waiting.refresh_from_db()

@@ -70,6 +70,7 @@ class Recorder:
         ``call`` is the frozen copy of the job a task worker runs if the job left the store.
         """
         enqueued = ran_in == RunsIn.TASKS
+        now = timezone.now()
         return Execution(
             job_id=job_id,
             status=Execution.Status.ENQUEUED if enqueued else Execution.Status.RUNNING,
@@ -79,7 +80,8 @@ class Recorder:
             args=origin.args,
             kwargs=origin.kwargs,
             scheduled_at=scheduled_at,
-            started_at=None if enqueued else timezone.now(),
+            started_at=None if enqueued else now,
+            enqueued_at=now if enqueued else None,
             hostname=self.hostname,
             pid=self.pid,
             instance=self.instance,

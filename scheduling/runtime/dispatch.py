@@ -384,11 +384,13 @@ class Dispatcher:
             return  # the run it waits for is still going: looked at again at the next poll
         fresh = target.row(job, queued.scheduled_at, SCHEDULED)
         where = {"started_at": fresh.started_at, "hostname": fresh.hostname, "pid": fresh.pid}
+        where["enqueued_at"] = fresh.enqueued_at  # a wait for a task worker counts from now
         if not self._fenced(queued).start_queued(fresh.status, instance=fresh.instance, **where):
             target.release(job)  # started by another scheduler, or cancelled meanwhile
             return
         queued.status, queued.retry_at, queued.instance = fresh.status, None, fresh.instance
         queued.started_at, queued.hostname, queued.pid = fresh.started_at, fresh.hostname, fresh.pid
+        queued.enqueued_at = fresh.enqueued_at
         pending[job.id] = others
         logger.info("Job %s: the fire queued for %s starts now", job.id, queued.scheduled_at)
         target.submit(job, [queued], SCHEDULED, policies_of([job.id])[job.id])
