@@ -24,12 +24,13 @@ from scheduling.history.attempts import backoff, retries, retry_times
 from scheduling.history.housekeeping import expire_task_runs, prune
 from scheduling.history.recorder import Recorder
 from scheduling.history.rows import Origin, Outcome
-from scheduling.models import Execution, ScheduledJob
+from scheduling.models import Execution, ExecutionQuerySet, ScheduledJob
 from scheduling.policy import RunPolicy
 from scheduling.queries import schedule_summary
 from scheduling.runs.processes import ProcessPool
 from scheduling.runs.targets import run_targets
 from scheduling.runs.threads import ThreadTarget
+from scheduling.runtime import dispatch
 from scheduling.runtime.dispatch import RETRY_PENDING, Dispatcher
 from scheduling.runtime.service import Runner
 from scheduling.store import JobStore
@@ -358,6 +359,45 @@ def test_a_retry_recorded_but_not_taken_before_a_crash_is_only_taken_by_the_next
     dispatcher.run_retries(timezone.now())
     assert Execution.objects.filter(job_id="flaky").count() == 2
     assert not Execution.objects.awaiting_retry().exists()
+    assert not (tmp_path / "calls").exists()
+
+
+@pytest.mark.parametrize("broken", ["take_retry", "policies_of"])
+def test_a_database_error_while_starting_a_retry_gives_its_slot_back_and_records_no_attempt(
+    registry: dict, dispatcher: Dispatcher, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, broken: str
+) -> None:
+    store = declare(registry, tmp_path / "calls", failures=0)
+    dispatcher.store = store
+    failed_run = pending_retry()
+
+    def fail(*args: Any) -> Any:
+        raise OperationalError("the database went away")
+
+    if broken == "take_retry":
+        monkeypatch.setattr(ExecutionQuerySet, "take_retry", fail)
+    else:
+        monkeypatch.setattr(dispatch, "policies_of", fail)
+    with pytest.raises(OperationalError):
+        dispatcher.run_retries(timezone.now())
+    threads = dispatcher.targets[next(iter(dispatcher.targets))]
+    assert isinstance(threads, ThreadTarget)
+    assert threads.reserved == {}
+    assert attempts() == [(1, "failed", 3, True)]  # no attempt row left "running", still pending
+    monkeypatch.undo()
+    dispatcher.run_retries(timezone.now())  # the loop, backed off, tries again
+    wait_for(lambda: Execution.objects.filter(job_id="flaky", attempt=2, status="succeeded").exists())
+    assert Execution.objects.get(pk=failed_run.pk).retry_at is None
+
+
+def test_a_retry_taken_by_another_scheduler_meanwhile_leaves_no_attempt_row(
+    registry: dict, dispatcher: Dispatcher, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = declare(registry, tmp_path / "calls", failures=0)
+    dispatcher.store = store
+    pending_retry()
+    monkeypatch.setattr(ExecutionQuerySet, "take_retry", lambda runs: 0)  # the lease was lost
+    dispatcher.run_retries(timezone.now())
+    assert Execution.objects.filter(job_id="flaky").count() == 1
     assert not (tmp_path / "calls").exists()
 
 
