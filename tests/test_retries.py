@@ -539,6 +539,24 @@ def test_the_policy_read_of_a_failure_is_retried_with_its_write_when_the_connect
     assert (run.status, run.retry_at is not None, len(calls)) == ("failed", True, 2)
 
 
+def test_a_run_that_fails_after_a_cancel_was_asked_for_is_written_cancelled_and_not_retried() -> None:
+    ScheduledJob.objects.create(id="report", source="code", run_policy={"retries": 2, "retry_backoff": 10})
+    started = {"job_id": "report", "status": "running", "attempts": 3, "started_at": timezone.now()}
+    cancelled = Execution.objects.create(
+        scheduled_at=NOW, cancel_requested_at=timezone.now(), cancel_requested_by="alice", **started
+    )
+    other = Execution.objects.create(scheduled_at=NOW + timedelta(minutes=1), **started)
+    finished = [(cancelled, failed()), (other, failed())]
+    with CaptureQueriesContext(connection) as queries:
+        assert writer.finish_all(finished) == 2
+    assert len(queries) == 2  # the policies' read and the one UPDATE, as without a cancel
+    rows = Execution.objects.order_by("scheduled_at").values_list("status", "retry_at")
+    assert [(status, retry_at is not None) for status, retry_at in rows] == [
+        ("cancelled", False),
+        ("failed", True),
+    ]
+
+
 def test_a_change_of_retries_is_in_the_schedules_words_for_the_history_of_changes(registry: dict) -> None:
     job(id="report", interval=60)(jobs.succeed)
     sync(JobStore(), registry.values())
