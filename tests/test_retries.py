@@ -519,6 +519,24 @@ def test_a_run_requested_now_holds_to_max_instances_with_a_retry_pending_and_may
     assert set(Execution.objects.values_list("origin", "requested_by")) == {("manual", "alice")}
 
 
+def test_run_now_holds_to_max_instances_with_a_retry_pending_after_retries_were_set_to_0(
+    registry: dict,
+) -> None:
+    job(id="flaky", interval=3600)(jobs.succeed)  # no retries (any more)
+    pending_retry(retry_at=timezone.now() + timedelta(hours=5))
+    runner = Runner()
+    runner.start()
+    try:
+        control.run_now("flaky", requested_by="alice")
+        asked = wait_for(lambda: Execution.objects.filter(requested_by="alice").first())
+    finally:
+        runner.stop()
+    assert (asked.status, asked.exception) == (
+        "skipped",
+        "Skipped: the job was already running (max_instances reached)",
+    )
+
+
 def test_the_policy_read_of_a_failure_is_retried_with_its_write_when_the_connection_broke(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
