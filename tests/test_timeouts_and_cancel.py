@@ -258,6 +258,10 @@ def test_the_command_cancels_a_run() -> None:
     out = io.StringIO()
     call_command("scheduling", "cancel", str(run.pk), "--json", stdout=out)
     assert json.loads(out.getvalue())["result"] == "cancel requested"
+    Execution.objects.filter(pk=run.pk).update(status=Status.CANCELLED)  # the cancel stopped it
+    out = io.StringIO()
+    call_command("scheduling", "cancel", str(run.pk), stdout=out)
+    assert out.getvalue().strip() == f"Run {run.pk} of report: cancelled"
     with pytest.raises(CommandError, match="No run with id 123456; nothing was cancelled"):
         call_command("scheduling", "cancel", "123456")
     with pytest.raises(CommandError, match="run_id"):
@@ -306,6 +310,9 @@ def test_the_admin_cancels_from_the_run_page_and_from_the_job_page(
     assert Execution.objects.get(pk=run.pk).cancel_requested_by == "admin"
     page = admin_client.get(f"/admin/scheduling/execution/{run.pk}/change/", follow=True)
     assert b"by admin at" in page.content
+    Execution.objects.filter(pk=run.pk).update(status=Status.CANCELLED)  # the cancel stopped it
+    response = admin_client.post(f"/admin/scheduling/execution/{run.pk}/cancel/", follow=True)
+    assert f"Run {run.pk} was cancelled.".encode() in response.content
 
     other = running_row()
     job_page = "/admin/scheduling/job/report/change/"
