@@ -287,7 +287,7 @@ def pending_retry(job_id: str = "flaky", attempts: int = 3, **fields: Any) -> Ex
     now = timezone.now()
     return Execution.objects.create(
         job_id=job_id,
-        status="failed",
+        status=fields.pop("status", "failed"),
         scheduled_at=fields.pop("scheduled_at", now - timedelta(minutes=1)),
         finished_at=now,
         attempts=attempts,
@@ -475,6 +475,20 @@ def test_a_retry_in_task_workers_waits_for_a_worker_from_when_it_was_enqueued_no
     Execution.objects.filter(job_id="flaky", attempt=2).update(enqueued_at=None)
     assert expire_task_runs() == 1
     assert attempts()[1][1] == "interrupted"
+
+
+def test_a_queued_fire_in_task_workers_waits_for_a_worker_from_when_it_started_waiting(
+    registry: dict, dispatcher: Dispatcher, tmp_path: Path
+) -> None:
+    store = declare(registry, tmp_path / "calls", failures=0, runs_in="tasks", overlap="queue")
+    dispatcher.store = store
+    two_hours_ago = timezone.now() - timedelta(hours=2)
+    pending_retry(
+        status="queued", ran_in="tasks", queued=True, scheduled_at=two_hours_ago, retry_at=two_hours_ago
+    )
+    dispatcher.run_retries(timezone.now())
+    assert Execution.objects.get(job_id="flaky").status == "enqueued"
+    assert expire_task_runs() == 0
 
 
 # What people see
