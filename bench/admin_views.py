@@ -79,9 +79,10 @@ def fill(jobs: int, executions: int) -> None:
         source, ago, later = series(vendor, executions)
         cursor.execute(
             "INSERT INTO scheduling_execution (job_id, status, origin, requested_by, scheduled_at, "
-            "started_at, finished_at, duration, exception, traceback, ran_in, task_id, hostname, pid) "
+            "started_at, finished_at, duration, exception, traceback, ran_in, task_id, hostname, pid, "
+            "attempt, attempts, queued, cancel_requested_by) "
             f"SELECT 'bench.' || (n % {jobs}), 'succeeded', 'schedule', '', {ago}, {ago}, {ago}, 0.01, "
-            f"'', '', 'threads', '', 'bench', 1 {source}"
+            f"'', '', 'threads', '', 'bench', 1, 1, 1, FALSE, '' {source}"
         )
         cursor.execute(
             "INSERT INTO django_apscheduler_djangojobexecution (job_id, status, run_time, duration, "

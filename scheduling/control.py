@@ -173,10 +173,11 @@ def cancel(run_id: int, by: str = "") -> Execution:
     process running it, within a second or so: the scheduler ends its child process (process
     pool, and task workers for a job with a timeout), a run in threads (or a task worker
     without a timeout) is told through ``current_run().cancel_requested``. Either way it is
-    recorded *cancelled, by* ``by`` when it ends.
+    recorded *cancelled, by* ``by`` when it ends. Cancelling a run that a cancel ended returns it
+    as it stands.
 
     :raises UnknownRunError: no such run.
-    :raises RunEndedError: the run has ended already.
+    :raises RunEndedError: the run has ended already, other than by a cancel.
     """
     by = validation.text("by", by, validation.MAX_USER_LENGTH)
     now = timezone.now()
@@ -202,9 +203,12 @@ def cancel(run_id: int, by: str = "") -> Execution:
     run = runs.first()
     if run is None:
         raise UnknownRunError(run_id)
-    if run.status not in UNFINISHED and run.cancel_requested_at != now:
-        raise RunEndedError(run)
-    return run
+    # Judged by the row as re-read, not by what the UPDATEs did: a run that ended meanwhile is
+    # ended (not "cancel requested"), and cancelling a run a cancel ended, again, answers as
+    # the first time did.
+    if run.status in UNFINISHED or (run.status == Execution.Status.CANCELLED and run.cancel_requested_at):
+        return run
+    raise RunEndedError(run)
 
 
 def maintenance() -> Maintenance | None:

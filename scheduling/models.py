@@ -375,6 +375,15 @@ class Execution(models.Model):
         db_default=False,
         help_text=_("The fire waited for a run of its job still going to end (overlap policy)."),
     )
+    enqueued_at = models.DateTimeField(
+        _("enqueued at"),
+        null=True,
+        blank=True,
+        help_text=_(
+            "When the run was handed to task workers: a retry, a queued fire or a run requested now "
+            "keeps its fire's scheduled time, so its wait for a worker counts from here."
+        ),
+    )
     cancel_requested_at = models.DateTimeField(_("cancel requested at"), null=True, blank=True)
     cancel_requested_by = models.CharField(
         _("cancel requested by"), max_length=150, blank=True, default="", db_default=""

@@ -316,11 +316,12 @@ def _paths() -> dict[str, Any]:
                 "description": (
                     "Needs `scheduling.cancel_run`. A run waiting for a task worker is cancelled at once "
                     "(200); a running one is stopped by the process running it and recorded cancelled "
-                    "when it has ended (202). 409: the run has ended already."
+                    "when it has ended (202). A run a cancel ended is answered as cancelled again "
+                    "(200). 409: the run has ended already, other than by a cancel."
                 ),
                 "parameters": [{**_integer("run_id", "path", 1, 2**63 - 1, "The run's id."), "example": 1}],
                 "responses": {
-                    **_ok("Cancelled before it started", "CancelReply"),
+                    **_ok("Cancelled (before it started, or by an earlier cancel)", "CancelReply"),
                     **_ok("Cancel requested", "CancelReply", "202"),
                     **_errors(_ACT),
                 },

@@ -14,7 +14,7 @@ at the server —, each value prepared by its field exactly as the ORM would:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from django.db import connections, router
@@ -28,13 +28,17 @@ def update_rows(
     where: str = "",
     where_params: Sequence[Any] = (),
     compare: Sequence[str] = (),
+    expressions: Mapping[str, str] | None = None,
 ) -> int:
     """Set ``fields`` of each (pk, values) row in one statement; returns the rows changed.
 
     ``where`` (SQL on the model's table, with ``where_params``) narrows the rows further, e.g.
     "AND status = %s". ``compare`` names fields that must still hold, row by row, the values
     given under ``"<name>__was"`` in each row's values: a compare-and-set, so a row another
-    writer changed since it was read is left alone (and not counted).
+    writer changed since it was read is left alone (and not counted). ``expressions`` sets a
+    field to SQL of its own instead of its new value, ``{value}`` standing for that value and
+    ``{table}`` for the quoted table (e.g. a CASE on what the row holds as it is written);
+    no parameters: constants only.
     """
     if not rows:
         return 0
@@ -50,7 +54,7 @@ def update_rows(
             for column, name in zip(columns, keys, strict=True)
         ]
     build = {"postgresql": _postgresql, "sqlite": _sqlite}.get(connection.vendor, _mysql)
-    sql = build(connection, meta.db_table, columns, len(fields), len(rows)) + f" {where}"
+    sql = build(connection, meta.db_table, columns, len(fields), len(rows), expressions or {}) + f" {where}"
     with connection.cursor() as cursor:
         cursor.execute(sql, [*params, *where_params])
         return cursor.rowcount
@@ -62,15 +66,29 @@ def update_rows(
 
 
 def _clauses(
-    connection: Any, table: str, columns: list[Any], assigned: int, value: str, qualify: bool = False
+    connection: Any,
+    table: str,
+    columns: list[Any],
+    assigned: int,
+    value: str,
+    expressions: Mapping[str, str],
+    qualify: bool = False,
 ) -> tuple[str, str]:
     """The SET list and the compare-and-set conditions; ``value`` names a column of the values
     table from its position, counted from 0 (e.g. "v.c{0}", or "v.column{1}" counting from 1),
-    and ``qualify`` prefixes the assigned columns with their table."""
+    ``expressions`` are update_rows', and ``qualify`` prefixes the assigned columns with their
+    table."""
     quote = connection.ops.quote_name
     target = f"{quote(table)}." if qualify else ""
+
+    def new(number: int, column: Any) -> str:
+        given = value.format(number, number + 1)
+        if column.name not in expressions:
+            return given
+        return expressions[column.name].format(value=given, table=quote(table))
+
     assignments = ", ".join(
-        f"{target}{quote(column.column)} = {value.format(number, number + 1)}"
+        f"{target}{quote(column.column)} = {new(number, column)}"
         for number, column in enumerate(columns)
         if 0 < number <= assigned
     )
@@ -82,30 +100,36 @@ def _clauses(
     return assignments, compared
 
 
-def _postgresql(connection: Any, table: str, columns: list[Any], assigned: int, count: int) -> str:
+def _postgresql(
+    connection: Any, table: str, columns: list[Any], assigned: int, count: int, expressions: Mapping[str, str]
+) -> str:
     quote = connection.ops.quote_name
     # Typed placeholders: VALUES takes its column types from them.
     row = "(" + ", ".join(f"%s::{column.db_type(connection)}" for column in columns) + ")"
     aliases = ", ".join(f"c{number}" for number in range(len(columns)))
-    assignments, compared = _clauses(connection, table, columns, assigned, "v.c{0}")
+    assignments, compared = _clauses(connection, table, columns, assigned, "v.c{0}", expressions)
     return (
         f"UPDATE {quote(table)} SET {assignments} FROM (VALUES {', '.join([row] * count)}) AS v ({aliases}) "  # noqa: S608
         f"WHERE {quote(table)}.{quote(columns[0].column)} = v.c0{compared}"
     )
 
 
-def _sqlite(connection: Any, table: str, columns: list[Any], assigned: int, count: int) -> str:
+def _sqlite(
+    connection: Any, table: str, columns: list[Any], assigned: int, count: int, expressions: Mapping[str, str]
+) -> str:
     quote = connection.ops.quote_name
     row = "(" + ", ".join(["%s"] * len(columns)) + ")"
     # SQLite names the columns of VALUES column1, column2…
-    assignments, compared = _clauses(connection, table, columns, assigned, "v.column{1}")
+    assignments, compared = _clauses(connection, table, columns, assigned, "v.column{1}", expressions)
     return (
         f"UPDATE {quote(table)} SET {assignments} FROM (VALUES {', '.join([row] * count)}) AS v "  # noqa: S608
         f"WHERE {quote(table)}.{quote(columns[0].column)} = v.column1{compared}"
     )
 
 
-def _mysql(connection: Any, table: str, columns: list[Any], assigned: int, count: int) -> str:
+def _mysql(
+    connection: Any, table: str, columns: list[Any], assigned: int, count: int, expressions: Mapping[str, str]
+) -> str:
     quote = connection.ops.quote_name
     # Without the cast, bytes in a derived table become text in the connection's character set.
     values = [
@@ -113,7 +137,9 @@ def _mysql(connection: Any, table: str, columns: list[Any], assigned: int, count
     ]
     first = "SELECT " + ", ".join(f"{value} AS c{number}" for number, value in enumerate(values))
     others = ["SELECT " + ", ".join(values)] * (count - 1)
-    assignments, compared = _clauses(connection, table, columns, assigned, "v.c{0}", qualify=True)
+    assignments, compared = _clauses(
+        connection, table, columns, assigned, "v.c{0}", expressions, qualify=True
+    )
     return (
         f"UPDATE {quote(table)} JOIN ({' UNION ALL '.join([first, *others])}) AS v "  # noqa: S608
         f"ON {quote(table)}.{quote(columns[0].column)} = v.c0{compared} SET {assignments} WHERE 1 = 1"

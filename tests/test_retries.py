@@ -21,15 +21,16 @@ from scheduling.declarations import JobDeclarationError
 from scheduling.fencing import Fence, FenceLost
 from scheduling.history import writer
 from scheduling.history.attempts import backoff, retries, retry_times
-from scheduling.history.housekeeping import prune
+from scheduling.history.housekeeping import expire_task_runs, prune
 from scheduling.history.recorder import Recorder
 from scheduling.history.rows import Origin, Outcome
-from scheduling.models import Execution, ScheduledJob
+from scheduling.models import Execution, ExecutionQuerySet, ScheduledJob
 from scheduling.policy import RunPolicy
 from scheduling.queries import schedule_summary
 from scheduling.runs.processes import ProcessPool
 from scheduling.runs.targets import run_targets
 from scheduling.runs.threads import ThreadTarget
+from scheduling.runtime import dispatch
 from scheduling.runtime.dispatch import RETRY_PENDING, Dispatcher
 from scheduling.runtime.service import Runner
 from scheduling.store import JobStore
@@ -286,7 +287,7 @@ def pending_retry(job_id: str = "flaky", attempts: int = 3, **fields: Any) -> Ex
     now = timezone.now()
     return Execution.objects.create(
         job_id=job_id,
-        status="failed",
+        status=fields.pop("status", "failed"),
         scheduled_at=fields.pop("scheduled_at", now - timedelta(minutes=1)),
         finished_at=now,
         attempts=attempts,
@@ -361,6 +362,45 @@ def test_a_retry_recorded_but_not_taken_before_a_crash_is_only_taken_by_the_next
     assert not (tmp_path / "calls").exists()
 
 
+@pytest.mark.parametrize("broken", ["take_retry", "policies_of"])
+def test_a_database_error_while_starting_a_retry_gives_its_slot_back_and_records_no_attempt(
+    registry: dict, dispatcher: Dispatcher, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, broken: str
+) -> None:
+    store = declare(registry, tmp_path / "calls", failures=0)
+    dispatcher.store = store
+    failed_run = pending_retry()
+
+    def fail(*args: Any) -> Any:
+        raise OperationalError("the database went away")
+
+    if broken == "take_retry":
+        monkeypatch.setattr(ExecutionQuerySet, "take_retry", fail)
+    else:
+        monkeypatch.setattr(dispatch, "policies_of", fail)
+    with pytest.raises(OperationalError):
+        dispatcher.run_retries(timezone.now())
+    threads = dispatcher.targets[next(iter(dispatcher.targets))]
+    assert isinstance(threads, ThreadTarget)
+    assert threads.reserved == {}
+    assert attempts() == [(1, "failed", 3, True)]  # no attempt row left "running", still pending
+    monkeypatch.undo()
+    dispatcher.run_retries(timezone.now())  # the loop, backed off, tries again
+    wait_for(lambda: Execution.objects.filter(job_id="flaky", attempt=2, status="succeeded").exists())
+    assert Execution.objects.get(pk=failed_run.pk).retry_at is None
+
+
+def test_a_retry_taken_by_another_scheduler_meanwhile_leaves_no_attempt_row(
+    registry: dict, dispatcher: Dispatcher, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = declare(registry, tmp_path / "calls", failures=0)
+    dispatcher.store = store
+    pending_retry()
+    monkeypatch.setattr(ExecutionQuerySet, "take_retry", lambda runs: 0)  # the lease was lost
+    dispatcher.run_retries(timezone.now())
+    assert Execution.objects.filter(job_id="flaky").count() == 1
+    assert not (tmp_path / "calls").exists()
+
+
 def test_a_pending_retry_survives_a_restart_and_the_new_scheduler_runs_it(
     registry: dict, tmp_path: Path
 ) -> None:
@@ -421,6 +461,36 @@ def test_a_retry_due_during_a_maintenance_pause_is_recorded_skipped(
     assert not Execution.objects.awaiting_retry().exists()
 
 
+def test_a_retry_in_task_workers_waits_for_a_worker_from_when_it_was_enqueued_not_from_its_fire(
+    registry: dict, dispatcher: Dispatcher, tmp_path: Path
+) -> None:
+    store = declare(registry, tmp_path / "calls", failures=0, runs_in="tasks")
+    dispatcher.store = store
+    two_hours_ago = timezone.now() - timedelta(hours=2)  # past SCHEDULING_TASK_TIMEOUT's hour
+    pending_retry(scheduled_at=two_hours_ago, ran_in="tasks")
+    dispatcher.run_retries(timezone.now())
+    assert expire_task_runs() == 0
+    assert attempts() == [(1, "failed", 3, False), (2, "enqueued", 3, False)]
+    # A row enqueued before enqueued_at was recorded still counts from its fire time.
+    Execution.objects.filter(job_id="flaky", attempt=2).update(enqueued_at=None)
+    assert expire_task_runs() == 1
+    assert attempts()[1][1] == "interrupted"
+
+
+def test_a_queued_fire_in_task_workers_waits_for_a_worker_from_when_it_started_waiting(
+    registry: dict, dispatcher: Dispatcher, tmp_path: Path
+) -> None:
+    store = declare(registry, tmp_path / "calls", failures=0, runs_in="tasks", overlap="queue")
+    dispatcher.store = store
+    two_hours_ago = timezone.now() - timedelta(hours=2)
+    pending_retry(
+        status="queued", ran_in="tasks", queued=True, scheduled_at=two_hours_ago, retry_at=two_hours_ago
+    )
+    dispatcher.run_retries(timezone.now())
+    assert Execution.objects.get(job_id="flaky").status == "enqueued"
+    assert expire_task_runs() == 0
+
+
 # What people see
 
 
@@ -463,6 +533,24 @@ def test_a_run_requested_now_holds_to_max_instances_with_a_retry_pending_and_may
     assert set(Execution.objects.values_list("origin", "requested_by")) == {("manual", "alice")}
 
 
+def test_run_now_holds_to_max_instances_with_a_retry_pending_after_retries_were_set_to_0(
+    registry: dict,
+) -> None:
+    job(id="flaky", interval=3600)(jobs.succeed)  # no retries (any more)
+    pending_retry(retry_at=timezone.now() + timedelta(hours=5))
+    runner = Runner()
+    runner.start()
+    try:
+        control.run_now("flaky", requested_by="alice")
+        asked = wait_for(lambda: Execution.objects.filter(requested_by="alice").first())
+    finally:
+        runner.stop()
+    assert (asked.status, asked.exception) == (
+        "skipped",
+        "Skipped: the job was already running (max_instances reached)",
+    )
+
+
 def test_the_policy_read_of_a_failure_is_retried_with_its_write_when_the_connection_broke(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -481,6 +569,24 @@ def test_the_policy_read_of_a_failure_is_retried_with_its_write_when_the_connect
     assert writer.finish_all([(run, failed())]) == 1
     run.refresh_from_db()
     assert (run.status, run.retry_at is not None, len(calls)) == ("failed", True, 2)
+
+
+def test_a_run_that_fails_after_a_cancel_was_asked_for_is_written_cancelled_and_not_retried() -> None:
+    ScheduledJob.objects.create(id="report", source="code", run_policy={"retries": 2, "retry_backoff": 10})
+    started = {"job_id": "report", "status": "running", "attempts": 3, "started_at": timezone.now()}
+    cancelled = Execution.objects.create(
+        scheduled_at=NOW, cancel_requested_at=timezone.now(), cancel_requested_by="alice", **started
+    )
+    other = Execution.objects.create(scheduled_at=NOW + timedelta(minutes=1), **started)
+    finished = [(cancelled, failed()), (other, failed())]
+    with CaptureQueriesContext(connection) as queries:
+        assert writer.finish_all(finished) == 2
+    assert len(queries) == 2  # the policies' read and the one UPDATE, as without a cancel
+    rows = Execution.objects.order_by("scheduled_at").values_list("status", "retry_at")
+    assert [(status, retry_at is not None) for status, retry_at in rows] == [
+        ("cancelled", False),
+        ("failed", True),
+    ]
 
 
 def test_a_change_of_retries_is_in_the_schedules_words_for_the_history_of_changes(registry: dict) -> None:

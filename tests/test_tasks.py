@@ -11,7 +11,7 @@ from typing import Any
 
 import django
 import pytest
-from django.db import connection
+from django.db import OperationalError, connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
@@ -22,6 +22,7 @@ from scheduling.history.housekeeping import expire_task_runs
 from scheduling.history.rows import Outcome
 from scheduling.models import Execution, RunRequest
 from scheduling.placement import Placement, RunsIn
+from scheduling.runs import worker_task
 from scheduling.runs.worker_task import run_enqueued, run_scheduled_job
 from scheduling.runtime.dispatch import Dispatcher
 from scheduling.runtime.service import Runner
@@ -81,6 +82,27 @@ def test_a_fire_is_recorded_as_enqueued_with_its_task_then_run_and_recorded_by_t
     assert jobs.calls == [f"in-tasks@{execution.scheduled_at.isoformat()}"]  # current_run() works there
     task.refresh_from_db()
     assert task.status == "SUCCESSFUL"
+
+
+def test_a_database_error_reading_the_policy_leaves_the_run_enqueued_not_running_without_an_end(
+    registry: dict, dispatcher: Dispatcher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job(interval=30, id="in-tasks", runs_in="tasks")(jobs.remember_run)
+    dispatch_due(registry, dispatcher)
+    execution = Execution.objects.get()
+
+    def fail(*args: Any) -> Any:
+        raise OperationalError("the database went away")
+
+    monkeypatch.setattr(worker_task, "policies_of", fail)
+    with pytest.raises(OperationalError):
+        run_enqueued(execution.pk, "task-1")
+    execution.refresh_from_db()
+    assert (execution.status, execution.started_at) == ("enqueued", None)  # another delivery may take it
+    monkeypatch.undo()
+    outcome = run_enqueued(execution.pk, "task-2")
+    assert isinstance(outcome, Outcome)
+    assert outcome.status == "succeeded"
 
 
 def test_a_task_delivered_twice_runs_its_job_once(registry: dict, dispatcher: Dispatcher) -> None:
@@ -176,7 +198,7 @@ def test_runs_no_worker_finishes_are_recorded_interrupted_after_the_task_timeout
     )
 
     assert expire_task_runs(timeout=60) == 0
-    Execution.objects.filter(pk=waiting.pk).update(scheduled_at=timezone.now() - timedelta(seconds=61))
+    Execution.objects.filter(pk=waiting.pk).update(enqueued_at=timezone.now() - timedelta(seconds=61))
     assert expire_task_runs(timeout=30) == 2
 
     waiting.refresh_from_db()

@@ -20,7 +20,7 @@ from scheduling import control, job, validation
 from scheduling.checks import thread_timeout_messages
 from scheduling.declarations import JobDeclarationError
 from scheduling.history.recorder import Recorder
-from scheduling.models import Execution
+from scheduling.models import Execution, ExecutionQuerySet
 from scheduling.placement import RunsIn
 from scheduling.runs import processes
 from scheduling.runs.processes import ProcessPool
@@ -215,6 +215,33 @@ def test_cancel_refuses_unknown_and_ended_runs_by_name() -> None:
     assert Execution.objects.get(pk=ended.pk).cancel_requested_at is None
 
 
+def test_a_run_a_cancel_ended_is_cancelled_again_and_one_that_ended_meanwhile_is_ended(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    waiting = Execution.objects.create(
+        job_id="report", status=Status.ENQUEUED, ran_in=RunsIn.TASKS, scheduled_at=timezone.now()
+    )
+    assert control.cancel(waiting.pk, "alice").status == Status.CANCELLED
+    again = control.cancel(waiting.pk, "bob")
+    assert (again.status, again.cancel_requested_by) == (Status.CANCELLED, "alice")
+    stopped = running_row()
+    control.cancel(stopped.pk, "alice")
+    Execution.objects.filter(pk=stopped.pk).update(status=Status.CANCELLED, finished_at=timezone.now())
+    assert control.cancel(stopped.pk, "bob").status == Status.CANCELLED  # as a second cancel of it running
+
+    # The run ends (succeeded) between the UPDATE that asks it to stop and the re-read.
+    ending = running_row()
+    first = ExecutionQuerySet.first
+
+    def ends_first(runs: ExecutionQuerySet) -> Execution | None:
+        Execution.objects.filter(pk=ending.pk).update(status=Status.SUCCEEDED, finished_at=timezone.now())
+        return first(runs)
+
+    monkeypatch.setattr(ExecutionQuerySet, "first", ends_first)
+    with pytest.raises(control.RunEndedError, match="has ended already"):
+        control.cancel(ending.pk, "alice")
+
+
 def running_row(job_id: str = "report") -> Execution:
     return Execution.objects.create(
         job_id=job_id, status=Status.RUNNING, scheduled_at=timezone.now(), started_at=timezone.now()
@@ -233,6 +260,10 @@ def test_the_command_cancels_a_run() -> None:
     out = io.StringIO()
     call_command("scheduling", "cancel", str(run.pk), "--json", stdout=out)
     assert json.loads(out.getvalue())["result"] == "cancel requested"
+    Execution.objects.filter(pk=run.pk).update(status=Status.CANCELLED)  # the cancel stopped it
+    out = io.StringIO()
+    call_command("scheduling", "cancel", str(run.pk), stdout=out)
+    assert out.getvalue().strip() == f"Run {run.pk} of report: cancelled"
     with pytest.raises(CommandError, match="No run with id 123456; nothing was cancelled"):
         call_command("scheduling", "cancel", "123456")
     with pytest.raises(CommandError, match="run_id"):
@@ -253,6 +284,9 @@ def test_the_api_cancels_a_run_with_the_cancel_permission(registry: dict, admin_
     ).exists()
 
     assert admin_client.post("/scheduling/api/runs/987654/cancel/").json()["code"] == "unknown_run"
+    Execution.objects.filter(pk=run.pk).update(status=Status.CANCELLED)  # the cancel stopped it
+    response = admin_client.post(url)
+    assert (response.status_code, response.json()["result"]) == (200, "cancelled")
     Execution.objects.filter(pk=run.pk).update(status=Status.SUCCEEDED)
     response = admin_client.post(url)
     assert (response.status_code, response.json()["code"]) == (409, "run_ended")
@@ -278,6 +312,9 @@ def test_the_admin_cancels_from_the_run_page_and_from_the_job_page(
     assert Execution.objects.get(pk=run.pk).cancel_requested_by == "admin"
     page = admin_client.get(f"/admin/scheduling/execution/{run.pk}/change/", follow=True)
     assert b"by admin at" in page.content
+    Execution.objects.filter(pk=run.pk).update(status=Status.CANCELLED)  # the cancel stopped it
+    response = admin_client.post(f"/admin/scheduling/execution/{run.pk}/cancel/", follow=True)
+    assert f"Run {run.pk} was cancelled.".encode() in response.content
 
     other = running_row()
     job_page = "/admin/scheduling/job/report/change/"

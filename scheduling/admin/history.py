@@ -90,8 +90,10 @@ def cancel_run(request: HttpRequest, run_id: int) -> None:
             change_message=f"Asked to cancel run {run.pk}",
             single_object=True,
         )
-    if run.status == Execution.Status.CANCELLED:
+    if run.status == Execution.Status.CANCELLED and run.started_at is None:
         messages.success(request, _("Run %(run)s was cancelled before it started.") % {"run": run.pk})
+    elif run.status == Execution.Status.CANCELLED:  # cancelled again: a cancel stopped it already
+        messages.success(request, _("Run %(run)s was cancelled.") % {"run": run.pk})
     else:
         messages.success(
             request,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
 from scheduling import identity
@@ -64,14 +64,17 @@ def running_elsewhere(instance: SchedulerInstance | None) -> dict[str, int]:
 def expire_task_runs(timeout: float | None = None) -> int:
     """Record runs handed to task workers and not heard of for ``timeout`` seconds as interrupted.
 
-    Enqueued runs count from their fire time (no worker took them), running ones from their
-    start (the worker that took them died, or lost its database). A worker that takes an expired
-    run later leaves it alone.
+    Enqueued runs count from when they were enqueued (no worker took them) — not from their fire
+    time, which a retry, a queued fire and a run requested now keep from the fire —, running ones
+    from their start (the worker that took them died, or lost its database). A worker that takes
+    an expired run later leaves it alone.
     """
     timeout = settings.TASK_TIMEOUT if timeout is None else timeout
     cutoff = timezone.now() - timedelta(seconds=timeout)
     tasks = Execution.objects.in_task_workers()
-    waiting = tasks.filter(scheduled_at__lt=cutoff).end_unstarted(
+    # Rows enqueued before enqueued_at existed count from their fire time, as they always did.
+    unheard = Q(enqueued_at__lt=cutoff) | Q(enqueued_at__isnull=True, scheduled_at__lt=cutoff)
+    waiting = tasks.filter(unheard).end_unstarted(
         Execution.Status.INTERRUPTED,
         f"Interrupted: no task worker took the run within {timeout:g} s (SCHEDULING_TASK_TIMEOUT)",
     )

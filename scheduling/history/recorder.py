@@ -70,6 +70,7 @@ class Recorder:
         ``call`` is the frozen copy of the job a task worker runs if the job left the store.
         """
         enqueued = ran_in == RunsIn.TASKS
+        now = timezone.now()
         return Execution(
             job_id=job_id,
             status=Execution.Status.ENQUEUED if enqueued else Execution.Status.RUNNING,
@@ -79,7 +80,8 @@ class Recorder:
             args=origin.args,
             kwargs=origin.kwargs,
             scheduled_at=scheduled_at,
-            started_at=None if enqueued else timezone.now(),
+            started_at=None if enqueued else now,
+            enqueued_at=now if enqueued else None,
             hostname=self.hostname,
             pid=self.pid,
             instance=self.instance,
@@ -105,13 +107,17 @@ class Recorder:
             instance=self.instance,
         )
 
-    def insert(self, rows: list[Execution], fence: Fence | None = None) -> list[Execution]:
+    def insert(
+        self, rows: list[Execution], fence: Fence | None = None, retry: bool = True
+    ) -> list[Execution]:
         """Insert many rows, fenced; returns the running (or enqueued) ones that may run, with ids.
 
         One statement per batch, conditioned on ``fence`` (default: the lease this process holds)
         and skipping the fires that have a row already (a scheduler that took over mid-dispatch
         wrote it): those are left out. Every row carries this call's pass id, so when a reply is
         lost after the rows were committed, the retry recognises them as its own and they run.
+        Without ``retry`` (inside a transaction, which a broken connection loses) a database error
+        is raised at once.
 
         :raises FenceLost: when no row went in because the lease is no longer this process's.
         """
@@ -135,7 +141,7 @@ class Recorder:
                 inserted, returned = inserted + count, returned + got
             return inserted, returned
 
-        inserted, returned = retrying(write, f"record {len(rows)} run(s)")
+        inserted, returned = retrying(write, f"record {len(rows)} run(s)", None if retry else 0)
         if attempts > 1 or not connection.features.can_return_rows_from_bulk_insert:
             # An earlier attempt may have committed (its reply lost): what is on disk decides.
             returned = list(

@@ -26,6 +26,15 @@ from scheduling.sql import update_rows
 
 OUTCOME_FIELDS = ["status", "started_at", "finished_at", "duration", "exception", "traceback"]
 FINISHED_FIELDS = [*OUTCOME_FIELDS, "retry_at"]
+# A run that fails once a cancel was asked for is written cancelled, never retried: the cancel
+# may be what made it fail (a thread job that stops by raising, a child stopped mid-write), and
+# the run's own process may not have seen the request yet. Decided in the UPDATE itself, from
+# the row as it is written, so a request made a moment before the outcome costs no extra read.
+CANCEL_WINS = {
+    "status": "CASE WHEN {table}.cancel_requested_at IS NOT NULL AND {value} = 'failed' "
+    "THEN 'cancelled' ELSE {value} END",
+    "retry_at": "CASE WHEN {table}.cancel_requested_at IS NULL THEN {value} END",
+}
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +45,8 @@ def finish_all(finished: list[tuple[Execution, Outcome]]) -> int:
     Conditioned on "running", so a run recorded as interrupted (the scheduler stopped, a standby
     took over) stays so; what became of it is kept beside, in ``late_outcome``, and logged. A
     failed run with attempts left gets its next attempt's time in the same statement (see
-    scheduling.history.attempts), so no failure is written without its retry.
+    scheduling.history.attempts), so no failure is written without its retry — unless a cancel
+    was asked for: then it is written cancelled, without one (CANCEL_WINS).
     """
     retry_at: dict[int, Any] = {}
 
@@ -60,6 +70,7 @@ def finish_all(finished: list[tuple[Execution, Outcome]]) -> int:
             FINISHED_FIELDS,
             "AND status IN (%s, %s)",
             [state.value for state in RUNNING_STATES],
+            expressions=CANCEL_WINS,
         )
 
     written = retrying(write, f"record the outcome of {len(finished)} run(s)")

@@ -115,10 +115,13 @@ def run_enqueued(execution_id: int, task_id: str) -> Outcome | str:
             _end_unstarted(execution, task_id, Execution.Status.SKIPPED, pause.skip_message)
             or TAKEN_MEANWHILE
         )
+    # Read before the claim: a database error here leaves the run enqueued, for another
+    # delivery or SCHEDULING_TASK_TIMEOUT, not "running" with no outcome to come.
+    timeout = policies_of([execution.job_id])[execution.job_id].timeout
     if not _claim(execution, task_id):
         return TAKEN_MEANWHILE
     notify(signals.job_started, execution)
-    outcome = _call_bounded(execution, call, function)
+    outcome = _call_bounded(execution, call, function, timeout)
     if not finish_all([(execution, outcome)]):
         logger.warning(
             "Job %s %s, but its run had been recorded as interrupted meanwhile (SCHEDULING_TASK_TIMEOUT)",
@@ -133,15 +136,16 @@ def run_enqueued(execution_id: int, task_id: str) -> Outcome | str:
     return outcome
 
 
-def _call_bounded(execution: Execution, call: task_calls.Call, function: Callable[..., Any]) -> Outcome:
-    """Call the job, within its timeout and open to a cancel.
+def _call_bounded(
+    execution: Execution, call: task_calls.Call, function: Callable[..., Any], timeout: int | None
+) -> Outcome:
+    """Call the job, within its ``timeout`` (seconds, or None) and open to a cancel.
 
     A job with a timeout runs in a child process of this worker, stopped at the deadline or on a
     cancel like a run in the scheduler's process pool; any other run is called here, where it
     can only be told (``current_run().cancel_requested``). A thread of this worker looks for a
     cancel request once a second while the run goes on.
     """
-    timeout = policies_of([execution.job_id])[execution.job_id].timeout
     live_runs = LiveRuns()
     live = live_runs.start(execution, timeout, stoppable=timeout is not None)
     done = threading.Event()

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from apscheduler.job import Job
-from django.db import DatabaseError
+from django.db import DatabaseError, router, transaction
 from django.utils import timezone
 
 from scheduling import signals
@@ -342,24 +342,40 @@ class Dispatcher:
         if job.next_run_time is None:  # paused: an operator stopped its runs, retries included
             self._not_retried(failed, "the job was paused")
             return
+        policy = policies_of([job.id])[job.id]  # read before a slot is taken: it may raise
         target = self.target(job)
         target.count_busy([job])
         others = max(pending.get(job.id, 1) - 1, 0)
         if not target.reserve(job, 1, others):
             return  # still pending: it holds its slot and is tried again in a later pass
-        row = target.row(job, failed.scheduled_at, origin)
-        row.attempt, row.attempts = attempt, failed.attempts
         try:
-            started = self.recorder.insert([row])
+            started = self._record_attempt(target.row(job, failed.scheduled_at, origin), failed)
         except BaseException:
-            target.release(job)
+            target.release(job)  # nothing was written: the slot must not stay taken
             raise
-        if not self._take_retry(failed) or not started:
+        if not started:
             target.release(job)  # taken by another scheduler, or recorded by one already
             return
         pending[job.id] = others
         logger.info("Retrying job %s: attempt %d of %d", job.id, attempt, failed.attempts)
-        target.submit(job, started, origin, policies_of([job.id])[job.id])
+        target.submit(job, started, origin, policy)
+
+    def _record_attempt(self, row: Execution, failed: Execution) -> list[Execution]:
+        """Record the next attempt of ``failed`` and take its retry, both or neither; returns the
+        attempt's row when it is this scheduler's to start.
+
+        One transaction: a take that fails (an error, or another scheduler took it) must not
+        leave an attempt row "running" that nobody starts. Its writes are not retried on a
+        broken connection, which loses the transaction: the loop's backoff tries the whole
+        again. An attempt recorded by a scheduler that crashed before taking it is only taken.
+        """
+        row.attempt, row.attempts = failed.attempt + 1, failed.attempts
+        with transaction.atomic(using=router.db_for_write(Execution)):
+            started = self.recorder.insert([row], retry=False)
+            if not self._take_retry(failed):
+                transaction.set_rollback(True, using=router.db_for_write(Execution))
+                return []
+        return started
 
     def _start_queued(self, queued: Execution, pending: dict[str, int], skip: str | None) -> None:
         """Start a fire queued behind a run of its job once a slot is free (fenced: one
@@ -384,11 +400,13 @@ class Dispatcher:
             return  # the run it waits for is still going: looked at again at the next poll
         fresh = target.row(job, queued.scheduled_at, SCHEDULED)
         where = {"started_at": fresh.started_at, "hostname": fresh.hostname, "pid": fresh.pid}
+        where["enqueued_at"] = fresh.enqueued_at  # a wait for a task worker counts from now
         if not self._fenced(queued).start_queued(fresh.status, instance=fresh.instance, **where):
             target.release(job)  # started by another scheduler, or cancelled meanwhile
             return
         queued.status, queued.retry_at, queued.instance = fresh.status, None, fresh.instance
         queued.started_at, queued.hostname, queued.pid = fresh.started_at, fresh.hostname, fresh.pid
+        queued.enqueued_at = fresh.enqueued_at
         pending[job.id] = others
         logger.info("Job %s: the fire queued for %s starts now", job.id, queued.scheduled_at)
         target.submit(job, [queued], SCHEDULED, policies_of([job.id])[job.id])

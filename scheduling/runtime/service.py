@@ -262,8 +262,9 @@ class Runner:
             logger.warning("Dropped a request to run %s: no such job in the store", request.job_id)
             self._taken(request)
             return
-        # Its pending retries hold max_instances slots, as for its scheduled fires.
-        waiting = Execution.objects.awaiting_retry().filter(job_id=job.id).count() if policy.retries else 0
+        # Its pending retries and queued fires hold max_instances slots, as for its scheduled
+        # fires, whatever its policy says now (retries set to 0 leaves a pending one pending).
+        waiting = Execution.objects.awaiting_retry().filter(job_id=job.id).count()
         self.dispatcher.run_requested(
             job, request.requested_at, origin, lambda: self._taken(request), skip, policy, waiting
         )

@@ -268,7 +268,9 @@ class Command(BaseCommand):
         except (control.UnknownRunError, control.RunEndedError) as exc:
             raise CommandError(f"{exc}; nothing was cancelled") from None
         if run.status == Execution.Status.CANCELLED:
-            text = f"Run {run.pk} of {run.job_id}: cancelled before it started"
+            # Cancelled again: it is as the first cancel left it.
+            when = " before it started" if run.started_at is None else ""
+            text = f"Run {run.pk} of {run.job_id}: cancelled{when}"
             result = "cancelled"
         else:
             text = f"Run {run.pk} of {run.job_id}: cancel requested; it is stopped within a few seconds"
