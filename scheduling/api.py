@@ -61,6 +61,7 @@ OPTION_FIELDS = {
     "timeout",
     "calendars",
     "overlap",
+    "lock",
     *validation.RETRY_OPTION_NAMES,
 }
 

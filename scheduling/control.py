@@ -14,6 +14,7 @@ from typing import Any
 from apscheduler.job import Job
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.util import ref_to_obj
+from django.db import router, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django_apscheduler.models import DjangoJob
@@ -282,7 +283,7 @@ def change(job_id: str, *, schedule: dict[str, Any] | None = None, **options: An
     ``options`` are APScheduler job options: max_instances, coalesce, misfire_grace_time, and
     executor (where it runs: a ``scheduling.placement.Placement``'s alias); and the run
     policy's (timeout, calendars, retries, retry_backoff, retry_backoff_max, retry_on,
-    overlap; see scheduling.policy). Both are checked against
+    overlap, lock; see scheduling.policy). Both are checked against
     ``scheduling.validation``'s limits before the job is read: InputError names the field.
     """
     options = validation.options(options)
@@ -311,11 +312,13 @@ def change(job_id: str, *, schedule: dict[str, Any] | None = None, **options: An
 
 
 def _change_policy(job_id: str, changes: dict[str, Any]) -> None:
-    scheduled_job, _ = ScheduledJob.objects.get_or_create(
-        id=job_id, defaults={"source": ScheduledJob.Source.EXTERNAL}
-    )
-    policy = replace(RunPolicy.from_stored(scheduled_job.run_policy), **changes)
-    ScheduledJob.objects.filter(id=job_id).update(run_policy=policy.stored())
+    # Read and written under the row's lock: two edits of different options at once both stand.
+    with transaction.atomic(using=router.db_for_write(ScheduledJob)):
+        scheduled_job, _ = ScheduledJob.objects.select_for_update().get_or_create(
+            id=job_id, defaults={"source": ScheduledJob.Source.EXTERNAL}
+        )
+        policy = replace(RunPolicy.from_stored(scheduled_job.run_policy), **changes)
+        ScheduledJob.objects.filter(id=job_id).update(run_policy=policy.stored())
 
 
 def add(

@@ -106,6 +106,7 @@ def job(
     retry_on: Sequence[type[BaseException] | str] = DEFAULT_POLICY.retry_on,
     calendars: list[str] | tuple[str, ...] = (),
     overlap: str = DEFAULT_POLICY.overlap,
+    lock: str | None = None,
     **unknown: Any,
 ) -> Any:
     """Declare ``func`` as a scheduled job.
@@ -136,6 +137,9 @@ def job(
     (recorded skipped), ``"queue"`` (run right after one ends; further fires meanwhile
     skipped) or ``"replace"`` (the oldest running one is cancelled; process pool and task
     workers only).
+    ``lock`` names a lock across jobs: jobs naming the same lock never run at the same time,
+    whichever scheduler or worker runs them; a fire that finds it held follows ``overlap``
+    (recorded skipped with the job holding it, or queued until it is free).
     """
 
     def decorate(function: F) -> F:
@@ -165,6 +169,7 @@ def job(
                     "retry_on": retry_on,
                     "calendars": calendars,
                     "overlap": overlap,
+                    "lock": lock,
                 },
                 placement=Placement.build(runs_in, task_backend, task_queue),
                 unknown=unknown,

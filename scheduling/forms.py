@@ -161,6 +161,15 @@ class JobScheduleForm(forms.ModelForm):
         required=False,  # left out: skip, as before the option existed
         help_text=_("What a fire does when max instances runs of the job are still going."),
     )
+    lock = forms.CharField(
+        label=_("Lock"),
+        required=False,
+        max_length=validation.MAX_LOCK_NAME_LENGTH,
+        help_text=_(
+            "Jobs naming the same lock never run at the same time; a fire that finds it held is "
+            "skipped or queued, as above. Blank: no lock."
+        ),
+    )
     calendars = forms.MultipleChoiceField(
         label=_("Calendars"),
         required=False,
@@ -258,6 +267,9 @@ class JobScheduleForm(forms.ModelForm):
             return getattr(DEFAULT_POLICY, name)
         return self._checked(name, check)
 
+    def clean_lock(self) -> str | None:
+        return cast("str | None", self._checked("lock", validation.check_lock))
+
     def clean_calendars(self) -> tuple[str, ...]:
         return cast(tuple[str, ...], self._checked("calendars", validation.check_calendars))
 
@@ -323,6 +335,7 @@ class JobScheduleForm(forms.ModelForm):
             **{name: self.cleaned_data[name] for name in validation.RETRY_OPTION_NAMES},
             "calendars": self.cleaned_data["calendars"],
             "overlap": self.cleaned_data["overlap"] or DEFAULT_POLICY.overlap,
+            "lock": self.cleaned_data["lock"],
         }
 
 

@@ -7,6 +7,7 @@ may delete a job), where django_apscheduler's cascade would take the history wit
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 import uuid
@@ -461,6 +462,41 @@ HANDED_OVER = (Execution.Status.ENQUEUED, *RUNNING_STATES)
 
 UNFINISHED = (Execution.Status.QUEUED, *HANDED_OVER)
 """The states of a run still to end; such rows are never pruned."""
+
+
+class RunLock(models.Model):
+    """A lock across jobs (a job's ``lock=`` option), taken by one run: jobs naming the same lock
+    never run at the same time, whichever scheduler or worker runs them.
+
+    The name's key is unique, so the database refuses a second holder: a digest of the name, so
+    that every database compares names byte for byte (MariaDB's default collation would take
+    "Café" and "cafe" for one lock, PostgreSQL for two). The row names its run by the
+    history's own key (job, scheduled time, attempt), and the lock is held while that run is
+    handed over — enqueued, running or overrunning — and free once its row says it ended: every
+    way a run ends frees it with no write of its own, a run recorded interrupted after its
+    scheduler or worker died included. A row whose run never got recorded (its taker crashed in
+    between) frees itself the same way.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    key = models.CharField(max_length=64, unique=True)  # see lock_key()
+    name = models.CharField(_("lock"), max_length=100)
+    job_id = models.CharField(_("job id"), max_length=255)
+    scheduled_at = models.DateTimeField(_("scheduled for"))
+    attempt = models.PositiveSmallIntegerField(_("attempt"), default=1)
+    taken_at = models.DateTimeField(_("taken at"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("run lock")
+        verbose_name_plural = _("run locks")
+
+    def __str__(self) -> str:
+        return f"{self.name} taken by {self.job_id} @ {self.scheduled_at:%Y-%m-%d %H:%M:%S}"
+
+
+def lock_key(name: str) -> str:
+    """The unique key of the lock ``name``: its SHA-256 in hex."""
+    return hashlib.sha256(name.encode()).hexdigest()
 
 
 class RunRequest(models.Model):

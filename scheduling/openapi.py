@@ -355,6 +355,10 @@ def _schemas() -> dict[str, Any]:
                 "items": {"type": "string"},
                 "description": "Exclusion calendars: fires inside their periods are skipped.",
             },
+            "lock": {
+                "type": ["string", "null"],
+                "description": "The lock it shares with other jobs (never two running at once); null: none.",
+            },
         },
     }
     run = {
@@ -706,6 +710,14 @@ def _reschedule() -> dict[str, Any]:
                 },
                 "description": (
                     "Names of existing exclusion calendars (400 names an unknown one); [] or null: none."
+                ),
+            },
+            "lock": {
+                "type": ["string", "null"],
+                "maxLength": validation.MAX_LOCK_NAME_LENGTH,
+                "description": (
+                    "A lock shared with other jobs: jobs naming the same lock never run at the same "
+                    "time; a fire finding it held follows overlap. Blank or null: no lock."
                 ),
             },
         },

@@ -23,6 +23,7 @@ POLICY_NAMES = (
     "retry_backoff_max",
     "retry_on",
     "overlap",
+    "lock",
 )
 
 # What a fire does when it finds max_instances runs of its job still going.
@@ -45,6 +46,11 @@ class RunPolicy:
     # once right after a running one ends; others meanwhile skipped), or "replace" the oldest
     # running one (cancelled; the fire is queued until its process is gone).
     overlap: str = "skip"
+    # A lock across jobs: jobs naming the same lock never run at the same time (so a job with a
+    # lock runs one run at a time, whatever its max_instances). A fire that finds it held follows
+    # ``overlap`` as a busy fire does ("replace" stops only a run of its own job). See
+    # scheduling.history.locks.
+    lock: str | None = None
 
     def __post_init__(self) -> None:
         # Stored as a JSON list: a tuple here, so that policies compare equal however they came.

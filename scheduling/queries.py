@@ -89,6 +89,7 @@ class JobSummary:
     state: str
     timeout: int | None = None
     calendars: tuple[str, ...] = ()
+    lock: str | None = None
 
 
 def job_summaries(job_ids: Collection[str] | None = None, limit: int | None = None) -> list[JobSummary]:
@@ -140,6 +141,7 @@ def _summary(job: Job, scheduled_job: ScheduledJob | None) -> JobSummary:
         state,
         policy.timeout,
         policy.calendars,
+        policy.lock,
     )
 
 
@@ -209,6 +211,10 @@ def schedule_summary(job_id: str) -> str:
     limit += retry_summary(policy)
     if policy.calendars:
         limit += ", calendars " + ", ".join(f'"{name}"' for name in policy.calendars)
+    if policy.overlap != "skip":
+        limit += f", overlap {policy.overlap}"
+    if policy.lock is not None:
+        limit += f', lock "{policy.lock}"'
     return (
         f"{describe(job.trigger)}; max instances {job.max_instances}, "
         f"coalesce {'on' if job.coalesce else 'off'}, misfire grace {grace}{limit}{where}"

@@ -24,6 +24,7 @@ def job_data(job: JobSummary) -> dict[str, Any]:
         "state": job.state,
         "timeout": job.timeout,
         "calendars": list(job.calendars),
+        "lock": job.lock,
     }
 
 

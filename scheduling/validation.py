@@ -52,6 +52,7 @@ MAX_RETRY_ON = 32  # exception classes one job's retry_on may name
 MAX_USER_LENGTH = 150  # a user name, as Django's auth stores it
 MAX_CALENDARS = 10  # calendars one job names
 MAX_CALENDAR_NAME_LENGTH = 100
+MAX_LOCK_NAME_LENGTH = 100
 MAX_CALENDAR_PERIOD = 366 * DAY  # one excluded date-time range
 OPTION_NAMES = (
     "max_instances",
@@ -61,6 +62,7 @@ OPTION_NAMES = (
     "timeout",
     "calendars",
     "overlap",
+    "lock",
 )
 RETRY_OPTION_NAMES = ("retries", "retry_backoff", "retry_backoff_max", "retry_on")
 
@@ -161,6 +163,14 @@ def check_overlap(value: Any) -> str:
             "invalid_choice",
         )
     return str(value)
+
+
+def check_lock(value: Any) -> str | None:
+    """A lock's name (see scheduling.policy.RunPolicy.lock); blank or None: no lock."""
+    if value is None:
+        return None
+    name = text("lock", value, MAX_LOCK_NAME_LENGTH).strip()
+    return name or None
 
 
 def check_overlap_placement(overlap: str, runs_in: str) -> None:
@@ -400,8 +410,8 @@ def _check_strings(field: str, value: Any) -> None:
 
 def options(values: dict[str, Any]) -> dict[str, Any]:
     """Check the job options given: APScheduler's (max_instances, coalesce, misfire_grace_time,
-    executor) and the run policy's (timeout, retries, retry_backoff, retry_backoff_max,
-    retry_on; see scheduling.policy)."""
+    executor) and the run policy's (timeout, calendars, retries, retry_backoff,
+    retry_backoff_max, retry_on, overlap, lock; see scheduling.policy)."""
     unknown = sorted(set(values) - set(OPTION_NAMES) - set(RETRY_OPTION_NAMES))
     if unknown:
         raise InputError(
@@ -421,6 +431,7 @@ def options(values: dict[str, Any]) -> dict[str, Any]:
         "retry_on": check_retry_on,
         "calendars": check_calendars,
         "overlap": check_overlap,
+        "lock": check_lock,
     }
     checked: dict[str, Any] = {name: checks[name](value) for name, value in values.items() if name in checks}
     if "executor" in values:

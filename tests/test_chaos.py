@@ -274,7 +274,7 @@ def test_no_fault_sequence_runs_a_fire_twice_or_loses_one(
         "fires run twice": verdict.duplicates(),
         "runs without their history row": verdict.unrecorded(),
         "rows left unfinished": verdict.unfinished(),
-        "max_instances=1 runs overlapping": verdict.overlaps(),
+        "runs overlapping (max_instances=1 or one lock)": verdict.overlaps(),
         "fires not run outside fault windows": verdict.gaps(),
         "schedulers that did not stop cleanly": [chaos.Finding(text, end) for text in schedulers.problems],
     }
@@ -426,6 +426,17 @@ def test_runs_of_a_max_instances_job_overlapping_in_time_are_found() -> None:
     assert "ran twice at once" in found
     assert "pid 1 " in found
     assert "pid 2 " in found
+
+
+def test_runs_of_jobs_sharing_a_lock_overlapping_in_time_are_found_and_back_to_back_runs_are_not() -> None:
+    first = chaos.Run("chaos.locked.0", BEGIN, 1, BEGIN, BEGIN + 0.6, 1)
+    next_to_it = chaos.Run("chaos.locked.1", BEGIN + 1, 2, BEGIN + 0.6, BEGIN + 1.2, 2)
+    assert verdict([first, next_to_it], []).overlaps() == []
+
+    overlapping = chaos.Run("chaos.locked.2", BEGIN + 1, 2, BEGIN + 1, BEGIN + 1.6, 3)
+    [found] = map(str, verdict([first, next_to_it, overlapping], []).overlaps())
+    assert found.startswith('the jobs sharing the lock "chaos-lock": ran twice at once: chaos.locked.1')
+    assert "and chaos.locked.2 in pid 2" in found
 
 
 def test_a_run_recorded_interrupted_is_a_finding_unless_its_process_was_killed_after_it() -> None:

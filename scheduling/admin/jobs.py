@@ -43,6 +43,7 @@ from scheduling import control, validation
 from scheduling.admin.charts import duration_chart
 from scheduling.admin.history import cancel_context, status_badge
 from scheduling.forms import JobAddForm, JobScheduleForm, RunArgumentsForm
+from scheduling.history.locks import holders
 from scheduling.legacy import old_meaning
 from scheduling.models import Execution, Job, Maintenance, ScheduledJob
 from scheduling.placement import DEFAULT_ALIAS, Placement, RunsIn
@@ -91,6 +92,7 @@ class JobAdmin(admin.ModelAdmin):
         "function",
         "state",
         "problem",
+        "lock_holder",
         "last_run",
         "recent_runs",
         "durations",
@@ -209,6 +211,24 @@ class JobAdmin(admin.ModelAdmin):
     def problem(self, obj: Any) -> str:
         return obj.import_error or "-"
 
+    @admin.display(description=_("lock"))
+    def lock_holder(self, obj: Any) -> SafeString | str:
+        """The job's lock across jobs and who holds it now (one query, on the job's page only)."""
+        name = RunPolicy.from_stored(obj.run_policy).lock
+        if name is None:
+            return "-"
+        holder = holders([name]).get(name)
+        if holder is None:
+            return format_html("{} <small>({})</small>", name, _("free"))
+        run = reverse("admin:scheduling_execution_change", args=[holder.run_id])
+        return format_html(
+            '{} <small>({} <a href="{}">{}</a>)</small>',
+            name,
+            _("held by job %(job)s,") % {"job": holder.job_id},
+            run,
+            _("run %(run)s") % {"run": holder.run_id},
+        )
+
     @admin.display(description=_("last run"), ordering="last_at")
     def last_run(self, obj: Any) -> SafeString | str:
         if obj.last_status is None:
@@ -262,6 +282,7 @@ class JobAdmin(admin.ModelAdmin):
                 "fields": [
                     "max_instances",
                     "overlap",
+                    "lock",
                     "coalesce",
                     "misfire_grace_time",
                     "timeout",
@@ -278,7 +299,18 @@ class JobAdmin(admin.ModelAdmin):
             return [what, (_("Schedule"), {"fields": editable}), options]
         about = (
             None,
-            {"fields": ["job", "function", "state", "problem", "last_run", "recent_runs", "durations"]},
+            {
+                "fields": [
+                    "job",
+                    "function",
+                    "state",
+                    "problem",
+                    "lock_holder",
+                    "last_run",
+                    "recent_runs",
+                    "durations",
+                ]
+            },
         )
         schedule = ["schedule", "preview"]
         if not self.has_change_permission(request, obj):

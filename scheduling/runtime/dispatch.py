@@ -27,6 +27,8 @@ from django.utils import timezone
 from scheduling import signals
 from scheduling.calendars import CalendarRule, exclusion
 from scheduling.fencing import Fence, FenceLost
+from scheduling.history import locks
+from scheduling.history.locks import Holder, LockTaken
 from scheduling.history.recorder import Recorder
 from scheduling.history.rows import SCHEDULED, Origin, describe_exception, missed_message
 from scheduling.models import Execution, ExecutionQuerySet, maintenance_in_force
@@ -60,6 +62,7 @@ class _Plan:
     next_run_time: datetime | None = None  # set when the job skips ahead instead of moving on
     rows: list[Execution] = field(default_factory=list)
     reserved: bool = False
+    lock: tuple[str, Execution] | None = None  # the lock its run takes, and that run's row
 
 
 class Dispatcher:
@@ -69,6 +72,9 @@ class Dispatcher:
         self.targets = targets  # by placement kind: where the runs of a job happen
         # Pending retries by job, read once a pass when the due query saw any: each holds a slot.
         self._pending: dict[str, int] = {}
+        # The locks the pass's jobs name that are held, read once a pass when any job names one;
+        # a lock a run of this pass takes is added.
+        self._held: dict[str, Holder] = {}
 
     def target(self, job: Job) -> RunTarget:
         return self.targets[Placement.of(job.executor).runs_in]
@@ -88,6 +94,8 @@ class Dispatcher:
         for target in self.targets.values():
             target.count_busy(by_target[id(target)])
         self._pending = pending_retries() if self.store.next_retry is not None else {}
+        names = {lock for job in jobs if (lock := self.store.policy(job.id).lock) is not None}
+        self._held = locks.holders(names)
         # The due query said whether a maintenance pause is on: only then is the pause read.
         pause = maintenance_in_force(now) if self.store.paused_for_maintenance else None
         skip = pause.skip_message if pause is not None else None
@@ -136,6 +144,7 @@ class Dispatcher:
             self.recorder.record_not_run(job.id, [requested_at], Execution.Status.SKIPPED, skip, origin)
             take()
             return
+        policy = policies_of([job.id])[job.id] if policy is None else policy
         target = self.target(job)
         target.count_busy([job])
         if not target.reserve(job, 1, waiting):
@@ -148,9 +157,21 @@ class Dispatcher:
             )
             take()
             return
-        policy = policies_of([job.id])[job.id] if policy is None else policy
         row = target.row(job, requested_at, origin)
         row.attempts = policy.attempts
+        try:
+            holder = self._take_lock(policy, row)
+        except BaseException:
+            target.release(job)
+            raise
+        if holder is not None:
+            target.release(job)
+            logger.info("Not running job %s now, as requested: %s", job.id, holder.skip_message)
+            self.recorder.record_not_run(
+                job.id, [requested_at], Execution.Status.SKIPPED, holder.skip_message, origin
+            )
+            take()
+            return
         try:
             started = self.recorder.insert([row])
         except BaseException:
@@ -169,7 +190,15 @@ class Dispatcher:
         target.submit(job, started, origin, policy)
 
     def _hand_over(self, plans: list[_Plan], fence: Fence | None) -> int:
-        """Record the plans' rows in one INSERT, then start their runs; returns runs not started."""
+        """Take the plans' locks, record their rows in one INSERT, then start their runs; returns
+        runs not started.
+
+        :raises LockTaken: a lock found free when the pass began was taken meanwhile (by a writer
+            that slipped past the fence): nothing of the pass started, the next one starts over.
+        """
+        wanted = [plan.lock for plan in plans if plan.lock is not None]
+        if lost := locks.take(wanted, fence):
+            raise LockTaken(f"The lock(s) {', '.join(lost)} were taken by another scheduler meanwhile")
         started = self.recorder.insert([row for plan in plans for row in plan.rows], fence)
         runs: dict[str, list[Execution]] = {}
         for execution in started:
@@ -251,35 +280,50 @@ class Dispatcher:
             if not on_time:
                 return plan
         waiting = self._pending.get(job.id, 0)
-        allowed = plan.target.reserve(job, len(on_time), waiting)
-        plan.reserved = allowed > 0
         policy = self.store.policy(job.id)
+        # A job with a lock runs one run at a time, and none while another job holds its lock.
+        held = self._held.get(policy.lock) if policy.lock is not None else None
+        allowed = 0 if held else plan.target.reserve(job, 1 if policy.lock else len(on_time), waiting)
+        plan.reserved = allowed > 0
         for number, run_time in enumerate(on_time):
             if number < allowed:
                 row = plan.target.row(job, run_time, SCHEDULED)
                 row.attempts = policy.attempts
                 plan.rows.append(row)
+                if policy.lock is not None:
+                    plan.lock = (policy.lock, row)
+                    held = self._held[policy.lock] = Holder(policy.lock, job.id)
             elif policy.overlap != "skip" and not waiting:
-                plan.rows.append(self._queued(plan, run_time, policy))
+                plan.rows.append(self._queued(plan, run_time, policy, held))
                 waiting = self._pending[job.id] = 1
             else:
-                logger.warning("Job %s skipped: its previous run is still going", job.id)
-                why = (QUEUED_AHEAD if policy.overlap != "skip" else RETRY_PENDING) if waiting else BUSY
+                why = busy_message(policy, waiting, held)
+                logger.warning("Job %s: the fire at %s is not run: %s", job.id, run_time, why)
                 plan.rows.append(self.recorder.not_run_row(job.id, run_time, Execution.Status.SKIPPED, why))
         return plan
 
-    def _queued(self, plan: _Plan, run_time: datetime, policy: RunPolicy) -> Execution:
-        """The row of a fire queued behind a run still going (overlap "queue" or "replace").
+    def _queued(self, plan: _Plan, run_time: datetime, policy: RunPolicy, held: Holder | None) -> Execution:
+        """The row of a fire queued behind a run still going (overlap "queue" or "replace"), or
+        behind the run of another job holding its lock (``held``).
 
         It waits as a pending retry does — ``retry_at`` set, holding a slot — and
-        :meth:`run_retries` starts it once a slot is free. With "replace", the oldest run going
-        is asked to stop, as a cancel would (only the process pool and task workers can).
+        :meth:`run_retries` starts it once a slot, and its lock, are free. With "replace", the
+        oldest run of the job going is asked to stop, as a cancel would (only the process pool
+        and task workers can); another job's run holding the lock is never stopped.
         """
         job = plan.job
         row = plan.target.row(job, run_time, SCHEDULED)
         row.status, row.retry_at, row.started_at = Execution.Status.QUEUED, run_time, None
         row.attempts, row.queued = policy.attempts, True
-        if policy.overlap == "replace":
+        if held is not None and held.job_id != job.id:
+            logger.info(
+                "Job %s: the fire at %s is queued behind job %s, which holds the lock %r",
+                job.id,
+                run_time,
+                held.job_id,
+                held.name,
+            )
+        elif policy.overlap == "replace":
             oldest = Execution.objects.filter(job_id=job.id).running().order_by("started_at", "pk").first()
             if oldest is not None:
                 Execution.objects.filter(pk=oldest.pk, cancel_requested_at__isnull=True).running().update(
@@ -348,8 +392,13 @@ class Dispatcher:
         others = max(pending.get(job.id, 1) - 1, 0)
         if not target.reserve(job, 1, others):
             return  # still pending: it holds its slot and is tried again in a later pass
+        row = target.row(job, failed.scheduled_at, origin)
+        row.attempt = attempt
         try:
-            started = self._record_attempt(target.row(job, failed.scheduled_at, origin), failed)
+            if self._take_lock(policy, row) is not None:
+                target.release(job)
+                return  # still pending: its lock is held; tried again in a later pass
+            started = self._record_attempt(row, failed)
         except BaseException:
             target.release(job)  # nothing was written: the slot must not stay taken
             raise
@@ -393,12 +442,22 @@ class Dispatcher:
             why = "left the store" if job is None else "was paused"
             self._end_queued(queued, f"Skipped: the job {why} while the fire was queued")
             return
+        policy = policies_of([job.id])[job.id]  # read before a slot is taken: it may raise
         target = self.target(job)
         target.count_busy([job])
         others = max(pending.get(job.id, 1) - 1, 0)
         if not target.reserve(job, 1, others):
             return  # the run it waits for is still going: looked at again at the next poll
         fresh = target.row(job, queued.scheduled_at, SCHEDULED)
+        fresh.attempt = queued.attempt
+        try:
+            holder = self._take_lock(policy, fresh)
+        except BaseException:
+            target.release(job)
+            raise
+        if holder is not None:
+            target.release(job)
+            return  # its lock is held by another run: looked at again at the next poll
         where = {"started_at": fresh.started_at, "hostname": fresh.hostname, "pid": fresh.pid}
         where["enqueued_at"] = fresh.enqueued_at  # a wait for a task worker counts from now
         if not self._fenced(queued).start_queued(fresh.status, instance=fresh.instance, **where):
@@ -409,7 +468,18 @@ class Dispatcher:
         queued.enqueued_at = fresh.enqueued_at
         pending[job.id] = others
         logger.info("Job %s: the fire queued for %s starts now", job.id, queued.scheduled_at)
-        target.submit(job, [queued], SCHEDULED, policies_of([job.id])[job.id])
+        target.submit(job, [queued], SCHEDULED, policy)
+
+    def _take_lock(self, policy: RunPolicy, row: Execution) -> Holder | None:
+        """Take the lock of ``policy``, if it names one, for the run of ``row`` (not yet recorded);
+        returns who holds it when it cannot be taken (None: taken, or no lock to take)."""
+        if policy.lock is None:
+            return None
+        if (holder := locks.holders([policy.lock]).get(policy.lock)) is not None:
+            return holder
+        if locks.take([(policy.lock, row)], self.recorder.fence):
+            return locks.holders([policy.lock]).get(policy.lock, Holder(policy.lock, "(another scheduler)"))
+        return None
 
     def _end_queued(self, queued: Execution, why: str) -> None:
         logger.warning(
@@ -518,6 +588,13 @@ class Dispatcher:
         for job in finished:
             self.store.remove_fired(job, fence)
         return min((job.next_run_time for job in moving if job.id not in left_alone), default=None)
+
+
+def busy_message(policy: RunPolicy, waiting: int, held: Holder | None) -> str:
+    """Why a fire that cannot start now is skipped."""
+    if waiting:
+        return QUEUED_AHEAD if policy.overlap != "skip" else RETRY_PENDING
+    return held.skip_message if held is not None else BUSY
 
 
 def due_fire_times(job: Job, now: datetime) -> tuple[list[datetime], bool]:

@@ -26,11 +26,16 @@ SLOW_SECONDS = 4.0
 RETRY_JOBS = 3
 RETRY_PERIOD = 2.0
 RETRIED = "chaos.retry."  # their first attempt fails on purpose; the second succeeds
+LOCKED_JOBS = 3  # every second, 0.6 s runs, all sharing one lock (the last one queues)
+LOCKED_SECONDS = 0.6
+LOCK = "chaos-lock"
+QUEUE_SECONDS = 2.5  # chaos.queue.0: max_instances=1, overlap="queue", every second
 
 SIGKILL, SIGSTOP, DEPLOY = "SIGKILL", "SIGSTOP", "SIGTERM+restart"
 KILL_CONNECTIONS, RESTART_DATABASE = "connections killed", "database restarted"
-# Statuses a row may keep once every scheduler has stopped cleanly.
-FINAL = {"succeeded", "failed", "missed", "skipped", "interrupted"}
+# Statuses a row may keep once every scheduler has stopped cleanly (a queued fire waits for the
+# next scheduler, as a pending retry does).
+FINAL = {"succeeded", "failed", "missed", "skipped", "interrupted", "queued"}
 # How long after a run its process may be killed and the run's row rightly say "interrupted".
 OUTCOME_WRITE = 10.0
 # A fault also disturbs the fires due just before it (dispatched, not yet run).
@@ -279,15 +284,22 @@ class Verdict:
         ]
 
     def overlaps(self) -> list[Finding]:
-        """Runs of a ``max_instances=1`` job that overlapped in time."""
+        """Runs that must never go on at the same time and did: those of one ``max_instances=1``
+        job, and those of the jobs sharing a lock."""
+        groups: dict[str, tuple[str, ...]] = {
+            f"chaos.slow.{n} (max_instances=1)": (f"chaos.slow.{n}",) for n in range(SLOW_JOBS)
+        }
+        groups["chaos.queue.0 (max_instances=1, overlap queue)"] = ("chaos.queue.0",)
+        groups[f'the jobs sharing the lock "{LOCK}"'] = tuple(f"chaos.locked.{n}" for n in range(LOCKED_JOBS))
         found = []
-        for number in range(SLOW_JOBS):
-            runs = sorted(
-                (run for run in self.runs if run.job_id == f"chaos.slow.{number}"), key=lambda r: r.started
-            )
+        for name, job_ids in groups.items():
+            runs = sorted((run for run in self.runs if run.job_id in job_ids), key=lambda r: r.started)
             for earlier, later in itertools.pairwise(runs):
                 if later.started < earlier.ended - 0.01:
-                    text = f"chaos.slow.{number} (max_instances=1) ran twice at once: {earlier} and {later}"
+                    text = (
+                        f"{name}: ran twice at once: {earlier.job_id} in {earlier} "
+                        f"and {later.job_id} in {later}"
+                    )
                     found.append(Finding(text, later.started, [earlier, later]))
         return found
 

@@ -6,14 +6,29 @@
 - ``chaos.slow.N``: 4 s runs, ``max_instances=1``, longer than the chaos lease: a take-over while
   one is running (a graceful stop, a frozen leader) must not start a second, overlapping run;
 - ``chaos.retry.N``: every 2 s, the first attempt fails on purpose and is retried a second later:
-  each attempt must run once, however the faults fall between the failure and its retry.
+  each attempt must run once, however the faults fall between the failure and its retry;
+- ``chaos.locked.N``: every second, 0.6 s runs, all sharing one lock (the last with
+  ``overlap="queue"``): no two of them may ever run at the same time, in whichever schedulers;
+- ``chaos.queue.0``: every second, 2.5 s runs, ``max_instances=1``, ``overlap="queue"``: its queued
+  fire, started by whichever scheduler leads when the run ends, must never overlap that run.
 """
 
 import os
 import time
 
 from scheduling import current_run, job
-from tests.support.chaos import EVERY_JOBS, JITTER_JOBS, RETRY_JOBS, RETRY_PERIOD, SLOW_JOBS, SLOW_SECONDS
+from tests.support.chaos import (
+    EVERY_JOBS,
+    JITTER_JOBS,
+    LOCK,
+    LOCKED_JOBS,
+    LOCKED_SECONDS,
+    QUEUE_SECONDS,
+    RETRY_JOBS,
+    RETRY_PERIOD,
+    SLOW_JOBS,
+    SLOW_SECONDS,
+)
 
 TRACE = os.environ.get("SCHEDULING_CHAOS_TRACE", "")
 
@@ -63,3 +78,18 @@ for number in range(RETRY_JOBS):
         retry_backoff=1,
         retry_on=[ConnectionError],
     )(fail_first_attempt)
+for number in range(LOCKED_JOBS):
+    job(
+        interval={"seconds": 1},
+        id=f"chaos.locked.{number}",
+        args=[TRACE, LOCKED_SECONDS],
+        lock=LOCK,
+        overlap="queue" if number == LOCKED_JOBS - 1 else "skip",
+    )(trace_run)
+job(
+    interval={"seconds": 1},
+    id="chaos.queue.0",
+    args=[TRACE, QUEUE_SECONDS],
+    max_instances=1,
+    overlap="queue",
+)(trace_run)

@@ -215,6 +215,8 @@ class Command(BaseCommand):
         ]
         if job.calendars:
             lines.append(f"  calendars: {', '.join(job.calendars)}")
+        if job.lock is not None:
+            lines.append(f"  lock:     {job.lock}")
         lines += [
             "  recent runs:" if runs else "  no runs yet",
         ]
