@@ -178,7 +178,7 @@ def job_list(request: HttpRequest, user: Any) -> JsonResponse:
 @endpoint("GET", "view_job")
 def job_detail(request: HttpRequest, user: Any, job_id: str) -> JsonResponse:
     limit = validation.whole_number_text("runs", request.GET.get("runs", "10"), 1, MAX_RUNS)
-    runs = Execution.objects.filter(job_id=job_id)[:limit]
+    runs = Execution.objects.listed().filter(job_id=job_id)[:limit]
     return JsonResponse(
         {
             **_job(job_id),
@@ -192,7 +192,7 @@ def job_detail(request: HttpRequest, user: Any, job_id: str) -> JsonResponse:
 def run_list(request: HttpRequest, user: Any) -> JsonResponse:
     """Runs, newest first; ``?job=<id>`` keeps one job's."""
     limit = _limit(request)
-    runs = Execution.objects.order_by("-id")
+    runs = Execution.objects.listed().order_by("-id")
     if "job" in request.GET:
         job_id = validation.text("job", request.GET["job"])
         if not job_id:
@@ -211,7 +211,7 @@ def run_detail(request: HttpRequest, user: Any, run_id: int) -> JsonResponse:
     run = Execution.objects.filter(pk=run_id).first() if run_id < 2**63 else None
     if run is None:
         raise ApiError(404, f"No run with id {run_id}", "unknown_run")
-    return JsonResponse({**run_data(run), "job": run.job_id})
+    return JsonResponse({**run_data(run), "job": run.job_id, "output": run.output})
 
 
 @endpoint("POST", "cancel_run")

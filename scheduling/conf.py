@@ -81,6 +81,12 @@ class Settings:
         return int(getattr(django_settings, "SCHEDULING_PRUNE_BATCH_SIZE", 1000))
 
     @property
+    def OUTPUT_LIMIT(self) -> int:
+        """Characters of a run's output (what it logs and prints) kept with its row: the first
+        and the last half of it when it wrote more; 0 captures nothing."""
+        return int(getattr(django_settings, "SCHEDULING_OUTPUT_LIMIT", 64 * 1024))
+
+    @property
     def JOB_DEFAULTS(self) -> dict[str, object]:
         """Defaults for options a declaration leaves out."""
         defaults: dict[str, object] = {

@@ -195,6 +195,11 @@ class ExecutionQuerySet(models.QuerySet["Execution"]):
         failed run whose retry is pending, which pruning must leave for the retry to take."""
         return self.exclude(status__in=UNFINISHED).exclude(retry_at__isnull=False)
 
+    def listed(self) -> ExecutionQuerySet:
+        """Runs to list, without their output (up to SCHEDULING_OUTPUT_LIMIT characters each),
+        which only a run's own page shows."""
+        return self.defer("output")
+
     def completed(self) -> ExecutionQuerySet:
         """Runs that ran to their end, succeeded or failed: not missed, skipped or interrupted."""
         return self.filter(status__in=[Execution.Status.SUCCEEDED, Execution.Status.FAILED])
@@ -305,6 +310,16 @@ class Execution(models.Model):
     duration = models.FloatField(_("duration (s)"), null=True, blank=True, help_text=_("Of the run itself."))
     exception = models.TextField(_("exception"), blank=True)
     traceback = models.TextField(_("traceback"), blank=True)
+    output = models.TextField(
+        _("output"),
+        blank=True,
+        default="",
+        db_default="",
+        help_text=_(
+            "What the run logged and printed, capped at SCHEDULING_OUTPUT_LIMIT characters (its "
+            "first and last half when it wrote more)."
+        ),
+    )
     ran_in = models.CharField(_("ran in"), max_length=16, choices=RunsIn.choices, default=RunsIn.THREADS)
     task_id = models.CharField(
         _("task id"), max_length=255, blank=True, help_text=_("Given by the tasks framework's backend.")

@@ -443,7 +443,14 @@ def _schemas() -> dict[str, Any]:
                     "type": "object",
                     "required": ["job"],
                     "properties": {
-                        "job": {"type": "string", "description": "The id of the job it is a run of."}
+                        "job": {"type": "string", "description": "The id of the job it is a run of."},
+                        "output": {
+                            "type": "string",
+                            "description": (
+                                "What the run logged and printed, capped (SCHEDULING_OUTPUT_LIMIT); "
+                                "in the answer of GET only."
+                            ),
+                        },
                     },
                 },
             ]

@@ -135,6 +135,7 @@ class ExecutionAdmin(ReadOnlyAdmin):
         (_("Where it ran"), {"fields": ["ran_in", "hostname", "pid", "task_id", "instance"]}),
         (_("Timing"), {"fields": ["scheduled", "started", "finished", "run_time"]}),
         (_("Error"), {"fields": ["exception", "full_traceback"]}),
+        (_("Output"), {"fields": ["captured_output"]}),
         (_("After it was recorded interrupted"), {"fields": ["late"]}),
     ]
     readonly_fields = [
@@ -149,6 +150,7 @@ class ExecutionAdmin(ReadOnlyAdmin):
         "finished",
         "run_time",
         "full_traceback",
+        "captured_output",
     ]
 
     def get_urls(self) -> list[URLPattern]:
@@ -217,6 +219,20 @@ class ExecutionAdmin(ReadOnlyAdmin):
         if obj.retry_at is not None:
             text += str(_(", next attempt at %(time)s") % {"time": format_local(obj.retry_at)})
         return text
+
+    @admin.display(description=_("output"))
+    def captured_output(self, obj: Execution) -> SafeString | str:
+        if not obj.output:
+            return "-"
+        return format_html('<pre style="white-space:pre-wrap;margin:0">{}</pre>', obj.output)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Execution]:
+        queryset = super().get_queryset(request)
+        # The list leaves each run's output (up to SCHEDULING_OUTPUT_LIMIT) out; its page shows it.
+        match = request.resolver_match
+        if match is not None and match.url_name == "scheduling_execution_changelist":
+            return queryset.defer("output")
+        return queryset
 
     @admin.display(description=_("traceback"))
     def full_traceback(self, obj: Execution) -> SafeString | str:

@@ -345,7 +345,7 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("durations"))
     def durations(self, obj: Any) -> SafeString:
-        return duration_chart(list(Execution.objects.filter(job_id=obj.id)[:CHART_RUNS]))
+        return duration_chart(list(Execution.objects.listed().filter(job_id=obj.id)[:CHART_RUNS]))
 
     @admin.display(description=_("next 5 runs"))
     def preview(self, obj: Any) -> SafeString | str:
@@ -632,7 +632,9 @@ class JobAdmin(admin.ModelAdmin):
     ) -> HttpResponse:
         context = {
             **(extra_context or {}),
-            "recent_executions": Execution.objects.filter(job_id=unquote(object_id))[:RECENT_RUNS_ON_PAGE],
+            "recent_executions": Execution.objects.listed().filter(job_id=unquote(object_id))[
+                :RECENT_RUNS_ON_PAGE
+            ],
             "can_run": self.has_run_permission(request),
             "can_pause": self.has_pause_permission(request),
             "can_reset": self.has_schedule_permission(request),

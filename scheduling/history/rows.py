@@ -38,6 +38,7 @@ class Outcome:
     # The dotted names of the exception's class and its bases, to match a retry_on against
     # wherever the outcome is judged (a process-pool child's class never crosses over).
     error_types: tuple[str, ...] = ()
+    output: str = ""  # what the run logged and printed, capped (scheduling.runs.output)
 
 
 def missed_message(

@@ -24,7 +24,7 @@ from scheduling.history.rows import Outcome
 from scheduling.models import RUNNING_STATES, Execution
 from scheduling.sql import update_rows
 
-OUTCOME_FIELDS = ["status", "started_at", "finished_at", "duration", "exception", "traceback"]
+OUTCOME_FIELDS = ["status", "started_at", "finished_at", "duration", "exception", "traceback", "output"]
 FINISHED_FIELDS = [*OUTCOME_FIELDS, "retry_at"]
 # A run that fails once a cancel was asked for is written cancelled, never retried: the cancel
 # may be what made it fail (a thread job that stops by raising, a child stopped mid-write), and

@@ -7,13 +7,16 @@ import inspect
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.utils import timezone
 
+from scheduling.conf import settings
 from scheduling.history.rows import Outcome, describe_exception, error_types
 from scheduling.models import Execution
+from scheduling.runs.output import captured
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +37,16 @@ def arguments_of(
 def call_job(
     job_id: str, function: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
 ) -> Outcome:
-    """Call a job's function and time it; its exception, if any, becomes a failed outcome."""
+    """Call a job's function and time it; its exception, if any, becomes a failed outcome, and
+    what it logs and prints becomes the outcome's output."""
+    with captured(settings.OUTPUT_LIMIT) as output:
+        outcome = _call(job_id, function, args, kwargs)
+    return outcome if output is None else replace(outcome, output=output.value())
+
+
+def _call(
+    job_id: str, function: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> Outcome:
     started_at = timezone.now()
     clock = time.perf_counter()
     logger.info("Running job %s", job_id)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import builtins
 import json
+import logging
 import os
 import signal
+import sys
 import time
 
 from scheduling import current_run
@@ -169,3 +171,24 @@ def exit_on_sigterm(path: str, seconds: float) -> None:
     with open(path, "a") as notes:
         notes.write(f"started {os.getpid()}\n")
     time.sleep(seconds)
+
+
+def talk(text: str, count: int = 1) -> None:
+    """Print ``text`` to stdout and to stderr and log it as a warning, ``count`` times."""
+    log = logging.getLogger("tests.support.jobs")
+    for _ in range(count):
+        print(f"stdout: {text}")
+        print(f"stderr: {text}", file=sys.stderr)
+        log.warning("logged: %s", text)
+
+
+async def talk_async(text: str) -> None:
+    """Log ``text`` from a coroutine (run on asgiref's event loop thread)."""
+    await asyncio.sleep(0)
+    logging.getLogger("tests.support.jobs").warning("logged by a coroutine: %s", text)
+
+
+def talk_then_fail(text: str) -> None:
+    """Log ``text``, then fail; the failure's traceback is logged by the scheduler, not the job."""
+    logging.getLogger("tests.support.jobs").warning("about to fail: %s", text)
+    raise ValueError(text)

@@ -199,7 +199,7 @@ class Command(BaseCommand):
         job = job_summary(options["job_id"])
         if job is None:
             raise CommandError(f"No stored job with id {options['job_id']!r}")
-        runs = list(Execution.objects.filter(job_id=job.id)[: options["runs"]])
+        runs = list(Execution.objects.listed().filter(job_id=job.id)[: options["runs"]])
         upcoming = stored_job_runs(job.id, options["next"])
         data = {
             **job_data(job),
