@@ -62,6 +62,7 @@ OPTION_FIELDS = {
     "calendars",
     "overlap",
     "lock",
+    "alert",
     *validation.RETRY_OPTION_NAMES,
 }
 

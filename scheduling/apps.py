@@ -14,8 +14,10 @@ class SchedulingConfig(AppConfig):
     def ready(self) -> None:
         from scheduling import checks
         from scheduling.conf import settings
+        from scheduling.history import alerts
 
         checks.register()
+        alerts.connect()
         # Like admin.py: every installed app's jobs.py declares its jobs on import.
         autodiscover_modules("jobs")
         for module in settings.MODULES:

@@ -27,6 +27,7 @@ def register() -> None:
     checks.register(check_schedulers_on_sqlite_hosts, checks.Tags.database)
     checks.register(check_no_scheduler_started_at_startup)
     checks.register(check_thread_timeouts)
+    checks.register(check_alerts_setting)
 
 
 def check_installed_apps(**kwargs: Any) -> list[checks.CheckMessage]:
@@ -83,6 +84,28 @@ def thread_timeout_messages(declared: Iterable[Any]) -> list[checks.CheckMessage
         if declaration.policy.get("timeout") is not None
         and Placement.of(declaration.executor).runs_in == RunsIn.THREADS
     ]
+
+
+def check_alerts_setting(**kwargs: Any) -> list[checks.CheckMessage]:
+    return alerts_setting_messages(settings.ALERTS)
+
+
+def alerts_setting_messages(value: Any) -> list[checks.CheckMessage]:
+    """SCHEDULING_ALERTS goes through the validator of @job's ``alert``: say what is wrong now,
+    not when the first failure cannot be alerted."""
+    from scheduling import validation
+
+    try:
+        validation.check_alert(value)
+    except validation.InputError as exc:
+        return [
+            checks.Error(
+                f"SCHEDULING_ALERTS is invalid: {exc}",
+                hint='For example {"to": ["mail_admins"], "on": ["failure", "missed"]}.',
+                id="scheduling.E006",
+            )
+        ]
+    return []
 
 
 def check_embedded_database(**kwargs: Any) -> list[checks.CheckMessage]:

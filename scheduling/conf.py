@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings as django_settings
 
@@ -85,6 +86,16 @@ class Settings:
         """Characters of a run's output (what it logs and prints) kept with its row: the first
         and the last half of it when it wrote more; 0 captures nothing."""
         return int(getattr(django_settings, "SCHEDULING_OUTPUT_LIMIT", 64 * 1024))
+
+    @property
+    def ALERTS(self) -> dict[str, Any] | None:
+        """The alerts of jobs that declare none (a dict like @job's ``alert``); None: no alerts."""
+        return getattr(django_settings, "SCHEDULING_ALERTS", None)
+
+    @property
+    def ALERT_INTERVAL(self) -> float:
+        """Seconds within which a second alert of one job and rule is recorded but not sent."""
+        return float(getattr(django_settings, "SCHEDULING_ALERT_INTERVAL", 900.0))
 
     @property
     def JOB_DEFAULTS(self) -> dict[str, object]:

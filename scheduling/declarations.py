@@ -107,6 +107,7 @@ def job(
     calendars: list[str] | tuple[str, ...] = (),
     overlap: str = DEFAULT_POLICY.overlap,
     lock: str | None = None,
+    alert: dict[str, Any] | None = None,
     **unknown: Any,
 ) -> Any:
     """Declare ``func`` as a scheduled job.
@@ -140,6 +141,9 @@ def job(
     ``lock`` names a lock across jobs: jobs naming the same lock never run at the same time,
     whichever scheduler or worker runs them; a fire that finds it held follows ``overlap``
     (recorded skipped with the job holding it, or queued until it is free).
+    ``alert`` says when the job's alerts are raised and where they go (``{"to": ["mail_admins"],
+    "on": ["failure", "missed"], "after_failures": 3, "no_success_within": 26 * 3600}``; see
+    README, "Alerts"); left out, the site's SCHEDULING_ALERTS apply.
     """
 
     def decorate(function: F) -> F:
@@ -170,6 +174,7 @@ def job(
                     "calendars": calendars,
                     "overlap": overlap,
                     "lock": lock,
+                    "alert": alert,
                 },
                 placement=Placement.build(runs_in, task_backend, task_queue),
                 unknown=unknown,

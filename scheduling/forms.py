@@ -23,6 +23,7 @@ from scheduling.crontab import resolve_wall_time
 from scheduling.models import Job
 from scheduling.placement import DEFAULT_ALIAS, Placement, RunsIn
 from scheduling.policy import DEFAULT as DEFAULT_POLICY
+from scheduling.policy import AlertPolicy
 from scheduling.schedules import ScheduleError, build_trigger, crontab_of, job_zone, spec_of
 from scheduling.store import policies_of, unpickle
 
@@ -170,6 +171,42 @@ class JobScheduleForm(forms.ModelForm):
             "skipped or queued, as above. Blank: no lock."
         ),
     )
+    alerts = forms.ChoiceField(
+        label=_("Alerts"),
+        choices=[
+            ("site", _("the site's (SCHEDULING_ALERTS)")),
+            ("own", _("its own, as below")),
+            ("off", _("none")),
+        ],
+        initial="site",
+        required=False,
+    )
+    alert_to = forms.CharField(
+        label=_("Send alerts to"),
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text=_("One per line: mail_admins, log, an e-mail address, an http(s) URL, slack:<url>."),
+    )
+    alert_on = forms.MultipleChoiceField(
+        label=_("Alert on"),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        choices=[
+            ("failure", _("a failure (its last attempt failed or timed out)")),
+            ("missed", _("a missed fire")),
+            ("skipped", _("a fire skipped because a run was still going or its lock was held")),
+        ],
+        initial=["failure"],
+    )
+    alert_after_failures = forms.IntegerField(
+        label=_("Failures in a row before an alert"), required=False, min_value=1, initial=1
+    )
+    alert_longer_than = forms.IntegerField(
+        label=_("Alert on a run longer than (s)"), required=False, min_value=1
+    )
+    alert_no_success_within = forms.IntegerField(
+        label=_("Alert when no success within (s)"), required=False, min_value=1
+    )
     calendars = forms.MultipleChoiceField(
         label=_("Calendars"),
         required=False,
@@ -210,9 +247,11 @@ class JobScheduleForm(forms.ModelForm):
             self.initial.update(initial_values(unpickle(self.instance.job_state)))
             policy = policies_of([self.instance.pk])[self.instance.pk]
             self.initial.update(policy.stored(), retry_on=", ".join(policy.retry_on))
+            self.initial.update(alert_initial(policy.alert))
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
+        self._clean_alert(data)
         self._clean_placement(data)
         try:
             validation.check_overlap_placement(data.get("overlap") or "skip", self.placement.runs_in)
@@ -266,6 +305,27 @@ class JobScheduleForm(forms.ModelForm):
         if self.cleaned_data.get(name) is None:
             return getattr(DEFAULT_POLICY, name)
         return self._checked(name, check)
+
+    def _clean_alert(self, data: dict[str, Any]) -> None:
+        choice = data.get("alerts") or "site"
+        if choice != "own":
+            data["alert"] = None if choice == "site" else {"to": []}
+            return
+        given = {
+            "to": [line.strip() for line in (data.get("alert_to") or "").splitlines() if line.strip()],
+            "on": list(data.get("alert_on") or []),
+            "after_failures": data.get("alert_after_failures") or 1,
+            "longer_than": data.get("alert_longer_than"),
+            "no_success_within": data.get("alert_no_success_within"),
+        }
+        try:
+            data["alert"] = validation.check_alert(given)
+        except validation.InputError as exc:
+            name = {"alert.on": "alert_on"}.get(exc.field, "alert_" + exc.field.split(".")[-1].split("[")[0])
+            self.add_error(name if name in self.fields else "alert_to", str(exc))
+            return
+        if not given["to"]:
+            self.add_error("alert_to", _("Give at least one destination, or choose 'none'."))
 
     def clean_lock(self) -> str | None:
         return cast("str | None", self._checked("lock", validation.check_lock))
@@ -336,7 +396,24 @@ class JobScheduleForm(forms.ModelForm):
             "calendars": self.cleaned_data["calendars"],
             "overlap": self.cleaned_data["overlap"] or DEFAULT_POLICY.overlap,
             "lock": self.cleaned_data["lock"],
+            "alert": self.cleaned_data.get("alert"),
         }
+
+
+def alert_initial(alert: AlertPolicy | None) -> dict[str, Any]:
+    """Form values for a job's alert policy (None: the site's)."""
+    if alert is None:
+        return {"alerts": "site"}
+    if not alert.to:
+        return {"alerts": "off"}
+    return {
+        "alerts": "own",
+        "alert_to": "\n".join(alert.to),
+        "alert_on": list(alert.on),
+        "alert_after_failures": alert.after_failures,
+        "alert_longer_than": alert.longer_than,
+        "alert_no_success_within": alert.no_success_within,
+    }
 
 
 def initial_values(state: dict[str, Any]) -> dict[str, Any]:

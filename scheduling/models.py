@@ -509,6 +509,67 @@ class RunLock(models.Model):
         return f"{self.name} taken by {self.job_id} @ {self.scheduled_at:%Y-%m-%d %H:%M:%S}"
 
 
+class Alert(models.Model):
+    """Something about a job that someone should hear of, raised once (see scheduling.history.alerts).
+
+    ``key`` makes it once: the same failure, missed fire or silence raises no second alert,
+    whichever process sees it. An alert about a failing or silent job stays ``open`` until the
+    job succeeds again, which raises one *recovered* alert and closes them.
+    """
+
+    class Rule(models.TextChoices):
+        FAILURE = "failure", _("Failed")
+        MISSED = "missed", _("Missed a fire")
+        SKIPPED = "skipped", _("Skipped a fire: a run was still going")
+        LONG_RUN = "long_run", _("Running too long")
+        NO_SUCCESS = "no_success", _("No success for too long")
+        RECOVERED = "recovered", _("Recovered")
+
+    id = models.BigAutoField(primary_key=True)
+    key = models.CharField(max_length=300, unique=True)
+    job_id = models.CharField(_("job id"), max_length=255, db_index=True)
+    rule = models.CharField(_("rule"), max_length=16, choices=Rule.choices)
+    execution_id = models.BigIntegerField(_("run"), null=True, blank=True)
+    message = models.TextField(_("message"))
+    raised_at = models.DateTimeField(_("raised at"), default=timezone.now)
+    open = models.BooleanField(_("open"), default=False, help_text=_("Waiting for the job to succeed again."))
+
+    class Meta:
+        verbose_name = _("alert")
+        verbose_name_plural = _("alerts")
+        ordering = ["-raised_at", "-id"]
+        indexes = [models.Index(fields=["open"], name="scheduling_alert_open_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.job_id}: {self.message}"
+
+
+class AlertDelivery(models.Model):
+    """One alert to one destination: queued, tried with backoff until sent or given up."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Waiting to be sent")
+        SENT = "sent", _("Sent")
+        FAILED = "failed", _("Given up")
+        SUPPRESSED = "suppressed", _("Not sent: too soon after the last one (rate limit)")
+
+    id = models.BigAutoField(primary_key=True)
+    alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="deliveries")
+    destination = models.CharField(_("to"), max_length=500)
+    status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveSmallIntegerField(_("attempts"), default=0)
+    next_attempt_at = models.DateTimeField(_("next attempt at"), null=True, blank=True, db_index=True)
+    sent_at = models.DateTimeField(_("sent at"), null=True, blank=True)
+    last_error = models.TextField(_("last error"), blank=True)
+
+    class Meta:
+        verbose_name = _("alert delivery")
+        verbose_name_plural = _("alert deliveries")
+
+    def __str__(self) -> str:
+        return f"{self.alert} to {self.destination}: {self.status}"
+
+
 def lock_key(name: str) -> str:
     """The unique key of the lock ``name``: its SHA-256 in hex."""
     return hashlib.sha256(name.encode()).hexdigest()

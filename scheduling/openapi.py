@@ -16,6 +16,7 @@ from django.views.decorators.cache import never_cache
 
 from scheduling import api, safejson, validation
 from scheduling.models import Execution
+from scheduling.policy import ALERT_EVENTS
 
 ERROR_STATUSES = {
     "400": "Invalid input: a parameter or the body breaks a rule (``field`` names it).",
@@ -358,6 +359,10 @@ def _schemas() -> dict[str, Any]:
             "lock": {
                 "type": ["string", "null"],
                 "description": "The lock it shares with other jobs (never two running at once); null: none.",
+            },
+            "alert": {
+                "type": ["object", "null"],
+                "description": "The job's own alerts (as in the reschedule body); null: the site's.",
             },
         },
     }
@@ -726,6 +731,47 @@ def _reschedule() -> dict[str, Any]:
                     "A lock shared with other jobs: jobs naming the same lock never run at the same "
                     "time; a fire finding it held follows overlap. Blank or null: no lock."
                 ),
+            },
+            "alert": {
+                "type": ["object", "null"],
+                "description": (
+                    "When the job's alerts are raised and where they go; null: the site's "
+                    "(SCHEDULING_ALERTS); to: [] turns them off."
+                ),
+                "additionalProperties": False,
+                "properties": {
+                    "to": {
+                        "type": "array",
+                        "maxItems": validation.MAX_ALERT_DESTINATIONS,
+                        "uniqueItems": True,
+                        "items": {
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": validation.MAX_DESTINATION_LENGTH,
+                            "description": "mail_admins, log, an e-mail address, a URL, slack:<url>.",
+                        },
+                    },
+                    "on": {
+                        "type": "array",
+                        "uniqueItems": True,
+                        "items": {"type": "string", "enum": list(ALERT_EVENTS)},
+                    },
+                    "after_failures": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": validation.MAX_AFTER_FAILURES,
+                    },
+                    "longer_than": {
+                        "type": ["integer", "null"],
+                        "minimum": 1,
+                        "maximum": validation.MAX_TIMEOUT,
+                    },
+                    "no_success_within": {
+                        "type": ["integer", "null"],
+                        "minimum": validation.MIN_NO_SUCCESS_WITHIN,
+                        "maximum": validation.MAX_NO_SUCCESS_WITHIN,
+                    },
+                },
             },
         },
     }

@@ -24,10 +24,42 @@ POLICY_NAMES = (
     "retry_on",
     "overlap",
     "lock",
+    "alert",
 )
 
 # What a fire does when it finds max_instances runs of its job still going.
 OVERLAP_POLICIES = ("skip", "queue", "replace")
+# What alerts a job's runs: a failure (its last attempt failed or timed out), a missed fire, a
+# fire skipped because a run was still going or its lock was held (not for a maintenance pause
+# or a calendar: someone asked for those).
+ALERT_EVENTS = ("failure", "missed", "skipped")
+
+
+@dataclass(frozen=True)
+class AlertPolicy:
+    """When a job's alerts are raised and where they go (see scheduling.history.alerts)."""
+
+    # "mail_admins", an e-mail address, an http(s) URL (a JSON POST), "slack:<url>" (a
+    # Slack-compatible body), or "log" (the scheduling.alerts logger).
+    to: tuple[str, ...] = ()
+    on: tuple[str, ...] = ("failure",)
+    after_failures: int = 1  # a failure alerts once this many runs in a row failed
+    longer_than: int | None = None  # seconds: a run still going after this long alerts
+    no_success_within: int | None = None  # seconds: a job without a success for this long alerts
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "to", tuple(self.to))
+        object.__setattr__(self, "on", tuple(self.on))
+
+    @classmethod
+    def from_stored(cls, stored: Mapping[str, Any]) -> AlertPolicy:
+        known = {item.name for item in fields(cls)}
+        return cls(**{name: value for name, value in stored.items() if name in known})
+
+    def stored(self) -> dict[str, Any]:
+        return {
+            name: list(value) if isinstance(value, tuple) else value for name, value in asdict(self).items()
+        }
 
 
 @dataclass(frozen=True)
@@ -51,10 +83,14 @@ class RunPolicy:
     # ``overlap`` as a busy fire does ("replace" stops only a run of its own job). See
     # scheduling.history.locks.
     lock: str | None = None
+    # The job's alerts; None: the site's (SCHEDULING_ALERTS).
+    alert: AlertPolicy | None = None
 
     def __post_init__(self) -> None:
         # Stored as a JSON list: a tuple here, so that policies compare equal however they came.
         object.__setattr__(self, "retry_on", tuple(self.retry_on))
+        if isinstance(self.alert, Mapping):
+            object.__setattr__(self, "alert", AlertPolicy.from_stored(self.alert))
 
     @property
     def attempts(self) -> int:
@@ -75,11 +111,14 @@ class RunPolicy:
     def stored(self) -> dict[str, Any]:
         """What the ``run_policy`` column holds for this policy: what differs from the defaults."""
         defaults = asdict(DEFAULT)
-        return {
+        stored = {
             name: list(value) if isinstance(value, tuple) else value
             for name, value in asdict(self).items()
             if value != defaults[name]
         }
+        if self.alert is not None:
+            stored["alert"] = self.alert.stored()
+        return stored
 
 
 DEFAULT = RunPolicy()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from apscheduler.job import Job
 from django.db.models import Count, Q
@@ -21,7 +22,7 @@ from scheduling.models import (
     maintenance_in_force,
 )
 from scheduling.placement import Placement, RunsIn
-from scheduling.policy import RunPolicy
+from scheduling.policy import AlertPolicy, RunPolicy
 from scheduling.schedules import describe
 from scheduling.store import JobStore, broken_job, policies_of
 
@@ -90,6 +91,7 @@ class JobSummary:
     timeout: int | None = None
     calendars: tuple[str, ...] = ()
     lock: str | None = None
+    alert: dict[str, Any] | None = None  # the job's own alerts as stored; None: the site's
 
 
 def job_summaries(job_ids: Collection[str] | None = None, limit: int | None = None) -> list[JobSummary]:
@@ -142,6 +144,7 @@ def _summary(job: Job, scheduled_job: ScheduledJob | None) -> JobSummary:
         policy.timeout,
         policy.calendars,
         policy.lock,
+        policy.alert.stored() if policy.alert is not None else None,
     )
 
 
@@ -215,10 +218,29 @@ def schedule_summary(job_id: str) -> str:
         limit += f", overlap {policy.overlap}"
     if policy.lock is not None:
         limit += f', lock "{policy.lock}"'
+    if policy.alert is not None:
+        limit += f", alerts {alert_summary(policy.alert)}"
     return (
         f"{describe(job.trigger)}; max instances {job.max_instances}, "
         f"coalesce {'on' if job.coalesce else 'off'}, misfire grace {grace}{limit}{where}"
     )
+
+
+def alert_summary(alert: AlertPolicy) -> str:
+    """ "on failure (3 in a row), no success within 26 h, to mail_admins, log", or "off"."""
+    if not alert.to:
+        return "off"
+    rules = [
+        f"{event} ({alert.after_failures} in a row)"
+        if event == "failure" and alert.after_failures > 1
+        else event
+        for event in alert.on
+    ]
+    if alert.longer_than is not None:
+        rules.append(f"runs longer than {alert.longer_than} s")
+    if alert.no_success_within is not None:
+        rules.append(f"no success within {alert.no_success_within / 3600:g} h")
+    return f"on {', '.join(rules) or 'nothing'}, to {', '.join(alert.to)}"
 
 
 def retry_summary(policy: RunPolicy) -> str:

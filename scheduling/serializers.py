@@ -25,6 +25,7 @@ def job_data(job: JobSummary) -> dict[str, Any]:
         "timeout": job.timeout,
         "calendars": list(job.calendars),
         "lock": job.lock,
+        "alert": job.alert,
     }
 
 

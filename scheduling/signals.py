@@ -20,6 +20,9 @@ job_started = Signal()
 job_succeeded = Signal()
 job_failed = Signal()
 job_missed = Signal()
+# A fire skipped because a run of its job was still going or its lock was held (max_instances,
+# overlap policy, lock); not one skipped for a maintenance pause or an exclusion calendar.
+job_skipped = Signal()
 
 
 def notify(signal: Signal, execution: Execution) -> None:

@@ -20,12 +20,14 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator, validate_email
 from django.utils import timezone as django_timezone
 from django.utils.translation import gettext as _
 
 from scheduling import safejson
 from scheduling.crontab import resolve_wall_time
-from scheduling.policy import OVERLAP_POLICIES
+from scheduling.policy import ALERT_EVENTS, OVERLAP_POLICIES
 from scheduling.schedules import CRON_FIELDS, INTERVAL_UNITS, KINDS, ScheduleError, normalize_spec
 
 DAY = 86400
@@ -53,6 +55,12 @@ MAX_USER_LENGTH = 150  # a user name, as Django's auth stores it
 MAX_CALENDARS = 10  # calendars one job names
 MAX_CALENDAR_NAME_LENGTH = 100
 MAX_LOCK_NAME_LENGTH = 100
+MAX_ALERT_DESTINATIONS = 10
+MAX_DESTINATION_LENGTH = 500
+MAX_AFTER_FAILURES = 1000
+MIN_NO_SUCCESS_WITHIN = 60
+MAX_NO_SUCCESS_WITHIN = 366 * DAY
+ALERT_FIELDS = ("to", "on", "after_failures", "longer_than", "no_success_within")
 MAX_CALENDAR_PERIOD = 366 * DAY  # one excluded date-time range
 OPTION_NAMES = (
     "max_instances",
@@ -63,6 +71,7 @@ OPTION_NAMES = (
     "calendars",
     "overlap",
     "lock",
+    "alert",
 )
 RETRY_OPTION_NAMES = ("retries", "retry_backoff", "retry_backoff_max", "retry_on")
 
@@ -171,6 +180,96 @@ def check_lock(value: Any) -> str | None:
         return None
     name = text("lock", value, MAX_LOCK_NAME_LENGTH).strip()
     return name or None
+
+
+def check_alert(value: Any) -> dict[str, Any] | None:
+    """A job's alerts (see scheduling.policy.AlertPolicy), as stored; None: the site's."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise _refuse(
+            "alert", _("an object of %(fields)s") % {"fields": ", ".join(ALERT_FIELDS)}, value, "invalid_type"
+        )
+    if unknown := sorted(set(value) - set(ALERT_FIELDS)):
+        raise InputError(
+            f"alert.{unknown[0]}",
+            "unknown_field",
+            _("unknown alert option %(names)s; known: %(known)s")
+            % {"names": ", ".join(map(str, unknown)), "known": ", ".join(ALERT_FIELDS)},
+        )
+    checked: dict[str, Any] = {"to": check_destinations(value.get("to", []))}
+    on = value.get("on", ["failure"])
+    rule = _("a list of distinct events among %(events)s") % {"events": ", ".join(ALERT_EVENTS)}
+    if (
+        not isinstance(on, (list, tuple))
+        or any(event not in ALERT_EVENTS for event in on)
+        or len(set(on)) != len(on)
+    ):
+        raise _refuse("alert.on", rule, on, "invalid_choice")
+    checked["on"] = list(on)
+    checked["after_failures"] = whole_number(
+        "alert.after_failures",
+        value.get("after_failures", 1),
+        1,
+        MAX_AFTER_FAILURES,
+        _("a whole number of runs in a row from 1 to %(max)s") % {"max": MAX_AFTER_FAILURES},
+    )
+    for name, low, high in (
+        ("longer_than", 1, MAX_TIMEOUT),
+        ("no_success_within", MIN_NO_SUCCESS_WITHIN, MAX_NO_SUCCESS_WITHIN),
+    ):
+        given = value.get(name)
+        checked[name] = (
+            None
+            if given is None
+            else whole_number(
+                f"alert.{name}",
+                given,
+                low,
+                high,
+                _("a whole number of seconds from %(low)s to %(high)s, or none") % {"low": low, "high": high},
+            )
+        )
+    return checked
+
+
+def check_destinations(value: Any) -> list[str]:
+    """Where alerts go: "mail_admins", "log", an e-mail address, an http(s) URL, "slack:<url>"."""
+    rule = _("a list of at most %(max)s destinations") % {"max": MAX_ALERT_DESTINATIONS}
+    if not isinstance(value, (list, tuple)) or len(value) > MAX_ALERT_DESTINATIONS:
+        raise _refuse("alert.to", rule, value, "invalid_type")
+    checked = []
+    for number, item in enumerate(value):
+        field = f"alert.to[{number}]"
+        destination = text(field, item, MAX_DESTINATION_LENGTH).strip()
+        if destination not in ("mail_admins", "log") and not _valid_destination(destination):
+            raise InputError(
+                field,
+                "invalid_destination",
+                _(
+                    "%(field)s must be mail_admins, log, an e-mail address, an http(s) URL or "
+                    "slack:<url>, not %(value)s"
+                )
+                % {"field": field, "value": shown(destination)},
+            )
+        checked.append(destination)
+    if len(set(checked)) != len(checked):
+        raise _refuse("alert.to", _("a list of distinct destinations"), value, "duplicate")
+    return checked
+
+
+def _valid_destination(destination: str) -> bool:
+    url = destination.removeprefix("slack:")
+    try:
+        if url.startswith(("http://", "https://")):
+            URLValidator(schemes=["http", "https"])(url)
+        elif url == destination:
+            validate_email(destination)
+        else:
+            return False
+    except ValidationError:
+        return False
+    return True
 
 
 def check_overlap_placement(overlap: str, runs_in: str) -> None:
@@ -432,6 +531,7 @@ def options(values: dict[str, Any]) -> dict[str, Any]:
         "calendars": check_calendars,
         "overlap": check_overlap,
         "lock": check_lock,
+        "alert": check_alert,
     }
     checked: dict[str, Any] = {name: checks[name](value) for name, value in values.items() if name in checks}
     if "executor" in values:

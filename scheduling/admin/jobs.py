@@ -45,7 +45,7 @@ from scheduling.admin.history import cancel_context, status_badge
 from scheduling.forms import JobAddForm, JobScheduleForm, RunArgumentsForm
 from scheduling.history.locks import holders
 from scheduling.legacy import old_meaning
-from scheduling.models import Execution, Job, Maintenance, ScheduledJob
+from scheduling.models import Alert, AlertDelivery, Execution, Job, Maintenance, ScheduledJob
 from scheduling.placement import DEFAULT_ALIAS, Placement, RunsIn
 from scheduling.policy import RunPolicy
 from scheduling.preview import job_runs
@@ -55,6 +55,7 @@ from scheduling.store import old_executions, unpickle
 
 RECENT = timedelta(hours=24)  # the window for a job's average duration and success rate
 RECENT_RUNS_ON_PAGE = 20
+RECENT_ALERTS = 10
 CHART_RUNS = 50
 
 
@@ -93,6 +94,7 @@ class JobAdmin(admin.ModelAdmin):
         "state",
         "problem",
         "lock_holder",
+        "recent_alerts",
         "last_run",
         "recent_runs",
         "durations",
@@ -229,6 +231,36 @@ class JobAdmin(admin.ModelAdmin):
             _("run %(run)s") % {"run": holder.run_id},
         )
 
+    @admin.display(description=_("alerts"))
+    def recent_alerts(self, obj: Any) -> SafeString | str:
+        """The job's last alerts and each delivery's fate (two queries, on the job's page only)."""
+        alerts = list(Alert.objects.filter(job_id=obj.id).prefetch_related("deliveries")[:RECENT_ALERTS])
+        if not alerts:
+            return str(_("none raised"))
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    format_local(alert.raised_at),
+                    alert.get_rule_display(),
+                    alert.message,
+                    format_html_join(
+                        mark_safe("<br>"), "{}", ((delivery_text(item),) for item in alert.deliveries.all())
+                    ),
+                )
+                for alert in alerts
+            ),
+        )
+        head = format_html(
+            "<tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr>",
+            _("raised"),
+            _("rule"),
+            _("message"),
+            _("deliveries"),
+        )
+        return format_html("<table>{}{}</table>", head, rows)
+
     @admin.display(description=_("last run"), ordering="last_at")
     def last_run(self, obj: Any) -> SafeString | str:
         if obj.last_status is None:
@@ -283,6 +315,10 @@ class JobAdmin(admin.ModelAdmin):
                     "max_instances",
                     "overlap",
                     "lock",
+                    "alerts",
+                    "alert_to",
+                    "alert_on",
+                    ("alert_after_failures", "alert_longer_than", "alert_no_success_within"),
                     "coalesce",
                     "misfire_grace_time",
                     "timeout",
@@ -309,6 +345,7 @@ class JobAdmin(admin.ModelAdmin):
                     "last_run",
                     "recent_runs",
                     "durations",
+                    "recent_alerts",
                 ]
             },
         )
@@ -662,3 +699,20 @@ def _job_state(obj: Any) -> dict[str, Any]:
         except Exception:
             obj._scheduling_state = {}
     return obj._scheduling_state
+
+
+def attempts_text(attempts: int) -> str:
+    return ngettext("%(count)d attempt", "%(count)d attempts", attempts) % {"count": attempts}
+
+
+def delivery_text(delivery: AlertDelivery) -> SafeString:
+    """ "ops@example.com: Sent", with the attempts and the last error while it fails."""
+    if not delivery.last_error:
+        return format_html("{}: {}", delivery.destination, delivery.get_status_display())
+    return format_html(
+        "{}: {} ({}, {})",
+        delivery.destination,
+        delivery.get_status_display(),
+        attempts_text(delivery.attempts),
+        delivery.last_error,
+    )

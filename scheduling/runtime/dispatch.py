@@ -63,6 +63,7 @@ class _Plan:
     rows: list[Execution] = field(default_factory=list)
     reserved: bool = False
     lock: tuple[str, Execution] | None = None  # the lock its run takes, and that run's row
+    busy: list[Execution] = field(default_factory=list)  # fires skipped: a run going, a lock held
 
 
 class Dispatcher:
@@ -212,6 +213,9 @@ class Dispatcher:
             for row in plan.rows:
                 if row.status == Execution.Status.MISSED and row.pk is not None:
                     notify(signals.job_missed, row)
+            for row in plan.busy:
+                if row.pk is not None:
+                    notify(signals.job_skipped, row)
         return unstarted
 
     def _calendars(self, jobs: list[Job]) -> dict[str, CalendarRule]:
@@ -299,7 +303,8 @@ class Dispatcher:
             else:
                 why = busy_message(policy, waiting, held)
                 logger.warning("Job %s: the fire at %s is not run: %s", job.id, run_time, why)
-                plan.rows.append(self.recorder.not_run_row(job.id, run_time, Execution.Status.SKIPPED, why))
+                plan.busy.append(self.recorder.not_run_row(job.id, run_time, Execution.Status.SKIPPED, why))
+                plan.rows.append(plan.busy[-1])
         return plan
 
     def _queued(self, plan: _Plan, run_time: datetime, policy: RunPolicy, held: Holder | None) -> Execution:

@@ -28,6 +28,7 @@ from scheduling.policy import RunPolicy
 from scheduling.runs.processes import ProcessPool
 from scheduling.runs.targets import run_targets
 from scheduling.runs.threads import ThreadTarget
+from scheduling.runtime.alert_watch import AlertWatch
 from scheduling.runtime.dispatch import Dispatcher
 from scheduling.runtime.leadership import Leadership
 from scheduling.runtime.loop import Scheduler, drop_broken_connections
@@ -65,6 +66,8 @@ class Runner:
         self.leadership = Leadership(self.instance.pk)
         self._last_beat = time.monotonic()
         self.outcomes = OutcomeWriter()
+        self.alert_watch = AlertWatch(leading=lambda: self.active)
+        self.alert_watch.start()
         self.recorder = recorder = Recorder(self.instance, self.outcomes)
         self.processes = ProcessPool(settings.PROCESSES)
         self.thread_runs = ThreadTarget(recorder, max_workers=self.threads)
@@ -104,6 +107,7 @@ class Runner:
         self.processes.shutdown(wait=finished)
         # The outcomes of the runs that ended go to disk before the rest are marked interrupted.
         self.outcomes.stop()
+        self.alert_watch.stop()
         # Any row of ours still "running" now is not: a run still going past the timeout, or one
         # recorded just as the pool stopped taking work.
         reason = (

@@ -23,9 +23,11 @@ from scheduling import control, safejson, tokens, validation
 from scheduling.calendars import check_zone
 from scheduling.history.housekeeping import prune
 from scheduling.models import ApiToken, Execution, Maintenance
+from scheduling.policy import AlertPolicy
 from scheduling.preview import Run, preview_schedule, stored_job_runs
 from scheduling.queries import (
     CalendarSummary,
+    alert_summary,
     calendar_summaries,
     job_summaries,
     job_summary,
@@ -217,6 +219,8 @@ class Command(BaseCommand):
             lines.append(f"  calendars: {', '.join(job.calendars)}")
         if job.lock is not None:
             lines.append(f"  lock:     {job.lock}")
+        if job.alert is not None:
+            lines.append(f"  alerts:   {alert_summary(AlertPolicy.from_stored(job.alert))}")
         lines += [
             "  recent runs:" if runs else "  no runs yet",
         ]

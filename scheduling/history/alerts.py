@@ -1,0 +1,288 @@
+"""Alerts: raised once per job and cause, queued for delivery, recovery announced once.
+
+Causes, by the job's alert policy (``scheduling.policy.AlertPolicy``, or SCHEDULING_ALERTS):
+
+- a run whose last attempt failed or timed out (after ``after_failures`` in a row), a missed fire,
+  a fire skipped because a run was still going or its lock was held — raised by receivers of the
+  scheduling signals, in the process that records it;
+- a run still going after ``longer_than`` seconds, a job without a success for
+  ``no_success_within`` seconds, and the first success after a failure or a silence (*recovered*)
+  — found by the leading scheduler's periodic look (:func:`look`).
+
+A run that went well costs no statement here: no receiver listens to successes, and recoveries
+are found by the periodic look, which reads only the open alerts. Each alert has a unique
+``key`` (the run, or the silence, it is about), so a second process seeing the same thing raises
+nothing; a second alert of one job and rule within SCHEDULING_ALERT_INTERVAL is recorded with
+its deliveries *suppressed*. Deliveries are sent by scheduling.runtime.alert_watch, never by
+the process that raises them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import IntegrityError, router, transaction
+from django.db.models import Max, OuterRef, Subquery
+from django.utils import timezone
+from django_apscheduler.models import DjangoJob
+
+from scheduling import signals, validation
+from scheduling.conf import settings
+from scheduling.models import Alert, AlertDelivery, Execution, ScheduledJob
+from scheduling.policy import AlertPolicy, RunPolicy
+
+logger = logging.getLogger(__name__)
+
+Rule = Alert.Rule
+FAILED = (Execution.Status.FAILED, Execution.Status.TIMED_OUT)
+ENDED = (Execution.Status.SUCCEEDED, *FAILED)  # the runs a streak of failures is counted over
+
+
+def alert_policy(policy: RunPolicy) -> AlertPolicy | None:
+    """The alerts a job with run ``policy`` raises: its own, else the site's; None: none."""
+    chosen = policy.alert
+    if chosen is None and settings.ALERTS:
+        chosen = AlertPolicy.from_stored(validation.check_alert(settings.ALERTS) or {})
+    return chosen if chosen is not None and chosen.to else None
+
+
+def policies(job_ids: Collection[str]) -> dict[str, AlertPolicy]:
+    """The alert policies of ``job_ids`` that raise any alert, in one query."""
+    stored = dict(ScheduledJob.objects.filter(id__in=list(job_ids)).values_list("id", "run_policy"))
+    found = {job_id: alert_policy(RunPolicy.from_stored(stored.get(job_id))) for job_id in job_ids}
+    return {job_id: policy for job_id, policy in found.items() if policy is not None}
+
+
+def raise_alert(
+    job_id: str,
+    rule: str,
+    key: str,
+    message: str,
+    policy: AlertPolicy,
+    execution_id: int | None = None,
+    opens: bool = False,
+) -> Alert | None:
+    """Record an alert and queue its deliveries; None if one with ``key`` was raised already.
+
+    Suppressed (recorded, not sent) when an alert of the same job and rule was sent or queued
+    within SCHEDULING_ALERT_INTERVAL.
+    """
+    now = timezone.now()
+    using = router.db_for_write(Alert)
+    try:
+        with transaction.atomic(using=using):
+            alert = Alert.objects.create(
+                key=key[:300],
+                job_id=job_id,
+                rule=rule,
+                execution_id=execution_id,
+                message=message,
+                raised_at=now,
+                open=opens,
+            )
+            recent = (
+                AlertDelivery.objects.filter(
+                    alert__job_id=job_id,
+                    alert__rule=rule,
+                    alert__raised_at__gte=now - timedelta(seconds=settings.ALERT_INTERVAL),
+                )
+                .exclude(alert=alert)
+                .exclude(status=AlertDelivery.Status.SUPPRESSED)
+                .exists()
+            )
+            status = AlertDelivery.Status.SUPPRESSED if recent else AlertDelivery.Status.PENDING
+            AlertDelivery.objects.bulk_create(
+                AlertDelivery(
+                    alert=alert,
+                    destination=destination,
+                    status=status,
+                    next_attempt_at=None if recent else now,
+                )
+                for destination in policy.to
+            )
+    except IntegrityError:
+        return None  # raised already, by this process or another
+    logger.warning("Alert for job %s: %s%s", job_id, message, " (rate limit: not sent)" if recent else "")
+    if not recent:
+        delivery_due.set()
+    return alert
+
+
+# Set when a delivery was queued in this process, so the sender need not wait for its next look.
+delivery_due = threading.Event()
+
+
+@dataclass(frozen=True)
+class _Seen:
+    rule: str
+    execution: Execution
+
+
+class Receiver:
+    """What the signals report, turned into alerts: at once where no scheduler runs (a task
+    worker), or handed to the scheduler's alert thread, so that the thread recording a missed
+    fire (the scheduler's loop) never waits on a query for it."""
+
+    def __init__(self) -> None:
+        self.queue: deque[_Seen] = deque()
+        self.deferred = False  # set by the alert thread of a scheduler process
+        self.wake: Callable[[], None] = lambda: None
+
+    def failed(self, sender: str, execution: Execution, **kwargs: Any) -> None:
+        # A cancel is someone's decision; a failure whose retry is pending is not the last word.
+        if execution.status in FAILED and execution.retry_at is None:
+            self._seen(Rule.FAILURE, execution)
+
+    def missed(self, sender: str, execution: Execution, **kwargs: Any) -> None:
+        self._seen(Rule.MISSED, execution)
+
+    def skipped(self, sender: str, execution: Execution, **kwargs: Any) -> None:
+        self._seen(Rule.SKIPPED, execution)
+
+    def _seen(self, rule: str, execution: Execution) -> None:
+        if execution.pk is None:
+            return
+        self.queue.append(_Seen(rule, execution))
+        if self.deferred:
+            self.wake()
+        else:
+            self.drain()
+
+    def drain(self) -> None:
+        """Raise the alerts of what was seen: one query for the policies of their jobs."""
+        seen = []
+        while self.queue:
+            seen.append(self.queue.popleft())
+        if not seen:
+            return
+        found = policies({item.execution.job_id for item in seen})
+        for item in seen:
+            policy = found.get(item.execution.job_id)
+            if policy is not None and item.rule in policy.on:
+                _raise_for_run(item.rule, item.execution, policy)
+
+
+receiver = Receiver()
+
+
+def connect() -> None:
+    signals.job_failed.connect(receiver.failed, dispatch_uid="scheduling.alerts.failed")
+    signals.job_missed.connect(receiver.missed, dispatch_uid="scheduling.alerts.missed")
+    signals.job_skipped.connect(receiver.skipped, dispatch_uid="scheduling.alerts.skipped")
+
+
+def _raise_for_run(rule: str, execution: Execution, policy: AlertPolicy) -> None:
+    job_id = execution.job_id
+    if rule != Rule.FAILURE:
+        what = "missed a fire" if rule == Rule.MISSED else "skipped a fire"
+        message = (
+            f"Job {job_id} {what} ({execution.scheduled_at:%Y-%m-%d %H:%M:%S %Z}): {execution.exception}"
+        )
+        raise_alert(job_id, rule, f"{rule}:{execution.pk}", message, policy, execution.pk)
+        return
+    in_a_row = policy.after_failures
+    if in_a_row > 1:
+        # The last runs' outcomes, final attempts only: a streak of exactly ``in_a_row`` alerts.
+        last = list(
+            Execution.objects.filter(job_id=job_id, status__in=ENDED, retry_at__isnull=True)
+            .order_by("-finished_at", "-pk")
+            .values_list("status", flat=True)[: in_a_row + 1]
+        )
+        streak = next((number for number, status in enumerate(last) if status not in FAILED), len(last))
+        if streak != in_a_row:
+            return
+        how = f"failed {in_a_row} times in a row; the last time"
+    else:
+        how = "timed out" if execution.status == Execution.Status.TIMED_OUT else "failed"
+    message = f"Job {job_id} {how}: {execution.exception}"
+    raise_alert(job_id, Rule.FAILURE, f"failure:{execution.pk}", message, policy, execution.pk, opens=True)
+
+
+def look(now: datetime | None = None, silences: bool = True) -> None:
+    """The leading scheduler's periodic look: recoveries, and (with ``silences``) runs going on
+    too long and jobs without a success for too long."""
+    now = now or timezone.now()
+    _recoveries()
+    if silences:
+        _long_runs_and_silences(now)
+
+
+def _recoveries() -> None:
+    """The first success after an open alert: one *recovered* alert, and the job's alerts close."""
+    first_success = (
+        Execution.objects.filter(
+            job_id=OuterRef("job_id"),
+            status=Execution.Status.SUCCEEDED,
+            finished_at__gt=OuterRef("raised_at"),
+        )
+        .order_by("finished_at", "pk")
+        .values("pk")[:1]
+    )
+    recovered: dict[str, int] = {}
+    for job_id, success in (
+        Alert.objects.filter(open=True)
+        .annotate(success=Subquery(first_success))
+        .filter(success__isnull=False)
+        .values_list("job_id", "success")
+    ):
+        recovered[job_id] = max(recovered.get(job_id, 0), success)
+    if not recovered:
+        return
+    found = policies(recovered)
+    for job_id, success in recovered.items():
+        Alert.objects.filter(job_id=job_id, open=True).update(open=False)
+        if (policy := found.get(job_id)) is not None:
+            message = f"Job {job_id} recovered: run {success} succeeded"
+            raise_alert(job_id, Rule.RECOVERED, f"recovered:{job_id}:{success}", message, policy, success)
+
+
+def _long_runs_and_silences(now: datetime) -> None:
+    scheduled = set(DjangoJob.objects.filter(next_run_time__isnull=False).values_list("id", flat=True))
+    found = policies(scheduled)
+    long_runs = {job_id: policy for job_id, policy in found.items() if policy.longer_than is not None}
+    silent = {job_id: policy for job_id, policy in found.items() if policy.no_success_within is not None}
+    if long_runs:
+        _long_runs(long_runs, now)
+    if silent:
+        _silences(silent, now)
+
+
+def _long_runs(found: dict[str, AlertPolicy], now: datetime) -> None:
+    shortest = min(policy.longer_than or 0 for policy in found.values())
+    going = Execution.objects.filter(
+        job_id__in=list(found), started_at__lte=now - timedelta(seconds=shortest)
+    ).running()
+    for pk, job_id, started_at in going.values_list("pk", "job_id", "started_at"):
+        policy = found[job_id]
+        limit = policy.longer_than or 0
+        if started_at is None or (now - started_at).total_seconds() < limit:
+            continue
+        message = f"Job {job_id}: run {pk} is still going after {limit} s (started {started_at:%H:%M:%S %Z})"
+        raise_alert(job_id, Rule.LONG_RUN, f"long_run:{pk}", message, policy, pk)
+
+
+def _silences(found: dict[str, AlertPolicy], now: datetime) -> None:
+    last = dict(
+        Execution.objects.filter(job_id__in=list(found), status=Execution.Status.SUCCEEDED)
+        .values_list("job_id")
+        .annotate(last=Max("finished_at"))
+        .order_by()
+    )
+    created = dict(ScheduledJob.objects.filter(id__in=list(found)).values_list("id", "created_at"))
+    for job_id, policy in found.items():
+        since = last.get(job_id) or created.get(job_id)
+        window = policy.no_success_within or 0
+        if since is None or (now - since).total_seconds() < window:
+            continue
+        hours = window / 3600
+        message = f"Job {job_id} has not succeeded within {hours:g} h (last success: " + (
+            f"{since:%Y-%m-%d %H:%M %Z})" if job_id in last else "never)"
+        )
+        key = f"no_success:{job_id}:{since.isoformat()}"
+        raise_alert(job_id, Rule.NO_SUCCESS, key, message, policy, opens=True)

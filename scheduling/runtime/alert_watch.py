@@ -1,0 +1,134 @@
+"""The scheduler's alert thread: raises what the signals reported, looks for recoveries, long
+runs and silences, and sends the queued deliveries — never in the loop's thread, so a slow mail
+server or webhook cannot delay a run.
+
+Only while its scheduler leads does it look and send: one process does it per database. It
+looks every SCHEDULING_HEARTBEAT_INTERVAL (silences and long runs once a minute), and at once
+when this process queued a delivery. A delivery that fails is tried again with backoff (30 s,
+doubling, up to an hour) and given up after MAX_ATTEMPTS, each attempt's error recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import timedelta
+
+from django.db import DatabaseError, connections
+from django.utils import timezone
+
+from scheduling.conf import settings
+from scheduling.history import alerts
+from scheduling.models import AlertDelivery
+from scheduling.runtime import alert_channels
+
+logger = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 8
+FIRST_BACKOFF = 30.0
+MAX_BACKOFF = 3600.0
+SILENCE_LOOK_INTERVAL = 60.0
+DELIVERIES_PER_LOOK = 50
+
+
+class AlertWatch:
+    def __init__(self, leading: Callable[[], bool]) -> None:
+        self.leading = leading
+        self._stop = threading.Event()
+        self._last_silence_look = 0.0
+        self._thread = threading.Thread(target=self._run, name="scheduling-alerts", daemon=True)
+
+    def start(self) -> None:
+        alerts.receiver.deferred = True
+        alerts.receiver.wake = alerts.delivery_due.set
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        alerts.delivery_due.set()
+        self._thread.join(timeout)
+        alerts.receiver.deferred = False
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                alerts.delivery_due.wait(settings.HEARTBEAT_INTERVAL)
+                alerts.delivery_due.clear()
+                if self._stop.is_set():
+                    break
+                try:
+                    self.once()
+                except DatabaseError as exc:
+                    logger.warning("Alerts: the database failed (%s); trying again later", exc)
+                    connections.close_all()
+                # The thread must outlive any surprise; the next look starts afresh.
+                except Exception:
+                    logger.exception("Alerts: unexpected error; trying again later")
+            # What the signals reported before the stop is still raised.
+            alerts.receiver.drain()
+        finally:
+            connections.close_all()
+
+    def once(self) -> None:
+        """One look: raise what was reported, then, when leading, recoveries, silences, sends."""
+        alerts.receiver.drain()
+        if not self.leading():
+            return
+        silences = time.monotonic() - self._last_silence_look >= SILENCE_LOOK_INTERVAL
+        if silences:
+            self._last_silence_look = time.monotonic()
+        alerts.look(silences=silences)
+        deliver_due()
+
+
+def deliver_due() -> int:
+    """Send the deliveries whose time has come; returns how many were sent."""
+    now = timezone.now()
+    due = list(
+        AlertDelivery.objects.filter(status=AlertDelivery.Status.PENDING, next_attempt_at__lte=now)
+        .select_related("alert")
+        .order_by("next_attempt_at", "pk")[:DELIVERIES_PER_LOOK]
+    )
+    sent = 0
+    for delivery in due:
+        try:
+            alert_channels.send(delivery.alert, delivery.destination)
+        # Whatever the mail server, the network or the receiver did: recorded, tried again.
+        except Exception as exc:
+            _failed(delivery, f"{type(exc).__name__}: {exc}")
+            continue
+        AlertDelivery.objects.filter(pk=delivery.pk).update(
+            status=AlertDelivery.Status.SENT,
+            attempts=delivery.attempts + 1,
+            sent_at=timezone.now(),
+            last_error="",
+        )
+        sent += 1
+    return sent
+
+
+def _failed(delivery: AlertDelivery, error: str) -> None:
+    attempts = delivery.attempts + 1
+    changes: dict[str, object]
+    if attempts >= MAX_ATTEMPTS:
+        logger.error(
+            "Alert %s to %s given up after %d attempts: %s",
+            delivery.alert_id,
+            delivery.destination,
+            attempts,
+            error,
+        )
+        changes = {"status": AlertDelivery.Status.FAILED, "next_attempt_at": None}
+    else:
+        wait = min(FIRST_BACKOFF * 2 ** (attempts - 1), MAX_BACKOFF)
+        logger.warning(
+            "Alert %s to %s failed (%s); trying again in %g s",
+            delivery.alert_id,
+            delivery.destination,
+            error,
+            wait,
+        )
+        changes = {"next_attempt_at": timezone.now() + timedelta(seconds=wait)}
+    AlertDelivery.objects.filter(pk=delivery.pk).update(attempts=attempts, last_error=error[:2000], **changes)

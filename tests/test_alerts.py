@@ -1,0 +1,406 @@
+"""Alerts: a failing, missed, skipped, slow or silent job raises one alert, delivered by mail, a
+webhook (JSON or Slack's body) and the log without ever blocking the scheduler, tried again with
+backoff, rate-limited, and its recovery announced once."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import time_machine
+from django.db import connection
+from django.db.models import QuerySet
+from django.test import Client, override_settings
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from scheduling import checks as scheduling_checks
+from scheduling import job, signals
+from scheduling.declarations import JobDeclarationError
+from scheduling.history import alerts
+from scheduling.models import Alert, AlertDelivery, Execution, Maintenance
+from scheduling.runtime.alert_watch import AlertWatch, deliver_due
+from scheduling.runtime.dispatch import Dispatcher
+from scheduling.store import JobStore, policies_of
+from scheduling.sync import sync
+from tests.conftest import wait_for
+from tests.support import jobs
+from tests.support.sinks import smtp_sink, webhook_receiver
+from tests.support.task_worker import work_off
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+Status = Execution.Status
+Rule = Alert.Rule
+Delivery = AlertDelivery.Status
+FAILED = "Job flaky failed: ValueError: this job fails on purpose"
+
+
+def fire(registry: dict, dispatcher: Dispatcher, *job_ids: str, late: float = 30.1) -> None:
+    """One fire of each of ``job_ids``, due ``late`` seconds ago (the others stay where they are)."""
+    store = dispatcher.store
+    sync(store, registry.values())
+    stored = store.get_jobs_by_id(job_ids)
+    for due in stored:
+        due.next_run_time -= timedelta(seconds=late)
+    store.update_jobs(stored)
+    now = datetime.now(UTC)
+    due, _ = store.get_due_jobs_and_next_run_time(now, limit=1000)
+    dispatcher.dispatch(due, now)
+
+
+def ended(job_id: str, count: int) -> list[Execution]:
+    """Wait until ``job_id`` has ``count`` runs that ended; returns them, oldest first."""
+
+    def found() -> list[Execution] | None:
+        rows = list(Execution.objects.filter(job_id=job_id).finished().order_by("pk"))
+        return rows if len(rows) >= count else None
+
+    return wait_for(found, timeout=20)
+
+
+def raised(job_id: str) -> QuerySet[Alert]:
+    return Alert.objects.filter(job_id=job_id).order_by("pk")
+
+
+# End to end: a failing job's alert reaches a mail server, a webhook, Slack and the log
+
+
+@pytest.fixture
+def watch() -> Iterator[AlertWatch]:
+    """The scheduler's alert thread, leading."""
+    running = AlertWatch(leading=lambda: True)
+    running.start()
+    yield running
+    running.stop()
+
+
+def test_a_failing_jobs_alert_reaches_the_mail_server_the_webhooks_and_the_log(
+    registry: dict, dispatcher: Dispatcher, watch: AlertWatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    with (
+        smtp_sink() as smtp,
+        webhook_receiver() as hook,
+        override_settings(
+            EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend",
+            EMAIL_HOST="127.0.0.1",
+            EMAIL_PORT=smtp.server_address[1],
+            ADMINS=[("Ops", "ops@example.com")],
+            SERVER_EMAIL="scheduler@example.com",
+        ),
+    ):
+        to = ["mail_admins", "oncall@example.com", f"{hook.url}/json", f"slack:{hook.url}/slack", "log"]
+        job(interval=30, id="flaky", alert={"to": to})(jobs.fail)
+        fire(registry, dispatcher, "flaky")
+        [run] = ended("flaky", 1)
+
+        wait_for(lambda: len(smtp.messages) == 2 and len(hook.posts) == 2, timeout=30)
+        mails = {tuple(recipients): message for recipients, message in smtp.messages}
+        assert set(mails) == {("ops@example.com",), ("oncall@example.com",)}
+        message = mails[("oncall@example.com",)]
+        assert message["Subject"] == "[scheduling] Failed: flaky"
+        assert FAILED in message.get_content()
+        posts = {post.path: json.loads(post.body) for post in hook.posts}
+        assert posts["/json"] == {
+            "alert": raised("flaky").get().pk,
+            "job": "flaky",
+            "rule": "failure",
+            "message": FAILED,
+            "run": run.pk,
+            "raised_at": posts["/json"]["raised_at"],
+        }
+        assert posts["/slack"] == {"text": f"*[scheduling] Failed: flaky*\n{FAILED}"}
+        wait_for(lambda: AlertDelivery.objects.filter(status=Delivery.SENT).count() == 5)
+    logged = [record for record in caplog.records if record.name == "scheduling.alerts"]
+    assert [(record.levelno, record.getMessage()) for record in logged] == [
+        (logging.ERROR, f"[scheduling] Failed: flaky: {FAILED}")
+    ]
+
+
+# Which runs raise what
+
+
+def test_failures_in_a_row_alert_once_at_the_nth_and_the_recovery_is_announced_once(
+    registry: dict, dispatcher: Dispatcher, tmp_path: Path
+) -> None:
+    calls = tmp_path / "calls"
+    job(interval=30, id="sync", alert={"to": ["log"], "after_failures": 3}, args=[str(calls), 4])(
+        jobs.fail_until
+    )
+    for count in range(1, 5):
+        fire(registry, dispatcher, "sync")
+        ended("sync", count)
+        assert raised("sync").count() == (0 if count < 3 else 1)
+    [failing] = raised("sync")
+    assert failing.message.startswith("Job sync failed 3 times in a row; the last time: ConnectionError")
+    assert failing.open
+    alerts.look(silences=False)
+    assert raised("sync").count() == 1  # no success yet: still failing
+
+    fire(registry, dispatcher, "sync")
+    [_, _, _, _, success] = ended("sync", 5)
+    assert success.status == Status.SUCCEEDED
+    alerts.look(silences=False)
+    alerts.look(silences=False)
+    [_, recovered] = raised("sync")
+    assert (recovered.rule, recovered.message) == (
+        Rule.RECOVERED,
+        f"Job sync recovered: run {success.pk} succeeded",
+    )
+    assert not Alert.objects.filter(open=True).exists()
+
+
+def test_a_failure_whose_retry_is_pending_does_not_alert_and_its_last_attempt_does(
+    registry: dict, dispatcher: Dispatcher, tmp_path: Path
+) -> None:
+    calls = tmp_path / "calls"
+    job(interval=30, id="sync", retries=1, retry_backoff=0, alert={"to": ["log"]}, args=[str(calls), 5])(
+        jobs.fail_until
+    )
+    fire(registry, dispatcher, "sync")
+    wait_for(lambda: Execution.objects.filter(job_id="sync", retry_at__isnull=False).exists())
+    assert not raised("sync").exists()
+    dispatcher.run_retries(datetime.now(UTC))
+    wait_for(lambda: Execution.objects.filter(job_id="sync", attempt=2, status=Status.FAILED).exists())
+    [alert] = raised("sync")
+    assert alert.execution_id == Execution.objects.get(job_id="sync", attempt=2).pk
+
+
+def test_missed_and_skipped_fires_alert_but_a_maintenance_pause_does_not(
+    registry: dict, dispatcher: Dispatcher, tmp_path: Path
+) -> None:
+    release = tmp_path / "release"
+    job(interval=30, id="late", misfire_grace_time=1, alert={"to": ["log"], "on": ["missed"]})(jobs.succeed)
+    job(interval=30, id="busy", alert={"to": ["log"], "on": ["skipped"]}, args=[str(release), 20])(
+        jobs.wait_for_file
+    )
+    fire(registry, dispatcher, "late", late=40)
+    [missed] = raised("late")
+    assert missed.rule == Rule.MISSED
+    assert missed.message.startswith("Job late missed a fire (")
+
+    fire(registry, dispatcher, "busy")
+    fire(registry, dispatcher, "busy")  # the first run is still going
+    [skipped] = raised("busy")
+    assert skipped.rule == Rule.SKIPPED
+    assert "the previous run was still going" in skipped.message
+    release.touch()
+    ended("busy", 2)
+
+    Maintenance.objects.create(on=True, reason="migration", by="alice", since=timezone.now())
+    fire(registry, dispatcher, "busy")
+    assert Execution.objects.filter(job_id="busy", status=Status.SKIPPED).count() == 2
+    assert raised("busy").count() == 1
+
+
+def test_a_job_without_a_success_within_its_window_alerts_once_under_a_shifted_clock(
+    registry: dict, dispatcher: Dispatcher
+) -> None:
+    job(interval=30, id="nightly", alert={"to": ["log"], "no_success_within": 3600})(jobs.succeed)
+    fire(registry, dispatcher, "nightly")
+    [success] = ended("nightly", 1)
+    alerts.look()
+    assert not raised("nightly").exists()
+    with time_machine.travel(timezone.now() + timedelta(hours=1, minutes=1), tick=False):
+        alerts.look()
+        alerts.look()
+    [silent] = raised("nightly")
+    assert silent.rule == Rule.NO_SUCCESS
+    assert silent.message.startswith("Job nightly has not succeeded within 1 h (last success: ")
+    with time_machine.travel(timezone.now() + timedelta(hours=1, minutes=2)):
+        fire(registry, dispatcher, "nightly")
+        ended("nightly", 2)
+        alerts.look()
+    assert [alert.rule for alert in raised("nightly")] == [Rule.NO_SUCCESS, Rule.RECOVERED]
+    assert raised("nightly")[1].execution_id != success.pk  # the new success recovered it
+
+
+def test_a_run_going_on_longer_than_its_limit_alerts_once(
+    registry: dict, dispatcher: Dispatcher, tmp_path: Path
+) -> None:
+    release = tmp_path / "release"
+    job(interval=30, id="slow", alert={"to": ["log"], "longer_than": 60}, args=[str(release), 20])(
+        jobs.wait_for_file
+    )
+    fire(registry, dispatcher, "slow")
+    run = wait_for(lambda: Execution.objects.filter(job_id="slow", status=Status.RUNNING).first())
+    alerts.look()
+    assert not raised("slow").exists()
+    alerts.look(timezone.now() + timedelta(seconds=61))
+    alerts.look(timezone.now() + timedelta(seconds=62))
+    [slow] = raised("slow")
+    assert (slow.rule, slow.execution_id) == (Rule.LONG_RUN, run.pk)
+    release.touch()
+    ended("slow", 1)
+
+
+def test_a_failure_in_a_task_worker_alerts_from_the_worker(registry: dict, dispatcher: Dispatcher) -> None:
+    job(interval=30, id="remote", runs_in="tasks", alert={"to": ["log"]})(jobs.fail)
+    fire(registry, dispatcher, "remote")
+    work_off()
+    [alert] = raised("remote")
+    assert alert.execution_id == Execution.objects.get(job_id="remote").pk
+
+
+@override_settings(SCHEDULING_ALERTS={"to": ["log"], "on": ["failure"]})
+def test_the_sites_alerts_apply_to_jobs_without_their_own_and_to_nothing_turns_them_off(
+    registry: dict, dispatcher: Dispatcher
+) -> None:
+    job(interval=30, id="plain")(jobs.fail)
+    job(interval=30, id="quiet", alert={"to": []})(jobs.fail)
+    fire(registry, dispatcher, "plain", "quiet")
+    ended("plain", 1)
+    ended("quiet", 1)
+    assert raised("plain").count() == 1
+    assert not raised("quiet").exists()
+
+
+# Delivery: rate limit, retries with backoff, giving up
+
+
+def failure_alert(job_id: str = "flaky", execution_id: int = 1, to: tuple[str, ...] = ("log",)) -> Alert:
+    policy = alerts.AlertPolicy(to=to)
+    alert = alerts.raise_alert(job_id, Rule.FAILURE, f"failure:{execution_id}", "boom", policy, execution_id)
+    assert alert is not None
+    return alert
+
+
+def test_a_second_alert_of_a_job_and_rule_within_the_interval_is_recorded_but_not_sent() -> None:
+    first, second = failure_alert(execution_id=1), failure_alert(execution_id=2)
+    again = alerts.raise_alert("flaky", Rule.FAILURE, "failure:2", "boom", alerts.AlertPolicy(to=("log",)), 2)
+    assert again is None  # the same failure again: raised already
+    assert first.deliveries.get().status == Delivery.PENDING
+    assert second.deliveries.get().status == Delivery.SUPPRESSED
+    with override_settings(SCHEDULING_ALERT_INTERVAL=0):
+        third = failure_alert(execution_id=3)
+    assert third.deliveries.get().status == Delivery.PENDING
+
+
+def test_a_webhook_that_fails_is_tried_again_with_backoff_then_given_up() -> None:
+    with webhook_receiver() as hook:
+        hook.status = 500
+        alert = failure_alert(to=(hook.url,))
+        assert deliver_due() == 0
+        delivery = alert.deliveries.get()
+        assert (delivery.status, delivery.attempts) == (Delivery.PENDING, 1)
+        assert delivery.last_error == f"RuntimeError: {hook.url} answered 500 Internal Server Error"
+        assert delivery.next_attempt_at is not None
+        assert 29 <= (delivery.next_attempt_at - timezone.now()).total_seconds() <= 30
+        assert deliver_due() == 0  # not due yet
+
+        hook.status = 200
+        AlertDelivery.objects.update(next_attempt_at=timezone.now())
+        assert deliver_due() == 1
+        delivery.refresh_from_db()
+        assert (delivery.status, delivery.attempts, delivery.last_error) == (Delivery.SENT, 2, "")
+
+        hook.status = 503
+        again = failure_alert("other", 9, (hook.url,))
+        for _ in range(8):
+            AlertDelivery.objects.filter(status=Delivery.PENDING).update(next_attempt_at=timezone.now())
+            deliver_due()
+        given_up = again.deliveries.get()
+        assert (given_up.status, given_up.attempts) == (Delivery.FAILED, 8)
+
+
+def test_mail_admins_without_admins_is_a_failed_attempt_naming_the_setting() -> None:
+    alert = failure_alert(to=("mail_admins",))
+    with override_settings(ADMINS=[]):
+        deliver_due()
+    assert alert.deliveries.get().last_error == (
+        "RuntimeError: settings.ADMINS is empty: mail_admins has nobody to write to"
+    )
+
+
+# Nothing on the path of a run that went well
+
+
+def test_a_success_and_a_cancel_cost_no_statement(
+    django_assert_num_queries: Any, registry: dict, dispatcher: Dispatcher
+) -> None:
+    job(interval=30, id="fine", alert={"to": ["log"], "on": ["failure", "missed", "skipped"]})(jobs.succeed)
+    sync(dispatcher.store, registry.values())
+    run = Execution(pk=1, job_id="fine", status=Status.SUCCEEDED, scheduled_at=timezone.now())
+    with django_assert_num_queries(0):
+        signals.notify(signals.job_succeeded, run)
+        run.status = Status.CANCELLED
+        signals.notify(signals.job_failed, run)
+
+
+# Declared, changed and shown
+
+
+def test_an_alert_option_is_checked_where_it_is_given(registry: dict, admin_client: Client) -> None:
+    with pytest.raises(JobDeclarationError, match=r"alert.to\[1\] must be mail_admins, log, an e-mail"):
+        job(interval=30, id="bad", alert={"to": ["log", "ftp://x"]})(jobs.succeed)
+    with pytest.raises(JobDeclarationError, match="unknown alert option when; known: to, on"):
+        job(interval=30, id="bad", alert={"to": ["log"], "when": 1})(jobs.succeed)
+    with pytest.raises(
+        JobDeclarationError, match=r"alert\.on must be a list of distinct events among failure"
+    ):
+        job(interval=30, id="bad", alert={"to": ["log"], "on": ["boom"]})(jobs.succeed)
+    job(interval=30, id="report")(jobs.succeed)
+    sync(JobStore(), registry.values())
+
+    url = "/scheduling/api/jobs/report/reschedule/"
+    response = admin_client.post(url, {"alert": {"to": ["x"]}}, content_type="application/json")
+    assert (response.status_code, response.json()["field"]) == (400, "alert.to[0]")
+    alert = {"to": ["ops@example.com"], "on": ["failure", "missed"], "no_success_within": 7200}
+    response = admin_client.post(url, {"alert": alert}, content_type="application/json")
+    assert response.status_code == 200, response.content
+    stored = policies_of(["report"])["report"].alert
+    assert stored is not None
+    assert (stored.to, stored.on, stored.no_success_within) == (
+        ("ops@example.com",),
+        ("failure", "missed"),
+        7200,
+    )
+    assert admin_client.get("/scheduling/api/jobs/report/").json()["alert"]["to"] == ["ops@example.com"]
+
+    messages = scheduling_checks.alerts_setting_messages({"to": "mail_admins"})
+    assert [message.id for message in messages] == ["scheduling.E006"]
+    assert scheduling_checks.alerts_setting_messages({"to": ["mail_admins"]}) == []
+
+
+def test_the_jobs_page_edits_its_alerts_and_shows_them_with_their_deliveries(
+    registry: dict, admin_client: Client
+) -> None:
+    job(interval=30, id="report")(jobs.succeed)
+    sync(JobStore(), registry.values())
+    page = "/admin/scheduling/job/report/change/"
+    form = admin_client.get(page).context["adminform"].form
+    assert form.initial["alerts"] == "site"
+    data = {name: value for name, value in form.initial.items() if value is not None and name != "alert"}
+    data.update(kind="interval", every=30, unit="seconds", coalesce="on", calendars=[])
+    data.update(alerts="own", alert_to="log\nops@example.com", alert_on=["failure"], alert_after_failures=2)
+    response = admin_client.post(page, data)
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    stored = policies_of(["report"])["report"].alert
+    assert stored is not None
+    assert (stored.to, stored.after_failures) == (("log", "ops@example.com"), 2)
+    data.update(alerts="own", alert_to="")
+    errors = admin_client.post(page, data).context["adminform"].form.errors
+    assert errors["alert_to"] == ["Give at least one destination, or choose 'none'."]
+    data.update(alerts="off")
+    assert admin_client.post(page, data).status_code == 302
+    assert policies_of(["report"])["report"].alert == alerts.AlertPolicy(to=())
+
+    failure_alert("report", 0, ("log", "ops@example.com"))
+    with CaptureQueriesContext(connection) as one:
+        admin_client.get(page)
+    for number in range(1, 3):
+        failure_alert("report", number, ("log", "ops@example.com"))
+    AlertDelivery.objects.filter(destination="log").update(status=Delivery.SENT, attempts=1)
+    first = AlertDelivery.objects.filter(destination="ops@example.com").order_by("pk")[0]
+    AlertDelivery.objects.filter(pk=first.pk).update(attempts=2, last_error="SMTPConnectError: <refused>")
+    with CaptureQueriesContext(connection) as three:
+        shown = admin_client.get(page).content.decode()
+    assert len(three) == len(one)  # the alerts and their deliveries: two queries, however many
+    assert shown.count("log: Sent") == 3
+    assert "ops@example.com: Waiting to be sent (2 attempts, SMTPConnectError: &lt;refused&gt;)" in shown
+    assert "ops@example.com: Not sent: too soon after the last one (rate limit)" in shown
