@@ -1,0 +1,164 @@
+"""The timeline drawn as one SVG: an axis on the site's local clock, a row per job, a mark per run.
+
+Per-request constants (status labels, URL prefixes) are computed once: at 10,000 marks, whatever
+is done per mark is what the page costs. A mark is an ``<a>`` around a ``<rect>`` with a class for
+its colour (a ``<style>`` block maps classes to colours) and a ``<title>`` read on hover.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+
+from django.contrib.admin.utils import quote
+from django.urls import reverse
+from django.utils import dateformat, timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.http import urlencode
+from django.utils.safestring import SafeString
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
+
+from scheduling.admin.timeline import NOT_RUN, SEVERITY, Row, Run, Status, Timeline, colour, worst
+from scheduling.schedules import format_local
+
+LABEL_WIDTH, ROW_HEIGHT, AXIS_HEIGHT = 220, 20, 22
+MARK_WIDTH = 2
+LABEL_CHARACTERS = 32
+STYLE = (
+    ".t-grid{stroke:#d0d7de}.t-band{fill:#f6f8fa}.t-label{font:12px sans-serif;fill:#1f2328}"
+    ".t-tick{font:11px sans-serif;fill:#57606a}.t-gone{fill:#57606a;font-style:italic}"
+    "a:hover rect{stroke:#1f2328;stroke-width:1}"
+)
+MARK = '<a href="{}"><rect class="t-{}" x="{}" y="{}" width="{}" height="{}"><title>{}</title></rect></a>'
+TICK = '<line class="t-grid" x1="{}" y1="{}" x2="{}" y2="{}"/><text class="t-tick" x="{}" y="14">{}</text>'
+
+
+class Drawing:
+    def __init__(self, timeline: Timeline) -> None:
+        self.timeline = timeline
+        self.labels = {status: str(Status(status).label) for status in SEVERITY}
+        self.run_url = reverse("admin:scheduling_execution_changelist")
+        self.job_url = reverse("admin:scheduling_job_changelist")
+
+    def svg(self) -> SafeString:
+        rows = self.timeline.rows
+        width = LABEL_WIDTH + self.timeline.width
+        height = AXIS_HEIGHT + ROW_HEIGHT * max(len(rows), 1)
+        colours = "".join(f".t-{status}{{fill:{colour(status)}}}" for status in SEVERITY)
+        return format_html(
+            '<svg class="scheduling-timeline" xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" '
+            'viewBox="0 0 {} {}" role="img" aria-label="{}"><style>{}{}</style>{}{}</svg>',
+            width,
+            height,
+            width,
+            height,
+            _("Runs of each job over the %(window)s") % {"window": self.timeline.window.label},
+            colours,
+            STYLE,
+            self.axis(height),
+            format_html_join("", "{}", ((self.row(index, row),) for index, row in enumerate(rows))),
+        )
+
+    def axis(self, height: int) -> SafeString:
+        """Gridlines on round local times, each labelled, and one where the window starts."""
+        window = self.timeline.window
+        lines = format_html_join(
+            "",
+            TICK,
+            (
+                (x, AXIS_HEIGHT - 4, x, height, x + 3, dateformat.format(moment, window.tick_format))
+                for moment in ticks(self.timeline.start, self.timeline.end, window.tick)
+                for x in [LABEL_WIDTH + self.timeline.x(moment)]
+            ),
+        )
+        start = '<line class="t-grid" x1="{}" y1="{}" x2="{}" y2="{}"/>{}'
+        return format_html(start, LABEL_WIDTH, AXIS_HEIGHT - 4, LABEL_WIDTH, height, lines)
+
+    def row(self, index: int, row: Row) -> SafeString:
+        band = format_html(
+            '<rect class="t-band" width="{}" height="{}"/>', LABEL_WIDTH + self.timeline.width, ROW_HEIGHT
+        )
+        marks = format_html_join("", "{}", ((self.mark(row, runs),) for runs in row.marks.values()))
+        return format_html(
+            '<g class="t-row" data-job="{}" transform="translate(0,{})">{}{}'
+            '<g transform="translate({},0)">{}</g></g>',
+            row.job_id,
+            AXIS_HEIGHT + index * ROW_HEIGHT,
+            band if index % 2 else "",
+            self.job_label(row),
+            LABEL_WIDTH,
+            marks,
+        )
+
+    def job_label(self, row: Row) -> SafeString:
+        label = row.label
+        text = label if len(label) <= LABEL_CHARACTERS else label[: LABEL_CHARACTERS - 1] + "…"
+        if not row.in_store:
+            return format_html(
+                '<text class="t-label t-gone" x="4" y="14">{}<title>{}</title></text>',
+                text,
+                _("%(job)s: no longer in the job store") % {"job": row.job_id},
+            )
+        return format_html(
+            '<a href="{}{}/change/"><text class="t-label" x="4" y="14">{}<title>{}</title></text></a>',
+            self.job_url,
+            quote(row.job_id),
+            text,
+            row.job_id,
+        )
+
+    def mark(self, row: Row, runs: list[Run]) -> SafeString:
+        status = runs[0].status if len(runs) == 1 else worst(run.status for run in runs)
+        y, height = (10, 8) if status in NOT_RUN else (3, 14)
+        if len(runs) == 1:
+            href, title = f"{self.run_url}{runs[0].id}/change/", self.run_title(row, runs[0])
+        else:
+            href, title = self.group_link(row, runs), self.group_title(row, runs)
+        x = self.timeline.x(runs[0].scheduled_at)
+        return format_html(MARK, href, status, x, y, MARK_WIDTH, height, title)
+
+    def run_title(self, row: Row, run: Run) -> str:
+        parts = [row.label, format_local(run.scheduled_at), self.labels.get(run.status, run.status)]
+        if run.duration is not None:
+            parts.append(f"{run.duration:.3f} s")
+        parts.append(next((line for line in run.message.splitlines() if line.strip()), ""))
+        return " · ".join(part for part in parts if part)
+
+    def group_title(self, row: Row, runs: list[Run]) -> str:
+        counts = Counter(run.status for run in runs)
+        outcomes = ", ".join(
+            f"{counts[status]} {self.labels[status].lower()}" for status in SEVERITY if counts[status]
+        )
+        head = ngettext("%(count)d run", "%(count)d runs", len(runs)) % {"count": len(runs)}
+        span = _("%(first)s to %(last)s") % {
+            "first": format_local(runs[0].scheduled_at),
+            "last": format_local(runs[-1].scheduled_at),
+        }
+        return f"{row.label} · {span} · {head}: {outcomes}"
+
+    def group_link(self, row: Row, runs: list[Run]) -> str:
+        """The history filtered to the runs a shared mark stands for (its job, from first to last)."""
+        until = runs[-1].scheduled_at + timedelta(microseconds=1)
+        query = {
+            "job": row.job_id,
+            "scheduled_at__gte": runs[0].scheduled_at.isoformat(),
+            "scheduled_at__lt": until.isoformat(),
+        }
+        return f"{self.run_url}?{urlencode(query)}"
+
+
+def ticks(start: datetime, end: datetime, step: timedelta) -> Iterator[datetime]:
+    """Round local times between ``start`` and ``end``: every ``step`` from a local midnight.
+
+    Counted on the local wall clock, so gridlines stay on 00:00, 03:00… across a daylight saving
+    change (a tick whose wall time the change skips lands an hour off).
+    """
+    local_start = timezone.localtime(start)
+    wall = local_start.replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=None)
+    zone = local_start.tzinfo
+    while (moment := wall.replace(tzinfo=zone)) <= end:
+        if moment >= start:
+            yield moment
+        wall += step
