@@ -27,10 +27,13 @@ from scheduling.schedules import format_local
 LABEL_WIDTH, ROW_HEIGHT, AXIS_HEIGHT = 220, 20, 22
 MARK_WIDTH = 2
 LABEL_CHARACTERS = 32
+# The admin's own colour variables where they exist, so the light and dark themes both read.
 STYLE = (
-    ".t-grid{stroke:#d0d7de}.t-band{fill:#f6f8fa}.t-label{font:12px sans-serif;fill:#1f2328}"
-    ".t-tick{font:11px sans-serif;fill:#57606a}.t-gone{fill:#57606a;font-style:italic}"
-    "a:hover rect{stroke:#1f2328;stroke-width:1}"
+    ".t-grid{stroke:var(--hairline-color,#d0d7de)}.t-band{fill:var(--darkened-bg,#f6f8fa)}"
+    ".t-label{font:12px sans-serif;fill:var(--body-fg,#1f2328)}"
+    ".t-tick{font:11px sans-serif;fill:var(--body-quiet-color,#57606a)}.t-end{text-anchor:end}"
+    ".t-gone{fill:var(--body-quiet-color,#57606a);font-style:italic}"
+    "a:hover rect{stroke:var(--body-fg,#1f2328);stroke-width:1}"
 )
 # The start of a mark's <rect>, by status, up to its x: short for fires that did not run.
 RECTS = {
@@ -38,7 +41,8 @@ RECTS = {
     f'height="{8 if status in NOT_RUN else 14}" x="'
     for status in SEVERITY
 }
-TICK = '<line class="t-grid" x1="{}" y1="{}" x2="{}" y2="{}"/><text class="t-tick" x="{}" y="14">{}</text>'
+TICK = '<line class="t-grid" x1="{}" y1="{}" x2="{}" y2="{}"/><text class="{}" x="{}" y="14">{}</text>'
+TICK_LABEL_WIDTH = 60  # room a tick's label needs on its right; nearer the end it goes on the left
 
 
 class Drawing:
@@ -55,10 +59,12 @@ class Drawing:
         height = AXIS_HEIGHT + ROW_HEIGHT * max(len(rows), 1)
         colours = "".join(f".t-{status}{{fill:{colour(status)}}}" for status in SEVERITY)
         return format_html(
-            '<svg class="scheduling-timeline" xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" '
-            'viewBox="0 0 {} {}" role="img" aria-label="{}"><style>{}{}</style>{}{}</svg>',
+            # As wide as the page allows, at most its own size: narrower, it scales down whole
+            # rather than hiding the latest runs behind a scroll bar.
+            '<svg class="scheduling-timeline" xmlns="http://www.w3.org/2000/svg" '
+            'style="width:100%;max-width:{}px;height:auto" viewBox="0 0 {} {}" role="img" '
+            'aria-label="{}"><style>{}{}</style>{}{}</svg>',
             width,
-            height,
             width,
             height,
             _("Runs of each job over the %(window)s") % {"window": self.timeline.window.label},
@@ -75,9 +81,14 @@ class Drawing:
             "",
             TICK,
             (
-                (x, AXIS_HEIGHT - 4, x, height, x + 3, dateformat.format(moment, window.tick_format))
+                (x, AXIS_HEIGHT - 4, x, height, *place, dateformat.format(moment, window.tick_format))
                 for moment in ticks(self.timeline.start, self.timeline.end, window.tick)
                 for x in [LABEL_WIDTH + self.timeline.x(moment)]
+                for place in [
+                    ("t-tick", x + 3)
+                    if x + TICK_LABEL_WIDTH < LABEL_WIDTH + self.timeline.width
+                    else ("t-tick t-end", x - 3)
+                ]
             ),
         )
         start = '<line class="t-grid" x1="{}" y1="{}" x2="{}" y2="{}"/>{}'
