@@ -13,7 +13,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db.models import OuterRef, Subquery
 from django.db.models.functions import Substr
@@ -67,13 +67,15 @@ WINDOWS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Run:
+class Run(NamedTuple):
+    """A run as the query reads it (a tuple: 10,000 of them are made per page)."""
+
     id: int
     scheduled_at: datetime
     status: str
     duration: float | None
-    message: str
+    message: str | None  # its first MESSAGE_HEAD characters
+    job_id: str
 
 
 @dataclass
@@ -111,15 +113,12 @@ class Timeline:
         # Runs of jobs no longer in the store (a finished one-off job, a deleted one) get rows too.
         rows = dict(jobs) if not job else {job: jobs.get(job) or Row(job, "", in_store=False)}
         timeline = cls(window, start, end, [], _by_label(jobs.values()), Counter())
-        for run_id, job_id, scheduled_at, status, duration, message in runs.order_by(
-            "scheduled_at"
-        ).values_list(
-            "id", "job_id", "scheduled_at", "status", "duration", Substr("exception", 1, MESSAGE_HEAD)
-        ):
-            row = rows.get(job_id) or rows.setdefault(job_id, Row(job_id, "", in_store=False))
-            row.marks[timeline.x(scheduled_at)].append(
-                Run(run_id, scheduled_at, status, duration, message or "")
-            )
+        columns = runs.order_by("scheduled_at").values_list(
+            "id", "scheduled_at", "status", "duration", Substr("exception", 1, MESSAGE_HEAD), "job_id"
+        )
+        for run in map(Run._make, columns):
+            row = rows.get(run.job_id) or rows.setdefault(run.job_id, Row(run.job_id, "", in_store=False))
+            row.marks[timeline.x(run.scheduled_at)].append(run)
         timeline.rows = _by_label(rows.values())
         timeline.counts.update(
             run.status for row in rows.values() for runs in row.marks.values() for run in runs
@@ -128,8 +127,8 @@ class Timeline:
 
     def x(self, moment: datetime) -> int:
         """The pixel column of ``moment`` on the axis, kept inside it."""
-        elapsed = (moment - self.start).total_seconds() / self.window.span.total_seconds()
-        return min(max(int(elapsed * self.width), 0), self.width - 1)
+        column = int((moment - self.start) / self.window.span * self.width)
+        return min(max(column, 0), self.width - 1)
 
     @property
     def total(self) -> int:

@@ -134,13 +134,13 @@ class Drawing:
     def mark(self, row: Row, x: int, runs: list[Run]) -> str:
         """One mark's markup, escaped: see row()."""
         status = runs[0].status if len(runs) == 1 else worst(run.status for run in runs)
-        if len(runs) == 1:
+        if len(runs) == 1:  # a link made of our URL and an integer: nothing to escape
             href, title = f"{self.run_url}{runs[0].id}/change/", self.run_title(row, runs[0])
         else:
-            href, title = self.group_link(row, runs), self.group_title(row, runs)
+            href, title = html.escape(self.group_link(row, runs)), self.group_title(row, runs)
         # A status this version does not know (written by a newer one) is drawn as skipped is.
         rect = RECTS.get(status, RECTS[Status.SKIPPED])
-        return f'<a href="{html.escape(href)}">{rect}{x}"><title>{html.escape(title)}</title></rect></a>'
+        return f'<a href="{href}">{rect}{x}"><title>{html.escape(title)}</title></rect></a>'
 
     def run_title(self, row: Row, run: Run) -> str:
         parts = [
@@ -150,7 +150,8 @@ class Drawing:
         ]
         if run.duration is not None:
             parts.append(f"{run.duration:.3f} s")
-        parts.append(next((line for line in run.message.splitlines() if line.strip()), ""))
+        if run.message:
+            parts.append(next((line for line in run.message.splitlines() if line.strip()), ""))
         return " · ".join(part for part in parts if part)
 
     def group_title(self, row: Row, runs: list[Run]) -> str:
