@@ -205,6 +205,24 @@ def rows_for(vendor: str, r: dict[str, Any], args: argparse.Namespace) -> list[t
             lambda v: len(set(v.split(" → "))) == 1,
             "constant",
         )
+    timeline = admin.get("timeline", {})
+    large, small = timeline.get("large", {}), timeline.get("small", {})
+    size = f"{args.timeline_jobs:,} jobs / {args.timeline_runs:,} runs in the window"
+    add(
+        f"admin timeline, {size}: render (ms)",
+        large.get("ms"),
+        None,
+        lambda v: v < 300,
+        "< 300 ms",
+    )
+    add(f"admin timeline, {size}: page size (KB)", large.get("kb"), None)
+    add(
+        f"admin timeline: queries at 10 jobs / 100 runs → {size}",
+        f"{small.get('queries')} → {large.get('queries')}",
+        None,
+        lambda v: len(set(v.split(" → "))) == 1,
+        "constant",
+    )
     if vendor == "sqlite":
         count = min(args.jobs)
         ours_locked = (pick(r, f"load-{count}", "ours", "locked_errors") or 0) + (

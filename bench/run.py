@@ -37,12 +37,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--idle", type=float, default=10, help="seconds of the idle measure")
     parser.add_argument("--admin-jobs", type=int, default=10000)
     parser.add_argument("--admin-executions", type=int, default=1000000)
+    parser.add_argument("--timeline-jobs", type=int, default=100, help="jobs of the admin timeline")
+    parser.add_argument("--timeline-runs", type=int, default=10000, help="runs in its 24-hour window")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of a minute or so")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results-latest.md"))
     args = parser.parse_args(argv)
     if args.quick:
         args.jobs, args.burst, args.throughput, args.startup_jobs = [20], 200, 100, 200
         args.window, args.idle, args.admin_jobs, args.admin_executions = 2, 1, 100, 2000
+        args.timeline_runs = 1000
     return args
 
 
@@ -121,7 +124,13 @@ class Bench:
         out = self.scratch / f"{self.vendor}-admin.json"
         command = [sys.executable, "-m", "bench.admin_views", "--out", str(out)]
         command += ["--jobs", str(self.args.admin_jobs), "--executions", str(self.args.admin_executions)]
-        print(f"  {self.vendor}: admin changelists", flush=True)
+        command += [
+            "--timeline-jobs",
+            str(self.args.timeline_jobs),
+            "--timeline-runs",
+            str(self.args.timeline_runs),
+        ]
+        print(f"  {self.vendor}: admin changelists and timeline", flush=True)
         completed = subprocess.run(command, cwd=ROOT, env=self.env, capture_output=True, text=True)  # noqa: S603
         if completed.returncode:
             self.results["admin"] = {"error": completed.stderr[-500:]}

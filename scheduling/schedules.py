@@ -395,11 +395,15 @@ def _describe_seconds(seconds: float) -> str:
     return " ".join(f"{count:g} {unit[:-1] if count == 1 else unit}" for unit, count in parts.items())
 
 
-def format_local(moment: dt.datetime | None) -> str:
-    """A moment in the site's time zone, as operators read it: 2026-11-23 14:05:00 CET."""
+def format_local(moment: dt.datetime | None, zone: dt.tzinfo | None = None) -> str:
+    """A moment in the site's time zone, as operators read it: 2026-11-23 14:05:00 CET.
+
+    ``zone`` is the site's time zone looked up once by a caller formatting thousands of moments
+    (the admin timeline): looking it up is a third of the cost of a call.
+    """
     if moment is None:
         return "-"
-    return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M:%S %Z")
+    return timezone.localtime(moment, zone).strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 def relative(moment: dt.datetime, now: dt.datetime | None = None) -> str:

@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from scheduling import declarations
+from scheduling import declarations, job
 from scheduling.models import Execution
 from scheduling.store import JobStore
+from scheduling.sync import sync
 from tests.conftest import wait_for
+from tests.support import jobs
 
 pytestmark = pytest.mark.browser
 
@@ -298,3 +300,62 @@ def test_a_holiday_added_in_the_admin_is_skipped_by_the_preview_and_the_schedule
         lambda: Execution.objects.filter(job_id="demo.heartbeat", status="skipped").first(), timeout=20
     )
     assert skipped.exception == 'Skipped: calendar "Holidays" (Blackout)'
+
+
+def test_the_timeline_shows_each_run_and_opens_it(page, live_server, admin_user, registry: dict) -> None:
+    job(interval={"hours": 1}, id="browser.report", name="Nightly report")(jobs.succeed)
+    sync(JobStore(), registry.values())
+    now = timezone.now()
+    outcomes = {
+        "succeeded": (timedelta(hours=1), ""),
+        "failed": (timedelta(hours=3), "ValueError: the report's source is empty"),
+        "timed_out": (timedelta(hours=6), "Timed out after 60 s"),
+        "missed": (timedelta(hours=9), "Missed by 120 s"),
+        "skipped": (timedelta(hours=12), "Skipped: overlapping run"),
+    }
+    runs = {
+        status: Execution.objects.create(
+            job_id="browser.report", status=status, scheduled_at=now - ago, duration=1.5, exception=message
+        )
+        for status, (ago, message) in outcomes.items()
+    }
+    older = Execution.objects.create(
+        job_id="browser.report",
+        status="failed",
+        scheduled_at=now - timedelta(days=3),
+        exception="Old failure",
+    )
+    log_in(page, live_server, admin_user)
+
+    # From the jobs list to the timeline: a row for the job, a mark for each run, the legend.
+    page.click("#timeline-link")
+    page.wait_for_selector("svg.scheduling-timeline")
+    assert page.locator('g.t-row[data-job="browser.report"]').count() == 1
+    for status in outcomes:
+        assert page.locator(f"rect.t-{status}").count() == 1
+    assert "5 runs in the window" in page.inner_text("#timeline-summary")
+    assert "Timed out" in page.inner_text("#timeline-legend")
+
+    # Hover: the mark is outlined and its title has the details.
+    failed = page.locator("rect.t-failed")
+    stroke = "rect => getComputedStyle(rect).stroke"
+    assert page.eval_on_selector("rect.t-failed", stroke) == "none"
+    failed.hover()
+    assert page.eval_on_selector("rect.t-failed", stroke) != "none"
+    title = failed.locator("title").text_content() or ""
+    assert title.startswith("Nightly report · ")
+    assert "Failed · 1.500 s · ValueError: the report's source is empty" in title
+    page.screenshot(path=ARTIFACTS / "15-timeline.png", full_page=True)
+
+    # Seven days: the older run is there too.
+    page.select_option("select[name=window]", "7d")
+    page.click("#timeline-form button[type=submit]")
+    page.wait_for_url("**window=7d**")
+    assert page.locator("rect.t-failed").count() == 2
+    assert "Old failure" in page.inner_html(f'a[href="/admin/scheduling/execution/{older.pk}/change/"]')
+
+    # Click through to the run.
+    page.click(f'a[href="/admin/scheduling/execution/{runs["failed"].pk}/change/"] rect')
+    page.wait_for_url(f"**/admin/scheduling/execution/{runs['failed'].pk}/change/")
+    assert "ValueError: the report's source is empty" in page.inner_text("#content")
+    page.screenshot(path=ARTIFACTS / "16-timeline-run.png", full_page=True)

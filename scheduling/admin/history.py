@@ -22,6 +22,7 @@ from scheduling.models import UNFINISHED, Execution, Job, ScheduledJob, Schedule
 from scheduling.schedules import format_local
 
 STATUS_COLOURS: dict[str, str] = {
+    Execution.Status.QUEUED: "#1b7c83",
     Execution.Status.ENQUEUED: "#8250df",
     Execution.Status.RUNNING: "#1f6feb",
     Execution.Status.OVERRUNNING: "#bf8700",

@@ -42,6 +42,8 @@ from django.views.decorators.http import require_POST
 from scheduling import control, validation
 from scheduling.admin.charts import duration_chart
 from scheduling.admin.history import cancel_context, status_badge
+from scheduling.admin.timeline import Timeline, Window, legend, window_choices
+from scheduling.admin.timeline_svg import Drawing
 from scheduling.forms import JobAddForm, JobScheduleForm, RunArgumentsForm
 from scheduling.history.locks import holders
 from scheduling.legacy import old_meaning
@@ -550,6 +552,9 @@ class JobAdmin(admin.ModelAdmin):
             )
             for name, action in actions.items()
         ]
+        timeline = path(
+            "timeline/", self.admin_site.admin_view(self.timeline_view), name="scheduling_job_timeline"
+        )
         urls.append(
             path(
                 "<path:object_id>/run-with-arguments/",
@@ -557,7 +562,26 @@ class JobAdmin(admin.ModelAdmin):
                 name="scheduling_job_run_with_arguments",
             )
         )
-        return [maintenance, *urls, *super().get_urls()]
+        return [maintenance, timeline, *urls, *super().get_urls()]
+
+    def timeline_view(self, request: HttpRequest) -> HttpResponse:
+        """Every job's runs over the last 24 hours or 7 days (``?window=24h|7d``, ``?job=ID``)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        window = Window.of(request.GET.get("window"))
+        job = request.GET.get("job") or None
+        timeline = Timeline.load(window, job)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": _("Timeline of runs"),
+            "timeline": timeline,
+            "chart": Drawing(timeline).svg(),
+            "job": job,
+            "windows": window_choices(window),
+            "legend": legend(),
+        }
+        return TemplateResponse(request, "admin/scheduling/job/timeline.html", context)
 
     def run_with_arguments_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """Run now, with arguments of its own: a form prefilled with the job's, checked against
