@@ -6,6 +6,7 @@ Every scrape here is parsed with prometheus_client's own parser, as Prometheus w
 from __future__ import annotations
 
 import io
+import json
 import re
 import sys
 import urllib.request
@@ -32,7 +33,7 @@ from scheduling.runs.threads import ThreadTarget
 from scheduling.runtime.dispatch import Dispatcher
 from scheduling.store import JobStore
 from scheduling.sync import sync
-from tests.conftest import wait_for
+from tests.conftest import ROOT, wait_for
 from tests.support import jobs
 
 URL = "/scheduling/metrics/"
@@ -437,3 +438,23 @@ def test_runscheduler_serves_the_same_metrics_on_its_own_port(
     web = scrape(client, headers)
     for name in ("scheduling_jobs", "scheduling_schedulers"):
         assert named(web, name) == named(samples, name)
+
+
+# The README
+
+
+def test_the_readme_lists_every_metric_and_its_queries_name_only_those(
+    client: Client, token_access: dict, declared: JobStore
+) -> None:
+    run("ok", "succeeded", ago=60, duration=0.5)
+    section = (ROOT / "README.md").read_text().split("### Prometheus metrics")[1].split("\n## ")[0]
+    families = {family.name for family in metrics.DatabaseCollector().collect()}
+
+    assert set(re.findall(r"^\| `(scheduling_\w+)` \|", section, re.MULTILINE)) == families
+    named_in_queries = {
+        re.sub(r"_(bucket|gsum|gcount)$", "", name)
+        for block in re.findall(r"```(?:promql|json)\n(.*?)```", section, re.DOTALL)
+        for name in re.findall(r"\bscheduling_\w+", block)
+    }
+    assert named_in_queries <= families
+    assert json.loads(re.findall(r"```json\n(.*?)```", section, re.DOTALL)[0])["type"] == "table"
