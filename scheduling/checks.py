@@ -7,6 +7,7 @@ warnings are printed) and a hint saying what to do.
 from __future__ import annotations
 
 import gc
+import importlib.util
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 from django.conf import settings as django_settings
 from django.core import checks
 
+from scheduling import metrics_access
 from scheduling.conf import settings
 from scheduling.runtime.startup import sqlite_hosts_messages
 
@@ -28,6 +30,7 @@ def register() -> None:
     checks.register(check_no_scheduler_started_at_startup)
     checks.register(check_thread_timeouts)
     checks.register(check_alerts_setting)
+    checks.register(check_metrics)
 
 
 def check_installed_apps(**kwargs: Any) -> list[checks.CheckMessage]:
@@ -245,5 +248,35 @@ def started_scheduler_messages(schedulers: list[Any]) -> list[checks.CheckMessag
             hint="Remove that start-up code and declare the jobs with @job; run 'manage.py runscheduler' "
             "beside the web server, or set SCHEDULING_EMBEDDED = True (one active scheduler across workers).",
             id="scheduling.E002",
+        )
+    ]
+
+
+def check_metrics(**kwargs: Any) -> list[checks.CheckMessage]:
+    installed = importlib.util.find_spec("prometheus_client") is not None
+    return metrics_messages(settings.METRICS_ACCESS, installed)
+
+
+def metrics_messages(access: object, client_installed: bool) -> list[checks.CheckMessage]:
+    try:
+        rule = metrics_access.parse(access)
+    except ValueError as exc:
+        return [
+            checks.Error(
+                f"SCHEDULING_METRICS_ACCESS cannot be read: {exc}.",
+                hint="Use None (metrics off), 'token' (API tokens of users with view_job), 'staff', or a "
+                "list of addresses and networks such as ['127.0.0.1', '10.0.0.0/8'].",
+                id="scheduling.E005",
+            )
+        ]
+    if rule is None or client_installed:
+        return []
+    return [
+        checks.Warning(
+            "SCHEDULING_METRICS_ACCESS is set but prometheus-client is not installed: the metrics "
+            "endpoint answers 501.",
+            hint="pip install 'django-scheduling[metrics]' (or prometheus-client), or unset "
+            "SCHEDULING_METRICS_ACCESS.",
+            id="scheduling.W006",
         )
     ]

@@ -98,6 +98,21 @@ class Settings:
         return float(getattr(django_settings, "SCHEDULING_ALERT_INTERVAL", 900.0))
 
     @property
+    def METRICS_ACCESS(self) -> object:
+        """Who may read the Prometheus metrics at ``metrics/``: ``None`` (off: the URL answers 404),
+        ``"token"`` (an API token or a session of a user with ``view_job``), ``"staff"`` (a staff
+        user, by token or session), or a list of client addresses and networks (``"10.0.0.0/8"``).
+
+        Returned as set; ``scheduling.metrics_access.parse`` reads it and the system checks refuse
+        a value it cannot read."""
+        return getattr(django_settings, "SCHEDULING_METRICS_ACCESS", None)
+
+    @property
+    def METRICS_WINDOW(self) -> timedelta:
+        """How far back the ``scheduling_window_*`` metrics look: runs whose fire time is this recent."""
+        return getattr(django_settings, "SCHEDULING_METRICS_WINDOW", timedelta(hours=1))
+
+    @property
     def JOB_DEFAULTS(self) -> dict[str, object]:
         """Defaults for options a declaration leaves out."""
         defaults: dict[str, object] = {

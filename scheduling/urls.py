@@ -1,6 +1,7 @@
 """URLs to include in a site: ``path("scheduling/", include("scheduling.urls"))``.
 
-The health endpoint answers anyone; the API needs a logged-in user or an API token.
+The health endpoint answers anyone; the API needs a logged-in user or an API token; the metrics
+answer whom ``SCHEDULING_METRICS_ACCESS`` names (404 while it is unset).
 """
 
 from django.urls import path, re_path
@@ -10,6 +11,7 @@ from scheduling import api, openapi, views
 app_name = "scheduling"
 urlpatterns = [
     path("health/", views.health, name="health"),
+    path("metrics/", views.metrics, name="metrics"),
     path("api/openapi.json", openapi.document, name="api-openapi"),
     path("api/status/", api.status, name="api-status"),
     path("api/maintenance/", api.maintenance, name="api-maintenance"),

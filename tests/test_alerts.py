@@ -23,6 +23,7 @@ from scheduling import checks as scheduling_checks
 from scheduling import job, signals
 from scheduling.declarations import JobDeclarationError
 from scheduling.history import alerts
+from scheduling.history.housekeeping import prune
 from scheduling.models import Alert, AlertDelivery, Execution, Maintenance
 from scheduling.runtime.alert_watch import AlertWatch, deliver_due
 from scheduling.runtime.dispatch import Dispatcher
@@ -404,3 +405,17 @@ def test_the_jobs_page_edits_its_alerts_and_shows_them_with_their_deliveries(
     assert shown.count("log: Sent") == 3
     assert "ops@example.com: Waiting to be sent (2 attempts, SMTPConnectError: &lt;refused&gt;)" in shown
     assert "ops@example.com: Not sent: too soon after the last one (rate limit)" in shown
+
+
+def test_pruning_deletes_old_alerts_with_their_deliveries_but_keeps_an_open_one() -> None:
+    old, still_open, recent = (
+        failure_alert(execution_id=1),
+        failure_alert(execution_id=2),
+        failure_alert("b", 3),
+    )
+    month_ago = timezone.now() - timedelta(days=31)
+    Alert.objects.filter(pk__in=[old.pk, still_open.pk]).update(raised_at=month_ago)
+    Alert.objects.filter(pk=still_open.pk).update(open=True)
+    prune()
+    assert set(Alert.objects.values_list("pk", flat=True)) == {still_open.pk, recent.pk}
+    assert not AlertDelivery.objects.filter(alert_id=old.pk).exists()

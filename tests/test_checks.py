@@ -35,7 +35,7 @@ def test_check_ids_are_unique_and_namespaced() -> None:
     # E003 is also what a scheduler starting beside one on another machine refuses with.
     source = inspect.getsource(scheduling_checks) + inspect.getsource(startup)
     found = [line.split('"')[1] for line in source.splitlines() if 'id="scheduling.' in line]
-    assert len(found) == len(set(found)) == 9
+    assert len(found) == len(set(found)) == 11
 
 
 def test_embedded_mode_is_refused_on_an_in_memory_database() -> None:

@@ -5,14 +5,14 @@ interrupted, and old rows are pruned.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
 from scheduling import identity
 from scheduling.conf import settings
-from scheduling.models import Execution, SchedulerInstance
+from scheduling.models import Alert, Execution, SchedulerInstance
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +105,20 @@ def prune(older_than: timedelta | None = None, batch_size: int | None = None) ->
             break
         deleted += Execution.objects.filter(pk__in=ids).delete()[0]
     SchedulerInstance.objects.filter(stopped_at__lt=cutoff).delete()
-    if deleted:
-        logger.info("Pruned %d execution(s) older than %s", deleted, cutoff.isoformat())
+    alerts = _prune_alerts(cutoff, batch_size)
+    if deleted or alerts:
+        logger.info(
+            "Pruned %d execution(s) and %d alert(s) older than %s", deleted, alerts, cutoff.isoformat()
+        )
+    return deleted
+
+
+def _prune_alerts(cutoff: datetime, batch_size: int) -> int:
+    """Alerts (and their deliveries) as old as the history pruned; an open one stays until its
+    job recovers, so that the recovery is still announced."""
+    old = Alert.objects.filter(raised_at__lt=cutoff, open=False)
+    deleted = 0
+    while ids := list(old.order_by().values_list("pk", flat=True)[:batch_size]):
+        Alert.objects.filter(pk__in=ids).delete()
+        deleted += len(ids)
     return deleted

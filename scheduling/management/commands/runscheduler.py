@@ -6,6 +6,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -38,6 +39,12 @@ def positive_int(value: str) -> int:
     return int(value)
 
 
+def port(value: str) -> int:
+    if not value.isdigit() or int(value) > 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} must be a port number from 0 (any free port) to 65535")
+    return int(value)
+
+
 class Command(BaseCommand):
     help = "Run scheduled jobs until stopped with SIGINT or SIGTERM."
 
@@ -55,13 +62,27 @@ class Command(BaseCommand):
             default=None,
             help=f"Jobs that may run at once (default: SCHEDULING_THREADS, {settings.THREADS}).",
         )
+        parser.add_argument(
+            "--metrics-port",
+            type=port,
+            default=None,
+            help="Also serve the Prometheus metrics at http://ADDRESS:PORT/metrics (needs prometheus-client; "
+            "0 picks a free port, logged at start). Anyone who can reach the port may read them.",
+        )
+        parser.add_argument(
+            "--metrics-address",
+            default="127.0.0.1",
+            help="The address the metrics port listens on (default: 127.0.0.1, this machine only).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         self._configure_logging(options["verbosity"])
+        stop_metrics = self._serve_metrics(options["metrics_port"], options["metrics_address"])
         runner = Runner(threads=options["threads"])
         try:
             runner.start()
         except SchedulerStartError as exc:
+            stop_metrics()
             raise CommandError(str(exc)) from None
         if options["verbosity"]:
             self._print_summary(runner)
@@ -75,6 +96,7 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, request_stop)
         stop.wait()
         interrupted = runner.stop(options["shutdown_timeout"])
+        stop_metrics()
         if interrupted:
             # Job threads that are still running would keep the interpreter alive; their runs
             # are already recorded as interrupted.
@@ -82,6 +104,24 @@ class Command(BaseCommand):
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(0)
+
+    def _serve_metrics(self, port: int | None, address: str) -> Callable[[], None]:
+        """Start the metrics server, before the scheduler so that a port in use stops nothing."""
+        if port is None:
+            return lambda: None
+        # Imported here: prometheus-client is optional, and needed only with --metrics-port.
+        try:
+            from scheduling import metrics
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").partition(".")[0] != "prometheus_client":
+                raise
+            raise CommandError(
+                "--metrics-port needs prometheus-client: pip install 'django-scheduling[metrics]'"
+            ) from None
+        try:
+            return metrics.serve(port, address)[1]
+        except OSError as exc:
+            raise CommandError(f"Cannot serve the metrics on {address}:{port}: {exc}") from None
 
     def _configure_logging(self, verbosity: int) -> None:
         logger = logging.getLogger("scheduling")
