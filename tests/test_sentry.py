@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -214,3 +215,28 @@ def test_without_a_configured_client_nothing_is_sent(ingest: SentryIngest) -> No
     call_job("nightly-report", jobs.succeed, (), {})
     sentry_sdk.flush()
     assert ingest.check_ins() == []
+
+
+@pytest.mark.processes
+@pytest.mark.django_db(transaction=True)
+def test_a_db_worker_process_checks_in_the_run_it_takes(
+    registry: dict, ingest: SentryIngest, pooled: Dispatcher, scheduler_process: Any, tmp_path: Path
+) -> None:
+    notes = tmp_path / "notes"
+    job(interval=30, id="guarded", runs_in="tasks", args=[str(notes)])(jobs.note_process)
+    dispatch_due(registry, pooled, period=30)
+    worker = scheduler_process(
+        "tests.support.process_jobs_guarded",  # declares the same job, as the worker's code would
+        env={"TEST_NOTES_FILE": str(notes)},
+        command="db_worker",
+        started_text="Starting worker",
+        args=["--interval", "0.05", "--no-startup-delay", "--no-reload", "--worker-id", "sentry"],
+    )
+    run = wait_for(lambda: Execution.objects.filter(job_id="guarded", status=Status.SUCCEEDED).first(), 60)
+    assert run.pid == worker.popen.pid
+
+    (first_from, started), (last_from, ended) = sequence(ingest, "guarded")
+    assert (first_from, last_from) == (CHILDREN, CHILDREN)
+    assert (started["status"], ended["status"]) == ("in_progress", "ok")
+    assert ended["check_in_id"] == started["check_in_id"]
+    assert "monitor_config" not in started  # every 30 s: Sentry has no seconds
