@@ -24,3 +24,14 @@ SCHEDULING_TASK_TIMEOUT = float(os.environ.get("SCHEDULING_TEST_TASK_TIMEOUT", "
 # Django 6.1 warns when mail is sent without MAILERS (its default mailer goes away in 2028).
 if django.VERSION >= (6, 1):
     MAILERS = {"default": {"BACKEND": "django.core.mail.backends.locmem.EmailBackend"}}
+
+# tests/test_observers.py: the processes a test starts (children of the process pool, task
+# workers) check in with its Sentry stand-in and write their spans where it reads them.
+if dsn := os.environ.get("SCHEDULING_TEST_SENTRY_DSN"):
+    import sentry_sdk
+
+    sentry_sdk.init(dsn=dsn, default_integrations=False, auto_enabling_integrations=False)
+if os.environ.get("SCHEDULING_TEST_OTEL_SPANS"):
+    from tests.support.telemetry import to_file_if_asked
+
+    to_file_if_asked()

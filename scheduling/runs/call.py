@@ -16,6 +16,7 @@ from django.utils import timezone
 from scheduling.conf import settings
 from scheduling.history.rows import Outcome, describe_exception, error_types
 from scheduling.models import Execution
+from scheduling.runs.observers import RunFacts, observed
 from scheduling.runs.output import captured
 
 logger = logging.getLogger(__name__)
@@ -35,12 +36,20 @@ def arguments_of(
 
 
 def call_job(
-    job_id: str, function: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
+    job_id: str,
+    function: Callable[..., Any],
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    facts: RunFacts | None = None,
 ) -> Outcome:
     """Call a job's function and time it; its exception, if any, becomes a failed outcome, and
-    what it logs and prints becomes the outcome's output."""
-    with captured(settings.OUTPUT_LIMIT) as output:
-        outcome = _call(job_id, function, args, kwargs)
+    what it logs and prints becomes the outcome's output. The run's observers (Sentry Crons,
+    OpenTelemetry: ``scheduling.runs.observers``) see it start and end, told ``facts``."""
+    # Observed outside the capture: what the observers themselves log is not the run's output.
+    with observed(job_id, facts) as watch:
+        with captured(settings.OUTPUT_LIMIT) as output:
+            outcome = _call(job_id, function, args, kwargs)
+        watch.ended(outcome)
     return outcome if output is None else replace(outcome, output=output.value())
 
 

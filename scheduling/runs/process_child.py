@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from scheduling.history.rows import Outcome
     from scheduling.models import Execution
+    from scheduling.runs.observers import RunFacts
 
 
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
@@ -83,12 +84,21 @@ def serve(connection: multiprocessing.connection.Connection) -> None:
         try:
             request = connection.recv()
         except EOFError:
+            # The child's end: what Sentry holds is sent first (the outcome went already).
+            from scheduling.runs.observers import flush
+
+            flush()
             return
         connection.send(call(*request))
 
 
 def call(
-    job_id: str, func_ref: str, args: tuple[Any, ...], kwargs: dict[str, Any], execution: Execution | None
+    job_id: str,
+    func_ref: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    execution: Execution | None,
+    facts: RunFacts | None = None,
 ) -> Outcome:
     """Call a job's function here, with fresh connections, and return its outcome."""
     from apscheduler.util import ref_to_obj
@@ -104,8 +114,8 @@ def call(
             function = ref_to_obj(func_ref)
         # A function that cannot be imported fails the run like any other error.
         except BaseException as exc:
-            return call_job(job_id, _raise, (exc,), {})
-        return call_job(job_id, function, args, kwargs)
+            return call_job(job_id, _raise, (exc,), {}, facts)
+        return call_job(job_id, function, args, kwargs, facts)
     finally:
         context.current.reset(token)
         close_old_connections()

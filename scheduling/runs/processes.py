@@ -47,6 +47,7 @@ from scheduling.policy import RunPolicy
 from scheduling.runs import process_child
 from scheduling.runs.call import arguments_of
 from scheduling.runs.live import LiveRun
+from scheduling.runs.observers import RunFacts
 from scheduling.runs.threads import RunAbandoned, ThreadTarget
 
 logger = logging.getLogger(__name__)
@@ -77,9 +78,9 @@ class ProcessPoolTarget:
     def submit(self, job: Job, executions: list[Execution], origin: Origin, policy: RunPolicy) -> int:
         return self.threads.supervise(job, executions, origin, policy, self._call, stoppable=True)
 
-    def _call(self, job: Job, execution: Execution, live: LiveRun) -> Outcome:
+    def _call(self, job: Job, execution: Execution, live: LiveRun, facts: RunFacts | None) -> Outcome:
         arguments = arguments_of(job.args, job.kwargs, execution)
-        return self.pool.call(job.id, job.func_ref, *arguments, execution, live)
+        return self.pool.call(job.id, job.func_ref, *arguments, execution, live, facts)
 
 
 STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL when a run is stopped
@@ -108,9 +109,11 @@ class ProcessPool:
         kwargs: Mapping[str, Any],
         execution: Execution | None,
         live: LiveRun | None = None,
+        facts: RunFacts | None = None,
     ) -> Outcome:
         """Run a job's function in a child process and return its outcome; with ``live``, stop
-        the child at the run's deadline or when its cancel flag is raised."""
+        the child at the run's deadline or when its cancel flag is raised. ``facts`` go with the
+        call, for the observers in the child."""
         started_at = timezone.now()
         with self._free:
             try:
@@ -126,7 +129,7 @@ class ProcessPool:
                 # Counted from when the code starts: not the wait for a child, nor a spawn.
                 live.execution._deadline = time.monotonic() + live.timeout
             try:
-                child.connection.send((job_id, func_ref, tuple(args), dict(kwargs), execution))
+                child.connection.send((job_id, func_ref, tuple(args), dict(kwargs), execution, facts))
                 outcome = self._outcome(child, live)
             except (EOFError, OSError) as exc:
                 with self._lock:

@@ -33,14 +33,20 @@ class Refused(Exception):
     """The run names nothing this worker may call; the message says why."""
 
 
+# The key of the frozen call that holds the dispatch's trace context (scheduling.runs.observers).
+TRACEPARENT = "traceparent"
+
+
 @dataclass(frozen=True)
 class Call:
-    """A run's function reference, arguments and misfire grace time."""
+    """A run's function reference, arguments and misfire grace time, and the job's trigger when
+    it was read from the store (what monitors are told of its schedule)."""
 
     func_ref: str
     args: list[Any]
     kwargs: dict[str, Any]
     misfire_grace_time: int | None
+    trigger: Any = None
 
     @classmethod
     def of_state(cls, state: dict[str, Any]) -> Call:
@@ -50,6 +56,7 @@ class Call:
             args=list(state["args"]),
             kwargs=dict(state["kwargs"]),
             misfire_grace_time=state["misfire_grace_time"],
+            trigger=state.get("trigger"),
         )
 
 

@@ -21,7 +21,8 @@ from scheduling.models import HANDED_OVER, Execution
 from scheduling.placement import Placement, RunsIn
 from scheduling.policy import RunPolicy
 from scheduling.runs.base import slots_left
-from scheduling.runs.task_calls import frozen
+from scheduling.runs.observers import trace_context
+from scheduling.runs.task_calls import TRACEPARENT, frozen
 from scheduling.signals import notify
 from scheduling.sql import update_rows
 
@@ -62,8 +63,16 @@ class TaskWorkerTarget:
         """Nothing to give back: the slots are counted anew from the history for each pass."""
 
     def row(self, job: Job, scheduled_at: datetime, origin: Origin) -> Execution:
-        """An enqueued row, with the frozen call a worker runs even if the job left the store."""
-        return self.recorder.running_row(job.id, scheduled_at, origin, ran_in=self.runs_in, call=frozen(job))
+        """An enqueued row, with the frozen call a worker runs even if the job left the store.
+
+        When the dispatch is traced, the frozen call also carries its trace context
+        (``traceparent``), for the span of the run in the worker: the task itself carries only
+        the run's id, and a column of its own would need a migration for what one key holds.
+        """
+        call = frozen(job)
+        if call is not None and (traceparent := trace_context()) is not None:
+            call[TRACEPARENT] = traceparent
+        return self.recorder.running_row(job.id, scheduled_at, origin, ran_in=self.runs_in, call=call)
 
     def submit(self, job: Job, executions: list[Execution], origin: Origin, policy: RunPolicy) -> int:
         """Enqueue runs already recorded as enqueued, then record their task ids in one UPDATE.

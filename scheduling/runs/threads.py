@@ -30,12 +30,14 @@ from scheduling.policy import RunPolicy
 from scheduling.runs.base import slots_left
 from scheduling.runs.call import arguments_of, call_job
 from scheduling.runs.live import LiveRun, LiveRuns
+from scheduling.runs.observers import RunFacts, facts_for, trace_context
 from scheduling.signals import notify
 
 logger = logging.getLogger(__name__)
 
-# How a run's function is called: on the supervising thread itself, or in a child process.
-Caller = Callable[[Job, Execution, LiveRun], Outcome]
+# How a run's function is called: on the supervising thread itself, or in a child process; with
+# what the run's observers need to know (None when none is enabled).
+Caller = Callable[[Job, Execution, LiveRun, RunFacts | None], Outcome]
 
 
 class RunAbandoned(Exception):
@@ -43,8 +45,8 @@ class RunAbandoned(Exception):
     stays running until the runner records it interrupted."""
 
 
-def call_here(job: Job, execution: Execution, live: LiveRun) -> Outcome:
-    return call_job(job.id, job.func, *arguments_of(job.args, job.kwargs, execution))
+def call_here(job: Job, execution: Execution, live: LiveRun, facts: RunFacts | None) -> Outcome:
+    return call_job(job.id, job.func, *arguments_of(job.args, job.kwargs, execution), facts)
 
 
 class ThreadTarget:
@@ -102,7 +104,8 @@ class ThreadTarget:
             self.release(job)
             return 0
         run_times = [execution.scheduled_at for execution in executions]
-        control = RunControl(self.live, policy.timeout, stoppable)
+        # The trace context is the dispatch's, read on its thread: the pool's threads do not have it.
+        control = RunControl(self.live, policy.timeout, stoppable, trace_context())
         try:
             future = self._pool.submit(
                 run_job, job, run_times, self.recorder, origin, executions, caller, control
@@ -151,6 +154,7 @@ class RunControl:
     live: LiveRuns
     timeout: int | None = None
     stoppable: bool = False  # a child process is stopped at its deadline; a thread only flagged
+    traceparent: str | None = None  # the dispatch's trace context, for the runs' spans
 
 
 def run_job(
@@ -209,7 +213,8 @@ def _run_once(
     live = control.live.start(execution, control.timeout, control.stoppable)
     token = context.current.set(execution)
     try:
-        outcome = cancelled(caller(job, execution, live), live)
+        facts = facts_for(job, control.timeout, control.traceparent)
+        outcome = cancelled(caller(job, execution, live, facts), live)
     except RunAbandoned as exc:
         logger.info("Job %s: %s", job.id, exc)
         return

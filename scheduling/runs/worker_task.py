@@ -33,6 +33,7 @@ from scheduling.placement import Placement, RunsIn
 from scheduling.runs import task_calls
 from scheduling.runs.call import call_job
 from scheduling.runs.live import LiveRuns
+from scheduling.runs.observers import RunFacts, facts_from
 from scheduling.runs.processes import ProcessPool
 from scheduling.runs.threads import cancelled
 from scheduling.signals import notify
@@ -146,6 +147,7 @@ def _call_bounded(
     can only be told (``current_run().cancel_requested``). A thread of this worker looks for a
     cancel request once a second while the run goes on.
     """
+    facts = _facts(execution, call, timeout)
     live_runs = LiveRuns()
     live = live_runs.start(execution, timeout, stoppable=timeout is not None)
     done = threading.Event()
@@ -156,11 +158,13 @@ def _call_bounded(
     token = context.current.set(execution)
     try:
         if timeout is None:
-            outcome = call_job(execution.job_id, function, call.args, call.kwargs)
+            outcome = call_job(execution.job_id, function, call.args, call.kwargs, facts)
         else:
             pool = ProcessPool(1)
             try:
-                outcome = pool.call(execution.job_id, call.func_ref, call.args, call.kwargs, execution, live)
+                outcome = pool.call(
+                    execution.job_id, call.func_ref, call.args, call.kwargs, execution, live, facts
+                )
             finally:
                 pool.shutdown()
     finally:
@@ -169,6 +173,13 @@ def _call_bounded(
         watcher.join()
         live_runs.end(live)
     return cancelled(outcome, live)
+
+
+def _facts(execution: Execution, call: task_calls.Call, timeout: int | None) -> RunFacts | None:
+    """What the run's observers need: the job's trigger as the store holds it (read already, for
+    the call), and the dispatch's trace context from the frozen call on the run's row."""
+    traceparent = (execution.call or {}).get(task_calls.TRACEPARENT)
+    return facts_from(execution.job_id, call.trigger, call.misfire_grace_time, timeout, traceparent)
 
 
 def _watch(live_runs: LiveRuns, done: threading.Event) -> None:

@@ -35,6 +35,7 @@ from scheduling.models import Execution, ExecutionQuerySet, maintenance_in_force
 from scheduling.placement import Placement, RunsIn
 from scheduling.policy import RunPolicy
 from scheduling.runs.base import RunTarget
+from scheduling.runs.observers import dispatching
 from scheduling.signals import notify
 from scheduling.store import JobStore, calendar_rules, due_retries, flag_broken, pending_retries, policies_of
 
@@ -84,10 +85,15 @@ class Dispatcher:
         """Record and start the runs of ``jobs``, due at ``now``; returns their next run time.
 
         All in one hand-over: recording them a hundred at a time, so the first start sooner, was
-        measured to cost a third of the throughput (see docs/design.md).
+        measured to cost a third of the throughput (see docs/design.md). Traced as one span (when
+        OpenTelemetry is on), the parent of the runs' spans wherever they run.
 
         :raises FenceLost: the lease is no longer ours; nothing of this pass was written.
         """
+        with dispatching("scheduling.dispatch", {"scheduling.jobs": len(jobs)}):
+            return self._dispatch(jobs, now)
+
+    def _dispatch(self, jobs: list[Job], now: datetime) -> datetime | None:
         fence = self.recorder.fence  # one epoch for the whole pass
         by_target: dict[int, list[Job]] = {id(target): [] for target in self.targets.values()}
         for job in jobs:
@@ -140,6 +146,19 @@ class Dispatcher:
         ``policy`` is the job's (read here when not given), ``waiting`` its pending retries
         (they hold slots).
         """
+        with dispatching("scheduling.dispatch", {"scheduling.jobs": 1, "scheduling.job.id": job.id}):
+            self._run_requested(job, requested_at, origin, take, skip, policy, waiting)
+
+    def _run_requested(
+        self,
+        job: Job,
+        requested_at: datetime,
+        origin: Origin,
+        take: Callable[[], bool],
+        skip: str | None,
+        policy: RunPolicy | None,
+        waiting: int,
+    ) -> None:
         if skip is not None:
             logger.info("Not running job %s now, as requested: %s", job.id, skip)
             self.recorder.record_not_run(job.id, [requested_at], Execution.Status.SKIPPED, skip, origin)
@@ -353,6 +372,10 @@ class Dispatcher:
         failed_runs = due_retries(now, RETRIES_PER_PASS)
         if not failed_runs:
             return
+        with dispatching("scheduling.dispatch", {"scheduling.retries": len(failed_runs)}):
+            self._start_retries(failed_runs, now)
+
+    def _start_retries(self, failed_runs: list[Execution], now: datetime) -> None:
         pending = pending_retries()
         pause = maintenance_in_force(now)
         for failed in failed_runs:
