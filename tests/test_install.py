@@ -129,9 +129,15 @@ def test_the_wheel_holds_the_app_and_nothing_else(wheel: Path) -> None:
     } <= app
     # Every file of the app (templates and migrations too), and no demo project, tests or benchmarks.
     assert packaged == app
-    # What the app imports at run time; dj-database-url and psycopg are the demo site's.
-    requirements = set(re.findall(r"^Requires-Dist: ([\w-]+)", metadata.decode(), re.MULTILINE))
-    assert requirements == {"django", "apscheduler", "django-apscheduler", "asgiref", "cron-descriptor"}
+    # What the app imports at run time; dj-database-url and psycopg are the demo site's. The
+    # monitoring integrations are extras, installed only by who asks for them.
+    requirements = re.findall(r"^Requires-Dist: ([\w-]+)(.*)$", metadata.decode(), re.MULTILINE)
+    required = {name for name, rest in requirements if "extra ==" not in rest}
+    assert required == {"django", "apscheduler", "django-apscheduler", "asgiref", "cron-descriptor"}
+    extras = {
+        name: re.findall(r'extra == "(\w+)"', rest)[0] for name, rest in requirements if "extra ==" in rest
+    }
+    assert extras == {"prometheus-client": "metrics", "sentry-sdk": "sentry", "opentelemetry-api": "otel"}
 
 
 @pytest.mark.timeout(300)
