@@ -334,6 +334,8 @@ def add(
     """Add a job outside the code (from the admin or a script); it is never paused by a deploy."""
     validation.text("job_id", job_id)
     validation.text("name", name)
+    validation.check_storable("args", list(args))
+    validation.check_storable("kwargs", kwargs or {})
     options = validation.options(options)
     check_calendars(options.get("calendars", ()))
     policy = RunPolicy(**{name: options.pop(name) for name in POLICY_NAMES if name in options})

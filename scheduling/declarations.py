@@ -214,6 +214,7 @@ def _declare(
             raise TypeError(
                 f"{label} cannot be stored ({exc}); use JSON values (str, int, float, bool, None, list, dict)"
             ) from None
+        validation.check_storable(label, value)
     defaults = settings.JOB_DEFAULTS
     for key in ("max_instances", "coalesce"):
         if options[key] is None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
+from urllib.parse import urlsplit
 
 # The option names of a run policy, as @job, control.change, the admin and the API take them.
 POLICY_NAMES = (
@@ -122,3 +123,19 @@ class RunPolicy:
 
 
 DEFAULT = RunPolicy()
+
+REDACTED = "…"  # what stands for the path and query of a webhook URL where it is shown
+
+
+def shown_destination(destination: str) -> str:
+    """An alert destination as logs and read-only pages show it: a webhook URL's path and query
+    are its secret (Slack's and Mattermost's hooks are bearer URLs), so only its host is shown."""
+    url = destination.removeprefix("slack:")
+    if not url.startswith(("http://", "https://")):
+        return destination
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "", f":{parts.port}" if parts.port else ""
+    except ValueError:  # a port out of range: show no host at all
+        return f"{destination[: len(destination) - len(url)]}{REDACTED}"
+    return f"{destination[: len(destination) - len(url)]}{parts.scheme}://{host}{port}/{REDACTED}"

@@ -22,7 +22,7 @@ from scheduling.models import (
     maintenance_in_force,
 )
 from scheduling.placement import Placement, RunsIn
-from scheduling.policy import AlertPolicy, RunPolicy
+from scheduling.policy import AlertPolicy, RunPolicy, shown_destination
 from scheduling.schedules import describe
 from scheduling.store import JobStore, broken_job, policies_of
 
@@ -240,7 +240,7 @@ def alert_summary(alert: AlertPolicy) -> str:
         rules.append(f"runs longer than {alert.longer_than} s")
     if alert.no_success_within is not None:
         rules.append(f"no success within {alert.no_success_within / 3600:g} h")
-    return f"on {', '.join(rules) or 'nothing'}, to {', '.join(alert.to)}"
+    return f"on {', '.join(rules) or 'nothing'}, to {', '.join(map(shown_destination, alert.to))}"
 
 
 def retry_summary(policy: RunPolicy) -> str:

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from scheduling.models import Execution, Maintenance
+from scheduling.policy import shown_destination
 from scheduling.preview import stored_job_runs
 from scheduling.queries import CalendarSummary, JobSummary, SchedulerStatus
 
@@ -25,7 +26,7 @@ def job_data(job: JobSummary) -> dict[str, Any]:
         "timeout": job.timeout,
         "calendars": list(job.calendars),
         "lock": job.lock,
-        "alert": job.alert,
+        "alert": job.alert and {**job.alert, "to": [shown_destination(to) for to in job.alert["to"]]},
     }
 
 

@@ -88,7 +88,10 @@ def pending_retries() -> dict[str, int]:
 def due_retries(now: datetime, limit: int) -> list[Execution]:
     """Up to ``limit`` failed runs whose next attempt is due at ``now``, the earliest first."""
     return list(
-        Execution.objects.awaiting_retry().filter(retry_at__lte=now).order_by("retry_at", "pk")[:limit]
+        Execution.objects.listed()
+        .awaiting_retry()
+        .filter(retry_at__lte=now)
+        .order_by("retry_at", "pk")[:limit]
     )
 
 

@@ -27,7 +27,7 @@ from django.utils.translation import gettext as _
 
 from scheduling import safejson
 from scheduling.crontab import resolve_wall_time
-from scheduling.policy import ALERT_EVENTS, OVERLAP_POLICIES
+from scheduling.policy import ALERT_EVENTS, OVERLAP_POLICIES, REDACTED
 from scheduling.schedules import CRON_FIELDS, INTERVAL_UNITS, KINDS, ScheduleError, normalize_spec
 
 DAY = 86400
@@ -248,7 +248,7 @@ def check_destinations(value: Any) -> list[str]:
                 "invalid_destination",
                 _(
                     "%(field)s must be mail_admins, log, an e-mail address, an http(s) URL or "
-                    "slack:<url>, not %(value)s"
+                    "slack:<url> (a whole URL: not one shown shortened with …), not %(value)s"
                 )
                 % {"field": field, "value": shown(destination)},
             )
@@ -260,6 +260,8 @@ def check_destinations(value: Any) -> list[str]:
 
 def _valid_destination(destination: str) -> bool:
     url = destination.removeprefix("slack:")
+    if url.endswith(f"/{REDACTED}"):
+        return False  # a webhook URL as pages show it, sent back: its path is not known here
     try:
         if url.startswith(("http://", "https://")):
             URLValidator(schemes=["http", "https"])(url)
@@ -492,6 +494,11 @@ def _check_characters(field: str, value: str) -> None:
             "invalid_text",
             _("%(field)s must be Unicode text (it has a lone surrogate)") % {"field": field},
         ) from None
+
+
+def check_storable(field: str, value: Any) -> None:
+    """Refuse a JSON value any of whose strings no database stores (a NUL, a lone surrogate)."""
+    _check_strings(field, value)
 
 
 def _check_strings(field: str, value: Any) -> None:

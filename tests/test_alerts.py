@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,9 +23,13 @@ from django.utils import timezone
 from scheduling import checks as scheduling_checks
 from scheduling import job, signals
 from scheduling.declarations import JobDeclarationError
+from scheduling.fencing import Fence
 from scheduling.history import alerts
 from scheduling.history.housekeeping import prune
-from scheduling.models import Alert, AlertDelivery, Execution, Maintenance
+from scheduling.models import Alert, AlertDelivery, Execution, Maintenance, ScheduledJob
+from scheduling.placement import RunsIn
+from scheduling.policy import shown_destination
+from scheduling.runs.threads import ThreadTarget
 from scheduling.runtime.alert_watch import AlertWatch, deliver_due
 from scheduling.runtime.dispatch import Dispatcher
 from scheduling.store import JobStore, policies_of
@@ -55,14 +60,19 @@ def fire(registry: dict, dispatcher: Dispatcher, *job_ids: str, late: float = 30
     dispatcher.dispatch(due, now)
 
 
-def ended(job_id: str, count: int) -> list[Execution]:
-    """Wait until ``job_id`` has ``count`` runs that ended; returns them, oldest first."""
+def ended(dispatcher: Dispatcher, job_id: str, count: int) -> list[Execution]:
+    """Wait until ``job_id`` has ``count`` runs that ended, and the threads that ran them are
+    done (their signals, so their alerts, included); returns the runs, oldest first."""
 
     def found() -> list[Execution] | None:
         rows = list(Execution.objects.filter(job_id=job_id).finished().order_by("pk"))
         return rows if len(rows) >= count else None
 
-    return wait_for(found, timeout=20)
+    rows = wait_for(found, timeout=20)
+    threads = dispatcher.targets[RunsIn.THREADS]
+    assert isinstance(threads, ThreadTarget)
+    assert threads.wait(20)
+    return rows
 
 
 def raised(job_id: str) -> QuerySet[Alert]:
@@ -98,7 +108,7 @@ def test_a_failing_jobs_alert_reaches_the_mail_server_the_webhooks_and_the_log(
         to = ["mail_admins", "oncall@example.com", f"{hook.url}/json", f"slack:{hook.url}/slack", "log"]
         job(interval=30, id="flaky", alert={"to": to})(jobs.fail)
         fire(registry, dispatcher, "flaky")
-        [run] = ended("flaky", 1)
+        [run] = ended(dispatcher, "flaky", 1)
 
         wait_for(lambda: len(smtp.messages) == 2 and len(hook.posts) == 2, timeout=30)
         mails = {tuple(recipients): message for recipients, message in smtp.messages}
@@ -135,7 +145,7 @@ def test_failures_in_a_row_alert_once_at_the_nth_and_the_recovery_is_announced_o
     )
     for count in range(1, 5):
         fire(registry, dispatcher, "sync")
-        ended("sync", count)
+        ended(dispatcher, "sync", count)
         assert raised("sync").count() == (0 if count < 3 else 1)
     [failing] = raised("sync")
     assert failing.message.startswith("Job sync failed 3 times in a row; the last time: ConnectionError")
@@ -144,7 +154,7 @@ def test_failures_in_a_row_alert_once_at_the_nth_and_the_recovery_is_announced_o
     assert raised("sync").count() == 1  # no success yet: still failing
 
     fire(registry, dispatcher, "sync")
-    [_, _, _, _, success] = ended("sync", 5)
+    [_, _, _, _, success] = ended(dispatcher, "sync", 5)
     assert success.status == Status.SUCCEEDED
     alerts.look(silences=False)
     alerts.look(silences=False)
@@ -165,9 +175,10 @@ def test_a_failure_whose_retry_is_pending_does_not_alert_and_its_last_attempt_do
     )
     fire(registry, dispatcher, "sync")
     wait_for(lambda: Execution.objects.filter(job_id="sync", retry_at__isnull=False).exists())
+    assert dispatcher.targets[RunsIn.THREADS].wait(20)  # type: ignore[attr-defined]
     assert not raised("sync").exists()
     dispatcher.run_retries(datetime.now(UTC))
-    wait_for(lambda: Execution.objects.filter(job_id="sync", attempt=2, status=Status.FAILED).exists())
+    ended(dispatcher, "sync", 2)
     [alert] = raised("sync")
     assert alert.execution_id == Execution.objects.get(job_id="sync", attempt=2).pk
 
@@ -191,7 +202,7 @@ def test_missed_and_skipped_fires_alert_but_a_maintenance_pause_does_not(
     assert skipped.rule == Rule.SKIPPED
     assert "the previous run was still going" in skipped.message
     release.touch()
-    ended("busy", 2)
+    ended(dispatcher, "busy", 2)
 
     Maintenance.objects.create(on=True, reason="migration", by="alice", since=timezone.now())
     fire(registry, dispatcher, "busy")
@@ -204,7 +215,7 @@ def test_a_job_without_a_success_within_its_window_alerts_once_under_a_shifted_c
 ) -> None:
     job(interval=30, id="nightly", alert={"to": ["log"], "no_success_within": 3600})(jobs.succeed)
     fire(registry, dispatcher, "nightly")
-    [success] = ended("nightly", 1)
+    [success] = ended(dispatcher, "nightly", 1)
     alerts.look()
     assert not raised("nightly").exists()
     with time_machine.travel(timezone.now() + timedelta(hours=1, minutes=1), tick=False):
@@ -215,7 +226,7 @@ def test_a_job_without_a_success_within_its_window_alerts_once_under_a_shifted_c
     assert silent.message.startswith("Job nightly has not succeeded within 1 h (last success: ")
     with time_machine.travel(timezone.now() + timedelta(hours=1, minutes=2)):
         fire(registry, dispatcher, "nightly")
-        ended("nightly", 2)
+        ended(dispatcher, "nightly", 2)
         alerts.look()
     assert [alert.rule for alert in raised("nightly")] == [Rule.NO_SUCCESS, Rule.RECOVERED]
     assert raised("nightly")[1].execution_id != success.pk  # the new success recovered it
@@ -237,7 +248,7 @@ def test_a_run_going_on_longer_than_its_limit_alerts_once(
     [slow] = raised("slow")
     assert (slow.rule, slow.execution_id) == (Rule.LONG_RUN, run.pk)
     release.touch()
-    ended("slow", 1)
+    ended(dispatcher, "slow", 1)
 
 
 def test_a_failure_in_a_task_worker_alerts_from_the_worker(registry: dict, dispatcher: Dispatcher) -> None:
@@ -255,8 +266,8 @@ def test_the_sites_alerts_apply_to_jobs_without_their_own_and_to_nothing_turns_t
     job(interval=30, id="plain")(jobs.fail)
     job(interval=30, id="quiet", alert={"to": []})(jobs.fail)
     fire(registry, dispatcher, "plain", "quiet")
-    ended("plain", 1)
-    ended("quiet", 1)
+    ended(dispatcher, "plain", 1)
+    ended(dispatcher, "quiet", 1)
     assert raised("plain").count() == 1
     assert not raised("quiet").exists()
 
@@ -289,7 +300,8 @@ def test_a_webhook_that_fails_is_tried_again_with_backoff_then_given_up() -> Non
         assert deliver_due() == 0
         delivery = alert.deliveries.get()
         assert (delivery.status, delivery.attempts) == (Delivery.PENDING, 1)
-        assert delivery.last_error == f"RuntimeError: {hook.url} answered 500 Internal Server Error"
+        # The URL's path is its secret: the error, which the admin shows, names the host only.
+        assert delivery.last_error == f"RuntimeError: {hook.url}/… answered 500 Internal Server Error"
         assert delivery.next_attempt_at is not None
         assert 29 <= (delivery.next_attempt_at - timezone.now()).total_seconds() <= 30
         assert deliver_due() == 0  # not due yet
@@ -419,3 +431,115 @@ def test_pruning_deletes_old_alerts_with_their_deliveries_but_keeps_an_open_one(
     prune()
     assert set(Alert.objects.values_list("pk", flat=True)) == {still_open.pk, recent.pk}
     assert not AlertDelivery.objects.filter(alert_id=old.pk).exists()
+
+
+# Found by review: each a case that went wrong before its fix
+
+
+def test_failures_in_a_row_count_fires_not_attempts(
+    registry: dict, dispatcher: Dispatcher, tmp_path: Path
+) -> None:
+    calls = tmp_path / "calls"
+    alert = {"to": ["log"], "after_failures": 2}
+    job(interval=30, id="sync", retries=1, retry_backoff=0, alert=alert, args=[str(calls), 10])(
+        jobs.fail_until
+    )
+    for fire_number in (1, 2):
+        fire(registry, dispatcher, "sync")
+        wait_for(lambda: Execution.objects.filter(job_id="sync", retry_at__isnull=False).exists())
+        dispatcher.run_retries(datetime.now(UTC))
+        ended(dispatcher, "sync", 2 * fire_number)
+        # Two failed attempts of the first fire are one failure, not two in a row.
+        assert raised("sync").count() == fire_number - 1
+    [alert_raised] = raised("sync")
+    assert alert_raised.message.startswith("Job sync failed 2 times in a row")
+
+
+def test_a_recovery_closes_only_the_alerts_raised_before_its_success() -> None:
+    base = timezone.now() - timedelta(minutes=10)
+    policy = alerts.AlertPolicy(to=("log",))
+    ScheduledJob.objects.create(id="sync", source="code", run_policy={"alert": policy.stored()})
+    before = alerts.raise_alert("sync", Rule.FAILURE, "failure:1", "x", policy, 1, opens=True, at=base)
+    Execution.objects.create(
+        job_id="sync",
+        scheduled_at=base,
+        status=Status.SUCCEEDED,
+        finished_at=base + timedelta(minutes=1),
+    )
+    after = alerts.raise_alert(
+        "sync", Rule.FAILURE, "failure:3", "y", policy, 3, opens=True, at=base + timedelta(minutes=2)
+    )
+    assert before is not None
+    assert after is not None
+    alerts.look(silences=False)
+    assert set(Alert.objects.filter(open=True).values_list("pk", flat=True)) == {after.pk}
+    assert raised("sync").filter(rule=Rule.RECOVERED).count() == 1
+
+
+def test_an_alert_that_comes_once_an_incident_is_never_rate_limited() -> None:
+    failure_alert(execution_id=1)
+    streak = alerts.raise_alert(
+        "flaky", Rule.FAILURE, "failure:2", "again", alerts.AlertPolicy(to=("log",)), 2, limited=False
+    )
+    assert streak is not None
+    assert streak.deliveries.get().status == Delivery.PENDING
+
+
+def test_a_scheduler_that_lost_its_lease_claims_no_delivery_and_sends_nothing() -> None:
+    with webhook_receiver() as hook:
+        alert = failure_alert(to=(hook.url,))
+        assert deliver_due(Fence(uuid.uuid4(), 3)) == 0
+        assert hook.posts == []
+        assert alert.deliveries.get().attempts == 0
+
+
+def test_a_webhook_answering_with_a_redirect_is_not_followed() -> None:
+    with webhook_receiver() as hook:
+        hook.status = 302
+        alert = failure_alert(to=(f"{hook.url}/secret-path",))
+        assert deliver_due() == 0
+        assert [post.path for post in hook.posts] == ["/secret-path"]
+        assert alert.deliveries.get().last_error.endswith("/… answered 302 Found")
+
+
+def test_webhook_urls_are_shown_by_their_host_only_and_a_shortened_one_is_refused(
+    registry: dict, admin_client: Client
+) -> None:
+    assert shown_destination("https://hooks.slack.com/services/T0/B0/XYZ?x=1") == "https://hooks.slack.com/…"
+    assert shown_destination("slack:http://chat:8065/hooks/abc") == "slack:http://chat:8065/…"
+    assert shown_destination("ops@example.com") == "ops@example.com"
+    job(interval=30, id="report", alert={"to": ["https://hooks.example.com/T0/secret"]})(jobs.succeed)
+    sync(JobStore(), registry.values())
+    assert admin_client.get("/scheduling/api/jobs/report/").json()["alert"]["to"] == [
+        "https://hooks.example.com/…"
+    ]
+    failure_alert("report", 1, ("https://hooks.example.com/T0/secret",))
+    page = admin_client.get("/admin/scheduling/job/report/change/").content.decode()
+    assert "https://hooks.example.com/…: Waiting to be sent" in page
+    url = "/scheduling/api/jobs/report/reschedule/"
+    response = admin_client.post(
+        url, {"alert": {"to": ["https://hooks.example.com/…"]}}, content_type="application/json"
+    )
+    assert (response.status_code, response.json()["field"]) == (400, "alert.to[0]")
+
+
+def test_a_failure_the_outcome_update_turned_into_a_cancel_raises_no_alert(registry: dict) -> None:
+    job(interval=30, id="sync", alert={"to": ["log"]})(jobs.fail)
+    sync(JobStore(), registry.values())
+    run = Execution.objects.create(
+        job_id="sync", scheduled_at=timezone.now(), status=Status.CANCELLED, finished_at=timezone.now()
+    )
+    run.status = Status.FAILED  # what the run's own process believes
+    alerts.receiver.failed("sync", run)
+    assert not raised("sync").exists()
+
+
+def test_a_second_look_at_a_silent_job_tries_no_insert(registry: dict, dispatcher: Dispatcher) -> None:
+    job(interval=30, id="nightly", alert={"to": ["log"], "no_success_within": 60})(jobs.succeed)
+    sync(JobStore(), registry.values())
+    later = timezone.now() + timedelta(minutes=2)
+    alerts.look(later)
+    assert raised("nightly").count() == 1
+    with CaptureQueriesContext(connection) as second:
+        alerts.look(later)
+    assert not [query for query in second if query["sql"].lstrip().upper().startswith("INSERT")]

@@ -73,6 +73,14 @@ def test_declaring_the_same_job_twice_identically_is_harmless(registry: dict) ->
             {"interval": 5, "kwargs": {"x": object()}},
             r"Job 'tests.support.jobs.succeed': kwargs cannot be stored",
         ),
+        (
+            {"interval": 5, "args": ["a\x00b"]},
+            r"Job 'tests.support.jobs.succeed': args must not contain a NUL character",
+        ),
+        (
+            {"interval": 5, "kwargs": {"path": "\udcff"}},
+            r"Job 'tests.support.jobs.succeed': kwargs must be Unicode text \(it has a lone surrogate\)",
+        ),
         ({"interval": 5, "max_instances": 0}, r"max_instances must be a whole number from 1 to 1000, not 0"),
         ({"interval": 5, "misfire_grace_time": 0}, r"misfire_grace_time must be"),
         ({"interval": 5, "jitter": -1}, r"jitter must be"),

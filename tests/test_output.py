@@ -15,6 +15,7 @@ from django.test import Client, override_settings
 from scheduling import job
 from scheduling.history.recorder import Recorder
 from scheduling.models import Execution
+from scheduling.runs import output
 from scheduling.runs.call import call_job
 from scheduling.runs.output import Capped
 from scheduling.runs.processes import ProcessPool
@@ -181,3 +182,35 @@ def test_the_runs_page_shows_its_output_escaped_and_the_list_does_not_load_it(ad
     detail = admin_client.get(f"/scheduling/api/runs/{run.pk}/").json()
     assert detail["output"] == "stdout: <script>alert(1)</script>\n"
     assert "output" not in admin_client.get("/scheduling/api/runs/").json()["runs"][0]
+
+
+def test_text_no_database_stores_is_made_storable() -> None:
+    kept = Capped(100)
+    kept.write("a\x00b \udcff")
+    assert kept.value() == "a\ufffdb \\udcff"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_printing_a_nul_and_a_lone_surrogate_is_recorded_and_so_are_the_next(
+    registry: dict, dispatcher: Dispatcher
+) -> None:
+    job(interval=30, id="binary")(jobs.talk_binary)
+    job(interval=30, id="talker", args=["after"])(jobs.talk)
+    dispatch_due(registry, dispatcher)
+    run = wait_for(lambda: Execution.objects.filter(job_id="binary", status=Status.SUCCEEDED).first())
+    assert run.output == "bytes: \ufffd and \\udcff\n"
+    assert wait_for(lambda: Execution.objects.filter(job_id="talker", status=Status.SUCCEEDED).exists())
+
+
+def test_a_warning_outside_a_run_still_reaches_stderr_when_no_handler_takes_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    call_job("talker", jobs.talk, ("inside",), {})  # the capture is in place from now on
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers = [handler for handler in saved if handler is output._handler]
+    try:
+        logging.getLogger("tests.nobody.listens").warning("heard anyway")
+    finally:
+        root.handlers = saved
+    assert "heard anyway" in capsys.readouterr().err

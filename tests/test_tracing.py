@@ -19,7 +19,7 @@ from scheduling import context, job
 from scheduling.history.recorder import Recorder
 from scheduling.models import Execution
 from scheduling.runs.call import call_job
-from scheduling.runs.observers import RunFacts
+from scheduling.runs.observers import RunFacts, otel
 from scheduling.runs.processes import ProcessPool
 from scheduling.runs.targets import run_targets
 from scheduling.runs.threads import ThreadTarget
@@ -156,3 +156,16 @@ def test_the_observers_of_a_run_read_nothing_from_the_database(
     finally:
         context.current.reset(token)
     assert outcome.status == Status.SUCCEEDED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_tracing_that_fails_to_say_whether_it_is_on_fails_no_dispatch(
+    registry: dict, dispatcher: Dispatcher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken() -> bool:
+        raise RuntimeError("a broken tracer provider")
+
+    monkeypatch.setattr(otel, "enabled", broken)
+    job(interval=30, id="traced")(jobs.succeed)
+    dispatch_due(registry, dispatcher)
+    wait_for(lambda: Execution.objects.filter(job_id="traced", status="succeeded").exists())

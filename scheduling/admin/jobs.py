@@ -49,7 +49,7 @@ from scheduling.history.locks import holders
 from scheduling.legacy import old_meaning
 from scheduling.models import Alert, AlertDelivery, Execution, Job, Maintenance, ScheduledJob
 from scheduling.placement import DEFAULT_ALIAS, Placement, RunsIn
-from scheduling.policy import RunPolicy
+from scheduling.policy import RunPolicy, shown_destination
 from scheduling.preview import job_runs
 from scheduling.queries import schedule_summary, scheduler_status
 from scheduling.schedules import describe, format_local, relative
@@ -731,11 +731,12 @@ def attempts_text(attempts: int) -> str:
 
 def delivery_text(delivery: AlertDelivery) -> SafeString:
     """ "ops@example.com: Sent", with the attempts and the last error while it fails."""
+    destination = shown_destination(delivery.destination)
     if not delivery.last_error:
-        return format_html("{}: {}", delivery.destination, delivery.get_status_display())
+        return format_html("{}: {}", destination, delivery.get_status_display())
     return format_html(
         "{}: {} ({}, {})",
-        delivery.destination,
+        destination,
         delivery.get_status_display(),
         attempts_text(delivery.attempts),
         delivery.last_error,

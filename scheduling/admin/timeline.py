@@ -9,7 +9,7 @@ Drawn by ``timeline_svg``.
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -78,13 +78,31 @@ class Run(NamedTuple):
     job_id: str
 
 
+class Column:
+    """The runs of one job in one pixel column, as its mark shows them: the first, the last and
+    how many of each outcome. A window of millions of runs so holds a few objects per pixel."""
+
+    __slots__ = ("counts", "first", "last")
+
+    def __init__(self, run: Run) -> None:
+        self.first = self.last = run
+        self.counts: Counter[str] = Counter({run.status: 1})
+
+    def add(self, run: Run) -> None:
+        self.last = run
+        self.counts[run.status] += 1
+
+    def __len__(self) -> int:
+        return sum(self.counts.values())
+
+
 @dataclass
 class Row:
     job_id: str
     name: str
     in_store: bool
-    # Runs by pixel column of the axis, each column's in the order they were scheduled.
-    marks: defaultdict[int, list[Run]] = field(default_factory=lambda: defaultdict(list))
+    # The runs by pixel column of the axis, in the order they were scheduled.
+    marks: dict[int, Column] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -116,13 +134,16 @@ class Timeline:
         columns = runs.order_by("scheduled_at").values_list(
             "id", "scheduled_at", "status", "duration", Substr("exception", 1, MESSAGE_HEAD), "job_id"
         )
-        for run in map(Run._make, columns):
+        # Streamed, not cached by the queryset: only the columns stay in memory.
+        for run in map(Run._make, columns.iterator(chunk_size=2000)):
             row = rows.get(run.job_id) or rows.setdefault(run.job_id, Row(run.job_id, "", in_store=False))
-            row.marks[timeline.x(run.scheduled_at)].append(run)
+            x = timeline.x(run.scheduled_at)
+            if (column := row.marks.get(x)) is None:
+                row.marks[x] = Column(run)
+            else:
+                column.add(run)
+            timeline.counts[run.status] += 1
         timeline.rows = _by_label(rows.values())
-        timeline.counts.update(
-            run.status for row in rows.values() for runs in row.marks.values() for run in runs
-        )
         return timeline
 
     def x(self, moment: datetime) -> int:

@@ -8,7 +8,6 @@ its colour (a ``<style>`` block maps classes to colours) and a ``<title>`` read 
 from __future__ import annotations
 
 import html
-from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
@@ -21,7 +20,7 @@ from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
-from scheduling.admin.timeline import NOT_RUN, SEVERITY, Row, Run, Status, Timeline, colour, worst
+from scheduling.admin.timeline import NOT_RUN, SEVERITY, Column, Row, Run, Status, Timeline, colour, worst
 from scheduling.schedules import format_local
 
 LABEL_WIDTH, ROW_HEIGHT, AXIS_HEIGHT = 220, 20, 22
@@ -131,11 +130,11 @@ class Drawing:
             row.job_id,
         )
 
-    def mark(self, row: Row, x: int, runs: list[Run]) -> str:
+    def mark(self, row: Row, x: int, runs: Column) -> str:
         """One mark's markup, escaped: see row()."""
-        status = runs[0].status if len(runs) == 1 else worst(run.status for run in runs)
+        status = runs.first.status if len(runs) == 1 else worst(runs.counts)
         if len(runs) == 1:  # a link made of our URL and an integer: nothing to escape
-            href, title = f"{self.run_url}{runs[0].id}/change/", self.run_title(row, runs[0])
+            href, title = f"{self.run_url}{runs.first.id}/change/", self.run_title(row, runs.first)
         else:
             href, title = html.escape(self.group_link(row, runs)), self.group_title(row, runs)
         # A status this version does not know (written by a newer one) is drawn as skipped is.
@@ -154,24 +153,24 @@ class Drawing:
             parts.append(next((line for line in run.message.splitlines() if line.strip()), ""))
         return " · ".join(part for part in parts if part)
 
-    def group_title(self, row: Row, runs: list[Run]) -> str:
-        counts = Counter(run.status for run in runs)
+    def group_title(self, row: Row, runs: Column) -> str:
+        counts = runs.counts
         outcomes = ", ".join(
             f"{counts[status]} {self.labels[status].lower()}" for status in SEVERITY if counts[status]
         )
         head = ngettext("%(count)d run", "%(count)d runs", len(runs)) % {"count": len(runs)}
         span = _("%(first)s to %(last)s") % {
-            "first": format_local(runs[0].scheduled_at, self.zone),
-            "last": format_local(runs[-1].scheduled_at, self.zone),
+            "first": format_local(runs.first.scheduled_at, self.zone),
+            "last": format_local(runs.last.scheduled_at, self.zone),
         }
         return f"{row.label} · {span} · {head}: {outcomes}"
 
-    def group_link(self, row: Row, runs: list[Run]) -> str:
+    def group_link(self, row: Row, runs: Column) -> str:
         """The history filtered to the runs a shared mark stands for (its job, from first to last)."""
-        until = runs[-1].scheduled_at + timedelta(microseconds=1)
+        until = runs.last.scheduled_at + timedelta(microseconds=1)
         query = {
             "job": row.job_id,
-            "scheduled_at__gte": runs[0].scheduled_at.isoformat(),
+            "scheduled_at__gte": runs.first.scheduled_at.isoformat(),
             "scheduled_at__lt": until.isoformat(),
         }
         return f"{self.run_url}?{urlencode(query)}"

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import IntegrityError, router, transaction
-from django.db.models import Max, OuterRef, Subquery
+from django.db import DatabaseError, IntegrityError, router, transaction
+from django.db.models import Exists, Max, OuterRef, Q, Subquery
 from django.utils import timezone
 from django_apscheduler.models import DjangoJob
 
@@ -67,13 +67,18 @@ def raise_alert(
     policy: AlertPolicy,
     execution_id: int | None = None,
     opens: bool = False,
+    at: datetime | None = None,
+    limited: bool = True,
 ) -> Alert | None:
     """Record an alert and queue its deliveries; None if one with ``key`` was raised already.
 
-    Suppressed (recorded, not sent) when an alert of the same job and rule was sent or queued
-    within SCHEDULING_ALERT_INTERVAL.
+    ``at`` is when what it is about happened (default: now): a recovery closes the alerts raised
+    before its success. With ``limited`` (alerts that may come once a fire), it is suppressed —
+    recorded, not sent — when an alert of the same job and rule was sent or queued within
+    SCHEDULING_ALERT_INTERVAL; an alert that comes once an incident (a streak, a silence, a
+    recovery) always goes out.
     """
-    now = timezone.now()
+    now = at or timezone.now()
     using = router.db_for_write(Alert)
     try:
         with transaction.atomic(using=using):
@@ -86,7 +91,7 @@ def raise_alert(
                 raised_at=now,
                 open=opens,
             )
-            recent = (
+            recent = limited and (
                 AlertDelivery.objects.filter(
                     alert__job_id=job_id,
                     alert__rule=rule,
@@ -155,17 +160,33 @@ class Receiver:
             self.drain()
 
     def drain(self) -> None:
-        """Raise the alerts of what was seen: one query for the policies of their jobs."""
+        """Raise the alerts of what was seen: one query for the policies of their jobs.
+
+        A database error puts back what is not raised yet, for the next look; any other error is
+        the one run's, logged, and the others are raised.
+        """
         seen = []
         while self.queue:
             seen.append(self.queue.popleft())
         if not seen:
             return
-        found = policies({item.execution.job_id for item in seen})
-        for item in seen:
+        try:
+            found = policies({item.execution.job_id for item in seen})
+        except DatabaseError:
+            self.queue.extendleft(reversed(seen))
+            raise
+        for number, item in enumerate(seen):
             policy = found.get(item.execution.job_id)
-            if policy is not None and item.rule in policy.on:
+            if policy is None or item.rule not in policy.on:
+                continue
+            try:
                 _raise_for_run(item.rule, item.execution, policy)
+            except DatabaseError:
+                self.queue.extendleft(reversed(seen[number:]))
+                raise
+            # One run's alert failing (a row that cannot be described) is that run's problem.
+            except Exception:
+                logger.exception("Job %s: could not raise its alert", item.execution.job_id)
 
 
 receiver = Receiver()
@@ -178,30 +199,61 @@ def connect() -> None:
 
 
 def _raise_for_run(rule: str, execution: Execution, policy: AlertPolicy) -> None:
-    job_id = execution.job_id
-    if rule != Rule.FAILURE:
-        what = "missed a fire" if rule == Rule.MISSED else "skipped a fire"
-        message = (
-            f"Job {job_id} {what} ({execution.scheduled_at:%Y-%m-%d %H:%M:%S %Z}): {execution.exception}"
-        )
-        raise_alert(job_id, rule, f"{rule}:{execution.pk}", message, policy, execution.pk)
+    if rule == Rule.FAILURE:
+        _raise_for_failure(execution, policy)
         return
+    job_id = execution.job_id
+    what = "missed a fire" if rule == Rule.MISSED else "skipped a fire"
+    when = f"{execution.scheduled_at:%Y-%m-%d %H:%M:%S %Z}"
+    message = f"Job {job_id} {what} ({when}): {execution.exception}"
+    raise_alert(job_id, rule, f"{rule}:{execution.pk}", message, policy, execution.pk)
+
+
+def _raise_for_failure(execution: Execution, policy: AlertPolicy) -> None:
+    """A failed run: alert if, as its row now says, it failed for good (not cancelled by the
+    outcome's UPDATE, no retry pending), and — with ``after_failures`` — it makes the streak."""
+    job_id = execution.job_id
+    row = (
+        Execution.objects.filter(pk=execution.pk)
+        .values_list("status", "retry_at", "finished_at", "exception")
+        .first()
+    )
+    if row is None or row[0] not in FAILED or row[1] is not None:
+        return
+    status, _, finished_at, exception = row
     in_a_row = policy.after_failures
     if in_a_row > 1:
-        # The last runs' outcomes, final attempts only: a streak of exactly ``in_a_row`` alerts.
-        last = list(
-            Execution.objects.filter(job_id=job_id, status__in=ENDED, retry_at__isnull=True)
-            .order_by("-finished_at", "-pk")
-            .values_list("status", flat=True)[: in_a_row + 1]
-        )
-        streak = next((number for number, status in enumerate(last) if status not in FAILED), len(last))
-        if streak != in_a_row:
+        if _failures_in_a_row(job_id, execution.pk, finished_at, in_a_row + 1) != in_a_row:
             return
         how = f"failed {in_a_row} times in a row; the last time"
     else:
-        how = "timed out" if execution.status == Execution.Status.TIMED_OUT else "failed"
-    message = f"Job {job_id} {how}: {execution.exception}"
-    raise_alert(job_id, Rule.FAILURE, f"failure:{execution.pk}", message, policy, execution.pk, opens=True)
+        how = "timed out" if status == Execution.Status.TIMED_OUT else "failed"
+    raise_alert(
+        job_id,
+        Rule.FAILURE,
+        f"failure:{execution.pk}",
+        f"Job {job_id} {how}: {exception}",
+        policy,
+        execution.pk,
+        opens=True,
+        at=finished_at,
+        limited=in_a_row == 1,
+    )
+
+
+def _failures_in_a_row(job_id: str, pk: int, finished_at: datetime | None, most: int) -> int:
+    """How many of the job's fires up to run ``pk`` failed in a row, counting each fire once: its
+    last attempt (an earlier one was retried; a retry pending is not the last word)."""
+    retried = Execution.objects.filter(
+        job_id=OuterRef("job_id"), scheduled_at=OuterRef("scheduled_at"), attempt__gt=OuterRef("attempt")
+    )
+    fires = Execution.objects.filter(job_id=job_id, status__in=ENDED, retry_at__isnull=True).exclude(
+        Exists(retried)
+    )
+    if finished_at is not None:
+        fires = fires.filter(Q(finished_at__lt=finished_at) | Q(pk=pk))
+    last = list(fires.order_by("-finished_at", "-pk").values_list("status", flat=True)[:most])
+    return next((number for number, status in enumerate(last) if status not in FAILED), len(last))
 
 
 def look(now: datetime | None = None, silences: bool = True) -> None:
@@ -214,32 +266,38 @@ def look(now: datetime | None = None, silences: bool = True) -> None:
 
 
 def _recoveries() -> None:
-    """The first success after an open alert: one *recovered* alert, and the job's alerts close."""
-    first_success = (
-        Execution.objects.filter(
-            job_id=OuterRef("job_id"),
-            status=Execution.Status.SUCCEEDED,
-            finished_at__gt=OuterRef("raised_at"),
-        )
-        .order_by("finished_at", "pk")
-        .values("pk")[:1]
-    )
-    recovered: dict[str, int] = {}
-    for job_id, success in (
+    """A success after open alerts: one *recovered* alert, and the alerts raised before that
+    success close (one raised after it stays open, for the next success to close)."""
+    first_success = Execution.objects.filter(
+        job_id=OuterRef("job_id"),
+        status=Execution.Status.SUCCEEDED,
+        finished_at__gt=OuterRef("raised_at"),
+    ).order_by("finished_at", "pk")
+    latest: dict[str, tuple[datetime, int]] = {}
+    for job_id, success, success_at in (
         Alert.objects.filter(open=True)
-        .annotate(success=Subquery(first_success))
+        .annotate(
+            success=Subquery(first_success.values("pk")[:1]),
+            success_at=Subquery(first_success.values("finished_at")[:1]),
+        )
         .filter(success__isnull=False)
-        .values_list("job_id", "success")
+        .values_list("job_id", "success", "success_at")
     ):
-        recovered[job_id] = max(recovered.get(job_id, 0), success)
-    if not recovered:
+        if job_id not in latest or success_at > latest[job_id][0]:
+            latest[job_id] = (success_at, success)
+    if not latest:
         return
-    found = policies(recovered)
-    for job_id, success in recovered.items():
-        Alert.objects.filter(job_id=job_id, open=True).update(open=False)
-        if (policy := found.get(job_id)) is not None:
-            message = f"Job {job_id} recovered: run {success} succeeded"
-            raise_alert(job_id, Rule.RECOVERED, f"recovered:{job_id}:{success}", message, policy, success)
+    found = policies(latest)
+    for job_id, (success_at, success) in latest.items():
+        with transaction.atomic(using=router.db_for_write(Alert)):
+            still_open = Alert.objects.filter(job_id=job_id, open=True, raised_at__lt=success_at)
+            closed = still_open.update(open=False)
+            if closed and (policy := found.get(job_id)) is not None:
+                message = f"Job {job_id} recovered: run {success} succeeded"
+                key = f"recovered:{job_id}:{success}"
+                raise_alert(
+                    job_id, Rule.RECOVERED, key, message, policy, success, at=success_at, limited=False
+                )
 
 
 def _long_runs_and_silences(now: datetime) -> None:
@@ -258,13 +316,18 @@ def _long_runs(found: dict[str, AlertPolicy], now: datetime) -> None:
     going = Execution.objects.filter(
         job_id__in=list(found), started_at__lte=now - timedelta(seconds=shortest)
     ).running()
-    for pk, job_id, started_at in going.values_list("pk", "job_id", "started_at"):
-        policy = found[job_id]
-        limit = policy.longer_than or 0
-        if started_at is None or (now - started_at).total_seconds() < limit:
+    slow = [
+        (pk, job_id, started_at)
+        for pk, job_id, started_at in going.values_list("pk", "job_id", "started_at")
+        if started_at is not None and (now - started_at).total_seconds() >= (found[job_id].longer_than or 0)
+    ]
+    raised = _raised({f"long_run:{pk}" for pk, _, _ in slow})
+    for pk, job_id, started_at in slow:
+        if f"long_run:{pk}" in raised:
             continue
+        limit = found[job_id].longer_than
         message = f"Job {job_id}: run {pk} is still going after {limit} s (started {started_at:%H:%M:%S %Z})"
-        raise_alert(job_id, Rule.LONG_RUN, f"long_run:{pk}", message, policy, pk)
+        raise_alert(job_id, Rule.LONG_RUN, f"long_run:{pk}", message, found[job_id], pk)
 
 
 def _silences(found: dict[str, AlertPolicy], now: datetime) -> None:
@@ -275,14 +338,22 @@ def _silences(found: dict[str, AlertPolicy], now: datetime) -> None:
         .order_by()
     )
     created = dict(ScheduledJob.objects.filter(id__in=list(found)).values_list("id", "created_at"))
+    silent = []
     for job_id, policy in found.items():
         since = last.get(job_id) or created.get(job_id)
         window = policy.no_success_within or 0
         if since is None or (now - since).total_seconds() < window:
             continue
-        hours = window / 3600
-        message = f"Job {job_id} has not succeeded within {hours:g} h (last success: " + (
+        message = f"Job {job_id} has not succeeded within {window / 3600:g} h (last success: " + (
             f"{since:%Y-%m-%d %H:%M %Z})" if job_id in last else "never)"
         )
-        key = f"no_success:{job_id}:{since.isoformat()}"
-        raise_alert(job_id, Rule.NO_SUCCESS, key, message, policy, opens=True)
+        silent.append((job_id, policy, f"no_success:{job_id}:{since.isoformat()}", message))
+    raised = _raised({key for _, _, key, _ in silent})
+    for job_id, policy, key, message in silent:
+        if key not in raised:
+            raise_alert(job_id, Rule.NO_SUCCESS, key, message, policy, opens=True, limited=False)
+
+
+def _raised(keys: set[str]) -> set[str]:
+    """Which of ``keys`` were raised already (one query): a look does not raise them again."""
+    return set(Alert.objects.filter(key__in=list(keys)).values_list("key", flat=True)) if keys else set()

@@ -63,6 +63,20 @@ def error_types(exc: BaseException) -> tuple[str, ...]:
     return tuple(f"{cls.__module__}.{cls.__qualname__}" for cls in type(exc).__mro__)
 
 
+def storable(text: str) -> str:
+    """``text`` as every database stores it: a NUL (PostgreSQL refuses it) becomes U+FFFD, and a
+    lone surrogate (no UTF-8 at all: a file name decoded with surrogateescape) its escape. What a
+    job prints or raises must never make its outcome, and the outcomes written with it, unwritable.
+    """
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 def describe_exception(exc: BaseException) -> tuple[str, str]:
     """The exception as "module.Class: message" and its full traceback, final line included."""
     cls = type(exc)

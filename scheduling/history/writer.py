@@ -20,7 +20,7 @@ from django.db import connections
 
 from scheduling.history.attempts import retry_times
 from scheduling.history.retry import retrying
-from scheduling.history.rows import Outcome
+from scheduling.history.rows import Outcome, storable
 from scheduling.models import RUNNING_STATES, Execution
 from scheduling.sql import update_rows
 
@@ -58,7 +58,7 @@ def finish_all(finished: list[tuple[Execution, Outcome]]) -> int:
         rows = [
             (
                 execution.pk,
-                {name: getattr(outcome, name) for name in OUTCOME_FIELDS}
+                {name: _storable(getattr(outcome, name)) for name in OUTCOME_FIELDS}
                 | {"retry_at": retry_at.get(execution.pk)},
             )
             for execution, outcome in finished
@@ -79,6 +79,10 @@ def finish_all(finished: list[tuple[Execution, Outcome]]) -> int:
     if written < len(finished):
         _keep_late_outcomes(finished)
     return written
+
+
+def _storable(value: Any) -> Any:
+    return storable(value) if isinstance(value, str) else value
 
 
 def _keep_late_outcomes(finished: list[tuple[Execution, Outcome]]) -> None:
@@ -112,8 +116,8 @@ def _as_json(outcome: Outcome) -> dict[str, Any]:
         "started_at": outcome.started_at.isoformat() if outcome.started_at else None,
         "finished_at": outcome.finished_at.isoformat(),
         "duration": outcome.duration,
-        "exception": outcome.exception,
-        "traceback": outcome.traceback,
+        "exception": storable(outcome.exception),
+        "traceback": storable(outcome.traceback),
     }
 
 
@@ -171,6 +175,19 @@ class OutcomeWriter:
         finally:
             connections.close_all()
 
+    @staticmethod
+    def _one_by_one(items: list[_Finished]) -> list[_Finished]:
+        """Write a refused batch's outcomes each alone, so that one the database will not take
+        holds back only itself; returns those still refused."""
+        refused = []
+        for item in items:
+            try:
+                finish_all([(item.execution, item.outcome)])
+            # The same as the batch's: this one waits for the next attempt.
+            except Exception:
+                refused.append(item)
+        return refused
+
     def _collect(self, first: _Finished) -> tuple[list[_Finished], bool]:
         # No waiting for company: what queued up while the last batch was written goes in this
         # one, so batches grow with the load and a lone outcome is written at once.
@@ -200,7 +217,7 @@ class OutcomeWriter:
                 len(items),
                 RETRY_INTERVAL,
             )
-            self._pending = items
+            self._pending = self._one_by_one(items) if len(items) > 1 else items
         finally:
             for item in batch:
                 if item.written is not None:

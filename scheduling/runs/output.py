@@ -24,6 +24,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, TextIO
 
+from scheduling.history.rows import storable
+
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -64,11 +66,12 @@ class Capped:
                 self.cut += dropped
 
     def value(self) -> str:
+        """The text kept, storable in any database (see scheduling.history.rows.storable)."""
         with self._lock:
             head, tail = "".join(self._head), "".join(self._tail)
             if not self.cut:
-                return head + tail
-            return f"{head}\n[… {self.cut} characters cut …]\n{tail}"
+                return storable(head + tail)
+            return storable(f"{head}\n[… {self.cut} characters cut …]\n{tail}")
 
 
 _current: ContextVar[Capped | None] = ContextVar("scheduling_run_output", default=None)
@@ -78,12 +81,28 @@ class _RunLogHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         buffer = _current.get()
         if buffer is None or record.name == "scheduling" or record.name.startswith("scheduling."):
+            _last_resort(record)
             return
         try:
             buffer.write(self.format(record) + "\n")
         # A record that cannot be formatted is reported the logging module's way, never raised.
         except Exception:
             self.handleError(record)
+
+
+def _last_resort(record: logging.LogRecord) -> None:
+    """Pass on a record no other handler takes to ``logging.lastResort`` (stderr, WARNING and
+    above), as Python does when a record finds no handler: this one, on the root logger, would
+    otherwise count as one and silence those records outside runs."""
+    resort = logging.lastResort
+    if resort is None or record.levelno < resort.level:
+        return
+    logger: logging.Logger | None = logging.getLogger(record.name)
+    while logger is not None:
+        if any(handler is not _handler for handler in logger.handlers):
+            return
+        logger = logger.parent if logger.propagate else None
+    resort.handle(record)
 
 
 class _RunStream:
@@ -118,9 +137,10 @@ def _install() -> None:
         root = logging.getLogger()
         if _handler not in root.handlers:
             root.addHandler(_handler)
-        if not isinstance(sys.stdout, _RunStream):
+        # None (no console: pythonw, some daemons) stays None: print() then writes nowhere.
+        if sys.stdout is not None and not isinstance(sys.stdout, _RunStream):
             sys.stdout = _RunStream(sys.stdout)
-        if not isinstance(sys.stderr, _RunStream):
+        if sys.stderr is not None and not isinstance(sys.stderr, _RunStream):
             sys.stderr = _RunStream(sys.stderr)
 
 

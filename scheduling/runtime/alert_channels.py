@@ -15,6 +15,7 @@ from django.conf import settings as django_settings
 from django.core.mail import mail_admins, send_mail
 
 from scheduling.models import Alert
+from scheduling.policy import shown_destination
 
 logger = logging.getLogger("scheduling.alerts")
 
@@ -57,6 +58,16 @@ def payload(alert: Alert) -> dict[str, object]:
     }
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A webhook is posted where it was configured, never where its answer points."""
+
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+_opener = urllib.request.build_opener(_NoRedirects)
+
+
 def post(url: str, data: dict[str, object]) -> None:
     request = urllib.request.Request(  # noqa: S310 (the scheme is checked by the validator: http or https)
         url,
@@ -65,7 +76,8 @@ def post(url: str, data: dict[str, object]) -> None:
         method="POST",
     )
     try:
-        with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT) as response:  # noqa: S310
+        with _opener.open(request, timeout=WEBHOOK_TIMEOUT) as response:
             response.read(1024)
+    # The URL's path is its secret: errors, which the admin shows, name its host only.
     except urllib.error.HTTPError as exc:
-        raise RuntimeError(f"{url} answered {exc.code} {exc.reason}") from None
+        raise RuntimeError(f"{shown_destination(url)} answered {exc.code} {exc.reason}") from None

@@ -20,8 +20,10 @@ from django.db import DatabaseError, connections
 from django.utils import timezone
 
 from scheduling.conf import settings
+from scheduling.fencing import Fence
 from scheduling.history import alerts
 from scheduling.models import AlertDelivery
+from scheduling.policy import shown_destination
 from scheduling.runtime import alert_channels
 
 logger = logging.getLogger(__name__)
@@ -31,11 +33,13 @@ FIRST_BACKOFF = 30.0
 MAX_BACKOFF = 3600.0
 SILENCE_LOOK_INTERVAL = 60.0
 DELIVERIES_PER_LOOK = 50
+CLAIM_SECONDS = 300.0  # a delivery claimed by a sender that died is sent again after this
 
 
 class AlertWatch:
-    def __init__(self, leading: Callable[[], bool]) -> None:
+    def __init__(self, leading: Callable[[], bool], fence: Callable[[], Fence | None] = lambda: None) -> None:
         self.leading = leading
+        self.fence = fence  # the lease this process holds: the condition of each claim to send
         self._stop = threading.Event()
         self._last_silence_look = 0.0
         self._thread = threading.Thread(target=self._run, name="scheduling-alerts", daemon=True)
@@ -80,11 +84,16 @@ class AlertWatch:
         if silences:
             self._last_silence_look = time.monotonic()
         alerts.look(silences=silences)
-        deliver_due()
+        deliver_due(self.fence())
 
 
-def deliver_due() -> int:
-    """Send the deliveries whose time has come; returns how many were sent."""
+def deliver_due(fence: Fence | None = None) -> int:
+    """Send the deliveries whose time has come; returns how many were sent.
+
+    Each is claimed before it is sent — its next attempt moved CLAIM_SECONDS on, compared and
+    set, and fenced by the lease — so two schedulers (one frozen, one that took over) never both
+    send it, and one that dies while sending leaves it to be sent again once the claim runs out.
+    """
     now = timezone.now()
     due = list(
         AlertDelivery.objects.filter(status=AlertDelivery.Status.PENDING, next_attempt_at__lte=now)
@@ -93,6 +102,8 @@ def deliver_due() -> int:
     )
     sent = 0
     for delivery in due:
+        if not _claim(delivery, fence):
+            continue
         try:
             alert_channels.send(delivery.alert, delivery.destination)
         # Whatever the mail server, the network or the receiver did: recorded, tried again.
@@ -109,6 +120,15 @@ def deliver_due() -> int:
     return sent
 
 
+def _claim(delivery: AlertDelivery, fence: Fence | None) -> bool:
+    claim = AlertDelivery.objects.filter(
+        pk=delivery.pk, status=AlertDelivery.Status.PENDING, next_attempt_at=delivery.next_attempt_at
+    )
+    if fence is not None:
+        claim = claim.filter(fence.exists())
+    return bool(claim.update(next_attempt_at=timezone.now() + timedelta(seconds=CLAIM_SECONDS)))
+
+
 def _failed(delivery: AlertDelivery, error: str) -> None:
     attempts = delivery.attempts + 1
     changes: dict[str, object]
@@ -116,7 +136,7 @@ def _failed(delivery: AlertDelivery, error: str) -> None:
         logger.error(
             "Alert %s to %s given up after %d attempts: %s",
             delivery.alert_id,
-            delivery.destination,
+            shown_destination(delivery.destination),
             attempts,
             error,
         )
@@ -126,7 +146,7 @@ def _failed(delivery: AlertDelivery, error: str) -> None:
         logger.warning(
             "Alert %s to %s failed (%s); trying again in %g s",
             delivery.alert_id,
-            delivery.destination,
+            shown_destination(delivery.destination),
             error,
             wait,
         )

@@ -66,7 +66,7 @@ class Runner:
         self.leadership = Leadership(self.instance.pk)
         self._last_beat = time.monotonic()
         self.outcomes = OutcomeWriter()
-        self.alert_watch = AlertWatch(leading=lambda: self.active)
+        self.alert_watch = AlertWatch(leading=lambda: self.active, fence=lambda: self.leadership.fence)
         self.alert_watch.start()
         self.recorder = recorder = Recorder(self.instance, self.outcomes)
         self.processes = ProcessPool(settings.PROCESSES)

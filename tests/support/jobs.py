@@ -192,3 +192,9 @@ def talk_then_fail(text: str) -> None:
     """Log ``text``, then fail; the failure's traceback is logged by the scheduler, not the job."""
     logging.getLogger("tests.support.jobs").warning("about to fail: %s", text)
     raise ValueError(text)
+
+
+def talk_binary() -> None:
+    """Print what no database stores as text: a NUL and a lone surrogate (a file name decoded
+    with surrogateescape)."""
+    print("bytes: \x00 and " + b"\xff".decode("utf-8", "surrogateescape"))

@@ -55,15 +55,18 @@ def traceparent() -> str | None:
 @contextmanager
 def dispatch_span(name: str, attributes: dict[str, Any]) -> Iterator[None]:
     """A producer span around the hand-over of runs; the runs' spans are its children."""
-    if not enabled():
-        yield
-        return
+    span: Any = None
     try:
-        span = trace.get_tracer(TRACER).start_span(name, kind=trace.SpanKind.PRODUCER, attributes=attributes)
-        token = otel_context.attach(trace.set_span_in_context(span))
-    # Tracing is best-effort: the dispatch goes on untraced.
+        if enabled():
+            span = trace.get_tracer(TRACER).start_span(
+                name, kind=trace.SpanKind.PRODUCER, attributes=attributes
+            )
+            token = otel_context.attach(trace.set_span_in_context(span))
+    # Tracing is best-effort, its look at the provider included: the dispatch goes on untraced.
     except Exception:
         logger.exception("Could not start the span %s", name)
+        span = None
+    if span is None:
         yield
         return
     try:
