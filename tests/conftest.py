@@ -14,6 +14,7 @@ from django.db import connection
 
 from scheduling import declarations
 from scheduling.history.recorder import Recorder
+from scheduling.runs.processes import ProcessPool
 from scheduling.runs.targets import run_targets
 from scheduling.runs.threads import ThreadTarget
 from scheduling.runtime.dispatch import Dispatcher
@@ -45,6 +46,16 @@ def executor() -> Iterator[ThreadTarget]:
     yield pool
     assert pool.wait(10)
     pool.shutdown()
+
+
+@pytest.fixture
+def pooled() -> Iterator[Dispatcher]:
+    """A dispatcher whose jobs run in threads, in a one-child process pool, or in task workers."""
+    threads = ThreadTarget(Recorder(), max_workers=2)
+    pool = ProcessPool(1)
+    yield Dispatcher(JobStore(), threads.recorder, run_targets(threads, pool))
+    pool.shutdown()
+    threads.shutdown()
 
 
 @pytest.fixture

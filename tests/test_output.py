@@ -6,23 +6,17 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
 from django.test import Client, override_settings
 
 from scheduling import job
-from scheduling.history.recorder import Recorder
 from scheduling.models import Execution
 from scheduling.runs import output
 from scheduling.runs.call import call_job
 from scheduling.runs.output import Capped
-from scheduling.runs.processes import ProcessPool
-from scheduling.runs.targets import run_targets
-from scheduling.runs.threads import ThreadTarget
 from scheduling.runtime.dispatch import Dispatcher
-from scheduling.store import JobStore
 from tests.conftest import wait_for
 from tests.support import jobs
 from tests.support.task_worker import work_off
@@ -129,16 +123,6 @@ def test_a_limit_of_0_captures_nothing(capsys: pytest.CaptureFixture[str]) -> No
 
 
 # Kept with the run's row, in every placement
-
-
-@pytest.fixture
-def pooled() -> Iterator[Dispatcher]:
-    """A dispatcher whose jobs run in threads, in a one-child process pool, or in task workers."""
-    threads = ThreadTarget(Recorder(), max_workers=2)
-    pool = ProcessPool(1)
-    yield Dispatcher(JobStore(), threads.recorder, run_targets(threads, pool))
-    pool.shutdown(wait=False)
-    threads.shutdown()
 
 
 def ended(job_id: str) -> Execution:

@@ -15,18 +15,13 @@ from apscheduler.triggers.date import DateTrigger
 from django.utils import timezone
 
 from scheduling import job
-from scheduling.history.recorder import Recorder
 from scheduling.models import Execution
 from scheduling.runs.call import call_job
 from scheduling.runs.observers import sentry
 from scheduling.runs.observers.base import RunFacts, facts_of
 from scheduling.runs.observers.sentry import monitor_config, monitor_slug
-from scheduling.runs.processes import ProcessPool
-from scheduling.runs.targets import run_targets
-from scheduling.runs.threads import ThreadTarget
 from scheduling.runtime.dispatch import Dispatcher
 from scheduling.schedules import build_trigger
-from scheduling.store import JobStore
 from scheduling.sync import sync
 from tests.conftest import wait_for
 from tests.support import jobs
@@ -56,15 +51,6 @@ def dispatch_due(registry: dict, dispatcher: Dispatcher, period: float) -> None:
     not late by more than that), and dispatch them."""
     sync(dispatcher.store, registry.values())
     dispatcher.dispatch(make_due(dispatcher.store, seconds=period + 1), datetime.now(UTC))
-
-
-@pytest.fixture
-def pooled() -> Iterator[Dispatcher]:
-    threads = ThreadTarget(Recorder(), max_workers=2)
-    pool = ProcessPool(1)
-    yield Dispatcher(JobStore(), threads.recorder, run_targets(threads, pool))
-    pool.shutdown()
-    threads.shutdown()
 
 
 def sequence(ingest: SentryIngest, slug: str) -> list[tuple[str, dict[str, Any]]]:

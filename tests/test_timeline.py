@@ -7,7 +7,7 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import User
 from django.test import Client, override_settings
 from django.utils import timezone
 
@@ -19,6 +19,7 @@ from scheduling.schedules import format_local
 from scheduling.store import JobStore
 from scheduling.sync import sync
 from tests.support import jobs
+from tests.test_admin import staff
 
 pytestmark = pytest.mark.django_db
 
@@ -38,17 +39,6 @@ def ago(**delta: float) -> datetime:
 
 def titles(page: str) -> list[str]:
     return [html.unescape(title) for title in re.findall(r"<rect [^>]*><title>(.*?)</title>", page)]
-
-
-def staff(*permissions: str) -> Client:
-    user = User.objects.create_user("operator", password="pw", is_staff=True)
-    for codename in permissions:
-        user.user_permissions.add(
-            Permission.objects.get(codename=codename, content_type__app_label="scheduling")
-        )
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def test_each_run_is_a_mark_coloured_by_its_outcome_with_its_details_and_a_link(

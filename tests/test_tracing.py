@@ -16,15 +16,12 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from scheduling import context, job
-from scheduling.history.recorder import Recorder
 from scheduling.models import Execution
 from scheduling.runs.call import call_job
 from scheduling.runs.observers import RunFacts, otel
-from scheduling.runs.processes import ProcessPool
 from scheduling.runs.targets import run_targets
 from scheduling.runs.threads import ThreadTarget
 from scheduling.runtime.dispatch import Dispatcher
-from scheduling.store import JobStore
 from tests.conftest import wait_for
 from tests.support import jobs
 from tests.support.sentry_ingest import SentryIngest
@@ -42,15 +39,6 @@ def spans(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[InMemoryS
     monkeypatch.setenv(SPANS_FILE, str(tmp_path / "spans.jsonl"))
     yield in_memory()
     reset_global_provider()
-
-
-@pytest.fixture
-def pooled() -> Iterator[Dispatcher]:
-    threads = ThreadTarget(Recorder(), max_workers=2)
-    pool = ProcessPool(1)
-    yield Dispatcher(JobStore(), threads.recorder, run_targets(threads, pool))
-    pool.shutdown()
-    threads.shutdown()
 
 
 @pytest.mark.django_db(transaction=True)

@@ -179,13 +179,7 @@ class Dispatcher:
             return
         row = target.row(job, requested_at, origin)
         row.attempts = policy.attempts
-        try:
-            holder = self._take_lock(policy, row)
-        except BaseException:
-            target.release(job)
-            raise
-        if holder is not None:
-            target.release(job)
+        if (holder := self._lock_or_release(target, job, policy, row)) is not None:
             logger.info("Not running job %s now, as requested: %s", job.id, holder.skip_message)
             self.recorder.record_not_run(
                 job.id, [requested_at], Execution.Status.SKIPPED, holder.skip_message, origin
@@ -422,10 +416,9 @@ class Dispatcher:
             return  # still pending: it holds its slot and is tried again in a later pass
         row = target.row(job, failed.scheduled_at, origin)
         row.attempt = attempt
+        if self._lock_or_release(target, job, policy, row) is not None:
+            return  # still pending: its lock is held; tried again in a later pass
         try:
-            if self._take_lock(policy, row) is not None:
-                target.release(job)
-                return  # still pending: its lock is held; tried again in a later pass
             started = self._record_attempt(row, failed)
         except BaseException:
             target.release(job)  # nothing was written: the slot must not stay taken
@@ -478,13 +471,7 @@ class Dispatcher:
             return  # the run it waits for is still going: looked at again at the next poll
         fresh = target.row(job, queued.scheduled_at, SCHEDULED)
         fresh.attempt = queued.attempt
-        try:
-            holder = self._take_lock(policy, fresh)
-        except BaseException:
-            target.release(job)
-            raise
-        if holder is not None:
-            target.release(job)
+        if self._lock_or_release(target, job, policy, fresh) is not None:
             return  # its lock is held by another run: looked at again at the next poll
         where = {"started_at": fresh.started_at, "hostname": fresh.hostname, "pid": fresh.pid}
         where["enqueued_at"] = fresh.enqueued_at  # a wait for a task worker counts from now
@@ -497,6 +484,20 @@ class Dispatcher:
         pending[job.id] = others
         logger.info("Job %s: the fire queued for %s starts now", job.id, queued.scheduled_at)
         target.submit(job, [queued], SCHEDULED, policy)
+
+    def _lock_or_release(
+        self, target: RunTarget, job: Job, policy: RunPolicy, row: Execution
+    ) -> Holder | None:
+        """:meth:`_take_lock`, giving back the slot reserved for the run when the lock is held
+        by another (returned) or could not be taken (raised)."""
+        try:
+            holder = self._take_lock(policy, row)
+        except BaseException:
+            target.release(job)
+            raise
+        if holder is not None:
+            target.release(job)
+        return holder
 
     def _take_lock(self, policy: RunPolicy, row: Execution) -> Holder | None:
         """Take the lock of ``policy``, if it names one, for the run of ``row`` (not yet recorded);
