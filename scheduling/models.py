@@ -513,7 +513,9 @@ class Alert(models.Model):
     """Something about a job that someone should hear of, raised once (see scheduling.history.alerts).
 
     ``key`` makes it once: the same failure, missed fire or silence raises no second alert,
-    whichever process sees it. An alert about a failing or silent job stays ``open`` until the
+    whichever process sees it. It is the SHA-256 of what the alert is about ("failure:<run>",
+    "no_success:<job>:<since>"): a job id alone may be 255 characters, and MariaDB indexes no
+    longer unique text. An alert about a failing or silent job stays ``open`` until the
     job succeeds again, which raises one *recovered* alert and closes them.
     """
 
@@ -526,7 +528,7 @@ class Alert(models.Model):
         RECOVERED = "recovered", _("Recovered")
 
     id = models.BigAutoField(primary_key=True)
-    key = models.CharField(max_length=300, unique=True)
+    key = models.CharField(max_length=64, unique=True)
     job_id = models.CharField(_("job id"), max_length=255, db_index=True)
     rule = models.CharField(_("rule"), max_length=16, choices=Rule.choices)
     execution_id = models.BigIntegerField(_("run"), null=True, blank=True)

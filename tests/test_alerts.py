@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import django
 import pytest
 import time_machine
 from django.db import connection
@@ -82,6 +83,25 @@ def raised(job_id: str) -> QuerySet[Alert]:
 # End to end: a failing job's alert reaches a mail server, a webhook, Slack and the log
 
 
+def smtp_settings(port: int) -> dict[str, Any]:
+    """Django's SMTP backend aimed at the sink, and ops@example.com as the admin: MAILERS and
+    ADMINS as plain addresses from Django 6.1 (EMAIL_BACKEND and (name, address) pairs are
+    deprecated there), the EMAIL_* settings and pairs before."""
+    backend = "django.core.mail.backends.smtp.EmailBackend"
+    if django.VERSION >= (6, 1):
+        options = {"host": "127.0.0.1", "port": port}
+        return {
+            "MAILERS": {"default": {"BACKEND": backend, "OPTIONS": options}},
+            "ADMINS": ["ops@example.com"],
+        }
+    return {
+        "EMAIL_BACKEND": backend,
+        "EMAIL_HOST": "127.0.0.1",
+        "EMAIL_PORT": port,
+        "ADMINS": [("Ops", "ops@example.com")],
+    }
+
+
 @pytest.fixture
 def watch() -> Iterator[AlertWatch]:
     """The scheduler's alert thread, leading."""
@@ -98,10 +118,7 @@ def test_a_failing_jobs_alert_reaches_the_mail_server_the_webhooks_and_the_log(
         smtp_sink() as smtp,
         webhook_receiver() as hook,
         override_settings(
-            EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend",
-            EMAIL_HOST="127.0.0.1",
-            EMAIL_PORT=smtp.server_address[1],
-            ADMINS=[("Ops", "ops@example.com")],
+            **smtp_settings(smtp.server_address[1]),
             SERVER_EMAIL="scheduler@example.com",
         ),
     ):

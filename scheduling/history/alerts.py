@@ -19,6 +19,7 @@ the process that raises them.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections import deque
@@ -83,7 +84,7 @@ def raise_alert(
     try:
         with transaction.atomic(using=using):
             alert = Alert.objects.create(
-                key=key[:300],
+                key=digest(key),
                 job_id=job_id,
                 rule=rule,
                 execution_id=execution_id,
@@ -356,4 +357,15 @@ def _silences(found: dict[str, AlertPolicy], now: datetime) -> None:
 
 def _raised(keys: set[str]) -> set[str]:
     """Which of ``keys`` were raised already (one query): a look does not raise them again."""
-    return set(Alert.objects.filter(key__in=list(keys)).values_list("key", flat=True)) if keys else set()
+    if not keys:
+        return set()
+    by_digest = {digest(key): key for key in keys}
+    return {
+        by_digest[found]
+        for found in Alert.objects.filter(key__in=list(by_digest)).values_list("key", flat=True)
+    }
+
+
+def digest(key: str) -> str:
+    """An alert's unique key as stored (see Alert.key)."""
+    return hashlib.sha256(key.encode()).hexdigest()

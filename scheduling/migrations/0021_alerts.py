@@ -16,7 +16,7 @@ class Migration(migrations.Migration):
             name='Alert',
             fields=[
                 ('id', models.BigAutoField(primary_key=True, serialize=False)),
-                ('key', models.CharField(max_length=300, unique=True)),
+                ('key', models.CharField(max_length=64, unique=True)),
                 ('job_id', models.CharField(db_index=True, max_length=255, verbose_name='job id')),
                 ('rule', models.CharField(choices=[('failure', 'Failed'), ('missed', 'Missed a fire'), ('skipped', 'Skipped a fire: a run was still going'), ('long_run', 'Running too long'), ('no_success', 'No success for too long'), ('recovered', 'Recovered')], max_length=16, verbose_name='rule')),
                 ('execution_id', models.BigIntegerField(blank=True, null=True, verbose_name='run')),
