@@ -142,7 +142,18 @@ class SchedulerProcess:
         self.popen.send_signal(signum)
 
     def wait(self, timeout: float = 30.0) -> int:
-        return self.popen.wait(timeout)
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            # Where it hangs, for the failure's report: tests/settings.py dumps the stacks on SIGUSR1.
+            self.popen.send_signal(signal.SIGUSR1)
+            deadline = time.monotonic() + 5
+            while "most recent call first" not in self.output() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            raise AssertionError(
+                f"pid {self.popen.pid} did not exit within {timeout:g} s; "
+                f"its log ends:\n{self.output()[-20000:]}"
+            ) from None
 
     def stop(self) -> None:
         if self.popen.poll() is None:

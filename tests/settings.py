@@ -1,6 +1,8 @@
 """Test settings: the demo site's, with test jobs instead of the demo jobs and faster beats."""
 
+import faulthandler
 import os
+import signal
 
 import django
 
@@ -9,6 +11,8 @@ from config.settings import *  # noqa: F403
 # Runner processes started by tests import the modules named here (comma-separated).
 SCHEDULING_MODULES = [name for name in os.environ.get("SCHEDULING_TEST_MODULES", "").split(",") if name]
 SCHEDULING_HEARTBEAT_INTERVAL = 1.0
+# A process a test started and that hangs is told SIGUSR1 to print every thread's stack into its log.
+faulthandler.register(signal.SIGUSR1, all_threads=True)
 SCHEDULING_HEARTBEAT_TIMEOUT = 5.0
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 SCHEDULING_EMBEDDED = os.environ.get("SCHEDULING_TEST_EMBEDDED") == "1"
