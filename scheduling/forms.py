@@ -204,6 +204,11 @@ class JobScheduleForm(forms.ModelForm):
     alert_longer_than = forms.IntegerField(
         label=_("Alert on a run longer than (s)"), required=False, min_value=1
     )
+    alert_longer_than_usual = forms.FloatField(
+        label=_("Alert on a run longer than its usual duration times"),
+        required=False,
+        help_text=_("E.g. 3: a run going three times as long as the median of the job's last successes."),
+    )
     alert_no_success_within = forms.IntegerField(
         label=_("Alert when no success within (s)"), required=False, min_value=1
     )
@@ -316,6 +321,7 @@ class JobScheduleForm(forms.ModelForm):
             "on": list(data.get("alert_on") or []),
             "after_failures": data.get("alert_after_failures") or 1,
             "longer_than": data.get("alert_longer_than"),
+            "longer_than_usual": data.get("alert_longer_than_usual"),
             "no_success_within": data.get("alert_no_success_within"),
         }
         try:
@@ -412,6 +418,7 @@ def alert_initial(alert: AlertPolicy | None) -> dict[str, Any]:
         "alert_on": list(alert.on),
         "alert_after_failures": alert.after_failures,
         "alert_longer_than": alert.longer_than,
+        "alert_longer_than_usual": alert.longer_than_usual,
         "alert_no_success_within": alert.no_success_within,
     }
 

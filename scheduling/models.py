@@ -572,6 +572,28 @@ class AlertDelivery(models.Model):
         return f"{self.alert} to {self.destination}: {self.status}"
 
 
+class AlertAttempt(models.Model):
+    """One try at sending a delivery: when, and the error that stopped it (none: it was sent).
+
+    ``AlertDelivery`` holds where a delivery stands; this is its log, shown on the job's page,
+    so that an operator sees every failed try of a mail server or webhook, not only the last.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    delivery = models.ForeignKey(AlertDelivery, on_delete=models.CASCADE, related_name="attempt_log")
+    number = models.PositiveSmallIntegerField(_("attempt"))
+    at = models.DateTimeField(_("tried at"))
+    error = models.TextField(_("error"), blank=True)
+
+    class Meta:
+        verbose_name = _("alert delivery attempt")
+        verbose_name_plural = _("alert delivery attempts")
+        ordering = ["delivery", "number"]
+
+    def __str__(self) -> str:
+        return f"{self.delivery} #{self.number}: {self.error or 'sent'}"
+
+
 def lock_key(name: str) -> str:
     """The unique key of the lock ``name``: its SHA-256 in hex."""
     return hashlib.sha256(name.encode()).hexdigest()

@@ -766,6 +766,12 @@ def _reschedule() -> dict[str, Any]:
                         "minimum": 1,
                         "maximum": validation.MAX_TIMEOUT,
                     },
+                    "longer_than_usual": {
+                        "type": ["number", "null"],
+                        "minimum": validation.MIN_USUAL_FACTOR,
+                        "maximum": validation.MAX_USUAL_FACTOR,
+                        "description": "Times the median duration of the job's last successes.",
+                    },
                     "no_success_within": {
                         "type": ["integer", "null"],
                         "minimum": validation.MIN_NO_SUCCESS_WITHIN,

@@ -46,6 +46,9 @@ class AlertPolicy:
     on: tuple[str, ...] = ("failure",)
     after_failures: int = 1  # a failure alerts once this many runs in a row failed
     longer_than: int | None = None  # seconds: a run still going after this long alerts
+    # A run still going after this many times the job's usual duration (the median of its last
+    # successes; see scheduling.history.alerts.usual_durations) alerts.
+    longer_than_usual: float | None = None
     no_success_within: int | None = None  # seconds: a job without a success for this long alerts
 
     def __post_init__(self) -> None:

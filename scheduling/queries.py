@@ -238,6 +238,8 @@ def alert_summary(alert: AlertPolicy) -> str:
     ]
     if alert.longer_than is not None:
         rules.append(f"runs longer than {alert.longer_than} s")
+    if alert.longer_than_usual is not None:
+        rules.append(f"runs longer than {alert.longer_than_usual:g} times usual")
     if alert.no_success_within is not None:
         rules.append(f"no success within {alert.no_success_within / 3600:g} h")
     return f"on {', '.join(rules) or 'nothing'}, to {', '.join(map(shown_destination, alert.to))}"

@@ -59,8 +59,11 @@ MAX_ALERT_DESTINATIONS = 10
 MAX_DESTINATION_LENGTH = 500
 MAX_AFTER_FAILURES = 1000
 MIN_NO_SUCCESS_WITHIN = 60
+# "longer than k times its usual duration": below 1.5 ordinary variation alerts; above 100 it is
+# better said in seconds.
+MIN_USUAL_FACTOR, MAX_USUAL_FACTOR = 1.5, 100.0
 MAX_NO_SUCCESS_WITHIN = 366 * DAY
-ALERT_FIELDS = ("to", "on", "after_failures", "longer_than", "no_success_within")
+ALERT_FIELDS = ("to", "on", "after_failures", "longer_than", "longer_than_usual", "no_success_within")
 MAX_CALENDAR_PERIOD = 366 * DAY  # one excluded date-time range
 OPTION_NAMES = (
     "max_instances",
@@ -230,7 +233,23 @@ def check_alert(value: Any) -> dict[str, Any] | None:
                 _("a whole number of seconds from %(low)s to %(high)s, or none") % {"low": low, "high": high},
             )
         )
+    checked["longer_than_usual"] = usual_factor(value.get("longer_than_usual"))
     return checked
+
+
+def usual_factor(value: Any) -> float | None:
+    """How many times its usual duration a run may take before it alerts: a number, or none."""
+    if value is None:
+        return None
+    rule = _("a number from %(low)s to %(high)s (times the usual duration), or none") % {
+        "low": MIN_USUAL_FACTOR,
+        "high": f"{MAX_USUAL_FACTOR:g}",
+    }
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _refuse("alert.longer_than_usual", rule, value, "invalid_type")
+    if not (math.isfinite(value) and MIN_USUAL_FACTOR <= value <= MAX_USUAL_FACTOR):
+        raise _refuse("alert.longer_than_usual", rule, value)
+    return float(value)
 
 
 def check_destinations(value: Any) -> list[str]:

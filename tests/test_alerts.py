@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -27,12 +28,13 @@ from scheduling.declarations import JobDeclarationError
 from scheduling.fencing import Fence
 from scheduling.history import alerts
 from scheduling.history.housekeeping import prune
-from scheduling.models import Alert, AlertDelivery, Execution, Maintenance, ScheduledJob
+from scheduling.models import Alert, AlertAttempt, AlertDelivery, Execution, Maintenance, ScheduledJob
 from scheduling.placement import RunsIn
 from scheduling.policy import shown_destination
 from scheduling.runs.threads import ThreadTarget
 from scheduling.runtime.alert_watch import AlertWatch, deliver_due
 from scheduling.runtime.dispatch import Dispatcher
+from scheduling.schedules import format_local
 from scheduling.store import JobStore, policies_of
 from scheduling.sync import sync
 from tests.conftest import wait_for
@@ -268,6 +270,66 @@ def test_a_run_going_on_longer_than_its_limit_alerts_once(
     ended(dispatcher, "slow", 1)
 
 
+def test_a_run_going_on_k_times_longer_than_usual_alerts_once_the_job_has_a_usual_duration(
+    registry: dict, dispatcher: Dispatcher, tmp_path: Path
+) -> None:
+    release = tmp_path / "release"
+    alert = {"to": ["log"], "longer_than_usual": 3}
+    job(interval=30, id="etl", alert=alert, args=[str(release), 30])(jobs.wait_for_file)
+    sync(JobStore(), registry.values())
+
+    def succeeded(count: int, seconds: float) -> None:
+        now = timezone.now()
+        Execution.objects.bulk_create(
+            Execution(
+                job_id="etl",
+                status=Status.SUCCEEDED,
+                scheduled_at=now - timedelta(hours=count - number),
+                finished_at=now - timedelta(hours=count - number),
+                duration=seconds,
+            )
+            for number in range(count)
+        )
+
+    # 19 successes: no usual duration yet, so even a run going for ten minutes is not judged.
+    succeeded(alerts.USUAL_RUNS - 1, 10.0)
+    fire(registry, dispatcher, "etl")
+    run = wait_for(lambda: Execution.objects.filter(job_id="etl", status=Status.RUNNING).first())
+    alerts.look(timezone.now() + timedelta(minutes=10))
+    assert not raised("etl").exists()
+    # Twenty: the median (10 s: one slow outlier of 600 s among them changes nothing) times 3.
+    succeeded(1, 600.0)
+    alerts.look(timezone.now() + timedelta(seconds=29))
+    assert not raised("etl").exists()
+    alerts.look(timezone.now() + timedelta(seconds=31))
+    alerts.look(timezone.now() + timedelta(seconds=40))
+    [slow] = raised("etl")
+    assert (slow.rule, slow.execution_id) == (Rule.LONG_RUN, run.pk)
+    assert re.search(rf"run {run.pk} is still going after 3\d s, over 3 times its usual 10 s", slow.message)
+    assert "the median of its last 20 successes" in slow.message
+    release.touch()
+    ended(dispatcher, "etl", 1)
+
+
+def test_usual_durations_are_one_query_for_any_number_of_jobs() -> None:
+    now = timezone.now()
+    Execution.objects.bulk_create(
+        Execution(
+            job_id=f"job-{number % 3}",
+            status=Status.SUCCEEDED if number % 7 else Status.FAILED,
+            scheduled_at=now - timedelta(minutes=number),
+            finished_at=now - timedelta(minutes=number),
+            # Older successes are slow: were more than the newest 20 counted, the medians would be 1000.
+            duration=float(number % 3 + 1) if number < 60 else 1000.0,
+        )
+        for number in range(200)
+    )
+    with CaptureQueriesContext(connection) as queries:
+        usual = alerts.usual_durations({"job-0", "job-1", "job-2", "job-3"})
+    assert len(queries) == 1
+    assert usual == {"job-0": 1.0, "job-1": 2.0, "job-2": 3.0}  # job-3 has no success at all
+
+
 def test_a_failure_in_a_task_worker_alerts_from_the_worker(registry: dict, dispatcher: Dispatcher) -> None:
     job(interval=30, id="remote", runs_in="tasks", alert={"to": ["log"]})(jobs.fail)
     fire(registry, dispatcher, "remote")
@@ -336,6 +398,13 @@ def test_a_webhook_that_fails_is_tried_again_with_backoff_then_given_up() -> Non
             deliver_due()
         given_up = again.deliveries.get()
         assert (given_up.status, given_up.attempts) == (Delivery.FAILED, 8)
+    # Every attempt is on record, not only the last: when it was made and what stopped it.
+    log = list(delivery.attempt_log.values_list("number", "error"))
+    assert log == [(1, f"RuntimeError: {hook.url}/… answered 500 Internal Server Error"), (2, "")]
+    errors = list(given_up.attempt_log.values_list("number", "error"))
+    refused = f"RuntimeError: {hook.url}/… answered 503 Service Unavailable"
+    assert errors == [(number, refused) for number in range(1, 9)]
+    assert all(item.at is not None for item in given_up.attempt_log.all())
 
 
 def test_mail_admins_without_admins_is_a_failed_attempt_naming_the_setting() -> None:
@@ -380,6 +449,11 @@ def test_an_alert_option_is_checked_where_it_is_given(registry: dict, admin_clie
     url = "/scheduling/api/jobs/report/reschedule/"
     response = admin_client.post(url, {"alert": {"to": ["x"]}}, content_type="application/json")
     assert (response.status_code, response.json()["field"]) == (400, "alert.to[0]")
+    for factor in (1.2, 101, "3", True):
+        given = {"alert": {"to": ["log"], "longer_than_usual": factor}}
+        response = admin_client.post(url, given, content_type="application/json")
+        assert (response.status_code, response.json()["field"]) == (400, "alert.longer_than_usual"), factor
+        assert "from 1.5 to 100 (times the usual duration)" in response.json()["error"]
     alert = {"to": ["ops@example.com"], "on": ["failure", "missed"], "no_success_within": 7200}
     response = admin_client.post(url, {"alert": alert}, content_type="application/json")
     assert response.status_code == 200, response.content
@@ -408,11 +482,20 @@ def test_the_jobs_page_edits_its_alerts_and_shows_them_with_their_deliveries(
     data = {name: value for name, value in form.initial.items() if value is not None and name != "alert"}
     data.update(kind="interval", every=30, unit="seconds", coalesce="on", calendars=[])
     data.update(alerts="own", alert_to="log\nops@example.com", alert_on=["failure"], alert_after_failures=2)
+    data.update(alert_longer_than_usual="1.2")
+    errors = admin_client.post(page, data).context["adminform"].form.errors
+    assert "a number from 1.5 to 100" in errors["alert_longer_than_usual"][0]
+    data.update(alert_longer_than_usual="2.5")
     response = admin_client.post(page, data)
     assert response.status_code == 302, response.context["adminform"].form.errors
     stored = policies_of(["report"])["report"].alert
     assert stored is not None
-    assert (stored.to, stored.after_failures) == (("log", "ops@example.com"), 2)
+    assert (stored.to, stored.after_failures, stored.longer_than_usual) == (
+        ("log", "ops@example.com"),
+        2,
+        2.5,
+    )
+    assert admin_client.get(page).context["adminform"].form.initial["alert_longer_than_usual"] == 2.5
     data.update(alerts="own", alert_to="")
     errors = admin_client.post(page, data).context["adminform"].form.errors
     assert errors["alert_to"] == ["Give at least one destination, or choose 'none'."]
@@ -428,11 +511,17 @@ def test_the_jobs_page_edits_its_alerts_and_shows_them_with_their_deliveries(
     AlertDelivery.objects.filter(destination="log").update(status=Delivery.SENT, attempts=1)
     first = AlertDelivery.objects.filter(destination="ops@example.com").order_by("pk")[0]
     AlertDelivery.objects.filter(pk=first.pk).update(attempts=2, last_error="SMTPConnectError: <refused>")
+    at = timezone.now()
+    for delivery in AlertDelivery.objects.all():
+        AlertAttempt.objects.create(delivery=delivery, number=1, at=at, error="SMTPConnectError: <refused>")
+        AlertAttempt.objects.create(delivery=delivery, number=2, at=at)
     with CaptureQueriesContext(connection) as three:
         shown = admin_client.get(page).content.decode()
-    assert len(three) == len(one)  # the alerts and their deliveries: two queries, however many
+    assert len(three) == len(one)  # alerts, deliveries, attempts: three queries, however many
     assert shown.count("log: Sent") == 3
     assert "ops@example.com: Waiting to be sent (2 attempts, SMTPConnectError: &lt;refused&gt;)" in shown
+    tried = format_local(at)
+    assert shown.count(f"<li>{tried}: SMTPConnectError: &lt;refused&gt;</li><li>{tried}: sent</li>") == 6
     assert "ops@example.com: Not sent: too soon after the last one (rate limit)" in shown
 
 
@@ -445,9 +534,11 @@ def test_pruning_deletes_old_alerts_with_their_deliveries_but_keeps_an_open_one(
     month_ago = timezone.now() - timedelta(days=31)
     Alert.objects.filter(pk__in=[old.pk, still_open.pk]).update(raised_at=month_ago)
     Alert.objects.filter(pk=still_open.pk).update(open=True)
+    AlertAttempt.objects.create(delivery=old.deliveries.get(), number=1, at=month_ago, error="refused")
     prune()
     assert set(Alert.objects.values_list("pk", flat=True)) == {still_open.pk, recent.pk}
     assert not AlertDelivery.objects.filter(alert_id=old.pk).exists()
+    assert not AlertAttempt.objects.exists()
 
 
 # Found by review: each a case that went wrong before its fix

@@ -147,6 +147,21 @@ def test_the_outcome_writer_batches_outcomes_from_many_threads_and_writes_all_be
     assert Execution.objects.filter(status="succeeded").count() == 50
 
 
+def test_a_run_that_ends_after_the_writer_stopped_writes_its_own_outcome_and_is_not_left_waiting() -> None:
+    # A run still going past the shutdown timeout ends once the writer's thread is gone: waiting
+    # for that thread would hold the job's thread forever, and so the process's exit.
+    outcomes = OutcomeWriter()
+    recorder = Recorder(outcomes=outcomes)
+    now = timezone.now()
+    [row] = recorder.insert([recorder.running_row("late", now)])
+    outcomes.stop()
+    finisher = threading.Thread(target=recorder.finish, args=(row, Outcome("succeeded", now, now, 0.1), True))
+    finisher.start()
+    finisher.join(30)
+    assert not finisher.is_alive()
+    assert Execution.objects.get(pk=row.pk).status == "succeeded"
+
+
 def test_a_signal_receiver_finds_the_outcome_on_disk(registry: dict, executor: ThreadTarget) -> None:
     outcomes = OutcomeWriter()
     executor.recorder = Recorder(outcomes=outcomes)

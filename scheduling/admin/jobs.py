@@ -235,8 +235,11 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("alerts"))
     def recent_alerts(self, obj: Any) -> SafeString | str:
-        """The job's last alerts and each delivery's fate (two queries, on the job's page only)."""
-        alerts = list(Alert.objects.filter(job_id=obj.id).prefetch_related("deliveries")[:RECENT_ALERTS])
+        """The job's last alerts, each delivery's fate and every attempt at it (three queries, on the
+        job's page only)."""
+        alerts = list(
+            Alert.objects.filter(job_id=obj.id).prefetch_related("deliveries__attempt_log")[:RECENT_ALERTS]
+        )
         if not alerts:
             return str(_("none raised"))
         rows = format_html_join(
@@ -248,7 +251,9 @@ class JobAdmin(admin.ModelAdmin):
                     alert.get_rule_display(),
                     alert.message,
                     format_html_join(
-                        mark_safe("<br>"), "{}", ((delivery_text(item),) for item in alert.deliveries.all())
+                        "",
+                        "<div>{}{}</div>",
+                        ((delivery_text(item), attempts_list(item)) for item in alert.deliveries.all()),
                     ),
                 )
                 for alert in alerts
@@ -320,7 +325,8 @@ class JobAdmin(admin.ModelAdmin):
                     "alerts",
                     "alert_to",
                     "alert_on",
-                    ("alert_after_failures", "alert_longer_than", "alert_no_success_within"),
+                    ("alert_after_failures", "alert_no_success_within"),
+                    ("alert_longer_than", "alert_longer_than_usual"),
                     "coalesce",
                     "misfire_grace_time",
                     "timeout",
@@ -727,6 +733,21 @@ def _job_state(obj: Any) -> dict[str, Any]:
 
 def attempts_text(attempts: int) -> str:
     return ngettext("%(count)d attempt", "%(count)d attempts", attempts) % {"count": attempts}
+
+
+def attempts_list(delivery: AlertDelivery) -> SafeString:
+    """Every try at a delivery, in order: when, and what stopped it (nothing: it was sent)."""
+    tries = delivery.attempt_log.all()
+    if not tries:
+        return mark_safe("")
+    return format_html(
+        '<ul class="scheduling-attempts">{}</ul>',
+        format_html_join(
+            "",
+            "<li>{}: {}</li>",
+            ((format_local(item.at), item.error or _("sent")) for item in tries),
+        ),
+    )
 
 
 def delivery_text(delivery: AlertDelivery) -> SafeString:

@@ -5,7 +5,8 @@ Causes, by the job's alert policy (``scheduling.policy.AlertPolicy``, or SCHEDUL
 - a run whose last attempt failed or timed out (after ``after_failures`` in a row), a missed fire,
   a fire skipped because a run was still going or its lock was held — raised by receivers of the
   scheduling signals, in the process that records it;
-- a run still going after ``longer_than`` seconds, a job without a success for
+- a run still going after ``longer_than`` seconds or ``longer_than_usual`` times the median of
+  its job's last 20 successes (at least 5 s), a job without a success for
   ``no_success_within`` seconds, and the first success after a failure or a silence (*recovered*)
   — found by the leading scheduler's periodic look (:func:`look`).
 
@@ -26,10 +27,12 @@ from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from statistics import median
 from typing import Any
 
 from django.db import DatabaseError, IntegrityError, router, transaction
-from django.db.models import Exists, Max, OuterRef, Q, Subquery
+from django.db.models import Exists, F, Max, OuterRef, Q, Subquery, Window
+from django.db.models.functions import RowNumber
 from django.utils import timezone
 from django_apscheduler.models import DjangoJob
 
@@ -43,6 +46,8 @@ logger = logging.getLogger(__name__)
 Rule = Alert.Rule
 FAILED = (Execution.Status.FAILED, Execution.Status.TIMED_OUT)
 ENDED = (Execution.Status.SUCCEEDED, *FAILED)  # the runs a streak of failures is counted over
+USUAL_RUNS = 20  # the successes a job's usual duration is the median of
+SHORTEST_LONG_RUN = 5.0  # seconds: "k times usual" never calls a run this short long
 
 
 def alert_policy(policy: RunPolicy) -> AlertPolicy | None:
@@ -304,7 +309,11 @@ def _recoveries() -> None:
 def _long_runs_and_silences(now: datetime) -> None:
     scheduled = set(DjangoJob.objects.filter(next_run_time__isnull=False).values_list("id", flat=True))
     found = policies(scheduled)
-    long_runs = {job_id: policy for job_id, policy in found.items() if policy.longer_than is not None}
+    long_runs = {
+        job_id: policy
+        for job_id, policy in found.items()
+        if policy.longer_than is not None or policy.longer_than_usual is not None
+    }
     silent = {job_id: policy for job_id, policy in found.items() if policy.no_success_within is not None}
     if long_runs:
         _long_runs(long_runs, now)
@@ -313,22 +322,61 @@ def _long_runs_and_silences(now: datetime) -> None:
 
 
 def _long_runs(found: dict[str, AlertPolicy], now: datetime) -> None:
-    shortest = min(policy.longer_than or 0 for policy in found.values())
-    going = Execution.objects.filter(
-        job_id__in=list(found), started_at__lte=now - timedelta(seconds=shortest)
-    ).running()
-    slow = [
-        (pk, job_id, started_at)
-        for pk, job_id, started_at in going.values_list("pk", "job_id", "started_at")
-        if started_at is not None and (now - started_at).total_seconds() >= (found[job_id].longer_than or 0)
-    ]
+    """Runs going longer than their job's limit in seconds, or than k times its usual duration."""
+    shortest = min(
+        policy.longer_than if policy.longer_than is not None else SHORTEST_LONG_RUN
+        for policy in found.values()
+    )
+    going = list(
+        Execution.objects.filter(job_id__in=list(found), started_at__lte=now - timedelta(seconds=shortest))
+        .running()
+        .values_list("pk", "job_id", "started_at")
+    )
+    relative = {job_id for _, job_id, _ in going if found[job_id].longer_than_usual is not None}
+    usual = usual_durations(relative) if relative else {}
+    slow = []
+    for pk, job_id, started_at in going:
+        if started_at is None:
+            continue
+        policy, elapsed = found[job_id], (now - started_at).total_seconds()
+        if policy.longer_than is not None and elapsed >= policy.longer_than:
+            slow.append((pk, job_id, f"still going after {policy.longer_than} s"))
+        elif policy.longer_than_usual is not None and job_id in usual:
+            typical, factor = usual[job_id], policy.longer_than_usual
+            if elapsed >= max(factor * typical, SHORTEST_LONG_RUN):
+                why = (
+                    f"still going after {elapsed:.0f} s, over {factor:g} times its usual {typical:.3g} s "
+                    f"(the median of its last {USUAL_RUNS} successes)"
+                )
+                slow.append((pk, job_id, why))
     raised = _raised({f"long_run:{pk}" for pk, _, _ in slow})
-    for pk, job_id, started_at in slow:
+    starts = {pk: started_at for pk, _, started_at in going}
+    for pk, job_id, why in slow:
         if f"long_run:{pk}" in raised:
             continue
-        limit = found[job_id].longer_than
-        message = f"Job {job_id}: run {pk} is still going after {limit} s (started {started_at:%H:%M:%S %Z})"
+        message = f"Job {job_id}: run {pk} is {why} (started {starts[pk]:%H:%M:%S %Z})"
         raise_alert(job_id, Rule.LONG_RUN, f"long_run:{pk}", message, found[job_id], pk)
+
+
+def usual_durations(job_ids: Collection[str]) -> dict[str, float]:
+    """Each job's usual duration: the median of its last USUAL_RUNS successes, in one query.
+
+    A job with fewer successes than that has no usual duration yet, so a new job is not judged
+    on its first, perhaps unusual, runs.
+    """
+    ranked = (
+        Execution.objects.filter(
+            job_id__in=list(job_ids), status=Execution.Status.SUCCEEDED, duration__isnull=False
+        )
+        .annotate(rank=Window(RowNumber(), partition_by=[F("job_id")], order_by=F("finished_at").desc()))
+        .filter(rank__lte=USUAL_RUNS)
+        .values_list("job_id", "duration")
+    )
+    durations: dict[str, list[float]] = {}
+    for job_id, duration in ranked:
+        if duration is not None:  # the filter's promise, said to the type checker
+            durations.setdefault(job_id, []).append(duration)
+    return {job_id: median(values) for job_id, values in durations.items() if len(values) == USUAL_RUNS}
 
 
 def _silences(found: dict[str, AlertPolicy], now: datetime) -> None:

@@ -138,19 +138,31 @@ class OutcomeWriter:
         # Outcomes whose write failed past finish_all's own retries (a long outage): written
         # with the next batch, or on their own every RETRY_INTERVAL, for as long as the process lives.
         self._pending: list[_Finished] = []
+        # Set by stop: a run that ends after it (one still going past the shutdown timeout)
+        # writes its own outcome, for no thread is left to write it or to wake a run waiting.
+        self._closed = False
+        self._closing = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="scheduling-history", daemon=True)
         self._thread.start()
 
     def finish(self, execution: Execution, outcome: Outcome, wait: bool = False) -> None:
         """Queue a run's outcome; with ``wait``, return once it is on disk (or given up for now)."""
         written = threading.Event() if wait else None
-        self._queue.put(_Finished(execution, outcome, written))
+        with self._closing:
+            queued = not self._closed
+            if queued:
+                self._queue.put(_Finished(execution, outcome, written))
+        if not queued:
+            finish_all([(execution, outcome)])
+            return
         if written is not None:
             written.wait()
 
     def stop(self) -> None:
         """Write what is queued, then end the thread."""
-        self._queue.put(None)
+        with self._closing:
+            self._closed = True
+            self._queue.put(None)
         self._thread.join()
 
     @property

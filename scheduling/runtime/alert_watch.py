@@ -5,7 +5,7 @@ server or webhook cannot delay a run.
 Only while its scheduler leads does it look and send: one process does it per database. It
 looks every SCHEDULING_HEARTBEAT_INTERVAL (silences and long runs once a minute), and at once
 when this process queued a delivery. A delivery that fails is tried again with backoff (30 s,
-doubling, up to an hour) and given up after MAX_ATTEMPTS, each attempt's error recorded.
+doubling, up to an hour) and given up after MAX_ATTEMPTS; every attempt is recorded (AlertAttempt).
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 
-from django.db import DatabaseError, connections
+from django.db import DatabaseError, connections, router, transaction
 from django.utils import timezone
 
 from scheduling.conf import settings
 from scheduling.fencing import Fence
 from scheduling.history import alerts
-from scheduling.models import AlertDelivery
+from scheduling.models import AlertAttempt, AlertDelivery
 from scheduling.policy import shown_destination
 from scheduling.runtime import alert_channels
 
@@ -33,6 +33,7 @@ FIRST_BACKOFF = 30.0
 MAX_BACKOFF = 3600.0
 SILENCE_LOOK_INTERVAL = 60.0
 DELIVERIES_PER_LOOK = 50
+MAX_ERROR = 2000  # characters of a failed attempt's error kept
 CLAIM_SECONDS = 300.0  # a delivery claimed by a sender that died is sent again after this
 
 
@@ -110,12 +111,12 @@ def deliver_due(fence: Fence | None = None) -> int:
         except Exception as exc:
             _failed(delivery, f"{type(exc).__name__}: {exc}")
             continue
-        AlertDelivery.objects.filter(pk=delivery.pk).update(
-            status=AlertDelivery.Status.SENT,
-            attempts=delivery.attempts + 1,
-            sent_at=timezone.now(),
-            last_error="",
-        )
+        now = timezone.now()
+        with transaction.atomic(using=router.db_for_write(AlertDelivery)):
+            AlertDelivery.objects.filter(pk=delivery.pk).update(
+                status=AlertDelivery.Status.SENT, attempts=delivery.attempts + 1, sent_at=now, last_error=""
+            )
+            AlertAttempt.objects.create(delivery=delivery, number=delivery.attempts + 1, at=now)
         sent += 1
     return sent
 
@@ -151,4 +152,10 @@ def _failed(delivery: AlertDelivery, error: str) -> None:
             wait,
         )
         changes = {"next_attempt_at": timezone.now() + timedelta(seconds=wait)}
-    AlertDelivery.objects.filter(pk=delivery.pk).update(attempts=attempts, last_error=error[:2000], **changes)
+    with transaction.atomic(using=router.db_for_write(AlertDelivery)):
+        AlertDelivery.objects.filter(pk=delivery.pk).update(
+            attempts=attempts, last_error=error[:MAX_ERROR], **changes
+        )
+        AlertAttempt.objects.create(
+            delivery=delivery, number=attempts, at=timezone.now(), error=error[:MAX_ERROR]
+        )
