@@ -16,7 +16,7 @@ from typing import Any
 import django
 import pytest
 import time_machine
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.db.models import QuerySet
 from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
@@ -651,3 +651,71 @@ def test_a_second_look_at_a_silent_job_tries_no_insert(registry: dict, dispatche
     with CaptureQueriesContext(connection) as second:
         alerts.look(later)
     assert not [query for query in second if query["sql"].lstrip().upper().startswith("INSERT")]
+
+
+def failed_runs(job_id: str, count: int) -> list[Execution]:
+    now = timezone.now()
+    return [
+        Execution.objects.create(
+            job_id=job_id,
+            scheduled_at=now - timedelta(minutes=number),
+            status=Status.FAILED,
+            finished_at=now,
+            exception=f"boom {number}",
+        )
+        for number in range(count)
+    ]
+
+
+def test_a_receiver_whose_database_fails_keeps_what_it_saw_for_the_next_look(
+    registry: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job(interval=30, id="sync", alert={"to": ["log"]})(jobs.fail)
+    sync(JobStore(), registry.values())
+    receiver = alerts.Receiver()
+    receiver.deferred = True
+    runs = failed_runs("sync", 3)
+    for run in runs:
+        receiver.failed("sync", run)
+    real = alerts._raise_for_run
+    calls = []
+
+    def second_fails(rule: str, execution: Execution, policy: alerts.AlertPolicy) -> None:
+        calls.append(execution.pk)
+        if len(calls) == 2:
+            raise DatabaseError("the connection dropped")
+        real(rule, execution, policy)
+
+    monkeypatch.setattr(alerts, "_raise_for_run", second_fails)
+    with pytest.raises(DatabaseError):
+        receiver.drain()
+    # The first was raised; the second and third wait, in order, for the next look.
+    assert [item.execution.pk for item in receiver.queue] == [runs[1].pk, runs[2].pk]
+    receiver.drain()
+    assert not receiver.queue
+    assert set(raised("sync").values_list("execution_id", flat=True)) == {run.pk for run in runs}
+
+
+def test_one_run_whose_alert_cannot_be_raised_holds_back_no_other(
+    registry: dict, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    job(interval=30, id="sync", alert={"to": ["log"]})(jobs.fail)
+    sync(JobStore(), registry.values())
+    receiver = alerts.Receiver()
+    receiver.deferred = True
+    runs = failed_runs("sync", 3)
+    for run in runs:
+        receiver.failed("sync", run)
+    real = alerts._raise_for_run
+
+    def first_breaks(rule: str, execution: Execution, policy: alerts.AlertPolicy) -> None:
+        if execution.pk == runs[0].pk:
+            raise ValueError("a row that cannot be described")
+        real(rule, execution, policy)
+
+    monkeypatch.setattr(alerts, "_raise_for_run", first_breaks)
+    with caplog.at_level(logging.ERROR, logger="scheduling.history.alerts"):
+        receiver.drain()
+    assert "Job sync: could not raise its alert" in caplog.text
+    assert set(raised("sync").values_list("execution_id", flat=True)) == {run.pk for run in runs[1:]}
+    assert not receiver.queue
