@@ -68,8 +68,15 @@ def tests(session: nox.Session, django: str, database: str, processes: bool) -> 
         require_reachable(session, url)
         env["DATABASE_URL"] = url
     install(session, django, database)
-    args = session.posargs or (["tests"] if processes else ["-m", "not processes and not browser", "tests"])
-    session.run("pytest", *args, env=env)
+    if session.posargs:
+        session.run("pytest", *session.posargs, env=env)
+        return
+    # The tests of one process run on two workers, each on a test database of its own; the
+    # multi-process and browser suites run after them, alone, as their deadlines assume a machine
+    # that is not busy with other tests.
+    session.run("pytest", "-n", "2", "-m", "not processes and not browser", "tests", env=env)
+    if processes:
+        session.run("pytest", "-m", "processes or browser", "tests", env=env)
 
 
 @nox.session(python="3.11")
