@@ -33,12 +33,10 @@ from scheduling.runtime.service import Runner
 from tests.conftest import wait_for
 from tests.support import jobs
 
-pytestmark = [
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(
-        connection.vendor != "postgresql", reason="LISTEN/NOTIFY is PostgreSQL's; other databases poll"
-    ),
-]
+pytestmark = pytest.mark.django_db(transaction=True)
+postgres_only = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="LISTEN/NOTIFY is PostgreSQL's; other databases poll"
+)
 
 
 @pytest.fixture
@@ -91,6 +89,7 @@ def one_off(job_id: str, due: Any) -> Job:
     return stored
 
 
+@postgres_only
 def test_a_write_to_each_table_is_heard_on_its_channel(listening, heard) -> None:
     listener = listening()
     wait_for(lambda: listener.pushed)
@@ -111,6 +110,7 @@ def test_a_write_to_each_table_is_heard_on_its_channel(listening, heard) -> None
     hear_all(heard, {JOBS})
 
 
+@postgres_only
 def test_a_terminated_listener_backend_falls_back_to_polling_and_comes_back(listening, heard) -> None:
     listener = listening()
     wait_for(lambda: listener.pushed)
@@ -141,6 +141,7 @@ class PoolerLike(ChangeListener):
         return payload
 
 
+@postgres_only
 def test_a_probe_that_never_comes_back_falls_back_to_polling_until_one_does(listening) -> None:
     listener = listening(PoolerLike, probe_timeout=0.5)
     wait_for(lambda: "did not come back" in listener.why_polled)
@@ -196,6 +197,7 @@ def statements() -> Iterator[StatementLog]:
     log.uninstall()
 
 
+@postgres_only
 def test_an_idle_pushed_leader_sends_no_polls_yet_obeys_changes_at_once(registry, statements) -> None:
     job(interval={"hours": 1}, id="hourly")(jobs.succeed)
     runner = Runner(threads=2)
@@ -217,6 +219,7 @@ def test_an_idle_pushed_leader_sends_no_polls_yet_obeys_changes_at_once(registry
         runner.stop(timeout=5)
 
 
+@postgres_only
 @pytest.mark.processes
 def test_a_runscheduler_polling_every_30_s_obeys_outside_changes_at_once(scheduler_process) -> None:
     # A poll every 30 s, and the deadlines below are seconds: only a notification explains a pick-up.
@@ -231,6 +234,7 @@ def test_a_runscheduler_polling_every_30_s_obeys_outside_changes_at_once(schedul
     wait_for(lambda: finished.filter(job_id="proc.hourly", origin="manual").exists(), timeout=5)
 
 
+@postgres_only
 @override_settings(SCHEDULING_LISTEN=False)
 def test_with_listening_off_changes_are_polled_and_the_status_says_why(registry) -> None:
     runner = Runner(threads=2)
@@ -240,5 +244,17 @@ def test_with_listening_off_changes_are_polled_and_the_status_says_why(registry)
         wait_for(lambda: runner.active)
         changes = SchedulerInstance.objects.get(pk=runner.instance.pk).changes
         assert changes == "polled every 0.5 s (SCHEDULING_LISTEN is off)"
+    finally:
+        runner.stop(timeout=5)
+
+
+@pytest.mark.skipif(connection.vendor == "postgresql", reason="PostgreSQL pushes changes: the tests above")
+def test_on_other_databases_changes_are_polled_and_the_status_says_why(registry) -> None:
+    runner = Runner(threads=2)
+    runner.start()
+    try:
+        assert runner.listener is None
+        changes = SchedulerInstance.objects.get(pk=runner.instance.pk).changes
+        assert changes == f"polled every 0.5 s ({connection.display_name} has no LISTEN/NOTIFY)"
     finally:
         runner.stop(timeout=5)
