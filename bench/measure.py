@@ -4,7 +4,9 @@ Statements are counted with an execute wrapper installed on every connection any
 (``connection_created``), so the scheduler's own threads are counted, not just the main one.
 Transactions do not go through cursors (Django begins them by switching autocommit off, and
 SQLite's ``BEGIN IMMEDIATE`` goes to the raw connection), so COMMIT and ROLLBACK are counted by
-wrapping the backend's methods; each stands for one BEGIN as well.
+wrapping the backend's methods; each stands for one BEGIN as well. The change listener's own
+connection (PostgreSQL) is not Django's: its statements (LISTEN, the probes) are counted by
+wrapping psycopg's ``Connection.execute``, which Django's cursors do not go through.
 """
 
 from __future__ import annotations
@@ -45,6 +47,21 @@ class SqlCounter:
         connection_created.connect(self._on_connection, weak=False)
         for name in ("commit", "rollback"):
             self._wrap_transaction_end(name)
+        self._wrap_raw_psycopg()
+
+    def _wrap_raw_psycopg(self) -> None:
+        try:
+            from psycopg import Connection
+        except ImportError:
+            return
+        original = Connection.execute
+        counter = self
+
+        def execute(connection: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+            counter._add(kind_of(query if isinstance(query, str) else query.as_string(connection)))
+            return original(connection, query, *args, **kwargs)
+
+        Connection.execute = execute  # type: ignore[method-assign,assignment]
 
     def snapshot(self) -> collections.Counter[str]:
         with self._lock:

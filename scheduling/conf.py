@@ -38,8 +38,15 @@ class Settings:
 
     @property
     def POLL_INTERVAL(self) -> float:
-        """Seconds between checks for changes made by other processes (one indexed query each)."""
+        """Seconds between checks for changes made by other processes (one indexed query each),
+        while they are not pushed (see ``LISTEN``)."""
         return float(getattr(django_settings, "SCHEDULING_POLL_INTERVAL", 0.5))
+
+    @property
+    def LISTEN(self) -> bool:
+        """On PostgreSQL, have changes pushed (LISTEN/NOTIFY) instead of polling for them; turn it
+        off behind a pooler in transaction mode (the scheduler detects that, but only after trying)."""
+        return bool(getattr(django_settings, "SCHEDULING_LISTEN", True))
 
     @property
     def HEARTBEAT_INTERVAL(self) -> float:

@@ -140,6 +140,15 @@ class SchedulerInstance(models.Model):
     process_started = models.BigIntegerField(
         _("process start time"), null=True, blank=True, help_text=_("Clock ticks since boot.")
     )
+    # How the scheduler learns of changes other processes make, as it last found out (see
+    # scheduling.runtime.notifications): shown in the status, so a site behind a pooler sees why.
+    changes = models.CharField(
+        _("changes"),
+        max_length=255,
+        blank=True,
+        default="",
+        help_text=_("Pushed by the database (LISTEN/NOTIFY), or polled, and why."),
+    )
 
     objects = SchedulerInstanceQuerySet.as_manager()
 

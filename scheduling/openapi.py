@@ -497,6 +497,7 @@ def _schemas() -> dict[str, Any]:
                 "last_beat",
                 "standbys",
                 "standby_reason",
+                "changes",
                 "jobs",
                 "last_hour",
                 "maintenance",
@@ -510,6 +511,11 @@ def _schemas() -> dict[str, Any]:
                 "standbys": {"type": "integer"},
                 "standby_reason": _nullable(
                     "string", description="Why a live scheduler could not start scheduling, if one could not."
+                ),
+                "changes": _nullable(
+                    "string",
+                    description="How the active scheduler learns of changes made elsewhere: "
+                    "'pushed (LISTEN/NOTIFY)', or 'polled every … s (why)'.",
                 ),
                 "jobs": _counts("scheduled", "paused", "broken"),
                 "last_hour": _counts("runs", "failures"),

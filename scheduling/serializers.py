@@ -90,6 +90,7 @@ def status_data(status: SchedulerStatus) -> dict[str, Any]:
         "last_beat": iso(instance.last_beat) if instance else None,
         "standbys": status.standbys,
         "standby_reason": status.standby_reason or None,
+        "changes": (instance.changes or None) if instance else None,
         "jobs": {"scheduled": status.scheduled, "paused": status.paused, "broken": status.broken},
         "last_hour": {"runs": status.runs_last_hour, "failures": status.failures_last_hour},
         "maintenance": maintenance_data(status.maintenance),

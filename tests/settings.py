@@ -11,6 +11,8 @@ from config.settings import *  # noqa: F403
 # Runner processes started by tests import the modules named here (comma-separated).
 SCHEDULING_MODULES = [name for name in os.environ.get("SCHEDULING_TEST_MODULES", "").split(",") if name]
 SCHEDULING_HEARTBEAT_INTERVAL = 1.0
+# A scheduler process a test starts may poll rarely, so that only pushed changes explain a pick-up.
+SCHEDULING_POLL_INTERVAL = float(os.environ.get("SCHEDULING_TEST_POLL_INTERVAL", "0.5"))
 # A process a test started and that hangs is told SIGUSR1 to print every thread's stack into its log.
 faulthandler.register(signal.SIGUSR1, all_threads=True)
 SCHEDULING_HEARTBEAT_TIMEOUT = 5.0

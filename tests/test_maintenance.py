@@ -14,7 +14,7 @@ import time_machine
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission, User
 from django.core.management import CommandError, call_command
-from django.db import connection
+from django.db import connection, transaction
 from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -193,10 +193,12 @@ def test_run_requests_are_refused_unless_forced_and_a_run_going_on_finishes(runn
     runner.start()
     control.run_now("long", requested_by="alice")
     wait_for(lambda: Execution.objects.filter(job_id="long", status="running").exists(), timeout=5)
-    # A request made before the pause, taken after it began: recorded skipped, not run.
-    RunRequest.objects.create(job_id="hourly", requested_by="carol")
-
-    control.start_maintenance("DB migration", "alice")
+    # A request made before the pause, taken after it began: recorded skipped, not run. One
+    # transaction, so the scheduler cannot take it before the pause (a notification on
+    # PostgreSQL has it taken within milliseconds).
+    with transaction.atomic():
+        RunRequest.objects.create(job_id="hourly", requested_by="carol")
+        control.start_maintenance("DB migration", "alice")
     with pytest.raises(control.MaintenanceError, match="paused for maintenance \\(DB migration\\), by alice"):
         control.run_now("hourly", requested_by="bob")
     forced = control.run_now("hourly", requested_by="bob", force=True)

@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.test import override_settings
 from django.utils import timezone
 from django_apscheduler.models import DjangoJob
 
@@ -210,6 +211,8 @@ def test_fires_missed_while_no_scheduler_ran_are_recorded_and_run_once(
     assert first_run.scheduled_at - last_missed.scheduled_at == timedelta(seconds=1)
 
 
+# The polling path; on PostgreSQL changes are pushed instead (tests/test_notifications.py).
+@override_settings(SCHEDULING_LISTEN=False)
 def test_an_idle_scheduler_polls_only_the_earliest_next_run_time(
     registry: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -5,6 +5,7 @@ hands due jobs to the dispatcher.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,7 +18,7 @@ from scheduling.conf import settings
 from scheduling.fencing import FenceLost
 from scheduling.runtime.dispatch import Dispatcher
 
-MAX_SLEEP = 3600.0  # seconds; the poll catches anything earlier
+MAX_SLEEP = 3600.0  # seconds; a poll or a notification catches anything earlier
 DISPATCH_BATCH = 1000  # jobs started per pass of the loop; more due ones go in the next pass
 
 
@@ -37,8 +38,11 @@ class Scheduler(BackgroundScheduler):
     Stock APScheduler sleeps until its own next wake-up, so a job added, resumed or rescheduled
     elsewhere waits until then (or is found late and dropped). Every ``poll_interval`` this loop
     asks the store for its earliest next run time (one indexed query) and wakes up early if it
-    moved earlier. Database errors anywhere in the loop are logged and retried with backoff; in
-    stock APScheduler an error in ``update_job`` ends the loop for good.
+    moved earlier — unless ``polls()`` says changes are pushed instead (see
+    scheduling.runtime.notifications), whose notifications call ``wakeup()``. ``on_tick`` runs at
+    least every ``housekeeping_interval`` seconds whatever the poll interval (the lease needs
+    renewing). Database errors anywhere in the loop are logged and retried with backoff; in stock
+    APScheduler an error in ``update_job`` ends the loop for good.
     """
 
     def __init__(
@@ -49,10 +53,15 @@ class Scheduler(BackgroundScheduler):
         may_dispatch: Callable[[], bool] | None = None,
         dispatcher: Dispatcher | None = None,
         on_fence_lost: Callable[[FenceLost], None] | None = None,
+        polls: Callable[[], bool] | None = None,
+        housekeeping_interval: float | None = None,
         **options: Any,
     ) -> None:
         super().__init__(**options)
         self.poll_interval = poll_interval
+        self.polls = polls or (lambda: True)
+        self.tick_interval = min(poll_interval, housekeeping_interval or poll_interval)
+        self._next_poll = 0.0  # monotonic
         self.on_tick = on_tick
         self.may_dispatch = may_dispatch or (lambda: True)
         self.dispatcher = dispatcher
@@ -70,11 +79,13 @@ class Scheduler(BackgroundScheduler):
         while self.state != STATE_STOPPED:
             if next_wakeup is not None:
                 # While the database is failing, wait out the backoff instead of polling it.
-                cap = MAX_SLEEP if failures else self.poll_interval
+                cap = MAX_SLEEP if failures else self.tick_interval
                 wait = min((next_wakeup - self._now()).total_seconds(), cap)
+                # Cleared only when it woke the loop: a wake-up that comes just after the wait
+                # timed out must not be lost, when no poll would catch what it announced.
                 if self._event.wait(max(wait, 0)):
+                    self._event.clear()
                     next_wakeup = None
-                self._event.clear()
                 if self.state == STATE_STOPPED:
                     break
             try:
@@ -146,8 +157,21 @@ class Scheduler(BackgroundScheduler):
     def _due(self, dispatcher: Dispatcher, next_wakeup: datetime | None) -> bool:
         if next_wakeup is None or self._now() >= next_wakeup:
             return True
+        if not self._poll_due():
+            return False
         earliest = dispatcher.store.get_next_run_time()
         return earliest is not None and earliest < next_wakeup
+
+    def _poll_due(self) -> bool:
+        if not self.polls():
+            return False
+        now = time.monotonic()
+        if now < self._next_poll:
+            return False
+        # Ticks come every tick_interval: a poll at the first tick of each poll_interval (at every
+        # tick when the two are equal, as by default).
+        self._next_poll = now + self.poll_interval - self.tick_interval
+        return True
 
     def _now(self) -> datetime:
         return datetime.now(self.timezone)

@@ -32,6 +32,7 @@ from scheduling.runtime.alert_watch import AlertWatch
 from scheduling.runtime.dispatch import Dispatcher
 from scheduling.runtime.leadership import Leadership
 from scheduling.runtime.loop import Scheduler, drop_broken_connections
+from scheduling.runtime.notifications import RUN_REQUESTS, ChangeListener, why_not_pushed
 from scheduling.runtime.startup import check_database, check_sqlite_machines
 from scheduling.store import JobStore, policies_of
 from scheduling.sync import SyncReport, sync, sync_calendars
@@ -56,12 +57,22 @@ class Runner:
         self._next_claim = 0.0
         self._activation_failures = 0
         self._leading = threading.Lock()
+        # Set by a notification of a run request (and wherever one may have been missed): while
+        # changes are pushed, the run requests are read only then.
+        self._requests_notified = threading.Event()
+        self.listener: ChangeListener | None = None
+        self._why_polled = ""
+        self._changes_shown = ""
 
     def start(self) -> None:
         check_database()
         check_sqlite_machines()
+        self._why_polled = why_not_pushed() or ""
+        if not self._why_polled:
+            self.listener = ChangeListener(self._changed)
+        self._changes_shown = self._changes()
         self.instance = SchedulerInstance.objects.create(
-            hostname=socket.gethostname(), pid=os.getpid(), **identity.fields()
+            hostname=socket.gethostname(), pid=os.getpid(), changes=self._changes_shown, **identity.fields()
         )
         self.leadership = Leadership(self.instance.pk)
         self._last_beat = time.monotonic()
@@ -79,12 +90,16 @@ class Runner:
             may_dispatch=self._holds_lease,
             dispatcher=self.dispatcher,
             on_fence_lost=self._fence_lost,
+            polls=lambda: not self._pushed(),
+            housekeeping_interval=settings.LEASE_RENEW_INTERVAL,
             jobstores={"default": store},
             timezone=timezone.get_default_timezone(),
             jobstore_retry_interval=settings.DATABASE_RETRY_MAX,
         )
         # Started paused: it schedules only while it holds the lease (see _lead).
         self.scheduler.start(paused=True)
+        if self.listener is not None:
+            self.listener.start()
         self.started = True
         logger.info("Scheduler %s started with %d declared job(s)", self.instance, len(declarations.registry))
         self._lead()
@@ -102,6 +117,8 @@ class Runner:
         if running:
             logger.info("Stopping: waiting up to %g s for %d running job(s)", timeout, running)
         self.scheduler.shutdown(wait=False)
+        if self.listener is not None:
+            self.listener.stop()
         self.thread_runs.shutdown(wait=False)  # no new runs; those going on may end
         finished = self._wait_holding_lease(timeout)
         self.processes.shutdown(wait=finished)
@@ -160,8 +177,46 @@ class Runner:
             return  # Runner.stop releases the lease and records the rest: nothing to lead any more
         self._lead()
         self._beat_if_due()
-        if self.active:
-            self._take_run_requests()
+        self._show_changes()
+        if self.active and self._run_requests_may_wait():
+            try:
+                self._take_run_requests()
+            except BaseException:
+                self._requests_notified.set()  # read them again at the next tick
+                raise
+
+    def _pushed(self) -> bool:
+        return self.listener is not None and self.listener.pushed
+
+    def _changed(self, channel: str) -> None:
+        """What the listener calls, from its thread, for each change notified."""
+        if channel == RUN_REQUESTS:
+            self._requests_notified.set()
+        # A job stored, a retry set, the pause changed: the loop looks for due jobs at once
+        # (and a run request is taken at that tick).
+        self.scheduler.wakeup()
+
+    def _run_requests_may_wait(self) -> bool:
+        """Read the run requests at every tick while changes are polled; when told, while pushed."""
+        if not self._pushed():
+            return True
+        if not self._requests_notified.is_set():
+            return False
+        self._requests_notified.clear()
+        return True
+
+    def _changes(self) -> str:
+        if self._pushed():
+            return "pushed (LISTEN/NOTIFY)"
+        why = self.listener.why_polled if self.listener is not None else self._why_polled
+        return f"polled every {self.poll_interval:g} s ({why})"
+
+    def _show_changes(self) -> None:
+        """Write how changes are seen into this scheduler's row when that changed (rarely)."""
+        changes = self._changes()
+        if changes != self._changes_shown:
+            SchedulerInstance.objects.filter(pk=self.instance.pk).update(changes=changes)
+            self._changes_shown = changes
 
     def _lead(self) -> None:
         """Schedule while holding the lease; stand by otherwise."""
@@ -203,6 +258,7 @@ class Runner:
         )
         self.active = True
         self._activation_failures = 0
+        self._requests_notified.set()  # made while this scheduler stood by, and not read since
         self.scheduler.resume()
         logger.info(
             "Scheduler %s holds the lease (epoch %d): it schedules and runs jobs",
@@ -240,6 +296,8 @@ class Runner:
 
     def _take_run_requests(self) -> None:
         requests = list(RunRequest.objects.all()[:RUN_REQUESTS_PER_TICK])
+        if len(requests) == RUN_REQUESTS_PER_TICK:
+            self._requests_notified.set()  # more may wait: read again at the next tick
         # Read only when there are requests: an idle tick costs no statement for it.
         pause = maintenance_in_force() if requests else None
         policies = policies_of({request.job_id for request in requests}) if requests else {}

@@ -358,6 +358,8 @@ class Command(BaseCommand):
                 f"{format_local(instance.started_at)}, last heartbeat {format_local(instance.last_beat)}; "
                 f"{status.standbys} standby(s)."
             )
+            if instance.changes:
+                text += f"\nChanges made elsewhere: {instance.changes}."
         else:
             text = f"No scheduler is running ({status.standbys} standby(s))."
         if status.standby_reason:
