@@ -143,7 +143,9 @@ def test_the_old_task_path_names_the_task_the_scheduler_enqueues() -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_task_the_old_code_enqueued_runs_on_a_worker_of_today(old_rows: None, old_declarations: dict) -> None:
+def test_a_task_the_old_code_enqueued_runs_on_a_worker_of_today(
+    old_rows: None, old_declarations: dict
+) -> None:
     pytest.importorskip("django_tasks_db")
     from django_tasks_db.models import DBTaskResult
 
