@@ -667,9 +667,8 @@ def failed_runs(job_id: str, count: int) -> list[Execution]:
     ]
 
 
-def test_a_receiver_whose_database_fails_keeps_what_it_saw_for_the_next_look(
-    registry: dict, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def receiver_that_saw_failures(registry: dict) -> tuple[alerts.Receiver, list[Execution]]:
+    """A receiver as a scheduler's (deferred) that was told of three failed runs of job sync."""
     job(interval=30, id="sync", alert={"to": ["log"]})(jobs.fail)
     sync(JobStore(), registry.values())
     receiver = alerts.Receiver()
@@ -677,6 +676,13 @@ def test_a_receiver_whose_database_fails_keeps_what_it_saw_for_the_next_look(
     runs = failed_runs("sync", 3)
     for run in runs:
         receiver.failed("sync", run)
+    return receiver, runs
+
+
+def test_a_receiver_whose_database_fails_keeps_what_it_saw_for_the_next_look(
+    registry: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    receiver, runs = receiver_that_saw_failures(registry)
     real = alerts._raise_for_run
     calls = []
 
@@ -699,13 +705,7 @@ def test_a_receiver_whose_database_fails_keeps_what_it_saw_for_the_next_look(
 def test_one_run_whose_alert_cannot_be_raised_holds_back_no_other(
     registry: dict, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    job(interval=30, id="sync", alert={"to": ["log"]})(jobs.fail)
-    sync(JobStore(), registry.values())
-    receiver = alerts.Receiver()
-    receiver.deferred = True
-    runs = failed_runs("sync", 3)
-    for run in runs:
-        receiver.failed("sync", run)
+    receiver, runs = receiver_that_saw_failures(registry)
     real = alerts._raise_for_run
 
     def first_breaks(rule: str, execution: Execution, policy: alerts.AlertPolicy) -> None:
