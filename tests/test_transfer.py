@@ -270,6 +270,13 @@ def test_a_malformed_file_a_missing_file_and_an_unknown_user_are_refused(site: U
         run("import", write(tmp_path, export()), "--user", "mallory")
     with pytest.raises(CommandError, match=r"jobs\[0\] must be an object"):
         run("import", write(tmp_path, {"version": 1, "jobs": ["nightly"]}), "--user", "alice")
+    with pytest.raises(CommandError, match=r"jobs\[0\]: options must be an object, not \['timeout'\]"):
+        run(
+            "import",
+            write(tmp_path, {"version": 1, "jobs": [{"id": "x", "options": ["timeout"]}]}),
+            "--user",
+            "alice",
+        )
 
 
 def test_a_yaml_file_is_imported_like_json(site: User, tmp_path: Path) -> None:

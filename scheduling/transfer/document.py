@@ -29,6 +29,28 @@ JOB_FIELDS = {
     "options",
     "error",
 }
+# The JSON type of each field that has one; what its value may be is the validator's.
+FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "name": str,
+    "function": str,
+    "declared": bool,
+    "source": str,
+    "overridden": bool,
+    "paused": bool,
+    "schedule": dict,
+    "args": list,
+    "kwargs": dict,
+    "options": dict,
+    "error": str,
+    "description": str,
+    "timezone": str,
+    "weekdays_only": bool,
+    "periods": list,
+    "day": (str, type(None)),
+    "start": (str, type(None)),
+    "end": (str, type(None)),
+    "label": str,
+}
 CALENDAR_FIELDS = {"name", "description", "timezone", "weekdays_only", "source", "periods"}
 PERIOD_FIELDS = {"day", "start", "end", "label"}
 
@@ -90,10 +112,7 @@ def check(document: Any, name: str) -> None:
                     _("%(place)s: %(value)r is in the file twice") % {"place": place, "value": item[required]}
                 )
             seen.add(item[required])
-            periods = item.get("periods", [])
-            if not isinstance(periods, list):
-                raise DocumentError(_("%(place)s: periods must be a list") % {"place": place})
-            for period_index, period in enumerate(periods):
+            for period_index, period in enumerate(item.get("periods", [])):
                 _check_object(period, PERIOD_FIELDS, f"{place}.periods[{period_index}]")
 
 
@@ -105,6 +124,18 @@ def _check_object(value: Any, known: set[str], place: str) -> None:
             _("%(place)s: unknown field %(fields)s; known: %(known)s")
             % {"place": place, "fields": ", ".join(map(repr, unknown)), "known": ", ".join(sorted(known))}
         )
+    for field, kind in FIELD_TYPES.items():
+        if field in value and not isinstance(value[field], kind):
+            raise DocumentError(
+                _("%(place)s: %(field)s must be %(kind)s, not %(value)r")
+                % {"place": place, "field": field, "kind": _type_name(kind), "value": value[field]}
+            )
+
+
+def _type_name(kind: type | tuple[type, ...]) -> str:
+    if isinstance(kind, tuple):  # the dates of a period: ISO 8601 text, or null
+        return _("text or null")
+    return {str: _("text"), bool: _("true or false"), dict: _("an object"), list: _("a list")}[kind]
 
 
 def _yaml() -> Any:

@@ -9,6 +9,8 @@ import would refuse.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,19 +44,23 @@ class Change:
     detail: str = ""
 
     def line(self) -> str:
-        words = {
-            "added": _("added"),
-            "changed": _("changed"),
-            "replaced": _("replaced"),
-            "paused": _("paused"),
-            "resumed": _("resumed"),
-            "removed": _("removed"),
-            "skipped": _("skipped"),
-            "kept": _("kept"),
-        }
         what = _("job") if self.what == "job" else _("calendar")
-        line = f"{words[self.kind]:<9} {what} {self.name}"
+        line = f"{kind_word(self.kind):<9} {what} {self.name}"
         return f"{line}: {self.detail}" if self.detail else line
+
+
+def kind_word(kind: str) -> str:
+    """The word for a kind of change, in the active language."""
+    return {
+        "added": _("added"),
+        "changed": _("changed"),
+        "replaced": _("replaced"),
+        "paused": _("paused"),
+        "resumed": _("resumed"),
+        "removed": _("removed"),
+        "skipped": _("skipped"),
+        "kept": _("kept"),
+    }[kind]
 
 
 def import_document(
@@ -298,20 +304,10 @@ def _period(period: dict[str, Any]) -> dict[str, Any]:
     return parsed
 
 
-class _refusing:
+@contextmanager
+def _refusing(what: str) -> Iterator[None]:
     """Errors of the control layer, as an ImportRefusedError naming what was being applied."""
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, _traceback: Any
-    ) -> None:
-        if isinstance(
-            error,
-            ScheduleError | control.UnknownJobError | control.JobLoadError | control.OldHistoryError,
-        ):
-            raise ImportRefusedError(f"{self.what}: {error}") from error
+    try:
+        yield
+    except (ScheduleError, control.UnknownJobError, control.JobLoadError, control.OldHistoryError) as error:
+        raise ImportRefusedError(f"{what}: {error}") from error

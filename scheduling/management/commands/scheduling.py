@@ -39,7 +39,7 @@ from scheduling.schedules import ScheduleError, format_local
 from scheduling.serializers import calendar_data, iso, job_data, maintenance_data, run_data, status_data
 from scheduling.transfer import document
 from scheduling.transfer.export import export_document
-from scheduling.transfer.importer import Change, ImportRefusedError, import_document
+from scheduling.transfer.importer import Change, ImportRefusedError, import_document, kind_word
 
 MAX_RUNS = 100
 MAX_PREVIEW = 1000
@@ -492,7 +492,11 @@ def _user(username: str) -> Any:
 def _import_summary(changes: list[Change], dry_run: bool, username: str) -> str:
     """ "2 added, 1 changed, 1 paused, 0 resumed, 0 removed, 1 skipped": counts in a fixed order."""
     kinds = ("added", "changed", "replaced", "paused", "resumed", "removed", "skipped")
-    counts = ", ".join(f"{sum(change.kind == kind for change in changes)} {kind}" for kind in kinds)
+    counts = ", ".join(
+        _("%(count)s %(kind)s")
+        % {"count": sum(change.kind == kind for change in changes), "kind": kind_word(kind)}
+        for kind in kinds
+    )
     if dry_run:
         return _("Dry run: %(counts)s; nothing was written.") % {"counts": counts}
     return _("Imported as %(user)s: %(counts)s.") % {"user": username, "counts": counts}
