@@ -295,3 +295,15 @@ def test_a_calendar_in_use_is_not_pruned(site: User, tmp_path: Path) -> None:
     with pytest.raises(CommandError, match="calendar 'Freeze' is not deleted: weekly-report name it"):
         run("import", write(tmp_path, data), "--user", "alice", "--prune")
     assert control.calendar_names() == ["Closing days", "Freeze"]
+
+
+def test_a_job_that_cannot_be_loaded_is_exported_flagged_and_skipped(site: User, tmp_path: Path) -> None:
+    DjangoJob.objects.create(id="garbled", next_run_time=None, job_state=b"not a pickle")
+    entry = jobs_of(export())["garbled"]
+    assert entry["declared"] is False
+    assert "error" in entry
+    data = {"version": 1, "jobs": [entry]}
+    empty_the_database()
+    _, err = run("import", write(tmp_path, data), "--user", "alice")
+    assert err.startswith("skipped   job garbled: it could not be read where it was exported (")
+    assert not DjangoJob.objects.exists()

@@ -1,8 +1,9 @@
 """Operate the scheduler from a shell or a script: list, show, run, pause, resume, status, prune,
 preview, maintenance, calendars, export, import.
 
-Like the admin, it only writes intent; the running scheduler acts on it. Every subcommand takes
-``--json`` for scripts; an unknown job id exits with status 1 and says so.
+Like the admin, it only writes intent; the running scheduler acts on it. Every subcommand but
+export and import (whose file is JSON already) takes ``--json`` for scripts; an unknown job id
+exits with status 1 and says so.
 """
 
 from __future__ import annotations
