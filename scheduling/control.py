@@ -24,6 +24,7 @@ from scheduling.conf import settings
 from scheduling.models import (
     UNFINISHED,
     Calendar,
+    CalendarPeriod,
     Execution,
     Maintenance,
     RunRequest,
@@ -407,3 +408,78 @@ def check_calendars(names: Iterable[str]) -> None:
             _("calendars: there is no calendar named %(names)s (declare it in code or add it in the admin)")
             % {"names": ", ".join(f'"{name}"' for name in unknown)},
         )
+
+
+def save_calendar(
+    name: str,
+    *,
+    description: str = "",
+    timezone_name: str = "",
+    weekdays_only: bool = False,
+    source: str = Calendar.Source.ADMIN,
+    periods: Iterable[dict[str, Any]] = (),
+) -> Calendar:
+    """Create or replace a calendar and its excluded periods (each a dict of day, or start and
+    end, with an optional label), checked by the same rules as ``scheduling.calendar()``."""
+    name = validation.calendar_name("name", name)
+    description = validation.text("description", description)
+    zone = calendars.check_zone(timezone_name)
+    weekdays_only = validation.flag("weekdays_only", weekdays_only)
+    if source not in Calendar.Source.values:
+        raise validation.InputError(
+            "source",
+            "invalid_choice",
+            _("source must be one of %(known)s, not %(value)s")
+            % {"known": ", ".join(Calendar.Source.values), "value": validation.shown(source)},
+        )
+    periods = list(periods)
+    if len(periods) > calendars.MAX_PERIODS:
+        raise validation.InputError(
+            "periods",
+            "out_of_range",
+            _("periods: at most %(max)s per calendar, not %(count)s")
+            % {"max": calendars.MAX_PERIODS, "count": len(periods)},
+        )
+    checked = [
+        calendars.Period(
+            validation.text("label", period.get("label", ""), calendars.MAX_LABEL_LENGTH).strip(),
+            *validation.calendar_period(period.get("day"), period.get("start"), period.get("end"), zone),
+        )
+        for period in periods
+    ]
+    with transaction.atomic(using=router.db_for_write(Calendar)):
+        row, _created = Calendar.objects.update_or_create(
+            name=name,
+            defaults={
+                "description": description,
+                "timezone": timezone_name or "",
+                "weekdays_only": weekdays_only,
+                "source": source,
+            },
+        )
+        row.periods.all().delete()
+        CalendarPeriod.objects.bulk_create(
+            CalendarPeriod(calendar=row, label=item.label, day=item.day, start=item.start, end=item.end)
+            for item in checked
+        )
+    return row
+
+
+def delete_calendar(name: str) -> None:
+    """Remove a calendar made outside the code; refused while a job names it (InputError)."""
+    if users := _jobs_naming(name):
+        raise validation.InputError(
+            "calendars",
+            "calendar_in_use",
+            _("calendar %(name)s is not deleted: %(jobs)s name it")
+            % {"name": validation.shown(name), "jobs": ", ".join(users)},
+        )
+    Calendar.objects.filter(name=name).delete()
+
+
+def _jobs_naming(name: str) -> list[str]:
+    # Read in Python: the policy is a JSON column, and JSON lookups differ on each database.
+    stored = ScheduledJob.objects.filter(id__in=DjangoJob.objects.values("id")).values_list(
+        "id", "run_policy"
+    )
+    return sorted(job_id for job_id, policy in stored if name in RunPolicy.from_stored(policy).calendars)

@@ -1,8 +1,9 @@
 """Operate the scheduler from a shell or a script: list, show, run, pause, resume, status, prune,
-preview, maintenance, calendars.
+preview, maintenance, calendars, export, import.
 
-Like the admin, it only writes intent; the running scheduler acts on it. Every subcommand takes
-``--json`` for scripts; an unknown job id exits with status 1 and says so.
+Like the admin, it only writes intent; the running scheduler acts on it. Every subcommand but
+export and import (whose file is JSON already) takes ``--json`` for scripts; an unknown job id
+exits with status 1 and says so.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ import json
 import re
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
+from django.utils.translation import gettext as _
 from django_apscheduler.models import DjangoJob
 
 from scheduling import control, safejson, tokens, validation
@@ -35,6 +38,9 @@ from scheduling.queries import (
 )
 from scheduling.schedules import ScheduleError, format_local
 from scheduling.serializers import calendar_data, iso, job_data, maintenance_data, run_data, status_data
+from scheduling.transfer import document
+from scheduling.transfer.export import export_document
+from scheduling.transfer.importer import Change, ImportRefusedError, import_document, kind_word
 
 MAX_RUNS = 100
 MAX_PREVIEW = 1000
@@ -89,7 +95,7 @@ def interval_seconds(value: str) -> int:
 class Command(BaseCommand):
     help = (
         "List and operate scheduled jobs: list, show, run, cancel, pause, resume, status, prune, "
-        "preview, maintenance, calendars, token."
+        "preview, maintenance, calendars, token, export, import."
     )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -167,6 +173,34 @@ class Command(BaseCommand):
             "--older-than-days",
             type=bounded("--older-than-days", MAX_RETENTION_DAYS),
             help="Default: SCHEDULING_HISTORY_RETENTION.",
+        )
+        export = commands.add_parser(
+            "export",
+            help=_("Write every stored job's schedule, options and state, and the calendars, to stdout."),
+            description=_(
+                "Write every stored job's schedule, options and state, and the calendars, to stdout."
+            ),
+        )
+        export.add_argument(
+            "--format",
+            choices=document.FORMATS,
+            default="json",
+            help=_("json (default) or yaml (needs PyYAML)."),
+        )
+        imports = commands.add_parser(
+            "import",
+            help=_("Apply a file written by export: shows what differs, then changes it, as --user."),
+            description=_("Apply a file written by export: shows what differs, then changes it, as --user."),
+        )
+        imports.add_argument(
+            "path", type=Path, help=_("The file: JSON, or YAML if it ends in .yaml or .yml.")
+        )
+        imports.add_argument("--user", required=True, help=_("Whose change the admin's history records."))
+        imports.add_argument(
+            "--dry-run", action="store_true", help=_("Show what would change; write nothing.")
+        )
+        imports.add_argument(
+            "--prune", action="store_true", help=_("Also remove jobs and calendars the file does not have.")
         )
         token = commands.add_parser("token", help="Create, list or revoke API tokens.")
         token_commands = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
@@ -379,6 +413,25 @@ class Command(BaseCommand):
         deleted = prune(older_than=timedelta(days=days) if days else None)
         self._emit(options, {"deleted": deleted}, f"Deleted {deleted} execution(s).")
 
+    def _export(self, options: dict[str, Any]) -> None:
+        try:
+            self.stdout.write(document.dumps(export_document(), options["format"]), ending="")
+        except document.DocumentError as exc:
+            raise CommandError(str(exc)) from None
+
+    def _import(self, options: dict[str, Any]) -> None:
+        user = _user(options["user"])
+        try:
+            changes = import_document(
+                document.load(options["path"]), user, prune=options["prune"], dry_run=options["dry_run"]
+            )
+        except (document.DocumentError, ImportRefusedError) as exc:
+            raise CommandError(_("%(error)s; nothing was changed") % {"error": exc}) from None
+        for change in changes:
+            target = self.stderr if change.kind == "skipped" else self.stdout
+            target.write(change.line())
+        self.stdout.write(_import_summary(changes, options["dry_run"], user.get_username()))
+
     def _token(self, options: dict[str, Any]) -> None:
         getattr(self, f"_token_{options['token_command']}")(options)
 
@@ -427,6 +480,27 @@ class Command(BaseCommand):
         token = matches.get()
         token.delete()
         self._emit(options, {"revoked": token.prefix}, f"Revoked the API token {token}.")
+
+
+def _user(username: str) -> Any:
+    user_model = get_user_model()
+    try:
+        return user_model._default_manager.get_by_natural_key(username)
+    except user_model.DoesNotExist:
+        raise CommandError(_("No user named %(name)r; nothing was changed") % {"name": username}) from None
+
+
+def _import_summary(changes: list[Change], dry_run: bool, username: str) -> str:
+    """ "2 added, 1 changed, 1 paused, 0 resumed, 0 removed, 1 skipped": counts in a fixed order."""
+    kinds = ("added", "changed", "replaced", "paused", "resumed", "removed", "skipped")
+    counts = ", ".join(
+        _("%(count)s %(kind)s")
+        % {"count": sum(change.kind == kind for change in changes), "kind": kind_word(kind)}
+        for kind in kinds
+    )
+    if dry_run:
+        return _("Dry run: %(counts)s; nothing was written.") % {"counts": counts}
+    return _("Imported as %(user)s: %(counts)s.") % {"user": username, "counts": counts}
 
 
 def _excludes(calendar: CalendarSummary) -> str:

@@ -1,0 +1,309 @@
+"""manage.py scheduling export and import: schedules as data, moved between databases."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
+from django.contrib.auth.models import User
+from django.core.management import CommandError, call_command
+from django_apscheduler.models import DjangoJob
+
+from scheduling import calendars, control
+from scheduling.models import Calendar, ScheduledJob
+from tests.support import transfer_jobs
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def site(registry: dict, monkeypatch: pytest.MonkeyPatch) -> User:
+    """The jobs and calendars of tests.support.transfer_jobs, stored; and the importing user."""
+    monkeypatch.setattr(calendars, "registry", {})
+    transfer_jobs.declare()
+    transfer_jobs.populate()
+    return User.objects.create_user("alice")
+
+
+def run(*args: str) -> tuple[str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    call_command("scheduling", *args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
+def export() -> dict[str, Any]:
+    return json.loads(run("export")[0])
+
+
+def write(tmp_path: Path, data: Any, name: str = "schedules.json") -> str:
+    path = tmp_path / name
+    path.write_text(data if isinstance(data, str) else json.dumps(data))
+    return str(path)
+
+
+def jobs_of(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {entry["id"]: entry for entry in data["jobs"]}
+
+
+def empty_the_database() -> None:
+    DjangoJob.objects.all().delete()
+    ScheduledJob.objects.all().delete()
+    Calendar.objects.all().delete()
+
+
+def test_export_writes_each_jobs_schedule_options_and_state_and_the_calendars(site: User) -> None:
+    data = export()
+    assert data["version"] == 1
+    jobs = jobs_of(data)
+    assert sorted(jobs) == ["nightly", "refresh", "stray", "weekly-report"]
+    nightly = jobs["nightly"]
+    assert nightly["source"] == "code"
+    assert nightly["paused"]
+    assert not nightly["overridden"]
+    assert nightly["schedule"] == {"cron": "0 3 * * *", "timezone": "Europe/Berlin"}
+    assert nightly["options"]["calendars"] == ["Closing days"]
+    refresh = jobs["refresh"]
+    assert refresh["overridden"]
+    assert not refresh["paused"]
+    assert refresh["schedule"]["interval"] == {"minutes": 10}
+    assert refresh["options"]["timeout"] == 120
+    weekly = jobs["weekly-report"]
+    assert weekly["source"] == "external"
+    assert weekly["declared"]
+    assert (weekly["args"], weekly["kwargs"]) == (["weekly"], {"recipients": 3})
+    assert weekly["options"]["retries"] == 2
+    assert weekly["options"]["alert"]["to"] == ["log"]
+    assert jobs["stray"]["declared"] is False  # its function is neither @job nor @schedulable
+    assert [calendar["name"] for calendar in data["calendars"]] == ["Closing days", "Freeze"]
+    closing, freeze = data["calendars"]
+    assert closing["source"] == "code"
+    assert closing["periods"][0]["day"] == "2026-12-24"
+    assert freeze["source"] == "admin"
+    assert freeze["periods"][0]["start"] == "2026-12-27T18:00:00+00:00"
+
+
+def test_export_as_yaml_holds_the_same_data(site: User) -> None:
+    yaml = pytest.importorskip("yaml")
+    assert yaml.safe_load(run("export", "--format", "yaml")[0]) == export()
+
+
+def test_yaml_without_pyyaml_says_it_is_needed(site: User, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "yaml", None)  # as if not installed: importing it fails
+    with pytest.raises(CommandError, match="PyYAML"):
+        run("export", "--format", "yaml")
+
+
+def test_export_then_import_into_an_empty_database_round_trips_exactly(site: User, tmp_path: Path) -> None:
+    first = run("export")[0]
+    path = write(tmp_path, first)
+    empty_the_database()
+    out, err = run("import", path, "--user", "alice")
+    assert "skipped   job stray: its function tests.support.transfer_jobs:forgotten is not declared" in err
+    assert "Imported as alice: 5 added, 1 changed, 0 replaced, 1 paused" in out
+    expected = json.loads(first)
+    expected["jobs"] = [entry for entry in expected["jobs"] if entry["declared"]]
+    assert export() == expected
+    path_again = write(tmp_path, run("export")[0], "again.json")
+    assert run("import", path_again, "--user", "alice")[0].splitlines() == [
+        "Imported as alice: 0 added, 0 changed, 0 replaced, 0 paused, 0 resumed, 0 removed, 0 skipped."
+    ]
+
+
+def test_import_shows_the_diff_and_a_dry_run_writes_nothing(site: User, tmp_path: Path) -> None:
+    data = export()
+    jobs = jobs_of(data)
+    jobs["weekly-report"]["schedule"] = {"cron": "30 9 * * 1-5", "timezone": "UTC"}
+    jobs["weekly-report"]["options"]["timeout"] = 300
+    jobs["refresh"]["paused"] = True
+    jobs["nightly"]["paused"] = False
+    data["jobs"].append({**jobs["weekly-report"], "id": "daily-report", "args": ["daily"]})
+    data["calendars"][1]["description"] = "Year-end freeze"
+    path = write(tmp_path, data)
+    before = run("export")[0]
+    logged = LogEntry.objects.count()
+
+    out, _ = run("import", path, "--user", "alice", "--dry-run")
+    assert out.splitlines() == [
+        "changed   calendar Freeze: description",
+        "resumed   job nightly",
+        "paused    job refresh",
+        "changed   job weekly-report: schedule, timeout",
+        "added     job daily-report",
+        "Dry run: 1 added, 2 changed, 0 replaced, 1 paused, 1 resumed, 0 removed, 1 skipped; "
+        "nothing was written.",
+    ]
+    assert run("export")[0] == before
+    assert LogEntry.objects.count() == logged
+
+    out, _ = run("import", path, "--user", "alice")
+    assert out.splitlines()[-1].startswith("Imported as alice: 1 added, 2 changed")
+    after = jobs_of(export())
+    assert after["weekly-report"]["schedule"]["cron"] == "30 9 * * 1-5"
+    assert after["weekly-report"]["options"]["timeout"] == 300
+    assert after["refresh"]["paused"]
+    assert not after["nightly"]["paused"]
+    assert after["daily-report"]["args"] == ["daily"]
+
+
+def test_each_change_is_in_the_admins_history_as_the_importing_user(site: User, tmp_path: Path) -> None:
+    data = export()
+    jobs = jobs_of(data)
+    jobs["weekly-report"]["schedule"] = {"cron": "30 9 * * 1-5", "timezone": "UTC"}
+    jobs["refresh"]["paused"] = True
+    data["jobs"] = [entry for entry in data["jobs"] if entry["id"] != "stray"]
+    path = write(tmp_path, data)
+    run("import", path, "--user", "alice", "--prune")
+    entries = {
+        (entry.object_id, entry.action_flag): entry.change_message
+        for entry in LogEntry.objects.filter(user=site)
+    }
+    assert entries[("weekly-report", CHANGE)].startswith("Changed by import from “At 08:00, only on Monday")
+    assert "09:30" in entries[("weekly-report", CHANGE)]
+    assert entries[("refresh", CHANGE)] == "Paused by import"
+    assert entries[("stray", DELETION)] == "Removed by import"
+    assert len(entries) == 3
+
+    empty_the_database()
+    run("import", path, "--user", "alice")
+    assert LogEntry.objects.filter(user=site, action_flag=ADDITION, object_id="nightly").exists()
+
+
+def test_jobs_and_calendars_missing_from_the_file_are_removed_only_with_prune(
+    site: User, tmp_path: Path
+) -> None:
+    data = export()
+    data["jobs"] = [entry for entry in data["jobs"] if entry["id"] != "refresh"]
+    data["jobs"] = [{**entry, "options": {**entry["options"], "calendars": []}} for entry in data["jobs"]]
+    data["calendars"] = [calendar for calendar in data["calendars"] if calendar["name"] != "Freeze"]
+    path = write(tmp_path, data)
+
+    out, _ = run("import", path, "--user", "alice")
+    assert "kept      job refresh: not in the file (--prune removes it)" in out
+    assert "kept      calendar Freeze: not in the file (--prune removes it)" in out
+    assert DjangoJob.objects.filter(id="refresh").exists()
+
+    out, _ = run("import", path, "--user", "alice", "--prune")
+    assert "removed   job refresh" in out.splitlines()
+    assert "removed   calendar Freeze" in out.splitlines()
+    assert not DjangoJob.objects.filter(id="refresh").exists()
+    assert not Calendar.objects.filter(name="Freeze").exists()
+
+
+def test_a_job_whose_function_is_not_declared_is_skipped_by_name(site: User, tmp_path: Path) -> None:
+    data = export()
+    data["jobs"] = [entry for entry in data["jobs"] if entry["id"] == "stray"]
+    empty_the_database()
+    _, err = run("import", write(tmp_path, data), "--user", "alice")
+    assert err.strip() == (
+        "skipped   job stray: its function tests.support.transfer_jobs:forgotten is not declared here "
+        "with @job or @schedulable"
+    )
+    assert not DjangoJob.objects.exists()
+
+
+def bad_cron(data: dict[str, Any]) -> None:
+    # The first change is valid and the second is not: neither is applied.
+    jobs_of(data)["nightly"]["paused"] = False
+    jobs_of(data)["weekly-report"]["schedule"] = {"cron": "61 8 * * 1"}
+
+
+def unknown_option(data: dict[str, Any]) -> None:
+    jobs_of(data)["weekly-report"]["options"]["color"] = "red"
+
+
+def unknown_job_field(data: dict[str, Any]) -> None:
+    jobs_of(data)["nightly"]["colour"] = "red"
+
+
+def unknown_top_field(data: dict[str, Any]) -> None:
+    data["extra"] = 1
+
+
+def unknown_calendar(data: dict[str, Any]) -> None:
+    jobs_of(data)["weekly-report"]["options"]["calendars"] = ["Nowhere"]
+
+
+def bad_period(data: dict[str, Any]) -> None:
+    data["calendars"][1]["periods"][0]["end"] = "2026-12-27T17:00:00+00:00"
+
+
+def wrong_version(data: dict[str, Any]) -> None:
+    data["version"] = 99
+
+
+@pytest.mark.parametrize(
+    ("spoil", "message"),
+    [
+        (bad_cron, "job 'weekly-report': "),
+        (unknown_option, "job 'weekly-report': unknown job option color"),
+        (unknown_job_field, r"jobs\[0\]: unknown field 'colour'"),
+        (unknown_top_field, "unknown field 'extra'"),
+        (unknown_calendar, "job 'weekly-report': calendars: there is no calendar named \"Nowhere\""),
+        (bad_period, "calendar 'Freeze': end must be after the start"),
+        (wrong_version, "version must be 1, not 99"),
+    ],
+)
+def test_a_bad_file_is_refused_naming_the_fault_and_nothing_is_changed(
+    site: User, tmp_path: Path, spoil: Any, message: str
+) -> None:
+    data = export()
+    spoil(data)
+    before = run("export")[0]
+    with pytest.raises(CommandError, match=message) as refused:
+        run("import", write(tmp_path, data), "--user", "alice")
+    assert str(refused.value).endswith("nothing was changed")
+    assert run("export")[0] == before
+    assert not LogEntry.objects.exists()
+
+
+def test_a_malformed_file_a_missing_file_and_an_unknown_user_are_refused(site: User, tmp_path: Path) -> None:
+    with pytest.raises(CommandError, match=r"broken\.json is not JSON"):
+        run("import", write(tmp_path, '{"version": 1, "jobs": [', "broken.json"), "--user", "alice")
+    with pytest.raises(CommandError, match=r"missing\.json: no such file"):
+        run("import", str(tmp_path / "missing.json"), "--user", "alice")
+    with pytest.raises(CommandError, match="No user named 'mallory'"):
+        run("import", write(tmp_path, export()), "--user", "mallory")
+    with pytest.raises(CommandError, match=r"jobs\[0\] must be an object"):
+        run("import", write(tmp_path, {"version": 1, "jobs": ["nightly"]}), "--user", "alice")
+    with pytest.raises(CommandError, match=r"jobs\[0\]: options must be an object, not \['timeout'\]"):
+        run(
+            "import",
+            write(tmp_path, {"version": 1, "jobs": [{"id": "x", "options": ["timeout"]}]}),
+            "--user",
+            "alice",
+        )
+
+
+def test_a_yaml_file_is_imported_like_json(site: User, tmp_path: Path) -> None:
+    pytest.importorskip("yaml")
+    path = write(tmp_path, run("export", "--format", "yaml")[0], "schedules.yaml")
+    before = export()
+    empty_the_database()
+    run("import", path, "--user", "alice")
+    before["jobs"] = [entry for entry in before["jobs"] if entry["declared"]]
+    assert export() == before
+
+
+def test_a_calendar_in_use_is_not_pruned(site: User, tmp_path: Path) -> None:
+    data = export()
+    data["calendars"] = [calendar for calendar in data["calendars"] if calendar["name"] != "Freeze"]
+    with pytest.raises(CommandError, match="calendar 'Freeze' is not deleted: weekly-report name it"):
+        run("import", write(tmp_path, data), "--user", "alice", "--prune")
+    assert control.calendar_names() == ["Closing days", "Freeze"]
+
+
+def test_a_job_that_cannot_be_loaded_is_exported_flagged_and_skipped(site: User, tmp_path: Path) -> None:
+    DjangoJob.objects.create(id="garbled", next_run_time=None, job_state=b"not a pickle")
+    entry = jobs_of(export())["garbled"]
+    assert entry["declared"] is False
+    assert "error" in entry
+    data = {"version": 1, "jobs": [entry]}
+    empty_the_database()
+    _, err = run("import", write(tmp_path, data), "--user", "alice")
+    assert err.startswith("skipped   job garbled: it could not be read where it was exported (")
+    assert not DjangoJob.objects.exists()
