@@ -142,6 +142,21 @@ class PoolerLike(ChangeListener):
 
 
 @postgres_only
+def test_a_missing_trigger_keeps_changes_polled_and_saying_which_until_it_is_back(listening) -> None:
+    # The probe calls pg_notify itself and comes back without the triggers: they are looked up.
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE scheduling_maintenance DISABLE TRIGGER scheduling_notify")
+    try:
+        listener = listening()
+        wait_for(lambda: "scheduling_notify on scheduling_maintenance" in listener.why_polled)
+        assert not listener.pushed
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE scheduling_maintenance ENABLE TRIGGER scheduling_notify")
+    wait_for(lambda: listener.pushed, timeout=20)
+
+
+@postgres_only
 def test_a_probe_that_never_comes_back_falls_back_to_polling_until_one_does(listening) -> None:
     listener = listening(PoolerLike, probe_timeout=0.5)
     wait_for(lambda: "did not come back" in listener.why_polled)

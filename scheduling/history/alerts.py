@@ -323,8 +323,12 @@ def _long_runs_and_silences(now: datetime) -> None:
 
 def _long_runs(found: dict[str, AlertPolicy], now: datetime) -> None:
     """Runs going longer than their job's limit in seconds, or than k times its usual duration."""
+    # The youngest run either rule may judge: a job with both is judged by k times usual too,
+    # however long its limit in seconds.
     shortest = min(
-        policy.longer_than if policy.longer_than is not None else SHORTEST_LONG_RUN
+        SHORTEST_LONG_RUN
+        if policy.longer_than_usual is not None or policy.longer_than is None
+        else policy.longer_than
         for policy in found.values()
     )
     going = list(

@@ -37,6 +37,15 @@ PROBE_INTERVAL = 45.0  # seconds without any notification before delivery is che
 PROBE_TIMEOUT = 5.0  # seconds a probe may take to come back
 RECONNECT_MAX = 60.0  # seconds between attempts to listen again, at most
 STOP_CHECK = 0.5  # seconds the thread waits for notifications before it looks at its stop flag
+# The triggers of migration 0023, by table. The probe calls pg_notify itself, so it comes back
+# even where they were dropped or disabled (a restore without them, a hand-made change): then
+# nothing of the tables' changes would be heard while the status said "pushed".
+TRIGGERS = {
+    "django_apscheduler_djangojob": "scheduling_notify",
+    "scheduling_runrequest": "scheduling_notify",
+    "scheduling_maintenance": "scheduling_notify",
+    "scheduling_execution": "scheduling_notify_retry",
+}
 # Without these, a connection whose peer vanished stays "open" until the next probe times out.
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
 
@@ -106,6 +115,7 @@ class ChangeListener:
             self.backend_pid = connection.info.backend_pid
             for channel in (*CHANNELS, PROBE):
                 connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+            check_triggers(connection)
             probe: str | None = self._probe(connection)
             probe_sent = heard = time.monotonic()
             while not self._stopping.is_set():
@@ -147,6 +157,23 @@ class ChangeListener:
         self.pushed = False
         self.why_polled = why
         self.backend_pid = None
+
+
+def check_triggers(connection: Any) -> None:
+    """Raise NotDelivered unless every trigger of TRIGGERS is on its table and enabled.
+
+    Looked up at each listening session's start: one that is missing keeps changes polled, and
+    the listener's retries (up to a minute apart) find it once migration 0023 is applied again.
+    """
+    found = connection.execute(
+        "SELECT c.relname, t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+        "WHERE t.tgenabled <> 'D' "
+        "AND t.tgrelid IN (SELECT to_regclass(name) FROM unnest(%s::text[]) AS name)",
+        (list(TRIGGERS),),
+    ).fetchall()
+    if missing := sorted(set(TRIGGERS.items()) - set(found)):
+        names = ", ".join(f"{trigger} on {table}" for table, trigger in missing)
+        raise NotDelivered(f"the trigger(s) {names} are missing or disabled (migration 0023)")
 
 
 def connection_params(alias: str) -> dict[str, Any]:
