@@ -556,6 +556,9 @@ def test_failures_in_a_row_count_fires_not_attempts(
     for fire_number in (1, 2):
         fire(registry, dispatcher, "sync")
         wait_for(lambda: Execution.objects.filter(job_id="sync", retry_at__isnull=False).exists())
+        # The failed attempt's thread gives its max_instances slot back after its outcome is
+        # written; a retry started before then would wait for a later pass.
+        assert dispatcher.targets[RunsIn.THREADS].wait(20)  # type: ignore[attr-defined]
         dispatcher.run_retries(datetime.now(UTC))
         ended(dispatcher, "sync", 2 * fire_number)
         # Two failed attempts of the first fire are one failure, not two in a row.
