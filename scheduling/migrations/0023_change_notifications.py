@@ -26,7 +26,7 @@ STATEMENT_TRIGGERS = {
 # a row-level trigger whose WHEN clause picks out the rows given a retry costs no function call
 # for the others, where a statement-level one would notify at every outcome written.
 RETRY_TRIGGER = """
-CREATE TRIGGER scheduling_notify_retry
+CREATE OR REPLACE TRIGGER scheduling_notify_retry
 AFTER UPDATE OF retry_at ON scheduling_execution
 FOR EACH ROW WHEN (NEW.retry_at IS NOT NULL AND NEW.retry_at IS DISTINCT FROM OLD.retry_at)
 EXECUTE FUNCTION scheduling_notify('scheduling_jobs')
@@ -39,7 +39,7 @@ def create_triggers(apps, schema_editor):
     schema_editor.execute(FUNCTION)
     for table, channel in STATEMENT_TRIGGERS.items():
         schema_editor.execute(
-            f"CREATE TRIGGER scheduling_notify AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {table} "
+            f"CREATE OR REPLACE TRIGGER scheduling_notify AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {table} "
             f"FOR EACH STATEMENT EXECUTE FUNCTION scheduling_notify('{channel}')"
         )
     schema_editor.execute(RETRY_TRIGGER)

@@ -11,7 +11,7 @@ import socket
 import threading
 import time
 
-from django.db import DatabaseError, connections
+from django.db import DatabaseError, connections, router
 from django.utils import timezone
 
 from scheduling import calendars, declarations, identity
@@ -67,9 +67,11 @@ class Runner:
     def start(self) -> None:
         check_database()
         check_sqlite_machines()
-        self._why_polled = why_not_pushed() or ""
+        # The triggers notify on the database the app's tables are written to, as routed.
+        alias = router.db_for_write(RunRequest)
+        self._why_polled = why_not_pushed(alias) or ""
         if not self._why_polled:
-            self.listener = ChangeListener(self._changed)
+            self.listener = ChangeListener(self._changed, alias)
         self._changes_shown = self._changes()
         self.instance = SchedulerInstance.objects.create(
             hostname=socket.gethostname(), pid=os.getpid(), changes=self._changes_shown, **identity.fields()
