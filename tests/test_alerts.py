@@ -34,6 +34,7 @@ from scheduling.policy import shown_destination
 from scheduling.runs.threads import ThreadTarget
 from scheduling.runtime.alert_watch import AlertWatch, deliver_due
 from scheduling.runtime.dispatch import Dispatcher
+from scheduling.runtime.service import Runner
 from scheduling.schedules import format_local
 from scheduling.store import JobStore, policies_of
 from scheduling.sync import sync
@@ -723,3 +724,19 @@ def test_one_run_whose_alert_cannot_be_raised_holds_back_no_other(
     assert "Job sync: could not raise its alert" in caplog.text
     assert set(raised("sync").values_list("execution_id", flat=True)) == {run.pk for run in runs[1:]}
     assert not receiver.queue
+
+
+def test_a_delivery_queued_by_another_process_is_sent_at_the_leaders_next_heartbeat(registry: dict) -> None:
+    runner = Runner(threads=2)
+    runner.start()
+    try:
+        wait_for(lambda: runner.active)
+        with webhook_receiver() as hook:
+            # As a task worker queues it: in the database only, nothing in this process is told.
+            alert = Alert.objects.create(key="k", job_id="flaky", rule=Rule.FAILURE, message="boom")
+            AlertDelivery.objects.create(alert=alert, destination=hook.url, next_attempt_at=timezone.now())
+            # Tests beat every second; the look for silences alone comes once a minute.
+            wait_for(lambda: hook.posts, timeout=10)
+        assert alert.deliveries.get().status == Delivery.SENT
+    finally:
+        runner.stop(timeout=5)

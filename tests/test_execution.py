@@ -12,11 +12,12 @@ from django.apps import apps
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django_apscheduler.models import DjangoJob, DjangoJobExecution
+from pytest_django import DjangoAssertNumQueries
 
 from scheduling import control, current_run, identity, job
-from scheduling.history.housekeeping import prune, recover_interrupted
+from scheduling.history.housekeeping import EVERYTHING, Pending, pending_work, prune, recover_interrupted
 from scheduling.history.recorder import Recorder
-from scheduling.models import Execution, SchedulerInstance
+from scheduling.models import Alert, AlertDelivery, Execution, SchedulerInstance
 from scheduling.runs.targets import run_targets
 from scheduling.runs.threads import ThreadTarget, run_job
 from scheduling.runtime.dispatch import Dispatcher
@@ -127,6 +128,45 @@ def test_a_scheduler_of_this_kernel_and_pid_namespace_whose_process_is_gone_coun
     Execution.objects.create(job_id="a", status="running", scheduled_at=timezone.now(), instance=gone)
 
     assert recover_interrupted() == 1
+
+
+def test_the_periodic_look_is_skipped_for_what_cannot_have_anything_to_do(
+    django_assert_num_queries: DjangoAssertNumQueries,
+) -> None:
+    me = SchedulerInstance.objects.create(hostname="here", pid=1)
+    other = SchedulerInstance.objects.create(hostname="there", pid=2)
+    now = timezone.now()
+    with django_assert_num_queries(1):
+        assert pending_work(me, leading=True) == Pending(orphans=False, task_runs=False, alerts=False)
+
+    mine = Execution.objects.create(job_id="a", status="running", scheduled_at=now, instance=me)
+    Execution.objects.create(job_id="b", status="succeeded", scheduled_at=now, instance=other)
+    assert not pending_work(me, leading=True).orphans  # its own run, and a run that ended
+    theirs = Execution.objects.create(job_id="d", status="overrunning", scheduled_at=now, instance=other)
+    assert pending_work(me, leading=True).orphans
+    assert pending_work(me, leading=False).orphans  # a standby recovers too
+    Execution.objects.filter(pk__in=[mine.pk, theirs.pk]).delete()
+
+    Execution.objects.create(job_id="c", status="enqueued", scheduled_at=now, ran_in="tasks")
+    assert pending_work(me, leading=True) == Pending(orphans=False, task_runs=True, alerts=False)
+    assert not pending_work(me, leading=False).task_runs  # expiring them is the leader's
+    Execution.objects.filter(job_id="c").delete()
+
+    alert = Alert.objects.create(key="k", job_id="a", rule="failure", message="m")
+    later = AlertDelivery.objects.create(
+        alert=alert, destination="log", next_attempt_at=now + timedelta(hours=1)
+    )
+    assert not pending_work(me, leading=True).alerts  # closed, and its delivery not due yet
+    AlertDelivery.objects.filter(pk=later.pk).update(next_attempt_at=now)
+    assert pending_work(me, leading=True).alerts
+    AlertDelivery.objects.filter(pk=later.pk).update(status=AlertDelivery.Status.SENT)
+    assert not pending_work(me, leading=True).alerts
+    Alert.objects.filter(pk=alert.pk).update(open=True)
+    assert pending_work(me, leading=True).alerts
+    assert not pending_work(me, leading=False).alerts
+
+    SchedulerInstance.objects.filter(pk=me.pk).delete()
+    assert pending_work(me, leading=True) == EVERYTHING
 
 
 def test_prune_deletes_old_finished_history_in_batches_and_keeps_recent_and_running_rows() -> None:

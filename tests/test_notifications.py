@@ -225,6 +225,16 @@ def test_an_idle_pushed_leader_sends_no_polls_yet_obeys_changes_at_once(registry
         idle = statements.since_pushed()
         assert [sql for sql in idle if '"django_apscheduler_djangojob"' in sql] == []
         assert [sql for sql in idle if '"scheduling_runrequest"' in sql] == []
+        # Besides the lease, a heartbeat and one look saying there is nothing to recover, expire,
+        # close or send (tests beat every second): no look at the runs or alerts themselves.
+        beats = [sql for sql in idle if sql.startswith('UPDATE "scheduling_schedulerinstance"')]
+        looks = [
+            sql for sql in idle if sql.startswith("SELECT EXISTS(") and "scheduling_schedulerinstance" in sql
+        ]
+        assert beats
+        assert len(looks) == len(beats)
+        others = [sql for sql in idle if LEASE_RENEWAL not in sql and sql not in beats + looks]
+        assert others == []
 
         DjangoJobStore().add_job(one_off("outside", timezone.now()))
         wait_for(lambda: Execution.objects.filter(job_id="outside", status="succeeded").exists())

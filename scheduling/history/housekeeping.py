@@ -6,15 +6,54 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Exists, Q, QuerySet, Value
 from django.utils import timezone
 
 from scheduling import identity
 from scheduling.conf import settings
-from scheduling.models import Alert, Execution, SchedulerInstance
+from scheduling.models import Alert, AlertDelivery, Execution, SchedulerInstance
 
 logger = logging.getLogger(__name__)
+
+
+class Pending(NamedTuple):
+    """What a scheduler's periodic look may find to do; each False is work it can skip."""
+
+    orphans: bool  # runs going on in other schedulers, which recover_interrupted may end
+    task_runs: bool  # runs handed to task workers and not ended, which expire_task_runs may end
+    alerts: bool  # open alerts (a success may close them) or deliveries due to be sent
+
+
+EVERYTHING = Pending(orphans=True, task_runs=True, alerts=True)
+
+
+def pending_work(instance: SchedulerInstance, leading: bool) -> Pending:
+    """One statement that says which periodic looks have anything to look at.
+
+    An idle scheduler then sends its heartbeat and this, not the five statements of the looks
+    themselves: each flag is the very condition its look's writes are filtered on, widened
+    (any age, any scheduler), so a False proves the look would change nothing.
+    """
+    no = Value(False)
+    pending = AlertDelivery.objects.filter(status=AlertDelivery.Status.PENDING)
+    due = pending.filter(next_attempt_at__lte=timezone.now())
+    flags = (
+        SchedulerInstance.objects.filter(pk=instance.pk)
+        .values_list(
+            Exists(Execution.objects.running().in_scheduler().elsewhere(instance)),
+            Exists(Execution.objects.unfinished().in_task_workers()) if leading else no,
+            Exists(Alert.objects.filter(open=True)) if leading else no,
+            Exists(due) if leading else no,
+        )
+        .first()
+    )
+    # Its own row gone (deleted by hand): look at everything rather than skip by mistake.
+    if flags is None:
+        return EVERYTHING
+    orphans, task_runs, open_alerts, deliveries_due = map(bool, flags)
+    return Pending(orphans, task_runs, open_alerts or deliveries_due)
 
 
 def recover_interrupted() -> int:

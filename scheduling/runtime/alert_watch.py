@@ -3,8 +3,10 @@ runs and silences, and sends the queued deliveries — never in the loop's threa
 server or webhook cannot delay a run.
 
 Only while its scheduler leads does it look and send: one process does it per database. It
-looks every SCHEDULING_HEARTBEAT_INTERVAL (silences and long runs once a minute), and at once
-when this process queued a delivery. A delivery that fails is tried again with backoff (30 s,
+looks at once when this process queued a delivery, at the heartbeat (every
+SCHEDULING_HEARTBEAT_INTERVAL) when the service's one-statement look
+(``housekeeping.pending_work``) found open alerts or deliveries due, and once a minute for
+silences and long runs. A delivery that fails is tried again with backoff (30 s,
 doubling, up to an hour) and given up after MAX_ATTEMPTS; every attempt is recorded (AlertAttempt).
 """
 
@@ -19,7 +21,6 @@ from datetime import timedelta
 from django.db import DatabaseError, connections, router, transaction
 from django.utils import timezone
 
-from scheduling.conf import settings
 from scheduling.fencing import Fence
 from scheduling.history import alerts
 from scheduling.models import AlertAttempt, AlertDelivery
@@ -58,8 +59,12 @@ class AlertWatch:
 
     def _run(self) -> None:
         try:
+            timed_look = time.monotonic()
             while not self._stop.is_set():
-                alerts.delivery_due.wait(settings.HEARTBEAT_INTERVAL)
+                # Woken when this process queued a delivery, or when the heartbeat's one-statement
+                # look found open alerts or deliveries due; otherwise once a minute, for silences.
+                if not alerts.delivery_due.wait(max(timed_look - time.monotonic(), 0.0)):
+                    timed_look = time.monotonic() + SILENCE_LOOK_INTERVAL
                 alerts.delivery_due.clear()
                 if self._stop.is_set():
                     break

@@ -17,7 +17,13 @@ from django.utils import timezone
 from scheduling import calendars, declarations, identity
 from scheduling.conf import settings
 from scheduling.fencing import FenceLost
-from scheduling.history.housekeeping import expire_task_runs, recover_interrupted, running_elsewhere
+from scheduling.history import alerts
+from scheduling.history.housekeeping import (
+    expire_task_runs,
+    pending_work,
+    recover_interrupted,
+    running_elsewhere,
+)
 from scheduling.history.recorder import Recorder
 from scheduling.history.rows import Origin, describe_exception
 from scheduling.history.writer import OutcomeWriter
@@ -345,8 +351,12 @@ class Runner:
         self._last_beat = time.monotonic()
         if not housekeeping:
             return
-        recover_interrupted()
+        pending = pending_work(self.instance, self.active)
+        if pending.orphans:
+            recover_interrupted()
         if self.active and self.thread_runs.elsewhere:
             self.thread_runs.elsewhere = running_elsewhere(self.instance)
-        if self.active:
+        if self.active and pending.task_runs:
             expire_task_runs()
+        if pending.alerts:
+            alerts.delivery_due.set()  # the alert thread's look: recoveries and sends
