@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +18,8 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.processes
 
 SERVER = "postgres://postgres@127.0.0.1:5432"
-DATABASE = "export_e2e"  # of this test's own: created and dropped here
+# Of this run's own, created and dropped here: two runs of the suite at once never share it.
+DATABASE = f"export_e2e_{uuid.uuid4().hex[:12]}"
 
 
 @pytest.fixture
