@@ -333,7 +333,7 @@ def add(
     **options: Any,
 ) -> None:
     """Add a job outside the code (from the admin or a script); it is never paused by a deploy."""
-    validation.text("job_id", job_id)
+    validation.job_id(job_id)
     validation.text("name", name)
     validation.check_storable("args", list(args))
     validation.check_storable("kwargs", kwargs or {})
