@@ -105,7 +105,7 @@ def endpoint(method: str, permission: str) -> Callable[[View], View]:
                         403, f"This needs the permission 'scheduling.{permission}'", "permission_denied"
                     )
                 if "job_id" in kwargs:
-                    validation.text("job_id", kwargs["job_id"])
+                    validation.job_id(kwargs["job_id"])
                 return view(request, user, **kwargs)
             except ApiError as exc:
                 response = exc.response()
@@ -195,7 +195,7 @@ def run_list(request: HttpRequest, user: Any) -> JsonResponse:
     limit = _limit(request)
     runs = Execution.objects.listed().order_by("-id")
     if "job" in request.GET:
-        job_id = validation.text("job", request.GET["job"])
+        job_id = validation.job_id(request.GET["job"], "job")
         if not job_id:
             raise ApiError(400, "job must be a job id, not empty", "invalid_text", "job")
         runs = runs.filter(job_id=job_id)

@@ -312,6 +312,17 @@ def change(job_id: str, *, schedule: dict[str, Any] | None = None, **options: An
     )
 
 
+def mark_overridden(job_id: str, overridden: bool) -> None:
+    """Flag a job declared in code as changed outside the code, or clear the flag (an import
+    does, to match the file). A flag set keeps its date; one cleared on a job that differs from
+    its declaration is set again by the scheduler's next start (see ``sync``)."""
+    declared = ScheduledJob.objects.filter(id=job_id, source=ScheduledJob.Source.CODE)
+    if overridden:
+        declared.filter(overridden_at__isnull=True).update(overridden_at=timezone.now())
+    else:
+        declared.update(overridden_at=None)
+
+
 def _change_policy(job_id: str, changes: dict[str, Any]) -> None:
     # Read and written under the row's lock: two edits of different options at once both stand.
     with transaction.atomic(using=router.db_for_write(ScheduledJob)):
@@ -333,10 +344,12 @@ def add(
     **options: Any,
 ) -> None:
     """Add a job outside the code (from the admin or a script); it is never paused by a deploy."""
-    validation.text("job_id", job_id)
+    validation.job_id(job_id)
     validation.text("name", name)
     validation.check_storable("args", list(args))
     validation.check_storable("kwargs", kwargs or {})
+    # Bound here, naming the parameter: APScheduler's own check says only "ValueError".
+    validation.run_arguments(_function(job_id, func_ref), None, None, args, kwargs)
     options = validation.options(options)
     check_calendars(options.get("calendars", ()))
     policy = RunPolicy(**{name: options.pop(name) for name in POLICY_NAMES if name in options})
@@ -366,6 +379,16 @@ def add(
             "run_policy": policy.stored(),
         },
     )
+
+
+def _function(job_id: str, func_ref: str) -> Any:
+    try:
+        return ref_to_obj(func_ref)
+    # Importing runs the module's code: whatever it raises means the function is not there now.
+    except Exception as exc:
+        raise JobLoadError(
+            job_id, exc, f"Job {job_id!r}: its function {func_ref} cannot be imported"
+        ) from exc
 
 
 def reset(job_id: str) -> None:

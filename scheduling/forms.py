@@ -474,7 +474,7 @@ class JobAddForm(JobScheduleForm):
             self.initial.update(kind="interval", every=1, unit="hours", **settings.JOB_DEFAULTS)
 
     def clean_job_id(self) -> str:
-        job_id = self.cleaned_data["job_id"].strip()
+        job_id = cast(str, self._checked("job_id", validation.job_id)).strip()
         if DjangoJob.objects.filter(id=job_id).exists() or job_id in declarations.registry:
             raise forms.ValidationError(_("A job with this id exists already."))
         return job_id

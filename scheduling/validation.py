@@ -247,9 +247,15 @@ def usual_factor(value: Any) -> float | None:
     }
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _refuse("alert.longer_than_usual", rule, value, "invalid_type")
-    if not (math.isfinite(value) and MIN_USUAL_FACTOR <= value <= MAX_USUAL_FACTOR):
+    if not (_finite(value) and MIN_USUAL_FACTOR <= value <= MAX_USUAL_FACTOR):
         raise _refuse("alert.longer_than_usual", rule, value)
     return float(value)
+
+
+def _finite(number: float) -> bool:
+    """Not NaN or infinite. An int always is: ``math.isfinite`` would convert it to a float, which
+    raises OverflowError for one of 309 digits or more (a YAML file or a Python caller can send it)."""
+    return isinstance(number, int) or math.isfinite(number)
 
 
 def check_destinations(value: Any) -> list[str]:
@@ -498,6 +504,25 @@ def text(field: str, value: Any, max_length: int = MAX_TEXT_LENGTH) -> str:
     return value
 
 
+def job_id(value: Any, field: str = "job_id") -> str:
+    """A job's id, wherever one is given (``control.add``, the admin, the API, an imported file):
+    text that fits the store's column, without control characters. A newline, a tab or an escape
+    in an id breaks every line that names the job: logs, the CLI's output, an import's diff."""
+    value = text(field, value)
+    if (found := _CONTROL_CHARACTER.search(value)) is not None:
+        raise InputError(
+            field,
+            "invalid_text",
+            _("%(field)s must not contain a control character (it has %(character)s)")
+            % {"field": field, "character": ascii(found.group())},
+        )
+    return value
+
+
+# Unicode's "Cc" category: C0, DEL and C1. (NUL is refused by _check_characters, for any text.)
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 def _check_characters(field: str, value: str) -> None:
     """Refuse what no database stores as text: a NUL character (PostgreSQL refuses it) and a lone
     surrogate, which is not Unicode text at all (encoding it as UTF-8 fails)."""
@@ -595,7 +620,7 @@ def check_interval(value: Any) -> dict[str, float]:
         if not isinstance(amount, (int, float)) or isinstance(amount, bool):
             raise _refuse(field, _("a number"), amount, code="invalid_type")
         # Compared before multiplying: 10**400 * 60 or NaN must never reach timedelta.
-        if not (math.isfinite(amount) and 0 <= amount <= MAX_INTERVAL / UNIT_SECONDS[unit]):
+        if not (_finite(amount) and 0 <= amount <= MAX_INTERVAL / UNIT_SECONDS[unit]):
             raise _refuse(field, rule, amount)
         total += amount * UNIT_SECONDS[unit]
     if not MIN_INTERVAL <= total <= MAX_INTERVAL:

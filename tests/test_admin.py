@@ -494,6 +494,7 @@ def test_a_job_can_be_added_from_a_function_the_code_declares_schedulable(
         ({"args": "[" + "9" * 5000 + "]"}, "An integer of 5000 digits is too long; the limit is 20"),
         ({"args": "[NaN]"}, "NaN is not a JSON number"),
         ({"job_id": "x" * 300}, "Ensure this value has at most 255 characters"),
+        ({"job_id": "two\nlines"}, "job_id must not contain a control character (it has &#x27;\\n&#x27;)"),
         ({"misfire_grace_time": "100000000000000"}, "misfire_grace_time must be a whole number of seconds"),
     ],
 )

@@ -272,6 +272,25 @@ def test_a_job_id_with_a_newline_or_a_nul_gets_json_too(client: Client, steady: 
     assert (no_csrf.status_code, no_csrf.json()["code"]) == (403, "csrf_failed")
 
 
+@pytest.mark.parametrize("encoded", ["a%09b", "a%1B%5B31m", "a%7F", "a%C2%85"])
+def test_a_job_id_with_a_control_character_is_refused_naming_it(
+    client: Client, steady: None, encoded: str
+) -> None:
+    headers = bearer(user_with("view_job", "pause_job"))
+
+    detail = client.get(f"{API}/jobs/{encoded}/", headers=headers)
+    pause = client.post(f"{API}/jobs/{encoded}/pause/", headers=headers)
+    runs = client.get(f"{API}/runs/?job={encoded}", headers=headers)
+
+    for response, field in ((detail, "job_id"), (pause, "job_id"), (runs, "job")):
+        assert (response.status_code, response.json()["code"], response.json()["field"]) == (
+            400,
+            "invalid_text",
+            field,
+        )
+        assert "must not contain a control character" in response.json()["error"]
+
+
 def test_pause_and_resume_show_the_job_only_to_users_who_may_view_it(client: Client, steady: None) -> None:
     blind = bearer(user_with("pause_job"))
 

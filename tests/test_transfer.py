@@ -10,12 +10,17 @@ from typing import Any
 
 import pytest
 from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 from django_apscheduler.models import DjangoJob
 
-from scheduling import calendars, control
+from scheduling import calendars, control, declarations, job
+from scheduling.jobs import prune_history
 from scheduling.models import Calendar, ScheduledJob
+from scheduling.schedules import build_trigger
+from scheduling.store import JobStore
+from scheduling.sync import sync
 from tests.support import transfer_jobs
 
 pytestmark = pytest.mark.django_db
@@ -27,7 +32,27 @@ def site(registry: dict, monkeypatch: pytest.MonkeyPatch) -> User:
     monkeypatch.setattr(calendars, "registry", {})
     transfer_jobs.declare()
     transfer_jobs.populate()
-    return User.objects.create_user("alice")
+    return user_with("alice", *IMPORT_PERMISSIONS)
+
+
+# Every permission an import may need: the admin's for adding, changing, pausing and deleting.
+IMPORT_PERMISSIONS = (
+    "add_job",
+    "change_schedule",
+    "pause_job",
+    "delete_job",
+    "add_calendar",
+    "change_calendar",
+    "delete_calendar",
+)
+
+
+def user_with(username: str, *codenames: str, **fields: Any) -> User:
+    user = User.objects.create_user(username, **fields)
+    user.user_permissions.set(
+        Permission.objects.filter(content_type__app_label="scheduling", codename__in=codenames)
+    )
+    return user
 
 
 def run(*args: str) -> tuple[str, str]:
@@ -177,20 +202,20 @@ def test_jobs_and_calendars_missing_from_the_file_are_removed_only_with_prune(
     site: User, tmp_path: Path
 ) -> None:
     data = export()
-    data["jobs"] = [entry for entry in data["jobs"] if entry["id"] != "refresh"]
+    data["jobs"] = [entry for entry in data["jobs"] if entry["id"] != "stray"]
     data["jobs"] = [{**entry, "options": {**entry["options"], "calendars": []}} for entry in data["jobs"]]
     data["calendars"] = [calendar for calendar in data["calendars"] if calendar["name"] != "Freeze"]
     path = write(tmp_path, data)
 
     out, _ = run("import", path, "--user", "alice")
-    assert "kept      job refresh: not in the file (--prune removes it)" in out
+    assert "kept      job stray: not in the file (--prune removes it)" in out
     assert "kept      calendar Freeze: not in the file (--prune removes it)" in out
-    assert DjangoJob.objects.filter(id="refresh").exists()
+    assert DjangoJob.objects.filter(id="stray").exists()
 
     out, _ = run("import", path, "--user", "alice", "--prune")
-    assert "removed   job refresh" in out.splitlines()
+    assert "removed   job stray" in out.splitlines()
     assert "removed   calendar Freeze" in out.splitlines()
-    assert not DjangoJob.objects.filter(id="refresh").exists()
+    assert not DjangoJob.objects.filter(id="stray").exists()
     assert not Calendar.objects.filter(name="Freeze").exists()
 
 
@@ -204,6 +229,30 @@ def test_a_job_whose_function_is_not_declared_is_skipped_by_name(site: User, tmp
         "with @job or @schedulable"
     )
     assert not DjangoJob.objects.exists()
+
+
+def huge_integer(data: dict[str, Any]) -> None:
+    jobs_of(data)["weekly-report"]["options"]["misfire_grace_time"] = 10**400
+
+
+def too_many_arguments(data: dict[str, Any]) -> None:
+    jobs_of(data)["weekly-report"]["args"] = ["weekly", "extra"]
+
+
+def option_named_job_id(data: dict[str, Any]) -> None:
+    jobs_of(data)["weekly-report"]["options"]["job_id"] = "other"
+
+
+def option_named_schedule(data: dict[str, Any]) -> None:
+    jobs_of(data)["weekly-report"]["options"]["schedule"] = {"interval": 60}
+
+
+def id_with_a_newline(data: dict[str, Any]) -> None:
+    data["jobs"].append({**jobs_of(data)["weekly-report"], "id": "two\nlines"})
+
+
+def id_with_an_escape(data: dict[str, Any]) -> None:
+    data["jobs"].append({**jobs_of(data)["nightly"], "id": "\x1b[2Jnightly"})
 
 
 def bad_cron(data: dict[str, Any]) -> None:
@@ -246,6 +295,16 @@ def wrong_version(data: dict[str, Any]) -> None:
         (unknown_calendar, "job 'weekly-report': calendars: there is no calendar named \"Nowhere\""),
         (bad_period, "calendar 'Freeze': end must be after the start"),
         (wrong_version, "version must be 1, not 99"),
+        (huge_integer, r"schedules\.json: An integer of 401 digits is too long; the limit is 20"),
+        (
+            too_many_arguments,
+            r"job 'weekly-report': the arguments do not match report\(kind, \*, recipients=1\): "
+            "too many positional arguments",
+        ),
+        (option_named_job_id, "job 'weekly-report': unknown job option job_id; known: "),
+        (option_named_schedule, "job 'weekly-report': unknown job option schedule; known: "),
+        (id_with_a_newline, r"job 'two\\nlines': id must not contain a control character \(it has '\\n'\)"),
+        (id_with_an_escape, r"job '\\x1b\[2Jnightly': id must not contain a control character"),
     ],
 )
 def test_a_bad_file_is_refused_naming_the_fault_and_nothing_is_changed(
@@ -307,3 +366,205 @@ def test_a_job_that_cannot_be_loaded_is_exported_flagged_and_skipped(site: User,
     _, err = run("import", write(tmp_path, data), "--user", "alice")
     assert err.startswith("skipped   job garbled: it could not be read where it was exported (")
     assert not DjangoJob.objects.exists()
+
+
+NO_CHANGE = "Imported as alice: 0 added, 0 changed, 0 replaced, 0 paused, 0 resumed, 0 removed, 0 skipped."
+
+
+def declared_only(data: dict[str, Any]) -> dict[str, Any]:
+    return {**data, "jobs": [entry for entry in data["jobs"] if entry["declared"]]}
+
+
+def test_a_declared_job_unlike_its_declaration_and_not_flagged_round_trips_and_is_imported_once(
+    site: User, tmp_path: Path
+) -> None:
+    # As after a deploy that changed the declaration, before the scheduler's next start.
+    store = JobStore()
+    store.modify_job(
+        store.lookup_job("nightly"), trigger=build_trigger({"cron": "0 4 * * *", "timezone": "Europe/Berlin"})
+    )
+    data = declared_only(export())
+    assert (jobs_of(data)["nightly"]["schedule"]["cron"], jobs_of(data)["nightly"]["overridden"]) == (
+        "0 4 * * *",
+        False,
+    )
+    path = write(tmp_path, data)
+
+    empty_the_database()
+    run("import", path, "--user", "alice")
+    assert export() == data
+    assert run("import", path, "--user", "alice")[0].splitlines() == [NO_CHANGE]
+
+    # Flagged here, not in the file: the flag is cleared once, nothing else changes.
+    ScheduledJob.objects.filter(id="nightly").update(overridden_at=timezone.now())
+    assert run("import", path, "--user", "alice")[0].splitlines() == [
+        "changed   job nightly: overridden",
+        NO_CHANGE.replace("0 changed", "1 changed"),
+    ]
+    assert run("import", path, "--user", "alice")[0].splitlines() == [NO_CHANGE]
+    assert export() == data
+
+
+def test_calendar_periods_are_compared_as_the_moments_they_mean_not_as_text(
+    site: User, tmp_path: Path
+) -> None:
+    data = declared_only(export())
+    freeze = data["calendars"][1]
+    freeze["timezone"] = "Europe/Berlin"
+    freeze["periods"] = [{"start": "2026-12-31T00:00", "end": "2027-01-01T00:00", "label": " new year "}]
+    path = write(tmp_path, data)
+
+    assert (
+        run("import", path, "--user", "alice")[0].splitlines()[0]
+        == "changed   calendar Freeze: timezone, periods"
+    )
+    assert export()["calendars"][1]["periods"] == [
+        {
+            "day": None,
+            "start": "2026-12-30T23:00:00+00:00",
+            "end": "2026-12-31T23:00:00+00:00",
+            "label": "new year",
+        }
+    ]
+    assert run("import", path, "--user", "alice")[0].splitlines() == [
+        "kept      job stray: not in the file (--prune removes it)",
+        NO_CHANGE,
+    ]
+
+
+def deep(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        (
+            "deep.json",
+            '{"version": 1, "jobs": [{"id": "x", "args": ' + deep(100_000) + "}]}",
+            r"deep\.json: The JSON is nested more than 40 levels deep",
+        ),
+        (
+            "deep.yaml",
+            "version: 1\njobs:\n- id: x\n  args: " + deep(100_000) + "\n",
+            r"deep\.yaml is nested more than 40 levels deep",
+        ),
+        (
+            "huge.yaml",
+            "version: 1\njobs:\n- id: x\n  options: {misfire_grace_time: " + "9" * 400 + "}\n",
+            r"huge\.yaml: An integer of 400 digits is too long; the limit is 20",
+        ),
+        (
+            "huger.yaml",
+            "version: 1\njobs:\n- id: x\n  options: {misfire_grace_time: " + "9" * 5000 + "}\n",
+            r"huger\.yaml is not YAML: Exceeds the limit",
+        ),
+        (
+            "alias.yaml",
+            "version: 1\njobs:\n- &job {id: x}\n- *job\n",
+            r"alias\.yaml: YAML aliases \(\*name\) are not read",
+        ),
+        (
+            "dated.yaml",
+            "version: 1\ncalendars:\n- name: x\n  periods: [{day: 2026-12-24}]\n",
+            r"dated\.yaml holds a value JSON has not \(quote dates and times\)",
+        ),
+    ],
+)
+def test_a_file_beyond_the_parsers_limits_is_refused_naming_the_file(
+    site: User, tmp_path: Path, name: str, text: str, message: str
+) -> None:
+    if name.endswith(".yaml"):
+        pytest.importorskip("yaml")
+    before = run("export")[0]
+    with pytest.raises(CommandError, match=message) as refused:
+        run("import", write(tmp_path, text, name), "--user", "alice")
+    assert str(refused.value).endswith("nothing was changed")
+    assert run("export")[0] == before
+
+
+def test_an_exported_yaml_file_has_no_aliases(site: User) -> None:
+    pytest.importorskip("yaml")
+    assert "&id" not in run("export", "--format", "yaml")[0]
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"source": "external", "function": "tests.support.transfer_jobs:report", "args": ["weekly"]},
+        {"function": "tests.support.transfer_jobs:report"},
+    ],
+)
+def test_import_never_replaces_the_function_of_a_job_declared_in_code(
+    site: User, tmp_path: Path, changes: dict[str, Any]
+) -> None:
+    data = declared_only(export())
+    jobs_of(data)["nightly"].update(changes)
+
+    _, err = run("import", write(tmp_path, data), "--user", "alice")
+
+    assert err.splitlines() == [
+        "skipped   job nightly: this code declares a job with this id (function "
+        "tests.support.transfer_jobs:nightly_report): import never replaces it"
+    ]
+    job = JobStore().lookup_job("nightly")
+    assert (job.func_ref, job.args) == ("tests.support.transfer_jobs:nightly_report", ())
+
+
+def test_prune_never_removes_a_job_or_calendar_declared_in_code(site: User, tmp_path: Path) -> None:
+    job(cron="17 3 * * *", id="scheduling.prune_history")(prune_history)  # as scheduling/jobs.py does
+    sync(JobStore(), declarations.registry.values())
+    data = export()
+    data["jobs"] = [entry for entry in data["jobs"] if entry["source"] != "code"]
+    data["calendars"] = [calendar for calendar in data["calendars"] if calendar["source"] != "code"]
+
+    out, _ = run("import", write(tmp_path, data), "--user", "alice", "--prune")
+
+    assert out.splitlines() == [
+        "kept      job nightly: declared in code: import never removes it",
+        "kept      job refresh: declared in code: import never removes it",
+        "kept      job scheduling.prune_history: declared in code: import never removes it",
+        "kept      calendar Closing days: declared in code: import never removes it",
+        "Imported as alice: 0 added, 0 changed, 0 replaced, 0 paused, 0 resumed, 0 removed, 1 skipped.",
+    ]
+    assert set(DjangoJob.objects.values_list("id", flat=True)) >= {
+        "nightly",
+        "refresh",
+        "scheduling.prune_history",
+    }
+    assert Calendar.objects.filter(name="Closing days").exists()
+
+
+def test_the_user_needs_the_permissions_the_admin_asks_for_those_changes(site: User, tmp_path: Path) -> None:
+    data = export()
+    jobs_of(data)["weekly-report"]["schedule"] = {"cron": "30 9 * * 1-5", "timezone": "UTC"}
+    data["jobs"] = [entry for entry in data["jobs"] if entry["id"] != "stray"]
+    path = write(tmp_path, data)
+    user_with("bob", "change_schedule")
+    before = run("export")[0]
+
+    for dry_run in ([], ["--dry-run"]):
+        with pytest.raises(
+            CommandError,
+            match=r"^user 'bob' lacks the permission scheduling\.delete_job \(removed job stray\); "
+            "nothing was changed$",
+        ):
+            run("import", path, "--user", "bob", "--prune", *dry_run)
+    assert run("export")[0] == before
+    assert not LogEntry.objects.exists()
+
+    with pytest.raises(
+        CommandError, match=r"^user 'nobody' lacks the permission scheduling\.change_schedule "
+    ):
+        run("import", path, "--user", user_with("nobody").username)
+    # What needs no permission: a file that changes nothing.
+    run("import", write(tmp_path, before, "same.json"), "--user", "nobody")
+
+    user_with("carol", *IMPORT_PERMISSIONS, is_active=False)
+    with pytest.raises(CommandError, match=r"^User 'carol' is not active; nothing was changed$"):
+        run("import", path, "--user", "carol")
+
+    out, _ = run("import", path, "--user", "bob")
+    assert out.splitlines()[0] == "changed   job weekly-report: schedule"
+    User.objects.create_superuser("root")
+    assert "1 removed" in run("import", path, "--user", "root", "--prune")[0]

@@ -68,13 +68,22 @@ def test_schedules_exported_from_sqlite_are_imported_into_postgresql_exactly(
         postgres_database,
         "shell",
         "-c",
-        "from django.contrib.auth.models import User; User.objects.create_user('deploy')",
+        "from django.contrib.auth.models import Permission, User; "
+        "User.objects.create_user('viewer'); "
+        "User.objects.create_user('deploy').user_permissions.set("
+        "Permission.objects.filter(content_type__app_label='scheduling', codename__in=["
+        "'add_job', 'change_schedule', 'pause_job', 'add_calendar']))",
     )
     refused = manage(
         postgres_database, "scheduling", "import", str(schedules), "--user", "nobody", check=False
     )
     assert refused.returncode == 1
     assert "No user named 'nobody'; nothing was changed" in refused.stderr
+    refused = manage(
+        postgres_database, "scheduling", "import", str(schedules), "--user", "viewer", check=False
+    )
+    assert refused.returncode == 1
+    assert "user 'viewer' lacks the permission scheduling.add_calendar (added calendar" in refused.stderr
 
     dry = manage(postgres_database, "scheduling", "import", str(schedules), "--user", "deploy", "--dry-run")
     assert dry.stdout.splitlines()[-1].startswith("Dry run: 6 added")

@@ -37,6 +37,8 @@ REFUSED = [
     ({"interval": {"seconds": float("nan")}}, "interval.seconds", "interval.seconds " + INTERVAL + "nan"),
     ({"interval": {"weeks": 1e20}}, "interval.weeks", "interval.weeks " + INTERVAL + "1e+20"),
     ({"interval": 0.5}, "interval", "interval " + INTERVAL + "0.5"),
+    # Too large for a float: math.isfinite raised OverflowError.
+    ({"interval": {"minutes": 10**400}}, "interval.minutes", "interval.minutes " + INTERVAL + "1000000"),
     ({"date": "9999-12-31T23:59:59-23:59"}, "date", DATE + "'9999-12-31T23:59:59-23:59'"),
     ({"date": "1970-01-01T00:00:00+14:00"}, "date", DATE + "'1970-01-01T00:00:00+14:00'"),
     ({"cron": ",".join(["1"] * 150_000) + " * * * *"}, "cron", "cron must be text of at most 256 characters"),
@@ -146,6 +148,24 @@ def test_control_add_refuses_an_overlong_id_and_stores_nothing() -> None:
         control.add("x" * 300, "tests.support.jobs:succeed", schedule={"interval": {"minutes": 1}})
 
     assert not DjangoJob.objects.exists()
+
+
+@pytest.mark.parametrize("job_id", ["two\nlines", "a\tb", "\x1b[31mred", "del\x7f", "c1\x85"])
+def test_control_add_refuses_an_id_with_a_control_character(job_id: str) -> None:
+    with pytest.raises(validation.InputError, match=r"^job_id must not contain a control character") as error:
+        control.add(job_id, "tests.support.jobs:succeed", schedule={"interval": {"minutes": 1}})
+
+    assert (error.value.field, error.value.code) == ("job_id", "invalid_text")
+    assert not DjangoJob.objects.exists()
+
+
+def test_an_id_may_hold_any_printable_text() -> None:
+    assert validation.job_id("reports/weekly: Müller (ünïcode) ✓") == "reports/weekly: Müller (ünïcode) ✓"
+
+
+def test_a_usual_duration_factor_too_large_for_a_float_is_refused_not_an_overflow() -> None:
+    with pytest.raises(validation.InputError, match=r"^alert\.longer_than_usual must be a number from 1\.5"):
+        validation.options({"alert": {"to": ["log"], "longer_than_usual": 10**400}})
 
 
 @pytest.mark.parametrize(

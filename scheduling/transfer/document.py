@@ -2,6 +2,7 @@
 
 What a value may be (a cron line, a time zone, a timeout) is not checked here but by
 ``scheduling.validation`` when the file is applied, so the limits are the same as everywhere.
+The text itself is parsed by ``scheduling.safejson``, within the API's limits, YAML included.
 """
 
 from __future__ import annotations
@@ -12,7 +13,14 @@ from typing import Any
 
 from django.utils.translation import gettext as _
 
+from scheduling import safejson
+
 VERSION = 1
+# A file is read whole: thousands of jobs fit, and nothing a person writes by hand comes near.
+MAX_LENGTH = 32 * 1024 * 1024
+# The document's own levels (jobs, a job, its options, an alert, its list) above the limit a job's
+# arguments have on their own (scheduling.validation's, the API's).
+MAX_DEPTH = safejson.MAX_DEPTH + 8
 FORMATS = ("json", "yaml")
 TOP_FIELDS = {"version", "jobs", "calendars"}
 JOB_FIELDS = {
@@ -62,7 +70,10 @@ class DocumentError(ValueError):
 def dumps(document: dict[str, Any], fmt: str) -> str:
     """The document as text; keys in a fixed order, so two exports of one state are identical."""
     if fmt == "yaml":
-        return _yaml().safe_dump(document, sort_keys=False, allow_unicode=True, default_flow_style=False)
+        yaml = _yaml()
+        return yaml.dump(
+            document, Dumper=_dumper(yaml), sort_keys=False, allow_unicode=True, default_flow_style=False
+        )
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
 
 
@@ -75,18 +86,57 @@ def load(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise DocumentError(_("%(path)s cannot be read: %(error)s") % {"path": path, "error": exc}) from None
     if path.suffix.lower() in (".yaml", ".yml"):
-        yaml = _yaml()
-        try:
-            document = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise DocumentError(_("%(path)s is not YAML: %(error)s") % {"path": path, "error": exc}) from None
-    else:
-        try:
-            document = json.loads(text)
-        except ValueError as exc:
+        text = _yaml_as_json(text, path)
+    try:
+        # Within the limits the API has: the standard parser raises RecursionError on deep nesting
+        # and takes a 400-digit integer that no option can hold.
+        document = safejson.loads(text, max_length=MAX_LENGTH, max_depth=MAX_DEPTH)
+    except safejson.JsonInputError as exc:
+        if exc.code == "invalid_json":
             raise DocumentError(_("%(path)s is not JSON: %(error)s") % {"path": path, "error": exc}) from None
+        raise DocumentError(_("%(path)s: %(error)s") % {"path": path, "error": exc}) from None
     check(document, str(path))
     return document
+
+
+def _yaml_as_json(text: str, path: Path) -> str:
+    """YAML text as the JSON text of the same data, so that both formats meet the same limits.
+
+    Before anything is built, the events are read once (no recursion) to refuse what building
+    would choke on: nesting deeper than JSON may have (PyYAML builds recursively) and aliases,
+    which can multiply a small file into billions of values (``dumps`` never writes any).
+    """
+    yaml = _yaml()
+    level = 0
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent):
+                raise DocumentError(
+                    _("%(path)s: YAML aliases (*name) are not read; write the value out") % {"path": path}
+                )
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                level += 1
+                if level > MAX_DEPTH:
+                    raise DocumentError(
+                        _("%(path)s is nested more than %(max)s levels deep")
+                        % {"path": path, "max": MAX_DEPTH}
+                    )
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                level -= 1
+        document = yaml.safe_load(text)
+    except DocumentError:
+        raise
+    # ValueError: what PyYAML's constructors let through (a date that does not exist, an integer
+    # of more digits than int() converts).
+    except (yaml.YAMLError, ValueError) as exc:
+        raise DocumentError(_("%(path)s is not YAML: %(error)s") % {"path": path, "error": exc}) from None
+    try:
+        return json.dumps(document)
+    except (TypeError, ValueError) as exc:  # a date, a set, a key that is not text
+        raise DocumentError(
+            _("%(path)s holds a value JSON has not (quote dates and times): %(error)s")
+            % {"path": path, "error": exc}
+        ) from None
 
 
 def check(document: Any, name: str) -> None:
@@ -136,6 +186,16 @@ def _type_name(kind: type | tuple[type, ...]) -> str:
     if isinstance(kind, tuple):  # the dates of a period: ISO 8601 text, or null
         return _("text or null")
     return {str: _("text"), bool: _("true or false"), dict: _("an object"), list: _("a list")}[kind]
+
+
+def _dumper(yaml: Any) -> Any:
+    class Dumper(yaml.SafeDumper):
+        """Every value written out, never as an alias: ``load`` refuses aliases."""
+
+        def ignore_aliases(self, data: Any) -> bool:
+            return True
+
+    return Dumper
 
 
 def _yaml() -> Any:

@@ -1,6 +1,8 @@
 """A schedules file applied to the database: what differs, then the changes made through
 ``scheduling.control`` (and so checked by ``scheduling.validation``), in one transaction,
-each recorded in the admin's history as the importing user.
+each recorded in the admin's history as the importing user, who needs the permissions the
+admin asks for the same changes. Jobs and calendars declared in code stay the code's: an import
+never replaces a declared job's function nor removes one.
 
 A dry run makes the same changes and rolls them back, so it refuses exactly what a real
 import would refuse.
@@ -21,7 +23,7 @@ from django.db.models import Model
 from django.utils.translation import gettext as _
 from django_apscheduler.models import DjangoJob
 
-from scheduling import control, declarations, validation
+from scheduling import calendars, control, declarations, validation
 from scheduling.models import Calendar, Job, ScheduledJob
 from scheduling.queries import schedule_summary
 from scheduling.schedules import ScheduleError, build_trigger, spec_of
@@ -30,6 +32,19 @@ from scheduling.transfer.export import calendar_entries, options_of
 
 # What an existing job added outside the code cannot change in place: it is replaced.
 IDENTITY_FIELDS = ("function", "name", "args", "kwargs")
+
+# The permission each kind of change needs, as the admin asks for it (scheduling/admin/).
+PERMISSIONS = {
+    ("job", "added"): ("add_job",),
+    ("job", "changed"): ("change_schedule",),
+    ("job", "replaced"): ("delete_job", "add_job"),
+    ("job", "paused"): ("pause_job",),
+    ("job", "resumed"): ("pause_job",),
+    ("job", "removed"): ("delete_job",),
+    ("calendar", "added"): ("add_calendar",),
+    ("calendar", "changed"): ("change_calendar",),
+    ("calendar", "removed"): ("delete_calendar",),
+}
 
 
 class ImportRefusedError(ValueError):
@@ -44,9 +59,11 @@ class Change:
     detail: str = ""
 
     def line(self) -> str:
-        what = _("job") if self.what == "job" else _("calendar")
-        line = f"{kind_word(self.kind):<9} {what} {self.name}"
+        line = f"{kind_word(self.kind):<9} {self.what_word()} {self.name}"
         return f"{line}: {self.detail}" if self.detail else line
+
+    def what_word(self) -> str:
+        return _("job") if self.what == "job" else _("calendar")
 
 
 def kind_word(kind: str) -> str:
@@ -75,9 +92,33 @@ def import_document(
         importer.calendars(document.get("calendars", []))
         importer.jobs(document.get("jobs", []))
         importer.leftovers(document, prune)
+        # Judged on the changes made (and so rolled back if refused): the permissions the admin
+        # would ask for to make the same ones.
+        check_permissions(user, importer.changes)
         if dry_run:
             transaction.set_rollback(True, using=router.db_for_write(DjangoJob))
     return importer.changes
+
+
+def check_permissions(user: Any, changes: list[Change]) -> None:
+    """Refuse changes ``user`` could not make in the admin, naming each missing permission."""
+    missing: dict[str, Change] = {}
+    for change in changes:
+        for codename in PERMISSIONS.get((change.what, change.kind), ()):
+            permission = f"scheduling.{codename}"
+            if permission not in missing and not user.has_perm(permission):
+                missing[permission] = change
+    if missing:
+        raise ImportRefusedError(
+            _("user %(user)r lacks the permission %(permissions)s")
+            % {
+                "user": user.get_username(),
+                "permissions": ", ".join(
+                    f"{permission} ({kind_word(change.kind)} {change.what_word()} {change.name})"
+                    for permission, change in missing.items()
+                ),
+            }
+        )
 
 
 class _Importer:
@@ -92,9 +133,10 @@ class _Importer:
             wanted = {**_CALENDAR_DEFAULTS, **entry}
             wanted["periods"] = [{**_PERIOD_DEFAULTS, **period} for period in wanted["periods"]]
             existing = current.get(name)
-            if existing == wanted:
-                continue
             with _refusing(_("calendar %(name)r") % {"name": name}):
+                changed = _calendar_changes(wanted, existing)
+                if not changed:
+                    continue
                 control.save_calendar(
                     name,
                     description=wanted["description"],
@@ -106,7 +148,7 @@ class _Importer:
             if existing is None:
                 self._record("added", "calendar", name, _("Added by import"))
             else:
-                fields = ", ".join(key for key in wanted if wanted[key] != existing.get(key))
+                fields = ", ".join(changed)
                 self._record(
                     "changed",
                     "calendar",
@@ -121,19 +163,23 @@ class _Importer:
                 self._job(entry)
 
     def _job(self, entry: dict[str, Any]) -> None:
-        job_id = entry["id"]
+        job_id = validation.job_id(entry["id"], "id")
         if (reason := _skip_reason(entry)) is not None:
             self.changes.append(Change("skipped", "job", job_id, reason))
             return
+        # Checked before anything is written: an unknown name (job_id, schedule) would otherwise
+        # reach control's keywords.
+        validation.options(entry.get("options", {}))
+        validation.check_spec(entry["schedule"])
         current = _stored(job_id)
-        if entry.get("source") == ScheduledJob.Source.CODE:
-            overridden = ScheduledJob.objects.filter(id=job_id, overridden_at__isnull=False).exists()
+        declared = job_id in declarations.registry
+        if declared:
+            # The file's schedule, options and overridden flag are written below: no reset first,
+            # which would change the job at every import of a file whose job differs from the
+            # declaration here without being flagged overridden.
             if current is None:
                 control.reset(job_id)
                 self._record("added", "job", job_id, _("Added by import, as declared in code"))
-            elif overridden and not entry.get("overridden", False):
-                control.reset(job_id)
-                self._record("changed", "job", job_id, _("Reset to its declaration by import"), _("reset"))
         elif current is None:
             self._add(entry)
             self._record("added", "job", job_id, _("Added by import"))
@@ -143,7 +189,7 @@ class _Importer:
             self._record(
                 "replaced", "job", job_id, _("Replaced by import (its function, name or arguments differ)")
             )
-        self._change(entry, control.load(job_id))
+        self._change(entry, control.load(job_id), declared)
         self._pause_or_resume(entry, control.load(job_id))
 
     def _add(self, entry: dict[str, Any]) -> None:
@@ -157,28 +203,43 @@ class _Importer:
             **entry.get("options", {}),
         )
 
-    def _change(self, entry: dict[str, Any], job: StoredJob) -> None:
+    def _change(self, entry: dict[str, Any], job: StoredJob, declared: bool) -> None:
+        """The file's schedule and options; for a job declared in code, its overridden flag too."""
         job_id = entry["id"]
-        validation.check_spec(entry["schedule"])
         wanted = spec_of(build_trigger(entry["schedule"]))  # as stored, so equal ones compare equal
         schedule = entry["schedule"] if wanted != spec_of(job.trigger) else None
         current = options_of(job, policies_of([job_id])[job_id])
         options = {
             name: value for name, value in entry.get("options", {}).items() if current.get(name, ...) != value
         }
-        if schedule is None and not options:
+        overridden = bool(entry.get("overridden", False))
+        # control.change flags a declared job overridden: the flag is a change of its own only
+        # where the file says otherwise.
+        flag_changed = (
+            declared and (schedule is not None or bool(options) or _overridden(job_id)) != overridden
+        )
+        if schedule is None and not options and not flag_changed:
             return
         before = schedule_summary(job_id)
-        control.change(job_id, schedule=schedule, **options)
-        fields = ", ".join(([_("schedule")] if schedule is not None else []) + sorted(options))
-        self._record(
-            "changed",
-            "job",
-            job_id,
-            _("Changed by import from “%(before)s” to “%(after)s”")
-            % {"before": before, "after": schedule_summary(job_id)},
-            fields,
-        )
+        messages = []
+        if schedule is not None or options:
+            control.change(job_id, schedule=schedule, **options)
+            messages.append(
+                _("Changed by import from “%(before)s” to “%(after)s”")
+                % {"before": before, "after": schedule_summary(job_id)}
+            )
+        if declared:
+            # After the change, which flags a declared job overridden whatever the file says.
+            control.mark_overridden(job_id, overridden)
+        if flag_changed:
+            messages.append(
+                _("Marked overridden outside the code by import")
+                if overridden
+                else _("Marked as following its declaration in code by import")
+            )
+        fields = ([_("schedule")] if schedule is not None else []) + sorted(options)
+        fields += [_("overridden")] if flag_changed else []
+        self._record("changed", "job", job_id, "; ".join(messages), ", ".join(fields))
 
     def _pause_or_resume(self, entry: dict[str, Any], job: StoredJob) -> None:
         paused = job.next_run_time is None
@@ -194,7 +255,16 @@ class _Importer:
     def leftovers(self, document: dict[str, Any], prune: bool) -> None:
         """What the database has and the file has not: removed with ``prune``, else kept."""
         in_file = {entry["id"] for entry in document.get("jobs", [])}
+        in_code = set(declarations.registry) | set(
+            ScheduledJob.objects.filter(source=ScheduledJob.Source.CODE).values_list("id", flat=True)
+        )
         for job_id in DjangoJob.objects.exclude(id__in=in_file).order_by("id").values_list("id", flat=True):
+            if job_id in in_code:
+                # The code puts it back at the scheduler's next start: removing it is the code's.
+                self.changes.append(
+                    Change("kept", "job", job_id, _("declared in code: import never removes it"))
+                )
+                continue
             if not prune:
                 self.changes.append(Change("kept", "job", job_id, _("not in the file (--prune removes it)")))
                 continue
@@ -203,6 +273,11 @@ class _Importer:
                 control.delete(job_id)
         names = {entry["name"] for entry in document.get("calendars", [])}
         for calendar in Calendar.objects.exclude(name__in=names).order_by("name"):
+            if calendar.source == Calendar.Source.CODE:
+                self.changes.append(
+                    Change("kept", "calendar", calendar.name, _("declared in code: import never removes it"))
+                )
+                continue
             if not prune:
                 self.changes.append(
                     Change("kept", "calendar", calendar.name, _("not in the file (--prune removes it)"))
@@ -255,9 +330,51 @@ def _skip_reason(entry: dict[str, Any]) -> str | None:
         return _("its function %(function)s is not declared here with @job or @schedulable") % {
             "function": function or "?"
         }
-    if entry.get("source") == ScheduledJob.Source.CODE and entry["id"] not in declarations.registry:
+    declaration = declarations.registry.get(entry["id"])
+    if entry.get("source") == ScheduledJob.Source.CODE and declaration is None:
         return _("it is declared in code where it was exported, but not in this code")
+    if declaration is not None and (
+        entry.get("source") != ScheduledJob.Source.CODE or function != declaration.func_ref
+    ):
+        return _(
+            "this code declares a job with this id (function %(declared)s): import never replaces it"
+        ) % {"declared": declaration.func_ref}
     return None
+
+
+def _overridden(job_id: str) -> bool:
+    return ScheduledJob.objects.filter(id=job_id, overridden_at__isnull=False).exists()
+
+
+def _calendar_changes(wanted: dict[str, Any], existing: dict[str, Any] | None) -> list[str]:
+    """The fields of ``wanted`` that differ from the stored calendar (all of them: a new one).
+
+    Periods are compared as the moments they mean, not as text: "2026-12-31T00:00" in the
+    calendar's zone is the period stored as "2026-12-30T23:00:00+00:00".
+    """
+    if existing is None:
+        return list(wanted)
+    changed = [key for key in wanted if key != "periods" and wanted[key] != existing.get(key)]
+    zone = calendars.check_zone(wanted["timezone"])
+    if _moments(wanted["periods"], zone) != _moments(existing["periods"], zone):
+        changed.append("periods")
+    return changed
+
+
+def _moments(periods: list[dict[str, Any]], zone: dt.tzinfo) -> list[tuple[Any, ...]]:
+    """Each period as ``control.save_calendar`` stores it (label, then day or aware start and end),
+    in the order the database gives them back: days, then ranges, each by time."""
+    moments = [
+        (
+            validation.text("label", period.get("label", ""), calendars.MAX_LABEL_LENGTH).strip(),
+            *validation.calendar_period(parsed["day"], parsed["start"], parsed["end"], zone),
+        )
+        for parsed, period in ((_period(period), period) for period in periods)
+    ]
+    return sorted(
+        moments,
+        key=lambda moment: (moment[1] is None, moment[1] or dt.date.min, moment[2] or validation.FIRST_DATE),
+    )
 
 
 def _stored(job_id: str) -> StoredJob | None:

@@ -485,9 +485,12 @@ class Command(BaseCommand):
 def _user(username: str) -> Any:
     user_model = get_user_model()
     try:
-        return user_model._default_manager.get_by_natural_key(username)
+        user = user_model._default_manager.get_by_natural_key(username)
     except user_model.DoesNotExist:
         raise CommandError(_("No user named %(name)r; nothing was changed") % {"name": username}) from None
+    if not user.is_active:
+        raise CommandError(_("User %(name)r is not active; nothing was changed") % {"name": username})
+    return user
 
 
 def _import_summary(changes: list[Change], dry_run: bool, username: str) -> str:
