@@ -26,6 +26,7 @@ from django.http import HttpRequest, JsonResponse, RawPostDataException
 from django.http.multipartparser import MultiPartParserError
 from django.middleware.csrf import CsrfViewMiddleware
 from django.utils import timezone
+from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 
@@ -98,11 +99,19 @@ def endpoint(method: str, permission: str) -> Callable[[View], View]:
         def wrapper(request: HttpRequest, **kwargs: Any) -> JsonResponse:
             try:
                 if request.method != method:
-                    raise ApiError(405, f"Use {method} here, not {request.method}", "method_not_allowed")
+                    raise ApiError(
+                        405,
+                        _("Use %(allowed)s here, not %(method)s")
+                        % {"allowed": method, "method": request.method},
+                        "method_not_allowed",
+                    )
                 user = authenticate(request)
                 if not user.has_perm(f"scheduling.{permission}"):
                     raise ApiError(
-                        403, f"This needs the permission 'scheduling.{permission}'", "permission_denied"
+                        403,
+                        _("This needs the permission '%(permission)s'")
+                        % {"permission": f"scheduling.{permission}"},
+                        "permission_denied",
                     )
                 if "job_id" in kwargs:
                     validation.job_id(kwargs["job_id"])
@@ -123,13 +132,13 @@ def endpoint(method: str, permission: str) -> Callable[[View], View]:
                 response = ApiError(400, str(exc), exc.code, exc.field).response()
             except ScheduleError as exc:
                 response = ApiError(
-                    400, f"Invalid schedule: {exc}", "invalid_schedule", "schedule"
+                    400, _("Invalid schedule: %(error)s") % {"error": exc}, "invalid_schedule", "schedule"
                 ).response()
             # The contract is JSON for every answer: a bug is logged and answered as such.
             except Exception:
                 logger.exception("The API failed on %s %s", request.method, request.path)
                 response = ApiError(
-                    500, "Internal error; it is logged on the server", "internal_error"
+                    500, _("Internal error; it is logged on the server"), "internal_error"
                 ).response()
             if response.status_code == 405:
                 response["Allow"] = method
@@ -145,22 +154,24 @@ def endpoint(method: str, permission: str) -> Callable[[View], View]:
 def authenticate(request: HttpRequest) -> Any:
     header = request.headers.get("Authorization", "")
     if header:
-        scheme, _, key = header.partition(" ")
+        scheme, __, key = header.partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
-            raise ApiError(401, "The Authorization header must be 'Bearer <API token>'", "not_authenticated")
+            raise ApiError(
+                401, _("The Authorization header must be 'Bearer <API token>'"), "not_authenticated"
+            )
         user = tokens.user_for(key.strip())
         if user is None:
             raise ApiError(
-                401, "Unknown or revoked API token, or its user is deactivated", "not_authenticated"
+                401, _("Unknown or revoked API token, or its user is deactivated"), "not_authenticated"
             )
         return user
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
-        raise ApiError(401, "Log in, or send 'Authorization: Bearer <API token>'", "not_authenticated")
+        raise ApiError(401, _("Log in, or send 'Authorization: Bearer <API token>'"), "not_authenticated")
     if request.method not in ("GET", "HEAD", "OPTIONS"):
         reason = _CsrfCheck(lambda request: None).process_view(request, None, (), {})  # type: ignore[arg-type]
         if reason:
-            raise ApiError(403, f"CSRF check failed: {reason}", "csrf_failed")
+            raise ApiError(403, _("CSRF check failed: %(reason)s") % {"reason": reason}, "csrf_failed")
     return user
 
 
@@ -197,7 +208,7 @@ def run_list(request: HttpRequest, user: Any) -> JsonResponse:
     if "job" in request.GET:
         job_id = validation.job_id(request.GET["job"], "job")
         if not job_id:
-            raise ApiError(400, "job must be a job id, not empty", "invalid_text", "job")
+            raise ApiError(400, _("job must be a job id, not empty"), "invalid_text", "job")
         runs = runs.filter(job_id=job_id)
     cursor = _run_cursor(request)
     if cursor is not None:
@@ -211,7 +222,7 @@ def run_list(request: HttpRequest, user: Any) -> JsonResponse:
 def run_detail(request: HttpRequest, user: Any, run_id: int) -> JsonResponse:
     run = Execution.objects.filter(pk=run_id).first() if run_id < 2**63 else None
     if run is None:
-        raise ApiError(404, f"No run with id {run_id}", "unknown_run")
+        raise ApiError(404, _("No run with id %(run)s") % {"run": run_id}, "unknown_run")
     return JsonResponse({**run_data(run), "job": run.job_id, "output": run.output})
 
 
@@ -286,7 +297,7 @@ def calendar_list(request: HttpRequest, user: Any) -> JsonResponse:
 def calendar_detail(request: HttpRequest, user: Any, name: str) -> JsonResponse:
     found = calendar_summaries(validation.text("name", name))
     if not found:
-        raise ApiError(404, f"No calendar named {name!r}", "unknown_calendar")
+        raise ApiError(404, _("No calendar named %(name)r") % {"name": name}, "unknown_calendar")
     return JsonResponse(calendar_data(found[0]))
 
 
@@ -301,7 +312,9 @@ def maintenance_start(request: HttpRequest, user: Any) -> JsonResponse:
     body = _json_object(request)
     _refuse_unknown(body, {"reason", "until"})
     if "reason" not in body:
-        raise ApiError(400, "reason is required: it is recorded on every skipped run", "required", "reason")
+        raise ApiError(
+            400, _("reason is required: it is recorded on every skipped run"), "required", "reason"
+        )
     pause = control.start_maintenance(body["reason"], user.get_username(), body.get("until"))
     _log_maintenance(user, f"Paused for maintenance: {pause.describe()} (API)")
     return JsonResponse({"maintenance": maintenance_data(pause)})
@@ -325,7 +338,9 @@ def methods(*views: View) -> View:
         if chosen is None:
             allowed = ", ".join(by_method)
             response = ApiError(
-                405, f"Use {allowed} here, not {request.method}", "method_not_allowed"
+                405,
+                _("Use %(allowed)s here, not %(method)s") % {"allowed": allowed, "method": request.method},
+                "method_not_allowed",
             ).response()
             response["Allow"] = allowed
             return response
@@ -346,7 +361,7 @@ def not_found(request: HttpRequest, rest: str) -> JsonResponse:
         authenticate(request)
     except ApiError as exc:
         return exc.response()
-    return ApiError(404, f"No API endpoint at {request.path!r}", "not_found").response()
+    return ApiError(404, _("No API endpoint at %(path)r") % {"path": request.path}, "not_found").response()
 
 
 def _reply(user: Any, job_id: str, result: str) -> dict[str, Any]:
@@ -377,7 +392,9 @@ def _job_cursor(request: HttpRequest) -> str:
         return ""
     cursor = request.GET["cursor"]
     if len(cursor) > MAX_CURSOR_LENGTH or not re.fullmatch(r"(?:[0-9a-f]{2})+", cursor):
-        raise ApiError(400, "cursor must be the 'next' value of the page before", "invalid_cursor", "cursor")
+        raise ApiError(
+            400, _("cursor must be the 'next' value of the page before"), "invalid_cursor", "cursor"
+        )
     return bytes.fromhex(cursor).decode(errors="replace").replace("\x00", "")
 
 
@@ -387,7 +404,9 @@ def _run_cursor(request: HttpRequest) -> int | None:
         return None
     cursor = request.GET["cursor"]
     if not re.fullmatch(r"[0-9]{1,18}", cursor):
-        raise ApiError(400, "cursor must be the 'next' value of the page before", "invalid_cursor", "cursor")
+        raise ApiError(
+            400, _("cursor must be the 'next' value of the page before"), "invalid_cursor", "cursor"
+        )
     return int(cursor)
 
 
@@ -398,15 +417,19 @@ def _encode(position: str | None) -> str | None:
 def _json_object(request: HttpRequest) -> dict[str, Any]:
     declared = request.META.get("CONTENT_LENGTH") or "0"
     if declared.isascii() and declared.isdigit() and int(declared[:12]) > MAX_BODY_BYTES:
-        raise ApiError(413, f"The body may be at most {MAX_BODY_BYTES} bytes", "too_large")
+        raise ApiError(
+            413, _("The body may be at most %(bytes)d bytes") % {"bytes": MAX_BODY_BYTES}, "too_large"
+        )
     try:
         body = safejson.loads(_raw_body(request) or b"{}", max_length=MAX_BODY_BYTES)
     except RequestDataTooBig:
-        raise ApiError(413, f"The body may be at most {MAX_BODY_BYTES} bytes", "too_large") from None
+        raise ApiError(
+            413, _("The body may be at most %(bytes)d bytes") % {"bytes": MAX_BODY_BYTES}, "too_large"
+        ) from None
     except safejson.JsonInputError as exc:
         raise ApiError(exc.status, str(exc), exc.code) from None
     if not isinstance(body, dict):
-        raise ApiError(400, "The body must be a JSON object", "invalid_body")
+        raise ApiError(400, _("The body must be a JSON object"), "invalid_body")
     return body
 
 
@@ -415,7 +438,8 @@ def _refuse_unknown(body: dict[str, Any], allowed: set[str]) -> None:
     if unknown:
         raise ApiError(
             400,
-            f"Unknown field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}",
+            _("Unknown field(s): %(fields)s; allowed: %(allowed)s")
+            % {"fields": ", ".join(unknown), "allowed": ", ".join(sorted(allowed))},
             "unknown_field",
             unknown[0],
         )
@@ -425,7 +449,9 @@ def _raw_body(request: HttpRequest) -> bytes:
     """The body, where an empty form (what many clients send on a bare POST) counts as none."""
     if request.content_type not in ("multipart/form-data", "application/x-www-form-urlencoded"):
         return request.body
-    refused = ApiError(400, "The body must be a JSON object (Content-Type: application/json)", "invalid_body")
+    refused = ApiError(
+        400, _("The body must be a JSON object (Content-Type: application/json)"), "invalid_body"
+    )
     try:
         raw: bytes | None = request.body
     except RawPostDataException:  # the CSRF check of a session request read the form first
@@ -446,20 +472,24 @@ def _parse_reschedule(body: dict[str, Any]) -> tuple[dict[str, Any] | None, dict
     if unknown:
         allowed = ", ".join(sorted(SCHEDULE_FIELDS | OPTION_FIELDS))
         raise ApiError(
-            400, f"Unknown field(s): {', '.join(unknown)}; allowed: {allowed}", "unknown_field", unknown[0]
+            400,
+            _("Unknown field(s): %(fields)s; allowed: %(allowed)s")
+            % {"fields": ", ".join(unknown), "allowed": allowed},
+            "unknown_field",
+            unknown[0],
         )
     kinds = [kind for kind in ("cron", "interval", "date") if kind in body]
     if len(kinds) > 1 or (not kinds and SCHEDULE_FIELDS & set(body)):
         raise ApiError(
             400,
-            "Give exactly one of cron, interval or date (timezone and jitter go with it)",
+            _("Give exactly one of cron, interval or date (timezone and jitter go with it)"),
             "invalid_schedule",
             "schedule",
         )
     options = validation.options({name: body[name] for name in OPTION_FIELDS & set(body)})
     if not kinds and not options:
         raise ApiError(
-            400, "Nothing to change: give cron, interval or date, or job options", "nothing_to_change"
+            400, _("Nothing to change: give cron, interval or date, or job options"), "nothing_to_change"
         )
     if not kinds:
         return None, options
@@ -469,7 +499,9 @@ def _parse_reschedule(body: dict[str, Any]) -> tuple[dict[str, Any] | None, dict
         jitter=body.get("jitter"),
     )
     if "date" in spec and datetime.fromisoformat(spec["date"]) <= timezone.now():
-        raise ApiError(400, f"date {body['date']!r} is not in the future", "date_in_past", "date")
+        raise ApiError(
+            400, _("date %(date)r is not in the future") % {"date": body["date"]}, "date_in_past", "date"
+        )
     return spec, options
 
 

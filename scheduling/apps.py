@@ -4,11 +4,12 @@ import importlib
 
 from django.apps import AppConfig
 from django.utils.module_loading import autodiscover_modules
+from django.utils.translation import gettext_lazy as _
 
 
 class SchedulingConfig(AppConfig):
     name = "scheduling"
-    verbose_name = "Scheduling"
+    verbose_name = _("Scheduling")
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from django.conf import settings as django_settings
 from django.core import checks
+from django.utils.translation import gettext as _
 
 from scheduling import metrics_access
 from scheduling.conf import settings
@@ -78,8 +79,10 @@ def thread_timeout_messages(declared: Iterable[Any]) -> list[checks.CheckMessage
             f"Job {declaration.id!r} declares timeout={declaration.policy['timeout']} but runs in the "
             "scheduler's threads, where a run cannot be stopped: past its timeout it is only marked "
             "overrunning (and current_run().deadline_passed turns true).",
-            hint="Use runs_in='processes' (or 'tasks') for a hard limit, or check "
-            "scheduling.current_run().deadline_passed in the job and return early.",
+            hint=_(
+                "Use runs_in='processes' (or 'tasks') for a hard limit, or check "
+                "scheduling.current_run().deadline_passed in the job and return early."
+            ),
             obj=declaration.func_ref,
             id="scheduling.W005",
         )
@@ -104,7 +107,7 @@ def alerts_setting_messages(value: Any) -> list[checks.CheckMessage]:
         return [
             checks.Error(
                 f"SCHEDULING_ALERTS is invalid: {exc}",
-                hint='For example {"to": ["mail_admins"], "on": ["failure", "missed"]}.',
+                hint=_('For example {"to": ["mail_admins"], "on": ["failure", "missed"]}.'),
                 id="scheduling.E006",
             )
         ]
@@ -137,7 +140,7 @@ def embedded_database_messages(
             checks.Error(
                 "SCHEDULING_EMBEDDED is on with an in-memory SQLite database: every process would have its "
                 "own database and its own lease, so every web process would run every job.",
-                hint="Use a file or server database, or run 'manage.py runscheduler' instead.",
+                hint=_("Use a file or server database, or run 'manage.py runscheduler' instead."),
                 id="scheduling.E001",
             )
         ]
@@ -156,7 +159,7 @@ def time_zone_messages(use_tz: bool) -> list[checks.CheckMessage]:
             "go back, an hour of them happens twice and is indistinguishable; runs in it collide on "
             "(job, scheduled time) and one is silently lost, and every run time shifts if the "
             "server's time zone changes.",
-            hint="Set USE_TZ = True (Django's default); scheduling stores and compares instants in UTC.",
+            hint=_("Set USE_TZ = True (Django's default); scheduling stores and compares instants in UTC."),
             id="scheduling.E004",
         )
     ]
@@ -167,8 +170,10 @@ def sqlite_locking_messages(databases: dict[str, dict[str, Any]]) -> list[checks
         checks.Warning(
             f"The SQLite database '{alias}' uses deferred transactions: the scheduler and the web server "
             "writing at once fail with 'database is locked'.",
-            hint="Set DATABASES[...]['OPTIONS'] = {'transaction_mode': 'IMMEDIATE', 'timeout': 20} "
-            "(and PRAGMA journal_mode=WAL in 'init_command').",
+            hint=_(
+                "Set DATABASES[...]['OPTIONS'] = {'transaction_mode': 'IMMEDIATE', 'timeout': 20} "
+                "(and PRAGMA journal_mode=WAL in 'init_command')."
+            ),
             id="scheduling.W002",
         )
         for alias, database in _sqlite(databases).items()
@@ -193,7 +198,7 @@ def installed_apps_messages(installed_apps: list[str]) -> list[checks.CheckMessa
         checks.Warning(
             "'scheduling' comes before 'django_apscheduler' in INSTALLED_APPS, so django-apscheduler's "
             "own admin is registered beside ours; its 'run' action runs jobs inside the web request.",
-            hint="Put 'scheduling' after 'django_apscheduler' in INSTALLED_APPS.",
+            hint=_("Put 'scheduling' after 'django_apscheduler' in INSTALLED_APPS."),
             id="scheduling.W003",
         )
     ]
@@ -208,8 +213,10 @@ def embedded_on_sqlite_messages(
         checks.Warning(
             "SCHEDULING_EMBEDDED is on with SQLite: every web worker process runs a scheduler, and all of "
             "them and your requests share SQLite's single write lock.",
-            hint="Fine for one small site on one machine. With several workers or machines, use PostgreSQL "
-            "or MariaDB, or run one 'manage.py runscheduler' instead of embedded mode.",
+            hint=_(
+                "Fine for one small site on one machine. With several workers or machines, use PostgreSQL "
+                "or MariaDB, or run one 'manage.py runscheduler' instead of embedded mode."
+            ),
             id="scheduling.W004",
         )
     ]
@@ -245,8 +252,11 @@ def started_scheduler_messages(schedulers: list[Any]) -> list[checks.CheckMessag
             f"An APScheduler scheduler ({kinds}) is already running while Django starts: it was started at "
             "import time or in an AppConfig.ready(). Under a web server with several workers (gunicorn, "
             "uWSGI), every worker runs every job, each time.",
-            hint="Remove that start-up code and declare the jobs with @job; run 'manage.py runscheduler' "
-            "beside the web server, or set SCHEDULING_EMBEDDED = True (one active scheduler across workers).",
+            hint=_(
+                "Remove that start-up code and declare the jobs with @job; run 'manage.py runscheduler' "
+                "beside the web server, or set SCHEDULING_EMBEDDED = True "
+                "(one active scheduler across workers)."
+            ),
             id="scheduling.E002",
         )
     ]
@@ -264,8 +274,10 @@ def metrics_messages(access: object, client_installed: bool) -> list[checks.Chec
         return [
             checks.Error(
                 f"SCHEDULING_METRICS_ACCESS cannot be read: {exc}.",
-                hint="Use None (metrics off), 'token' (API tokens of users with view_job), 'staff', or a "
-                "list of addresses and networks such as ['127.0.0.1', '10.0.0.0/8'].",
+                hint=_(
+                    "Use None (metrics off), 'token' (API tokens of users with view_job), 'staff', or a "
+                    "list of addresses and networks such as ['127.0.0.1', '10.0.0.0/8']."
+                ),
                 id="scheduling.E005",
             )
         ]
@@ -275,8 +287,10 @@ def metrics_messages(access: object, client_installed: bool) -> list[checks.Chec
         checks.Warning(
             "SCHEDULING_METRICS_ACCESS is set but prometheus-client is not installed: the metrics "
             "endpoint answers 501.",
-            hint="pip install 'django-scheduling[metrics]' (or prometheus-client), or unset "
-            "SCHEDULING_METRICS_ACCESS.",
+            hint=_(
+                "pip install 'django-scheduling[metrics]' (or prometheus-client), or unset "
+                "SCHEDULING_METRICS_ACCESS."
+            ),
             id="scheduling.W006",
         )
     ]

@@ -40,7 +40,7 @@ from scheduling.sync import apply_declaration
 
 class UnknownJobError(LookupError):
     def __init__(self, job_id: str) -> None:
-        super().__init__(f"No stored job with id {job_id!r}")
+        super().__init__(_("No stored job with id %(job)r") % {"job": job_id})
         self.job_id = job_id
 
 
@@ -48,7 +48,7 @@ class JobLoadError(RuntimeError):
     """A stored job that cannot be loaded now (its function was renamed or removed in a deploy)."""
 
     def __init__(self, job_id: str, error: BaseException, what: str = "") -> None:
-        what = what or f"Job {job_id!r} cannot be loaded"
+        what = what or _("Job %(job)r cannot be loaded") % {"job": job_id}
         super().__init__(f"{what}: {type(error).__name__}: {error}")
         self.job_id = job_id
 
@@ -58,10 +58,13 @@ class OldHistoryError(RuntimeError):
 
     def __init__(self, job_id: str, count: int) -> None:
         super().__init__(
-            f"Job {job_id!r} is not deleted: django-apscheduler's history table (DjangoJobExecution) has "
-            f"{count} run(s) of it, which deleting the job would delete with it; they are copied into "
-            "this history as imported runs, so once you no longer need them there, delete them "
-            f"(DjangoJobExecution.objects.filter(job_id={job_id!r}).delete()) and then the job"
+            _(
+                "Job %(job)r is not deleted: django-apscheduler's history table (DjangoJobExecution) has "
+                "%(count)d run(s) of it, which deleting the job would delete with it; they are copied into "
+                "this history as imported runs, so once you no longer need them there, delete them "
+                "(DjangoJobExecution.objects.filter(job_id=%(job)r).delete()) and then the job"
+            )
+            % {"job": job_id, "count": count}
         )
         self.job_id = job_id
 
@@ -71,8 +74,8 @@ class MaintenanceError(RuntimeError):
 
     def __init__(self, job_id: str, pause: Maintenance) -> None:
         super().__init__(
-            f"Job {job_id!r} is not run: the scheduler is {pause.describe()}; "
-            "force the run to start it anyway"
+            _("Job %(job)r is not run: the scheduler is %(pause)s; force the run to start it anyway")
+            % {"job": job_id, "pause": pause.describe()}
         )
         self.job_id = job_id
         self.pause = pause
@@ -80,7 +83,7 @@ class MaintenanceError(RuntimeError):
 
 class UnknownRunError(LookupError):
     def __init__(self, run_id: int) -> None:
-        super().__init__(f"No run with id {run_id}")
+        super().__init__(_("No run with id %(run)s") % {"run": run_id})
         self.run_id = run_id
 
 
@@ -88,7 +91,10 @@ class RunEndedError(RuntimeError):
     """A cancel asked for a run that has ended already."""
 
     def __init__(self, run: Execution) -> None:
-        super().__init__(f"Run {run.pk} of job {run.job_id!r} has ended already ({run.get_status_display()})")
+        super().__init__(
+            _("Run %(run)s of job %(job)r has ended already (%(status)s)")
+            % {"run": run.pk, "job": run.job_id, "status": run.get_status_display()}
+        )
         self.run = run
 
 
@@ -158,8 +164,11 @@ def _run_arguments(job_id: str, state: bytes, args: Any, kwargs: Any) -> tuple[A
         raise JobLoadError(
             job_id,
             exc,
-            f"Job {job_id!r}: its function {job['func']} cannot be imported, so "
-            "arguments for it cannot be checked",
+            _(
+                "Job %(job)r: its function %(function)s cannot be imported, "
+                "so arguments for it cannot be checked"
+            )
+            % {"job": job_id, "function": job["func"]},
         ) from exc
     args, kwargs = validation.run_arguments(function, args, kwargs, job["args"], job["kwargs"])
     same_args = args is not None and args == list(job["args"])

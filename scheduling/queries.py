@@ -9,7 +9,7 @@ from typing import Any
 
 from apscheduler.job import Job
 from django.db.models import Count, Q
-from django.utils import timezone
+from django.utils import timezone, translation
 from django_apscheduler.models import DjangoJob
 
 from scheduling.calendars import Period
@@ -220,8 +220,10 @@ def schedule_summary(job_id: str) -> str:
         limit += f', lock "{policy.lock}"'
     if policy.alert is not None:
         limit += f", alerts {alert_summary(policy.alert)}"
+    with translation.override(None):  # the history keeps one language: its messages are stored text
+        schedule = describe(job.trigger)
     return (
-        f"{describe(job.trigger)}; max instances {job.max_instances}, "
+        f"{schedule}; max instances {job.max_instances}, "
         f"coalesce {'on' if job.coalesce else 'off'}, misfire grace {grace}{limit}{where}"
     )
 

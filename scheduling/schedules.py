@@ -7,20 +7,26 @@ database keeps as the declaration, so a job can always be reset to it.
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
+import functools
+import pathlib
 import re
 import zoneinfo
 from typing import Any
 
+import cron_descriptor
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from cron_descriptor import ExpressionDescriptor, Options
 from django.conf import settings
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.dates import MONTHS, WEEKDAYS
 from django.utils.timesince import timesince, timeuntil
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from scheduling.crontab import CrontabTrigger
 from scheduling.dates import LocalDateTrigger
@@ -95,7 +101,7 @@ def normalize_spec(
     """Collect the user's keyword arguments into a JSON-able spec and validate it."""
     given = {k: v for k, v in (("cron", cron), ("interval", interval), ("date", date)) if v is not None}
     if len(given) != 1:
-        raise ScheduleError("give exactly one of cron=, interval= or date=")
+        raise ScheduleError(_("give exactly one of cron=, interval= or date="))
     kind, value = next(iter(given.items()))
     spec: dict[str, Any] = {}
     if kind == "interval":
@@ -120,7 +126,9 @@ def build_trigger(spec: dict[str, Any]) -> BaseTrigger:
     tz = job_zone(spec.get("timezone"))
     jitter = spec.get("jitter")
     if jitter is not None and (not isinstance(jitter, int) or isinstance(jitter, bool) or jitter < 0):
-        raise ScheduleError(f"jitter must be a whole number of seconds >= 0, not {jitter!r}")
+        raise ScheduleError(
+            _("jitter must be a whole number of seconds >= 0, not %(value)r") % {"value": jitter}
+        )
     if "cron" in spec:
         cron = spec["cron"]
         if isinstance(cron, dict):
@@ -134,7 +142,10 @@ def build_trigger(spec: dict[str, Any]) -> BaseTrigger:
         if timezone.is_naive(moment):
             return LocalDateTrigger(moment, tz)
         return DateTrigger(run_date=moment, timezone=tz)
-    raise ScheduleError(f"a schedule needs one of {', '.join(KINDS)}; got {sorted(spec)}")
+    raise ScheduleError(
+        _("a schedule needs one of %(kinds)s; got %(given)s")
+        % {"kinds": ", ".join(KINDS), "given": sorted(spec)}
+    )
 
 
 def parse_crontab(expression: str, tz: dt.tzinfo, jitter: int | None = None) -> CrontabTrigger:
@@ -148,8 +159,11 @@ def parse_crontab(expression: str, tz: dt.tzinfo, jitter: int | None = None) -> 
     parts = line.split()
     if len(parts) != 5:
         raise ScheduleError(
-            f"cron expression {expression!r} must have 5 fields (minute hour day month weekday), "
-            f"it has {len(parts)}; use cron={{'second': ...}} for APScheduler's fields"
+            _(
+                "cron expression %(expression)r must have 5 fields (minute hour day month weekday), "
+                "it has %(count)d; use cron={'second': ...} for APScheduler's fields"
+            )
+            % {"expression": expression, "count": len(parts)}
         )
     fields: dict[str, Any] = {}
     for (name, low, high, names), text in zip(CRONTAB_FIELDS, parts, strict=True):
@@ -172,20 +186,24 @@ def parse_crontab(expression: str, tz: dt.tzinfo, jitter: int | None = None) -> 
             expression=line,
         )
     except ValueError as exc:
-        raise ScheduleError(f"invalid cron expression {expression!r}: {exc}") from None
+        raise ScheduleError(
+            _("invalid cron expression %(expression)r: %(error)s") % {"expression": expression, "error": exc}
+        ) from None
 
 
 def _cron_from_fields(fields: dict[str, Any], tz: dt.tzinfo, jitter: int | None) -> CronTrigger:
     unknown = sorted(set(fields) - set(CRON_FIELDS) - {"start_date", "end_date"})
     if unknown:
         raise ScheduleError(
-            f"unknown cron option {', '.join(map(repr, unknown))}; "
-            f"known: {', '.join(CRON_FIELDS)}, start_date, end_date"
+            _("unknown cron option %(unknown)s; known: %(known)s, start_date, end_date")
+            % {"unknown": ", ".join(map(repr, unknown)), "known": ", ".join(CRON_FIELDS)}
         )
     try:
         return CrontabTrigger(**fields, timezone=tz, jitter=jitter)
     except ValueError as exc:
-        raise ScheduleError(f"invalid cron fields {fields!r}: {exc}") from None
+        raise ScheduleError(
+            _("invalid cron fields %(fields)r: %(error)s") % {"fields": fields, "error": exc}
+        ) from None
 
 
 def _crontab_values(field: str, low: int, high: int, names: tuple[str, ...], expression: str) -> set[int]:
@@ -193,11 +211,17 @@ def _crontab_values(field: str, low: int, high: int, names: tuple[str, ...], exp
     for part in field.split(","):
         match = re.fullmatch(r"(\*|\w+)(?:-(\w+))?(?:/(\d+))?", part)
         if not match or (match.group(3) is not None and int(match.group(3)) == 0):
-            raise ScheduleError(f"invalid cron expression {expression!r}: cannot read {part!r}")
+            raise ScheduleError(
+                _("invalid cron expression %(expression)r: cannot read %(part)r")
+                % {"expression": expression, "part": part}
+            )
         first, last, step = match.groups()
         if first == "*":
             if last:
-                raise ScheduleError(f"invalid cron expression {expression!r}: cannot read {part!r}")
+                raise ScheduleError(
+                    _("invalid cron expression %(expression)r: cannot read %(part)r")
+                    % {"expression": expression, "part": part}
+                )
             start, end = low, high
         else:
             start = _crontab_number(first, low, high, names, expression)
@@ -205,7 +229,10 @@ def _crontab_values(field: str, low: int, high: int, names: tuple[str, ...], exp
             if names is WEEKDAY_NAMES and last and end == 0 and start > 0:
                 end = 7  # "5-0" and "fri-sun" run up to Sunday; "0-0" is Sunday alone
         if start > end:
-            raise ScheduleError(f"invalid cron expression {expression!r}: range {part!r} runs backwards")
+            raise ScheduleError(
+                _("invalid cron expression %(expression)r: range %(part)r runs backwards")
+                % {"expression": expression, "part": part}
+            )
         values.update(range(start, end + 1, int(step or 1)))
     return {day % 7 for day in values} if names is WEEKDAY_NAMES else values
 
@@ -232,9 +259,13 @@ def _crontab_number(token: str, low: int, high: int, names: tuple[str, ...], exp
         return names.index(token) + (1 if names is MONTH_NAMES else 0)
     if names is WEEKDAY_NAMES:
         raise ScheduleError(
-            f"invalid cron expression {expression!r}: invalid weekday {token!r} (use 0-7 or sun-sat)"
+            _("invalid cron expression %(expression)r: invalid weekday %(token)r (use 0-7 or sun-sat)")
+            % {"expression": expression, "token": token}
         )
-    raise ScheduleError(f"invalid cron expression {expression!r}: {token!r} is not in {low}-{high}")
+    raise ScheduleError(
+        _("invalid cron expression %(expression)r: %(token)r is not in %(low)s-%(high)s")
+        % {"expression": expression, "token": token, "low": low, "high": high}
+    )
 
 
 def _interval_dict(value: Any) -> dict[str, int | float]:
@@ -243,18 +274,23 @@ def _interval_dict(value: Any) -> dict[str, int | float]:
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
         value = {"seconds": value}
     if not isinstance(value, dict):
-        raise ScheduleError(f"interval must be a timedelta, seconds or a dict of units, not {value!r}")
+        raise ScheduleError(
+            _("interval must be a timedelta, seconds or a dict of units, not %(value)r") % {"value": value}
+        )
     unknown = sorted(set(value) - set(INTERVAL_UNITS))
     if unknown:
         raise ScheduleError(
-            f"unknown interval option {', '.join(map(repr, unknown))}; known: {', '.join(INTERVAL_UNITS)}"
+            _("unknown interval option %(unknown)s; known: %(known)s")
+            % {"unknown": ", ".join(map(repr, unknown)), "known": ", ".join(INTERVAL_UNITS)}
         )
     for unit, amount in value.items():
         if not isinstance(amount, (int, float)) or isinstance(amount, bool) or amount < 0:
-            raise ScheduleError(f"interval {unit} must be a number >= 0, not {amount!r}")
+            raise ScheduleError(
+                _("interval %(unit)s must be a number >= 0, not %(value)r") % {"unit": unit, "value": amount}
+            )
     seconds = dt.timedelta(**value).total_seconds()
     if seconds <= 0:
-        raise ScheduleError("interval must be longer than zero")
+        raise ScheduleError(_("interval must be longer than zero"))
     return _split_seconds(seconds)
 
 
@@ -275,11 +311,13 @@ def _parse_date(value: Any) -> dt.datetime:
         try:
             value = dt.datetime.fromisoformat(value)
         except ValueError:
-            raise ScheduleError(f"date {value!r} is not an ISO 8601 date and time") from None
+            raise ScheduleError(
+                _("date %(value)r is not an ISO 8601 date and time") % {"value": value}
+            ) from None
     if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
         value = dt.datetime.combine(value, dt.time())
     if not isinstance(value, dt.datetime):
-        raise ScheduleError(f"date must be a datetime or ISO 8601 string, not {value!r}")
+        raise ScheduleError(_("date must be a datetime or ISO 8601 string, not %(value)r") % {"value": value})
     return value
 
 
@@ -289,7 +327,7 @@ def job_zone(name: str | None) -> dt.tzinfo:
     try:
         return zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ScheduleError(f"unknown timezone {name!r}") from None
+        raise ScheduleError(_("unknown timezone %(name)r") % {"name": name}) from None
 
 
 def describe(trigger: BaseTrigger) -> str:
@@ -297,15 +335,15 @@ def describe(trigger: BaseTrigger) -> str:
     if isinstance(trigger, CronTrigger):
         text = _describe_cron(trigger)
     elif isinstance(trigger, IntervalTrigger):
-        text = "Every " + _describe_seconds(trigger.interval.total_seconds())
+        text = _describe_interval(trigger.interval.total_seconds())
     elif isinstance(trigger, DateTrigger):
-        return "Once, at " + format_local(trigger.run_date)
+        return _("Once, at %(time)s") % {"time": format_local(trigger.run_date)}
     else:
         return str(trigger)
     if str(getattr(trigger, "timezone", "")) not in ("", settings.TIME_ZONE):
         text += f" ({trigger.timezone})"
     if getattr(trigger, "jitter", None):
-        text += f", up to {trigger.jitter} s late on purpose (jitter)"
+        text += _(", up to %(seconds)s s late on purpose (jitter)") % {"seconds": trigger.jitter}
     return text
 
 
@@ -315,12 +353,16 @@ def _describe_cron(trigger: CronTrigger) -> str:
         return "Cron: " + str(trigger)[5:-1]
     options = Options()
     options.use_24hour_time_format = True
+    options.locale_code = cron_descriptor_locale(translation.get_language())
     try:
         text = ExpressionDescriptor(line, options).get_description()
     except Exception:  # cron-descriptor raises its own and plain errors for what it cannot phrase
         return "Cron: " + str(trigger)[5:-1]
-    if text.startswith("At ") and line.split()[-3:] == ["*", "*", "*"]:
+    # cron-descriptor's English leaves "every day" unsaid after "At 03:00"; its other languages say it.
+    if options.locale_code == "en_US" and text.startswith("At ") and line.split()[-3:] == ["*", "*", "*"]:
         text += ", every day"
+    if options.locale_code != "en_US":
+        text = _ENGLISH_NAMES.sub(lambda match: str(_LOCAL_NAMES[match.group()]), text)
     return text
 
 
@@ -360,7 +402,7 @@ def spec_of(trigger: BaseTrigger) -> dict[str, Any]:
     elif isinstance(trigger, DateTrigger):
         return {"date": trigger.run_date.isoformat()}
     else:
-        raise ScheduleError(f"{type(trigger).__name__} triggers cannot be edited here")
+        raise ScheduleError(_("%(kind)s triggers cannot be edited here") % {"kind": type(trigger).__name__})
     spec["timezone"] = str(trigger.timezone)
     if trigger.jitter:
         spec["jitter"] = trigger.jitter
@@ -387,12 +429,70 @@ def _cron_weekdays(field: Any) -> str | None:
     return ",".join(names)
 
 
-def _describe_seconds(seconds: float) -> str:
+def _describe_interval(seconds: float) -> str:
     parts = _split_seconds(seconds)
-    if len(parts) == 1:
-        unit, count = next(iter(parts.items()))
-        return unit[:-1] if count == 1 else f"{count:g} {unit}"
-    return " ".join(f"{count:g} {unit[:-1] if count == 1 else unit}" for unit, count in parts.items())
+    if len(parts) == 1 and next(iter(parts.values())) == 1:
+        return EVERY_ONE[next(iter(parts))]()
+    duration = " ".join(UNIT_COUNTS[unit](count) for unit, count in parts.items())
+    return _("Every %(duration)s") % {"duration": duration}
+
+
+# "Every minute", not "Every 1 minute"; a function each so that the words are looked up in the
+# language active when the schedule is described, and makemessages finds every one.
+EVERY_ONE = {
+    "weeks": lambda: _("Every week"),
+    "days": lambda: _("Every day"),
+    "hours": lambda: _("Every hour"),
+    "minutes": lambda: _("Every minute"),
+    "seconds": lambda: _("Every second"),
+}
+
+
+def _plural(count: float) -> int:
+    # ngettext chooses by a whole number; 1.5 hours are "hours".
+    return int(count) if count == int(count) else 2
+
+
+UNIT_COUNTS = {
+    "weeks": lambda n: ngettext("%(count)s week", "%(count)s weeks", _plural(n)) % {"count": f"{n:g}"},
+    "days": lambda n: ngettext("%(count)s day", "%(count)s days", _plural(n)) % {"count": f"{n:g}"},
+    "hours": lambda n: ngettext("%(count)s hour", "%(count)s hours", _plural(n)) % {"count": f"{n:g}"},
+    "minutes": lambda n: ngettext("%(count)s minute", "%(count)s minutes", _plural(n)) % {"count": f"{n:g}"},
+    "seconds": lambda n: ngettext("%(count)s second", "%(count)s seconds", _plural(n)) % {"count": f"{n:g}"},
+}
+
+
+@functools.cache
+def cron_descriptor_locale(language: str | None) -> str:
+    """cron-descriptor's locale for a Django language code ("ja" -> "ja_JP", "zh-hans" -> "zh_CN");
+    English when it has none."""
+    if not language:
+        return "en_US"
+    name = translation.to_locale(language)
+    known = sorted(path.stem for path in CRON_DESCRIPTOR_LOCALES.glob("*.mo"))
+    wanted = CHINESE_SCRIPTS.get(name.lower(), name)
+    if wanted in known:
+        return wanted
+    same_language = [code for code in known if code.split("_")[0] == wanted.split("_")[0].lower()]
+    return same_language[0] if same_language else "en_US"
+
+
+# cron-descriptor names days and months with the calendar module, in the process's locale (the C
+# locale's English in a web server) whatever its locale_code: Django's catalogues name them instead.
+_LOCAL_NAMES = {
+    **{calendar.day_name[number]: name for number, name in WEEKDAYS.items()},
+    **{calendar.month_name[number]: name for number, name in MONTHS.items()},
+}
+_ENGLISH_NAMES = re.compile(r"\b(" + "|".join(_LOCAL_NAMES) + r")\b")
+CRON_DESCRIPTOR_LOCALES = pathlib.Path(cron_descriptor.__file__).parent / "locale"
+# Django names Chinese by script, cron-descriptor by region.
+CHINESE_SCRIPTS = {
+    "zh_hans": "zh_CN",
+    "zh_hant": "zh_TW",
+    "zh_cn": "zh_CN",
+    "zh_sg": "zh_CN",
+    "zh_tw": "zh_TW",
+}
 
 
 def format_local(moment: dt.datetime | None, zone: dt.tzinfo | None = None) -> str:

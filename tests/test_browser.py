@@ -359,3 +359,63 @@ def test_the_timeline_shows_each_run_and_opens_it(page, live_server, admin_user,
     page.wait_for_url(f"**/admin/scheduling/execution/{runs['failed'].pk}/change/")
     assert "ValueError: the report's source is empty" in page.inner_text("#content")
     page.screenshot(path=ARTIFACTS / "16-timeline-run.png", full_page=True)
+
+
+@pytest.mark.parametrize(
+    ("accept_language", "code", "words"),
+    [
+        (
+            "ja,en;q=0.5",
+            "ja",
+            {
+                "list": [
+                    "スケジュール",
+                    "次回実行",
+                    "スケジューラが動いていません。",
+                    "2 時間ごと",
+                    "実行のタイムライン",
+                ],
+                "job": ["最近の実行", "今すぐ実行", "予定日時", "成功", "失敗"],
+                "runs": ["実行記録", "成功", "失敗", "タイムアウト"],
+            },
+        ),
+        (
+            "zh-CN,zh;q=0.9",
+            "zh-hans",
+            {
+                "list": ["计划", "下次运行", "没有正在运行的调度器。", "每 2 小时", "运行时间线"],
+                "job": ["最近的运行", "立即运行", "计划时间", "成功", "失败"],
+                "runs": ["执行记录", "成功", "失败", "超时"],
+            },
+        ),
+    ],
+)
+def test_the_admin_in_japanese_and_chinese(
+    page, live_server, admin_user, registry: dict, accept_language: str, code: str, words: dict
+) -> None:
+    job(interval={"hours": 2}, id="browser.report", name="Nightly report")(jobs.succeed)
+    sync(JobStore(), registry.values())
+    now = timezone.now()
+    for ago, status in ((1, "succeeded"), (3, "failed"), (5, "timed_out"), (7, "succeeded")):
+        Execution.objects.create(
+            job_id="browser.report", status=status, scheduled_at=now - timedelta(hours=ago), duration=1.5
+        )
+    # The browser's language, as LocaleMiddleware reads it from each request.
+    page.set_extra_http_headers({"Accept-Language": accept_language})
+    log_in(page, live_server, admin_user)
+
+    assert page.get_attribute("html", "lang") == code
+    shown = page.inner_text("#content")
+    assert [word for word in words["list"] if word not in shown] == []
+    page.screenshot(path=ARTIFACTS / f"i18n-{code}-1-jobs-list.png", full_page=True)
+
+    page.click("text=Nightly report")
+    page.wait_for_url("**/admin/scheduling/job/browser.report/change/")
+    shown = page.inner_text("#content")
+    assert [word for word in words["job"] if word not in shown] == []
+    page.screenshot(path=ARTIFACTS / f"i18n-{code}-2-job.png", full_page=True)
+
+    page.goto(f"{live_server.url}/admin/scheduling/execution/")
+    shown = page.inner_text("#content")
+    assert [word for word in words["runs"] if word not in shown] == []
+    page.screenshot(path=ARTIFACTS / f"i18n-{code}-3-executions.png", full_page=True)

@@ -126,8 +126,11 @@ def test_the_wheel_holds_the_app_and_nothing_else(wheel: Path) -> None:
         "scheduling/py.typed",
         "scheduling/templates/admin/scheduling/index.html",
         "scheduling/templatetags/scheduling_admin.py",
+        "scheduling/locale/ja/LC_MESSAGES/django.mo",
+        "scheduling/locale/zh_Hans/LC_MESSAGES/django.mo",
     } <= app
-    # Every file of the app (templates and migrations too), and no demo project, tests or benchmarks.
+    # Every file of the app (templates, migrations and compiled catalogues too), and no demo project,
+    # tests or benchmarks.
     assert packaged == app
     # What the app imports at run time; dj-database-url and psycopg are the demo site's. The
     # monitoring integrations are extras, installed only by who asks for them.

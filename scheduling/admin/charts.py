@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from django.utils.formats import number_format
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
+from django.utils.translation import gettext as _
 
 from scheduling.admin.history import STATUS_COLOURS
 from scheduling.models import Execution
@@ -40,15 +42,15 @@ def duration_chart(executions: Sequence[Execution]) -> SafeString:
             for height in [max((run.duration or 0) / longest * HEIGHT, 1)]
         ),
     )
+    figures = {"count": len(runs), "seconds": number_format(longest, 3)}
     return format_html(
         '<svg class="scheduling-durations" width="{}" height="{}" viewBox="0 0 {} {}" role="img" '
-        'aria-label="Durations of the last {} runs, longest {} s">{}</svg><br><small>{}</small>',
+        'aria-label="{}">{}</svg><br><small>{}</small>',
         WIDTH,
         HEIGHT,
         WIDTH,
         HEIGHT,
-        len(runs),
-        f"{longest:.3f}",
+        _("Durations of the last %(count)d runs, longest %(seconds)s s") % figures,
         bars,
-        f"last {len(runs)} runs, oldest left; tallest bar {longest:.3f} s",
+        _("last %(count)d runs, oldest left; tallest bar %(seconds)s s") % figures,
     )

@@ -177,7 +177,11 @@ class JobAdmin(admin.ModelAdmin):
         placement = Placement.of(state.get("executor", DEFAULT_ALIAS))
         if placement.runs_in == RunsIn.THREADS:
             return str(state.get("func", "-"))
-        return format_html("{}<br><small>runs in {}</small>", state.get("func", "-"), placement.describe())
+        return format_html(
+            "{}<br><small>{}</small>",
+            state.get("func", "-"),
+            _("runs in %(where)s") % {"where": placement.describe()},
+        )
 
     @admin.display(description=_("schedule"))
     def schedule(self, obj: Any) -> str:

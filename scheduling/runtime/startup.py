@@ -9,6 +9,7 @@ import socket
 from django.core import checks
 from django.db import DatabaseError, connections
 from django.db.migrations.executor import MigrationExecutor
+from django.utils.translation import gettext as _
 
 from scheduling.models import SchedulerInstance
 
@@ -57,7 +58,9 @@ def sqlite_hosts_messages(hosts: set[str]) -> list[checks.CheckMessage]:
             f"Schedulers on {len(hosts)} machines ({', '.join(sorted(hosts))}) use one SQLite database. "
             "SQLite's file locks do not work reliably across machines (network file systems), so the "
             "lease cannot guarantee a single active scheduler.",
-            hint="Use PostgreSQL or MariaDB for schedulers on several machines, or run them on one machine.",
+            hint=_(
+                "Use PostgreSQL or MariaDB for schedulers on several machines, or run them on one machine."
+            ),
             id="scheduling.E003",
         )
     ]

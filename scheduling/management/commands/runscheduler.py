@@ -11,6 +11,7 @@ from types import FrameType
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
+from django.utils.translation import gettext as _
 from django_apscheduler.models import DjangoJob
 
 from scheduling.conf import settings
@@ -27,52 +28,64 @@ def non_negative_seconds(value: str) -> float:
     try:
         seconds = float(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+        raise argparse.ArgumentTypeError(
+            _("%(value)r is not a number of seconds") % {"value": value}
+        ) from None
     if seconds < 0:
-        raise argparse.ArgumentTypeError(f"{value!r} must be 0 or more seconds")
+        raise argparse.ArgumentTypeError(_("%(value)r must be 0 or more seconds") % {"value": value})
     return seconds
 
 
 def positive_int(value: str) -> int:
     if not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} must be a whole number >= 1")
+        raise argparse.ArgumentTypeError(_("%(value)r must be a whole number >= 1") % {"value": value})
     return int(value)
 
 
 def port(value: str) -> int:
     if not value.isdigit() or int(value) > 65535:
-        raise argparse.ArgumentTypeError(f"{value!r} must be a port number from 0 (any free port) to 65535")
+        raise argparse.ArgumentTypeError(
+            _("%(value)r must be a port number from 0 (any free port) to 65535") % {"value": value}
+        )
     return int(value)
 
 
 class Command(BaseCommand):
-    help = "Run scheduled jobs until stopped with SIGINT or SIGTERM."
+    @property
+    def help(self) -> str:  # type: ignore[override]  # argparse needs a str, in the language of the day
+        return _("Run scheduled jobs until stopped with SIGINT or SIGTERM.")
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             "--shutdown-timeout",
             type=non_negative_seconds,
             default=None,
-            help="Seconds to wait for running jobs when stopping (default: SCHEDULING_SHUTDOWN_TIMEOUT, "
-            f"{settings.SHUTDOWN_TIMEOUT:g}). Runs still going after it are recorded as interrupted.",
+            help=_(
+                "Seconds to wait for running jobs when stopping (default: SCHEDULING_SHUTDOWN_TIMEOUT, "
+                "%(seconds)s). Runs still going after it are recorded as interrupted."
+            )
+            % {"seconds": f"{settings.SHUTDOWN_TIMEOUT:g}"},
         )
         parser.add_argument(
             "--threads",
             type=positive_int,
             default=None,
-            help=f"Jobs that may run at once (default: SCHEDULING_THREADS, {settings.THREADS}).",
+            help=_("Jobs that may run at once (default: SCHEDULING_THREADS, %(threads)s).")
+            % {"threads": settings.THREADS},
         )
         parser.add_argument(
             "--metrics-port",
             type=port,
             default=None,
-            help="Also serve the Prometheus metrics at http://ADDRESS:PORT/metrics (needs prometheus-client; "
-            "0 picks a free port, logged at start). Anyone who can reach the port may read them.",
+            help=_(
+                "Also serve the Prometheus metrics at http://ADDRESS:PORT/metrics (needs prometheus-client; "
+                "0 picks a free port, logged at start). Anyone who can reach the port may read them."
+            ),
         )
         parser.add_argument(
             "--metrics-address",
             default="127.0.0.1",
-            help="The address the metrics port listens on (default: 127.0.0.1, this machine only).",
+            help=_("The address the metrics port listens on (default: 127.0.0.1, this machine only)."),
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -116,12 +129,15 @@ class Command(BaseCommand):
             if (exc.name or "").partition(".")[0] != "prometheus_client":
                 raise
             raise CommandError(
-                "--metrics-port needs prometheus-client: pip install 'django-scheduling[metrics]'"
+                _("--metrics-port needs prometheus-client: pip install 'django-scheduling[metrics]'")
             ) from None
         try:
             return metrics.serve(port, address)[1]
         except OSError as exc:
-            raise CommandError(f"Cannot serve the metrics on {address}:{port}: {exc}") from None
+            raise CommandError(
+                _("Cannot serve the metrics on %(address)s:%(port)s: %(error)s")
+                % {"address": address, "port": port, "error": exc}
+            ) from None
 
     def _configure_logging(self, verbosity: int) -> None:
         logger = logging.getLogger("scheduling")
@@ -136,19 +152,25 @@ class Command(BaseCommand):
         jobs = job_summaries(limit=SUMMARY_LIMIT)
         stored = DjangoJob.objects.count()
         if runner.active:
-            headline = f"Scheduler {runner.instance} active, running {stored} job(s)."
+            headline = _("Scheduler %(instance)s active, running %(count)s job(s).") % {
+                "instance": runner.instance,
+                "count": stored,
+            }
             changes = runner.sync_report.summary()
             if changes:
-                headline += f" From the code: {changes}."
+                headline += " " + _("From the code: %(changes)s.") % {"changes": changes}
         else:
-            headline = (
-                f"Scheduler {runner.instance} standing by: another scheduler holds the lease; "
-                f"this one takes over if it stops. {stored} job(s) stored."
-            )
-        self.stdout.write(f"{headline} Stop with Ctrl-C or SIGTERM.", self.style.SUCCESS)
+            headline = _(
+                "Scheduler %(instance)s standing by: another scheduler holds the lease; "
+                "this one takes over if it stops. %(count)s job(s) stored."
+            ) % {"instance": runner.instance, "count": stored}
+        self.stdout.write(headline + " " + _("Stop with Ctrl-C or SIGTERM."), self.style.SUCCESS)
         width = max([len(job.id) for job in jobs] + [6])
         for job in jobs:
             next_run = format_local(job.next_run)
-            self.stdout.write(f"  {job.id:<{width}}  {job.schedule:<40}  next: {next_run:<25}  {job.state}")
+            next_label = _("next: %(time)s") % {"time": f"{next_run:<25}"}
+            self.stdout.write(f"  {job.id:<{width}}  {job.schedule:<40}  {next_label}  {job.state}")
         if stored > len(jobs):
-            self.stdout.write(f"  … and {stored - len(jobs)} more (see the admin)")
+            self.stdout.write(
+                "  " + _("… and %(count)s more (see the admin)") % {"count": stored - len(jobs)}
+            )

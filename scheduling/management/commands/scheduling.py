@@ -20,6 +20,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from django_apscheduler.models import DjangoJob
 
 from scheduling import control, safejson, tokens, validation
@@ -88,52 +89,59 @@ def interval_seconds(value: str) -> int:
         return int(value)
     parts = re.findall(r"(\d+)([wdhms])", value)
     if not parts or "".join(number + unit for number, unit in parts) != value:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an interval (e.g. 90, 15m, 1h30m, 2d)")
+        raise argparse.ArgumentTypeError(
+            _("%(value)r is not an interval (e.g. 90, 15m, 1h30m, 2d)") % {"value": value}
+        )
     return sum(int(number) * INTERVAL_UNITS[unit] for number, unit in parts)
 
 
 class Command(BaseCommand):
-    help = (
-        "List and operate scheduled jobs: list, show, run, cancel, pause, resume, status, prune, "
-        "preview, maintenance, calendars, token, export, import."
-    )
+    @property
+    def help(self) -> str:  # type: ignore[override]  # argparse needs a str, in the language of the day
+        return _(
+            "List and operate scheduled jobs: list, show, run, cancel, pause, resume, status, prune, "
+            "preview, maintenance, calendars, token, export, import."
+        )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         commands = parser.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
 
         def subcommand(name: str, text: str) -> argparse.ArgumentParser:
             sub = commands.add_parser(name, help=text, description=text)
-            sub.add_argument("--json", action="store_true", help="Print JSON for scripts.")
+            sub.add_argument("--json", action="store_true", help=_("Print JSON for scripts."))
             return sub
 
-        subcommand("list", "Every job with its schedule, next run and state.")
-        show = subcommand("show", "One job and its recent runs.")
+        subcommand("list", _("Every job with its schedule, next run and state."))
+        show = subcommand("show", _("One job and its recent runs."))
         show.add_argument("job_id")
         show.add_argument(
-            "--runs", type=bounded("--runs", MAX_RUNS), default=10, help="How many recent runs (default 10)."
+            "--runs",
+            type=bounded("--runs", MAX_RUNS),
+            default=10,
+            help=_("How many recent runs (default 10)."),
         )
         show.add_argument(
-            "--next", type=bounded("--next", MAX_RUNS), default=5, help="How many next runs (default 5)."
+            "--next", type=bounded("--next", MAX_RUNS), default=5, help=_("How many next runs (default 5).")
         )
-        preview = subcommand("preview", "The next runs of a schedule, marking those a clock change moves.")
+        preview = subcommand("preview", _("The next runs of a schedule, marking those a clock change moves."))
         kind = preview.add_mutually_exclusive_group(required=True)
-        kind.add_argument("--cron", help='A crontab line, e.g. "0,30 2 * * *" or @daily.')
-        kind.add_argument("--interval", type=interval_seconds, help="Seconds, or e.g. 15m, 1h30m, 2d.")
-        kind.add_argument("--date", help="A one-off ISO 8601 date; without an offset, read in --timezone.")
-        preview.add_argument("--timezone", help="The job's time zone (default: the site's TIME_ZONE).")
+        kind.add_argument("--cron", help=_('A crontab line, e.g. "0,30 2 * * *" or @daily.'))
+        kind.add_argument("--interval", type=interval_seconds, help=_("Seconds, or e.g. 15m, 1h30m, 2d."))
+        kind.add_argument("--date", help=_("A one-off ISO 8601 date; without an offset, read in --timezone."))
+        preview.add_argument("--timezone", help=_("The job's time zone (default: the site's TIME_ZONE)."))
         preview.add_argument(
-            "--start", help="ISO 8601; without an offset, read in --timezone (default: now)."
+            "--start", help=_("ISO 8601; without an offset, read in --timezone (default: now).")
         )
         preview.add_argument(
-            "--count", type=bounded("--count", MAX_PREVIEW), default=10, help="How many runs (default 10)."
+            "--count", type=bounded("--count", MAX_PREVIEW), default=10, help=_("How many runs (default 10).")
         )
         preview.add_argument(
-            "--jitter", type=whole_seconds, help="Seconds of jitter, to see where it is capped."
+            "--jitter", type=whole_seconds, help=_("Seconds of jitter, to see where it is capped.")
         )
         for name, text in (
-            ("run", "Ask the running scheduler to run jobs now."),
-            ("pause", "Pause jobs."),
-            ("resume", "Resume paused jobs."),
+            ("run", _("Ask the running scheduler to run jobs now.")),
+            ("pause", _("Pause jobs.")),
+            ("resume", _("Resume paused jobs.")),
         ):
             sub = subcommand(name, text)
             sub.add_argument("job_ids", nargs="+", metavar="job_id")
@@ -143,36 +151,40 @@ class Command(BaseCommand):
             "--args",
             dest="run_args",  # not "args": call_command takes that as the positional arguments
             type=json_option("--args"),
-            help="A JSON array: the positional arguments of this run instead of the job's (one job only).",
+            help=_("A JSON array: the positional arguments of this run instead of the job's (one job only)."),
         )
         run.add_argument(
             "--kwargs",
             dest="run_kwargs",
             type=json_option("--kwargs"),
-            help="A JSON object: the keyword arguments of this run instead of the job's (one job only).",
+            help=_("A JSON object: the keyword arguments of this run instead of the job's (one job only)."),
         )
-        run.add_argument("--force", action="store_true", help="Run even while paused for maintenance.")
-        maintenance = subcommand("maintenance", "Pause every scheduler for maintenance, or lift the pause.")
+        run.add_argument("--force", action="store_true", help=_("Run even while paused for maintenance."))
+        maintenance = subcommand(
+            "maintenance", _("Pause every scheduler for maintenance, or lift the pause.")
+        )
         maintenance.add_argument("action", choices=["on", "off", "status"])
-        maintenance.add_argument("--reason", help="Why (required with on); recorded on each skipped run.")
+        maintenance.add_argument("--reason", help=_("Why (required with on); recorded on each skipped run."))
         maintenance.add_argument(
             "--until",
-            help="ISO 8601, e.g. 2026-12-24T06:00; without an offset, in the site's TIME_ZONE. "
-            "The pause lifts itself then (default: only with off).",
+            help=_(
+                "ISO 8601, e.g. 2026-12-24T06:00; without an offset, in the site's TIME_ZONE. "
+                "The pause lifts itself then (default: only with off)."
+            ),
         )
-        cancel = subcommand("cancel", "Cancel a run: stop it if it is going on, or before it starts.")
+        cancel = subcommand("cancel", _("Cancel a run: stop it if it is going on, or before it starts."))
         cancel.add_argument(
-            "run_id", type=bounded("run_id", 2**63 - 1), help="The run's id, as listed by show."
+            "run_id", type=bounded("run_id", 2**63 - 1), help=_("The run's id, as listed by show.")
         )
-        calendars = subcommand("calendars", "The exclusion calendars, or one with its periods and jobs.")
+        calendars = subcommand("calendars", _("The exclusion calendars, or one with its periods and jobs."))
         calendars.add_argument("action", choices=["list", "show"])
-        calendars.add_argument("name", nargs="?", help="The calendar to show.")
-        subcommand("status", "Is a scheduler active? Exits with status 1 when none is.")
-        prune = subcommand("prune", "Delete old execution history now.")
+        calendars.add_argument("name", nargs="?", help=_("The calendar to show."))
+        subcommand("status", _("Is a scheduler active? Exits with status 1 when none is."))
+        prune = subcommand("prune", _("Delete old execution history now."))
         prune.add_argument(
             "--older-than-days",
             type=bounded("--older-than-days", MAX_RETENTION_DAYS),
-            help="Default: SCHEDULING_HISTORY_RETENTION.",
+            help=_("Default: SCHEDULING_HISTORY_RETENTION."),
         )
         export = commands.add_parser(
             "export",
@@ -202,19 +214,19 @@ class Command(BaseCommand):
         imports.add_argument(
             "--prune", action="store_true", help=_("Also remove jobs and calendars the file does not have.")
         )
-        token = commands.add_parser("token", help="Create, list or revoke API tokens.")
+        token = commands.add_parser("token", help=_("Create, list or revoke API tokens."))
         token_commands = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
 
         def token_command(name: str, text: str) -> argparse.ArgumentParser:
             sub = token_commands.add_parser(name, help=text, description=text)
-            sub.add_argument("--json", action="store_true", help="Print JSON for scripts.")
+            sub.add_argument("--json", action="store_true", help=_("Print JSON for scripts."))
             return sub
 
-        create = token_command("create", "A new token for a user; its key is shown once.")
+        create = token_command("create", _("A new token for a user; its key is shown once."))
         create.add_argument("username")
-        create.add_argument("--name", required=True, help="What will use it, e.g. 'deploy script'.")
-        token_command("list", "Every token: name, user, key prefix, last use.")
-        revoke = token_command("revoke", "Delete the token whose key starts with PREFIX.")
+        create.add_argument("--name", required=True, help=_("What will use it, e.g. 'deploy script'."))
+        token_command("list", _("Every token: name, user, key prefix, last use."))
+        revoke = token_command("revoke", _("Delete the token whose key starts with PREFIX."))
         revoke.add_argument("prefix")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -229,12 +241,12 @@ class Command(BaseCommand):
             f"{job.id:<40} {job.schedule:<40} {format_local(job.next_run):<25} {job.state}" for job in jobs
         ]
         data = {"jobs": [job_data(job) for job in jobs]}  # as GET /api/jobs/ answers
-        self._emit(options, data, "\n".join(rows) or "No jobs.")
+        self._emit(options, data, "\n".join(rows) or _("No jobs."))
 
     def _show(self, options: dict[str, Any]) -> None:
         job = job_summary(options["job_id"])
         if job is None:
-            raise CommandError(f"No stored job with id {options['job_id']!r}")
+            raise CommandError(_("No stored job with id %(job)r") % {"job": options["job_id"]})
         runs = list(Execution.objects.listed().filter(job_id=job.id)[: options["runs"]])
         upcoming = stored_job_runs(job.id, options["next"])
         data = {
@@ -244,26 +256,28 @@ class Command(BaseCommand):
         }
         lines = [
             f"{job.id}: {job.name}",
-            f"  function: {job.function}",
-            f"  schedule: {job.schedule}",
-            f"  next run: {format_local(job.next_run)}",
-            f"  state:    {job.state}",
+            _("  function: %(value)s") % {"value": job.function},
+            _("  schedule: %(value)s") % {"value": job.schedule},
+            _("  next run: %(value)s") % {"value": format_local(job.next_run)},
+            _("  state:    %(value)s") % {"value": job.state},
         ]
         if job.calendars:
-            lines.append(f"  calendars: {', '.join(job.calendars)}")
+            lines.append(_("  calendars: %(value)s") % {"value": ", ".join(job.calendars)})
         if job.lock is not None:
-            lines.append(f"  lock:     {job.lock}")
+            lines.append(_("  lock:     %(value)s") % {"value": job.lock})
         if job.alert is not None:
-            lines.append(f"  alerts:   {alert_summary(AlertPolicy.from_stored(job.alert))}")
+            lines.append(
+                _("  alerts:   %(value)s") % {"value": alert_summary(AlertPolicy.from_stored(job.alert))}
+            )
         lines += [
-            "  recent runs:" if runs else "  no runs yet",
+            _("  recent runs:") if runs else _("  no runs yet"),
         ]
         for run in runs:
             duration = "-" if run.duration is None else f"{run.duration:.3f} s"
             lines.append(
                 f"    {format_local(run.scheduled_at)}  {run.status:<11} {duration:>10}  {run.exception[:80]}"
             )
-        lines.append("  next runs:" if upcoming else "  no next runs (paused or finished)")
+        lines.append(_("  next runs:") if upcoming else _("  no next runs (paused or finished)"))
         lines += [f"    {run.line()}" for run in upcoming]
         self._emit(options, data, "\n".join(lines))
 
@@ -285,11 +299,12 @@ class Command(BaseCommand):
         user = f"cli:{getpass.getuser()}"
         arguments = {"args": options["run_args"], "kwargs": options["run_kwargs"]}
         if arguments != {"args": None, "kwargs": None} and len(options["job_ids"]) != 1:
-            raise CommandError("--args and --kwargs are for one job at a time: give exactly one job id")
+            raise CommandError(_("--args and --kwargs are for one job at a time: give exactly one job id"))
         force = options["force"]
         if not force and (pause := control.maintenance()) is not None:
             raise CommandError(
-                f"The scheduler is {pause.describe()}; nothing was run. Use --force to run anyway."
+                _("The scheduler is %(pause)s; nothing was run. Use --force to run anyway.")
+                % {"pause": pause.describe()}
             )
         try:
             self._each(
@@ -298,22 +313,33 @@ class Command(BaseCommand):
                 "run requested",
             )
         except validation.InputError as exc:
-            raise CommandError(f"Invalid arguments for {options['job_ids'][0]} ({exc.field}): {exc}") from exc
+            raise CommandError(
+                _("Invalid arguments for %(job)s (%(field)s): %(error)s")
+                % {"job": options["job_ids"][0], "field": exc.field, "error": exc}
+            ) from exc
         if not scheduler_status().alive:
-            self.stderr.write("No scheduler is running: the runs start when 'manage.py runscheduler' does.")
+            self.stderr.write(
+                _("No scheduler is running: the runs start when 'manage.py runscheduler' does.")
+            )
 
     def _cancel(self, options: dict[str, Any]) -> None:
         try:
             run = control.cancel(options["run_id"], f"cli:{getpass.getuser()}")
         except (control.UnknownRunError, control.RunEndedError) as exc:
-            raise CommandError(f"{exc}; nothing was cancelled") from None
+            raise CommandError(_("%(error)s; nothing was cancelled") % {"error": exc}) from None
         if run.status == Execution.Status.CANCELLED:
             # Cancelled again: it is as the first cancel left it.
-            when = " before it started" if run.started_at is None else ""
-            text = f"Run {run.pk} of {run.job_id}: cancelled{when}"
+            text = (
+                _("Run %(run)s of %(job)s: cancelled before it started")
+                if run.started_at is None
+                else _("Run %(run)s of %(job)s: cancelled")
+            ) % {"run": run.pk, "job": run.job_id}
             result = "cancelled"
         else:
-            text = f"Run {run.pk} of {run.job_id}: cancel requested; it is stopped within a few seconds"
+            text = _("Run %(run)s of %(job)s: cancel requested; it is stopped within a few seconds") % {
+                "run": run.pk,
+                "job": run.job_id,
+            }
             result = "cancel requested"
         self._emit(options, {**run_data(run), "job": run.job_id, "result": result}, text)
 
@@ -327,18 +353,18 @@ class Command(BaseCommand):
         action = options["action"]
         if action == "on":
             if options["reason"] is None:
-                raise CommandError("maintenance on needs --reason: it is recorded on every skipped run")
+                raise CommandError(_("maintenance on needs --reason: it is recorded on every skipped run"))
             try:
                 control.start_maintenance(options["reason"], f"cli:{getpass.getuser()}", options["until"])
             except validation.InputError as exc:
                 raise CommandError(str(exc)) from None
         elif action == "off" and not control.end_maintenance():
-            self.stderr.write("The scheduler was not paused for maintenance.")
+            self.stderr.write(_("The scheduler was not paused for maintenance."))
         pause = control.maintenance()
         text = (
-            f"The scheduler is {pause.describe()}."
+            _("The scheduler is %(pause)s.") % {"pause": pause.describe()}
             if pause
-            else "The scheduler is not paused for maintenance."
+            else _("The scheduler is not paused for maintenance.")
         )
         self._emit(options, {"maintenance": maintenance_data(pause)}, text)
 
@@ -349,22 +375,24 @@ class Command(BaseCommand):
                 f"{item.name:<30} {_excludes(item):<30} {item.source:<6} {item.description}" for item in found
             ]
             data = {"calendars": [calendar_data(item) for item in found]}  # as GET /api/calendars/
-            self._emit(options, data, "\n".join(rows) or "No calendars.")
+            self._emit(options, data, "\n".join(rows) or _("No calendars."))
             return
         if not options["name"]:
-            raise CommandError("calendars show needs the name of a calendar")
+            raise CommandError(_("calendars show needs the name of a calendar"))
         matches = calendar_summaries(options["name"])
         if not matches:
-            raise CommandError(f"No calendar named {options['name']!r}; see 'scheduling calendars list'")
+            raise CommandError(
+                _("No calendar named %(name)r; see 'scheduling calendars list'") % {"name": options["name"]}
+            )
         item = matches[0]
         zone = check_zone(item.timezone)
-        zone_name = item.timezone or f"the site's ({zone})"
+        zone_name = item.timezone or _("the site's (%(zone)s)") % {"zone": zone}
         lines = [
             f"{item.name}: {item.description}" if item.description else item.name,
-            f"  time zone: {zone_name}",
-            f"  source:    {item.source}",
-            f"  excludes:  {_excludes(item)}",
-            f"  jobs:      {', '.join(item.jobs) or 'none'}",
+            _("  time zone: %(value)s") % {"value": zone_name},
+            _("  source:    %(value)s") % {"value": item.source},
+            _("  excludes:  %(value)s") % {"value": _excludes(item)},
+            _("  jobs:      %(value)s") % {"value": ", ".join(item.jobs) or _("none")},
         ]
         lines += [f"    {period.describe(zone)}" for period in item.periods]
         self._emit(options, calendar_data(item), "\n".join(lines))
@@ -372,7 +400,10 @@ class Command(BaseCommand):
     def _each(self, options: dict[str, Any], act: Any, done: str) -> None:
         unknown = [job_id for job_id in options["job_ids"] if not _exists(job_id)]
         if unknown:
-            raise CommandError(f"No stored job with id {', '.join(map(repr, unknown))}; nothing was changed")
+            raise CommandError(
+                _("No stored job with id %(jobs)s; nothing was changed")
+                % {"jobs": ", ".join(map(repr, unknown))}
+            )
         for job_id in options["job_ids"]:
             try:
                 act(job_id)
@@ -387,23 +418,38 @@ class Command(BaseCommand):
         instance = status.instance
         data = status_data(status)
         if instance:
-            text = (
-                f"Active scheduler on {instance.hostname} (pid {instance.pid}), running since "
-                f"{format_local(instance.started_at)}, last heartbeat {format_local(instance.last_beat)}; "
-                f"{status.standbys} standby(s)."
-            )
+            text = _(
+                "Active scheduler on %(host)s (pid %(pid)s), running since %(since)s, "
+                "last heartbeat %(beat)s; %(standbys)s standby(s)."
+            ) % {
+                "host": instance.hostname,
+                "pid": instance.pid,
+                "since": format_local(instance.started_at),
+                "beat": format_local(instance.last_beat),
+                "standbys": status.standbys,
+            }
             if instance.changes:
-                text += f"\nChanges made elsewhere: {instance.changes}."
+                text += "\n" + _("Changes made elsewhere: %(changes)s.") % {"changes": instance.changes}
         else:
-            text = f"No scheduler is running ({status.standbys} standby(s))."
+            text = _("No scheduler is running (%(standbys)s standby(s)).") % {"standbys": status.standbys}
         if status.standby_reason:
-            text += f"\nA standby could not start scheduling: {status.standby_reason}"
+            text += "\n" + _("A standby could not start scheduling: %(reason)s") % {
+                "reason": status.standby_reason
+            }
         if status.maintenance:
-            text += f"\nPaused for maintenance: {_pause_parts(status.maintenance)}; no new runs start."
-        text += (
-            f"\nJobs: {status.scheduled} scheduled, {status.paused} paused, {status.broken} broken. "
-            f"Last hour: {status.runs_last_hour} runs, {status.failures_last_hour} failed."
-        )
+            text += "\n" + _("Paused for maintenance: %(pause)s; no new runs start.") % {
+                "pause": _pause_parts(status.maintenance)
+            }
+        text += "\n" + _(
+            "Jobs: %(scheduled)s scheduled, %(paused)s paused, %(broken)s broken. "
+            "Last hour: %(runs)s runs, %(failures)s failed."
+        ) % {
+            "scheduled": status.scheduled,
+            "paused": status.paused,
+            "broken": status.broken,
+            "runs": status.runs_last_hour,
+            "failures": status.failures_last_hour,
+        }
         self._emit(options, data, text)
         if not status.alive:
             raise SystemExit(1)
@@ -411,7 +457,7 @@ class Command(BaseCommand):
     def _prune(self, options: dict[str, Any]) -> None:
         days = options["older_than_days"]
         deleted = prune(older_than=timedelta(days=days) if days else None)
-        self._emit(options, {"deleted": deleted}, f"Deleted {deleted} execution(s).")
+        self._emit(options, {"deleted": deleted}, _("Deleted %(count)s execution(s).") % {"count": deleted})
 
     def _export(self, options: dict[str, Any]) -> None:
         try:
@@ -440,7 +486,7 @@ class Command(BaseCommand):
         try:
             user = user_model._default_manager.get_by_natural_key(options["username"])
         except user_model.DoesNotExist:
-            raise CommandError(f"No user named {options['username']!r}") from None
+            raise CommandError(_("No user named %(name)r") % {"name": options["username"]}) from None
         try:
             token, key = tokens.create(user, options["name"])
         except tokens.TokenError as exc:
@@ -448,8 +494,11 @@ class Command(BaseCommand):
         self._emit(
             options,
             {"name": token.name, "user": user.get_username(), "key": key},
-            f"API token {token.name!r} for {user.get_username()}:\n{key}\n"
-            "Copy it now: it is not stored and cannot be shown again.",
+            _(
+                "API token %(name)r for %(user)s:\n%(key)s\n"
+                "Copy it now: it is not stored and cannot be shown again."
+            )
+            % {"name": token.name, "user": user.get_username(), "key": key},
         )
 
     def _token_list(self, options: dict[str, Any]) -> None:
@@ -465,21 +514,27 @@ class Command(BaseCommand):
             for row in rows
         ]
         text = "\n".join(
-            f"{row['prefix']}…  {row['user']:<20} {row['name']:<30} last used: {row['last_used_at'] or '-'}"
+            f"{row['prefix']}…  {row['user']:<20} {row['name']:<30} "
+            + _("last used: %(time)s") % {"time": row["last_used_at"] or "-"}
             for row in data
         )
-        self._emit(options, data, text or "No API tokens.")
+        self._emit(options, data, text or _("No API tokens."))
 
     def _token_revoke(self, options: dict[str, Any]) -> None:
         matches = ApiToken.objects.filter(prefix__startswith=options["prefix"])
         if len(options["prefix"]) < len(tokens.KEY_PREFIX) + 2 or matches.count() != 1:
             raise CommandError(
-                f"{options['prefix']!r} must be the start of exactly one token's key "
-                f"({matches.count()} match); see 'scheduling token list'"
+                _(
+                    "%(prefix)r must be the start of exactly one token's key (%(count)s match); "
+                    "see 'scheduling token list'"
+                )
+                % {"prefix": options["prefix"], "count": matches.count()}
             )
         token = matches.get()
         token.delete()
-        self._emit(options, {"revoked": token.prefix}, f"Revoked the API token {token}.")
+        self._emit(
+            options, {"revoked": token.prefix}, _("Revoked the API token %(token)s.") % {"token": token}
+        )
 
 
 def _user(username: str) -> Any:
@@ -509,18 +564,20 @@ def _import_summary(changes: list[Change], dry_run: bool, username: str) -> str:
 def _excludes(calendar: CalendarSummary) -> str:
     """weekends, 3 days, 1 range"""
     days = sum(period.day is not None for period in calendar.periods)
-    parts = ["weekends"] if calendar.weekdays_only else []
+    parts = [_("weekends")] if calendar.weekdays_only else []
     if days:
-        parts.append(f"{days} day{'s' if days != 1 else ''}")
+        parts.append(ngettext("%(count)d day", "%(count)d days", days) % {"count": days})
     if ranges := len(calendar.periods) - days:
-        parts.append(f"{ranges} range{'s' if ranges != 1 else ''}")
-    return ", ".join(parts) or "nothing"
+        parts.append(ngettext("%(count)d range", "%(count)d ranges", ranges) % {"count": ranges})
+    return ", ".join(parts) or _("nothing")
 
 
 def _pause_parts(pause: Maintenance) -> str:
     """reason, by, until: the pause as the status line reads it."""
-    parts = [pause.reason, f"by {pause.by or 'a script'}"]
-    parts.append(f"until {format_local(pause.until)}" if pause.until else "until lifted")
+    parts = [pause.reason, _("by %(who)s") % {"who": pause.by or _("a script")}]
+    parts.append(
+        _("until %(time)s") % {"time": format_local(pause.until)} if pause.until else _("until lifted")
+    )
     return ", ".join(parts)
 
 
@@ -530,8 +587,8 @@ def _exists(job_id: str) -> bool:
 
 def _runs_text(runs: list[Run]) -> str:
     if not runs:
-        return "No runs."
+        return _("No runs.")
     text = "\n".join(run.line() for run in runs)
     if any(run.moved_by_clock_change for run in runs):
-        text += "\n* moved by a clock change"
+        text += "\n" + _("* moved by a clock change")
     return text
