@@ -22,7 +22,7 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from cron_descriptor import ExpressionDescriptor, Options
 from django.conf import settings
-from django.utils import timezone, translation
+from django.utils import formats, timezone, translation
 from django.utils.dates import MONTHS, WEEKDAYS
 from django.utils.timesince import timesince, timeuntil
 from django.utils.translation import gettext as _
@@ -496,14 +496,21 @@ CHINESE_SCRIPTS = {
 
 
 def format_local(moment: dt.datetime | None, zone: dt.tzinfo | None = None) -> str:
-    """A moment in the site's time zone, as operators read it: 2026-11-23 14:05:00 CET.
+    """A moment in the site's time zone, as operators read it: 2026-11-23 14:05:00 CET (in English;
+    in Japanese 2026年11月23日 14:05:00 CET: the active language's date format).
 
     ``zone`` is the site's time zone looked up once by a caller formatting thousands of moments
     (the admin timeline): looking it up is a third of the cost of a call.
     """
     if moment is None:
         return "-"
-    return timezone.localtime(moment, zone).strftime("%Y-%m-%d %H:%M:%S %Z")
+    local = timezone.localtime(moment, zone)
+    language = translation.get_language()
+    # English keeps the ISO date operators grep logs for; another language gets its own date
+    # (2026年12月6日), the time to the second as everywhere.
+    if language is None or language.startswith("en"):
+        return local.strftime("%Y-%m-%d %H:%M:%S %Z")
+    return f"{formats.date_format(local, 'DATE_FORMAT')} {local:%H:%M:%S %Z}"
 
 
 def relative(moment: dt.datetime, now: dt.datetime | None = None) -> str:

@@ -7,13 +7,15 @@ copy of the app, the merged catalogues read back), or when a .po was edited with
 from __future__ import annotations
 
 import shutil
+import zoneinfo
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from django.test import Client
-from django.utils import translation
+from django.utils import timezone, translation
 
-from scheduling.schedules import build_trigger, describe
+from scheduling.schedules import build_trigger, describe, format_local
 from tests.support import catalogues
 
 pytestmark = pytest.mark.skipif(
@@ -80,3 +82,17 @@ def test_the_api_answers_errors_in_the_requested_language_with_the_same_code() -
         }
     assert {answer["code"] for answer in answers.values()} == {"not_authenticated"}
     assert len({answer["error"] for answer in answers.values()}) == 3, answers
+
+
+@pytest.mark.parametrize(
+    ("language", "shown"),
+    [
+        ("en", "2026-11-23 14:05:09 CET"),
+        ("ja", "2026年11月23日 14:05:09 CET"),
+        ("zh-hans", "2026年11月23日 14:05:09 CET"),
+    ],
+)
+def test_moments_are_shown_with_the_active_languages_date(language: str, shown: str) -> None:
+    moment = datetime(2026, 11, 23, 13, 5, 9, tzinfo=UTC)
+    with translation.override(language), timezone.override(zoneinfo.ZoneInfo("Europe/Berlin")):
+        assert format_local(moment) == shown
