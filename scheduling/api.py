@@ -206,10 +206,7 @@ def run_list(request: HttpRequest, user: Any) -> JsonResponse:
     limit = _limit(request)
     runs = Execution.objects.listed().order_by("-id")
     if "job" in request.GET:
-        job_id = validation.job_id(request.GET["job"], "job")
-        if not job_id:
-            raise ApiError(400, _("job must be a job id, not empty"), "invalid_text", "job")
-        runs = runs.filter(job_id=job_id)
+        runs = runs.filter(job_id=validation.job_id(request.GET["job"], "job"))
     cursor = _run_cursor(request)
     if cursor is not None:
         runs = runs.filter(id__lt=cursor)

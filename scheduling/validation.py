@@ -506,9 +506,11 @@ def text(field: str, value: Any, max_length: int = MAX_TEXT_LENGTH) -> str:
 
 def job_id(value: Any, field: str = "job_id") -> str:
     """A job's id, wherever one is given (``control.add``, the admin, the API, an imported file):
-    text that fits the store's column, without control characters. A newline, a tab or an escape
+    text that fits the store's column, not blank, without control characters. A newline, a tab or an escape
     in an id breaks every line that names the job: logs, the CLI's output, an import's diff."""
     value = text(field, value)
+    if not value.strip():
+        raise InputError(field, "invalid_text", _("%(field)s must not be empty") % {"field": field})
     if (found := _CONTROL_CHARACTER.search(value)) is not None:
         raise InputError(
             field,

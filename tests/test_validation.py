@@ -159,6 +159,15 @@ def test_control_add_refuses_an_id_with_a_control_character(job_id: str) -> None
     assert not DjangoJob.objects.exists()
 
 
+@pytest.mark.parametrize("job_id", ["", "   "])
+def test_control_add_refuses_an_empty_id(job_id: str) -> None:
+    with pytest.raises(validation.InputError, match=r"^job_id must not be empty") as error:
+        control.add(job_id, "tests.support.jobs:succeed", schedule={"interval": {"minutes": 1}})
+
+    assert (error.value.field, error.value.code) == ("job_id", "invalid_text")
+    assert not DjangoJob.objects.exists()
+
+
 def test_an_id_may_hold_any_printable_text() -> None:
     assert validation.job_id("reports/weekly: Müller (ünïcode) ✓") == "reports/weekly: Müller (ünïcode) ✓"
 
