@@ -18,6 +18,7 @@ from scheduling.store import JobStore
 from scheduling.sync import sync
 from tests.conftest import wait_for
 from tests.support import jobs
+from tests.support.sinks import webhook_receiver
 
 pytestmark = pytest.mark.browser
 
@@ -225,6 +226,34 @@ def test_a_maintenance_window_set_in_the_admin(page, live_server, admin_user, sc
     assert "Paused for maintenance" not in page.inner_text("#scheduler-status")
     assert page.is_visible("#maintenance-form input[name=reason]")
     page.screenshot(path=ARTIFACTS / "11-maintenance-off.png", full_page=True)
+
+
+def test_an_alert_set_in_the_admin_reaches_its_webhook_and_the_job_page_lists_the_attempt(
+    page, live_server, admin_user, scheduler_process
+) -> None:
+    scheduler_process("config.jobs,tests.support.browser_jobs")
+    log_in(page, live_server, admin_user)
+    with webhook_receiver() as hook:
+        page.click("text=Failing import")
+        page.select_option("select[name=alerts]", "own")
+        page.fill("textarea[name=alert_to]", hook.url)
+        page.check("input[name=alert_on][value=failure]")
+        page.click("input[name=_continue]")
+        page.wait_for_selector("text=was changed successfully")
+
+        page.click("button[name=run]")
+        page.wait_for_selector("text=Asked the scheduler to run 1 job now.")
+        [post] = wait_for(lambda: hook.posts, timeout=30)
+    assert json.loads(post.body)["job"] == "browser.failing"
+
+    # The job's page: the alert, its delivery sent, and the one attempt at it, in local time.
+    page.goto(f"{live_server.url}/admin/scheduling/job/browser.failing/change/")
+    reload_until(page, "scheduling-attempts")
+    alerts = page.inner_text(".field-recent_alerts")
+    assert "Job browser.failing failed" in alerts
+    assert f"{hook.url}/…: Sent" in alerts  # by host only: a webhook's path may hold its secret
+    assert ": sent" in page.inner_text(".scheduling-attempts")
+    page.screenshot(path=ARTIFACTS / "17-alert-delivered.png", full_page=True)
 
 
 def test_cancelling_a_running_run_from_the_admin(page, live_server, admin_user, scheduler_process) -> None:

@@ -11,3 +11,5 @@ job(interval={"hours": 1}, id="browser.writer", name="Argument writer", args=["u
 )
 # Never fired in a test (hourly); run now, then cancelled from the admin while it sleeps.
 job(interval={"hours": 1}, id="browser.long", name="Long export", runs_in="processes", args=[120])(jobs.sleep)
+# Never fired in a test (hourly); run now after an alert was set on it in the admin.
+job(interval={"hours": 1}, id="browser.failing", name="Failing import")(jobs.fail)
