@@ -192,7 +192,7 @@ class JobScheduleForm(forms.ModelForm):
         required=False,
         widget=forms.CheckboxSelectMultiple,
         choices=[
-            ("failure", _("a failure (its last attempt failed or timed out)")),
+            ("failure", _("a failure (its last attempt failed, timed out or was interrupted)")),
             ("missed", _("a missed fire")),
             ("skipped", _("a fire skipped because a run was still going or its lock was held")),
         ],

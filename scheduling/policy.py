@@ -30,9 +30,9 @@ POLICY_NAMES = (
 
 # What a fire does when it finds max_instances runs of its job still going.
 OVERLAP_POLICIES = ("skip", "queue", "replace")
-# What alerts a job's runs: a failure (its last attempt failed or timed out), a missed fire, a
-# fire skipped because a run was still going or its lock was held (not for a maintenance pause
-# or a calendar: someone asked for those).
+# What alerts a job's runs: a failure (its last attempt failed, timed out or was interrupted), a
+# missed fire, a fire skipped because a run was still going or its lock was held (not for a
+# maintenance pause or a calendar: someone asked for those).
 ALERT_EVENTS = ("failure", "missed", "skipped")
 
 

@@ -27,8 +27,16 @@ from scheduling import job, signals
 from scheduling.declarations import JobDeclarationError
 from scheduling.fencing import Fence
 from scheduling.history import alerts
-from scheduling.history.housekeeping import prune
-from scheduling.models import Alert, AlertAttempt, AlertDelivery, Execution, Maintenance, ScheduledJob
+from scheduling.history.housekeeping import expire_task_runs, prune, recover_interrupted
+from scheduling.models import (
+    Alert,
+    AlertAttempt,
+    AlertDelivery,
+    Execution,
+    Maintenance,
+    ScheduledJob,
+    SchedulerInstance,
+)
 from scheduling.placement import RunsIn
 from scheduling.policy import shown_destination
 from scheduling.runs.threads import ThreadTarget
@@ -740,3 +748,44 @@ def test_a_delivery_queued_by_another_process_is_sent_at_the_leaders_next_heartb
         assert alert.deliveries.get().status == Delivery.SENT
     finally:
         runner.stop(timeout=5)
+
+
+def test_runs_recorded_interrupted_alert_as_failures_once_each(registry: dict) -> None:
+    job(interval=30, id="crashy", alert={"to": ["log"]})(jobs.succeed)
+    job(interval=30, id="placed", alert={"to": ["log"], "after_failures": 2})(jobs.succeed)
+    sync(JobStore(), registry.values())
+    gone = SchedulerInstance.objects.create(
+        hostname="elsewhere", pid=1, last_beat=timezone.now() - timedelta(hours=1)
+    )
+    hour_ago = timezone.now() - timedelta(hours=1)
+    Execution.objects.create(job_id="crashy", status="running", scheduled_at=hour_ago, instance=gone)
+    for minutes in (1, 2):  # a streak of two fires handed to a task worker that died
+        Execution.objects.create(
+            job_id="placed",
+            status="running",
+            ran_in="tasks",
+            scheduled_at=hour_ago + timedelta(minutes=minutes),
+            started_at=hour_ago + timedelta(minutes=minutes),
+        )
+    received: list[str] = []
+
+    def failed(sender: str, execution: Execution, **kwargs: Any) -> None:
+        received.append(f"{sender}:{execution.status}")
+
+    signals.job_failed.connect(failed)
+    try:
+        assert recover_interrupted() == 1
+        assert expire_task_runs(timeout=60) == 2
+        assert recover_interrupted() == 0  # nothing left: nothing reported twice
+    finally:
+        signals.job_failed.disconnect(failed)
+
+    assert sorted(received) == ["crashy:interrupted", "placed:interrupted", "placed:interrupted"]
+    [crashed] = raised("crashy")
+    assert (
+        crashed.message == "Job crashy was interrupted: the scheduler running it stopped without finishing it"
+    )
+    [streak] = raised("placed")
+    assert streak.message.startswith(
+        "Job placed failed 2 times in a row; the last time: Interrupted: the task"
+    )

@@ -44,7 +44,9 @@ from scheduling.policy import AlertPolicy, RunPolicy
 logger = logging.getLogger(__name__)
 
 Rule = Alert.Rule
-FAILED = (Execution.Status.FAILED, Execution.Status.TIMED_OUT)
+# A run recorded interrupted (its scheduler or task worker died, or a stop outlasted it) did not
+# do its work either: it alerts, and counts in a streak, as a failure.
+FAILED = (Execution.Status.FAILED, Execution.Status.TIMED_OUT, Execution.Status.INTERRUPTED)
 ENDED = (Execution.Status.SUCCEEDED, *FAILED)  # the runs a streak of failures is counted over
 USUAL_RUNS = 20  # the successes a job's usual duration is the median of
 SHORTEST_LONG_RUN = 5.0  # seconds: "k times usual" never calls a run this short long
@@ -234,6 +236,9 @@ def _raise_for_failure(execution: Execution, policy: AlertPolicy) -> None:
         how = f"failed {in_a_row} times in a row; the last time"
     else:
         how = "timed out" if status == Execution.Status.TIMED_OUT else "failed"
+        if status == Execution.Status.INTERRUPTED:
+            # Its text starts "Interrupted: ": "was interrupted: the scheduler running it stopped ..."
+            how, exception = "was interrupted", exception.removeprefix("Interrupted: ")
     raise_alert(
         job_id,
         Rule.FAILURE,
@@ -257,7 +262,10 @@ def _failures_in_a_row(job_id: str, pk: int, finished_at: datetime | None, most:
         Exists(retried)
     )
     if finished_at is not None:
-        fires = fires.filter(Q(finished_at__lt=finished_at) | Q(pk=pk))
+        # Up to this run in (finished_at, pk) order: runs ended by one UPDATE share their end.
+        fires = fires.filter(
+            Q(finished_at__lt=finished_at) | Q(finished_at=finished_at, pk__lte=pk) | Q(pk=pk)
+        )
     last = list(fires.order_by("-finished_at", "-pk").values_list("status", flat=True)[:most])
     return next((number for number, status in enumerate(last) if status not in FAILED), len(last))
 

@@ -5,17 +5,20 @@ interrupted, and old rows are pruned.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from django.db.models import Count, Exists, Q, QuerySet, Value
 from django.utils import timezone
 
-from scheduling import identity
+from scheduling import identity, signals
 from scheduling.conf import settings
-from scheduling.models import Alert, AlertDelivery, Execution, SchedulerInstance
+from scheduling.models import Alert, AlertDelivery, Execution, ExecutionQuerySet, SchedulerInstance
 
 logger = logging.getLogger(__name__)
+
+INTERRUPT_BATCH = 500  # runs ended, then read back and reported, per statement
 
 
 class Pending(NamedTuple):
@@ -56,6 +59,28 @@ def pending_work(instance: SchedulerInstance, leading: bool) -> Pending:
     return Pending(orphans, task_runs, open_alerts or deliveries_due)
 
 
+def interrupt(runs: ExecutionQuerySet, reason: str, end: Callable[[ExecutionQuerySet, str], int]) -> int:
+    """End ``runs`` as interrupted for ``reason`` with ``end`` (one of the queryset's conditional
+    UPDATEs, which leaves a run that ended meanwhile alone); returns how many it ended.
+
+    Each run it ended is then reported as a failure (``job_failed``, so alerts, Sentry and a
+    site's receivers hear of it), read back by id: a bulk UPDATE returns no rows on every
+    database. The ids are read first, a batch at a time, so the UPDATE and the read-back name
+    the same runs; a second scheduler ending them at once is told by the alert's unique key.
+    """
+    ended = 0
+    while ids := list(runs.values_list("pk", flat=True)[:INTERRUPT_BATCH]):
+        count = end(Execution.objects.filter(pk__in=ids), reason)
+        ended += count
+        batch = Execution.objects.filter(pk__in=ids, status=Execution.Status.INTERRUPTED)
+        for execution in batch.filter(exception=reason).listed() if count else ():
+            signals.notify(signals.job_failed, execution)
+        # None ended (all ended meanwhile): what is left, if anything, waits for the next look.
+        if count == 0 or len(ids) < INTERRUPT_BATCH:
+            break
+    return ended
+
+
 def recover_interrupted() -> int:
     """Mark runs left "running" by schedulers that are gone as interrupted."""
     # Beating, and not proven dead: a scheduler in another container may have a pid that means
@@ -67,8 +92,12 @@ def recover_interrupted() -> int:
     # swapped out), not dead: its runs go on when it wakes, so they are not interrupted.
     alive += [instance.pk for instance in _local_unstopped() if identity.proven_alive(instance)]
     # Runs handed to task workers are the workers' own: expire_task_runs deals with those.
-    orphans = Execution.objects.exclude(instance__in=alive).in_scheduler()
-    count = orphans.mark_interrupted("Interrupted: the scheduler running it stopped without finishing it")
+    orphans = Execution.objects.exclude(instance__in=alive).in_scheduler().running()
+    count = interrupt(
+        orphans,
+        "Interrupted: the scheduler running it stopped without finishing it",
+        lambda runs, reason: runs.mark_interrupted(reason),
+    )
     if count:
         logger.warning("Marked %d run(s) left running by a stopped scheduler as interrupted", count)
     return count
@@ -113,13 +142,16 @@ def expire_task_runs(timeout: float | None = None) -> int:
     tasks = Execution.objects.in_task_workers()
     # Rows enqueued before enqueued_at existed count from their fire time, as they always did.
     unheard = Q(enqueued_at__lt=cutoff) | Q(enqueued_at__isnull=True, scheduled_at__lt=cutoff)
-    waiting = tasks.filter(unheard).end_unstarted(
-        Execution.Status.INTERRUPTED,
+    waiting = interrupt(
+        tasks.filter(unheard).enqueued(),
         f"Interrupted: no task worker took the run within {timeout:g} s (SCHEDULING_TASK_TIMEOUT)",
+        lambda runs, reason: runs.end_unstarted(Execution.Status.INTERRUPTED, reason),
     )
-    running = tasks.filter(started_at__lt=cutoff).mark_interrupted(
+    running = interrupt(
+        tasks.filter(started_at__lt=cutoff).running(),
         f"Interrupted: the task worker running it sent no outcome within {timeout:g} s of its start "
-        "(SCHEDULING_TASK_TIMEOUT); it died, or its run takes longer than that"
+        "(SCHEDULING_TASK_TIMEOUT); it died, or its run takes longer than that",
+        lambda runs, reason: runs.mark_interrupted(reason),
     )
     if waiting or running:
         logger.warning(

@@ -19,6 +19,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from scheduling.fencing import Fence, FenceLost
+from scheduling.history.housekeeping import interrupt
 from scheduling.history.retry import retrying
 from scheduling.history.rows import SCHEDULED, Origin, Outcome
 from scheduling.history.writer import OutcomeWriter, finish_all
@@ -200,7 +201,8 @@ class Recorder:
 
         Runs handed to task workers are not this process's: they go on without it.
         """
-        return Execution.objects.of_instance(self.instance).in_scheduler().mark_interrupted(reason)
+        runs = Execution.objects.of_instance(self.instance).in_scheduler().running()
+        return interrupt(runs, reason, lambda ended, why: ended.mark_interrupted(why))
 
 
 RETURNED = ("id", "job_id", "scheduled_at", "attempt")  # what identifies an inserted row, read back
