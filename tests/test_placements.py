@@ -1,10 +1,10 @@
 """Runs placed on RQ and Celery workers: one scheduler, two real workers on a real broker.
 
 The same proof as tests/test_scaling_out.py gives django-tasks-db: every fire recorded once and run
-once, by a worker (its process on the row), failures with their tracebacks, and a run whose worker
-was killed recorded interrupted after SCHEDULING_TASK_TIMEOUT. Each test uses a queue of its own
-(a uuid in its name), so runs sharing a Redis or a RabbitMQ never take each other's tasks, and
-empties it at the end.
+once, by a worker (its process on the row), failures with their tracebacks, a task delivered again
+running nothing, and a run whose worker was killed recorded interrupted after
+SCHEDULING_TASK_TIMEOUT. Each test uses a queue of its own (a uuid in its name), so runs sharing a
+Redis or a RabbitMQ never take each other's tasks, and empties it at the end.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import importlib.util
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections import Counter
@@ -27,7 +29,7 @@ from django.db import connection
 
 from scheduling import control
 from scheduling.models import Execution
-from tests.conftest import SchedulerProcess, wait_for
+from tests.conftest import ROOT, SchedulerProcess, subprocess_database_url, wait_for
 
 pytestmark = [
     pytest.mark.processes,
@@ -108,6 +110,11 @@ def reachable(url: str) -> bool:
     return True
 
 
+def read_marks(tmp_path: Path) -> list[list[str]]:
+    """One line per run of a placed job: its fire, its process, that process's parent."""
+    return [line.split() for line in (tmp_path / "marks").read_text().splitlines()]
+
+
 def children_of(pids: set[int]) -> set[int]:
     """The processes whose parent is one of ``pids`` (RQ's work horses, Celery's pool children)."""
     found = set()
@@ -132,46 +139,76 @@ def broker(request: pytest.FixtureRequest) -> Broker:
     return broker
 
 
+class Placed:
+    """The processes of one test, all on its own queue: a scheduler, workers, a task sent by hand."""
+
+    def __init__(
+        self, broker: Broker, scheduler_process: Callable[..., SchedulerProcess], marks: Path
+    ) -> None:
+        self.broker, self.scheduler_process = broker, scheduler_process
+        self.queue = f"scheduling-test-{uuid.uuid4().hex}"
+        self.env = {
+            "DJANGO_SETTINGS_MODULE": "tests.settings_placements",
+            "SCHEDULING_TEST_PLACEMENT": broker.name,
+            "SCHEDULING_TEST_TASK_QUEUE": self.queue,
+            "SCHEDULING_TEST_TASK_TIMEOUT": str(TASK_TIMEOUT),
+            "TEST_JOB_COUNT": str(PLACED_JOBS),
+            "TEST_MARK_FILE": str(marks),
+        }
+        self.started: list[SchedulerProcess] = []
+
+    def start(self, worker: str | None = None) -> SchedulerProcess:
+        """The scheduler, or with a name a worker."""
+        options = self.broker.worker(self.queue, f"{worker}-{self.queue}") if worker else {}
+        process = self.scheduler_process(JOB_MODULE, env=self.env, **options)
+        self.started.append(process)
+        return process
+
+    def enqueue(self, execution_id: int) -> str:
+        """Send the scheduler's task for ``execution_id`` as the scheduler does; the task's id."""
+        code = (
+            "from scheduling.runs.worker_task import run_scheduled_job; "
+            f"print(run_scheduled_job.using(backend='placed', queue_name='{self.queue}')"
+            f".enqueue({execution_id}).id)"
+        )
+        env = {**os.environ, "DATABASE_URL": subprocess_database_url(), "SCHEDULING_TEST_MODULES": JOB_MODULE}
+        sent = subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c", code],
+            cwd=ROOT,
+            env={**env, **self.env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return sent.stdout.split()[-1]
+
+    def end(self) -> None:
+        """End the workers' children (which outlive a killed worker), the processes, the queue."""
+        for child in children_of({process.popen.pid for process in self.started}):
+            os.kill(child, signal.SIGKILL)
+        for process in self.started:
+            process.stop()
+        task_ids = [task_id for task_id in Execution.objects.values_list("task_id", flat=True) if task_id]
+        self.broker.empty(self.queue, task_ids)
+
+
 @pytest.fixture
 def placed(
     broker: Broker, scheduler_process: Callable[..., SchedulerProcess], tmp_path: Path
-) -> Iterator[Callable[..., SchedulerProcess]]:
-    """Start the scheduler and workers of the test, all on its own queue; whatever happens, end the
-    workers' children (which outlive a killed worker) before the fixture ends the workers."""
-    queue = f"scheduling-test-{uuid.uuid4().hex}"
-    env = {
-        "DJANGO_SETTINGS_MODULE": "tests.settings_placements",
-        "SCHEDULING_TEST_PLACEMENT": broker.name,
-        "SCHEDULING_TEST_TASK_QUEUE": queue,
-        "SCHEDULING_TEST_TASK_TIMEOUT": str(TASK_TIMEOUT),
-        "TEST_JOB_COUNT": str(PLACED_JOBS),
-        "TEST_MARK_FILE": str(tmp_path / "marks"),
-    }
-    started: list[SchedulerProcess] = []
-
-    def start(worker: str | None = None) -> SchedulerProcess:
-        options = broker.worker(queue, f"{worker}-{queue}") if worker else {}
-        process = scheduler_process(JOB_MODULE, env=env, **options)
-        started.append(process)
-        return process
-
+) -> Iterator[Placed]:
+    placed = Placed(broker, scheduler_process, tmp_path / "marks")
     try:
-        yield start
+        yield placed
     finally:
-        for child in children_of({process.popen.pid for process in started}):
-            os.kill(child, signal.SIGKILL)
-        for process in started:
-            process.stop()
-        broker.empty(
-            queue, [task_id for task_id in Execution.objects.values_list("task_id", flat=True) if task_id]
-        )
+        placed.end()
 
 
 def test_runs_on_two_workers_are_each_recorded_once_and_a_killed_workers_run_is_interrupted(
-    broker: Broker, placed: Callable[..., SchedulerProcess], figures, tmp_path: Path
+    broker: Broker, placed: Placed, figures, tmp_path: Path
 ) -> None:
-    scheduler = placed()
-    workers = [placed(f"worker-{number}") for number in (1, 2)]
+    scheduler = placed.start()
+    workers = [placed.start(f"worker-{number}") for number in (1, 2)]
     runs = Execution.objects.filter(job_id__in=[f"placed.{number}" for number in range(PLACED_JOBS)])
 
     wait_for(lambda: runs.count() >= RUNS, timeout=90, interval=0.2)
@@ -191,7 +228,7 @@ def test_runs_on_two_workers_are_each_recorded_once_and_a_killed_workers_run_is_
     assert all(row["task_id"] for row in rows)
     assert len({row["task_id"] for row in rows}) == len(rows)  # one task per fire
     # Each fire ran once, in a child of one of the two workers, the process its row names.
-    marks = [line.split() for line in (tmp_path / "marks").read_text().splitlines()]
+    marks = read_marks(tmp_path)
     fires = Counter(fire for fire, _, _ in marks)
     assert max(fires.values()) == 1
     assert set(fires) == {f"{row['job_id']}@{row['scheduled_at'].isoformat()}" for row in rows}
@@ -207,6 +244,14 @@ def test_runs_on_two_workers_are_each_recorded_once_and_a_killed_workers_run_is_
     # On a busy machine a fire may find the previous one still queued (skipped).
     assert not fails.exclude(status__in=["failed", "skipped"]).exists()
     assert all('raise ValueError("this job fails on purpose")' in row.traceback for row in failed)
+
+    # A task delivered again (a backend may) finds its run no longer enqueued, and runs nothing.
+    again = runs.first()
+    assert again is not None
+    task_id = placed.enqueue(again.pk)
+    wait_for(lambda: any(f"Task {task_id} not run" in worker.output() for worker in workers), timeout=30)
+    assert Execution.objects.get(pk=again.pk).finished_at == again.finished_at
+    assert Counter(fire for fire, _, _ in read_marks(tmp_path)) == fires
 
     # The worker that takes the slow run is killed, with the child running it: a lost machine.
     control.run_now("placed.slow", requested_by="test")
