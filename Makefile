@@ -45,11 +45,13 @@ chaos: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(VENV)/bin/python -m bench $(BENCH_ARGS)
 
-# Executions/s by where jobs run (threads, process pool, 1, 2 and 4 task workers), on PostgreSQL;
-# it needs django-tasks-db, and before Django 6 the django-tasks backport.
+# Executions/s by where jobs run (threads, process pool, 1, 2 and 4 task workers, 2 RQ and 2 Celery
+# workers), on PostgreSQL, Redis and RabbitMQ; it needs django-tasks-db and django-tasks-rq, before
+# Django 6 the django-tasks backport, and from Python 3.12 and Django 6 django-tasks-celery.
 bench-placements: $(VENV)/.installed
-	$(VENV)/bin/python -m pip install --quiet "django-tasks-db>=0.13" \
-		$$($(VENV)/bin/python -c 'import django; print("django-tasks>=0.12" if django.VERSION < (6,) else "")')
+	$(VENV)/bin/python -m pip install --quiet "django-tasks-db>=0.13" "django-tasks-rq>=0.12" \
+		$$($(VENV)/bin/python -c 'import django, sys; print("django-tasks>=0.12" if django.VERSION < (6,) \
+		else "django-tasks-celery[celery]>=0.1.1" if sys.version_info >= (3, 12) else "")')
 	$(VENV)/bin/python -m bench.placements $(BENCH_ARGS)
 
 # The app alone, to install in another site: dist/django_scheduling-*.whl. Earlier builds go first:

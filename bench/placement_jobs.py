@@ -19,6 +19,13 @@ def work(loops: int) -> int:
 
 if os.environ.get("BENCH_DUE"):
     runs_in = os.environ["BENCH_RUNS_IN"]
+    # For runs in task workers: RQ or Celery as the backend "placed" (bench/placement_settings.py),
+    # on the measurement's own queue on a shared broker (BENCH_TASK_QUEUE).
+    tasks = runs_in == "tasks"
+    queue = os.environ.get("BENCH_TASK_QUEUE", "default") if tasks else None
+    backend = (
+        ("default" if os.environ.get("BENCH_TASK_BACKEND", "db") == "db" else "placed") if tasks else None
+    )
     for number in range(int(os.environ["BENCH_JOBS"])):
         job(
             date=os.environ["BENCH_DUE"],
@@ -26,4 +33,6 @@ if os.environ.get("BENCH_DUE"):
             runs_in=runs_in,
             args=[int(os.environ["BENCH_WORK_LOOPS"])],
             misfire_grace_time=None,
+            task_backend=backend,
+            task_queue=queue,
         )(work)

@@ -1,11 +1,13 @@
-"""Executions per second by placement: the scheduler's threads, its process pool, and 1, 2 and 4
-task workers (django-tasks-db's ``db_worker``), on PostgreSQL.
+"""Executions per second by placement: the scheduler's threads, its process pool, 1, 2 and 4
+task workers (django-tasks-db's ``db_worker``), and 2 workers of RQ and of Celery, on PostgreSQL.
 
     python -m bench.placements [--jobs 400] [--work-ms 0,20] [--database-url postgres://…/bench_placements]
 
 For each placement a fresh ``runscheduler`` (and the workers) start with ``--jobs`` one-off jobs
 all due at the same moment, each doing ``--work-ms`` of CPU-bound Python; the figure is runs
 finished per second from that moment to the last outcome on disk, as the history records it.
+The RQ and Celery rows need their packages (django-tasks-rq; django-tasks-celery, Python 3.12+
+and Django 6) and brokers (``REDIS_URL``, ``AMQP_URL``); without them they are left out, saying why.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import statistics
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from importlib.util import find_spec
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -34,6 +38,22 @@ class Placement:
     label: str
     runs_in: str
     workers: int = 0
+    backend: str = "db"  # for tasks: django-tasks-db, "rq" or "celery" (bench/placement_settings.py)
+
+    def worker(self, number: int, queue: str) -> list[str]:
+        """The command line of one of its workers, on ``queue``."""
+        if self.backend == "rq":
+            return ["manage.py", "rqworker", "--job-class", "django_tasks_rq.Job", "-v", "0", queue]
+        if self.backend == "celery":
+            return [
+                *("-m", "celery", "-A", "bench.celery_app", "worker", "--queues", queue),
+                *("--hostname", f"w{number}-{queue}@%h", "--concurrency", "1", "--loglevel", "WARNING"),
+                *("--without-gossip", "--without-mingle", "--without-heartbeat"),
+            ]
+        return [
+            *("manage.py", "db_worker", "--interval", "0.05", "--no-startup-delay", "--no-reload"),
+            *("-v", "0", "--worker-id", f"w{number}"),
+        ]
 
 
 PLACEMENTS = [
@@ -42,7 +62,21 @@ PLACEMENTS = [
     Placement("1 task worker", "tasks", 1),
     Placement("2 task workers", "tasks", 2),
     Placement("4 task workers", "tasks", 4),
+    Placement("2 RQ workers", "tasks", 2, "rq"),
+    Placement("2 Celery workers", "tasks", 2, "celery"),
 ]
+# What each backend needs installed, and why it may not be.
+NEEDS = {
+    "rq": (("django_tasks_rq", "django_rq"), "pip install django-tasks-rq"),
+    "celery": (("django_tasks_celery", "celery"), "django-tasks-celery needs Python 3.12+ and Django 6"),
+}
+
+
+def unavailable(placement: Placement) -> str | None:
+    """Why ``placement`` cannot be measured here, or None."""
+    modules, how = NEEDS.get(placement.backend, ((), ""))
+    missing = [module for module in modules if find_spec(module) is None]
+    return f"{placement.label}: not measured, {', '.join(missing)} missing ({how})" if missing else None
 
 
 @dataclass(frozen=True)
@@ -73,6 +107,12 @@ def main(argv: list[str] | None = None) -> None:
             "BENCH_PLACEMENTS_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/bench_placements"
         ),
     )
+    parser.add_argument(
+        "--only",
+        type=lambda value: value.split(","),
+        default=[],
+        help="measure only the placements whose label contains one of these, e.g. RQ,Celery",
+    )
     options = parser.parse_args(argv)
     create_database(options.database_url)
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": SETTINGS, "DATABASE_URL": options.database_url}
@@ -81,8 +121,13 @@ def main(argv: list[str] | None = None) -> None:
     import django
 
     django.setup()
+    chosen = [p for p in PLACEMENTS if not options.only or any(part in p.label for part in options.only)]
+    placements = [placement for placement in chosen if not unavailable(placement)]
+    for placement in chosen:
+        if reason := unavailable(placement):
+            print(reason, flush=True)
     for work_ms in options.work_ms:
-        results = [measure(placement, options.jobs, work_ms, env) for placement in PLACEMENTS]
+        results = [measure(placement, options.jobs, work_ms, env) for placement in placements]
         print(report(results, options.jobs, work_ms), end="\n\n", flush=True)
 
 
@@ -104,28 +149,21 @@ def measure(placement: Placement, jobs: int, work_ms: float, env: dict[str, str]
 
     clear_tables()
     due = timezone.now() + timedelta(seconds=START_MARGIN)
+    # A queue of this measurement's own on a shared broker; django-tasks-db's is in this database.
+    queue = f"bench-placements-{uuid.uuid4().hex}" if placement.backend != "db" else "default"
     job_env = {
         **env,
         "BENCH_DUE": due.isoformat(),
         "BENCH_JOBS": str(jobs),
         "BENCH_RUNS_IN": placement.runs_in,
         "BENCH_WORK_LOOPS": str(calibrated_loops(work_ms)),
+        "BENCH_TASK_BACKEND": placement.backend,
+        "BENCH_TASK_QUEUE": queue,
     }
-    commands = [["runscheduler", "-v", "0"]] + [
-        [
-            "db_worker",
-            "--interval",
-            "0.05",
-            "--no-startup-delay",
-            "--no-reload",
-            "-v",
-            "0",
-            "--worker-id",
-            f"w{n}",
-        ]
-        for n in range(placement.workers)
+    commands = [["manage.py", "runscheduler", "-v", "0"]] + [
+        placement.worker(number, queue) for number in range(placement.workers)
     ]
-    with running(commands, job_env):
+    with running(commands, job_env, placement.backend, queue):
         finished = Execution.objects.exclude(status__in=["enqueued", "running"])
         deadline = time.monotonic() + START_MARGIN + 600
         while finished.count() < jobs:
@@ -175,9 +213,9 @@ def clear_tables() -> None:
 
 
 @contextmanager
-def running(commands: list[list[str]], env: dict[str, str]) -> Iterator[None]:
+def running(commands: list[list[str]], env: dict[str, str], backend: str, queue: str) -> Iterator[None]:
     processes = [
-        subprocess.Popen([sys.executable, "manage.py", *command], cwd=ROOT, env=env)  # noqa: S603 (our own command lines)
+        subprocess.Popen([sys.executable, *command], cwd=ROOT, env=env)  # noqa: S603 (our own command lines)
         for command in commands
     ]
     try:
@@ -190,14 +228,31 @@ def running(commands: list[list[str]], env: dict[str, str]) -> Iterator[None]:
                 process.wait(30)
             except subprocess.TimeoutExpired:
                 process.kill()
+        remove_queue(backend, queue)
+
+
+def remove_queue(backend: str, queue: str) -> None:
+    """Leave nothing of the measurement's queue on a shared broker (its runs have all finished)."""
+    if backend == "rq":
+        import redis
+
+        client = redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+        if keys := list(client.scan_iter(f"rq:*{queue}*")):
+            client.delete(*keys)
+    elif backend == "celery":
+        from kombu import Connection
+
+        with Connection(os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")) as broker:
+            broker.default_channel.queue_delete(queue)
 
 
 def report(results: list[Result], jobs: int, work_ms: float) -> str:
-    baseline = results[0].per_second
+    baseline = results[0].per_second  # the threads, unless --only left them out
     lines = [
         f"{jobs} runs due at once, {work_ms:g} ms of CPU-bound Python each, on {os.cpu_count()} CPU(s):",
         "",
-        "| placement | runs succeeded | seconds to last outcome | executions/s | vs threads | queued p50 |",
+        "| placement | runs succeeded | seconds to last outcome | executions/s "
+        f"| vs {results[0].placement.label} | queued p50 |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for result in results:

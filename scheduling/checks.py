@@ -30,6 +30,7 @@ def register() -> None:
     checks.register(check_schedulers_on_sqlite_hosts, checks.Tags.database)
     checks.register(check_no_scheduler_started_at_startup)
     checks.register(check_thread_timeouts)
+    checks.register(check_task_backend_limits)
     checks.register(check_alerts_setting)
     checks.register(check_metrics)
 
@@ -90,6 +91,47 @@ def thread_timeout_messages(declared: Iterable[Any]) -> list[checks.CheckMessage
         if declaration.policy.get("timeout") is not None
         and Placement.of(declaration.executor).runs_in == RunsIn.THREADS
     ]
+
+
+def check_task_backend_limits(**kwargs: Any) -> list[checks.CheckMessage]:
+    from scheduling import declarations
+    from scheduling.placement import Placement
+
+    placements = {Placement.of(declaration.executor) for declaration in declarations.registry.values()}
+    return task_backend_limit_messages(
+        placements, getattr(django_settings, "TASKS", {}), settings.TASK_TIMEOUT
+    )
+
+
+def task_backend_limit_messages(
+    placements: Iterable[Any], backends: dict[str, dict[str, Any]], task_timeout: float
+) -> list[checks.CheckMessage]:
+    """A tasks backend that stops a task before SCHEDULING_TASK_TIMEOUT cuts runs that the
+    scheduler still allows (and that the README says to allow for): say where."""
+    from scheduling.placement import RunsIn
+    from scheduling.runs import backend_limits
+
+    messages: list[checks.CheckMessage] = []
+    for placement in sorted(
+        {placement for placement in placements if placement.runs_in == RunsIn.TASKS},
+        key=lambda placement: (placement.backend, placement.queue),
+    ):
+        limit = backend_limits.time_limit(backends.get(placement.backend) or {}, placement.queue)
+        if limit is None or limit >= task_timeout:
+            continue
+        messages.append(
+            checks.Warning(
+                f"Task backend {placement.backend!r} stops a task on queue {placement.queue!r} after "
+                f"{limit:g} s, before SCHEDULING_TASK_TIMEOUT ({task_timeout:g} s): a run of a job "
+                "placed there that takes longer is cut by the backend whatever the job's own timeout "
+                "(recorded failed, or interrupted once SCHEDULING_TASK_TIMEOUT has passed).",
+                hint="Give the backend a limit of SCHEDULING_TASK_TIMEOUT or more (RQ: the queue's "
+                "DEFAULT_TIMEOUT in RQ_QUEUES, -1 for none; Celery: CELERY_TASK_TIME_LIMIT and "
+                "CELERY_TASK_SOFT_TIME_LIMIT), or set SCHEDULING_TASK_TIMEOUT to the longest run there.",
+                id="scheduling.W007",
+            )
+        )
+    return messages
 
 
 def check_alerts_setting(**kwargs: Any) -> list[checks.CheckMessage]:

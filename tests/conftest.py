@@ -110,6 +110,7 @@ class SchedulerProcess:
         command: str = "runscheduler",
         started_text: str = "Stop with Ctrl-C",
         wrapper: tuple[str, ...] = (),
+        program: tuple[str, ...] = ("manage.py",),
     ) -> None:
         self.log = log
         self.started_text = started_text
@@ -122,7 +123,7 @@ class SchedulerProcess:
             **env,
         }
         self.popen = subprocess.Popen(
-            [*wrapper, sys.executable, "manage.py", command, *args],
+            [*wrapper, sys.executable, *program, command, *args],
             cwd=ROOT,
             env=full_env,
             stdout=log.open("w"),

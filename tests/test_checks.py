@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -14,10 +15,12 @@ from django.core import checks
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.db import connection
+from django.test import override_settings
 from django.utils.functional import SimpleLazyObject
 
 from scheduling import checks as scheduling_checks
 from scheduling.models import SchedulerInstance
+from scheduling.placement import Placement, RunsIn
 from scheduling.runtime import startup
 from scheduling.runtime.loop import Scheduler
 from tests.conftest import ROOT
@@ -35,7 +38,7 @@ def test_check_ids_are_unique_and_namespaced() -> None:
     # E003 is also what a scheduler starting beside one on another machine refuses with.
     source = inspect.getsource(scheduling_checks) + inspect.getsource(startup)
     found = [line.split('"')[1] for line in source.splitlines() if 'id="scheduling.' in line]
-    assert len(found) == len(set(found)) == 11
+    assert len(found) == len(set(found)) == 12
 
 
 def test_embedded_mode_is_refused_on_an_in_memory_database() -> None:
@@ -144,3 +147,41 @@ def test_manage_py_check_names_each_mistake_in_a_real_project(
 
     assert result.returncode == exit_code, result.stdout + result.stderr
     assert said in result.stdout + result.stderr
+
+
+RQ = {"placed": {"BACKEND": "django_tasks_rq.RQBackend", "QUEUES": ["long", "short", "unset"]}}
+ON_RQ = [Placement(RunsIn.TASKS, "placed", queue) for queue in ("long", "short", "unset")]
+# What tests.support.celery_app.app.conf holds, for the Celery backend's OPTIONS without Celery.
+CELERY_APP = SimpleNamespace(conf=SimpleNamespace(task_soft_time_limit=None, task_time_limit=600))
+
+
+@override_settings(
+    RQ_QUEUES={"long": {"DEFAULT_TIMEOUT": -1}, "short": {"DEFAULT_TIMEOUT": 600}, "unset": {}}
+)
+def test_a_task_backend_that_stops_tasks_before_the_task_timeout_is_named_with_its_queue() -> None:
+    messages = scheduling_checks.task_backend_limit_messages(ON_RQ, RQ, task_timeout=3600)
+
+    assert ids(messages) == ["scheduling.W007", "scheduling.W007"]
+    assert "queue 'short' after 600 s, before SCHEDULING_TASK_TIMEOUT (3600 s)" in messages[0].msg
+    assert "queue 'unset' after 180 s" in messages[1].msg  # RQ's default, which django-tasks-rq keeps
+    assert not scheduling_checks.task_backend_limit_messages(ON_RQ, RQ, task_timeout=180)
+    # Jobs in threads, on another backend or on a backend that does not stop tasks: nothing to say.
+    elsewhere = [Placement(), Placement(RunsIn.TASKS, "default", "default")]
+    assert not scheduling_checks.task_backend_limit_messages(elsewhere, RQ, task_timeout=3600)
+
+
+def test_celery_time_limits_below_the_task_timeout_are_warned_about() -> None:
+    celery = {
+        "placed": {
+            "BACKEND": "django_tasks_celery.CeleryBackend",
+            "OPTIONS": {"CELERY_APP": "tests.test_checks.CELERY_APP"},
+        }
+    }
+    on_celery = [Placement(RunsIn.TASKS, "placed", "default")]
+
+    [message] = scheduling_checks.task_backend_limit_messages(on_celery, celery, task_timeout=3600)
+
+    assert message.id == "scheduling.W007"
+    assert "after 600 s" in message.msg
+    assert "CELERY_TASK_TIME_LIMIT" in str(message.hint)
+    assert not scheduling_checks.task_backend_limit_messages(on_celery, celery, task_timeout=600)

@@ -74,6 +74,15 @@ def mark_process(job_id: str, path: str) -> None:
         marks.write(f"{job_id}@{run.scheduled_at.isoformat()} {os.getpid()}\n")
 
 
+def mark_process_and_parent(job_id: str, path: str) -> None:
+    """Like :func:`mark_process`, with the parent process too: a worker that runs each task in a
+    child (RQ's work horse, Celery's pool) is the parent of the process named on the run's row."""
+    run = current_run()
+    assert run is not None
+    with open(path, "a") as marks:
+        marks.write(f"{job_id}@{run.scheduled_at.isoformat()} {os.getpid()} {os.getppid()}\n")
+
+
 def hold_gil(count: int) -> None:
     """CPU-bound work that holds the GIL throughout: one C-level loop that never yields it."""
     sum(range(count))
