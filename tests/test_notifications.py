@@ -157,6 +157,22 @@ def test_a_missing_trigger_keeps_changes_polled_and_saying_which_until_it_is_bac
 
 
 @postgres_only
+@pytest.mark.parametrize("switch", ["DISABLE TRIGGER", "ENABLE REPLICA TRIGGER"])
+def test_a_trigger_switched_off_while_listening_turns_polling_back_on(listening, switch: str) -> None:
+    listener = listening(probe_interval=1.0)
+    wait_for(lambda: listener.pushed)
+    with connection.cursor() as cursor:
+        cursor.execute(f"ALTER TABLE scheduling_runrequest {switch} scheduling_notify")
+    try:
+        wait_for(lambda: "scheduling_notify on scheduling_runrequest" in listener.why_polled)
+        assert not listener.pushed
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE scheduling_runrequest ENABLE TRIGGER scheduling_notify")
+    wait_for(lambda: listener.pushed, timeout=20)
+
+
+@postgres_only
 def test_a_probe_that_never_comes_back_falls_back_to_polling_until_one_does(listening) -> None:
     listener = listening(PoolerLike, probe_timeout=0.5)
     wait_for(lambda: "did not come back" in listener.why_polled)

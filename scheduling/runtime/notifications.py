@@ -117,8 +117,14 @@ class ChangeListener:
                 connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
             check_triggers(connection)
             probe: str | None = self._probe(connection)
-            probe_sent = heard = time.monotonic()
+            probe_sent = heard = checked = time.monotonic()
             while not self._stopping.is_set():
+                # A trigger dropped or disabled while this session listens silences its table
+                # without an error, and the probe (pg_notify itself) cannot tell: looked up again
+                # on a timer, busy or not, and the session ends (polling) once one is gone.
+                if time.monotonic() - checked > self.probe_interval:
+                    check_triggers(connection)
+                    checked = time.monotonic()
                 for notification in connection.notifies(timeout=STOP_CHECK):
                     heard = time.monotonic()
                     if notification.channel != PROBE:
@@ -160,20 +166,22 @@ class ChangeListener:
 
 
 def check_triggers(connection: Any) -> None:
-    """Raise NotDelivered unless every trigger of TRIGGERS is on its table and enabled.
+    """Raise NotDelivered unless every trigger of TRIGGERS is on its table and fires.
 
-    Looked up at each listening session's start: one that is missing keeps changes polled, and
-    the listener's retries (up to a minute apart) find it once migration 0023 is applied again.
+    Looked up at each listening session's start and every probe interval while it listens: one
+    that is missing keeps changes polled, and the listener's retries (up to a minute apart) find
+    it once migration 0023 is applied again. Firing means enabled for ordinary sessions: 'O'
+    (origin and local) or 'A' (always) — not 'D' (disabled) nor 'R' (replica sessions only).
     """
     found = connection.execute(
         "SELECT c.relname, t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
-        "WHERE t.tgenabled <> 'D' "
+        "WHERE t.tgenabled IN ('O', 'A') "
         "AND t.tgrelid IN (SELECT to_regclass(name) FROM unnest(%s::text[]) AS name)",
         (list(TRIGGERS),),
     ).fetchall()
     if missing := sorted(set(TRIGGERS.items()) - set(found)):
         names = ", ".join(f"{trigger} on {table}" for table, trigger in missing)
-        raise NotDelivered(f"the trigger(s) {names} are missing or disabled (migration 0023)")
+        raise NotDelivered(f"the trigger(s) {names} are missing or do not fire (migration 0023)")
 
 
 def connection_params(alias: str) -> dict[str, Any]:
