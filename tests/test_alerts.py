@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -40,6 +41,7 @@ from scheduling.models import (
 from scheduling.placement import RunsIn
 from scheduling.policy import shown_destination
 from scheduling.runs.threads import ThreadTarget
+from scheduling.runtime import alert_watch
 from scheduling.runtime.alert_watch import AlertWatch, deliver_due
 from scheduling.runtime.dispatch import Dispatcher
 from scheduling.runtime.service import Runner
@@ -789,3 +791,25 @@ def test_runs_recorded_interrupted_alert_as_failures_once_each(registry: dict) -
     assert streak.message.startswith(
         "Job placed failed 2 times in a row; the last time: Interrupted: the task"
     )
+
+
+def test_the_timed_look_checks_silences_every_time_however_long_the_previous_look_took(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    looks: list[bool] = []
+    drains = iter(range(1_000_000))
+
+    def drain() -> None:
+        time.sleep(0.05 if next(drains) % 2 == 0 else 0.0)  # a look that raised alerts is slower
+
+    monkeypatch.setattr(alert_watch, "SILENCE_LOOK_INTERVAL", 0.2)
+    monkeypatch.setattr(alerts.receiver, "drain", drain)
+    monkeypatch.setattr(alerts, "look", lambda now=None, silences=True: looks.append(silences))
+    monkeypatch.setattr(alert_watch, "deliver_due", lambda fence=None: 0)
+    watch = AlertWatch(leading=lambda: True)
+    watch.start()
+    try:
+        wait_for(lambda: len(looks) >= 6)
+    finally:
+        watch.stop()
+    assert all(looks), looks  # each wake of the timer looked at silences and runs too long
