@@ -43,7 +43,6 @@ class AlertWatch:
         self.leading = leading
         self.fence = fence  # the lease this process holds: the condition of each claim to send
         self._stop = threading.Event()
-        self._last_silence_look = 0.0
         self._thread = threading.Thread(target=self._run, name="scheduling-alerts", daemon=True)
 
     def start(self) -> None:
@@ -62,14 +61,18 @@ class AlertWatch:
             timed_look = time.monotonic()
             while not self._stop.is_set():
                 # Woken when this process queued a delivery, or when the heartbeat's one-statement
-                # look found open alerts or deliveries due; otherwise once a minute, for silences.
-                if not alerts.delivery_due.wait(max(timed_look - time.monotonic(), 0.0)):
-                    timed_look = time.monotonic() + SILENCE_LOOK_INTERVAL
+                # look found open alerts or deliveries due; and once a minute, by the clock of this
+                # loop alone (not the time a look took), for silences and runs too long.
+                # A wait that timed out is the timer, even if it returned a hair before its time.
+                woken = alerts.delivery_due.wait(max(timed_look - time.monotonic(), 0.0))
                 alerts.delivery_due.clear()
                 if self._stop.is_set():
                     break
+                silences = not woken or time.monotonic() >= timed_look
+                if silences:
+                    timed_look = time.monotonic() + SILENCE_LOOK_INTERVAL
                 try:
-                    self.once()
+                    self.once(silences)
                 except DatabaseError as exc:
                     logger.warning("Alerts: the database failed (%s); trying again later", exc)
                     connections.close_all()
@@ -81,14 +84,12 @@ class AlertWatch:
         finally:
             connections.close_all()
 
-    def once(self) -> None:
-        """One look: raise what was reported, then, when leading, recoveries, silences, sends."""
+    def once(self, silences: bool = True) -> None:
+        """One look: raise what was reported, then, when leading, recoveries, (with ``silences``)
+        runs too long and silences, and sends."""
         alerts.receiver.drain()
         if not self.leading():
             return
-        silences = time.monotonic() - self._last_silence_look >= SILENCE_LOOK_INTERVAL
-        if silences:
-            self._last_silence_look = time.monotonic()
         alerts.look(silences=silences)
         deliver_due(self.fence())
 
