@@ -568,3 +568,36 @@ def test_the_user_needs_the_permissions_the_admin_asks_for_those_changes(site: U
     assert out.splitlines()[0] == "changed   job weekly-report: schedule"
     User.objects.create_superuser("root")
     assert "1 removed" in run("import", path, "--user", "root", "--prune")[0]
+
+
+def test_a_calendar_name_is_compared_as_it_is_stored_without_its_outer_spaces(
+    site: User, tmp_path: Path
+) -> None:
+    # Only add_calendar: "Freeze " is the stored "Freeze", a change, which needs change_calendar.
+    user_with("adder", "add_calendar")
+    path = write(tmp_path, {"version": 1, "calendars": [{"name": "Freeze ", "description": "x"}]})
+    with pytest.raises(
+        CommandError, match=r"^user 'adder' lacks the permission scheduling\.change_calendar \(changed "
+    ):
+        run("import", path, "--user", "adder")
+    assert Calendar.objects.get(name="Freeze").periods.count() == 1
+
+    out, _ = run("import", path, "--user", "alice")
+    assert out.splitlines()[0] == "changed   calendar Freeze: description, periods"
+    assert LogEntry.objects.get(object_id=str(Calendar.objects.get(name="Freeze").pk)).action_flag == CHANGE
+    assert "calendar Freeze" not in run("import", path, "--user", "alice")[0]
+
+    data = export()
+    data["calendars"].append({"name": "Solo "})
+    solo = write(tmp_path, data, "solo.json")
+    out, _ = run("import", solo, "--user", "alice", "--prune")
+    assert "added     calendar Solo" in out.splitlines()
+    assert "removed   calendar Solo" not in out.splitlines()
+    assert Calendar.objects.filter(name="Solo").exists()
+
+
+def test_two_calendars_named_alike_but_for_outer_spaces_are_refused(site: User, tmp_path: Path) -> None:
+    path = write(tmp_path, {"version": 1, "calendars": [{"name": "Twin"}, {"name": "Twin "}]})
+    with pytest.raises(CommandError, match=r"calendars\[1\]: 'Twin ' is in the file twice"):
+        run("import", path, "--user", "alice")
+    assert not Calendar.objects.filter(name="Twin").exists()

@@ -13,7 +13,7 @@ from typing import Any
 
 from django.utils.translation import gettext as _
 
-from scheduling import safejson
+from scheduling import safejson, validation
 
 VERSION = 1
 # A file is read whole: thousands of jobs fit, and nothing a person writes by hand comes near.
@@ -157,11 +157,18 @@ def check(document: Any, name: str) -> None:
             _check_object(item, fields, place)
             if not isinstance(item.get(required), str) or not item[required]:
                 raise DocumentError(_("%(place)s has no %(field)s") % {"place": place, "field": required})
-            if item[required] in seen:
+            identity = item[required]
+            if required == "name":
+                # A calendar's name as it is stored (stripped): "Twin" and "Twin " are one calendar.
+                try:
+                    identity = validation.calendar_name(required, identity)
+                except validation.InputError as exc:
+                    raise DocumentError(f"{place}: {exc}") from None
+            if identity in seen:
                 raise DocumentError(
                     _("%(place)s: %(value)r is in the file twice") % {"place": place, "value": item[required]}
                 )
-            seen.add(item[required])
+            seen.add(identity)
             for period_index, period in enumerate(item.get("periods", [])):
                 _check_object(period, PERIOD_FIELDS, f"{place}.periods[{period_index}]")
 

@@ -129,8 +129,11 @@ class _Importer:
     def calendars(self, entries: list[dict[str, Any]]) -> None:
         current = {entry["name"]: entry for entry in calendar_entries()}
         for entry in entries:
-            name = entry["name"]
-            wanted = {**_CALENDAR_DEFAULTS, **entry}
+            # As control.save_calendar stores it (stripped): compared, looked up and recorded by
+            # that name, else "Freeze " would overwrite "Freeze" as a calendar added.
+            with _refusing(_("calendar %(name)r") % {"name": entry["name"]}):
+                name = validation.calendar_name("name", entry["name"])
+            wanted = {**_CALENDAR_DEFAULTS, **entry, "name": name}
             wanted["periods"] = [{**_PERIOD_DEFAULTS, **period} for period in wanted["periods"]]
             existing = current.get(name)
             with _refusing(_("calendar %(name)r") % {"name": name}):
@@ -271,7 +274,7 @@ class _Importer:
             self._record("removed", "job", job_id, _("Removed by import"))
             with _refusing(_("job %(id)r") % {"id": job_id}):
                 control.delete(job_id)
-        names = {entry["name"] for entry in document.get("calendars", [])}
+        names = {validation.calendar_name("name", entry["name"]) for entry in document.get("calendars", [])}
         for calendar in Calendar.objects.exclude(name__in=names).order_by("name"):
             if calendar.source == Calendar.Source.CODE:
                 self.changes.append(
