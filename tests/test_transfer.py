@@ -601,3 +601,13 @@ def test_two_calendars_named_alike_but_for_outer_spaces_are_refused(site: User, 
     with pytest.raises(CommandError, match=r"calendars\[1\]: 'Twin ' is in the file twice"):
         run("import", path, "--user", "alice")
     assert not Calendar.objects.filter(name="Twin").exists()
+
+
+def test_a_period_in_the_repeated_hour_of_a_clock_change_is_imported_once(site: User, tmp_path: Path) -> None:
+    period = {"start": "2026-11-01T01:30", "end": "2026-11-01T03:00"}  # 01:00-02:00 happens twice
+    data = declared_only(export())
+    data["calendars"].append({"name": "T1", "timezone": "US/Eastern", "periods": [period]})
+    path = write(tmp_path, data)
+
+    assert "added     calendar T1" in run("import", path, "--user", "alice")[0].splitlines()
+    assert "calendar T1" not in run("import", path, "--user", "alice")[0]

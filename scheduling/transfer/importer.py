@@ -366,11 +366,17 @@ def _calendar_changes(wanted: dict[str, Any], existing: dict[str, Any] | None) -
 
 def _moments(periods: list[dict[str, Any]], zone: dt.tzinfo) -> list[tuple[Any, ...]]:
     """Each period as ``control.save_calendar`` stores it (label, then day or aware start and end),
-    in the order the database gives them back: days, then ranges, each by time."""
+    in the order the database gives them back: days, then ranges, each by time.
+
+    Start and end are in UTC: aware datetimes in two zones never compare equal where one is in a
+    repeated hour (PEP 495), so 01:30 of the night clocks go back would differ at every import."""
     moments = [
         (
             validation.text("label", period.get("label", ""), calendars.MAX_LABEL_LENGTH).strip(),
-            *validation.calendar_period(parsed["day"], parsed["start"], parsed["end"], zone),
+            *(
+                moment.astimezone(dt.UTC) if isinstance(moment, dt.datetime) else moment
+                for moment in validation.calendar_period(parsed["day"], parsed["start"], parsed["end"], zone)
+            ),
         )
         for parsed, period in ((_period(period), period) for period in periods)
     ]
