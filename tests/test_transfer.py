@@ -12,7 +12,7 @@ import pytest
 from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
 from django.contrib.auth.models import Permission, User
 from django.core.management import CommandError, call_command
-from django.utils import timezone
+from django.utils import timezone, translation
 from django_apscheduler.models import DjangoJob
 
 from scheduling import calendars, control, declarations, job
@@ -611,3 +611,23 @@ def test_a_period_in_the_repeated_hour_of_a_clock_change_is_imported_once(site: 
 
     assert "added     calendar T1" in run("import", path, "--user", "alice")[0].splitlines()
     assert "calendar T1" not in run("import", path, "--user", "alice")[0]
+
+
+def test_the_history_is_written_in_english_whatever_the_commands_language(site: User, tmp_path: Path) -> None:
+    data = export()
+    jobs = jobs_of(data)
+    jobs["weekly-report"]["schedule"] = {"cron": "30 9 * * 1-5", "timezone": "UTC"}
+    jobs["refresh"]["paused"] = True
+    data["calendars"][1]["description"] = "Year-end freeze"
+    path = write(tmp_path, data)
+
+    with translation.override("ja"):
+        out, _ = run("import", path, "--user", "alice")
+
+    assert "changed   calendar Freeze" not in out  # the printed diff is in the command's language
+    messages = {entry.object_repr: entry.change_message for entry in LogEntry.objects.filter(user=site)}
+    assert messages["Freeze"] == "Changed by import: description"
+    assert messages["refresh"] == "Paused by import"
+    assert messages["weekly-report"].startswith("Changed by import from “At 08:00, only on Monday; max ")
+    assert "” to “At 09:30, Monday through Friday; max instances 1, " in messages["weekly-report"]
+    assert len(messages) == 3
