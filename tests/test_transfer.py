@@ -255,6 +255,14 @@ def id_with_an_escape(data: dict[str, Any]) -> None:
     data["jobs"].append({**jobs_of(data)["nightly"], "id": "\x1b[2Jnightly"})
 
 
+def id_reversed(data: dict[str, Any]) -> None:
+    data["jobs"].append({**jobs_of(data)["nightly"], "id": "\u202eylthgin"})
+
+
+def calendar_with_a_newline(data: dict[str, Any]) -> None:
+    data["calendars"].append({"name": "a\nb"})
+
+
 def bad_cron(data: dict[str, Any]) -> None:
     # The first change is valid and the second is not: neither is applied.
     jobs_of(data)["nightly"]["paused"] = False
@@ -305,6 +313,11 @@ def wrong_version(data: dict[str, Any]) -> None:
         (option_named_schedule, "job 'weekly-report': unknown job option schedule; known: "),
         (id_with_a_newline, r"job 'two\\nlines': id must not contain a control character \(it has '\\n'\)"),
         (id_with_an_escape, r"job '\\x1b\[2Jnightly': id must not contain a control character"),
+        (id_reversed, r"id must not contain a control character \(it has '\\u202e'\)"),
+        (
+            calendar_with_a_newline,
+            r"calendars\[2\]: name must not contain a control character \(it has '\\n'\)",
+        ),
     ],
 )
 def test_a_bad_file_is_refused_naming_the_fault_and_nothing_is_changed(
