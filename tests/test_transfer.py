@@ -644,3 +644,19 @@ def test_the_history_is_written_in_english_whatever_the_commands_language(site: 
     assert messages["weekly-report"].startswith("Changed by import from “At 08:00, only on Monday; max ")
     assert "” to “At 09:30, Monday through Friday; max instances 1, " in messages["weekly-report"]
     assert len(messages) == 3
+
+
+def test_a_declared_job_changed_but_not_flagged_in_the_file_is_not_reported_as_flag_changed(
+    site: User, tmp_path: Path
+) -> None:
+    data = declared_only(export())
+    jobs_of(data)["nightly"]["options"]["retries"] = 3
+    assert jobs_of(data)["nightly"]["overridden"] is False
+    path = write(tmp_path, data)
+
+    assert run("import", path, "--user", "alice")[0].splitlines()[0] == "changed   job nightly: retries"
+    message = LogEntry.objects.get(object_id="nightly", action_flag=CHANGE).change_message
+    assert message.startswith("Changed by import from ")
+    assert "Marked" not in message
+    assert declared_only(export())["jobs"] == data["jobs"]
+    assert "job nightly" not in run("import", path, "--user", "alice")[0]

@@ -221,11 +221,9 @@ class _Importer:
             name: value for name, value in entry.get("options", {}).items() if current.get(name, ...) != value
         }
         overridden = bool(entry.get("overridden", False))
-        # control.change flags a declared job overridden: the flag is a change of its own only
-        # where the file says otherwise.
-        flag_changed = (
-            declared and (schedule is not None or bool(options) or _overridden(job_id)) != overridden
-        )
+        # control.change flags a declared job overridden, and mark_overridden below sets the flag
+        # as the file has it: a change of its own only where that differs from the flag before.
+        flag_changed = declared and _overridden(job_id) != overridden
         if schedule is None and not options and not flag_changed:
             return
         with translation.override("en"):  # for the history, as _record writes it
