@@ -453,6 +453,9 @@ def calendar_period(
             )
         if not isinstance(day, dt.date) or isinstance(day, dt.datetime):
             raise _refuse("day", _("a date"), day, code="invalid_type")
+        # The bounds of a range's start and end: a day of year 1 would be one no job can run on.
+        if not FIRST_DATE.date() <= day <= LAST_DATE.date():
+            raise _refuse("day", _("a date from 1970 to 9999"), day.isoformat())
         return day, None, None
     if start is None or end is None:
         raise InputError("start", "day_or_range", _("start: give a whole day, or a start and an end"))

@@ -293,6 +293,18 @@ def wrong_version(data: dict[str, Any]) -> None:
     data["version"] = 99
 
 
+def version_true(data: dict[str, Any]) -> None:
+    data["version"] = True
+
+
+def version_float(data: dict[str, Any]) -> None:
+    data["version"] = 1.0
+
+
+def day_of_year_one(data: dict[str, Any]) -> None:
+    data["calendars"][1]["periods"].append({"day": "0001-01-01"})
+
+
 @pytest.mark.parametrize(
     ("spoil", "message"),
     [
@@ -303,6 +315,9 @@ def wrong_version(data: dict[str, Any]) -> None:
         (unknown_calendar, "job 'weekly-report': calendars: there is no calendar named \"Nowhere\""),
         (bad_period, "calendar 'Freeze': end must be after the start"),
         (wrong_version, "version must be 1, not 99"),
+        (version_true, "version must be 1, not True"),
+        (version_float, r"version must be 1, not 1\.0"),
+        (day_of_year_one, "calendar 'Freeze': day must be a date from 1970 to 9999, not '0001-01-01'"),
         (huge_integer, r"schedules\.json: An integer of 401 digits is too long; the limit is 20"),
         (
             too_many_arguments,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 import re
-from datetime import timedelta
+from datetime import UTC, date, timedelta
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -235,3 +235,14 @@ def test_a_calendar_name_refuses_what_a_job_id_refuses_naming_the_character(name
 
 def test_a_calendar_name_may_hold_any_printable_text() -> None:
     assert validation.calendar_name("name", " Feiertage: Müller ✓ ") == "Feiertage: Müller ✓"
+
+
+@pytest.mark.parametrize("day", [date(1, 1, 1), date(1969, 12, 31), date(9999, 12, 31)])
+def test_an_excluded_day_is_held_to_the_dates_a_range_is(day: date) -> None:
+    with pytest.raises(validation.InputError, match=r"^day must be a date from 1970 to 9999, not '"):
+        validation.calendar_period(day, None, None, UTC)
+
+
+def test_the_first_and_last_days_a_job_can_run_may_be_excluded() -> None:
+    for day in (validation.FIRST_DATE.date(), validation.LAST_DATE.date()):
+        assert validation.calendar_period(day, None, None, UTC) == (day, None, None)

@@ -142,10 +142,12 @@ def _yaml_as_json(text: str, path: Path) -> str:
 def check(document: Any, name: str) -> None:
     """Refuse what is not a schedules file of this version, naming the first wrong place."""
     _check_object(document, TOP_FIELDS, name)
-    if document.get("version") != VERSION:
+    # An integer, exactly: JSON's true and 1.0 compare equal to 1 in Python.
+    version = document.get("version")
+    if type(version) is not int or version != VERSION:
         raise DocumentError(
             _("%(name)s: version must be %(version)s, not %(value)r")
-            % {"name": name, "version": VERSION, "value": document.get("version")}
+            % {"name": name, "version": VERSION, "value": version}
         )
     for key, fields, required in (("jobs", JOB_FIELDS, "id"), ("calendars", CALENDAR_FIELDS, "name")):
         items = document.get(key, [])
