@@ -433,9 +433,11 @@ def check_calendars(value: Any) -> tuple[str, ...]:
 
 
 def calendar_name(field: str, value: Any) -> str:
+    """A calendar's name, stripped: not blank, and without the characters a job id may not hold."""
     name = text(field, value, MAX_CALENDAR_NAME_LENGTH).strip()
     if not name:
         raise InputError(field, "required", _("%(field)s must name a calendar") % {"field": field})
+    _check_plain(field, name)
     return name
 
 
@@ -451,6 +453,9 @@ def calendar_period(
             )
         if not isinstance(day, dt.date) or isinstance(day, dt.datetime):
             raise _refuse("day", _("a date"), day, code="invalid_type")
+        # The bounds of a range's start and end: a day of year 1 would be one no job can run on.
+        if not FIRST_DATE.date() <= day <= LAST_DATE.date():
+            raise _refuse("day", _("a date from 1970 to 9999"), day.isoformat())
         return day, None, None
     if start is None or end is None:
         raise InputError("start", "day_or_range", _("start: give a whole day, or a start and an end"))
@@ -511,6 +516,13 @@ def job_id(value: Any, field: str = "job_id") -> str:
     value = text(field, value)
     if not value.strip():
         raise InputError(field, "invalid_text", _("%(field)s must not be empty") % {"field": field})
+    _check_plain(field, value)
+    return value
+
+
+def _check_plain(field: str, value: str) -> None:
+    """Refuse the characters that break or disguise a name where it is shown (a job id, a
+    calendar's name), naming the first one found as an escape."""
     if (found := _CONTROL_CHARACTER.search(value)) is not None:
         raise InputError(
             field,
@@ -518,11 +530,15 @@ def job_id(value: Any, field: str = "job_id") -> str:
             _("%(field)s must not contain a control character (it has %(character)s)")
             % {"field": field, "character": ascii(found.group())},
         )
-    return value
 
 
-# Unicode's "Cc" category: C0, DEL and C1. (NUL is refused by _check_characters, for any text.)
-_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Unicode's "Cc" category: C0, DEL and C1 (NUL is refused by _check_characters, for any text); the
+# line and paragraph separators U+2028 and U+2029, which end a line in most viewers; and the
+# bidirectional controls (Unicode's Bidi_Control: U+061C, U+200E, U+200F, U+202A to U+202E,
+# U+2066 to U+2069), which reorder what is shown: "\u202enightly" reads as "ylthgin" in the admin.
+_CONTROL_CHARACTER = re.compile(
+    r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+)
 
 
 def _check_characters(field: str, value: str) -> None:

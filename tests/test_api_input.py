@@ -272,7 +272,7 @@ def test_a_job_id_with_a_newline_or_a_nul_gets_json_too(client: Client, steady: 
     assert (no_csrf.status_code, no_csrf.json()["code"]) == (403, "csrf_failed")
 
 
-@pytest.mark.parametrize("encoded", ["a%09b", "a%1B%5B31m", "a%7F", "a%C2%85"])
+@pytest.mark.parametrize("encoded", ["a%09b", "a%1B%5B31m", "a%7F", "a%C2%85", "%E2%80%AEa", "a%E2%80%A8b"])
 def test_a_job_id_with_a_control_character_is_refused_naming_it(
     client: Client, steady: None, encoded: str
 ) -> None:

@@ -497,6 +497,15 @@ def test_a_calendar_is_made_in_the_admin_with_its_periods(admin_client: Client, 
 
 
 @pytest.mark.django_db
+def test_the_admin_refuses_a_calendar_name_that_would_spoof_another(admin_client: Client) -> None:
+    data = {"name": "\u202ezeerF", "description": "", "timezone": "", **period_form()}
+    response = admin_client.post("/admin/scheduling/calendar/add/", data)
+    assert response.status_code == 200
+    assert "name must not contain a control character (it has &#x27;\\u202e&#x27;)" in response.text
+    assert not Calendar.objects.exists()
+
+
+@pytest.mark.django_db
 def test_a_code_calendar_is_read_only_and_one_a_job_names_cannot_be_deleted(
     admin_client: Client, registry: dict, calendar_registry: dict
 ) -> None:

@@ -12,7 +12,7 @@ import pytest
 from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
 from django.contrib.auth.models import Permission, User
 from django.core.management import CommandError, call_command
-from django.utils import timezone
+from django.utils import timezone, translation
 from django_apscheduler.models import DjangoJob
 
 from scheduling import calendars, control, declarations, job
@@ -255,6 +255,14 @@ def id_with_an_escape(data: dict[str, Any]) -> None:
     data["jobs"].append({**jobs_of(data)["nightly"], "id": "\x1b[2Jnightly"})
 
 
+def id_reversed(data: dict[str, Any]) -> None:
+    data["jobs"].append({**jobs_of(data)["nightly"], "id": "\u202eylthgin"})
+
+
+def calendar_with_a_newline(data: dict[str, Any]) -> None:
+    data["calendars"].append({"name": "a\nb"})
+
+
 def bad_cron(data: dict[str, Any]) -> None:
     # The first change is valid and the second is not: neither is applied.
     jobs_of(data)["nightly"]["paused"] = False
@@ -285,6 +293,18 @@ def wrong_version(data: dict[str, Any]) -> None:
     data["version"] = 99
 
 
+def version_true(data: dict[str, Any]) -> None:
+    data["version"] = True
+
+
+def version_float(data: dict[str, Any]) -> None:
+    data["version"] = 1.0
+
+
+def day_of_year_one(data: dict[str, Any]) -> None:
+    data["calendars"][1]["periods"].append({"day": "0001-01-01"})
+
+
 @pytest.mark.parametrize(
     ("spoil", "message"),
     [
@@ -295,6 +315,9 @@ def wrong_version(data: dict[str, Any]) -> None:
         (unknown_calendar, "job 'weekly-report': calendars: there is no calendar named \"Nowhere\""),
         (bad_period, "calendar 'Freeze': end must be after the start"),
         (wrong_version, "version must be 1, not 99"),
+        (version_true, "version must be 1, not True"),
+        (version_float, r"version must be 1, not 1\.0"),
+        (day_of_year_one, "calendar 'Freeze': day must be a date from 1970 to 9999, not '0001-01-01'"),
         (huge_integer, r"schedules\.json: An integer of 401 digits is too long; the limit is 20"),
         (
             too_many_arguments,
@@ -305,6 +328,11 @@ def wrong_version(data: dict[str, Any]) -> None:
         (option_named_schedule, "job 'weekly-report': unknown job option schedule; known: "),
         (id_with_a_newline, r"job 'two\\nlines': id must not contain a control character \(it has '\\n'\)"),
         (id_with_an_escape, r"job '\\x1b\[2Jnightly': id must not contain a control character"),
+        (id_reversed, r"id must not contain a control character \(it has '\\u202e'\)"),
+        (
+            calendar_with_a_newline,
+            r"calendars\[2\]: name must not contain a control character \(it has '\\n'\)",
+        ),
     ],
 )
 def test_a_bad_file_is_refused_naming_the_fault_and_nothing_is_changed(
@@ -568,3 +596,82 @@ def test_the_user_needs_the_permissions_the_admin_asks_for_those_changes(site: U
     assert out.splitlines()[0] == "changed   job weekly-report: schedule"
     User.objects.create_superuser("root")
     assert "1 removed" in run("import", path, "--user", "root", "--prune")[0]
+
+
+def test_a_calendar_name_is_compared_as_it_is_stored_without_its_outer_spaces(
+    site: User, tmp_path: Path
+) -> None:
+    # Only add_calendar: "Freeze " is the stored "Freeze", a change, which needs change_calendar.
+    user_with("adder", "add_calendar")
+    path = write(tmp_path, {"version": 1, "calendars": [{"name": "Freeze ", "description": "x"}]})
+    with pytest.raises(
+        CommandError, match=r"^user 'adder' lacks the permission scheduling\.change_calendar \(changed "
+    ):
+        run("import", path, "--user", "adder")
+    assert Calendar.objects.get(name="Freeze").periods.count() == 1
+
+    out, _ = run("import", path, "--user", "alice")
+    assert out.splitlines()[0] == "changed   calendar Freeze: description, periods"
+    assert LogEntry.objects.get(object_id=str(Calendar.objects.get(name="Freeze").pk)).action_flag == CHANGE
+    assert "calendar Freeze" not in run("import", path, "--user", "alice")[0]
+
+    data = export()
+    data["calendars"].append({"name": "Solo "})
+    solo = write(tmp_path, data, "solo.json")
+    out, _ = run("import", solo, "--user", "alice", "--prune")
+    assert "added     calendar Solo" in out.splitlines()
+    assert "removed   calendar Solo" not in out.splitlines()
+    assert Calendar.objects.filter(name="Solo").exists()
+
+
+def test_two_calendars_named_alike_but_for_outer_spaces_are_refused(site: User, tmp_path: Path) -> None:
+    path = write(tmp_path, {"version": 1, "calendars": [{"name": "Twin"}, {"name": "Twin "}]})
+    with pytest.raises(CommandError, match=r"calendars\[1\]: 'Twin ' is in the file twice"):
+        run("import", path, "--user", "alice")
+    assert not Calendar.objects.filter(name="Twin").exists()
+
+
+def test_a_period_in_the_repeated_hour_of_a_clock_change_is_imported_once(site: User, tmp_path: Path) -> None:
+    period = {"start": "2026-11-01T01:30", "end": "2026-11-01T03:00"}  # 01:00-02:00 happens twice
+    data = declared_only(export())
+    data["calendars"].append({"name": "T1", "timezone": "US/Eastern", "periods": [period]})
+    path = write(tmp_path, data)
+
+    assert "added     calendar T1" in run("import", path, "--user", "alice")[0].splitlines()
+    assert "calendar T1" not in run("import", path, "--user", "alice")[0]
+
+
+def test_the_history_is_written_in_english_whatever_the_commands_language(site: User, tmp_path: Path) -> None:
+    data = export()
+    jobs = jobs_of(data)
+    jobs["weekly-report"]["schedule"] = {"cron": "30 9 * * 1-5", "timezone": "UTC"}
+    jobs["refresh"]["paused"] = True
+    data["calendars"][1]["description"] = "Year-end freeze"
+    path = write(tmp_path, data)
+
+    with translation.override("ja"):
+        out, _ = run("import", path, "--user", "alice")
+
+    assert "changed   calendar Freeze" not in out  # the printed diff is in the command's language
+    messages = {entry.object_repr: entry.change_message for entry in LogEntry.objects.filter(user=site)}
+    assert messages["Freeze"] == "Changed by import: description"
+    assert messages["refresh"] == "Paused by import"
+    assert messages["weekly-report"].startswith("Changed by import from “At 08:00, only on Monday; max ")
+    assert "” to “At 09:30, Monday through Friday; max instances 1, " in messages["weekly-report"]
+    assert len(messages) == 3
+
+
+def test_a_declared_job_changed_but_not_flagged_in_the_file_is_not_reported_as_flag_changed(
+    site: User, tmp_path: Path
+) -> None:
+    data = declared_only(export())
+    jobs_of(data)["nightly"]["options"]["retries"] = 3
+    assert jobs_of(data)["nightly"]["overridden"] is False
+    path = write(tmp_path, data)
+
+    assert run("import", path, "--user", "alice")[0].splitlines()[0] == "changed   job nightly: retries"
+    message = LogEntry.objects.get(object_id="nightly", action_flag=CHANGE).change_message
+    assert message.startswith("Changed by import from ")
+    assert "Marked" not in message
+    assert declared_only(export())["jobs"] == data["jobs"]
+    assert "job nightly" not in run("import", path, "--user", "alice")[0]

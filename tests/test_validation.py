@@ -4,7 +4,8 @@ the security review's inputs in the same words, and nothing is stored."""
 from __future__ import annotations
 
 import io
-from datetime import timedelta
+import re
+from datetime import UTC, date, timedelta
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -13,7 +14,7 @@ from django_apscheduler.models import DjangoJob
 
 from scheduling import control, job, validation
 from scheduling.declarations import JobDeclarationError
-from scheduling.models import Execution
+from scheduling.models import Calendar, Execution
 from scheduling.store import JobStore
 from scheduling.sync import sync
 from tests.support import jobs
@@ -150,7 +151,18 @@ def test_control_add_refuses_an_overlong_id_and_stores_nothing() -> None:
     assert not DjangoJob.objects.exists()
 
 
-@pytest.mark.parametrize("job_id", ["two\nlines", "a\tb", "\x1b[31mred", "del\x7f", "c1\x85"])
+# The separators end a line where the id is shown; the bidirectional controls reorder it.
+SPOOFING = [
+    "line\u2028break",
+    "para\u2029graph",
+    "\u202enightly",
+    "a\u202ab",
+    "\u2066isolate\u2069",
+    "rlm\u200f",
+]
+
+
+@pytest.mark.parametrize("job_id", ["two\nlines", "a\tb", "\x1b[31mred", "del\x7f", "c1\x85", *SPOOFING])
 def test_control_add_refuses_an_id_with_a_control_character(job_id: str) -> None:
     with pytest.raises(validation.InputError, match=r"^job_id must not contain a control character") as error:
         control.add(job_id, "tests.support.jobs:succeed", schedule={"interval": {"minutes": 1}})
@@ -204,3 +216,33 @@ def test_the_cli_refuses_numbers_outside_the_limits(
     assert message in str(error.value)
 
     assert Execution.objects.count() == 1
+
+
+@pytest.mark.parametrize("name", ["a\nb", "tab\tbed", "\x1b[2Jx", *SPOOFING])
+def test_a_calendar_name_refuses_what_a_job_id_refuses_naming_the_character(name: str) -> None:
+    found = next(character for character in name if not character.isprintable())
+    with pytest.raises(
+        validation.InputError,
+        match=rf"^name must not contain a control character \(it has {re.escape(ascii(found))}\)",
+    ) as error:
+        control.save_calendar(name)
+
+    assert (error.value.field, error.value.code) == ("name", "invalid_text")
+    assert not Calendar.objects.exists()
+    with pytest.raises(validation.InputError, match=r"^calendars must not contain a control character"):
+        validation.options({"calendars": [name]})
+
+
+def test_a_calendar_name_may_hold_any_printable_text() -> None:
+    assert validation.calendar_name("name", " Feiertage: Müller ✓ ") == "Feiertage: Müller ✓"
+
+
+@pytest.mark.parametrize("day", [date(1, 1, 1), date(1969, 12, 31), date(9999, 12, 31)])
+def test_an_excluded_day_is_held_to_the_dates_a_range_is(day: date) -> None:
+    with pytest.raises(validation.InputError, match=r"^day must be a date from 1970 to 9999, not '"):
+        validation.calendar_period(day, None, None, UTC)
+
+
+def test_the_first_and_last_days_a_job_can_run_may_be_excluded() -> None:
+    for day in (validation.FIRST_DATE.date(), validation.LAST_DATE.date()):
+        assert validation.calendar_period(day, None, None, UTC) == (day, None, None)

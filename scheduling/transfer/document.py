@@ -13,7 +13,7 @@ from typing import Any
 
 from django.utils.translation import gettext as _
 
-from scheduling import safejson
+from scheduling import safejson, validation
 
 VERSION = 1
 # A file is read whole: thousands of jobs fit, and nothing a person writes by hand comes near.
@@ -142,10 +142,12 @@ def _yaml_as_json(text: str, path: Path) -> str:
 def check(document: Any, name: str) -> None:
     """Refuse what is not a schedules file of this version, naming the first wrong place."""
     _check_object(document, TOP_FIELDS, name)
-    if document.get("version") != VERSION:
+    # An integer, exactly: JSON's true and 1.0 compare equal to 1 in Python.
+    version = document.get("version")
+    if type(version) is not int or version != VERSION:
         raise DocumentError(
             _("%(name)s: version must be %(version)s, not %(value)r")
-            % {"name": name, "version": VERSION, "value": document.get("version")}
+            % {"name": name, "version": VERSION, "value": version}
         )
     for key, fields, required in (("jobs", JOB_FIELDS, "id"), ("calendars", CALENDAR_FIELDS, "name")):
         items = document.get(key, [])
@@ -157,11 +159,18 @@ def check(document: Any, name: str) -> None:
             _check_object(item, fields, place)
             if not isinstance(item.get(required), str) or not item[required]:
                 raise DocumentError(_("%(place)s has no %(field)s") % {"place": place, "field": required})
-            if item[required] in seen:
+            identity = item[required]
+            if required == "name":
+                # A calendar's name as it is stored (stripped): "Twin" and "Twin " are one calendar.
+                try:
+                    identity = validation.calendar_name(required, identity)
+                except validation.InputError as exc:
+                    raise DocumentError(f"{place}: {exc}") from None
+            if identity in seen:
                 raise DocumentError(
                     _("%(place)s: %(value)r is in the file twice") % {"place": place, "value": item[required]}
                 )
-            seen.add(item[required])
+            seen.add(identity)
             for period_index, period in enumerate(item.get("periods", [])):
                 _check_object(period, PERIOD_FIELDS, f"{place}.periods[{period_index}]")
 

@@ -11,15 +11,17 @@ import would refuse.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from apscheduler.job import Job as StoredJob
 from django.apps import apps
 from django.db import router, transaction
 from django.db.models import Model
+from django.utils import translation
 from django.utils.translation import gettext as _
 from django_apscheduler.models import DjangoJob
 
@@ -129,8 +131,11 @@ class _Importer:
     def calendars(self, entries: list[dict[str, Any]]) -> None:
         current = {entry["name"]: entry for entry in calendar_entries()}
         for entry in entries:
-            name = entry["name"]
-            wanted = {**_CALENDAR_DEFAULTS, **entry}
+            # As control.save_calendar stores it (stripped): compared, looked up and recorded by
+            # that name, else "Freeze " would overwrite "Freeze" as a calendar added.
+            with _refusing(_("calendar %(name)r") % {"name": entry["name"]}):
+                name = validation.calendar_name("name", entry["name"])
+            wanted = {**_CALENDAR_DEFAULTS, **entry, "name": name}
             wanted["periods"] = [{**_PERIOD_DEFAULTS, **period} for period in wanted["periods"]]
             existing = current.get(name)
             with _refusing(_("calendar %(name)r") % {"name": name}):
@@ -146,14 +151,14 @@ class _Importer:
                     periods=[_period(period) for period in wanted["periods"]],
                 )
             if existing is None:
-                self._record("added", "calendar", name, _("Added by import"))
+                self._record("added", "calendar", name, lambda: _("Added by import"))
             else:
                 fields = ", ".join(changed)
                 self._record(
                     "changed",
                     "calendar",
                     name,
-                    _("Changed by import: %(fields)s") % {"fields": fields},
+                    partial(_changed_by_import, fields),
                     fields,
                 )
 
@@ -179,15 +184,18 @@ class _Importer:
             # declaration here without being flagged overridden.
             if current is None:
                 control.reset(job_id)
-                self._record("added", "job", job_id, _("Added by import, as declared in code"))
+                self._record("added", "job", job_id, lambda: _("Added by import, as declared in code"))
         elif current is None:
             self._add(entry)
-            self._record("added", "job", job_id, _("Added by import"))
+            self._record("added", "job", job_id, lambda: _("Added by import"))
         elif _identity_of(current) != _identity_of_entry(entry):
             control.delete(job_id)
             self._add(entry)
             self._record(
-                "replaced", "job", job_id, _("Replaced by import (its function, name or arguments differ)")
+                "replaced",
+                "job",
+                job_id,
+                lambda: _("Replaced by import (its function, name or arguments differ)"),
             )
         self._change(entry, control.load(job_id), declared)
         self._pause_or_resume(entry, control.load(job_id))
@@ -213,33 +221,38 @@ class _Importer:
             name: value for name, value in entry.get("options", {}).items() if current.get(name, ...) != value
         }
         overridden = bool(entry.get("overridden", False))
-        # control.change flags a declared job overridden: the flag is a change of its own only
-        # where the file says otherwise.
-        flag_changed = (
-            declared and (schedule is not None or bool(options) or _overridden(job_id)) != overridden
-        )
+        # control.change flags a declared job overridden, and mark_overridden below sets the flag
+        # as the file has it: a change of its own only where that differs from the flag before.
+        flag_changed = declared and _overridden(job_id) != overridden
         if schedule is None and not options and not flag_changed:
             return
-        before = schedule_summary(job_id)
-        messages = []
+        with translation.override("en"):  # for the history, as _record writes it
+            before = schedule_summary(job_id)
+        messages: list[Callable[[], str]] = []
         if schedule is not None or options:
             control.change(job_id, schedule=schedule, **options)
             messages.append(
-                _("Changed by import from “%(before)s” to “%(after)s”")
-                % {"before": before, "after": schedule_summary(job_id)}
+                lambda: (
+                    _("Changed by import from “%(before)s” to “%(after)s”")
+                    % {"before": before, "after": schedule_summary(job_id)}
+                )
             )
         if declared:
             # After the change, which flags a declared job overridden whatever the file says.
             control.mark_overridden(job_id, overridden)
         if flag_changed:
             messages.append(
-                _("Marked overridden outside the code by import")
-                if overridden
-                else _("Marked as following its declaration in code by import")
+                lambda: (
+                    _("Marked overridden outside the code by import")
+                    if overridden
+                    else _("Marked as following its declaration in code by import")
+                )
             )
         fields = ([_("schedule")] if schedule is not None else []) + sorted(options)
         fields += [_("overridden")] if flag_changed else []
-        self._record("changed", "job", job_id, "; ".join(messages), ", ".join(fields))
+        self._record(
+            "changed", "job", job_id, lambda: "; ".join(message() for message in messages), ", ".join(fields)
+        )
 
     def _pause_or_resume(self, entry: dict[str, Any], job: StoredJob) -> None:
         paused = job.next_run_time is None
@@ -247,10 +260,10 @@ class _Importer:
             return
         if paused:
             control.resume(entry["id"])
-            self._record("resumed", "job", entry["id"], _("Resumed by import"))
+            self._record("resumed", "job", entry["id"], lambda: _("Resumed by import"))
         else:
             control.pause(entry["id"])
-            self._record("paused", "job", entry["id"], _("Paused by import"))
+            self._record("paused", "job", entry["id"], lambda: _("Paused by import"))
 
     def leftovers(self, document: dict[str, Any], prune: bool) -> None:
         """What the database has and the file has not: removed with ``prune``, else kept."""
@@ -268,10 +281,10 @@ class _Importer:
             if not prune:
                 self.changes.append(Change("kept", "job", job_id, _("not in the file (--prune removes it)")))
                 continue
-            self._record("removed", "job", job_id, _("Removed by import"))
+            self._record("removed", "job", job_id, lambda: _("Removed by import"))
             with _refusing(_("job %(id)r") % {"id": job_id}):
                 control.delete(job_id)
-        names = {entry["name"] for entry in document.get("calendars", [])}
+        names = {validation.calendar_name("name", entry["name"]) for entry in document.get("calendars", [])}
         for calendar in Calendar.objects.exclude(name__in=names).order_by("name"):
             if calendar.source == Calendar.Source.CODE:
                 self.changes.append(
@@ -283,12 +296,15 @@ class _Importer:
                     Change("kept", "calendar", calendar.name, _("not in the file (--prune removes it)"))
                 )
                 continue
-            self._record("removed", "calendar", calendar.name, _("Removed by import"))
+            self._record("removed", "calendar", calendar.name, lambda: _("Removed by import"))
             with _refusing(_("calendar %(name)r") % {"name": calendar.name}):
                 control.delete_calendar(calendar.name)
 
-    def _record(self, kind: str, what: str, name: str, message: str, detail: str = "") -> None:
-        """The change, in the diff and in the admin's history (before a removal: it needs the row)."""
+    def _record(self, kind: str, what: str, name: str, message: Callable[[], str], detail: str = "") -> None:
+        """The change, in the diff and in the admin's history (before a removal: it needs the row).
+
+        ``message`` is made in English, whatever the command's language: what is stored stays in
+        English (the admin's own history messages are stored untranslated too)."""
         self.changes.append(Change(kind, what, name, detail))
         row: Model | None = (
             Job.objects.filter(id=name).first()
@@ -299,12 +315,14 @@ class _Importer:
             return
         from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
 
+        with translation.override("en"):
+            english_message = message()
         flag = {"added": ADDITION, "removed": DELETION}.get(kind, CHANGE)
         LogEntry.objects.log_actions(
             user_id=self.user.pk,
             queryset=type(row)._default_manager.filter(pk=row.pk),
             action_flag=flag,
-            change_message=message,
+            change_message=english_message,
             single_object=True,
         )
 
@@ -342,6 +360,10 @@ def _skip_reason(entry: dict[str, Any]) -> str | None:
     return None
 
 
+def _changed_by_import(fields: str) -> str:
+    return _("Changed by import: %(fields)s") % {"fields": fields}
+
+
 def _overridden(job_id: str) -> bool:
     return ScheduledJob.objects.filter(id=job_id, overridden_at__isnull=False).exists()
 
@@ -363,11 +385,17 @@ def _calendar_changes(wanted: dict[str, Any], existing: dict[str, Any] | None) -
 
 def _moments(periods: list[dict[str, Any]], zone: dt.tzinfo) -> list[tuple[Any, ...]]:
     """Each period as ``control.save_calendar`` stores it (label, then day or aware start and end),
-    in the order the database gives them back: days, then ranges, each by time."""
+    in the order the database gives them back: days, then ranges, each by time.
+
+    Start and end are in UTC: aware datetimes in two zones never compare equal where one is in a
+    repeated hour (PEP 495), so 01:30 of the night clocks go back would differ at every import."""
     moments = [
         (
             validation.text("label", period.get("label", ""), calendars.MAX_LABEL_LENGTH).strip(),
-            *validation.calendar_period(parsed["day"], parsed["start"], parsed["end"], zone),
+            *(
+                moment.astimezone(dt.UTC) if isinstance(moment, dt.datetime) else moment
+                for moment in validation.calendar_period(parsed["day"], parsed["start"], parsed["end"], zone)
+            ),
         )
         for parsed, period in ((_period(period), period) for period in periods)
     ]
