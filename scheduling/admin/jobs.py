@@ -677,7 +677,7 @@ class JobAdmin(admin.ModelAdmin):
             except validation.InputError as exc:
                 self.message_user(request, str(exc), messages.ERROR)
             else:
-                self.log_change(request, pause, f"Paused for maintenance: {pause.describe()}")
+                self.log_change(request, pause, f"Paused for maintenance: {pause.stored_text()}")
                 self.message_user(
                     request,
                     _("The scheduler is %(pause)s. No new runs start until it is lifted.")
