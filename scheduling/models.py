@@ -803,5 +803,11 @@ class CalendarPeriod(models.Model):
         ]
 
     def __str__(self) -> str:
-        when = f"{self.day}" if self.day else f"{self.start} to {self.end}"
+        # In the active language: the admin shows it; its history stores it under
+        # translation.override(None), in English.
+        when = (
+            f"{self.day}"
+            if self.day
+            else gettext("%(start)s to %(end)s") % {"start": self.start, "end": self.end}
+        )
         return f"{when} ({self.label})" if self.label else when
