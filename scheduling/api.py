@@ -313,7 +313,7 @@ def maintenance_start(request: HttpRequest, user: Any) -> JsonResponse:
             400, _("reason is required: it is recorded on every skipped run"), "required", "reason"
         )
     pause = control.start_maintenance(body["reason"], user.get_username(), body.get("until"))
-    _log_maintenance(user, f"Paused for maintenance: {pause.describe()} (API)")
+    _log_maintenance(user, f"Paused for maintenance: {pause.stored_text()} (API)")
     return JsonResponse({"maintenance": maintenance_data(pause)})
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.utils.translation import gettext as _
 
@@ -46,12 +46,23 @@ class Period:
         return self.start is not None and self.end is not None and self.start <= moment < self.end
 
     def describe(self, zone: dt.tzinfo) -> str:
-        """``2026-12-24`` or ``2026-12-24 18:00 to 2026-12-27 06:00 CET``, then the label."""
+        """``2026-12-24`` or ``2026-12-24 18:00 to 2026-12-27 06:00 CET``, then the label: in the
+        active language, for the CLI and the preview."""
+        return self._describe(zone, english=False)
+
+    def stored_text(self, zone: dt.tzinfo) -> str:
+        """:meth:`describe` in English, whatever the active language: what a skipped run stores."""
+        return self._describe(zone, english=True)
+
+    def _describe(self, zone: dt.tzinfo, english: bool) -> str:
         if self.day is not None:
             when = f"{self.day:%Y-%m-%d}"
         elif self.start is not None and self.end is not None:
-            start, end = self.start.astimezone(zone), self.end.astimezone(zone)
-            when = f"{start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M %Z}"
+            start = f"{self.start.astimezone(zone):%Y-%m-%d %H:%M}"
+            end = f"{self.end.astimezone(zone):%Y-%m-%d %H:%M %Z}"
+            when = (
+                f"{start} to {end}" if english else _("%(start)s to %(end)s") % {"start": start, "end": end}
+            )
         else:  # neither: the table's check constraint refuses such a row
             when = "?"
         return f"{when} ({self.label})" if self.label else when
@@ -59,19 +70,29 @@ class Period:
 
 @dataclass(frozen=True)
 class Exclusion:
-    """Why a fire does not run: the calendar, and the period (or rule) it falls in."""
+    """Why a fire does not run: the calendar, and the period (or rule) it falls in, in English
+    (``why``, what is stored) and in the active language when it was found (``shown``)."""
 
     calendar: str
     why: str
+    shown: str = field(default="", compare=False)
 
     @property
     def reason(self) -> str:
-        """``calendar "Holidays DE" (Christmas Eve)``"""
+        """``calendar "Holidays DE" (Christmas Eve)``, in English: for the log and the history."""
         return f'calendar "{self.calendar}" ({self.why})'
 
     @property
+    def text(self) -> str:
+        """:attr:`reason` in the active language, for the preview."""
+        return _('calendar "%(calendar)s" (%(why)s)') % {
+            "calendar": self.calendar,
+            "why": self.shown or self.why,
+        }
+
+    @property
     def skip_message(self) -> str:
-        """What the history row of a fire the calendar excluded says."""
+        """What the history row of a fire the calendar excluded says (in English)."""
         return f"Skipped: {self.reason}"
 
 
@@ -87,10 +108,14 @@ class CalendarRule:
     def exclusion(self, moment: dt.datetime) -> Exclusion | None:
         """Why this calendar excludes the aware instant ``moment``, or None."""
         if self.weekdays_only and moment.astimezone(self.zone).weekday() in WEEKEND:
-            return Exclusion(self.name, _("weekend"))
+            return Exclusion(self.name, "weekend", _("weekend"))
         for period in self.periods:
             if period.contains(moment, self.zone):
-                return Exclusion(self.name, period.label or period.describe(self.zone))
+                return Exclusion(
+                    self.name,
+                    period.label or period.stored_text(self.zone),
+                    period.label or period.describe(self.zone),
+                )
         return None
 
 

@@ -125,9 +125,11 @@ def task_backend_limit_messages(
                 f"{limit:g} s, before SCHEDULING_TASK_TIMEOUT ({task_timeout:g} s): a run of a job "
                 "placed there that takes longer is cut by the backend whatever the job's own timeout "
                 "(recorded failed, or interrupted once SCHEDULING_TASK_TIMEOUT has passed).",
-                hint="Give the backend a limit of SCHEDULING_TASK_TIMEOUT or more (RQ: the queue's "
-                "DEFAULT_TIMEOUT in RQ_QUEUES, -1 for none; Celery: CELERY_TASK_TIME_LIMIT and "
-                "CELERY_TASK_SOFT_TIME_LIMIT), or set SCHEDULING_TASK_TIMEOUT to the longest run there.",
+                hint=_(
+                    "Give the backend a limit of SCHEDULING_TASK_TIMEOUT or more (RQ: the queue's "
+                    "DEFAULT_TIMEOUT in RQ_QUEUES, -1 for none; Celery: CELERY_TASK_TIME_LIMIT and "
+                    "CELERY_TASK_SOFT_TIME_LIMIT), or set SCHEDULING_TASK_TIMEOUT to the longest run there."
+                ),
                 id="scheduling.W007",
             )
         )

@@ -498,7 +498,11 @@ class JobAddForm(JobScheduleForm):
                 self.add_error(
                     "args",
                     _("These arguments do not fit %(function)s%(signature)s: %(error)s")
-                    % {"function": func_ref, "signature": inspect.signature(function), "error": exc},
+                    % {
+                        "function": func_ref,
+                        "signature": inspect.signature(function),
+                        "error": validation.signature_error(exc),
+                    },
                 )
         return data
 

@@ -20,6 +20,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from scheduling.conf import settings
@@ -666,21 +667,38 @@ class Maintenance(models.Model):
         verbose_name_plural = _("maintenance pauses")
 
     def __str__(self) -> str:
-        return self.describe()
+        # English: the admin's history (LogEntry.object_repr) stores it.
+        return self.stored_text()
 
     def describe(self) -> str:
-        """paused for maintenance (DB migration), by alice, until 2026-12-24 06:00 UTC"""
+        """The pause in the active language, for the admin, the CLI and the API's ``text``:
+        paused for maintenance (DB migration), by alice, until 2026-12-24 06:00 UTC"""
+        values = {"reason": self.reason, "by": self.by, "until": self._until_text()}
+        if self.by and self.until is not None:
+            return gettext("paused for maintenance (%(reason)s), by %(by)s, until %(until)s") % values
+        if self.by:
+            return gettext("paused for maintenance (%(reason)s), by %(by)s") % values
+        if self.until is not None:
+            return gettext("paused for maintenance (%(reason)s), until %(until)s") % values
+        return gettext("paused for maintenance (%(reason)s)") % values
+
+    def stored_text(self) -> str:
+        """:meth:`describe` in English, whatever the active language: what skipped runs and the
+        admin's history store (README: Languages)."""
         text = f"paused for maintenance ({self.reason})"
         if self.by:
             text += f", by {self.by}"
         if self.until is not None:
-            text += f", until {self.until.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+            text += f", until {self._until_text()}"
         return text
+
+    def _until_text(self) -> str:
+        return f"{self.until.astimezone(UTC):%Y-%m-%d %H:%M} UTC" if self.until is not None else ""
 
     @property
     def skip_message(self) -> str:
-        """What a fire or a request that did not run because of the pause records."""
-        return f"Skipped: {self.describe()}"
+        """What a fire or a request that did not run because of the pause records (in English)."""
+        return f"Skipped: {self.stored_text()}"
 
 
 def maintenance_in_force(now: datetime | None = None) -> Maintenance | None:
@@ -785,5 +803,11 @@ class CalendarPeriod(models.Model):
         ]
 
     def __str__(self) -> str:
-        when = f"{self.day}" if self.day else f"{self.start} to {self.end}"
+        # In the active language: the admin shows it; its history stores it under
+        # translation.override(None), in English.
+        when = (
+            f"{self.day}"
+            if self.day
+            else gettext("%(start)s to %(end)s") % {"start": self.start, "end": self.end}
+        )
         return f"{when} ({self.label})" if self.label else when

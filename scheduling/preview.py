@@ -207,7 +207,7 @@ def runs_outside(
         for run in batch:
             if (found := exclusion(run.at, rules)) is not None:
                 skipped.append(
-                    _("skips %(when)s: %(why)s") % {"when": f"{run.at:%Y-%m-%d %H:%M}", "why": found.reason}
+                    _("skips %(when)s: %(why)s") % {"when": f"{run.at:%Y-%m-%d %H:%M}", "why": found.text}
                 )
                 continue
             kept.append(_with_skips(run, skipped))

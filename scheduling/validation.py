@@ -24,6 +24,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator, validate_email
 from django.utils import timezone as django_timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
 from scheduling import safejson
 from scheduling.crontab import resolve_wall_time
@@ -798,8 +799,48 @@ def _bind(function: Callable[..., Any], args: list[Any], kwargs: dict[str, Any],
             field,
             "signature_mismatch",
             _("the arguments do not match %(function)s%(signature)s: %(error)s")
-            % {"function": name, "signature": _plain(signature), "error": error},
+            % {"function": name, "signature": _plain(signature), "error": signature_error(exc)},
         ) from None
+
+
+# What inspect.Signature.bind raises (Python 3.11 to 3.13), and the same words for the catalogues.
+_SIGNATURE_ERRORS = [
+    (re.compile(r"too many positional arguments"), gettext_noop("too many positional arguments")),
+    (
+        re.compile(r"missing a required argument: '(?P<name>[^']*)'"),
+        gettext_noop("missing a required argument: '%(name)s'"),
+    ),
+    (
+        re.compile(r"missing a required keyword-only argument: '(?P<name>[^']*)'"),
+        gettext_noop("missing a required keyword-only argument: '%(name)s'"),
+    ),
+    (
+        re.compile(r"got an unexpected keyword argument '(?P<name>[^']*)'"),
+        gettext_noop("got an unexpected keyword argument '%(name)s'"),
+    ),
+    (
+        re.compile(r"multiple values for argument '(?P<name>[^']*)'"),
+        gettext_noop("multiple values for argument '%(name)s'"),
+    ),
+    (
+        re.compile(r"'(?P<name>[^']*)' parameter is positional only, but was passed as a keyword"),
+        gettext_noop("'%(name)s' parameter is positional only, but was passed as a keyword"),
+    ),
+    (
+        re.compile(r"got some positional-only arguments passed as keyword arguments: '(?P<name>[^']*)'"),
+        gettext_noop("got some positional-only arguments passed as keyword arguments: '%(name)s'"),
+    ),
+]
+
+
+def signature_error(exc: TypeError) -> str:
+    """The TypeError of ``inspect.Signature.bind`` in the active language (in English, Python's
+    own words); a text it does not know, as Python says it."""
+    error = str(exc)
+    for pattern, text in _SIGNATURE_ERRORS:
+        if (match := pattern.fullmatch(error)) is not None:
+            return _(text) % match.groupdict()
+    return error
 
 
 def _plain(signature: inspect.Signature) -> inspect.Signature:

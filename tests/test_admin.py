@@ -10,7 +10,7 @@ from django.contrib.admin.models import LogEntry
 from django.contrib.admin.utils import quote
 from django.contrib.auth.models import Permission, User
 from django.test import Client
-from django.utils import timezone
+from django.utils import timezone, translation
 from django_apscheduler.models import DjangoJob, DjangoJobExecution
 
 from scheduling import declarations, job, schedulable
@@ -663,3 +663,31 @@ def test_an_execution_page_shows_how_a_run_recorded_interrupted_ended(admin_clie
 
     assert "After it was recorded interrupted" in page
     assert "succeeded at 2026-12-01T10:00:03+00:00, 3.250 s" in page
+
+
+@pytest.mark.parametrize(
+    ("language", "paused", "resumed", "reset"),
+    [
+        (
+            "ja",
+            "1 件のジョブを一時停止しました。",
+            "1 件のジョブを再開しました。",
+            "1 件のジョブを宣言に戻しました。",
+        ),
+        ("zh-hans", "已暂停 1 个任务。", "已恢复 1 个任务。", "已将 1 个任务重置为其声明。"),
+    ],
+)
+def test_the_actions_report_in_the_requested_language(
+    admin_client: Client, registry: dict, language: str, paused: str, resumed: str, reset: str
+) -> None:
+    declare_jobs(registry, 1)
+    # LocaleMiddleware leaves the request's language on in this thread: the override restores it.
+    with translation.override(translation.get_language()):
+        for action, said in (("pause", paused), ("resume", resumed), ("reset_schedule", reset)):
+            response = admin_client.post(
+                JOBS,
+                {"action": action, "_selected_action": ["job-0"]},
+                headers={"accept-language": language},
+                follow=True,
+            )
+            assert said in response.text, action

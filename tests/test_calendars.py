@@ -14,6 +14,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
+from django.utils import translation
 from django_apscheduler.models import DjangoJob
 
 from scheduling import calendar, calendars, control, job, validation
@@ -561,3 +562,48 @@ def test_a_calendar_a_job_names_cannot_be_renamed_in_the_admin(admin_client: Cli
     assert response.status_code == 200
     assert "Jobs name this calendar (report): change their calendars first" in response.content.decode()
     assert Calendar.objects.get(pk=used.pk).name == "Holidays DE"
+
+
+# In another language: shown translated, stored in English
+
+
+def test_a_range_is_shown_in_the_active_language_and_its_skip_is_stored_in_english() -> None:
+    period = Period(start=utc(2026, 12, 1, 17, 0), end=utc(2026, 12, 1, 19, 0))
+    rule = CalendarRule("Blackout", BERLIN, weekdays_only=True, periods=(period,))
+    with translation.override("ja"):
+        assert period.describe(BERLIN) == "2026-12-01 18:00 から 2026-12-01 20:00 CET まで"
+        found = rule.exclusion(utc(2026, 12, 1, 17, 0))
+        weekend = rule.exclusion(utc(2026, 12, 5, 12, 0))
+        assert found is not None
+        assert weekend is not None
+        assert found.text == "カレンダー「Blackout」(2026-12-01 18:00 から 2026-12-01 20:00 CET まで)"
+        assert found.skip_message == 'Skipped: calendar "Blackout" (2026-12-01 18:00 to 2026-12-01 20:00 CET)'
+        assert weekend.text == "カレンダー「Blackout」(週末)"
+        assert weekend.skip_message == 'Skipped: calendar "Blackout" (weekend)'
+    with translation.override("zh-hans"):
+        assert period.describe(BERLIN) == "2026-12-01 18:00 至 2026-12-01 20:00 CET"
+
+
+@pytest.mark.django_db
+def test_the_preview_the_command_and_the_admin_show_periods_in_the_active_language(
+    registry: dict, admin_client: Client
+) -> None:
+    holidays()
+    row = CalendarPeriod.objects.create(
+        calendar=Calendar.objects.get(), start=utc(2026, 12, 27, 17), end=utc(2026, 12, 28, 5), label="Freeze"
+    )
+    declare_daily(registry, calendars=["Holidays DE"])
+    out = io.StringIO()
+    with translation.override("ja"):
+        call_command("scheduling", "calendars", "show", "Holidays DE", stdout=out)
+        assert str(row) == "2026-12-27 17:00:00+00:00 から 2026-12-28 05:00:00+00:00 まで (Freeze)"
+        with time_machine.travel(utc(2026, 12, 22, 12, 0)):
+            runs = stored_job_runs("report", 2)
+    assert "2026-12-27 18:00 から 2026-12-28 06:00 CET まで (Freeze)" in out.getvalue()
+    assert runs[1].note == "2026-12-24 09:00 をスキップ: カレンダー「Holidays DE」(Christmas Eve)"
+    assert str(row) == "2026-12-27 17:00:00+00:00 to 2026-12-28 05:00:00+00:00 (Freeze)"
+    with translation.override(translation.get_language()):
+        page = admin_client.get(
+            f"/admin/scheduling/calendar/{row.calendar_id}/change/", headers={"accept-language": "zh-hans"}
+        ).text
+    assert "2026-12-27 17:00:00+00:00 至 2026-12-28 05:00:00+00:00 (Freeze)" in page

@@ -16,6 +16,7 @@ from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.db import connection
 from django.test import override_settings
+from django.utils import translation
 from django.utils.functional import SimpleLazyObject
 
 from scheduling import checks as scheduling_checks
@@ -185,3 +186,14 @@ def test_celery_time_limits_below_the_task_timeout_are_warned_about() -> None:
     assert "after 600 s" in message.msg
     assert "CELERY_TASK_TIME_LIMIT" in str(message.hint)
     assert not scheduling_checks.task_backend_limit_messages(on_celery, celery, task_timeout=600)
+
+
+def test_the_task_backend_limit_hint_is_in_the_active_language_like_the_other_hints() -> None:
+    on_rq = [Placement(RunsIn.TASKS, "placed", "unset")]
+    with translation.override("ja"):
+        [message] = scheduling_checks.task_backend_limit_messages(on_rq, RQ, task_timeout=3600)
+    assert str(message.hint).startswith("バックエンドの制限を SCHEDULING_TASK_TIMEOUT 以上にする")
+    with translation.override("zh-hans"):
+        [message] = scheduling_checks.task_backend_limit_messages(on_rq, RQ, task_timeout=3600)
+    assert "CELERY_TASK_SOFT_TIME_LIMIT" in str(message.hint)
+    assert str(message.hint).startswith("请将该后端的时限设为不小于 SCHEDULING_TASK_TIMEOUT")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,7 +18,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection, transaction
 from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
-from django.utils import timezone
+from django.utils import timezone, translation
 from django_apscheduler.models import DjangoJob
 
 from scheduling import control, job, tokens, validation
@@ -517,3 +518,58 @@ def test_a_fire_enqueued_before_the_pause_is_skipped_by_the_worker_that_takes_it
     assert execution.status == "skipped"
     assert execution.exception == "Skipped: paused for maintenance (DB migration), by alice"
     threads.shutdown()
+
+
+# In another language
+
+
+@pytest.mark.parametrize(
+    ("language", "shown"),
+    [
+        ("ja", "メンテナンスによる一時停止中 (理由: DB migration、alice による、2026-12-24 06:00 UTC まで)"),
+        ("zh-hans", "维护暂停（原因：DB migration，由 alice 设置，至 2026-12-24 06:00 UTC）"),  # noqa: RUF001
+    ],
+)
+def test_the_pause_is_described_in_the_active_language_and_stored_in_english(
+    language: str, shown: str
+) -> None:
+    pause = Maintenance(on=True, reason="DB migration", by="alice", until=UNTIL)
+    with translation.override(language):
+        assert pause.describe() == shown
+        assert pause.skip_message == REASON
+        assert str(pause) == REASON.removeprefix("Skipped: ")
+
+
+@pytest.mark.django_db
+def test_the_admin_the_command_and_the_api_say_the_pause_in_the_requested_language(
+    declared: None, before_christmas: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("getpass.getuser", lambda: "alice")
+    japanese = "メンテナンスによる一時停止中 (理由: DB migration"
+    with translation.override("ja"):
+        text, _ = command("maintenance", "on", "--reason", "DB migration")
+        assert japanese in text, text
+        assert "paused for maintenance" not in text
+        with pytest.raises(CommandError, match=re.escape(japanese)):
+            command("run", "nightly")
+    assert Execution.objects.count() == 0
+
+    client = Client()
+    client.force_login(user_with("view_job", "change_maintenance", staff=True))
+    with translation.override(translation.get_language()):
+        page = client.post(
+            "/admin/scheduling/job/maintenance/",
+            {"reason": "DB work", "next": "/admin/"},
+            headers={"accept-language": "ja"},
+            follow=True,
+        ).text
+        answer = client.get(
+            f"{API}/maintenance/",
+            headers={**bearer(user_with("view_job", username="viewer")), "accept-language": "zh-hans"},
+        ).json()
+    assert "スケジューラは メンテナンスによる一時停止中 (理由: DB work、operator による) です。" in page
+    assert answer["maintenance"]["text"] == "维护暂停（原因：DB work，由 operator 设置）"  # noqa: RUF001
+    # What is stored stays English.
+    assert LogEntry.objects.latest("action_time").change_message == (
+        "Paused for maintenance: paused for maintenance (DB work), by operator"
+    )

@@ -16,7 +16,7 @@ from django.contrib.auth.models import Permission, User
 from django.core.management import CommandError, call_command
 from django.test import Client
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import timezone, translation
 from django_apscheduler.models import DjangoJob
 
 from scheduling import control, job, tokens, validation
@@ -544,4 +544,54 @@ def test_the_admin_form_of_a_job_whose_function_is_gone_says_so(admin_client: Cl
 
     assert response.status_code == 200
     assert "tests.support.jobs:renamed_away cannot be imported" in response.text
+    assert not RunRequest.objects.exists()
+
+
+# In another language: Python's words for a mismatch, translated
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "ja", "zh"),
+    [
+        ([], None, "必須の引数 'path' がありません", "缺少必需的参数 'path'"),
+        (["p", 1, 2], None, "位置引数が多すぎます", "位置参数过多"),
+        (
+            ["p"],
+            {"colour": "red"},
+            "予期しないキーワード引数 'colour' が渡されました",
+            "收到意外的关键字参数 'colour'",
+        ),
+        (["p"], {"path": "q"}, "引数 'path' に複数の値が渡されました", "参数 'path' 收到多个值"),
+    ],
+)
+def test_a_signature_mismatch_is_said_in_the_active_language(
+    args: list, kwargs: dict | None, ja: str, zh: str
+) -> None:
+    for language, words in (("ja", ja), ("zh-hans", zh)):
+        with translation.override(language), pytest.raises(validation.InputError) as caught:
+            validation.run_arguments(jobs.write_arguments, args, kwargs)
+        assert words in str(caught.value), str(caught.value)
+
+
+def test_an_unknown_bind_error_is_shown_as_python_says_it() -> None:
+    with translation.override("ja"):
+        assert validation.signature_error(TypeError("something new")) == "something new"
+
+
+def test_the_api_and_the_admin_form_say_a_mismatch_in_the_requested_language(
+    client: Client, admin_client: Client, writer: None
+) -> None:
+    with translation.override(translation.get_language()):
+        answer = client.post(
+            f"{API}/jobs/writer/run/",
+            '{"args": ["p", 1, 2]}',
+            content_type="application/json",
+            headers={**run_job_token(), "accept-language": "ja"},
+        ).json()
+        page = admin_client.post(
+            arguments_page(), {"args": "[]", "kwargs": ""}, headers={"accept-language": "zh-hans"}
+        ).text
+    assert answer["code"] == "signature_mismatch"
+    assert "位置引数が多すぎます" in answer["error"], answer
+    assert "缺少必需的参数 &#x27;path&#x27;" in page
     assert not RunRequest.objects.exists()

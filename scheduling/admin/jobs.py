@@ -479,12 +479,12 @@ class JobAdmin(admin.ModelAdmin):
     @admin.action(description=_("Pause"), permissions=["pause"])
     def pause(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
         done = self._apply(request, queryset, lambda job: control.pause(job.id), "Paused")
-        self._report(request, done, "Paused %(count)d job.", "Paused %(count)d jobs.")
+        self._report(request, ngettext("Paused %(count)d job.", "Paused %(count)d jobs.", done), done)
 
     @admin.action(description=_("Resume"), permissions=["pause"])
     def resume(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
         done = self._apply(request, queryset, lambda job: control.resume(job.id), "Resumed")
-        self._report(request, done, "Resumed %(count)d job.", "Resumed %(count)d jobs.")
+        self._report(request, ngettext("Resumed %(count)d job.", "Resumed %(count)d jobs.", done), done)
 
     @admin.action(description=_("Reset schedule to the code's declaration"), permissions=["schedule"])
     def reset_schedule(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
@@ -496,9 +496,10 @@ class JobAdmin(admin.ModelAdmin):
         )
         self._report(
             request,
+            ngettext(
+                "Reset %(count)d job to its declaration.", "Reset %(count)d jobs to their declarations.", done
+            ),
             done,
-            "Reset %(count)d job to its declaration.",
-            "Reset %(count)d jobs to their declarations.",
         )
 
     def _apply(
@@ -528,9 +529,10 @@ class JobAdmin(admin.ModelAdmin):
             done += 1
         return done
 
-    def _report(self, request: HttpRequest, done: int, singular: str, plural: str) -> None:
+    def _report(self, request: HttpRequest, text: str, done: int) -> None:
+        """``text``: ngettext called with literal strings, which makemessages extracts."""
         if done:
-            self.message_user(request, ngettext(singular, plural, done) % {"count": done})
+            self.message_user(request, text % {"count": done})
 
     def _warn_if_no_scheduler(self, request: HttpRequest) -> None:
         if not scheduler_status().alive:
@@ -675,7 +677,7 @@ class JobAdmin(admin.ModelAdmin):
             except validation.InputError as exc:
                 self.message_user(request, str(exc), messages.ERROR)
             else:
-                self.log_change(request, pause, f"Paused for maintenance: {pause.describe()}")
+                self.log_change(request, pause, f"Paused for maintenance: {pause.stored_text()}")
                 self.message_user(
                     request,
                     _("The scheduler is %(pause)s. No new runs start until it is lifted.")
