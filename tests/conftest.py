@@ -20,6 +20,10 @@ from scheduling.runs.threads import ThreadTarget
 from scheduling.runtime.dispatch import Dispatcher
 from scheduling.store import JobStore
 
+# Checks shared by several tests live in tests/support: their failed asserts say what differed.
+# (Before any test module imports them.)
+pytest.register_assert_rewrite("tests.support")
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
