@@ -3,8 +3,9 @@ and their runs held until it (SCHEDULING_FIRE_AHEAD).
 
 Between the claim and the start a row is "running" with no start (``started_at`` empty); a run
 never starts before its scheduled time; one held when its scheduler crashes is recovered as
-interrupted like any unfinished row, and one held when its scheduler stops or loses the lease
-never starts and is recorded interrupted.
+interrupted like any unfinished row; one held when its scheduler loses the lease never starts
+and is recorded interrupted; a stopping scheduler starts the held runs due within its shutdown
+timeout at their time, and records the others interrupted, never started.
 """
 
 from __future__ import annotations
@@ -214,7 +215,7 @@ def test_a_scheduler_that_loses_its_lease_in_the_window_starts_none_of_its_held_
     assert starts(notes) == []
 
 
-def test_a_scheduler_stopping_in_the_window_starts_none_of_its_held_runs(
+def test_a_scheduler_stopping_starts_its_held_runs_at_their_time_within_its_shutdown_timeout(
     runner: Runner, tmp_path: Path
 ) -> None:
     notes = tmp_path / "starts"
@@ -222,7 +223,24 @@ def test_a_scheduler_stopping_in_the_window_starts_none_of_its_held_runs(
     runner.start()
     held = held_row("tick")
 
-    assert runner.stop(timeout=5) == 1
+    assert runner.stop(timeout=10) == 0
+
+    row = Execution.objects.get(pk=held.pk)
+    assert row.status == "succeeded"
+    [(started, scheduled)] = starts(notes)
+    assert started >= scheduled == held.scheduled_at.timestamp()
+
+
+def test_a_scheduler_stopping_starts_none_of_the_runs_held_beyond_its_shutdown_timeout(
+    runner: Runner, tmp_path: Path
+) -> None:
+    notes = tmp_path / "starts"
+    job(interval=4, id="tick", args=[str(notes)])(jobs.note_start)
+    runner.start()
+    held = held_row("tick")
+    assert held.scheduled_at > timezone.now() + timedelta(seconds=0.5), "claimed 2 s ahead"
+
+    assert runner.stop(timeout=0.1) == 1
 
     row = Execution.objects.get(pk=held.pk)
     assert (row.status, row.started_at) == ("interrupted", None)

@@ -7,10 +7,12 @@ it goes to the pool; the runs of one instant go in the order they were claimed (
 then job id: the order of lateness). Only the start of the run is left for the instant.
 
 A held run starts only while ``may_start()`` says so (the scheduler still holds its lease, by
-its own clock). One that may not start — the lease lost or run out, the scheduler stopping —
-never starts: it is dropped, its slot given back, and its row left "running" without a start
-for whoever records it interrupted (the runner on stop or step-down, or, after a crash, the
-orphaned-runs check of the next scheduler, as for any unfinished row).
+its own clock). One that may not start — the lease lost or run out, the scheduler stepping down,
+or stopping with the run's time beyond its shutdown timeout (runs due within it are started at
+their time, as the lease is still held) — never starts: it is dropped, its slot given back, and
+its row left "running" without a start for whoever records it interrupted (the runner on stop
+or step-down, or, after a crash, the orphaned-runs check of the next scheduler, as for any
+unfinished row).
 """
 
 from __future__ import annotations
@@ -84,16 +86,22 @@ class Holding:
             held.drop()
         return [execution for held in dropped for execution in held.executions]
 
-    def stop(self) -> list[Execution]:
-        """Hold no more runs and start none of those held; returns their rows, left running."""
+    def stop(self, until: float | None = None) -> list[Execution]:
+        """Hold no more runs; start those held for a time up to ``until`` (seconds since the
+        epoch; None: none) at their time, and none of the others; returns the rows of those not
+        started, left running. Returns once the ones it starts went to the pool."""
         with self._changed:
             self._closed = True
+            later = [held for held in self._held if until is None or held.at > until]
+            self._held = [held for held in self._held if until is not None and held.at <= until]
+            heapq.heapify(self._held)
             self._changed.notify()
             thread = self._thread
-        dropped = self.drop_all()
+        for held in later:
+            held.drop()
         if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=5)
-        return dropped
+            thread.join(timeout=None if until is None else max(until - time.time(), 0) + 5)
+        return [execution for held in later for execution in held.executions]
 
     def _loop(self) -> None:
         try:
@@ -107,7 +115,8 @@ class Holding:
 
     def _wait_for_due(self) -> list[Held] | None:
         with self._changed:
-            while not self._closed:
+            # Once stopped, only the runs stop() kept are waited for.
+            while self._held or not self._closed:
                 wait = self._held[0].at - time.time() if self._held else None
                 if wait is not None and wait <= 0:
                     due = []

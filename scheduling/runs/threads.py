@@ -168,11 +168,11 @@ class ThreadTarget:
         _, not_done = concurrent.futures.wait(futures, timeout=timeout)
         return not not_done
 
-    def shutdown(self, wait: bool = True) -> None:
-        """Take no more runs, and start none of those held for their time (their rows stay
-        running, for the runner to record interrupted); with ``wait``, return once the runs
-        going on have ended."""
-        self.holding.stop()
+    def shutdown(self, wait: bool = True, start_held_until: float | None = None) -> None:
+        """Take no more runs; start those held for a time up to ``start_held_until`` (seconds since
+        the epoch) at their time, and none of the others (their rows stay running, for the runner
+        to record interrupted); with ``wait``, return once the runs going on have ended."""
+        self.holding.stop(start_held_until)
         self._pool.shutdown(wait=wait)
 
     def drop_held(self, reason: str) -> int:

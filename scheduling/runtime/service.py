@@ -91,7 +91,7 @@ class Runner:
         self.processes = ProcessPool(settings.PROCESSES)
         self.thread_runs = ThreadTarget(recorder, max_workers=self.threads)
         # A run claimed ahead starts at its time only if this scheduler still leads then.
-        self.thread_runs.holding.may_start = lambda: self._holds_lease() and not self.stopping
+        self.thread_runs.holding.may_start = self._holds_lease
         self.store = store = JobStore()
         self.dispatcher = Dispatcher(store, recorder, run_targets(self.thread_runs, self.processes))
         self.scheduler = Scheduler(
@@ -130,8 +130,11 @@ class Runner:
         self.scheduler.shutdown(wait=False)
         if self.listener is not None:
             self.listener.stop()
-        self.thread_runs.shutdown(wait=False)  # no new runs; those going on may end
-        finished = self._wait_holding_lease(timeout)
+        # No new runs; those going on may end, and those claimed ahead start at their time if it
+        # comes within the timeout (the lease is still held), else never.
+        deadline = time.monotonic() + timeout
+        self.thread_runs.shutdown(wait=False, start_held_until=time.time() + timeout)
+        finished = self._wait_holding_lease(max(deadline - time.monotonic(), 0))
         self.processes.shutdown(wait=finished)
         # The outcomes of the runs that ended go to disk before the rest are marked interrupted.
         self.outcomes.stop()
