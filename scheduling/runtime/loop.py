@@ -22,8 +22,9 @@ MAX_SLEEP = 3600.0  # seconds; a poll or a notification catches anything earlier
 DISPATCH_BATCH = 1000  # jobs started per pass of the loop; more due ones go in the next pass
 # Fire-ahead: the window is widened to the time the last claim took and half the setting more
 # (so a larger batch is claimed earlier), up to this many times SCHEDULING_FIRE_AHEAD: wider, a
-# job firing every second would find its next fire in the window while its run still goes.
-MAX_FIRE_AHEAD = 3.0
+# job firing every second would find its next fire in the window while its run still goes (such
+# a fire is left to its time). Measured: 1,000 jobs a second took 0.25-0.9 s to claim on 2 busy cores.
+MAX_FIRE_AHEAD = 4.0
 
 
 def drop_broken_connections() -> None:
