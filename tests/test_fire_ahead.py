@@ -10,6 +10,7 @@ timeout at their time, and records the others interrupted, never started.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -30,6 +31,7 @@ from scheduling.models import Execution, Lease, SchedulerInstance
 from scheduling.runs.targets import run_targets
 from scheduling.runs.threads import NOT_STARTED_LEASE, ThreadTarget
 from scheduling.runtime.dispatch import Dispatcher
+from scheduling.runtime.loop import Scheduler
 from scheduling.runtime.service import Runner
 from scheduling.store import JobStore
 from scheduling.sync import sync
@@ -276,3 +278,21 @@ def test_jobs_in_task_workers_are_not_claimed_ahead(registry: dict, executor: Th
     assert not Execution.objects.exists()
     assert dispatcher.left == fire, "looked at again at its time"
     assert DjangoJob.objects.get(id="remote").next_run_time == fire
+
+
+def test_the_window_is_widest_until_a_claim_is_measured_then_follows_the_time_claims_take() -> None:
+    loop = Scheduler(poll_interval=0.5, fire_ahead=0.25)
+    assert loop.lead() == timedelta(seconds=1), "four times the setting before any claim"
+
+    loop._measure_claim(time.monotonic() - 0.3, more=False)
+    assert timedelta(seconds=0.42) <= loop.lead() <= timedelta(seconds=0.5)
+    # A claim in several passes (more were due than one takes) counts whole.
+    loop._measure_claim(time.monotonic() - 0.1, more=True)
+    loop._measure_claim(time.monotonic() - 0.1, more=False)
+    assert timedelta(seconds=0.32) <= loop.lead() <= timedelta(seconds=0.4)
+    loop._measure_claim(time.monotonic() - 0.01, more=False)
+    assert loop.lead() == timedelta(seconds=0.25), "never narrower than the setting"
+    loop._measure_claim(time.monotonic() - 5, more=False)
+    assert loop.lead() == timedelta(seconds=1), "never wider than four times the setting"
+
+    assert Scheduler(poll_interval=0.5, fire_ahead=0).lead() == timedelta(0)

@@ -66,7 +66,9 @@ class Scheduler(BackgroundScheduler):
         super().__init__(**options)
         self.poll_interval = poll_interval
         self.fire_ahead = fire_ahead  # seconds; 0: fires are claimed once due
-        self._claim_took = 0.0  # seconds the last claim took, its passes from wake-up to the last
+        # Seconds the last claim took, its passes from wake-up to the last; until one is measured,
+        # the window is its widest (a first claim loads every job: the slowest of all).
+        self._claim_took: float | None = None
         self._claim_more = False  # the last pass was full: the next one belongs to the same claim
         self.polls = polls or (lambda: True)
         self.tick_interval = min(poll_interval, housekeeping_interval or poll_interval)
@@ -181,6 +183,8 @@ class Scheduler(BackgroundScheduler):
         """The fire-ahead window now: the setting, widened to the time the last claim took."""
         if not self.fire_ahead:
             return timedelta(0)
+        if self._claim_took is None:
+            return timedelta(seconds=MAX_FIRE_AHEAD * self.fire_ahead)
         widened = max(self.fire_ahead, self._claim_took + self.fire_ahead / 2)
         return timedelta(seconds=min(widened, MAX_FIRE_AHEAD * self.fire_ahead))
 
@@ -188,7 +192,8 @@ class Scheduler(BackgroundScheduler):
         """Count the pass into the time its claim took; passes that follow a full one (more were
         due) add up, so a larger batch is claimed earlier the next time."""
         took = time.monotonic() - started
-        self._claim_took = (self._claim_took if self._claim_more else 0.0) + took
+        earlier = (self._claim_took or 0.0) if self._claim_more else 0.0
+        self._claim_took = earlier + took
         self._claim_more = more
 
     def _due(self, dispatcher: Dispatcher, next_wakeup: datetime | None) -> bool:
