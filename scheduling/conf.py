@@ -43,6 +43,13 @@ class Settings:
         return float(getattr(django_settings, "SCHEDULING_POLL_INTERVAL", 0.5))
 
     @property
+    def FIRE_AHEAD(self) -> float:
+        """Seconds before a fire's time at which the scheduler claims it (records its row, fenced)
+        and holds its run until the time; 0 claims fires only once due. The loop widens it to how
+        long its last claim took, up to ``MAX_FIRE_AHEAD`` times this (see scheduling.runtime.loop)."""
+        return max(float(getattr(django_settings, "SCHEDULING_FIRE_AHEAD", 0.25)), 0.0)
+
+    @property
     def LISTEN(self) -> bool:
         """On PostgreSQL, have changes pushed (LISTEN/NOTIFY) instead of polling for them; turn it
         off behind a pooler in transaction mode (the scheduler detects that, but only after trying)."""

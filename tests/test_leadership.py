@@ -94,7 +94,11 @@ def test_a_stopping_scheduler_keeps_its_lease_until_its_last_run_ended(
     runners.extend([first, second])
     first.start()
     second.start()
-    wait_for(lambda: Execution.objects.filter(job_id="long", status="running").exists(), timeout=10)
+    # Started, not only claimed ahead of its time (fire-ahead: a row without a start).
+    wait_for(
+        lambda: Execution.objects.filter(job_id="long", status="running", started_at__isnull=False).exists(),
+        timeout=10,
+    )
 
     stopping = threading.Thread(target=first.stop, kwargs={"timeout": 30})
     stopping.start()

@@ -36,7 +36,8 @@ OUTAGE_SECONDS = float(os.environ.get("SCHEDULING_OUTAGE_SECONDS", "30"))
 
 
 def running(job_id: str) -> Execution | None:
-    return Execution.objects.filter(job_id=job_id, status="running").first()
+    """A run going on: started, not only claimed ahead of its time (fire-ahead: no start yet)."""
+    return Execution.objects.filter(job_id=job_id, status="running", started_at__isnull=False).first()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

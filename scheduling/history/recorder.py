@@ -22,7 +22,7 @@ from scheduling.fencing import Fence, FenceLost
 from scheduling.history.housekeeping import interrupt
 from scheduling.history.retry import retrying
 from scheduling.history.rows import SCHEDULED, Origin, Outcome
-from scheduling.history.writer import OutcomeWriter, finish_all
+from scheduling.history.writer import OutcomeWriter, finish_all, write_starts
 from scheduling.models import HANDED_OVER, Execution, SchedulerInstance
 from scheduling.placement import RunsIn
 from scheduling.sql import insert_rows
@@ -171,6 +171,14 @@ class Recorder:
             if row.status in HANDED_OVER:
                 started.append(row)
         return started
+
+    def started(self, execution: Execution) -> None:
+        """Record the start of a run claimed ahead of its time (its row had none): soon, in a
+        batch, unless its outcome, which carries the start too, comes first."""
+        if self.outcomes is None:
+            write_starts([execution])
+        else:
+            self.outcomes.started(execution)
 
     def finish(self, execution: Execution, outcome: Outcome, wait: bool = False) -> None:
         """Record a run's outcome; with ``wait``, return only once it is on disk."""

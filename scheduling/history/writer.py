@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,6 +82,25 @@ def finish_all(finished: list[tuple[Execution, Outcome]]) -> int:
     return written
 
 
+def write_starts(started: list[Execution]) -> int:
+    """Write the start of runs claimed ahead of their time, in one UPDATE; returns rows changed.
+
+    Only a row still running without a start takes it: an outcome written first carries the
+    start already, and a run recorded interrupted meanwhile stays so.
+    """
+    rows = [(execution.pk, {"started_at": execution.started_at}) for execution in started]
+    return retrying(
+        lambda: update_rows(
+            Execution,
+            rows,
+            ["started_at"],
+            "AND status IN (%s, %s) AND started_at IS NULL",
+            [state.value for state in RUNNING_STATES],
+        ),
+        f"record the start of {len(rows)} run(s)",
+    )
+
+
 def _storable(value: Any) -> Any:
     return storable(value) if isinstance(value, str) else value
 
@@ -123,6 +143,9 @@ def _as_json(outcome: Outcome) -> dict[str, Any]:
 
 MAX_BATCH = 500  # outcomes per UPDATE
 RETRY_INTERVAL = 5.0  # seconds between attempts to write outcomes the database refused
+# A run claimed ahead of its time has its start written this long after it, when its outcome
+# (which carries the start too) has not come by then: most runs are shorter, and cost nothing more.
+START_DELAY = 0.5  # seconds
 
 
 @dataclass(frozen=True)
@@ -132,9 +155,17 @@ class _Finished:
     written: threading.Event | None
 
 
+@dataclass(frozen=True)
+class _Started:
+    execution: Execution
+    due: float  # monotonic: when its start is written if no outcome came
+
+
 class OutcomeWriter:
     def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[_Finished | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Finished | _Started | None] = queue.SimpleQueue()
+        # Starts of runs claimed ahead, by execution, waiting for START_DELAY or their outcome.
+        self._starts: dict[int, _Started] = {}
         # Outcomes whose write failed past finish_all's own retries (a long outage): written
         # with the next batch, or on their own every RETRY_INTERVAL, for as long as the process lives.
         self._pending: list[_Finished] = []
@@ -158,6 +189,16 @@ class OutcomeWriter:
         if written is not None:
             written.wait()
 
+    def started(self, execution: Execution) -> None:
+        """Queue the start of a run claimed ahead: written after START_DELAY unless its outcome
+        came first (every start still waiting is written on stop)."""
+        with self._closing:
+            queued = not self._closed
+            if queued:
+                self._queue.put(_Started(execution, time.monotonic() + START_DELAY))
+        if not queued:
+            write_starts([execution])
+
     def stop(self) -> None:
         """Write what is queued, then end the thread."""
         with self._closing:
@@ -175,17 +216,36 @@ class OutcomeWriter:
             stopping = False
             while not stopping:
                 try:
-                    first = self._queue.get(timeout=RETRY_INTERVAL if self._pending else None)
+                    first = self._queue.get(timeout=self._timeout())
                 except queue.Empty:
                     self._write([])
                     continue
                 if first is None:
-                    self._write([])
+                    self._write([], every_start=True)
                     break
                 batch, stopping = self._collect(first)
-                self._write(batch)
+                self._write(batch, every_start=stopping)
         finally:
             connections.close_all()
+
+    def _timeout(self) -> float | None:
+        waits = [RETRY_INTERVAL] if self._pending else []
+        if self._starts:
+            waits.append(max(min(item.due for item in self._starts.values()) - time.monotonic(), 0))
+        return min(waits, default=None)
+
+    def _write_starts(self, every: bool) -> None:
+        now = time.monotonic()
+        due = [item for item in self._starts.values() if every or item.due <= now]
+        for item in due:
+            del self._starts[item.execution.pk]
+        if not due:
+            return
+        try:
+            write_starts([item.execution for item in due])
+        # The outcome carries the start too: a start the database refused is only late.
+        except Exception:
+            logger.exception("Could not record the start of %d run(s)", len(due))
 
     @staticmethod
     def _one_by_one(items: list[_Finished]) -> list[_Finished]:
@@ -200,7 +260,7 @@ class OutcomeWriter:
                 refused.append(item)
         return refused
 
-    def _collect(self, first: _Finished) -> tuple[list[_Finished], bool]:
+    def _collect(self, first: _Finished | _Started) -> tuple[list[_Finished | _Started], bool]:
         # No waiting for company: what queued up while the last batch was written goes in this
         # one, so batches grow with the load and a lone outcome is written at once.
         batch = [first]
@@ -214,7 +274,15 @@ class OutcomeWriter:
             batch.append(item)
         return batch, False
 
-    def _write(self, batch: list[_Finished]) -> None:
+    def _write(self, queued: list[_Finished | _Started], every_start: bool = False) -> None:
+        batch = []
+        for item in queued:
+            if isinstance(item, _Started):
+                self._starts[item.execution.pk] = item
+            else:
+                self._starts.pop(item.execution.pk, None)  # its outcome carries its start
+                batch.append(item)
+        self._write_starts(every_start)
         items, self._pending = [*self._pending, *batch], []
         if not items:
             return

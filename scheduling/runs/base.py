@@ -21,6 +21,10 @@ from scheduling.policy import RunPolicy
 class RunTarget(Protocol):
     """Runs of jobs placed in one place: reserved, recorded by the dispatcher, then submitted."""
 
+    #: Whether a run recorded ahead of its time (without a start) may be submitted at once: the
+    #: target holds it until its scheduled time (fire-ahead). False: fires are claimed once due.
+    holds_runs: bool
+
     def count_busy(self, jobs: list[Job]) -> None:
         """Count the runs of ``jobs`` going on now, once for a pass, before :meth:`reserve`."""
 

@@ -58,6 +58,7 @@ class ProcessPoolTarget:
     so it shares their accounting of max_instances, and only the call crosses into a child."""
 
     runs_in = RunsIn.PROCESSES
+    holds_runs = True  # the supervising threads hold them
 
     def __init__(self, threads: ThreadTarget, pool: ProcessPool) -> None:
         self.threads = threads

@@ -34,6 +34,7 @@ class TaskWorkerTarget:
     and queue, and max_instances counts the job's runs enqueued or running anywhere."""
 
     runs_in = RunsIn.TASKS
+    holds_runs = False  # a worker would start an enqueued run at once: fires are claimed once due
 
     def __init__(self, recorder: Recorder) -> None:
         self.recorder = recorder

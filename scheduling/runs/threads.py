@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from apscheduler.job import Job
-from django.db import close_old_connections
+from django.db import DatabaseError, close_old_connections
 from django.dispatch import Signal
 from django.utils import timezone
 
@@ -29,11 +29,17 @@ from scheduling.placement import RunsIn
 from scheduling.policy import RunPolicy
 from scheduling.runs.base import slots_left
 from scheduling.runs.call import arguments_of, call_job
+from scheduling.runs.holding import Holding
 from scheduling.runs.live import LiveRun, LiveRuns
 from scheduling.runs.observers import RunFacts, facts_for, trace_context
 from scheduling.signals import notify
 
 logger = logging.getLogger(__name__)
+
+NOT_STARTED_LEASE = (
+    "Interrupted: the scheduler lost its lease between claiming the run ahead of its time and "
+    "that time; it was not started"
+)
 
 # How a run's function is called: on the supervising thread itself, or in a child process; with
 # what the run's observers need to know (None when none is enabled).
@@ -53,9 +59,11 @@ class ThreadTarget:
     """The scheduler's thread pool as a run target; it also supervises runs in the process pool."""
 
     runs_in = RunsIn.THREADS
+    holds_runs = True  # until their time, in self.holding
 
     def __init__(self, recorder: Recorder, max_workers: int = 10) -> None:
         self.recorder = recorder
+        self.max_workers = max_workers
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers, thread_name_prefix="scheduling-job")
         self._lock = threading.Lock()
         self._running: Counter[str] = Counter()  # runs of each job reserved here and not ended
@@ -64,6 +72,9 @@ class ThreadTarget:
         # they count against max_instances too, until they end or are recorded interrupted.
         self.elsewhere: dict[str, int] = {}
         self.live = LiveRuns()  # the runs going on, by execution: deadlines and cancel flags
+        # Runs claimed ahead of their time wait there, not on a pool thread (fire-ahead).
+        self.holding = Holding(lambda refused: self.not_started(refused, NOT_STARTED_LEASE))
+        self._not_started: list[tuple[Execution, str]] = []  # to record interrupted: the database refused
 
     def count_busy(self, jobs: list[Job]) -> None:
         """Nothing to count: the runs going on here are counted as they start and end."""
@@ -99,10 +110,35 @@ class ThreadTarget:
         stoppable: bool,
     ) -> int:
         """Run a reserved job on a pool thread for fires already recorded as running; returns the
-        runs not started (all of them when the pool no longer takes work: the scheduler stops)."""
+        runs not started (all of them when the pool no longer takes work: the scheduler stops).
+
+        Fires claimed ahead of their time (recorded without a start) are held until it (see
+        scheduling.runs.holding); the others start at once."""
         if not executions:  # its fires had rows already: another scheduler ran them
             self.release(job)
             return 0
+        first = executions[0]
+        if first.started_at is None and first.status == Execution.Status.RUNNING:
+            if self.holding.hold(
+                first.scheduled_at,
+                executions,
+                lambda: self._submit(job, executions, origin, policy, caller, stoppable),
+                lambda: self.release(job),
+            ):
+                return 0
+            self.release(job)
+            return len(executions)
+        return self._submit(job, executions, origin, policy, caller, stoppable)
+
+    def _submit(
+        self,
+        job: Job,
+        executions: list[Execution],
+        origin: Origin,
+        policy: RunPolicy,
+        caller: Caller,
+        stoppable: bool,
+    ) -> int:
         run_times = [execution.scheduled_at for execution in executions]
         # The trace context is the dispatch's, read on its thread: the pool's threads do not have it.
         control = RunControl(self.live, policy.timeout, stoppable, trace_context())
@@ -132,9 +168,56 @@ class ThreadTarget:
         _, not_done = concurrent.futures.wait(futures, timeout=timeout)
         return not not_done
 
-    def shutdown(self, wait: bool = True) -> None:
-        """Take no more runs; with ``wait``, return once the runs going on have ended."""
+    def shutdown(self, wait: bool = True, start_held_until: float | None = None) -> None:
+        """Take no more runs; start those held for a time up to ``start_held_until`` (seconds since
+        the epoch) at their time, and none of the others (their rows stay running, for the runner
+        to record interrupted); with ``wait``, return once the runs going on have ended."""
+        self.holding.stop(start_held_until)
         self._pool.shutdown(wait=wait)
+
+    def drop_held(self, reason: str) -> int:
+        """Start none of the runs held for their time: they are recorded interrupted, for
+        ``reason``; returns how many (the scheduler steps down: it may no longer start runs)."""
+        return self.not_started(self.holding.drop_all(), reason)
+
+    def not_started(self, executions: list[Execution], reason: str) -> int:
+        """Record runs claimed ahead and never started as interrupted (only while their rows still
+        say so: running, without a start). When the database refuses, they are kept and tried
+        again at :meth:`record_not_started` (every tick): left running, they would count against
+        their jobs' max_instances in the scheduler that took over."""
+        with self._lock:
+            self._not_started += [(execution, reason) for execution in executions]
+        return self.record_not_started()
+
+    def record_not_started(self) -> int:
+        with self._lock:
+            waiting, self._not_started = self._not_started, []
+        if not waiting:
+            return 0
+        count = 0
+        try:
+            for reason in dict.fromkeys(reason for _, reason in waiting):
+                ids = [execution.pk for execution, why in waiting if why == reason]
+                rows = Execution.objects.filter(pk__in=ids, started_at__isnull=True)
+                count += rows.mark_interrupted(reason)
+                waiting = [(execution, why) for execution, why in waiting if why != reason]
+        except DatabaseError as exc:
+            logger.warning("Could not record %d run(s) not started as interrupted (%s)", len(waiting), exc)
+            with self._lock:
+                self._not_started = waiting + self._not_started
+        if count:
+            logger.warning("%d run(s) claimed ahead were recorded interrupted, never started", count)
+        return count
+
+    def warm_up(self) -> None:
+        """Start every thread of the pool now, not as the first runs come (each would wait for one)."""
+        ready = threading.Barrier(self.max_workers + 1)
+        try:
+            for _ in range(self.max_workers):
+                self._pool.submit(ready.wait, 5)
+            ready.wait(5)
+        except (RuntimeError, threading.BrokenBarrierError):  # stopping, or a thread busy already
+            ready.abort()
 
     @property
     def running(self) -> int:
@@ -209,6 +292,9 @@ def _run_once(
         execution = recorder.start(job.id, run_time, origin)
         if execution is None:
             return
+    if execution.started_at is None:  # claimed ahead of its time (see runs.holding): it starts now
+        execution.started_at = timezone.now()
+        recorder.started(execution)
     notify(signals.job_started, execution)
     live = control.live.start(execution, control.timeout, control.stoppable)
     token = context.current.set(execution)

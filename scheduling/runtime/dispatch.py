@@ -77,23 +77,31 @@ class Dispatcher:
         # The locks the pass's jobs name that are held, read once a pass when any job names one;
         # a lock a run of this pass takes is added.
         self._held: dict[str, Holder] = {}
+        # The earliest fire of the last pass's window (fire-ahead) left to its time, unclaimed.
+        self.left: datetime | None = None
 
     def target(self, job: Job) -> RunTarget:
         return self.targets[Placement.of(job.executor).runs_in]
 
-    def dispatch(self, jobs: list[Job], now: datetime) -> datetime | None:
+    def dispatch(self, jobs: list[Job], now: datetime, ahead: datetime | None = None) -> datetime | None:
         """Record and start the runs of ``jobs``, due at ``now``; returns their next run time.
 
         All in one hand-over: recording them a hundred at a time, so the first start sooner, was
         measured to cost a third of the throughput (see docs/design.md). Traced as one span (when
         OpenTelemetry is on), the parent of the runs' spans wherever they run.
 
+        With ``ahead`` (fire-ahead), a job not due yet whose next fire comes by then is claimed
+        now when that fire would start (see :meth:`_plan_ahead`): recorded running without a
+        start, and held by its target until its time. ``left`` is then the earliest fire by
+        ``ahead`` that was not claimed: it is looked at again at its time, as without fire-ahead.
+
         :raises FenceLost: the lease is no longer ours; nothing of this pass was written.
         """
+        self.left = None
         with dispatching("scheduling.dispatch", {"scheduling.jobs": len(jobs)}):
-            return self._dispatch(jobs, now)
+            return self._dispatch(jobs, now, ahead)
 
-    def _dispatch(self, jobs: list[Job], now: datetime) -> datetime | None:
+    def _dispatch(self, jobs: list[Job], now: datetime, ahead: datetime | None = None) -> datetime | None:
         fence = self.recorder.fence  # one epoch for the whole pass
         by_target: dict[int, list[Job]] = {id(target): [] for target in self.targets.values()}
         for job in jobs:
@@ -110,7 +118,7 @@ class Dispatcher:
         plans: list[_Plan] = []
         try:
             for job in jobs:
-                if (plan := self._plan_contained(job, now, skip, rules)) is not None:
+                if (plan := self._plan_contained(job, now, skip, rules, ahead)) is not None:
                     plans.append(plan)
             unstarted = self._hand_over(plans, fence)
         except BaseException:
@@ -237,10 +245,15 @@ class Dispatcher:
         return calendar_rules(names) if names else {}
 
     def _plan_contained(
-        self, job: Job, now: datetime, skip: str | None, rules: Mapping[str, CalendarRule]
+        self,
+        job: Job,
+        now: datetime,
+        skip: str | None,
+        rules: Mapping[str, CalendarRule],
+        ahead: datetime | None = None,
     ) -> _Plan | None:
         try:
-            return self._plan(job, now, skip, rules)
+            return self._plan(job, now, skip, rules, ahead)
         # Whatever one job's trigger or options raise is that job's failure, never the pass's.
         except Exception as exc:
             self._broken(job, exc)
@@ -252,13 +265,17 @@ class Dispatcher:
         now: datetime,
         skip: str | None = None,
         rules: Mapping[str, CalendarRule] | None = None,
+        ahead: datetime | None = None,
     ) -> _Plan:
         """The rows of ``job``'s due fires; with ``skip`` (a maintenance pause), the fires that
         would start are recorded skipped with it, and the job moves on as after a run. So are
-        the fires inside a period of the job's calendars (``rules``: those of the pass)."""
+        the fires inside a period of the job's calendars (``rules``: those of the pass). With
+        ``ahead``, a job with no fire due yet may have its next one claimed (:meth:`_plan_ahead`)."""
         plan = _Plan(job, self.target(job))
         run_times, complete = due_fire_times(job, now)
         if not run_times:
+            if ahead is not None and skip is None:
+                self._plan_ahead(plan, now, ahead)
             return plan
         if not complete:
             self._skip_ahead(plan, run_times[0], now)
@@ -319,6 +336,34 @@ class Dispatcher:
                 plan.busy.append(self.recorder.not_run_row(job.id, run_time, Execution.Status.SKIPPED, why))
                 plan.rows.append(plan.busy[-1])
         return plan
+
+    def _plan_ahead(self, plan: _Plan, now: datetime, ahead: datetime) -> None:
+        """Claim the job's next fire, due after ``now`` and by ``ahead``, when it would start.
+
+        Only the plain case: a target that holds runs until their time, a free slot, no calendar,
+        no lock held, no pending retry. Any fire that would be recorded missed, skipped or queued
+        is left to its time and judged then, as without fire-ahead (and a pause is known to the
+        pass: ``skip``, never claimed ahead). Its row is running with no start: claimed, not
+        started. One fire per job per pass: its next one is looked at in a later pass.
+        """
+        job, target = plan.job, plan.target
+        fire = job.next_run_time
+        if fire is None or fire.astimezone(UTC) > ahead.astimezone(UTC):
+            return
+        policy = self.store.policy(job.id)
+        held = self._held.get(policy.lock) if policy.lock is not None else None
+        waiting = self._pending.get(job.id, 0)
+        if not target.holds_runs or policy.calendars or held or waiting or not target.reserve(job, 1, 0):
+            self.left = fire if self.left is None or fire < self.left else self.left
+            return
+        plan.reserved = True
+        row = target.row(job, fire, SCHEDULED)
+        row.started_at, row.attempts = None, policy.attempts
+        plan.rows.append(row)
+        if policy.lock is not None:
+            plan.lock = (policy.lock, row)
+            self._held[policy.lock] = Holder(policy.lock, job.id)
+        plan.last_fire = fire
 
     def _queued(self, plan: _Plan, run_time: datetime, policy: RunPolicy, held: Holder | None) -> Execution:
         """The row of a fire queued behind a run still going (overlap "queue" or "replace"), or
@@ -603,8 +648,16 @@ class Dispatcher:
         for plan in plans:
             if plan.last_fire is None:
                 continue
+            # A fire claimed ahead is the trigger's "now": from an earlier one, a cron trigger
+            # would find that very fire again.
+            ahead = plan.last_fire.astimezone(UTC) > now.astimezone(UTC)
             try:
-                next_run_time = plan.next_run_time or plan.job.trigger.get_next_fire_time(plan.last_fire, now)
+                next_run_time = plan.next_run_time or plan.job.trigger.get_next_fire_time(
+                    plan.last_fire, plan.last_fire if ahead else now
+                )
+                last = plan.last_fire.astimezone(UTC)
+                if ahead and next_run_time is not None and next_run_time.astimezone(UTC) <= last:
+                    raise ScheduleError(f"its trigger went backwards, from {last} to {next_run_time}")
             except Exception as exc:
                 self._broken(plan.job, exc)
                 continue

@@ -20,6 +20,11 @@ from scheduling.runtime.dispatch import Dispatcher
 
 MAX_SLEEP = 3600.0  # seconds; a poll or a notification catches anything earlier
 DISPATCH_BATCH = 1000  # jobs started per pass of the loop; more due ones go in the next pass
+# Fire-ahead: the window is widened to the time the last claim took and half the setting more
+# (so a larger batch is claimed earlier), up to this many times SCHEDULING_FIRE_AHEAD: wider, a
+# job firing every second would find its next fire in the window while its run still goes (such
+# a fire is left to its time). Measured: 1,000 jobs a second took 0.25-0.9 s to claim on 2 busy cores.
+MAX_FIRE_AHEAD = 4.0
 
 
 def drop_broken_connections() -> None:
@@ -55,10 +60,16 @@ class Scheduler(BackgroundScheduler):
         on_fence_lost: Callable[[FenceLost], None] | None = None,
         polls: Callable[[], bool] | None = None,
         housekeeping_interval: float | None = None,
+        fire_ahead: float = 0.0,
         **options: Any,
     ) -> None:
         super().__init__(**options)
         self.poll_interval = poll_interval
+        self.fire_ahead = fire_ahead  # seconds; 0: fires are claimed once due
+        # Seconds the last claim took, its passes from wake-up to the last; until one is measured,
+        # the window is its widest (a first claim loads every job: the slowest of all).
+        self._claim_took: float | None = None
+        self._claim_more = False  # the last pass was full: the next one belongs to the same claim
         self.polls = polls or (lambda: True)
         self.tick_interval = min(poll_interval, housekeeping_interval or poll_interval)
         self._next_poll = 0.0  # monotonic
@@ -137,22 +148,53 @@ class Scheduler(BackgroundScheduler):
     def _dispatch_due(self, dispatcher: Dispatcher) -> datetime:
         """Start what is due, in batches (see scheduling.runtime.dispatch); returns when to look again.
 
-        That is the store's earliest next run time itself, not "now + the seconds until it": a
-        moment computed from a later clock reading falls just after it, and then every poll
-        would find that run "earlier" than the wake-up and run the due-jobs query for nothing.
+        That is the store's earliest next run time itself (less the fire-ahead window), not "now
+        + the seconds until it": a moment computed from a later clock reading falls just after
+        it, and then every poll would find that run "earlier" than the wake-up and run the
+        due-jobs query for nothing.
+
+        With fire-ahead, the fires due within the window are claimed too (recorded and moved
+        on, fenced, as due ones are) and their runs held until their time; the loop wakes up a
+        window before the next fire. A fire of the window left unclaimed (it would not simply
+        start) is looked at again at its time.
         """
+        started = time.monotonic()
         latest = self._now() + timedelta(seconds=MAX_SLEEP)
         now = self._now()
+        lead = self.lead()
+        horizon = now + lead if lead else None
         store = dispatcher.store
-        due, later = store.get_due_jobs_and_next_run_time(now, DISPATCH_BATCH)
-        moved = dispatcher.dispatch(due, now) if due else None
+        due, later = store.get_due_jobs_and_next_run_time(horizon or now, DISPATCH_BATCH)
+        moved = dispatcher.dispatch(due, now, horizon) if due else None
+        left = dispatcher.left if due and horizon else None
         retry = store.next_retry  # read by the due query: the earliest pending retry
         if retry is not None and retry <= now:
             dispatcher.run_retries(now)
             # Those left waiting for a slot, and the retries after them, are looked for at the
             # next poll (get_next_run_time sees them too).
             retry = now + timedelta(seconds=self.poll_interval)
-        return min(moment for moment in (later, moved, retry, latest) if moment is not None)
+        if due:
+            # More are due than one pass takes: the store gave the horizon as the next run time.
+            self._measure_claim(started, more=later is not None and later <= (horizon or now))
+        wake = [moment - lead for moment in (later, moved) if moment is not None]
+        return min(moment for moment in (*wake, left, retry, latest) if moment is not None)
+
+    def lead(self) -> timedelta:
+        """The fire-ahead window now: the setting, widened to the time the last claim took."""
+        if not self.fire_ahead:
+            return timedelta(0)
+        if self._claim_took is None:
+            return timedelta(seconds=MAX_FIRE_AHEAD * self.fire_ahead)
+        widened = max(self.fire_ahead, self._claim_took + self.fire_ahead / 2)
+        return timedelta(seconds=min(widened, MAX_FIRE_AHEAD * self.fire_ahead))
+
+    def _measure_claim(self, started: float, more: bool) -> None:
+        """Count the pass into the time its claim took; passes that follow a full one (more were
+        due) add up, so a larger batch is claimed earlier the next time."""
+        took = time.monotonic() - started
+        earlier = (self._claim_took or 0.0) if self._claim_more else 0.0
+        self._claim_took = earlier + took
+        self._claim_more = more
 
     def _due(self, dispatcher: Dispatcher, next_wakeup: datetime | None) -> bool:
         if next_wakeup is None or self._now() >= next_wakeup:
@@ -160,7 +202,7 @@ class Scheduler(BackgroundScheduler):
         if not self._poll_due():
             return False
         earliest = dispatcher.store.get_next_run_time()
-        return earliest is not None and earliest < next_wakeup
+        return earliest is not None and earliest - self.lead() < next_wakeup
 
     def _poll_due(self) -> bool:
         if not self.polls():

@@ -90,6 +90,8 @@ class Runner:
         self.recorder = recorder = Recorder(self.instance, self.outcomes)
         self.processes = ProcessPool(settings.PROCESSES)
         self.thread_runs = ThreadTarget(recorder, max_workers=self.threads)
+        # A run claimed ahead starts at its time only if this scheduler still leads then.
+        self.thread_runs.holding.may_start = self._holds_lease
         self.store = store = JobStore()
         self.dispatcher = Dispatcher(store, recorder, run_targets(self.thread_runs, self.processes))
         self.scheduler = Scheduler(
@@ -100,6 +102,7 @@ class Runner:
             on_fence_lost=self._fence_lost,
             polls=lambda: not self._pushed(),
             housekeeping_interval=settings.LEASE_RENEW_INTERVAL,
+            fire_ahead=settings.FIRE_AHEAD,
             jobstores={"default": store},
             timezone=timezone.get_default_timezone(),
             jobstore_retry_interval=settings.DATABASE_RETRY_MAX,
@@ -127,8 +130,11 @@ class Runner:
         self.scheduler.shutdown(wait=False)
         if self.listener is not None:
             self.listener.stop()
-        self.thread_runs.shutdown(wait=False)  # no new runs; those going on may end
-        finished = self._wait_holding_lease(timeout)
+        # No new runs; those going on may end, and those claimed ahead start at their time if it
+        # comes within the timeout (the lease is still held), else never.
+        deadline = time.monotonic() + timeout
+        self.thread_runs.shutdown(wait=False, start_held_until=time.time() + timeout)
+        finished = self._wait_holding_lease(max(deadline - time.monotonic(), 0))
         self.processes.shutdown(wait=finished)
         # The outcomes of the runs that ended go to disk before the rest are marked interrupted.
         self.outcomes.stop()
@@ -181,6 +187,7 @@ class Runner:
     def _on_tick(self) -> None:
         # Runs go on whether or not this scheduler still leads: a step-down does not stop them.
         self.thread_runs.live.check()
+        self.thread_runs.record_not_started()
         if self.stopping:
             return  # Runner.stop releases the lease and records the rest: nothing to lead any more
         self._lead()
@@ -254,6 +261,7 @@ class Runner:
     def _become_active(self) -> None:
         recover_interrupted()
         self.thread_runs.elsewhere = running_elsewhere(self.instance)
+        self.thread_runs.warm_up()
         self.recorder.fence = self.leadership.fence
         sync_calendars(calendars.registry.values(), declarations.registry.values())
         self.sync_report = sync(self.store, declarations.registry.values())
@@ -299,6 +307,8 @@ class Runner:
         self.scheduler.pause()
         self.active = False
         self.recorder.fence = None
+        # Claimed ahead while this scheduler led, not started yet: they never start now.
+        self.thread_runs.drop_held(f"Interrupted: not started: the scheduler stepped down ({reason})")
         logger.warning("Scheduler %s stopped scheduling: %s; standing by", self.instance, reason)
         SchedulerInstance.objects.filter(pk=self.instance.pk).update(role=SchedulerInstance.Role.STANDBY)
 

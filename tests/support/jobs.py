@@ -207,3 +207,12 @@ def talk_binary() -> None:
     """Print what no database stores as text: a NUL and a lone surrogate (a file name decoded
     with surrogateescape)."""
     print("bytes: \x00 and " + b"\xff".decode("utf-8", "surrogateescape"))
+
+
+def note_start(path: str) -> None:
+    """Write when this run's code began and the fire it serves: ``start scheduled`` (epoch seconds)."""
+    started = time.time()
+    run = current_run()
+    assert run is not None
+    with open(path, "a") as notes:
+        notes.write(f"{started!r} {run.scheduled_at.timestamp()!r}\n")
