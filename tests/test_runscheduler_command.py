@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -78,3 +79,36 @@ def test_a_scheduler_alive_on_another_machine_sharing_the_sqlite_file_is_refused
     assert "one SQLite database" in result.stderr
     assert "nas-2" in result.stderr
     assert "(scheduling.E003)" in result.stderr
+
+
+def test_a_stop_signal_that_comes_while_the_scheduler_starts_stops_it_gracefully_once_started(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from scheduling.management.commands import runscheduler
+
+    calls: list[str] = []
+
+    class Starting:
+        """A Runner that is told to stop (SIGTERM, as a deploy sends it) halfway through its start."""
+
+        def __init__(self, threads: int | None = None) -> None:
+            self.instance = None
+
+        def start(self) -> None:
+            handler = signal.getsignal(signal.SIGTERM)
+            assert callable(handler), "SIGTERM would kill the process with the default action"
+            handler(signal.SIGTERM, None)
+            calls.append("started")
+
+        def stop(self, timeout: float) -> int:
+            calls.append("stopped")
+            return 0
+
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    monkeypatch.setattr(runscheduler, "Runner", Starting)
+    try:
+        call_command("runscheduler", verbosity=0)
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+    assert calls == ["started", "stopped"]

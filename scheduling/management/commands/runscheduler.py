@@ -92,6 +92,16 @@ class Command(BaseCommand):
         self._configure_logging(options["verbosity"])
         stop_metrics = self._serve_metrics(options["metrics_port"], options["metrics_address"])
         runner = Runner(threads=options["threads"])
+        stop = threading.Event()
+
+        def request_stop(signum: int, frame: FrameType | None) -> None:
+            stop.set()
+
+        # Before the start: a stop asked for while the scheduler starts (a deploy's SIGTERM right
+        # after a restart) is a graceful stop once it has started, not the signal's default death
+        # with its row, lease and runs left for others to find.
+        signal.signal(signal.SIGINT, request_stop)
+        signal.signal(signal.SIGTERM, request_stop)
         try:
             runner.start()
         except SchedulerStartError as exc:
@@ -99,14 +109,6 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         if options["verbosity"]:
             self._print_summary(runner)
-
-        stop = threading.Event()
-
-        def request_stop(signum: int, frame: FrameType | None) -> None:
-            stop.set()
-
-        signal.signal(signal.SIGINT, request_stop)
-        signal.signal(signal.SIGTERM, request_stop)
         stop.wait()
         interrupted = runner.stop(options["shutdown_timeout"])
         stop_metrics()
