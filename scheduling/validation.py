@@ -24,7 +24,6 @@ from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator, validate_email
 from django.utils import timezone as django_timezone
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_noop
 
 from scheduling import safejson
 from scheduling.crontab import resolve_wall_time
@@ -801,6 +800,14 @@ def _bind(function: Callable[..., Any], args: list[Any], kwargs: dict[str, Any],
             _("the arguments do not match %(function)s%(signature)s: %(error)s")
             % {"function": name, "signature": _plain(signature), "error": signature_error(exc)},
         ) from None
+
+
+def gettext_noop(message: str) -> str:
+    """Mark ``message`` for the catalogues (makemessages looks for this name) and return it as is.
+
+    Django's own ``gettext_noop`` reads the settings, and this module is imported before they are
+    configured (``import scheduling`` in a site's settings or a script)."""
+    return message
 
 
 # What inspect.Signature.bind raises (Python 3.11 to 3.13), and the same words for the catalogues.
