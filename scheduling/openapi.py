@@ -125,7 +125,7 @@ JOB_ID = {
         "type": "string",
         "minLength": 1,
         "maxLength": validation.MAX_TEXT_LENGTH,
-        "pattern": "^[^\u0000]+$",  # no NUL character: PostgreSQL cannot compare one
+        "pattern": validation.JOB_ID_PATTERN,  # as validation.job_id refuses: blank, control characters
     },
     "example": "reports/nightly",
 }

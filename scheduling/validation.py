@@ -536,9 +536,11 @@ def _check_plain(field: str, value: str) -> None:
 # line and paragraph separators U+2028 and U+2029, which end a line in most viewers; and the
 # bidirectional controls (Unicode's Bidi_Control: U+061C, U+200E, U+200F, U+202A to U+202E,
 # U+2066 to U+2069), which reorder what is shown: "\u202enightly" reads as "ylthgin" in the admin.
-_CONTROL_CHARACTER = re.compile(
-    r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
-)
+_UNSHOWABLE = r"\x00-\x1f\x7f-\x9f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_CONTROL_CHARACTER = re.compile(f"[{_UNSHOWABLE}]")
+# The same rule as a pattern of the OpenAPI document (Python's and ECMA-262's syntax alike): none
+# of those characters, and something besides white space.
+JOB_ID_PATTERN = f"^[^{_UNSHOWABLE}]*[^\\s{_UNSHOWABLE}][^{_UNSHOWABLE}]*$"
 
 
 def _check_characters(field: str, value: str) -> None:
