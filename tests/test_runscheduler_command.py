@@ -112,3 +112,40 @@ def test_a_stop_signal_that_comes_while_the_scheduler_starts_stops_it_gracefully
         for signum, handler in before.items():
             signal.signal(signum, handler)
     assert calls == ["started", "stopped"]
+
+
+@pytest.mark.timeout(30)
+def test_a_stop_signal_delivered_to_another_thread_still_stops_the_scheduler(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import threading
+
+    from scheduling.management.commands import runscheduler
+
+    calls: list[str] = []
+
+    class Started:
+        """A Runner whose process gets SIGTERM in one of its own threads, not the main one."""
+
+        def __init__(self, threads: int | None = None) -> None:
+            self.instance = None
+
+        def start(self) -> None:
+            def signal_this_thread() -> None:
+                signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+
+            threading.Timer(0.2, signal_this_thread).start()
+
+        def stop(self, timeout: float) -> int:
+            calls.append("stopped")
+            return 0
+
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    monkeypatch.setattr(runscheduler, "Runner", Started)
+    monkeypatch.setattr(runscheduler, "STOP_CHECK", 0.1)
+    try:
+        call_command("runscheduler", verbosity=0)
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+    assert calls == ["stopped"]

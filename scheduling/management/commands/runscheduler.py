@@ -50,6 +50,10 @@ def port(value: str) -> int:
     return int(value)
 
 
+# Seconds between two looks for a stop signal that reached another thread.
+STOP_CHECK = 1.0
+
+
 class Command(BaseCommand):
     @property
     def help(self) -> str:  # type: ignore[override]  # argparse needs a str, in the language of the day
@@ -109,7 +113,10 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         if options["verbosity"]:
             self._print_summary(runner)
-        stop.wait()
+        # A timed wait: Linux may deliver SIGTERM to any thread, and Python runs the handler only
+        # once the main thread runs again; blocked in an untimed wait it could sleep through it.
+        while not stop.wait(STOP_CHECK):
+            pass
         interrupted = runner.stop(options["shutdown_timeout"])
         stop_metrics()
         if interrupted:
