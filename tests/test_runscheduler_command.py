@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,16 @@ def test_a_scheduler_alive_on_another_machine_sharing_the_sqlite_file_is_refused
     assert "(scheduling.E003)" in result.stderr
 
 
+@pytest.fixture
+def own_signal_handlers() -> Iterator[None]:
+    """The command installs its stop handlers in this process: the test's are put back after."""
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for signum, handler in before.items():
+        signal.signal(signum, handler)
+
+
+@pytest.mark.usefixtures("own_signal_handlers")
 def test_a_stop_signal_that_comes_while_the_scheduler_starts_stops_it_gracefully_once_started(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -104,17 +115,13 @@ def test_a_stop_signal_that_comes_while_the_scheduler_starts_stops_it_gracefully
             calls.append("stopped")
             return 0
 
-    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     monkeypatch.setattr(runscheduler, "Runner", Starting)
-    try:
-        call_command("runscheduler", verbosity=0)
-    finally:
-        for signum, handler in before.items():
-            signal.signal(signum, handler)
+    call_command("runscheduler", verbosity=0)
     assert calls == ["started", "stopped"]
 
 
 @pytest.mark.timeout(30)
+@pytest.mark.usefixtures("own_signal_handlers")
 def test_a_stop_signal_delivered_to_another_thread_still_stops_the_scheduler(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -140,12 +147,7 @@ def test_a_stop_signal_delivered_to_another_thread_still_stops_the_scheduler(
             calls.append("stopped")
             return 0
 
-    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     monkeypatch.setattr(runscheduler, "Runner", Started)
     monkeypatch.setattr(runscheduler, "STOP_CHECK", 0.1)
-    try:
-        call_command("runscheduler", verbosity=0)
-    finally:
-        for signum, handler in before.items():
-            signal.signal(signum, handler)
+    call_command("runscheduler", verbosity=0)
     assert calls == ["stopped"]
