@@ -47,7 +47,7 @@ class Settings:
         """Seconds before a fire's time at which the scheduler claims it (records its row, fenced)
         and holds its run until the time; 0 claims fires only once due. The loop widens it to how
         long its last claim took, up to ``MAX_FIRE_AHEAD`` times this (see scheduling.runtime.loop)."""
-        return max(float(getattr(django_settings, "SCHEDULING_FIRE_AHEAD", 0.0)), 0.0)
+        return max(float(getattr(django_settings, "SCHEDULING_FIRE_AHEAD", 0.25)), 0.0)
 
     @property
     def LISTEN(self) -> bool:

@@ -27,7 +27,7 @@ from scheduling.history.housekeeping import recover_interrupted
 from scheduling.history.recorder import Recorder
 from scheduling.history.rows import Outcome
 from scheduling.history.writer import OutcomeWriter
-from scheduling.models import Execution, Lease, SchedulerInstance
+from scheduling.models import Execution, Lease, Maintenance, SchedulerInstance
 from scheduling.runs.targets import run_targets
 from scheduling.runs.threads import NOT_STARTED_LEASE, ThreadTarget
 from scheduling.runtime.dispatch import Dispatcher
@@ -278,6 +278,34 @@ def test_jobs_in_task_workers_are_not_claimed_ahead(registry: dict, executor: Th
     assert not Execution.objects.exists()
     assert dispatcher.left == fire, "looked at again at its time"
     assert DjangoJob.objects.get(id="remote").next_run_time == fire
+
+
+def test_a_fire_in_the_window_of_a_maintenance_pause_is_left_to_its_time_to_be_recorded_skipped(
+    registry: dict, executor: ThreadTarget
+) -> None:
+    job(interval=30, id="paused")(jobs.succeed)
+    store, fire = due_in(registry, 5)
+    Maintenance.objects.create(on=True, reason="migration", by="alice", since=timezone.now())
+
+    dispatcher = claim_ahead(store, executor, window=10)
+
+    assert not Execution.objects.exists(), "nothing claimed ahead during a pause"
+    assert dispatcher.left == fire, "looked at again at its time"
+
+
+def test_a_scheduler_whose_changes_are_pushed_records_each_fire_of_a_maintenance_pause_skipped(
+    runner: Runner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As on PostgreSQL with LISTEN: the loop does not poll, so only the wake-ups it plans itself
+    # bring it back for the fires it leaves to their time.
+    monkeypatch.setattr(runner, "_pushed", lambda: True)
+    job(interval=1, id="every_second")(jobs.succeed)
+    Maintenance.objects.create(on=True, reason="migration", by="alice", since=timezone.now())
+    runner.start()
+
+    skipped = Execution.objects.filter(job_id="every_second", status="skipped")
+    wait_for(lambda: skipped.count() >= 3, timeout=10)
+    assert not Execution.objects.exclude(status="skipped").exists()
 
 
 def test_the_window_is_widest_until_a_claim_is_measured_then_follows_the_time_claims_take() -> None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 
 from scheduling import control, job
 from scheduling.declarations import JobDeclarationError
@@ -138,6 +139,34 @@ def test_replace_stops_the_oldest_run_in_the_process_pool_and_runs_the_new_fire(
     assert new.started_at >= old.finished_at  # never two at once: max_instances holds
     control.cancel(new.pk, "test")
     wait_for(lambda: idle(dispatcher, threads), 30)
+
+
+def test_replace_asks_the_oldest_started_run_to_stop_never_one_claimed_ahead_and_not_started(
+    registry: dict, dispatcher: Dispatcher, threads: ThreadTarget
+) -> None:
+    job(interval=30, id="export", max_instances=2, overlap="replace", runs_in="processes")(jobs.succeed)
+    sync(dispatcher.store, registry.values())
+    stored = dispatcher.store.lookup_job("export")
+    assert stored is not None
+    assert threads.reserve(stored) == 1
+    assert threads.reserve(stored) == 1, "both slots busy"
+    now = timezone.now()
+    started = Execution.objects.create(
+        job_id="export", status=Status.RUNNING, scheduled_at=now - timedelta(seconds=10), started_at=now
+    )
+    held = Execution.objects.create(  # fire-ahead: claimed, waiting for its time
+        job_id="export", status=Status.RUNNING, scheduled_at=now + timedelta(seconds=1), started_at=None
+    )
+
+    fire(registry, dispatcher)
+
+    started.refresh_from_db()
+    held.refresh_from_db()
+    assert started.cancel_requested_by.startswith("overlap='replace'")
+    assert held.cancel_requested_at is None
+    assert Execution.objects.filter(job_id="export", status=Status.QUEUED).count() == 1
+    threads.release(stored)
+    threads.release(stored)
 
 
 def test_a_queued_fire_is_cancelled_at_once_and_frees_its_place(

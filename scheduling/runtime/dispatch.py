@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 
 from apscheduler.job import Job
 from django.db import DatabaseError, router, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from scheduling import signals
@@ -274,8 +275,8 @@ class Dispatcher:
         plan = _Plan(job, self.target(job))
         run_times, complete = due_fire_times(job, now)
         if not run_times:
-            if ahead is not None and skip is None:
-                self._plan_ahead(plan, now, ahead)
+            if ahead is not None:
+                self._plan_ahead(plan, ahead, skip)
             return plan
         if not complete:
             self._skip_ahead(plan, run_times[0], now)
@@ -337,14 +338,14 @@ class Dispatcher:
                 plan.rows.append(plan.busy[-1])
         return plan
 
-    def _plan_ahead(self, plan: _Plan, now: datetime, ahead: datetime) -> None:
-        """Claim the job's next fire, due after ``now`` and by ``ahead``, when it would start.
+    def _plan_ahead(self, plan: _Plan, ahead: datetime, skip: str | None) -> None:
+        """Claim the job's next fire, not due yet but by ``ahead``, when it would start.
 
         Only the plain case: a target that holds runs until their time, a free slot, no calendar,
-        no lock held, no pending retry. Any fire that would be recorded missed, skipped or queued
-        is left to its time and judged then, as without fire-ahead (and a pause is known to the
-        pass: ``skip``, never claimed ahead). Its row is running with no start: claimed, not
-        started. One fire per job per pass: its next one is looked at in a later pass.
+        no lock held, no pending retry, no maintenance pause (``skip``). Any fire that would be
+        recorded missed, skipped or queued is left to its time (``left``) and judged then, as
+        without fire-ahead. Its row is running with no start: claimed, not started. One fire per
+        job per pass: its next one is looked at in a later pass.
         """
         job, target = plan.job, plan.target
         fire = job.next_run_time
@@ -353,7 +354,16 @@ class Dispatcher:
         policy = self.store.policy(job.id)
         held = self._held.get(policy.lock) if policy.lock is not None else None
         waiting = self._pending.get(job.id, 0)
-        if not target.holds_runs or policy.calendars or held or waiting or not target.reserve(job, 1, 0):
+        if (
+            skip is not None
+            or not target.holds_runs
+            or policy.calendars
+            or held
+            or waiting
+            or not target.reserve(job, 1, 0)
+        ):
+            # Nothing else wakes the loop for it when changes are pushed: the store's next run
+            # time after the window is later, and this job was not moved on.
             self.left = fire if self.left is None or fire < self.left else self.left
             return
         plan.reserved = True
@@ -387,7 +397,14 @@ class Dispatcher:
                 held.name,
             )
         elif policy.overlap == "replace":
-            oldest = Execution.objects.filter(job_id=job.id).running().order_by("started_at", "pk").first()
+            # A run claimed ahead and not started yet has no start: it is the newest, not the
+            # oldest (SQLite and MariaDB sort NULL first).
+            oldest = (
+                Execution.objects.filter(job_id=job.id)
+                .running()
+                .order_by(F("started_at").asc(nulls_last=True), "pk")
+                .first()
+            )
             if oldest is not None:
                 Execution.objects.filter(pk=oldest.pk, cancel_requested_at__isnull=True).running().update(
                     cancel_requested_at=timezone.now(),
