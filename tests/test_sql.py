@@ -1,0 +1,112 @@
+"""The hand-written INSERT and UPDATE of many rows (scheduling.sql): what goes in is what the ORM
+would have written, on every database, whatever the text holds."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from django.apps import apps
+from django.core.exceptions import ValidationError
+from django.db import connection
+from django_apscheduler.models import DjangoJob
+
+from scheduling import sql
+from scheduling.models import Execution, SchedulerInstance
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+# Text a driver or an array literal could get wrong: quotes, braces, commas, backslashes, the
+# word NULL, an empty string, a NUL-free control character, and characters beyond ASCII.
+AWKWARD_TEXT = ['"quoted", {braced}', "back\\slash\\", "NULL", "", "tab\there", "日本語 ✓", "it's"]
+SAMPLES: dict[type, list[Any]] = {
+    str: AWKWARD_TEXT,
+    int: [0, -1, 2**31 - 1],
+    float: [0.0, -1.5, 1e-9],
+    bool: [True, False],
+    datetime: [datetime(2026, 12, 6, 13, 0, 0, 123456, tzinfo=UTC)],
+    uuid.UUID: [uuid.UUID(int=7)],
+    bytes: [b"\x00\x01{},\\'\"", b""],
+}
+
+
+def test_values_passed_as_they_are_are_exactly_what_the_orm_would_pass() -> None:
+    # The invariant that lets scheduling.sql.prepare skip the ORM: for every column of every model,
+    # a value it passes unchanged is one the field's get_db_prep_save returns unchanged.
+    checked = 0
+    for model in [*apps.get_app_config("scheduling").get_models(), DjangoJob]:
+        for column in model._meta.concrete_fields:
+            for value in [value for values in SAMPLES.values() for value in values]:
+                try:
+                    [given] = sql.prepare(column, [value], connection)
+                except (ValidationError, ValueError, TypeError):
+                    continue  # not a value of this column's type: the ORM said so
+                if given is value:
+                    orm = column.get_db_prep_save(value, connection)
+                    # psycopg's Binary only marks bytes as bytea, which bytes are to it anyway.
+                    assert getattr(orm, "obj", orm) == value, (model, column.name, value)
+                    checked += 1
+    assert checked > 100
+
+
+@pytest.mark.parametrize("text", AWKWARD_TEXT)
+def test_awkward_text_and_json_go_in_and_come_back_unchanged(text: str) -> None:
+    instance = SchedulerInstance.objects.create(hostname="here", pid=1)
+    when = datetime(2026, 12, 6, 13, 0, 0, 123456, tzinfo=UTC)
+    rows = [
+        Execution(
+            job_id=f"job {number}",
+            status="running",
+            scheduled_at=when + timedelta(seconds=number),
+            started_at=when,
+            exception=text,
+            args=[text, None, {"k": [text, 1.5, True]}],
+            kwargs={text: text} if number else None,
+            instance=instance,
+            pass_id=2**62,
+            duration=0.25,
+        )
+        for number in range(3)
+    ]
+
+    inserted, _ = sql.insert_rows(rows)
+    assert inserted == 3
+    stored = {row.job_id: row for row in Execution.objects.all()}
+    for row in rows:
+        got = stored[row.job_id]
+        assert (got.exception, got.args, got.kwargs, got.scheduled_at) == (
+            text,
+            row.args,
+            row.kwargs,
+            row.scheduled_at,
+        )
+        assert (got.instance_id, got.pass_id, got.duration) == (instance.pk, 2**62, 0.25)
+
+    changed = sql.update_rows(
+        Execution,
+        [(got.pk, {"output": text + "!", "finished_at": when}) for got in stored.values()],
+        ["output", "finished_at"],
+    )
+    assert changed == 3
+    assert set(Execution.objects.values_list("output", "finished_at")) == {(text + "!", when)}
+
+
+def test_bytes_are_compared_and_set_byte_for_byte() -> None:
+    state = b'\x00\x80{"a", b}\\\xff'
+    when = datetime(2026, 12, 6, 13, 0, tzinfo=UTC)
+    DjangoJob.objects.create(id="binary", next_run_time=when, job_state=state)
+
+    def move(was: bytes) -> int:
+        return sql.update_rows(
+            DjangoJob,
+            [("binary", {"job_state": state + b"\x00", "next_run_time": None, "job_state__was": was})],
+            ["job_state", "next_run_time"],
+            compare=["job_state"],
+        )
+
+    assert move(state[:-1]) == 0, "a different state is not the one read"
+    assert move(state) == 1
+    stored = DjangoJob.objects.get(id="binary")
+    assert (bytes(stored.job_state), stored.next_run_time) == (state + b"\x00", None)
