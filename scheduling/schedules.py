@@ -173,7 +173,7 @@ def parse_crontab(expression: str, tz: dt.tzinfo, jitter: int | None = None) -> 
         elif name == "day_of_week":
             fields[name] = ",".join(day for day in APSCHEDULER_WEEKDAYS if WEEKDAY_NAMES.index(day) in values)
         else:
-            fields[name] = _apscheduler_field(name, text.lower(), values, low, high)
+            fields[name] = _apscheduler_field(name, text.lower(), frozenset(values), low, high)
     minute, hour, day, _month, weekday = parts
     try:
         return CrontabTrigger(
@@ -237,7 +237,10 @@ def _crontab_values(field: str, low: int, high: int, names: tuple[str, ...], exp
     return {day % 7 for day in values} if names is WEEKDAY_NAMES else values
 
 
-def _apscheduler_field(name: str, text: str, values: set[int], low: int, high: int) -> str:
+# Cached: checking how APScheduler reads a field matches it against each of its values, and a
+# site declares thousands of jobs with a few expressions.
+@functools.lru_cache(maxsize=1024)
+def _apscheduler_field(name: str, text: str, values: frozenset[int], low: int, high: int) -> str:
     """The field as written when APScheduler reads it the same way (it reads better), else a list."""
     if re.fullmatch(r"[0-9*,/-]+", text):
         try:
