@@ -3,6 +3,7 @@ from __future__ import annotations
 import importlib
 import os
 import socket
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -274,3 +275,34 @@ def test_the_database_itself_keeps_a_job_row_django_apschedulers_history_refers_
 
     assert DjangoJob.objects.filter(id="anchored").exists()
     assert list(DjangoJobExecution.objects.values_list()) == before
+
+
+def test_the_rows_a_recorder_builds_are_those_the_orm_builds() -> None:
+    instance = SchedulerInstance.objects.create(hostname="here", pid=7)
+    recorder = Recorder(instance)
+    when = datetime(2026, 12, 6, 13, 0, tzinfo=UTC)
+
+    def fields(row: Execution) -> dict:
+        state = row._state
+        return {**{k: v for k, v in vars(row).items() if k != "_state"}, "state": (state.adding, state.db)}
+
+    running = recorder.running_row("a", when)
+    not_run = recorder.not_run_row("b", when, Execution.Status.MISSED, "late")
+    orm_running = Execution(
+        **{k: v for k, v in fields(running).items() if k not in ("state", "instance_id")}, instance=instance
+    )
+    orm_not_run = Execution(
+        **{k: v for k, v in fields(not_run).items() if k not in ("state", "instance_id")}, instance=instance
+    )
+
+    assert fields(running) == fields(orm_running)
+    assert fields(not_run) == fields(orm_not_run)
+    assert running.instance is instance
+    # The rows share their defaults: none may be a mutable object.
+    assert all(
+        isinstance(value, str | int | float | bool | datetime | uuid.UUID | type(None))
+        for value in vars(running).values()
+        if not isinstance(value, type(running._state))
+    )
+    running.save()
+    assert Execution.objects.get(pk=running.pk).instance_id == instance.pk
