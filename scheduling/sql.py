@@ -12,10 +12,11 @@ at the server —, each value prepared by its field exactly as the ORM would:
 * MySQL and MariaDB: ``UPDATE t JOIN (SELECT … UNION ALL SELECT …) AS v ON t.pk = v.pk SET …``
 
 On PostgreSQL the table of values is ``unnest()`` of one array per column instead, for the
-INSERT too: a statement with a placeholder per value (28,000 for a thousand history rows) cost
-psycopg about a quarter of a second to parse on every pass (it caches only short statements),
-and the server more to plan; with one placeholder per column the text is the same every pass.
-Measured on PostgreSQL 15, a thousand history rows: 260 ms with VALUES, 70 ms with arrays.
+INSERT too, unless the statement carries bytes (see ``_by_column``): a statement with a
+placeholder per value (28,000 for a thousand history rows) cost psycopg about a quarter of a
+second to parse on every pass (it caches only short statements), and the server more to plan;
+with one placeholder per column the text is the same every pass. Measured on PostgreSQL 15, a
+thousand history rows: 260 ms with VALUES, 70 ms with arrays.
 
 Values are prepared as the ORM would, but without its per-value machinery where that is a
 no-op: a value of the Python type the column stores (``str`` in a text column, an aware
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from operator import attrgetter
 from typing import Any
 from uuid import UUID
 
@@ -63,7 +65,7 @@ def update_rows(
     prepared = [prepare(column, values, connection) for column, values in zip(columns, given, strict=True)]
     build = {"postgresql": _postgresql, "sqlite": _sqlite}.get(connection.vendor, _mysql)
     sql = build(connection, meta.db_table, columns, len(fields), len(rows), expressions or {}) + f" {where}"
-    params = _params(prepared, connection)
+    params = _params(prepared, connection, columns)
     with connection.cursor() as cursor:
         cursor.execute(sql, [*params, *where_params])
         return cursor.rowcount
@@ -86,20 +88,30 @@ _AS_IS = {
 _AS_IS_POSTGRESQL = {**_AS_IS, "DateTimeField": (datetime,), "UUIDField": (UUID,), "BinaryField": (bytes,)}
 
 
-def _params(prepared: list[list[Any]], connection: Any) -> list[Any]:
-    """The parameters of a statement from each column's values: PostgreSQL takes a column's
-    values as one array, the others row after row."""
-    if connection.vendor == "postgresql":
+# Foreign keys to these save their target's value as it is (to a text key, "" would become NULL).
+_KEYS_AS_IS = {"UUIDField", "IntegerField", "BigIntegerField", "AutoField", "BigAutoField"}
+
+
+def _params(prepared: list[list[Any]], connection: Any, columns: list[Any]) -> list[Any]:
+    """The parameters of a statement from each column's values: one array per column (see
+    ``_by_column``), else row after row."""
+    if _by_column(connection, columns):
         return prepared
     return [value for row in zip(*prepared, strict=True) for value in row]
 
 
 def prepare(column: Any, values: Sequence[Any], connection: Any) -> list[Any]:
     """``values`` of ``column`` as its ``get_db_prep_save`` would give them to the driver."""
-    as_is = (_AS_IS_POSTGRESQL if connection.vendor == "postgresql" else _AS_IS).get(
-        column.get_internal_type(), ()
-    )
+    kind = column.get_internal_type()
+    if column.is_relation and column.target_field.get_internal_type() in _KEYS_AS_IS:
+        kind = column.target_field.get_internal_type()  # a foreign key saves its target's value
+    as_is = (_AS_IS_POSTGRESQL if connection.vendor == "postgresql" else _AS_IS).get(kind, ())
     prep = column.get_db_prep_save
+    if as_is == (str,):
+        # Any str, such as a member of a text choices enum: CharField.to_python keeps it as it is.
+        return [
+            value if value is None or isinstance(value, str) else prep(value, connection) for value in values
+        ]
     return [
         value
         if value is None
@@ -156,14 +168,27 @@ def _postgresql(
     aliases = ", ".join(f"c{number}" for number in range(len(columns)))
     assignments, compared = _clauses(connection, table, columns, assigned, "v.c{0}", expressions)
     return (
-        f"UPDATE {quote(table)} SET {assignments} FROM {_arrays(connection, columns)} AS v ({aliases}) "  # noqa: S608
+        f"UPDATE {quote(table)} SET {assignments} FROM {_table(connection, columns, count)} AS v ({aliases}) "  # noqa: S608
         f"WHERE {quote(table)}.{quote(columns[0].column)} = v.c0{compared}"
     )
 
 
-def _arrays(connection: Any, columns: list[Any]) -> str:
-    """A table of values from one typed array per column (all of the same length)."""
-    return "unnest(" + ", ".join(f"%s::{column.db_type(connection)}[]" for column in columns) + ")"
+def _by_column(connection: Any, columns: list[Any]) -> bool:
+    """Whether a PostgreSQL statement takes each column's values as one array: not when it
+    carries bytes, which psycopg escapes twice for an array, in Python (a thousand pickled jobs:
+    61 ms as an array, 28 ms as a placeholder each)."""
+    return connection.vendor == "postgresql" and all(
+        column.get_internal_type() != "BinaryField" for column in columns
+    )
+
+
+def _table(connection: Any, columns: list[Any], count: int) -> str:
+    """A PostgreSQL table of ``count`` rows of values, typed as the columns."""
+    if _by_column(connection, columns):
+        return "unnest(" + ", ".join(f"%s::{column.db_type(connection)}[]" for column in columns) + ")"
+    # Typed placeholders: VALUES takes its column types from them.
+    row = "(" + ", ".join(f"%s::{column.db_type(connection)}" for column in columns) + ")"
+    return f"(VALUES {', '.join([row] * count)})"
 
 
 def _sqlite(
@@ -217,12 +242,17 @@ def insert_rows(
     connection = connections[router.db_for_write(model)]
     meta = model._meta
     columns: list[Any] = [field for field in meta.concrete_fields if field is not meta.pk]
-    prepared = [prepare(column, [_value(column, obj) for obj in objs], connection) for column in columns]
-    params = _params(prepared, connection)
+    prepared = [prepare(column, _values(column, objs), connection) for column in columns]
     quote = connection.ops.quote_name
     names = ", ".join(quote(column.column) for column in columns)
-    build = {"postgresql": _insert_postgresql, "sqlite": _insert_sqlite}.get(connection.vendor, _insert_mysql)
-    sql = build(connection, quote(meta.db_table), names, columns, len(objs), condition[0])
+    if _by_column(connection, columns):
+        sql, params = _insert_arrays(connection, quote(meta.db_table), names, columns, prepared, condition[0])
+    else:
+        build = {"postgresql": _insert_postgresql, "sqlite": _insert_sqlite}.get(
+            connection.vendor, _insert_mysql
+        )
+        sql = build(connection, quote(meta.db_table), names, columns, len(objs), condition[0])
+        params = _params(prepared, connection, columns)
     returns = connection.features.can_return_rows_from_bulk_insert and returning
     if returns:
         sql += " RETURNING " + ", ".join(quote(meta.get_field(name).column) for name in returning)  # type: ignore[union-attr,arg-type]
@@ -232,19 +262,47 @@ def insert_rows(
         return (len(rows) if returns else cursor.rowcount), rows
 
 
-def _value(column: Any, obj: Model) -> Any:
-    """What the ORM would save for ``column`` of a new ``obj`` (``pre_save`` only where it does
+def _values(column: Any, objs: Sequence[Model]) -> list[Any]:
+    """What the ORM would save for ``column`` of each new object (``pre_save`` only where it does
     more than read the attribute: auto_now and auto_now_add)."""
     if getattr(column, "auto_now", False) or getattr(column, "auto_now_add", False):
-        return column.pre_save(obj, add=True)
-    return getattr(obj, column.attname)
+        return [column.pre_save(obj, add=True) for obj in objs]
+    return list(map(attrgetter(column.attname), objs))
+
+
+def _insert_arrays(
+    connection: Any, table: str, names: str, columns: list[Any], prepared: list[list[Any]], cond: str
+) -> tuple[str, list[Any]]:
+    """PostgreSQL: the rows as one array per column, but a column with the same value in every
+    row (most of a pass's: its status, host, process, pass, attempt…) as that one value: the
+    driver dumps a few thousand values in Python rather than 28,000."""
+    selected: list[str] = []
+    arrays: list[str] = []
+    scalars: list[Any] = []
+    columns_given: list[list[Any]] = []
+    for number, (column, values) in enumerate(zip(columns, prepared, strict=True)):
+        db_type = column.db_type(connection)
+        # The first column stays an array, so that the rows are as many as the values.
+        if number and values.count(values[0]) == len(values):
+            selected.append(f"%s::{db_type}")
+            scalars.append(values[0])
+        else:
+            selected.append(f"v.c{len(arrays)}")
+            arrays.append(f"%s::{db_type}[]")
+            columns_given.append(values)
+    aliases = ", ".join(f"c{number}" for number in range(len(arrays)))
+    sql = (
+        f"INSERT INTO {table} ({names}) SELECT {', '.join(selected)} "  # noqa: S608
+        f"FROM unnest({', '.join(arrays)}) AS v ({aliases}) WHERE {cond} ON CONFLICT DO NOTHING"
+    )
+    return sql, [*scalars, *columns_given]
 
 
 def _insert_postgresql(
     connection: Any, table: str, names: str, columns: list[Any], count: int, cond: str
 ) -> str:
     return (
-        f"INSERT INTO {table} ({names}) SELECT * FROM {_arrays(connection, columns)} AS v "  # noqa: S608
+        f"INSERT INTO {table} ({names}) SELECT * FROM {_table(connection, columns, count)} AS v "  # noqa: S608
         f"WHERE {cond} ON CONFLICT DO NOTHING"
     )
 

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 # word NULL, an empty string, a NUL-free control character, and characters beyond ASCII.
 AWKWARD_TEXT = ['"quoted", {braced}', "back\\slash\\", "NULL", "", "tab\there", "日本語 ✓", "it's"]
 SAMPLES: dict[type, list[Any]] = {
-    str: AWKWARD_TEXT,
+    str: [*AWKWARD_TEXT, Execution.Status.RUNNING],
     int: [0, -1, 2**31 - 1],
     float: [0.0, -1.5, 1e-9],
     bool: [True, False],
