@@ -56,6 +56,8 @@ class CrontabTrigger(CronTrigger):
     with ``*``); they are part of the pickled state.
     """
 
+    _last_day: tuple[dt.date, bool] | None = None  # see matches_day
+
     def __init__(
         self,
         *,
@@ -206,6 +208,15 @@ class CrontabTrigger(CronTrigger):
         return None
 
     def matches_day(self, day: dt.date) -> bool:
+        # The last day asked about, remembered: a job firing every second or minute asks about
+        # the same day at every fire, and five field matches cost more than the rest of the search.
+        if self._last_day is not None and self._last_day[0] == day:
+            return self._last_day[1]
+        matches = self._matches_day(day)
+        self._last_day = (day, matches)
+        return matches
+
+    def _matches_day(self, day: dt.date) -> bool:
         moment = dt.datetime.combine(day, dt.time())
         for name in ("year", "month", "week"):
             if not _field_matches(self._field[name], moment):
@@ -225,6 +236,7 @@ class CrontabTrigger(CronTrigger):
 
     def _prepare(self) -> None:
         self._field = {field.name: field for field in self.fields}
+        self._last_day = None
         self._hours = _values(self._field["hour"], "hour", 24)
         self._minutes = _values(self._field["minute"], "minute", 60)
         self._seconds = _values(self._field["second"], "second", 60)
