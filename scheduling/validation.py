@@ -98,7 +98,29 @@ def shown(value: Any) -> str:
     return text if len(text) <= 40 else f"{text[:37]}..."
 
 
-def _refuse(field: str, rule: str, value: Any, code: str = "out_of_range") -> InputError:
+def gettext_noop(message: str) -> str:
+    """Mark ``message`` for the catalogues (makemessages looks for this name) and return it as is.
+
+    Django's own ``gettext_noop`` reads the settings, and this module is imported before they are
+    configured (``import scheduling`` in a site's settings or a script)."""
+    return message
+
+
+class Rule:
+    """What a value must be, put into words (translated) only when a value breaks it: gettext
+    costs more than most checks, and a site with 100,000 declared jobs checks them all at start-up."""
+
+    __slots__ = ("message", "params")
+
+    def __init__(self, message: str, **params: Any) -> None:
+        self.message = message  # marked with gettext_noop where it is written
+        self.params = params
+
+    def __str__(self) -> str:
+        return _(self.message) % self.params
+
+
+def _refuse(field: str, rule: str | Rule, value: Any, code: str = "out_of_range") -> InputError:
     return InputError(
         field,
         code,
@@ -107,7 +129,7 @@ def _refuse(field: str, rule: str, value: Any, code: str = "out_of_range") -> In
     )
 
 
-def whole_number(field: str, value: Any, low: int, high: int, rule: str) -> int:
+def whole_number(field: str, value: Any, low: int, high: int, rule: str | Rule) -> int:
     """``value`` as an int from ``low`` to ``high``; bools and floats with a fraction are refused."""
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         value = int(value)
@@ -124,7 +146,7 @@ def whole_number_text(field: str, text: str, low: int, high: int) -> int:
     ``str.isdigit`` accepts '²' and other digits ``int`` refuses; a length check first keeps a
     5,000-digit string from reaching ``int`` at all.
     """
-    rule = _("a whole number from %(low)s to %(high)s") % {"low": low, "high": high}
+    rule = Rule(gettext_noop("a whole number from %(low)s to %(high)s"), low=low, high=high)
     if not (text.isascii() and text.isdigit()) or len(text) > len(str(high)):
         raise _refuse(field, rule, text, code="invalid_number")
     return whole_number(field, int(text), low, high, rule)
@@ -138,7 +160,10 @@ def check_misfire_grace_time(value: Any) -> int | None:
         value,
         1,
         MAX_MISFIRE_GRACE_TIME,
-        _("a whole number of seconds from 1 to %(max)s (31 days), or none") % {"max": MAX_MISFIRE_GRACE_TIME},
+        Rule(
+            gettext_noop("a whole number of seconds from 1 to %(max)s (31 days), or none"),
+            max=MAX_MISFIRE_GRACE_TIME,
+        ),
     )
 
 
@@ -150,7 +175,7 @@ def check_jitter(value: Any) -> int | None:
         value,
         0,
         MAX_JITTER,
-        _("a whole number of seconds from 0 to %(max)s (1 day)") % {"max": MAX_JITTER},
+        Rule(gettext_noop("a whole number of seconds from 0 to %(max)s (1 day)"), max=MAX_JITTER),
     )
 
 
@@ -162,7 +187,7 @@ def check_timeout(value: Any) -> int | None:
         value,
         1,
         MAX_TIMEOUT,
-        _("a whole number of seconds from 1 to %(max)s (31 days), or none") % {"max": MAX_TIMEOUT},
+        Rule(gettext_noop("a whole number of seconds from 1 to %(max)s (31 days), or none"), max=MAX_TIMEOUT),
     )
 
 
@@ -202,7 +227,7 @@ def check_alert(value: Any) -> dict[str, Any] | None:
         )
     checked: dict[str, Any] = {"to": check_destinations(value.get("to", []))}
     on = value.get("on", ["failure"])
-    rule = _("a list of distinct events among %(events)s") % {"events": ", ".join(ALERT_EVENTS)}
+    rule = Rule(gettext_noop("a list of distinct events among %(events)s"), events=", ".join(ALERT_EVENTS))
     if (
         not isinstance(on, (list, tuple))
         or any(event not in ALERT_EVENTS for event in on)
@@ -215,7 +240,7 @@ def check_alert(value: Any) -> dict[str, Any] | None:
         value.get("after_failures", 1),
         1,
         MAX_AFTER_FAILURES,
-        _("a whole number of runs in a row from 1 to %(max)s") % {"max": MAX_AFTER_FAILURES},
+        Rule(gettext_noop("a whole number of runs in a row from 1 to %(max)s"), max=MAX_AFTER_FAILURES),
     )
     for name, low, high in (
         ("longer_than", 1, MAX_TIMEOUT),
@@ -230,7 +255,11 @@ def check_alert(value: Any) -> dict[str, Any] | None:
                 given,
                 low,
                 high,
-                _("a whole number of seconds from %(low)s to %(high)s, or none") % {"low": low, "high": high},
+                Rule(
+                    gettext_noop("a whole number of seconds from %(low)s to %(high)s, or none"),
+                    low=low,
+                    high=high,
+                ),
             )
         )
     checked["longer_than_usual"] = usual_factor(value.get("longer_than_usual"))
@@ -241,10 +270,11 @@ def usual_factor(value: Any) -> float | None:
     """How many times its usual duration a run may take before it alerts: a number, or none."""
     if value is None:
         return None
-    rule = _("a number from %(low)s to %(high)s (times the usual duration), or none") % {
-        "low": MIN_USUAL_FACTOR,
-        "high": f"{MAX_USUAL_FACTOR:g}",
-    }
+    rule = Rule(
+        gettext_noop("a number from %(low)s to %(high)s (times the usual duration), or none"),
+        low=MIN_USUAL_FACTOR,
+        high=f"{MAX_USUAL_FACTOR:g}",
+    )
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _refuse("alert.longer_than_usual", rule, value, "invalid_type")
     if not (_finite(value) and MIN_USUAL_FACTOR <= value <= MAX_USUAL_FACTOR):
@@ -260,7 +290,7 @@ def _finite(number: float) -> bool:
 
 def check_destinations(value: Any) -> list[str]:
     """Where alerts go: "mail_admins", "log", an e-mail address, an http(s) URL, "slack:<url>"."""
-    rule = _("a list of at most %(max)s destinations") % {"max": MAX_ALERT_DESTINATIONS}
+    rule = Rule(gettext_noop("a list of at most %(max)s destinations"), max=MAX_ALERT_DESTINATIONS)
     if not isinstance(value, (list, tuple)) or len(value) > MAX_ALERT_DESTINATIONS:
         raise _refuse("alert.to", rule, value, "invalid_type")
     checked = []
@@ -333,7 +363,7 @@ def check_retries(value: Any) -> int:
         value,
         0,
         MAX_RETRIES,
-        _("a whole number of further attempts from 0 to %(max)s") % {"max": MAX_RETRIES},
+        Rule(gettext_noop("a whole number of further attempts from 0 to %(max)s"), max=MAX_RETRIES),
     )
 
 
@@ -343,7 +373,7 @@ def check_retry_backoff(value: Any) -> int:
         value,
         0,
         MAX_RETRY_BACKOFF,
-        _("a whole number of seconds from 0 to %(max)s (1 day)") % {"max": MAX_RETRY_BACKOFF},
+        Rule(gettext_noop("a whole number of seconds from 0 to %(max)s (1 day)"), max=MAX_RETRY_BACKOFF),
     )
 
 
@@ -353,14 +383,16 @@ def check_retry_backoff_max(value: Any) -> int:
         value,
         0,
         MAX_RETRY_BACKOFF_MAX,
-        _("a whole number of seconds from 0 to %(max)s (7 days)") % {"max": MAX_RETRY_BACKOFF_MAX},
+        Rule(gettext_noop("a whole number of seconds from 0 to %(max)s (7 days)"), max=MAX_RETRY_BACKOFF_MAX),
     )
 
 
 def check_retry_on(value: Any) -> list[str]:
     """Exception classes (or their dotted names) as the dotted names stored; each entry must be
     an importable subclass of BaseException, so that a typo fails here, not at the first failure."""
-    rule = _("a list of at most %(max)s exception classes or their dotted names") % {"max": MAX_RETRY_ON}
+    rule = Rule(
+        gettext_noop("a list of at most %(max)s exception classes or their dotted names"), max=MAX_RETRY_ON
+    )
     if isinstance(value, (str, type)):
         value = [value]
     if not isinstance(value, (list, tuple)) or len(value) > MAX_RETRY_ON:
@@ -421,7 +453,7 @@ def _import_dotted(field: str, name: str) -> Any:
 def check_calendars(value: Any) -> tuple[str, ...]:
     """A job's calendars: a list of distinct names (whether each exists is
     ``scheduling.calendars.check_known``'s, which needs the database)."""
-    rule = _("a list of at most %(max)s calendar names") % {"max": MAX_CALENDARS}
+    rule = Rule(gettext_noop("a list of at most %(max)s calendar names"), max=MAX_CALENDARS)
     if value is None:
         return ()
     if not isinstance(value, (list, tuple)) or len(value) > MAX_CALENDARS:
@@ -480,7 +512,7 @@ def check_max_instances(value: Any) -> int:
         value,
         1,
         MAX_INSTANCES,
-        _("a whole number from 1 to %(max)s") % {"max": MAX_INSTANCES},
+        Rule(gettext_noop("a whole number from 1 to %(max)s"), max=MAX_INSTANCES),
     )
 
 
@@ -495,7 +527,7 @@ def flag(field: str, value: Any) -> bool:
 
 
 def text(field: str, value: Any, max_length: int = MAX_TEXT_LENGTH) -> str:
-    rule = _("text of at most %(max)s characters") % {"max": max_length}
+    rule = Rule(gettext_noop("text of at most %(max)s characters"), max=max_length)
     if not isinstance(value, str):
         raise _refuse(field, rule, value, code="invalid_type")
     _check_characters(field, value)
@@ -612,10 +644,11 @@ def options(values: dict[str, Any]) -> dict[str, Any]:
 
 def check_interval(value: Any) -> dict[str, float]:
     """An interval (seconds, a timedelta or a dict of units) within 1 second and 10 years."""
-    rule = _("from %(low)s second to %(high)s seconds (10 years)") % {
-        "low": MIN_INTERVAL,
-        "high": MAX_INTERVAL,
-    }
+    rule = Rule(
+        gettext_noop("from %(low)s second to %(high)s seconds (10 years)"),
+        low=MIN_INTERVAL,
+        high=MAX_INTERVAL,
+    )
     if isinstance(value, dt.timedelta):
         value = {"seconds": value.total_seconds()}
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -650,10 +683,11 @@ def check_interval(value: Any) -> dict[str, float]:
 
 def check_date(field: str, value: Any) -> None:
     """A date and time from 1970-01-02 to 9999-12-30, whatever its UTC offset."""
-    rule = _("a date and time from %(first)s to %(last)s") % {
-        "first": FIRST_DATE.date().isoformat(),
-        "last": LAST_DATE.date().isoformat(),
-    }
+    rule = Rule(
+        gettext_noop("a date and time from %(first)s to %(last)s"),
+        first=FIRST_DATE.date().isoformat(),
+        last=LAST_DATE.date().isoformat(),
+    )
     if isinstance(value, str):
         text(field, value, MAX_DATE_LENGTH)
         try:
@@ -802,14 +836,6 @@ def _bind(function: Callable[..., Any], args: list[Any], kwargs: dict[str, Any],
             _("the arguments do not match %(function)s%(signature)s: %(error)s")
             % {"function": name, "signature": _plain(signature), "error": signature_error(exc)},
         ) from None
-
-
-def gettext_noop(message: str) -> str:
-    """Mark ``message`` for the catalogues (makemessages looks for this name) and return it as is.
-
-    Django's own ``gettext_noop`` reads the settings, and this module is imported before they are
-    configured (``import scheduling`` in a site's settings or a script)."""
-    return message
 
 
 # What inspect.Signature.bind raises (Python 3.11 to 3.13), and the same words for the catalogues.
