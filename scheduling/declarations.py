@@ -12,6 +12,7 @@ import importlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, TypeVar
 
 from apscheduler.util import obj_to_ref
@@ -47,7 +48,7 @@ class Declaration:
     executor: str = DEFAULT_ALIAS  # where it runs: see scheduling.placement
     policy: dict[str, Any] = field(default_factory=dict)  # a RunPolicy's stored form: what is set
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
         """Changes whenever the code changes what this job runs or when."""
         payload = json.dumps(self.as_dict(), sort_keys=True, default=str)

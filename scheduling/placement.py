@@ -32,6 +32,10 @@ class PlacementError(ValueError):
     """A placement that cannot be used; the message says what is wrong."""
 
 
+# RunsIn.values builds its list at every call, and every declared job asks.
+_RUNS_IN = frozenset(RunsIn.values)
+
+
 @dataclass(frozen=True)
 class Placement:
     runs_in: RunsIn = RunsIn.THREADS
@@ -51,7 +55,7 @@ class Placement:
     @classmethod
     def build(cls, runs_in: str, backend: str | None = None, queue: str | None = None) -> Placement:
         """A placement from what a user declared or entered; raises PlacementError if it cannot work."""
-        if runs_in not in RunsIn.values:
+        if runs_in not in _RUNS_IN:
             choices = ", ".join(map(repr, RunsIn.values))
             raise PlacementError(f"runs_in must be one of {choices}, not {runs_in!r}")
         if runs_in != RunsIn.TASKS:

@@ -114,12 +114,13 @@ class RunPolicy:
 
     def stored(self) -> dict[str, Any]:
         """What the ``run_policy`` column holds for this policy: what differs from the defaults."""
-        defaults = asdict(DEFAULT)
-        stored = {
-            name: list(value) if isinstance(value, tuple) else value
-            for name, value in asdict(self).items()
-            if value != defaults[name]
-        }
+        # Field by field, not asdict(): that deep-copies every value, and each declared job is
+        # stored this way at start-up.
+        stored = {}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if item.name != "alert" and value != getattr(DEFAULT, item.name):
+                stored[item.name] = list(value) if isinstance(value, tuple) else value
         if self.alert is not None:
             stored["alert"] = self.alert.stored()
         return stored

@@ -11,7 +11,9 @@ datetimes end in the year 9999, so every bound keeps a day's room for any UTC of
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import functools
 import inspect
 import json
 import math
@@ -758,7 +760,44 @@ def schedule(
     timezone_name: Any = None,
     jitter: Any = None,
 ) -> dict[str, Any]:
-    """Check the user's schedule keywords against the limits, then make the spec (see schedules)."""
+    """Check the user's schedule keywords against the limits, then make the spec (see schedules).
+
+    A site declares thousands of jobs with a few schedules, and checking one builds its trigger:
+    keywords that can be told apart by their hashable form are checked once (bounded cache)."""
+    keywords = (cron, interval, date, timezone_name, jitter)
+    try:
+        given = _Keywords(tuple(map(_frozen, keywords)), keywords)
+        hash(given)
+    except TypeError:
+        return _schedule(*keywords)
+    spec = _checked_schedule(given)
+    # A copy: the caller may change its spec, not the cache's.
+    return {name: dict(value) if isinstance(value, dict) else value for name, value in spec.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Keywords:
+    key: tuple[Any, ...]  # what the cache compares
+    values: tuple[Any, ...] = dataclasses.field(compare=False)  # what is checked
+
+
+def _frozen(value: Any) -> Any:
+    """A hashable stand-in telling apart what the schedule keywords can hold: with its type, so
+    that 1, 1.0 and True differ, and a datetime by its text, so that one instant written in two
+    time zones does too."""
+    if isinstance(value, dict):
+        return (dict, tuple((_frozen(k), _frozen(v)) for k, v in value.items()))
+    if isinstance(value, dt.datetime):
+        return (dt.datetime, repr(value))
+    return (type(value), value)
+
+
+@functools.lru_cache(maxsize=1024)
+def _checked_schedule(given: _Keywords) -> dict[str, Any]:
+    return _schedule(*given.values)
+
+
+def _schedule(cron: Any, interval: Any, date: Any, timezone_name: Any, jitter: Any) -> dict[str, Any]:
     given = {k: v for k, v in (("cron", cron), ("interval", interval), ("date", date)) if v is not None}
     if len(given) != 1:
         raise InputError("schedule", "invalid_schedule", _("give exactly one of cron, interval or date"))

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import io
 import re
-from datetime import UTC, date, timedelta
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -246,3 +247,21 @@ def test_an_excluded_day_is_held_to_the_dates_a_range_is(day: date) -> None:
 def test_the_first_and_last_days_a_job_can_run_may_be_excluded() -> None:
     for day in (validation.FIRST_DATE.date(), validation.LAST_DATE.date()):
         assert validation.calendar_period(day, None, None, UTC) == (day, None, None)
+
+
+def test_a_schedule_checked_again_comes_from_the_cache_as_a_copy_of_its_own() -> None:
+    first = validation.schedule(cron={"minute": "*/5"})
+    first["cron"]["minute"] = "changed by its caller"
+
+    assert validation.schedule(cron={"minute": "*/5"}) == {"cron": {"minute": "*/5"}}
+
+
+def test_schedules_that_compare_equal_but_read_differently_are_kept_apart() -> None:
+    berlin = ZoneInfo("Europe/Berlin")
+    instant = datetime(2027, 1, 1, 12, 0, tzinfo=UTC)
+
+    assert validation.schedule(date=instant)["date"] == "2027-01-01T12:00:00+00:00"
+    assert validation.schedule(date=instant.astimezone(berlin))["date"] == "2027-01-01T13:00:00+01:00"
+    for _ in range(2):  # a refusal is never cached as an answer
+        with pytest.raises(validation.InputError):
+            validation.schedule(interval=True)
