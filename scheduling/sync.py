@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -96,7 +96,14 @@ def build_job(declaration: Declaration, store: JobStore, now: datetime, paused: 
     )
 
 
-def sync(store: JobStore, declarations: Iterable[Declaration], now: datetime | None = None) -> SyncReport:
+def sync(
+    store: JobStore,
+    declarations: Iterable[Declaration],
+    now: datetime | None = None,
+    keep: Callable[[], None] = lambda: None,
+) -> SyncReport:
+    """Bring the store in line with the declarations; ``keep`` is called every few thousand jobs
+    (the scheduler renews its lease there: a first sync of 100,000 jobs outlasts it)."""
     now = now or timezone.now()
     report = SyncReport()
     rows = {row.id: row for row in DjangoJob.objects.all()}
@@ -104,14 +111,18 @@ def sync(store: JobStore, declarations: Iterable[Declaration], now: datetime | N
     scheduled_jobs = ScheduledJob.objects.defer("declaration", "run_policy").in_bulk()
     declared = {declaration.id: declaration for declaration in declarations}
     to_write: list[tuple[Declaration, bool, bool]] = []
-    for declaration in declared.values():
+    for number, declaration in enumerate(declared.values(), 1):
         change = _sync_declared(
             store, declaration, scheduled_jobs.get(declaration.id), rows.get(declaration.id), now, report
         )
         if change is not None:
             to_write.append(change)
+        if number % SYNC_BATCH == 0:
+            keep()
     # Written together: a first start with thousands of declared jobs takes a few statements.
-    apply_declarations(store, to_write, now)
+    for start in range(0, len(to_write), SYNC_BATCH):
+        apply_declarations(store, to_write[start : start + SYNC_BATCH], now)
+        keep()
     for job_id, row in rows.items():
         if job_id not in declared:
             _sync_undeclared(store, scheduled_jobs.get(job_id), row, now, report)
@@ -124,6 +135,9 @@ def sync(store: JobStore, declarations: Iterable[Declaration], now: datetime | N
     ]
     ScheduledJob.objects.filter(id__in=gone, undeclared_at__isnull=True).update(undeclared_at=now)
     return report
+
+
+SYNC_BATCH = 5000  # declarations looked at, or written, between two calls of sync's ``keep``
 
 
 def _sync_declared(

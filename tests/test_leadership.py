@@ -15,6 +15,7 @@ import pytest
 from django.core.management import call_command
 
 from scheduling import job
+from scheduling import sync as sync_module
 from scheduling.models import Execution, Lease, SchedulerInstance
 from scheduling.queries import scheduler_status
 from scheduling.runtime.leadership import Leadership
@@ -159,3 +160,36 @@ def test_a_scheduler_that_cannot_start_scheduling_gives_the_lease_up_and_says_wh
     stuck._lead()
     assert stuck.active
     assert SchedulerInstance.objects.get(pk=stuck.instance.pk).standby_reason == ""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_sync_that_outlasts_the_lease_renews_it_and_the_scheduler_takes_over(
+    runners: list[Runner], registry: dict, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As with 100,000 jobs on a slow machine: here each batch of the first sync takes 0.5 s,
+    # and five of them outlast the lease (1.5 s); renewed between batches, it holds.
+    settings.SCHEDULING_LEASE_DURATION = 1.5
+    settings.SCHEDULING_LEASE_RENEW_INTERVAL = 0.2
+    for number in range(5):
+        job(interval={"seconds": 30}, id=f"slow-{number}")(jobs.succeed)
+    monkeypatch.setattr(sync_module, "SYNC_BATCH", 1)
+    write = sync_module.apply_declarations
+
+    def slowly(*args: Any) -> Any:
+        time.sleep(0.5)
+        return write(*args)
+
+    monkeypatch.setattr(sync_module, "apply_declarations", slowly)
+    runner = Runner()
+    runners.append(runner)
+
+    runner.start()
+
+    assert runner.active
+    assert runner.leadership.held
+    assert runner.sync_report is not None
+    assert len(runner.sync_report.added) == 5
+    epoch = Lease.objects.get().epoch
+    runner._lead()  # its next renewal keeps the epoch: nobody took over meanwhile
+    assert runner.active
+    assert Lease.objects.get().epoch == epoch

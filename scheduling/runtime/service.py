@@ -264,7 +264,7 @@ class Runner:
         self.thread_runs.warm_up()
         self.recorder.fence = self.leadership.fence
         sync_calendars(calendars.registry.values(), declarations.registry.values())
-        self.sync_report = sync(self.store, declarations.registry.values())
+        self.sync_report = sync(self.store, declarations.registry.values(), keep=self._keep_lease)
         if any(
             Placement.of(item.executor).runs_in == RunsIn.PROCESSES for item in declarations.registry.values()
         ):
@@ -281,6 +281,19 @@ class Runner:
             self.instance,
             self.leadership.fence.epoch if self.leadership.fence else 0,
         )
+
+    def _keep_lease(self) -> None:
+        """Renew the lease during a long step of taking over (the first sync of 100,000 jobs
+        outlasts it): the loop that renews it is the one taking over.
+
+        :raises FenceLost: the lease was lost meanwhile; taking over stops.
+        """
+        if time.monotonic() < self._next_claim:
+            return
+        self._next_claim = time.monotonic() + settings.LEASE_RENEW_INTERVAL
+        fence = self.leadership.fence
+        if fence is not None and not self.leadership.claim():
+            raise FenceLost(fence, "sync the declared jobs")
 
     def _activation_failed(self, exc: Exception) -> None:
         message, _ = describe_exception(exc)
