@@ -6,6 +6,8 @@ MariaDB, a recursive CTE on SQLite: inserting 10,000,000 rows through the ORM wo
 then renders each changelist with Django's test client as a superuser. Ours: the Jobs and Executions lists;
 stock: django-apscheduler's own ``DjangoJobAdmin`` and ``DjangoJobExecutionAdmin`` (bench/urls.py).
 
+The API's first page of jobs and of runs (ours only) is timed the same way, at both sizes.
+
 Then the timeline (ours only: the stock admin has none) with ``--timeline-runs`` runs in its
 24-hour window over ``--timeline-jobs`` jobs, spread so that no two runs of a job share a pixel:
 every run is a mark of its own, the most markup the page can have for that many runs.
@@ -26,6 +28,8 @@ PAGES = {
     "jobs": ("/admin/scheduling/job/", "/stock-admin/django_apscheduler/djangojob/"),
     "executions": ("/admin/scheduling/execution/", "/stock-admin/django_apscheduler/djangojobexecution/"),
 }
+# Ours only (the stock setup has no API): a page of the jobs and of the runs, as the admin's session.
+API = {"jobs": "/scheduling/api/jobs/", "runs": "/scheduling/api/runs/"}
 TIMELINE = "/admin/scheduling/job/timeline/"
 RENDERS = 3  # timed renders per page, after one warm-up; the median is reported
 # Outcomes of the timeline's runs, by n % 20: mostly successes, and each kind of trouble it shows.
@@ -210,10 +214,11 @@ def render(client: Any, url: str) -> dict[str, float | int]:
 
 
 def measure_all(client: Any) -> dict[str, dict[str, Any]]:
-    return {
+    pages = {
         page: {"ours": render(client, ours), "stock": render(client, stock)}
         for page, (ours, stock) in PAGES.items()
     }
+    return {**pages, **{f"api {page}": {"ours": render(client, url)} for page, url in API.items()}}
 
 
 def main() -> None:

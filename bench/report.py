@@ -439,6 +439,17 @@ class Rows:
                 large.get("stock", {}).get("ms"),
                 ms(floor),
             )
+        for page in ("api jobs", "api runs"):
+            large, small = admin.get("large", {}).get(page, {}), admin.get("small", {}).get(page, {})
+            self.add(f"{page} list, first page, {size}: response (ms)", large.get("ours", {}).get("ms"), None)
+            queries = (small.get("ours", {}).get("queries"), large.get("ours", {}).get("queries"))
+            self.add(
+                f"{page} list: queries at 10 jobs / 100 executions → {size}",
+                f"{queries[0]} → {queries[1]}",
+                None,
+                lambda v: len(set(v.split(" → "))) == 1,
+                "constant",
+            )
         self.add(f"admin: filling {size} took (s)", admin.get("fill_seconds"), None)
         timeline = admin.get("timeline", {})
         large, small = timeline.get("large", {}), timeline.get("small", {})

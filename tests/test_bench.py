@@ -65,4 +65,5 @@ def test_the_quick_benchmark_runs_and_prints_every_row(tmp_path: Path) -> None:
     ]:
         assert measure in table
     assert "admin jobs changelist" in table
+    assert "api jobs list: queries at 10 jobs / 100 executions" in table
     assert "admin timeline, 100 jobs / 1,000 runs in the window: render (ms)" in table
