@@ -40,9 +40,10 @@ chaos: $(VENV)/.installed
 	SCHEDULING_CHAOS_SECONDS=$(SECONDS) SCHEDULING_CHAOS_SEED=$(SEED) \
 		$(VENV)/bin/nox -s "tests(3.11-django5.2-$(DATABASE))" -- tests/test_chaos.py -m processes
 
-# Ours against the stock django-apscheduler pattern on SQLite and PostgreSQL (see README, Benchmark);
-# e.g. make bench BENCH_ARGS="--databases sqlite --quick".
+# Ours against the stock django-apscheduler pattern on SQLite, PostgreSQL and MariaDB (see README,
+# Benchmark); e.g. make bench BENCH_ARGS="--databases sqlite --quick". MariaDB needs mysqlclient.
 bench: $(VENV)/.installed
+	$(VENV)/bin/python -m pip install --quiet -r requirements-mysql.txt
 	$(VENV)/bin/python -m bench $(BENCH_ARGS)
 
 # Executions/s by where jobs run (threads, process pool, 1, 2 and 4 task workers, 2 RQ and 2 Celery

@@ -7,7 +7,7 @@ import os
 import platform
 import sqlite3
 import subprocess
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 
 from bench.paths import ROOT
 
@@ -31,6 +31,32 @@ def postgres_version(url: str) -> str:
         return f"unknown ({type(exc).__name__})"
 
 
+def mariadb_version(server: dict[str, object]) -> str:
+    try:
+        import MySQLdb  # type: ignore[import-untyped]
+
+        connection = MySQLdb.connect(**server, connect_timeout=3)
+        try:
+            cursor = connection.cursor()
+            cursor.execute("SELECT VERSION()")
+            row = cursor.fetchone()
+            return str(row[0]) if row else "unknown"
+        finally:
+            connection.close()
+    except Exception as exc:  # any failure only means the version is unknown
+        return f"unknown ({type(exc).__name__})"
+
+
+def driver_versions() -> str:
+    found = []
+    for name in ("psycopg", "mysqlclient"):
+        try:
+            found.append(f"{name} {version(name)}")
+        except PackageNotFoundError:  # a driver not installed is left out of the line
+            continue
+    return ", ".join(found)
+
+
 def git_commit() -> str:
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()  # noqa: S603, S607
@@ -42,15 +68,16 @@ def git_commit() -> str:
     return completed + (" (with uncommitted changes)" if dirty else "")
 
 
-def describe(postgres_url: str | None) -> str:
+def describe(postgres_url: str | None, mariadb_server: dict[str, object] | None = None) -> str:
     load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
     lines = [
         f"- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; git commit {git_commit()}",
         f"- Python {platform.python_version()}, Django {version('django')}, "
         f"APScheduler {version('apscheduler')}, django-apscheduler {version('django-apscheduler')}, "
-        f"psycopg {version('psycopg')}",
+        f"{driver_versions()}",
         f"- machine: {os.cpu_count()} CPU(s), {cpu_model()}; load average at start {load}",
         f"- SQLite {sqlite3.sqlite_version}"
-        + (f"; PostgreSQL {postgres_version(postgres_url)}" if postgres_url else ""),
+        + (f"; PostgreSQL {postgres_version(postgres_url)}" if postgres_url else "")
+        + (f"; MariaDB {mariadb_version(mariadb_server)}" if mariadb_server else ""),
     ]
     return "\n".join(lines)

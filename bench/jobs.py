@@ -23,3 +23,11 @@ def tick(job_id: str) -> None:
     run = current_run()
     scheduled = run.scheduled_at.timestamp() if run is not None else getattr(stock_fire, "scheduled", 0.0)
     marks.append((job_id, scheduled, started))
+
+
+def fail_first_attempt(job_id: str) -> None:
+    """The chaos mix's retried job: noted like ``tick``, then its first attempt fails on purpose."""
+    tick(job_id)
+    run = current_run()
+    if run is not None and run.attempt == 1:
+        raise ConnectionError("the first attempt fails on purpose")

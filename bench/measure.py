@@ -23,6 +23,9 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
 
 _KIND = re.compile(r"\s*(\w+)")
+_WRITTEN = re.compile(r"\s*(?:UPDATE|INSERT\s+INTO|DELETE\s+FROM)\s+[`\"]?(\w+)", re.IGNORECASE)
+_READ = re.compile(r"\bFROM\s+[`\"]?(\w+)", re.IGNORECASE)
+LEASE_TABLE = "scheduling_lease"
 
 
 def kind_of(sql: str) -> str:
@@ -33,11 +36,43 @@ def kind_of(sql: str) -> str:
     return kind
 
 
+def target_of(sql: str) -> str:
+    """Kind and table of a statement, e.g. ``UPDATE scheduling_lease``; a write whose condition
+    names the lease table (the fence, scheduling.fencing) is marked ``(fenced)``."""
+    kind = kind_of(sql)
+    match = _WRITTEN.match(sql) or (_READ.search(sql) if kind.startswith("SELECT") else None)
+    if match is None:
+        return kind
+    table = match.group(1)
+    fenced = kind in {"INSERT", "UPDATE", "DELETE"} and table != LEASE_TABLE and LEASE_TABLE in sql
+    return f"{kind} {table}" + (" (fenced)" if fenced else "")
+
+
+class PassCounter:
+    """Dispatch passes of our scheduler (``Dispatcher.dispatch`` calls): the unit of 'per pass'."""
+
+    def __init__(self) -> None:
+        self.passes = 0
+
+    def install(self) -> None:
+        from scheduling.runtime.dispatch import Dispatcher
+
+        original = Dispatcher.dispatch
+        counter = self
+
+        def dispatch(dispatcher: Dispatcher, *args: Any, **kwargs: Any) -> Any:
+            counter.passes += 1
+            return original(dispatcher, *args, **kwargs)
+
+        Dispatcher.dispatch = dispatch  # type: ignore[method-assign,assignment]
+
+
 class SqlCounter:
     """Counts statements by kind, and 'database is locked' errors, across all threads."""
 
     def __init__(self) -> None:
         self.counts: collections.Counter[str] = collections.Counter()
+        self.targets: collections.Counter[str] = collections.Counter()  # by kind and table
         self.locked_errors = 0
         self._lock = threading.Lock()
         # Threads whose statements are not the scheduler's (the benchmark's own polling).
@@ -58,7 +93,7 @@ class SqlCounter:
         counter = self
 
         def execute(connection: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
-            counter._add(kind_of(query if isinstance(query, str) else query.as_string(connection)))
+            counter._add(query if isinstance(query, str) else query.as_string(connection))
             return original(connection, query, *args, **kwargs)
 
         Connection.execute = execute  # type: ignore[method-assign,assignment]
@@ -67,11 +102,17 @@ class SqlCounter:
         with self._lock:
             return collections.Counter(self.counts)
 
-    def _add(self, kind: str) -> None:
+    def snapshot_targets(self) -> collections.Counter[str]:
+        with self._lock:
+            return collections.Counter(self.targets)
+
+    def _add(self, sql: str) -> None:
         if threading.get_ident() in self.ignored:
             return
+        kind, target = kind_of(sql), target_of(sql)
         with self._lock:
             self.counts[kind] += 1
+            self.targets[target] += 1
 
     def _on_connection(self, sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any) -> None:
         # The wrapper object outlives reconnections (close_old_connections): install it once.
@@ -79,7 +120,7 @@ class SqlCounter:
             connection.execute_wrappers.append(self._wrapper)
 
     def _wrapper(self, execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
-        self._add(kind_of(sql))
+        self._add(sql)
         try:
             return execute(sql, params, many, context)
         except Exception as exc:
@@ -93,7 +134,7 @@ class SqlCounter:
 
         def wrapped(connection: BaseDatabaseWrapper) -> None:
             if connection.connection is not None and not connection.get_autocommit():
-                counter._add(name.upper())
+                counter._add(name.upper())  # a statement of one word: its kind
             original(connection)
 
         setattr(BaseDatabaseWrapper, name, wrapped)

@@ -20,23 +20,57 @@ from bench import database, environment, report
 from bench.paths import ROOT
 
 SYSTEMS = ("ours", "stock")
+LARGE_TIMEOUT = 600.0  # seconds: our start-up at --large-jobs, ten times past its 10 s target
 
 
 def int_list(value: str) -> list[int]:
     return [int(part) for part in value.split(",") if part]
 
 
+def started_in_time(process: subprocess.Popen[bytes], started: Path, timeout: float | None) -> bool:
+    """Whether ``process`` created ``started`` (or ended) within ``timeout`` seconds."""
+    if timeout is None:
+        return True
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if started.exists() or process.poll() is not None:
+            return True
+        time.sleep(0.2)
+    return started.exists()
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--databases", default="sqlite,postgres", help="comma-separated: sqlite, postgres")
+    parser.add_argument(
+        "--databases", default="sqlite,postgres,mariadb", help="comma-separated: sqlite, postgres, mariadb"
+    )
     parser.add_argument("--jobs", type=int_list, default=[100, 1000], help="jobs firing every second")
     parser.add_argument("--burst", type=int, default=10000, help="jobs due at one moment")
     parser.add_argument("--throughput", type=int, default=2000, help="jobs due at once, no grace limit")
     parser.add_argument("--startup-jobs", type=int, default=10000, help="declared jobs due in an hour")
+    parser.add_argument("--large-jobs", type=int, default=100000, help="declared jobs of the large start-up")
+    parser.add_argument(
+        "--large-stock-timeout",
+        type=float,
+        default=60,
+        help="seconds after which the stock first start with --large-jobs is stopped and reported as over",
+    )
+    parser.add_argument(
+        "--mix-jobs", type=int_list, default=[10, 1000], help="jobs of the chaos mix, faults off"
+    )
     parser.add_argument("--window", type=int, default=8, help="seconds of each every-second load")
     parser.add_argument("--idle", type=float, default=10, help="seconds of the idle measure")
-    parser.add_argument("--admin-jobs", type=int, default=10000)
-    parser.add_argument("--admin-executions", type=int, default=1000000)
+    parser.add_argument("--admin-jobs", type=int, default=100000)
+    parser.add_argument(
+        "--admin-executions", type=int, default=10000000, help="executions of the admin measure, PostgreSQL"
+    )
+    parser.add_argument(
+        "--admin-executions-others",
+        type=int,
+        default=1000000,
+        help="executions of the admin measure on SQLite and MariaDB, whose fill of 10,000,000 rows "
+        "alone would take longer than the rest of the run",
+    )
     parser.add_argument("--timeline-jobs", type=int, default=100, help="jobs of the admin timeline")
     parser.add_argument("--timeline-runs", type=int, default=10000, help="runs in its 24-hour window")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of a minute or so")
@@ -44,7 +78,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.jobs, args.burst, args.throughput, args.startup_jobs = [20], 200, 100, 200
+        args.large_jobs, args.mix_jobs = 2000, [10]
         args.window, args.idle, args.admin_jobs, args.admin_executions = 2, 1, 100, 2000
+        args.admin_executions_others = 2000
         args.timeline_runs = 1000
     return args
 
@@ -62,14 +98,23 @@ class Bench:
         }
         self.results: dict[str, Any] = {}
 
-    def worker(self, key: str, system: str, scenario: str, jobs: int, **options: Any) -> None:
-        """Run one measurement; a failure is recorded in the results, not raised."""
+    def worker(
+        self, key: str, system: str, scenario: str, jobs: int, timeout: float | None = None, **options: Any
+    ) -> None:
+        """Run one measurement; a failure is recorded in the results, not raised.
+
+        ``timeout`` (start-ups): a worker not started within that many seconds of its spawn is
+        stopped and recorded as over it (``timed_out_after``). It tells it has started by creating
+        its ``.started`` file; what follows (the idle measure, the stop) is not bounded by it.
+        """
         out = self.scratch / f"{self.vendor}-{key}-{system}.json"
+        started = out.with_suffix(".started")
         declared = jobs if system == "ours" and scenario != "burst" else 0
         env = {
             **self.env,
             "BENCH_JOBS": str(declared),
-            "BENCH_SCHEDULE": "hourly" if scenario == "startup" else "second",
+            "BENCH_SCHEDULE": {"startup": "hourly", "mix": "mix"}.get(scenario, "second"),
+            "BENCH_STARTED_FILE": str(started),
             **options.pop("env", {}),
         }
         command = [
@@ -90,17 +135,24 @@ class Bench:
         env["BENCH_SPAWNED_AT"] = repr(time.time())
         print(f"  {self.vendor}: {key} ({system})", flush=True)
         with log.open("w") as output:
-            completed = subprocess.run(command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)  # noqa: S603
-        entry = json.loads(out.read_text()) if completed.returncode == 0 and out.exists() else {}
+            process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)  # noqa: S603
+            if not started_in_time(process, started, timeout):
+                process.kill()
+                process.wait()
+                self.results.setdefault(key, {})[system] = {"timed_out_after": timeout}
+                return
+            returncode = process.wait()
+        entry = json.loads(out.read_text()) if returncode == 0 and out.exists() else {}
         entry["log_lines"] = log.read_text().count("\n")
         entry["locked_in_log"] = log.read_text().count("database is locked")
-        if completed.returncode:
-            entry["error"] = f"exit status {completed.returncode}, see {log.name}: " + log.read_text()[-300:]
+        if returncode:
+            entry["error"] = f"exit status {returncode}, see {log.name}: " + log.read_text()[-300:]
         self.results.setdefault(key, {})[system] = entry
 
     def run(self) -> dict[str, Any]:
         args = self.args
         database.prepare(self.vendor, self.env)
+        self.limits()
         for system in SYSTEMS:
             self.worker("startup", system, "startup", args.startup_jobs, seconds=args.idle)
             self.worker("restart", system, "startup", args.startup_jobs, seconds=0, keep_store=True)
@@ -117,13 +169,56 @@ class Bench:
             count = min(args.jobs)
             defaults = {"BENCH_SQLITE_DEFAULTS": "1"}
             self.worker("sqlite-defaults", "stock", "load", count, seconds=args.window, env=defaults)
+        self.large()
+        for count in args.mix_jobs:
+            chaos = {"BENCH_CHAOS_TIMINGS": "1"}
+            self.worker(f"mix-{count}", "ours", "mix", count, seconds=args.window, env=chaos)
         self.admin()
         return self.results
+
+    def large(self) -> None:
+        """Start-up and idle at ``--large-jobs``; stock's first start is stopped after
+        ``--large-stock-timeout`` s (it adds its jobs one statement at a time), and its restart is
+        then not measured: its store would hold only the jobs it got to."""
+        args = self.args
+        for system in SYSTEMS:
+            # Ours gets a bound too, far above its target, so that a hang fails the row, not the run.
+            timeout = args.large_stock_timeout if system == "stock" else LARGE_TIMEOUT
+            self.worker("large", system, "startup", args.large_jobs, timeout=timeout, seconds=args.idle)
+            if "timed_out_after" not in self.results["large"][system]:
+                self.worker(
+                    "large-restart",
+                    system,
+                    "startup",
+                    args.large_jobs,
+                    timeout=timeout,
+                    seconds=0,
+                    keep_store=True,
+                )
+
+    def limits(self) -> None:
+        """What the machine allows for each group's size (bench/limits.py), on the empty database."""
+        args = self.args
+        out = self.scratch / f"{self.vendor}-limits.json"
+        history = sorted({*args.jobs, args.burst, args.throughput})
+        command = [sys.executable, "-m", "bench.limits", "--out", str(out)]
+        command += ["--history", ",".join(map(str, history))]
+        command += ["--store", f"{args.startup_jobs},{args.large_jobs}"]
+        print(f"  {self.vendor}: limits", flush=True)
+        env = {**self.env, "BENCH_JOBS": "0", "BENCH_SPAWNED_AT": repr(time.time())}
+        completed = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)  # noqa: S603
+        if completed.returncode:
+            self.results["limits"] = {"error": completed.stderr[-500:]}
+        else:
+            self.results["limits"] = json.loads(out.read_text())
 
     def admin(self) -> None:
         out = self.scratch / f"{self.vendor}-admin.json"
         command = [sys.executable, "-m", "bench.admin_views", "--out", str(out)]
-        command += ["--jobs", str(self.args.admin_jobs), "--executions", str(self.args.admin_executions)]
+        executions = (
+            self.args.admin_executions if self.vendor == "postgres" else self.args.admin_executions_others
+        )
+        command += ["--jobs", str(self.args.admin_jobs), "--executions", str(executions)]
         command += [
             "--timeline-jobs",
             str(self.args.timeline_jobs),
@@ -135,14 +230,17 @@ class Bench:
         if completed.returncode:
             self.results["admin"] = {"error": completed.stderr[-500:]}
         else:
-            self.results["admin"] = json.loads(out.read_text())
+            self.results["admin"] = {**json.loads(out.read_text()), "executions": executions}
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     started = time.monotonic()
     vendors = args.databases.split(",")
-    about = environment.describe(database.postgres_server_url() if "postgres" in vendors else None)
+    about = environment.describe(
+        database.postgres_server_url() if "postgres" in vendors else None,
+        database.mariadb_server() if "mariadb" in vendors else None,
+    )
     print(about, flush=True)
     scratch = Path(tempfile.mkdtemp(prefix="scheduling-bench-"))
     results = {}

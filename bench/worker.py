@@ -17,13 +17,13 @@ import django
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("system", choices=["ours", "stock"])
-    parser.add_argument("scenario", choices=["load", "burst", "startup"])
+    parser.add_argument("scenario", choices=["load", "burst", "startup", "mix"])
     parser.add_argument("--jobs", type=int, required=True)
     parser.add_argument(
         "--seconds",
         type=float,
         default=10,
-        help="load: the window; burst: the time limit; startup: idle time",
+        help="load, mix: the window; burst: the time limit; startup: idle time",
     )
     parser.add_argument("--lead", type=float, default=5, help="burst: seconds from writing to due")
     parser.add_argument("--any-delay", action="store_true", help="burst: no misfire grace time")
@@ -33,7 +33,7 @@ def main() -> None:
 
     django.setup()
     from bench import database, workloads
-    from bench.measure import SqlCounter
+    from bench.measure import PassCounter, SqlCounter
     from bench.systems import SYSTEMS
 
     if not args.keep_store:
@@ -42,8 +42,12 @@ def main() -> None:
     counter.install()
     # The main thread only drives and observes; the scheduler's work happens on its threads.
     counter.ignored.add(threading.get_ident())
+    passes = PassCounter()
+    passes.install()
     system = SYSTEMS[args.system]()
-    if args.scenario == "load":
+    if args.scenario == "mix":
+        result = workloads.mix(system, counter, passes, args.jobs, int(args.seconds))
+    elif args.scenario == "load":
         result = workloads.load(system, counter, args.jobs, int(args.seconds))
     elif args.scenario == "burst":
         result = workloads.burst(
