@@ -78,7 +78,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.jobs, args.burst, args.throughput, args.startup_jobs = [20], 200, 100, 200
-        args.large_jobs, args.mix_jobs = 2000, [10]
+        args.large_jobs, args.mix_jobs = 500, [10]
         args.window, args.idle, args.admin_jobs, args.admin_executions = 2, 1, 100, 2000
         args.admin_executions_others = 2000
         args.timeline_runs = 1000

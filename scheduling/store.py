@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 import pickle
+from collections import OrderedDict
 from collections.abc import Collection, Iterable
 from datetime import datetime, tzinfo
-from typing import Any
+from typing import Any, TypeVar
 
 from apscheduler.job import Job
 from apscheduler.jobstores.base import BaseJobStore, JobLookupError
@@ -29,6 +30,9 @@ from scheduling.models import Calendar, Execution, Maintenance, ScheduledJob
 from scheduling.policy import DEFAULT, RunPolicy
 from scheduling.schedules import ScheduleError, job_zone
 from scheduling.sql import update_rows
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 logger = logging.getLogger(__name__)
 
@@ -144,16 +148,37 @@ def flag_broken(job_id: str, error: BaseException, message: str = "") -> None:
         scheduled_job.save(update_fields=["import_error", "import_error_at", "updated_at"])
 
 
+CACHED_JOBS = 10_000  # jobs whose last read and last written state each cache of a store keeps
+
+
+class Recent(OrderedDict[K, V]):
+    """A dict that keeps the ``limit`` entries set last (setting one again makes it the newest).
+
+    A store's caches serve the jobs due again soon; kept for every job, 100,000 jobs held 100,000
+    unpickled jobs and their states in memory."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def __setitem__(self, key: K, value: V) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        if len(self) > self.limit:
+            self.popitem(last=False)
+
+
 class JobStore(DjangoJobStore):
     def __init__(self, pickle_protocol: int = pickle.HIGHEST_PROTOCOL) -> None:
         super().__init__(pickle_protocol=pickle_protocol)
         # The jobs this store last wrote, by id, with the state it wrote: a due job whose row holds
         # that state byte for byte is not unpickled again (unpickling, which imports the function
         # and rebuilds the trigger, was the costliest part of loading a thousand due jobs).
-        self._written: dict[str, tuple[bytes, Job]] = {}
+        self._written: Recent[str, tuple[bytes, Job]] = Recent(CACHED_JOBS)
         # What this store last read of each job's row (next run time, state): what moving the job
-        # on after a fire compares against.
-        self._read: dict[str, tuple[datetime | None, bytes]] = {}
+        # on after a fire compares against (a pass reads at most DISPATCH_BATCH + 1 rows: far
+        # fewer than it keeps).
+        self._read: Recent[str, tuple[datetime | None, bytes]] = Recent(CACHED_JOBS)
         # Whether a maintenance pause was in force when the last due query ran: read in that same
         # statement, so a pass costs no extra query for it (see Dispatcher.dispatch).
         self.paused_for_maintenance = False
@@ -274,7 +299,8 @@ class JobStore(DjangoJobStore):
         on before writing, and a write that failed leaves the row behind.
         """
         known, unknown = {}, []
-        self._read.update((job_id, (moment, bytes(state))) for job_id, moment, state in rows)
+        for job_id, moment, state in rows:
+            self._read[job_id] = (moment, bytes(state))
         for job_id, moment, state in rows:
             written = self._written.get(job_id)
             if (

@@ -13,6 +13,7 @@ from django.utils import timezone
 from django_apscheduler.models import DjangoJob
 
 from scheduling import job, signals
+from scheduling import store as store_module
 from scheduling.history.recorder import Recorder
 from scheduling.history.rows import Outcome
 from scheduling.history.writer import OutcomeWriter, finish_all
@@ -267,3 +268,20 @@ def test_recording_a_fire_that_has_a_row_already_returns_only_what_was_recorded(
 
     assert [row.scheduled_at for row in recorded] == [now + timedelta(seconds=1)]
     assert Execution.objects.filter(job_id="taken").count() == 2
+
+
+def test_a_store_keeps_the_jobs_it_wrote_last_and_no_more_and_dispatches_the_others_from_their_rows(
+    registry: dict, executor: ThreadTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "CACHED_JOBS", 3)
+    store = declare_due(registry, 5)  # synced, then all five written again: the last three kept
+    assert list(store._written) == ["due-2", "due-3", "due-4"]
+
+    due, _ = store.get_due_jobs_and_next_run_time(datetime.now(UTC), limit=2)
+    assert [job.id for job in due] == ["due-0", "due-1"], "loaded from their rows"
+    Dispatcher(store, executor.recorder, run_targets(executor)).dispatch(due, datetime.now(UTC))
+
+    assert Execution.objects.filter(job_id__in=["due-0", "due-1"]).count() == 2
+    assert list(store._written) == ["due-4", "due-0", "due-1"]
+    assert len(store._read) == 3
+    assert DjangoJob.objects.get(id="due-0").next_run_time > timezone.now()
