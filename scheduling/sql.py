@@ -227,9 +227,14 @@ def insert_rows(
     objs: Sequence[Model],
     condition: tuple[str, Sequence[Any]] = ("1 = 1", ()),
     returning: Sequence[str] = (),
+    conflicts: str | Sequence[str] = "skip",
 ) -> tuple[int, list[tuple[Any, ...]]]:
-    """Insert ``objs`` in one statement, only if ``condition`` (SQL, params) holds, skipping rows
-    that would break a unique constraint; returns (rows inserted, their ``returning`` columns).
+    """Insert ``objs`` in one statement, only if ``condition`` (SQL, params) holds; returns (rows
+    inserted, their ``returning`` columns).
+
+    ``conflicts`` says what a row that breaks a unique constraint does: "skip" (left out),
+    "raise" (IntegrityError, nothing inserted), or, given field names, update those fields of
+    the row with the same primary key (an upsert).
 
     The condition is evaluated in the statement itself (``INSERT … SELECT … WHERE cond``), so no
     other writer can come between the check and the write (see scheduling.fencing). Returned
@@ -241,18 +246,23 @@ def insert_rows(
     model = type(objs[0])
     connection = connections[router.db_for_write(model)]
     meta = model._meta
-    columns: list[Any] = [field for field in meta.concrete_fields if field is not meta.pk]
+    columns: list[Any] = [field for field in meta.concrete_fields if field is not meta.auto_field]
     prepared = [prepare(column, _values(column, objs), connection) for column in columns]
     quote = connection.ops.quote_name
-    names = ", ".join(quote(column.column) for column in columns)
+    table, names = quote(meta.db_table), ", ".join(quote(column.column) for column in columns)
     if _by_column(connection, columns):
-        sql, params = _insert_arrays(connection, quote(meta.db_table), names, columns, prepared, condition[0])
+        select, params = _select_arrays(connection, columns, prepared)
+    elif connection.vendor == "mysql":
+        select, params = _select_union(columns, len(objs)), _params(prepared, connection, columns)
     else:
-        build = {"postgresql": _insert_postgresql, "sqlite": _insert_sqlite}.get(
-            connection.vendor, _insert_mysql
+        select, params = (
+            _select_values(connection, columns, len(objs)),
+            _params(prepared, connection, columns),
         )
-        sql = build(connection, quote(meta.db_table), names, columns, len(objs), condition[0])
-        params = _params(prepared, connection, columns)
+    ignore = " IGNORE" if conflicts == "skip" and connection.vendor == "mysql" else ""
+    # SQLite's grammar needs the WHERE before an upsert clause after a SELECT: it is always there.
+    on_conflict = _on_conflict(connection, meta, conflicts)
+    sql = f"INSERT{ignore} INTO {table} ({names}) {select} WHERE {condition[0]}{on_conflict}"
     returns = connection.features.can_return_rows_from_bulk_insert and returning
     if returns:
         sql += " RETURNING " + ", ".join(quote(meta.get_field(name).column) for name in returning)  # type: ignore[union-attr,arg-type]
@@ -260,6 +270,30 @@ def insert_rows(
         cursor.execute(sql, [*params, *condition[1]])
         rows = list(cursor.fetchall()) if returns else []
         return (len(rows) if returns else cursor.rowcount), rows
+
+
+def insert_all(objs: Sequence[Model], conflicts: str | Sequence[str] = "raise") -> None:
+    """Insert any number of ``objs``, as many a statement as the database takes (see insert_rows)."""
+    if not objs:
+        return
+    connection = connections[router.db_for_write(type(objs[0]))]
+    size = max(connection.ops.bulk_batch_size(type(objs[0])._meta.concrete_fields, objs), 1)
+    for start in range(0, len(objs), size):
+        insert_rows(objs[start : start + size], conflicts=conflicts)
+
+
+def _on_conflict(connection: Any, meta: Any, conflicts: str | Sequence[str]) -> str:
+    if conflicts == "raise" or (conflicts == "skip" and connection.vendor == "mysql"):
+        return ""
+    if conflicts == "skip":
+        return " ON CONFLICT DO NOTHING"
+    quote = connection.ops.quote_name
+    columns = [quote(meta.get_field(name).column) for name in conflicts]
+    if connection.vendor == "mysql":
+        return " ON DUPLICATE KEY UPDATE " + ", ".join(f"{column} = VALUES({column})" for column in columns)
+    return f" ON CONFLICT ({quote(meta.pk.column)}) DO UPDATE SET " + ", ".join(
+        f"{column} = EXCLUDED.{column}" for column in columns
+    )
 
 
 def _values(column: Any, objs: Sequence[Model]) -> list[Any]:
@@ -270,9 +304,7 @@ def _values(column: Any, objs: Sequence[Model]) -> list[Any]:
     return list(map(attrgetter(column.attname), objs))
 
 
-def _insert_arrays(
-    connection: Any, table: str, names: str, columns: list[Any], prepared: list[list[Any]], cond: str
-) -> tuple[str, list[Any]]:
+def _select_arrays(connection: Any, columns: list[Any], prepared: list[list[Any]]) -> tuple[str, list[Any]]:
     """PostgreSQL: the rows as one array per column, but a column with the same value in every
     row (most of a pass's: its status, host, process, pass, attempt…) as that one value: the
     driver dumps a few thousand values in Python rather than 28,000."""
@@ -291,36 +323,24 @@ def _insert_arrays(
             arrays.append(f"%s::{db_type}[]")
             columns_given.append(values)
     aliases = ", ".join(f"c{number}" for number in range(len(arrays)))
-    sql = (
-        f"INSERT INTO {table} ({names}) SELECT {', '.join(selected)} "  # noqa: S608
-        f"FROM unnest({', '.join(arrays)}) AS v ({aliases}) WHERE {cond} ON CONFLICT DO NOTHING"
-    )
-    return sql, [*scalars, *columns_given]
+    select = f"SELECT {', '.join(selected)} FROM unnest({', '.join(arrays)}) AS v ({aliases})"  # noqa: S608
+    return select, [*scalars, *columns_given]
 
 
-def _insert_postgresql(
-    connection: Any, table: str, names: str, columns: list[Any], count: int, cond: str
-) -> str:
-    return (
-        f"INSERT INTO {table} ({names}) SELECT * FROM {_table(connection, columns, count)} AS v "  # noqa: S608
-        f"WHERE {cond} ON CONFLICT DO NOTHING"
-    )
-
-
-def _insert_sqlite(connection: Any, table: str, names: str, columns: list[Any], count: int, cond: str) -> str:
-    # The WHERE is required by SQLite's grammar before an upsert clause after a SELECT.
+def _select_values(connection: Any, columns: list[Any], count: int) -> str:
+    """PostgreSQL (rows carrying bytes) and SQLite: a placeholder per value."""
+    if connection.vendor == "postgresql":
+        return f"SELECT * FROM {_table(connection, columns, count)} AS v"  # noqa: S608
     row = "(" + ", ".join(["%s"] * len(columns)) + ")"
-    return (
-        f"INSERT INTO {table} ({names}) SELECT * FROM (VALUES {', '.join([row] * count)}) "  # noqa: S608
-        f"WHERE {cond} ON CONFLICT DO NOTHING"
-    )
+    return f"SELECT * FROM (VALUES {', '.join([row] * count)})"  # noqa: S608
 
 
-def _insert_mysql(connection: Any, table: str, names: str, columns: list[Any], count: int, cond: str) -> str:
-    first = "SELECT " + ", ".join(f"%s AS c{number}" for number in range(len(columns)))
-    others = ["SELECT " + ", ".join(["%s"] * len(columns))] * (count - 1)
-    # INSERT IGNORE, as Django's bulk_create(ignore_conflicts=True) writes it on MySQL.
-    return (
-        f"INSERT IGNORE INTO {table} ({names}) SELECT * FROM ({' UNION ALL '.join([first, *others])}) AS v "  # noqa: S608
-        f"WHERE {cond}"
-    )
+def _select_union(columns: list[Any], count: int) -> str:
+    """MySQL and MariaDB, which have no VALUES table: a SELECT per row."""
+    # Without the cast, bytes in a derived table become text in the connection's character set.
+    values = [
+        "CAST(%s AS BINARY)" if column.get_internal_type() == "BinaryField" else "%s" for column in columns
+    ]
+    first = "SELECT " + ", ".join(f"{value} AS c{number}" for number, value in enumerate(values))
+    others = ["SELECT " + ", ".join(values)] * (count - 1)
+    return f"SELECT * FROM ({' UNION ALL '.join([first, *others])}) AS v"  # noqa: S608

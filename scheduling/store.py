@@ -29,7 +29,7 @@ from scheduling.fencing import Fence, FenceLost
 from scheduling.models import Calendar, Execution, Maintenance, ScheduledJob
 from scheduling.policy import DEFAULT, RunPolicy
 from scheduling.schedules import ScheduleError, job_zone
-from scheduling.sql import update_rows
+from scheduling.sql import insert_all, update_rows
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -317,7 +317,7 @@ class JobStore(DjangoJobStore):
 
     def add_jobs(self, jobs: list[Job]) -> None:
         """Store many new jobs in one statement (per few thousand jobs)."""
-        DjangoJob.objects.bulk_create([self.row(job) for job in jobs])
+        insert_all([self.row(job) for job in jobs])
 
     def update_jobs(self, jobs: list[Job]) -> None:
         """Store the new state of many jobs, in one UPDATE per UPDATE_BATCH jobs."""

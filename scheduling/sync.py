@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Any
 
 from apscheduler.job import Job
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 from django_apscheduler.models import DjangoJob
 
@@ -34,6 +34,7 @@ from scheduling.calendars import CalendarDeclaration
 from scheduling.declarations import Declaration, JobDeclarationError
 from scheduling.models import Calendar, CalendarPeriod, ScheduledJob
 from scheduling.schedules import build_trigger
+from scheduling.sql import insert_all
 from scheduling.store import JobStore, flag_broken
 
 logger = logging.getLogger(__name__)
@@ -232,7 +233,7 @@ def apply_declarations(
     jobs = [build_job(declaration, store, now, paused=paused) for declaration, _, paused in changes]
     store.add_jobs([job for job, (_, exists, _) in zip(jobs, changes, strict=True) if not exists])
     store.update_jobs([job for job, (_, exists, _) in zip(jobs, changes, strict=True) if exists])
-    ScheduledJob.objects.bulk_create(
+    insert_all(
         [
             ScheduledJob(
                 id=declaration.id,
@@ -251,10 +252,7 @@ def apply_declarations(
             )
             for job, (declaration, _, _) in zip(jobs, changes, strict=True)
         ],
-        update_conflicts=True,
-        # MySQL's ON DUPLICATE KEY UPDATE takes no conflict target (and refuses one).
-        unique_fields=["id"] if connection.features.supports_update_conflicts_with_target else None,
-        update_fields=SYNCED_FIELDS,
+        conflicts=SYNCED_FIELDS,
     )
     return jobs
 

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from django.apps import apps
 from django.core.exceptions import ValidationError
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
 from django_apscheduler.models import DjangoJob
 
 from scheduling import sql
-from scheduling.models import Execution, SchedulerInstance
+from scheduling.models import Execution, ScheduledJob, SchedulerInstance
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -110,3 +110,22 @@ def test_bytes_are_compared_and_set_byte_for_byte() -> None:
     assert move(state) == 1
     stored = DjangoJob.objects.get(id="binary")
     assert (bytes(stored.job_state), stored.next_run_time) == (state + b"\x00", None)
+
+
+def test_an_insert_skips_raises_or_updates_a_row_whose_key_is_taken_as_asked() -> None:
+    when = datetime(2026, 12, 6, 13, 0, tzinfo=UTC)
+    first = ScheduledJob(id="same", source="code", name="first", run_policy={"retries": 1})
+    again = ScheduledJob(id="same", source="external", name="again", run_policy={"retries": 2})
+    sql.insert_all([first])
+
+    sql.insert_all([again], conflicts="skip")
+    assert ScheduledJob.objects.values_list("source", "name").get() == ("code", "first")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        sql.insert_all([again])
+    sql.insert_all([again], conflicts=["name", "run_policy"])
+    stored = ScheduledJob.objects.get()
+    assert (stored.source, stored.name, stored.run_policy) == ("code", "again", {"retries": 2})
+
+    # Bytes on every database (the job store's rows), a key of text inserted with the row.
+    sql.insert_all([DjangoJob(id="job", next_run_time=when, job_state=b"\x00\xff")], conflicts="raise")
+    assert bytes(DjangoJob.objects.get(id="job").job_state) == b"\x00\xff"
