@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
+from bench.run import parse_args
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.processes
@@ -50,6 +51,7 @@ def test_the_quick_benchmark_runs_and_prints_every_row(tmp_path: Path) -> None:
 
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     table = out.read_text()
+    quick = parse_args(["--quick"])
     for measure in [
         "lateness p99",
         "executions/s with history",
@@ -58,7 +60,7 @@ def test_the_quick_benchmark_runs_and_prints_every_row(tmp_path: Path) -> None:
         "CPU (%",
         "limit: one empty round trip",
         "limit: 20 runs at one instant",
-        "start-up with 2,000 jobs, restart",
+        f"start-up with {quick.large_jobs:,} jobs, restart",
         "memory per stored job",
         "chaos mix, 10 jobs, faults off",
         "fencing's cost",
