@@ -239,6 +239,8 @@ def test_an_idle_pushed_leader_sends_no_polls_yet_obeys_changes_at_once(registry
         # polls of the store and ten reads of the run requests when changes are polled.
         wait_for(lambda: sum(LEASE_RENEWAL in sql for sql in statements.since_pushed()) >= 5, timeout=30)
         idle = statements.since_pushed()
+        # Cut at the last renewal so a heartbeat caught between its UPDATE and its look is left out.
+        idle = idle[: max(i for i, sql in enumerate(idle) if LEASE_RENEWAL in sql)]
         assert [sql for sql in idle if '"django_apscheduler_djangojob"' in sql] == []
         assert [sql for sql in idle if '"scheduling_runrequest"' in sql] == []
         # Besides the lease, a heartbeat and one look saying there is nothing to recover, expire,
