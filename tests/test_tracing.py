@@ -28,6 +28,7 @@ from tests.support.sentry_ingest import SentryIngest
 from tests.support.task_worker import work_off
 from tests.support.telemetry import SPANS_FILE, hex_ids, in_memory, reset_global_provider, spans_in
 from tests.test_dispatch import declare_due, kinds
+from tests.test_fire_ahead import claim_ahead, due_in
 from tests.test_tasks import dispatch_due
 
 Status = Execution.Status
@@ -100,6 +101,30 @@ def test_a_run_in_another_process_is_a_span_under_the_dispatch_in_this_one(
     assert span["attributes"]["scheduling.outcome"] == Status.FAILED
     assert span["status"]["status_code"] == "ERROR"
     assert span["status"]["description"] == "ValueError: this job fails on purpose"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_claimed_ahead_is_a_span_under_the_dispatch_that_claimed_it(
+    registry: dict, spans: InMemorySpanExporter, executor: ThreadTarget, tmp_path: Path
+) -> None:
+    """Held until its time, it goes to the pool from the timer's thread, where no span is current."""
+    job(interval=30, id="ahead", args=[str(tmp_path / "starts")])(jobs.note_start)
+    store, _ = due_in(registry, 0.3)
+    claim_ahead(store, executor, window=2)
+    assert Execution.objects.get(job_id="ahead").started_at is None  # claimed, not started
+
+    def finished() -> tuple | None:
+        by_name = {span.name: span for span in spans.get_finished_spans()}
+        if "scheduling.run ahead" not in by_name:
+            return None
+        return by_name["scheduling.dispatch"], by_name["scheduling.run ahead"]
+
+    dispatch, span = wait_for(finished)
+    assert span.parent is not None
+    assert (span.parent.trace_id, span.parent.span_id) == (
+        dispatch.context.trace_id,
+        dispatch.context.span_id,
+    )
 
 
 # The hot path

@@ -118,30 +118,24 @@ class ThreadTarget:
             self.release(job)
             return 0
         first = executions[0]
+        # Read here, on the dispatch's thread: a held run goes to the pool from the timer's.
+        control = RunControl(self.live, policy.timeout, stoppable, trace_context())
         if first.started_at is None and first.status == Execution.Status.RUNNING:
             if self.holding.hold(
                 first.scheduled_at,
                 executions,
-                lambda: self._submit(job, executions, origin, policy, caller, stoppable),
+                lambda: self._submit(job, executions, origin, caller, control),
                 lambda: self.release(job),
             ):
                 return 0
             self.release(job)
             return len(executions)
-        return self._submit(job, executions, origin, policy, caller, stoppable)
+        return self._submit(job, executions, origin, caller, control)
 
     def _submit(
-        self,
-        job: Job,
-        executions: list[Execution],
-        origin: Origin,
-        policy: RunPolicy,
-        caller: Caller,
-        stoppable: bool,
+        self, job: Job, executions: list[Execution], origin: Origin, caller: Caller, control: RunControl
     ) -> int:
         run_times = [execution.scheduled_at for execution in executions]
-        # The trace context is the dispatch's, read on its thread: the pool's threads do not have it.
-        control = RunControl(self.live, policy.timeout, stoppable, trace_context())
         try:
             future = self._pool.submit(
                 run_job, job, run_times, self.recorder, origin, executions, caller, control

@@ -12,6 +12,7 @@ two module-level flags.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
@@ -111,6 +112,11 @@ def facts_from(
 
 def trace_context() -> str | None:
     """The W3C traceparent of the span current here (the dispatch), to carry with a run."""
+    traceparent = getattr(_dispatch, "traceparent", _UNREAD)
+    return _read_trace_context() if traceparent is _UNREAD else traceparent  # type: ignore[return-value]
+
+
+def _read_trace_context() -> str | None:
     try:
         return otel.traceparent()
     except Exception:
@@ -118,13 +124,29 @@ def trace_context() -> str | None:
         return None
 
 
-def dispatching(name: str, attributes: dict[str, Any]) -> AbstractContextManager[object]:
-    """A span around a hand-over of runs (a dispatch pass, a run requested), when tracing is on."""
+@contextmanager
+def dispatching(name: str, attributes: dict[str, Any]) -> Iterator[None]:
+    """A span around a hand-over of runs (a dispatch pass, a run requested), when tracing is on.
+
+    Its trace context is read once, at its start, for every run it hands over: looking at the
+    tracer provider for each of 10,000 runs was an eighth of the dispatch's time."""
+    span: AbstractContextManager[object]
     try:
-        return otel.dispatch_span(name, attributes)
+        span = otel.dispatch_span(name, attributes)
     except Exception:
         logger.exception("Could not start the span of %s", name)
-        return nullcontext()
+        span = nullcontext()
+    with span:
+        outer = getattr(_dispatch, "traceparent", _UNREAD)
+        _dispatch.traceparent = _read_trace_context()
+        try:
+            yield
+        finally:
+            _dispatch.traceparent = outer
+
+
+_dispatch = threading.local()  # the trace context of the dispatch going on in this thread
+_UNREAD = object()
 
 
 def flush(timeout: float = 2.0) -> None:
