@@ -17,6 +17,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from django.conf import settings
+from django.db.models import Count, QuerySet
 from django_apscheduler.jobstores import DjangoJobStore
 from django_apscheduler.models import DjangoJobExecution
 
@@ -58,7 +59,7 @@ class Ours:
 
     def outcomes(self, since: datetime, until: datetime) -> collections.Counter[str]:
         rows = Execution.objects.filter(scheduled_at__gte=since, scheduled_at__lt=until)
-        return _count(rows.values_list("status", flat=True), {"succeeded": "ran", "missed": "missed"})
+        return _count(rows, {"succeeded": "ran", "missed": "missed"})
 
     def finished(self) -> list[float]:
         rows = Execution.objects.filter(status="succeeded").values_list("finished_at", flat=True)
@@ -93,15 +94,20 @@ class Stock:
     def outcomes(self, since: datetime, until: datetime) -> collections.Counter[str]:
         rows = DjangoJobExecution.objects.filter(run_time__gte=since, run_time__lt=until)
         names = {DjangoJobExecution.SUCCESS: "ran", DjangoJobExecution.MISSED: "missed"}
-        return _count(rows.values_list("status", flat=True), names)
+        return _count(rows, names)
 
     def finished(self) -> list[float]:
         rows = DjangoJobExecution.objects.filter(status=DjangoJobExecution.SUCCESS)
         return [float(moment) for moment in rows.values_list("finished", flat=True) if moment]
 
 
-def _count(statuses: Any, names: dict[str, str]) -> collections.Counter[str]:
-    return collections.Counter(names.get(status, status) for status in statuses)
+def _count(rows: QuerySet[Any], names: dict[str, str]) -> collections.Counter[str]:
+    """Rows by status, counted by the database: the bench polls this while the scheduler works,
+    and fetching 10,000 rows every half second took CPU from the system it measures."""
+    counts: collections.Counter[str] = collections.Counter()
+    for status, n in rows.order_by().values_list("status").annotate(n=Count("pk")):
+        counts[names.get(status, status)] += n
+    return counts
 
 
 def _note_fires() -> None:

@@ -30,6 +30,7 @@ from scheduling.history.writer import OutcomeWriter
 from scheduling.models import Execution, Lease, Maintenance, SchedulerInstance
 from scheduling.runs.targets import run_targets
 from scheduling.runs.threads import NOT_STARTED_LEASE, ThreadTarget
+from scheduling.runtime import loop as loop_module
 from scheduling.runtime.dispatch import Dispatcher
 from scheduling.runtime.loop import Scheduler
 from scheduling.runtime.service import Runner
@@ -324,3 +325,28 @@ def test_the_window_is_widest_until_a_claim_is_measured_then_follows_the_time_cl
     assert loop.lead() == timedelta(seconds=1), "never wider than four times the setting"
 
     assert Scheduler(poll_interval=0.5, fire_ahead=0).lead() == timedelta(0)
+
+
+def test_a_claim_larger_than_a_pass_goes_on_at_once_and_keeps_its_window(
+    registry: dict, executor: ThreadTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Re-measured after its first pass, the window would narrow: the rest of the claim would wait
+    for it, then crowd the instant at which the first runs claimed start."""
+    monkeypatch.setattr(loop_module, "DISPATCH_BATCH", 2)
+    for number in range(5):
+        job(interval=3600, id=f"burst-{number}")(jobs.succeed)
+    store, fire = due_in(registry, 0.9)
+    dispatcher = Dispatcher(store, executor.recorder, run_targets(executor))
+    loop = Scheduler(poll_interval=0.5, fire_ahead=0.25, dispatcher=dispatcher, timezone=UTC)
+
+    passes = []
+    for _ in range(3):
+        wake = loop._dispatch_due(dispatcher)
+        passes.append((wake, datetime.now(UTC)))
+
+    assert all(wake <= after for wake, after in passes[:2]), "a full pass is followed at once"
+    claimed = Execution.objects.filter(job_id__startswith="burst-")
+    assert claimed.count() == 5
+    assert datetime.now(UTC) < fire, "all claimed ahead of their time"
+    assert set(claimed.values_list("started_at", flat=True)) == {None}
+    wait_for(lambda: claimed.filter(status="succeeded").count() == 5, timeout=5)

@@ -70,6 +70,7 @@ class Scheduler(BackgroundScheduler):
         # the window is its widest (a first claim loads every job: the slowest of all).
         self._claim_took: float | None = None
         self._claim_more = False  # the last pass was full: the next one belongs to the same claim
+        self._horizon: datetime | None = None  # the last pass's: up to when it claimed fires
         self.polls = polls or (lambda: True)
         self.tick_interval = min(poll_interval, housekeeping_interval or poll_interval)
         self._next_poll = 0.0  # monotonic
@@ -163,6 +164,9 @@ class Scheduler(BackgroundScheduler):
         now = self._now()
         lead = self.lead()
         horizon = now + lead if lead else None
+        if horizon is not None and self._claim_more and self._horizon is not None:
+            horizon = max(horizon, self._horizon)  # a claim in several passes keeps its window
+        self._horizon = horizon
         store = dispatcher.store
         due, later = store.get_due_jobs_and_next_run_time(horizon or now, DISPATCH_BATCH)
         moved = dispatcher.dispatch(due, now, horizon) if due else None
@@ -173,9 +177,15 @@ class Scheduler(BackgroundScheduler):
             # Those left waiting for a slot, and the retries after them, are looked for at the
             # next poll (get_next_run_time sees them too).
             retry = now + timedelta(seconds=self.poll_interval)
+        more = bool(due) and later is not None and later <= (horizon or now)
         if due:
-            # More are due than one pass takes: the store gave the horizon as the next run time.
-            self._measure_claim(started, more=later is not None and later <= (horizon or now))
+            self._measure_claim(started, more=more)
+        if more:
+            # More are due than one pass takes (the store gave the horizon as the next run time):
+            # the next pass follows at once, with this one's horizon at least. From a lead
+            # re-measured after one pass, the rest of a large claim would wait, then crowd the
+            # instant its first runs start at.
+            return now
         wake = [moment - lead for moment in (later, moved) if moment is not None]
         return min(moment for moment in (*wake, left, retry, latest) if moment is not None)
 
