@@ -237,6 +237,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     started = time.monotonic()
     vendors = args.databases.split(",")
+    environment.compile_bytecode()
     about = environment.describe(
         database.postgres_server_url() if "postgres" in vendors else None,
         database.mariadb_server() if "mariadb" in vendors else None,
