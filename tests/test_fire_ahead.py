@@ -22,7 +22,7 @@ from django.db.models import F
 from django.utils import timezone
 from django_apscheduler.models import DjangoJob
 
-from scheduling import job
+from scheduling import control, job
 from scheduling.history.housekeeping import recover_interrupted
 from scheduling.history.recorder import Recorder
 from scheduling.history.rows import Outcome
@@ -350,3 +350,26 @@ def test_a_claim_larger_than_a_pass_goes_on_at_once_and_keeps_its_window(
     assert datetime.now(UTC) < fire, "all claimed ahead of their time"
     assert set(claimed.values_list("started_at", flat=True)) == {None}
     wait_for(lambda: claimed.filter(status="succeeded").count() == 5, timeout=5)
+
+
+def test_a_run_cancelled_while_held_never_starts_and_is_recorded_cancelled(
+    registry: dict, executor: ThreadTarget, tmp_path: Path
+) -> None:
+    notes = tmp_path / "starts"
+    job(interval=30, id="unwanted", args=[str(notes)])(jobs.note_start)
+    store, fire = due_in(registry, 1.5)
+    claim_ahead(store, executor, window=3)
+    row = Execution.objects.get(job_id="unwanted")
+    assert (row.status, row.started_at) == ("running", None)
+
+    control.cancel(row.pk, by="alice")
+    executor.check()  # the scheduler's next tick
+
+    row.refresh_from_db()
+    assert (row.status, row.started_at) == ("cancelled", None)
+    assert row.exception == "Cancelled by alice before it started"
+    assert row.finished_at is not None
+    assert executor.reserved == {}, "its max_instances slot is given back"
+    wait_for(lambda: datetime.now(UTC) > fire + timedelta(seconds=0.5), timeout=5)
+    assert starts(notes) == [], "the job's code never ran"
+    assert executor.holding.count == 0

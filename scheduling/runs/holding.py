@@ -21,7 +21,7 @@ import heapq
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -77,6 +77,25 @@ class Holding:
         """Runs held now, claimed and not started."""
         with self._changed:
             return len(self._held)
+
+    def ids(self) -> set[int]:
+        """The ids of the runs held now."""
+        with self._changed:
+            return {execution.pk for held in self._held for execution in held.executions}
+
+    def cancel(self, ids: Collection[int]) -> list[Execution]:
+        """Start none of the runs held now among ``ids`` (someone asked to cancel them): each is
+        dropped, its slot given back; returns their rows. One released meanwhile has started."""
+        with self._changed:
+            cancelled = [held for held in self._held if all(e.pk in ids for e in held.executions)]
+            if not cancelled:
+                return []
+            gone = {id(held) for held in cancelled}
+            self._held = [held for held in self._held if id(held) not in gone]
+            heapq.heapify(self._held)
+        for held in cancelled:
+            held.drop()
+        return [execution for held in cancelled for execution in held.executions]
 
     def drop_all(self) -> list[Execution]:
         """Give up every run held now, none of them started; returns their rows."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from scheduling.models import Execution
@@ -51,23 +52,26 @@ class LiveRuns:
         with self._lock:
             self._runs.pop(live.execution.pk, None)
 
-    def check(self) -> None:
-        """Mark thread runs past their deadline overrunning; raise the flags of cancelled runs."""
+    def check(self, held: Collection[int] = ()) -> dict[int, str]:
+        """Mark thread runs past their deadline overrunning; raise the flags of cancelled runs.
+
+        ``held``: runs claimed ahead and not started yet (see scheduling.runs.holding), looked at in
+        the same query; returns those of them someone asked to cancel, with who asked."""
         with self._lock:
             runs = list(self._runs.values())
-        if not runs:
-            return
+        if not runs and not held:
+            return {}
         now = time.monotonic()
         for live in runs:
             past = live.deadline is not None and now >= live.deadline
             if past and not (live.stoppable or live.overrunning):
                 self._mark_overrunning(live)
                 live.overrunning = True  # only once written: a failed write is tried at the next tick
+        going = [live.execution.pk for live in runs if not live.cancel.is_set()]
         asked = dict(
-            Execution.objects.filter(
-                pk__in=[live.execution.pk for live in runs if not live.cancel.is_set()],
-                cancel_requested_at__isnull=False,
-            ).values_list("pk", "cancel_requested_by")
+            Execution.objects.filter(pk__in=[*going, *held], cancel_requested_at__isnull=False).values_list(
+                "pk", "cancel_requested_by"
+            )
         )
         for live in runs:
             if live.execution.pk in asked:
@@ -79,6 +83,7 @@ class LiveRuns:
                     live.execution.job_id,
                     live.cancelled_by or "a script",
                 )
+        return {pk: by for pk, by in asked.items() if pk in held}
 
     @staticmethod
     def _mark_overrunning(live: LiveRun) -> None:

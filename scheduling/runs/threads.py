@@ -169,6 +169,28 @@ class ThreadTarget:
         self.holding.stop(start_held_until)
         self._pool.shutdown(wait=wait)
 
+    def check(self) -> None:
+        """Once a tick: runs past their timeout, and cancel requests (see LiveRuns.check). A run
+        claimed ahead whose cancel was asked for before its time never starts: it is recorded
+        cancelled (one whose time came first starts, and is told to stop as any run going on)."""
+        asked = self.live.check(self.holding.ids())
+        if not asked:
+            return
+        for execution in self.holding.cancel(asked):
+            by = asked[execution.pk] or "a script"
+            logger.info(
+                "Run %s of job %s: cancelled by %s before it started", execution.pk, execution.job_id, by
+            )
+            try:
+                Execution.objects.filter(pk=execution.pk, started_at__isnull=True).running().update(
+                    status=Execution.Status.CANCELLED,
+                    finished_at=timezone.now(),
+                    exception=f"Cancelled by {by} before it started",
+                )
+            # Dropped already: left running, it would hold its job's slot wherever the job runs next.
+            except DatabaseError:
+                self.not_started([execution], f"cancelled by {by} before it started")
+
     def drop_held(self, reason: str) -> int:
         """Start none of the runs held for their time: they are recorded interrupted, for
         ``reason``; returns how many (the scheduler steps down: it may no longer start runs)."""

@@ -168,7 +168,7 @@ class Runner:
             if time.monotonic() >= deadline:
                 return False
             try:
-                self.thread_runs.live.check()
+                self.thread_runs.check()
                 if self.active and not self.leadership.claim():
                     self.active = False
                     logger.warning(
@@ -186,7 +186,7 @@ class Runner:
 
     def _on_tick(self) -> None:
         # Runs go on whether or not this scheduler still leads: a step-down does not stop them.
-        self.thread_runs.live.check()
+        self.thread_runs.check()
         self.thread_runs.record_not_started()
         if self.stopping:
             return  # Runner.stop releases the lease and records the rest: nothing to lead any more
