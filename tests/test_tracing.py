@@ -42,6 +42,14 @@ def spans(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[InMemoryS
     reset_global_provider()
 
 
+def dispatch_and_run(spans: InMemorySpanExporter, job_id: str) -> tuple | None:
+    """The dispatch's span and the span of the run of ``job_id``, once both have ended."""
+    by_name = {span.name: span for span in spans.get_finished_spans()}
+    if f"scheduling.run {job_id}" not in by_name:
+        return None
+    return by_name["scheduling.dispatch"], by_name[f"scheduling.run {job_id}"]
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("runs_in", ["threads", "tasks"])
 def test_a_run_here_is_a_span_under_the_dispatch_with_its_job_time_lateness_and_outcome(
@@ -53,13 +61,7 @@ def test_a_run_here_is_a_span_under_the_dispatch_with_its_job_time_lateness_and_
         work_off()  # the trace context went through the run's row: the task carries only its id
     run = wait_for(lambda: Execution.objects.filter(job_id="traced", status=Status.SUCCEEDED).first())
 
-    def finished() -> tuple | None:
-        by_name = {span.name: span for span in spans.get_finished_spans()}
-        if "scheduling.run traced" not in by_name:
-            return None
-        return by_name["scheduling.dispatch"], by_name["scheduling.run traced"]
-
-    dispatch, span = wait_for(finished)
+    dispatch, span = wait_for(lambda: dispatch_and_run(spans, "traced"))
     assert dispatch.kind == SpanKind.PRODUCER
     assert span.kind == SpanKind.CONSUMER
     assert span.parent is not None
@@ -113,13 +115,7 @@ def test_a_run_claimed_ahead_is_a_span_under_the_dispatch_that_claimed_it(
     claim_ahead(store, executor, window=2)
     assert Execution.objects.get(job_id="ahead").started_at is None  # claimed, not started
 
-    def finished() -> tuple | None:
-        by_name = {span.name: span for span in spans.get_finished_spans()}
-        if "scheduling.run ahead" not in by_name:
-            return None
-        return by_name["scheduling.dispatch"], by_name["scheduling.run ahead"]
-
-    dispatch, span = wait_for(finished)
+    dispatch, span = wait_for(lambda: dispatch_and_run(spans, "ahead"))
     assert span.parent is not None
     assert (span.parent.trace_id, span.parent.span_id) == (
         dispatch.context.trace_id,
