@@ -34,6 +34,7 @@ from scheduling.policy import RunPolicy
 from scheduling.runs.processes import ProcessPool
 from scheduling.runs.targets import run_targets
 from scheduling.runs.threads import ThreadTarget
+from scheduling.runtime import memory
 from scheduling.runtime.alert_watch import AlertWatch
 from scheduling.runtime.dispatch import Dispatcher
 from scheduling.runtime.leadership import Leadership
@@ -265,6 +266,7 @@ class Runner:
         self.recorder.fence = self.leadership.fence
         sync_calendars(calendars.registry.values(), declarations.registry.values())
         self.sync_report = sync(self.store, declarations.registry.values(), keep=self._keep_lease)
+        memory.give_back()  # what the sync loaded and wrote, freed, would stay resident
         if any(
             Placement.of(item.executor).runs_in == RunsIn.PROCESSES for item in declarations.registry.values()
         ):
