@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
@@ -14,6 +15,7 @@ from django_apscheduler.models import DjangoJob
 
 from scheduling import job, signals
 from scheduling import store as store_module
+from scheduling.history import writer as writer_module
 from scheduling.history.recorder import Recorder
 from scheduling.history.rows import Outcome
 from scheduling.history.writer import OutcomeWriter, finish_all
@@ -23,6 +25,7 @@ from scheduling.runs.threads import ThreadTarget
 from scheduling.runtime.dispatch import Dispatcher
 from scheduling.store import JobStore
 from scheduling.sync import sync
+from tests.conftest import wait_for
 from tests.support import jobs
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -146,6 +149,42 @@ def test_the_outcome_writer_batches_outcomes_from_many_threads_and_writes_all_be
     outcomes.stop()
 
     assert Execution.objects.filter(status="succeeded").count() == 50
+
+
+def test_while_runs_keep_ending_the_writer_gathers_them_and_an_awaited_outcome_is_not_held_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 1,000 runs starting in one second made 50 UPDATEs of a few rows when the writer wrote at
+    # each wake-up, each taking the interpreter's lock from the threads starting the others.
+    batches: list[list[int]] = []
+    monkeypatch.setattr(writer_module, "BUSY_INTERVAL", 2.0)  # room to spare on a slow machine
+
+    def noted(finished: list[tuple[Execution, Outcome]]) -> int:
+        batches.append([execution.pk for execution, _ in finished])
+        return finish_all(finished)
+
+    monkeypatch.setattr(writer_module, "finish_all", noted)
+    outcomes = OutcomeWriter()
+    recorder = Recorder(outcomes=outcomes)
+    now = timezone.now()
+    lone, *ending, awaited = recorder.insert([recorder.running_row(f"job-{n}", now) for n in range(5)])
+    done = Outcome("succeeded", now, now, 0.1)
+    try:
+        recorder.finish(lone, done, wait=True)  # none written for a while: at once, alone
+        for row in ending:  # a run ending every 10 ms: all within the busy interval
+            recorder.finish(row, done)
+            time.sleep(0.01)
+        wait_for(lambda: len(batches) == 2)
+        # A signal's receiver waits for its row: written at once, busy or not (held back, this
+        # write would take the 2 s of the interval).
+        before = time.monotonic()
+        recorder.finish(awaited, done, wait=True)
+        assert time.monotonic() - before < 1.0
+    finally:
+        outcomes.stop()
+
+    assert batches == [[lone.pk], [row.pk for row in ending], [awaited.pk]]
+    assert Execution.objects.filter(status="succeeded").count() == 5
 
 
 def test_a_run_that_ends_after_the_writer_stopped_writes_its_own_outcome_and_is_not_left_waiting() -> None:

@@ -12,11 +12,12 @@ import pytest
 import sentry_sdk
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django_apscheduler.models import DjangoJob
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
 from scheduling import context, job
-from scheduling.models import Execution
+from scheduling.models import Execution, ScheduledJob
 from scheduling.runs.call import call_job
 from scheduling.runs.observers import RunFacts, otel
 from scheduling.runs.targets import run_targets
@@ -178,3 +179,37 @@ def test_a_tracing_that_fails_to_say_whether_it_is_on_fails_no_dispatch(
     job(interval=30, id="traced")(jobs.succeed)
     dispatch_due(registry, dispatcher)
     wait_for(lambda: Execution.objects.filter(job_id="traced", status="succeeded").exists())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_no_observer_configured_a_dispatch_looks_once_for_all_its_runs(
+    registry: dict, executor: ThreadTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # OpenTelemetry reads the environment for its provider: ≈ 9 µs, twice a run, when each run
+    # looked for itself.
+    looks: list[bool] = []
+    real = otel.enabled
+
+    def looked() -> bool:
+        looks.append(real())
+        return looks[-1]
+
+    monkeypatch.setattr(otel, "enabled", looked)
+
+    def looks_to_dispatch(count: int) -> int:
+        Execution.objects.all().delete()
+        ScheduledJob.objects.all().delete()
+        DjangoJob.objects.all().delete()
+        registry.clear()
+        store = declare_due(registry, count)
+        looks.clear()
+        now = datetime.now(UTC)
+        Dispatcher(store, executor.recorder, run_targets(executor)).dispatch(
+            store.get_due_jobs_and_next_run_time(now, 1000)[0], now
+        )
+        assert executor.wait(10)
+        assert Execution.objects.filter(status=Status.SUCCEEDED).count() == count
+        return len(looks)
+
+    assert looks_to_dispatch(20) == looks_to_dispatch(1)
+    assert not any(looks)

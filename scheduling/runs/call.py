@@ -41,12 +41,14 @@ def call_job(
     args: Sequence[Any],
     kwargs: Mapping[str, Any],
     facts: RunFacts | None = None,
+    look: bool = True,
 ) -> Outcome:
     """Call a job's function and time it; its exception, if any, becomes a failed outcome, and
     what it logs and prints becomes the outcome's output. The run's observers (Sentry Crons,
-    OpenTelemetry: ``scheduling.runs.observers``) see it start and end, told ``facts``."""
+    OpenTelemetry: ``scheduling.runs.observers``) see it start and end, told ``facts``;
+    ``look=False`` when the caller knows none is enabled."""
     # Observed outside the capture: what the observers themselves log is not the run's output.
-    with observed(job_id, facts) as watch:
+    with observed(job_id, facts, look) as watch:
         with captured(settings.OUTPUT_LIMIT) as output:
             outcome = _call(job_id, function, args, kwargs)
         watch.ended(outcome)

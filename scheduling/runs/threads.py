@@ -8,7 +8,6 @@ outcome after, and the pool counts the runs of each job going on for max_instanc
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 import threading
 from collections import Counter
@@ -31,7 +30,8 @@ from scheduling.runs.base import slots_left
 from scheduling.runs.call import arguments_of, call_job
 from scheduling.runs.holding import Holding
 from scheduling.runs.live import LiveRun, LiveRuns
-from scheduling.runs.observers import RunFacts, facts_for, trace_context
+from scheduling.runs.observers import RunFacts, facts_for, observing, trace_context
+from scheduling.runs.pool import RunPool
 from scheduling.signals import notify
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,9 @@ class RunAbandoned(Exception):
 
 
 def call_here(job: Job, execution: Execution, live: LiveRun, facts: RunFacts | None) -> Outcome:
-    return call_job(job.id, job.func, *arguments_of(job.args, job.kwargs, execution), facts)
+    # No facts: no observer was enabled when the run was handed over (RunControl.observing).
+    args, kwargs = arguments_of(job.args, job.kwargs, execution)
+    return call_job(job.id, job.func, args, kwargs, facts, look=facts is not None)
 
 
 class ThreadTarget:
@@ -64,10 +66,9 @@ class ThreadTarget:
     def __init__(self, recorder: Recorder, max_workers: int = 10) -> None:
         self.recorder = recorder
         self.max_workers = max_workers
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers, thread_name_prefix="scheduling-job")
+        self._pool = RunPool(max_workers, name="scheduling-job")
         self._lock = threading.Lock()
         self._running: Counter[str] = Counter()  # runs of each job reserved here and not ended
-        self._futures: set[concurrent.futures.Future[None]] = set()
         # Runs of each job still going in other schedulers (see history.housekeeping.running_elsewhere):
         # they count against max_instances too, until they end or are recorded interrupted.
         self.elsewhere: dict[str, int] = {}
@@ -119,7 +120,7 @@ class ThreadTarget:
             return 0
         first = executions[0]
         # Read here, on the dispatch's thread: a held run goes to the pool from the timer's.
-        control = RunControl(self.live, policy.timeout, stoppable, trace_context())
+        control = RunControl(self.live, policy.timeout, stoppable, trace_context(), observing())
         if first.started_at is None and first.status == Execution.Status.RUNNING:
             if self.holding.hold(
                 first.scheduled_at,
@@ -136,31 +137,23 @@ class ThreadTarget:
         self, job: Job, executions: list[Execution], origin: Origin, caller: Caller, control: RunControl
     ) -> int:
         run_times = [execution.scheduled_at for execution in executions]
-        try:
-            future = self._pool.submit(
-                run_job, job, run_times, self.recorder, origin, executions, caller, control
-            )
-        except RuntimeError:  # "cannot schedule new futures after shutdown"
+
+        def run() -> None:
+            try:
+                run_job(job, run_times, self.recorder, origin, executions, caller, control)
+            except Exception:
+                logger.exception("Job %s: its run ended in an error of the scheduler", job.id)
+            finally:
+                self.release(job)
+
+        if not self._pool.submit(run):  # the scheduler stops
             self.release(job)
             return len(executions)
-        with self._lock:
-            self._futures.add(future)
-        future.add_done_callback(lambda done: self._done(job, done))
         return 0
-
-    def _done(self, job: Job, future: concurrent.futures.Future[None]) -> None:
-        with self._lock:
-            self._futures.discard(future)
-        self.release(job)
-        if (exception := future.exception()) is not None:
-            logger.error("Job %s: its run ended in an error of the scheduler", job.id, exc_info=exception)
 
     def wait(self, timeout: float) -> bool:
         """Wait for running jobs; True if all finished within ``timeout`` seconds."""
-        with self._lock:
-            futures = set(self._futures)
-        _, not_done = concurrent.futures.wait(futures, timeout=timeout)
-        return not not_done
+        return self._pool.wait(timeout)
 
     def shutdown(self, wait: bool = True, start_held_until: float | None = None) -> None:
         """Take no more runs; start those held for a time up to ``start_held_until`` (seconds since
@@ -227,17 +220,12 @@ class ThreadTarget:
 
     def warm_up(self) -> None:
         """Start every thread of the pool now, not as the first runs come (each would wait for one)."""
-        ready = threading.Barrier(self.max_workers + 1)
-        try:
-            for _ in range(self.max_workers):
-                self._pool.submit(ready.wait, 5)
-            ready.wait(5)
-        except (RuntimeError, threading.BrokenBarrierError):  # stopping, or a thread busy already
-            ready.abort()
+        self._pool.start_all()
 
     @property
     def running(self) -> int:
-        return len(self._futures)
+        """Runs handed to the pool (a submission's fires count as one) and not ended."""
+        return self._pool.unfinished
 
     @property
     def reserved(self) -> dict[str, int]:
@@ -254,6 +242,7 @@ class RunControl:
     timeout: int | None = None
     stoppable: bool = False  # a child process is stopped at its deadline; a thread only flagged
     traceparent: str | None = None  # the dispatch's trace context, for the runs' spans
+    observing: bool = True  # an observer was enabled at the dispatch (else the runs skip the look)
 
 
 def run_job(
@@ -315,7 +304,7 @@ def _run_once(
     live = control.live.start(execution, control.timeout, control.stoppable)
     token = context.current.set(execution)
     try:
-        facts = facts_for(job, control.timeout, control.traceparent)
+        facts = facts_for(job, control.timeout, control.traceparent, control.observing)
         outcome = cancelled(caller(job, execution, live, facts), live)
     except RunAbandoned as exc:
         logger.info("Job %s: %s", job.id, exc)

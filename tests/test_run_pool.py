@@ -1,0 +1,118 @@
+"""The job threads: every run queued is run, by at most max_workers threads at once."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+
+import pytest
+
+from scheduling.runs.pool import RunPool
+from tests.conftest import wait_for
+
+
+def test_every_call_runs_on_at_most_max_workers_threads() -> None:
+    pool = RunPool(3, name="test-job")
+    lock = threading.Lock()
+    going, most, threads = 0, 0, set()
+    release = threading.Event()
+
+    def call() -> None:
+        nonlocal going, most
+        with lock:
+            going += 1
+            most = max(most, going)
+            threads.add(threading.current_thread().name)
+        release.wait(10)
+        with lock:
+            going -= 1
+
+    try:
+        for _ in range(20):
+            assert pool.submit(call)
+        wait_for(lambda: going == 3)
+        assert pool.unfinished == 20
+        release.set()
+        assert pool.wait(10)
+    finally:
+        pool.shutdown()
+    assert most == 3
+    assert threads == {"test-job_0", "test-job_1", "test-job_2"}
+    assert pool.unfinished == 0
+
+
+def test_a_run_queued_while_the_only_idle_thread_was_woken_for_another_gets_a_thread_of_its_own() -> None:
+    # Two runs queued back to back: were the second left to the thread woken for the first, a
+    # first that blocks would hold the second back though the pool may start more threads.
+    pool = RunPool(2, name="test-job")
+    first_going, second_ran, release = threading.Event(), threading.Event(), threading.Event()
+    try:
+        pool.submit(lambda: None)  # one thread started, now idle; room for one more
+        wait_for(lambda: pool._idle == 1)
+
+        def first() -> None:
+            first_going.set()
+            release.wait(10)
+
+        pool.submit(first)
+        pool.submit(second_ran.set)
+        assert second_ran.wait(5), "the second run waited for the first"
+        assert first_going.is_set()
+    finally:
+        release.set()
+        pool.shutdown()
+
+
+def test_wait_tells_whether_the_calls_ended_in_time() -> None:
+    pool = RunPool(1, name="test-job")
+    release = threading.Event()
+    try:
+        pool.submit(lambda: release.wait(10))
+        assert not pool.wait(0.05)
+        release.set()
+        assert pool.wait(10)
+    finally:
+        pool.shutdown()
+
+
+def test_after_shutdown_queued_calls_still_run_and_new_ones_are_refused() -> None:
+    pool = RunPool(1, name="test-job")
+    release = threading.Event()
+    ran: list[int] = []
+    pool.submit(lambda: release.wait(10))
+    for number in range(3):
+        pool.submit(functools.partial(ran.append, number))
+    stopper = threading.Thread(target=pool.shutdown)
+    stopper.start()
+    wait_for(lambda: pool._closed)
+    assert not pool.submit(lambda: ran.append(99))
+    release.set()
+    stopper.join(10)
+    assert not stopper.is_alive()
+    assert ran == [0, 1, 2]
+
+
+def test_a_call_that_raises_is_logged_and_the_thread_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    pool = RunPool(1, name="test-job")
+    ran = threading.Event()
+    try:
+        pool.submit(lambda: 1 / 0)
+        pool.submit(ran.set)
+        assert ran.wait(5)
+        assert pool.wait(5)
+    finally:
+        pool.shutdown()
+    [record] = [record for record in caplog.records if record.levelno == logging.ERROR]
+    assert record.getMessage() == "A run ended in an error of the scheduler"
+    assert record.exc_info is not None
+    assert record.exc_info[0] is ZeroDivisionError
+
+
+def test_start_all_starts_every_thread_at_once() -> None:
+    pool = RunPool(4, name="test-job")
+    try:
+        pool.start_all()
+        wait_for(lambda: pool._idle == 4)
+    finally:
+        pool.shutdown()
