@@ -45,7 +45,7 @@ class Ours:
 
     def start(self, count: int, schedule: str) -> None:
         # The jobs are declared at Django set-up from BENCH_JOBS/BENCH_SCHEDULE (bench/declared.py).
-        self.runner = Runner()
+        self.runner = Runner(own_process=True)  # as runscheduler runs it
         self.runner.start()
 
     def stop(self) -> None:

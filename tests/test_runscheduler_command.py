@@ -102,7 +102,7 @@ def test_a_stop_signal_that_comes_while_the_scheduler_starts_stops_it_gracefully
     class Starting:
         """A Runner that is told to stop (SIGTERM, as a deploy sends it) halfway through its start."""
 
-        def __init__(self, threads: int | None = None) -> None:
+        def __init__(self, threads: int | None = None, own_process: bool = False) -> None:
             self.instance = None
 
         def start(self) -> None:
@@ -134,7 +134,7 @@ def test_a_stop_signal_delivered_to_another_thread_still_stops_the_scheduler(
     class Started:
         """A Runner whose process gets SIGTERM in one of its own threads, not the main one."""
 
-        def __init__(self, threads: int | None = None) -> None:
+        def __init__(self, threads: int | None = None, own_process: bool = False) -> None:
             self.instance = None
 
         def start(self) -> None:

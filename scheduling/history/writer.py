@@ -186,10 +186,11 @@ class OutcomeWriter:
     def finish(self, execution: Execution, outcome: Outcome, wait: bool = False) -> None:
         """Queue a run's outcome; with ``wait``, return once it is on disk (or given up for now)."""
         written = threading.Event() if wait else None
+        item = _Finished(execution, outcome, written)  # made outside the lock every job thread takes
         with self._closing:
             queued = not self._closed
             if queued:
-                self._queue.put(_Finished(execution, outcome, written))
+                self._queue.put(item)
         if not queued:
             finish_all([(execution, outcome)])
             return
@@ -199,10 +200,11 @@ class OutcomeWriter:
     def started(self, execution: Execution) -> None:
         """Queue the start of a run claimed ahead: written after START_DELAY unless its outcome
         came first (every start still waiting is written on stop)."""
+        item = _Started(execution, time.monotonic() + START_DELAY)
         with self._closing:
             queued = not self._closed
             if queued:
-                self._queue.put(_Started(execution, time.monotonic() + START_DELAY))
+                self._queue.put(item)
         if not queued:
             write_starts([execution])
 

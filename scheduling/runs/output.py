@@ -133,6 +133,9 @@ _install_lock = threading.Lock()
 
 def _install() -> None:
     """Put the handler and the stand-ins in place (again, if something replaced them since)."""
+    # Looked at first without the lock, which every job thread would otherwise take at every run.
+    if _handler in logging.root.handlers and _wrapped(sys.stdout) and _wrapped(sys.stderr):
+        return
     with _install_lock:
         root = logging.getLogger()
         if _handler not in root.handlers:
@@ -142,6 +145,10 @@ def _install() -> None:
             sys.stdout = _RunStream(sys.stdout)
         if sys.stderr is not None and not isinstance(sys.stderr, _RunStream):
             sys.stderr = _RunStream(sys.stderr)
+
+
+def _wrapped(stream: TextIO | None) -> bool:
+    return stream is None or isinstance(stream, _RunStream)
 
 
 @contextmanager

@@ -328,7 +328,9 @@ def cancelled(outcome: Outcome, live: LiveRun) -> Outcome:
 
 def _finish(recorder: Recorder, execution: Execution, outcome: Outcome, signal: Signal) -> None:
     # A receiver of the signal that follows may read the row: then it must be on disk first.
-    recorder.finish(execution, outcome, wait=signal.has_listeners(sender=execution.job_id))
+    # ``receivers`` first: has_listeners takes the signal's lock, which every job thread shares.
+    wait = bool(signal.receivers) and signal.has_listeners(sender=execution.job_id)
+    recorder.finish(execution, outcome, wait=wait)
     execution.status, execution.finished_at, execution.duration = (
         outcome.status,
         outcome.finished_at,

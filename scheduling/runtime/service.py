@@ -53,8 +53,12 @@ ACTIVATION_RETRY_MAX = 60.0  # seconds between attempts to start scheduling afte
 class Runner:
     """One scheduler process: owns the store, the run targets, the loop and the heartbeat."""
 
-    def __init__(self, *, threads: int | None = None, poll_interval: float | None = None) -> None:
+    def __init__(
+        self, *, threads: int | None = None, poll_interval: float | None = None, own_process: bool = False
+    ) -> None:
         self.threads = threads or settings.THREADS
+        # The process is the scheduler's alone (runscheduler), not a web process's: see memory.settle.
+        self.own_process = own_process
         self.poll_interval = poll_interval or settings.POLL_INTERVAL
         self.started = False
         self.active = False
@@ -266,7 +270,7 @@ class Runner:
         self.recorder.fence = self.leadership.fence
         sync_calendars(calendars.registry.values(), declarations.registry.values())
         self.sync_report = sync(self.store, declarations.registry.values(), keep=self._keep_lease)
-        memory.give_back()  # what the sync loaded and wrote, freed, would stay resident
+        memory.settle(freeze=self.own_process)  # what the sync loaded and wrote, freed, would stay resident
         if any(
             Placement.of(item.executor).runs_in == RunsIn.PROCESSES for item in declarations.registry.values()
         ):

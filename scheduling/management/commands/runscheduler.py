@@ -95,7 +95,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         self._configure_logging(options["verbosity"])
         stop_metrics = self._serve_metrics(options["metrics_port"], options["metrics_address"])
-        runner = Runner(threads=options["threads"])
+        runner = Runner(threads=options["threads"], own_process=True)
         stop = threading.Event()
 
         def request_stop(signum: int, frame: FrameType | None) -> None:
