@@ -258,6 +258,11 @@ class JobStore(DjangoJobStore):
         self._fix_paused_jobs_sorting(jobs)
         return jobs
 
+    def count_due(self, until: datetime, limit: int) -> int:
+        """How many jobs fall due by ``until``, counted up to ``limit`` (one indexed query)."""
+        internal = get_django_internal_datetime(until)
+        return loadable_jobs().filter(next_run_time__lte=internal).values("id")[:limit].count()
+
     def get_due_jobs_and_next_run_time(self, now: datetime, limit: int) -> tuple[list[Job], datetime | None]:
         """Up to ``limit`` due jobs, and when the next job falls due after them, in one query.
 

@@ -352,6 +352,70 @@ def test_a_claim_larger_than_a_pass_goes_on_at_once_and_keeps_its_window(
     wait_for(lambda: claimed.filter(status="succeeded").count() == 5, timeout=5)
 
 
+def burst_loop(
+    registry: dict, executor: ThreadTarget, count: int, seconds: float
+) -> tuple[Scheduler, Dispatcher, datetime]:
+    """``count`` jobs due together ``seconds`` from now, two a pass, and a loop whose full passes
+    took half a second each."""
+    for number in range(count):
+        job(interval=3600, id=f"burst-{number}")(jobs.succeed)
+    store, fire = due_in(registry, seconds)
+    dispatcher = Dispatcher(store, executor.recorder, run_targets(executor))
+    loop = Scheduler(poll_interval=0.5, fire_ahead=0.25, dispatcher=dispatcher, timezone=UTC)
+    loop._pass_took = 0.5
+    return loop, dispatcher, fire
+
+
+@pytest.mark.parametrize(("count", "lead"), [(2, 1.0), (5, 2.0), (40, 10.0)])
+def test_more_jobs_due_together_than_a_pass_claims_are_claimed_earlier_by_the_passes_they_take(
+    registry: dict, executor: ThreadTarget, monkeypatch: pytest.MonkeyPatch, count: int, lead: float
+) -> None:
+    """10,000 jobs due at once took ten passes, of which a window of 1 s covered five: the rest
+    were claimed while the first runs started, and came up to 2 s late."""
+    monkeypatch.setattr(loop_module, "DISPATCH_BATCH", 2)
+    loop, dispatcher, fire = burst_loop(registry, executor, count, 30)
+
+    wake = loop._dispatch_due(dispatcher)
+
+    # One pass: the window (four times the setting until a claim is measured); three passes: two
+    # more of half a second; twenty: at most 40 times the setting.
+    assert wake == fire - timedelta(seconds=lead)
+    assert not Execution.objects.exists()
+
+
+def test_a_wake_up_before_the_one_planned_for_a_wide_claim_claims_only_its_window(
+    registry: dict, executor: ThreadTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A notification (the store's rows changed) brings the loop back before the wake-up planned
+    # 2 s ahead of the fire: what it claims then is the window's, not an hour's fires early.
+    monkeypatch.setattr(loop_module, "DISPATCH_BATCH", 2)
+    loop, dispatcher, _ = burst_loop(registry, executor, 5, 30)
+    planned = loop._dispatch_due(dispatcher)
+
+    assert loop._dispatch_due(dispatcher) == planned
+    assert not Execution.objects.exists()
+
+
+def test_a_wide_claim_planned_takes_every_job_due_before_their_time(
+    registry: dict, executor: ThreadTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(loop_module, "DISPATCH_BATCH", 2)
+    loop, dispatcher, fire = burst_loop(registry, executor, 5, 2.5)
+    planned = loop._dispatch_due(dispatcher)
+    assert planned == fire - timedelta(seconds=2)
+    wait_for(lambda: datetime.now(UTC) >= planned, interval=0.01)
+
+    while loop._dispatch_due(dispatcher) <= datetime.now(UTC):  # passes follow at once
+        pass
+
+    claimed = Execution.objects.filter(job_id__startswith="burst-")
+    assert datetime.now(UTC) < fire, "all claimed ahead of their time"
+    assert claimed.count() == 5
+    assert set(claimed.values_list("started_at", flat=True)) == {None}
+    assert set(claimed.values_list("scheduled_at", flat=True)) == {fire}
+    wait_for(lambda: claimed.filter(status="succeeded").count() == 5, timeout=5)
+
+
 def test_a_run_cancelled_while_held_never_starts_and_is_recorded_cancelled(
     registry: dict, executor: ThreadTarget, tmp_path: Path
 ) -> None:
