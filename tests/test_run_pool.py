@@ -1,18 +1,23 @@
-"""The job threads: every run queued is run, by at most max_workers threads at once."""
+"""The job threads: every run queued is run, by at most max_workers threads at once, and by
+CONCURRENT of them while the runs going on keep ending."""
 
 from __future__ import annotations
 
 import functools
 import logging
 import threading
+import time
 
 import pytest
 
+from scheduling.runs import pool as pool_module
 from scheduling.runs.pool import RunPool
 from tests.conftest import wait_for
 
 
-def test_every_call_runs_on_at_most_max_workers_threads() -> None:
+def test_runs_that_do_not_end_let_another_thread_in_after_each_stall_up_to_max_workers() -> None:
+    # Each run waits on I/O (here an event): none ends, so after each STALL one more thread
+    # takes the next.
     pool = RunPool(3, name="test-job")
     lock = threading.Lock()
     going, most, threads = 0, 0, set()
@@ -42,6 +47,33 @@ def test_every_call_runs_on_at_most_max_workers_threads() -> None:
     assert pool.unfinished == 0
 
 
+def test_runs_that_do_not_stall_are_taken_by_at_most_concurrent_threads_of_many() -> None:
+    # Ten threads taking turns through short runs wait for the interpreter's lock and for one
+    # another's locks: 2-3 times slower than two. (A stall of a minute: none on a slow machine.)
+    pool = RunPool(10, name="test-job", stall=60)
+    pool.start_all()
+    wait_for(lambda: len(pool._parked) == 10)
+    lock = threading.Lock()
+    going, most = 0, 0
+
+    def short() -> None:
+        nonlocal going, most
+        with lock:
+            going += 1
+            most = max(most, going)
+        time.sleep(0.001)  # long enough for the runs to overlap, were more threads let in
+        with lock:
+            going -= 1
+
+    try:
+        for _ in range(200):
+            pool.submit(short)
+        assert pool.wait(30)
+    finally:
+        pool.shutdown()
+    assert most == pool_module.CONCURRENT
+
+
 def test_a_run_queued_while_the_only_idle_thread_was_woken_for_another_gets_a_thread_of_its_own() -> None:
     # Two runs queued back to back: were the second left to the thread woken for the first, a
     # first that blocks would hold the second back though the pool may start more threads.
@@ -49,7 +81,7 @@ def test_a_run_queued_while_the_only_idle_thread_was_woken_for_another_gets_a_th
     first_going, second_ran, release = threading.Event(), threading.Event(), threading.Event()
     try:
         pool.submit(lambda: None)  # one thread started, now idle; room for one more
-        wait_for(lambda: pool._idle == 1)
+        wait_for(lambda: len(pool._parked) == 1)
 
         def first() -> None:
             first_going.set()
@@ -113,6 +145,6 @@ def test_start_all_starts_every_thread_at_once() -> None:
     pool = RunPool(4, name="test-job")
     try:
         pool.start_all()
-        wait_for(lambda: pool._idle == 4)
+        wait_for(lambda: len(pool._parked) == 4)
     finally:
         pool.shutdown()
