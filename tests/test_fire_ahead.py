@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.db import OperationalError, connection
 from django.db.models import F
 from django.utils import timezone
 from django_apscheduler.models import DjangoJob
@@ -353,10 +354,11 @@ def test_a_claim_larger_than_a_pass_goes_on_at_once_and_keeps_its_window(
 
 
 def burst_loop(
-    registry: dict, executor: ThreadTarget, count: int, seconds: float
+    registry: dict, executor: ThreadTarget, monkeypatch: pytest.MonkeyPatch, count: int, seconds: float
 ) -> tuple[Scheduler, Dispatcher, datetime]:
     """``count`` jobs due together ``seconds`` from now, two a pass, and a loop whose full passes
     took half a second each."""
+    monkeypatch.setattr(loop_module, "DISPATCH_BATCH", 2)
     for number in range(count):
         job(interval=3600, id=f"burst-{number}")(jobs.succeed)
     store, fire = due_in(registry, seconds)
@@ -372,8 +374,7 @@ def test_more_jobs_due_together_than_a_pass_claims_are_claimed_earlier_by_the_pa
 ) -> None:
     """10,000 jobs due at once took ten passes, of which a window of 1 s covered five: the rest
     were claimed while the first runs started, and came up to 2 s late."""
-    monkeypatch.setattr(loop_module, "DISPATCH_BATCH", 2)
-    loop, dispatcher, fire = burst_loop(registry, executor, count, 30)
+    loop, dispatcher, fire = burst_loop(registry, executor, monkeypatch, count, 30)
 
     wake = loop._dispatch_due(dispatcher)
 
@@ -388,8 +389,7 @@ def test_a_wake_up_before_the_one_planned_for_a_wide_claim_claims_only_its_windo
 ) -> None:
     # A notification (the store's rows changed) brings the loop back before the wake-up planned
     # 2 s ahead of the fire: what it claims then is the window's, not an hour's fires early.
-    monkeypatch.setattr(loop_module, "DISPATCH_BATCH", 2)
-    loop, dispatcher, _ = burst_loop(registry, executor, 5, 30)
+    loop, dispatcher, _ = burst_loop(registry, executor, monkeypatch, 5, 30)
     planned = loop._dispatch_due(dispatcher)
 
     assert loop._dispatch_due(dispatcher) == planned
@@ -399,8 +399,7 @@ def test_a_wake_up_before_the_one_planned_for_a_wide_claim_claims_only_its_windo
 def test_a_wide_claim_planned_takes_every_job_due_before_their_time(
     registry: dict, executor: ThreadTarget, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(loop_module, "DISPATCH_BATCH", 2)
-    loop, dispatcher, fire = burst_loop(registry, executor, 5, 2.5)
+    loop, dispatcher, fire = burst_loop(registry, executor, monkeypatch, 5, 2.5)
     planned = loop._dispatch_due(dispatcher)
     assert planned == fire - timedelta(seconds=2)
     wait_for(lambda: datetime.now(UTC) >= planned, interval=0.01)
@@ -437,3 +436,34 @@ def test_a_run_cancelled_while_held_never_starts_and_is_recorded_cancelled(
     wait_for(lambda: datetime.now(UTC) > fire + timedelta(seconds=0.5), timeout=5)
     assert starts(notes) == [], "the job's code never ran"
     assert executor.holding.count == 0
+
+
+def test_a_held_run_cancelled_while_the_database_refuses_is_recorded_cancelled_once_it_takes_it(
+    registry: dict, executor: ThreadTarget
+) -> None:
+    job(interval=30, id="unwanted")(jobs.succeed)
+    store, _ = due_in(registry, 5)
+    claim_ahead(store, executor, window=10)
+    row = Execution.objects.get(job_id="unwanted")
+    control.cancel(row.pk, by="alice")
+    refused: list[str] = []
+
+    def refuse_updates(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if sql.startswith("UPDATE"):
+            refused.append(sql)
+            raise OperationalError("the database went away")
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(refuse_updates):
+        executor.check()  # the tick that sees the cancel: its write is refused
+    assert refused
+    row.refresh_from_db()
+    assert (row.status, row.started_at) == ("running", None)
+    assert executor.holding.count == 0, "dropped all the same: it never starts"
+
+    executor.record_not_started()  # the next tick
+
+    row.refresh_from_db()
+    assert (row.status, row.started_at) == ("cancelled", None)
+    assert row.exception == "Cancelled by alice before it started"
+    assert executor.reserved == {}

@@ -75,7 +75,9 @@ class ThreadTarget:
         self.live = LiveRuns()  # the runs going on, by execution: deadlines and cancel flags
         # Runs claimed ahead of their time wait there, not on a pool thread (fire-ahead).
         self.holding = Holding(lambda refused: self.not_started(refused, NOT_STARTED_LEASE))
-        self._not_started: list[tuple[Execution, str]] = []  # to record interrupted: the database refused
+        # Runs claimed ahead and dropped before their start, with how they ended, to record
+        # (interrupted, cancelled): the database refused so far.
+        self._not_started: list[tuple[Execution, str, str]] = []
 
     def count_busy(self, jobs: list[Job]) -> None:
         """Nothing to count: the runs going on here are counted as they start and end."""
@@ -174,15 +176,9 @@ class ThreadTarget:
             logger.info(
                 "Run %s of job %s: cancelled by %s before it started", execution.pk, execution.job_id, by
             )
-            try:
-                Execution.objects.filter(pk=execution.pk, started_at__isnull=True).running().update(
-                    status=Execution.Status.CANCELLED,
-                    finished_at=timezone.now(),
-                    exception=f"Cancelled by {by} before it started",
-                )
-            # Dropped already: left running, it would hold its job's slot wherever the job runs next.
-            except DatabaseError:
-                self.not_started([execution], f"cancelled by {by} before it started")
+            self._end_unstarted(
+                [execution], Execution.Status.CANCELLED, f"Cancelled by {by} before it started"
+            )
 
     def drop_held(self, reason: str) -> int:
         """Start none of the runs held for their time: they are recorded interrupted, for
@@ -191,11 +187,16 @@ class ThreadTarget:
 
     def not_started(self, executions: list[Execution], reason: str) -> int:
         """Record runs claimed ahead and never started as interrupted (only while their rows still
-        say so: running, without a start). When the database refuses, they are kept and tried
-        again at :meth:`record_not_started` (every tick): left running, they would count against
-        their jobs' max_instances in the scheduler that took over."""
+        say so: running, without a start); returns how many were written now."""
+        return self._end_unstarted(executions, Execution.Status.INTERRUPTED, reason)
+
+    def _end_unstarted(self, executions: list[Execution], status: str, message: str) -> int:
+        """Record runs claimed ahead and dropped before their start as ``status`` (interrupted,
+        or cancelled), with ``message``. When the database refuses, they are kept and tried again
+        at :meth:`record_not_started` (every tick): left running, they would count against their
+        jobs' max_instances in the scheduler that took over."""
         with self._lock:
-            self._not_started += [(execution, reason) for execution in executions]
+            self._not_started += [(execution, status, message) for execution in executions]
         return self.record_not_started()
 
     def record_not_started(self) -> int:
@@ -205,17 +206,20 @@ class ThreadTarget:
             return 0
         count = 0
         try:
-            for reason in dict.fromkeys(reason for _, reason in waiting):
-                ids = [execution.pk for execution, why in waiting if why == reason]
-                rows = Execution.objects.filter(pk__in=ids, started_at__isnull=True)
-                count += rows.mark_interrupted(reason)
-                waiting = [(execution, why) for execution, why in waiting if why != reason]
+            for status, message in dict.fromkeys((status, message) for _, status, message in waiting):
+                ids = [execution.pk for execution, *ending in waiting if ending == [status, message]]
+                rows = Execution.objects.filter(pk__in=ids, started_at__isnull=True).running()
+                written = rows.update(status=status, finished_at=timezone.now(), exception=message)
+                waiting = [entry for entry in waiting if entry[1:] != (status, message)]
+                if written and status == Execution.Status.INTERRUPTED:
+                    logger.warning(
+                        "%d run(s) claimed ahead were recorded interrupted, never started", written
+                    )
+                count += written
         except DatabaseError as exc:
-            logger.warning("Could not record %d run(s) not started as interrupted (%s)", len(waiting), exc)
+            logger.warning("Could not record %d run(s) dropped before their start (%s)", len(waiting), exc)
             with self._lock:
                 self._not_started = waiting + self._not_started
-        if count:
-            logger.warning("%d run(s) claimed ahead were recorded interrupted, never started", count)
         return count
 
     def warm_up(self) -> None:
