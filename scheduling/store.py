@@ -187,6 +187,9 @@ class JobStore(DjangoJobStore):
         # When the earliest pending retry is due (see scheduling.history.attempts), as the last
         # due query read it; None: no retry is pending.
         self.next_retry: datetime | None = None
+        # How many jobs fall due together at the next run time after the due ones, as the last
+        # due query counted it (the loop claims a crowd earlier: see runtime.loop._lead_before).
+        self.next_crowd = 0
 
     def start(self, scheduler: Any, alias: str) -> None:
         # Skip DjangoResultStoreMixin.start: its listeners write django_apscheduler's history,
@@ -258,19 +261,22 @@ class JobStore(DjangoJobStore):
         self._fix_paused_jobs_sorting(jobs)
         return jobs
 
-    def count_due(self, until: datetime, limit: int) -> int:
-        """How many jobs fall due by ``until``, counted up to ``limit`` (one indexed query)."""
-        internal = get_django_internal_datetime(until)
-        return loadable_jobs().filter(next_run_time__lte=internal).values("id")[:limit].count()
-
     def get_due_jobs_and_next_run_time(self, now: datetime, limit: int) -> tuple[list[Job], datetime | None]:
         """Up to ``limit`` due jobs, and when the next job falls due after them, in one query.
 
         The next run time is ``now`` when more than ``limit`` jobs are due. The same statement
-        sets ``paused_for_maintenance``, ``policies`` and ``next_retry``.
+        sets ``paused_for_maintenance``, ``policies``, ``next_retry`` and ``next_crowd``.
         """
         internal_now = get_django_internal_datetime(now)
         following = loadable_jobs().filter(next_run_time__gt=internal_now).order_by("next_run_time")
+        crowd = (
+            loadable_jobs()
+            .filter(next_run_time=Subquery(following.values("next_run_time")[:1]))
+            .order_by()
+            .values("next_run_time")
+            .annotate(count=Count("id"))
+            .values("count")
+        )
         pause = Maintenance.objects.in_force(now).values("pk")[:1]
         policy = ScheduledJob.objects.filter(id=OuterRef("id")).values("run_policy")[:1]
         found = list(
@@ -280,15 +286,19 @@ class JobStore(DjangoJobStore):
                 paused=Subquery(pause),  # uncorrelated: evaluated once per statement
                 policy=Subquery(policy, output_field=JSONField()),
                 retry=Subquery(earliest_retry()),  # uncorrelated too
+                crowd=Subquery(crowd),  # uncorrelated too: an index range at one moment
             )
             .order_by("next_run_time", "id")
-            .values_list("id", "next_run_time", "job_state", "paused", "policy", "retry")[: limit + 1]
+            .values_list("id", "next_run_time", "job_state", "paused", "policy", "retry", "crowd")[
+                : limit + 1
+            ]
         )
         self.paused_for_maintenance = any(row[3] is not None for row in found)
         self.policies = {row[0]: RunPolicy.from_stored(row[4]) for row in found if row[4]}
         self.next_retry = (
             found[0][5] if found else earliest_retry().values_list("retry_at", flat=True).first()
         )
+        self.next_crowd = (found[0][6] or 0) if found else 0
         rows = [(job_id, moment, state) for job_id, moment, state, *_ in found]
         due = [(job_id, moment, state) for job_id, moment, state in rows if moment <= internal_now]
         later = [moment for _, moment, _ in rows if moment > internal_now]

@@ -201,7 +201,7 @@ class Scheduler(BackgroundScheduler):
             return now
         self._wide_claim = None
         if later is not None:
-            wider = self._lead_before(store, later, lead)
+            wider = self._lead_before(store, lead)
             if wider > lead:
                 # From the wake-up planned for it on (not at one a notification brings earlier),
                 # the claim reaches as far as what was counted.
@@ -221,17 +221,17 @@ class Scheduler(BackgroundScheduler):
         widened = max(self.fire_ahead, self._claim_took + self.fire_ahead / 2)
         return timedelta(seconds=min(widened, MAX_FIRE_AHEAD * self.fire_ahead))
 
-    def _lead_before(self, store: Any, moment: datetime, lead: timedelta) -> timedelta:
-        """The window before ``moment``: ``lead``, wider by the time the further passes take when
-        more jobs fall due by then than one pass claims (see MAX_CLAIM_AHEAD)."""
+    def _lead_before(self, store: Any, lead: timedelta) -> timedelta:
+        """The window before the store's next run time after the due jobs: ``lead``, wider by the
+        time the further passes take when more jobs fall due together at that moment than one
+        pass claims (see MAX_CLAIM_AHEAD)."""
         if not lead:
+            return lead
+        passes = math.ceil(store.next_crowd / DISPATCH_BATCH)  # counted by the due query
+        if passes <= 1:
             return lead
         widest = MAX_CLAIM_AHEAD * self.fire_ahead
         pass_took = self._pass_took or self.fire_ahead  # until a full pass is measured: the setting
-        limit = DISPATCH_BATCH * (math.ceil(widest / pass_took) + 1)
-        passes = math.ceil(store.count_due(moment + lead, limit) / DISPATCH_BATCH)
-        if passes <= 1:
-            return lead
         return min(lead + timedelta(seconds=(passes - 1) * pass_took), timedelta(seconds=widest))
 
     def _measure_claim(self, started: float, more: bool) -> None:
