@@ -125,6 +125,27 @@ def test_after_shutdown_queued_calls_still_run_and_new_ones_are_refused() -> Non
     assert ran == [0, 1, 2]
 
 
+def test_a_shutdown_with_runs_queued_behind_blocked_ones_returns_once_they_ran() -> None:
+    # Threads called after the shutdown began, and not let in (two are taking runs), must not be
+    # left waiting for a call once the queue runs dry: the shutdown would wait for them forever.
+    pool = RunPool(4, name="test-job")
+    pool.start_all()
+    wait_for(lambda: len(pool._parked) == 4)
+    release = threading.Event()
+    ran: list[int] = []
+    for _ in range(2):
+        pool.submit(lambda: release.wait(10))
+    wait_for(lambda: pool._taking == 2)
+    pool.submit(functools.partial(ran.append, 1))  # a watcher is called for it; one stays parked
+    stopper = threading.Thread(target=pool.shutdown)
+    stopper.start()
+    wait_for(lambda: pool._closed)
+    release.set()
+    stopper.join(10)
+    assert not stopper.is_alive(), "the shutdown waits for a thread that nothing will wake"
+    assert ran == [1]
+
+
 def test_a_call_that_raises_is_logged_and_the_thread_goes_on(caplog: pytest.LogCaptureFixture) -> None:
     pool = RunPool(1, name="test-job")
     ran = threading.Event()

@@ -180,7 +180,9 @@ class RunPool:
                 worker.woken.clear()
                 self._lock.release()
                 try:
-                    worker.woken.wait(self.stall if watching else None)
+                    # Once shut down, every thread looks again each stall: none is left waiting
+                    # for a call that no submit will make once the queue runs dry.
+                    worker.woken.wait(self.stall if watching or self._closed else None)
                 finally:
                     self._lock.acquire()
                 stuck = False
