@@ -187,6 +187,37 @@ def test_while_runs_keep_ending_the_writer_gathers_them_and_an_awaited_outcome_i
     assert Execution.objects.filter(status="succeeded").count() == 5
 
 
+def test_an_awaited_outcome_queued_while_the_writer_pauses_cuts_the_pause_short(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Deciding the pause on the batch's first outcome alone held an awaited one that came during
+    # it for the rest of the interval: its signal's receiver, and the run's thread, waited with it.
+    batches: list[list[int]] = []
+    monkeypatch.setattr(writer_module, "BUSY_INTERVAL", 5.0)  # far beyond the bound below
+
+    def noted(finished: list[tuple[Execution, Outcome]]) -> int:
+        batches.append([execution.pk for execution, _ in finished])
+        return finish_all(finished)
+
+    monkeypatch.setattr(writer_module, "finish_all", noted)
+    outcomes = OutcomeWriter()
+    recorder = Recorder(outcomes=outcomes)
+    now = timezone.now()
+    lone, ending, awaited = recorder.insert([recorder.running_row(f"job-{n}", now) for n in range(3)])
+    done = Outcome("succeeded", now, now, 0.1)
+    try:
+        recorder.finish(lone, done, wait=True)
+        recorder.finish(ending, done)  # the writer takes it, and pauses for the busy interval
+        wait_for(lambda: outcomes._queue.empty())
+        before = time.monotonic()
+        recorder.finish(awaited, done, wait=True)
+        assert time.monotonic() - before < 2.5
+    finally:
+        outcomes.stop()
+
+    assert batches == [[lone.pk], [ending.pk, awaited.pk]]
+
+
 def test_a_run_that_ends_after_the_writer_stopped_writes_its_own_outcome_and_is_not_left_waiting() -> None:
     # A run still going past the shutdown timeout ends once the writer's thread is gone: waiting
     # for that thread would hold the job's thread forever, and so the process's exit.

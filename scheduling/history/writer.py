@@ -180,6 +180,8 @@ class OutcomeWriter:
         self._closing = threading.Lock()
         self._last_batch = 0.0  # monotonic: when the last outcomes were written
         self._backlog = False  # the last batch was full: more were waiting
+        # Set when an awaited outcome is queued: cuts the busy pause short, for its run waits.
+        self._hurry = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="scheduling-history", daemon=True)
         self._thread.start()
 
@@ -195,6 +197,7 @@ class OutcomeWriter:
             finish_all([(execution, outcome)])
             return
         if written is not None:
+            self._hurry.set()
             written.wait()
 
     def started(self, execution: Execution) -> None:
@@ -275,7 +278,10 @@ class OutcomeWriter:
         pause = self._last_batch + BUSY_INTERVAL - time.monotonic()
         awaited = isinstance(first, _Finished) and first.written is not None  # a receiver reads the row
         if pause > 0 and not self._backlog and not awaited:
-            time.sleep(pause)
+            # Only an awaited outcome wakes the pause: waking for every one would take the
+            # interpreter's lock once per run again. It is in the queue before the flag is set.
+            self._hurry.wait(pause)
+        self._hurry.clear()
         batch = [first]
         while len(batch) < MAX_BATCH:
             try:
