@@ -78,6 +78,9 @@ class ScheduledJob(models.Model):
     stored_fingerprint = models.CharField(
         max_length=64, blank=True, help_text=_("What the last sync wrote, to notice changes made since.")
     )
+    # The stored state the last sync wrote or found unchanged, less its next run time
+    # (scheduling.store.state_digest): a restart loads only the jobs whose state differs from it.
+    state_digest = models.CharField(max_length=32, blank=True, editable=False)
     overridden_at = models.DateTimeField(
         _("schedule overridden at"),
         null=True,

@@ -8,6 +8,7 @@ Broken jobs are also left out of the due-job and next-run queries; otherwise the
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import pickle
 from collections import OrderedDict
@@ -51,6 +52,22 @@ def loadable_jobs() -> QuerySet[DjangoJob]:
 
 def unpickle(job_state: bytes | memoryview) -> dict[str, Any]:
     return pickle.loads(job_state)  # noqa: S301 - the job store is pickled by design (django_apscheduler)
+
+
+def state_digest(job_state: bytes | memoryview) -> str:
+    """A digest of all a stored job's pickled state holds but its next run time; "" if it cannot tell.
+
+    A job that only ran, or was paused or resumed, keeps its digest: APScheduler pickles the next
+    run time last (``Job.__getstate__``), so the bytes before its key hold everything else. The
+    frame header that pickle protocols 4 and up open with counts the whole length, next run time
+    included (``None`` is shorter than a time), and is left out; its contents are not.
+    """
+    state = bytes(job_state)
+    end = state.rfind(b"next_run_time")
+    if end < 0:
+        return ""
+    start = 11 if state[2:3] == b"\x95" else 0  # PROTO, its version, FRAME and 8 bytes of length
+    return hashlib.blake2b(state[start:end], digest_size=16).hexdigest()
 
 
 def old_executions(job_ids: Collection[str]) -> dict[str, int]:
@@ -330,15 +347,18 @@ class JobStore(DjangoJobStore):
         # In the rows' order (next run time, id), as the dispatcher expects.
         return [job for job_id, _, _ in rows if (job := known.get(job_id) or loaded.get(job_id)) is not None]
 
-    def add_jobs(self, jobs: list[Job]) -> None:
-        """Store many new jobs in one statement (per few thousand jobs)."""
-        insert_all([self.row(job) for job in jobs])
+    def add_jobs(self, jobs: list[Job]) -> list[DjangoJob]:
+        """Store many new jobs in one statement (per few thousand jobs); returns the rows written."""
+        rows = [self.row(job) for job in jobs]
+        insert_all(rows)
+        return rows
 
-    def update_jobs(self, jobs: list[Job]) -> None:
-        """Store the new state of many jobs, in one UPDATE per UPDATE_BATCH jobs."""
+    def update_jobs(self, jobs: list[Job]) -> list[DjangoJob]:
+        """Store the new state of many jobs, in one UPDATE per UPDATE_BATCH jobs; returns the rows."""
         fields = ["next_run_time", "job_state"]
         for job in jobs:  # until written, their rows are not what this store knows
             self._written.pop(job.id, None)
+        written: list[DjangoJob] = []
         for start in range(0, len(jobs), UPDATE_BATCH):
             batch = jobs[start : start + UPDATE_BATCH]
             rows = [self.row(job) for job in batch]
@@ -347,6 +367,8 @@ class JobStore(DjangoJobStore):
             )
             for job, row in zip(batch, rows, strict=True):
                 self._written[job.id] = (row.job_state, job)
+            written += rows
+        return written
 
     def advance_jobs(self, jobs: list[Job], fence: Fence | None = None) -> list[str]:
         """Store the next run time of due jobs, compare-and-set against what the due query read.

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import pickle
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -11,8 +11,8 @@ from django_apscheduler.models import DjangoJob
 from scheduling import control, job
 from scheduling.declarations import Declaration
 from scheduling.models import Execution, ScheduledJob
-from scheduling.store import JobStore
-from scheduling.sync import sync
+from scheduling.store import JobStore, state_digest
+from scheduling.sync import SYNCED_STATE, SyncReport, _note_digests, _sync_declared, sync
 from tests.support import jobs
 
 pytestmark = pytest.mark.django_db
@@ -216,3 +216,121 @@ def _rescheduled_copy(store: JobStore, job_id: str) -> object:
         max_instances=1,
         next_run_time=trigger.get_next_fire_time(None, timezone.now()),
     )
+
+
+def _loads_counted(store: JobStore, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    loaded: list[str] = []
+    load_row = store.load_row
+
+    def counted(job_state: bytes | memoryview) -> Any:
+        job = load_row(job_state)
+        loaded.append(job.id)
+        return job
+
+    monkeypatch.setattr(store, "load_row", counted)
+    return loaded
+
+
+def test_a_restart_loads_only_the_jobs_whose_stored_state_changed_beyond_their_next_run(
+    registry: dict, store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Unpickling and fingerprinting every stored job made most of a restart with 100,000 of them.
+    for job_id in ("ran", "paused", "edited", "still"):
+        job(id=job_id, interval={"minutes": 5})(jobs.succeed)
+    declarations = [registry.pop(job_id) for job_id in ("ran", "paused", "edited", "still")]
+    sync(store, declarations)
+    ran = store.lookup_job("ran")
+    ran.next_run_time += timedelta(minutes=5)
+    store.update_job(ran)
+    control.pause("paused")
+    store.modify_job(store.lookup_job("edited"), name="changed in the shell")
+    loaded = _loads_counted(store, monkeypatch)
+
+    report = sync(store, declarations)
+
+    assert loaded == ["edited"]
+    assert report.overridden == ["edited"]
+    assert next_run("paused") is None
+    loaded.clear()
+    assert sync(store, declarations).overridden == []
+    assert loaded == ["edited"]  # an override is looked at again at each restart, as before
+
+
+def test_the_first_restart_after_the_upgrade_loads_every_job_once_and_notes_its_digest(
+    registry: dict, store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    declaration = declare(registry)
+    sync(store, [declaration])
+    digest = ScheduledJob.objects.get(id="report").state_digest
+    assert digest == state_digest(DjangoJob.objects.get(id="report").job_state)
+    ScheduledJob.objects.update(state_digest="")  # as the migration leaves synced jobs
+    loaded = _loads_counted(store, monkeypatch)
+
+    sync(store, [declaration])
+    assert loaded == ["report"]
+    assert ScheduledJob.objects.get(id="report").state_digest == digest
+    sync(store, [declaration])
+    assert loaded == ["report"]
+
+
+def test_a_digest_is_not_noted_over_a_reset_written_since_the_job_was_checked(
+    registry: dict, store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    declaration = declare(registry)
+    sync(store, [declaration])
+    ScheduledJob.objects.update(state_digest="")
+    stale = ScheduledJob.objects.values_list(*SYNCED_STATE, named=True).get(id="report")
+    ScheduledJob.objects.update(stored_fingerprint="f" * 64, state_digest="written by the reset")
+    checked: dict[str, tuple[str, str]] = {}
+    row = DjangoJob.objects.values_list("id", "next_run_time", "job_state", named=True).get()
+
+    _sync_declared(store, declaration, stale, row, timezone.now(), SyncReport(), checked)
+    _note_digests(checked)
+
+    assert list(checked) == ["report"]
+    assert ScheduledJob.objects.get(id="report").state_digest == "written by the reset"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"args": ("other",)},
+        {"kwargs": {"label": "other"}},
+        {"name": "other"},
+        {"misfire_grace_time": 61},
+        {"coalesce": False},
+        {"max_instances": 2},
+        {"executor": "processes"},
+        {"func": jobs.talk, "kwargs": {"count": 2}},
+        {"interval": {"minutes": 6}},
+    ],
+    ids=lambda change: next(iter(change)),
+)
+def test_a_state_digest_follows_everything_a_stored_job_holds_but_its_next_run_time(
+    store: JobStore, change: dict[str, Any]
+) -> None:
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    def stored(next_run_time: datetime | None = None, **changed: Any) -> bytes:
+        options: dict[str, Any] = {
+            "func": jobs.write_arguments,
+            "args": ("report",),
+            "kwargs": {"label": "ops"},
+            "name": "report",
+            "misfire_grace_time": 60,
+            "coalesce": True,
+            "max_instances": 1,
+            "executor": "default",
+            "interval": {"minutes": 5},
+        } | changed
+        trigger = IntervalTrigger(**options.pop("interval"), start_date=datetime(2026, 1, 1, tzinfo=UTC))
+        new = store.new_job(id="report", trigger=trigger, next_run_time=next_run_time, **options)
+        return bytes(store.row(new).job_state)
+
+    moment = datetime(2026, 12, 6, 23, 0, tzinfo=UTC)
+    digest = state_digest(stored(moment))
+    assert digest
+    assert state_digest(stored(moment + timedelta(days=400))) == digest
+    assert state_digest(stored(None)) == digest  # paused: a shorter pickle, so another frame length
+    assert state_digest(stored(moment, **change)) != digest
+    assert state_digest(pickle.dumps({"not": "a job"})) == ""
