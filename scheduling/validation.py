@@ -753,7 +753,7 @@ def schedule(
     keywords that can be told apart by their hashable form are checked once (bounded cache)."""
     keywords = (cron, interval, date, timezone_name, jitter)
     try:
-        given = _Keywords(tuple(map(_frozen, keywords)), keywords)
+        given = Keywords(frozen(keywords), keywords)
         hash(given)
     except TypeError:
         return _schedule(*keywords)
@@ -763,24 +763,34 @@ def schedule(
 
 
 @dataclasses.dataclass(frozen=True)
-class _Keywords:
-    key: tuple[Any, ...]  # what the cache compares
+class Keywords:
+    """Keywords given to a check, as a cache of its results keys them."""
+
+    key: Any  # what the cache compares: frozen(values)
     values: tuple[Any, ...] = dataclasses.field(compare=False)  # what is checked
 
 
-def _frozen(value: Any) -> Any:
-    """A hashable stand-in telling apart what the schedule keywords can hold: with its type, so
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
+def frozen(value: Any) -> Any:
+    """A hashable stand-in telling apart what declaration keywords can hold: with its type, so
     that 1, 1.0 and True differ, and a datetime by its text, so that one instant written in two
-    time zones does too."""
+    time zones does too. Raises TypeError for a value that cannot be told apart so."""
+    kind = type(value)
+    if kind in _PLAIN:
+        return (kind, value)
     if isinstance(value, dict):
-        return (dict, tuple((_frozen(k), _frozen(v)) for k, v in value.items()))
+        return (dict, tuple((frozen(k), frozen(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return (type(value), tuple(map(frozen, value)))
     if isinstance(value, dt.datetime):
         return (dt.datetime, repr(value))
     return (type(value), value)
 
 
 @functools.lru_cache(maxsize=1024)
-def _checked_schedule(given: _Keywords) -> dict[str, Any]:
+def _checked_schedule(given: Keywords) -> dict[str, Any]:
     return _schedule(*given.values)
 
 

@@ -3,8 +3,9 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from django.test import override_settings
 
-from scheduling import job
+from scheduling import declarations, job, validation
 from scheduling.declarations import JobDeclarationError
 from scheduling.placement import Placement, RunsIn
 from tests.support import jobs
@@ -129,3 +130,65 @@ def test_where_a_job_runs_is_kept_as_a_plain_executor_alias(registry: dict, runs
     assert type(executor) is str
     assert Placement.of(executor).runs_in == runs_in
     assert type(Placement.of(executor).runs_in) is RunsIn
+
+
+def test_jobs_declared_with_the_same_options_have_them_checked_once(
+    registry: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 100,000 generated declarations took 8 s, most of it checking the same options again.
+    checked: list[dict] = []
+    check = validation.options
+
+    def counted(values: dict) -> dict:
+        checked.append(values)
+        return check(values)
+
+    monkeypatch.setattr(validation, "options", counted)
+    declarations._checked_cached.cache_clear()
+
+    for number in range(50):
+        job(id=f"report-{number}", args=[number], interval={"hours": 1}, retries=2)(jobs.write_arguments)
+    job(id="other", interval={"hours": 1}, retries=3)(jobs.succeed)
+
+    assert len(checked) == 2
+    assert [registry[f"report-{n}"].args for n in (0, 49)] == [(0,), (49,)]
+    assert registry["report-7"].policy == {"retries": 2}
+    assert registry["other"].policy == {"retries": 3}
+
+
+@pytest.mark.parametrize(
+    ("first", "then"),
+    [
+        ({"interval": 60, "max_instances": 1}, {"interval": 60, "max_instances": True}),  # 1 == True
+        ({"interval": 1}, {"interval": True}),
+        ({"interval": {"minutes": 1}}, {"interval": {"minutes": True}}),
+        ({"interval": 60, "retries": 1}, {"interval": 60, "retries": True}),
+    ],
+)
+def test_a_declaration_equal_to_a_checked_one_only_in_value_is_checked_afresh(
+    registry: dict, first: dict, then: dict
+) -> None:
+    job(id="first", **first)(jobs.succeed)
+    with pytest.raises(JobDeclarationError, match="Job 'then'"):
+        job(id="then", **then)(jobs.succeed)
+
+
+def test_each_declaration_holds_its_own_schedule_and_policy(registry: dict) -> None:
+    for job_id in ("a", "b"):
+        job(id=job_id, cron={"second": "*/5"}, calendars=["holidays"])(jobs.succeed)
+    registry["a"].schedule["cron"]["second"] = "1"
+    registry["a"].policy["calendars"].append("strike")
+
+    assert registry["b"].schedule["cron"]["second"] == "*/5"
+    assert registry["b"].policy["calendars"] == ["holidays"]
+    job(id="c", cron={"second": "*/5"}, calendars=["holidays"])(jobs.succeed)
+    assert registry["c"].policy["calendars"] == ["holidays"]
+
+
+def test_changed_job_defaults_apply_to_declarations_made_after_the_change(registry: dict) -> None:
+    job(id="before", interval=60)(jobs.succeed)
+    with override_settings(SCHEDULING_JOB_DEFAULTS={"misfire_grace_time": 5}):
+        job(id="during", interval=60)(jobs.succeed)
+    job(id="after", interval=60)(jobs.succeed)
+
+    assert [registry[name].misfire_grace_time for name in ("before", "during", "after")] == [60, 5, 60]
