@@ -4,6 +4,9 @@ same id, sent from the process that runs the code, to a local stand-in for Sentr
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -226,3 +229,21 @@ def test_a_db_worker_process_checks_in_the_run_it_takes(
     assert (started["status"], ended["status"]) == ("in_progress", "ok")
     assert ended["check_in_id"] == started["check_in_id"]
     assert "monitor_config" not in started  # every 30 s: Sentry has no seconds
+
+
+def test_a_site_that_does_not_use_sentry_does_not_import_it_though_installed() -> None:
+    # Importing sentry_sdk cost every scheduler start a quarter of a second (a third of Django's
+    # set-up): it is looked for only among what the site imported, as sentry_sdk.init does.
+    code = (
+        "import sys, django; django.setup(); "
+        "import scheduling.runtime.service, scheduling.management.commands.runscheduler; "
+        "from scheduling.runs.observers import flush, observing; flush(0.1); observing(); "
+        "print(sorted(name for name in sys.modules if name.startswith('sentry_sdk')))"
+    )
+    env = {
+        name: value for name, value in os.environ.items() if not name.startswith("SCHEDULING_TEST_SENTRY")
+    } | {"DJANGO_SETTINGS_MODULE": "tests.settings"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=True
+    )
+    assert result.stdout.strip() == "[]"
