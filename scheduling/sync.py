@@ -82,19 +82,7 @@ def job_fingerprint(job: Job) -> str:
 
 def build_job(declaration: Declaration, store: JobStore, now: datetime, paused: bool = False) -> Job:
     trigger = build_trigger(declaration.schedule)
-    return store.new_job(
-        id=declaration.id,
-        func=declaration.func_ref,
-        trigger=trigger,
-        executor=declaration.executor,
-        args=declaration.args,
-        kwargs=declaration.kwargs,
-        name=declaration.name,
-        misfire_grace_time=declaration.misfire_grace_time,
-        coalesce=declaration.coalesce,
-        max_instances=declaration.max_instances,
-        next_run_time=None if paused else trigger.get_next_fire_time(None, now),
-    )
+    return store.declared_job(declaration, trigger, None if paused else trigger.get_next_fire_time(None, now))
 
 
 def sync(

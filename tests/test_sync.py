@@ -9,10 +9,11 @@ from django.utils import timezone
 from django_apscheduler.models import DjangoJob
 
 from scheduling import control, job
+from scheduling import store as store_module
 from scheduling.declarations import Declaration
 from scheduling.models import Execution, ScheduledJob
 from scheduling.store import JobStore, state_digest
-from scheduling.sync import SYNCED_STATE, SyncReport, _note_digests, _sync_declared, sync
+from scheduling.sync import SYNCED_STATE, SyncReport, _note_digests, _sync_declared, build_job, sync
 from tests.support import jobs
 
 pytestmark = pytest.mark.django_db
@@ -334,3 +335,53 @@ def test_a_state_digest_follows_everything_a_stored_job_holds_but_its_next_run_t
     assert state_digest(stored(None)) == digest  # paused: a shorter pickle, so another frame length
     assert state_digest(stored(moment, **change)) != digest
     assert state_digest(pickle.dumps({"not": "a job"})) == ""
+
+
+def test_a_declared_job_is_built_as_apscheduler_builds_it_with_its_arguments_checked_once_per_shape(
+    registry: dict, store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Job() inspected the function's signature for every job: a sixth of a first start.
+    checks: list[tuple] = []
+    check = store_module.check_callable_args
+
+    def counted(*given: Any) -> None:
+        checks.append(given)
+        check(*given)
+
+    monkeypatch.setattr(store_module, "check_callable_args", counted)
+    store_module._check_arguments.cache_clear()
+    for number in range(5):
+        job(id=f"write-{number}", interval=60, args=[f"out-{number}"], kwargs={"count": 2})(
+            jobs.write_arguments
+        )
+    now = timezone.now()
+
+    built = [build_job(registry[f"write-{number}"], store, now) for number in range(5)]
+
+    assert len(checks) == 1
+    trigger = built[0].trigger
+    expected = store.new_job(
+        id="write-0",
+        func="tests.support.jobs:write_arguments",
+        trigger=trigger,
+        executor="default",
+        args=("out-0",),
+        kwargs={"count": 2},
+        name="write_arguments",
+        misfire_grace_time=60,
+        coalesce=True,
+        max_instances=1,
+        next_run_time=built[0].next_run_time,
+    )
+    assert built[0].__getstate__() == expected.__getstate__()
+    assert built[0].func is jobs.write_arguments
+    assert (built[0]._jobstore_alias, built[0]._scheduler) == (expected._jobstore_alias, expected._scheduler)
+
+
+def test_a_declaration_whose_arguments_the_function_does_not_take_fails_the_sync_naming_them(
+    registry: dict, store: JobStore
+) -> None:
+    job(id="bad", interval=60, args=[1, 2])(jobs.succeed)
+
+    with pytest.raises(ValueError, match="positional arguments"):
+        sync(store, [registry["bad"]])
