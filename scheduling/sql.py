@@ -26,14 +26,19 @@ no-op: a value of the Python type the column stores (``str`` in a text column, a
 
 from __future__ import annotations
 
+import copy
+import functools
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from operator import attrgetter
-from typing import Any
+from typing import Any, Generic, TypeVar
 from uuid import UUID
 
 from django.db import connections, router
 from django.db.models import Model
+from django.db.models.base import ModelState
+
+M = TypeVar("M", bound=Model)
 
 
 def update_rows(
@@ -344,3 +349,38 @@ def _select_union(columns: list[Any], count: int) -> str:
     first = "SELECT " + ", ".join(f"{value} AS c{number}" for number, value in enumerate(values))
     others = ["SELECT " + ", ".join(values)] * (count - 1)
     return f"SELECT * FROM ({' UNION ALL '.join([first, *others])}) AS v"  # noqa: S608
+
+
+class NewRows(Generic[M]):
+    """Builds new, unsaved rows of a model, each as ``model(**values)`` would, from a blank row
+    copied, not by ``Model.__init__``, which walks every field for each row (17 µs against 2.5 µs
+    a row of ``ScheduledJob``: 100,000 of them on a first start, and a job store row for every run).
+
+    ``values`` name plain fields by attribute (``calendar_id``, not ``calendar``). A field left
+    out takes the blank row's value: its default, copied if it is a mutable one.
+    """
+
+    def __init__(self, model: type[M]) -> None:
+        self._model = model
+
+    @functools.cached_property
+    def _blank(self) -> dict[str, Any]:
+        # Made at first use, not at import: a model cannot be instantiated before the apps are ready.
+        return {name: value for name, value in vars(self._model()).items() if name != "_state"}
+
+    @functools.cached_property
+    def _mutable(self) -> list[str]:
+        return [name for name, value in self._blank.items() if isinstance(value, (dict, list, set))]
+
+    def __call__(self, **values: Any) -> M:
+        if unknown := values.keys() - self._blank.keys():
+            raise TypeError(f"{self._model.__name__} has no field {sorted(unknown)[0]!r}")
+        row = self._model.__new__(self._model)
+        fields = vars(row)
+        fields.update(self._blank)
+        fields.update(values)
+        for name in self._mutable:
+            if name not in values:
+                fields[name] = copy.copy(self._blank[name])
+        row._state = ModelState()  # adding, no database yet: as a new row has
+        return row

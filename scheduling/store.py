@@ -33,7 +33,7 @@ from scheduling.fencing import Fence, FenceLost
 from scheduling.models import Calendar, Execution, Maintenance, ScheduledJob
 from scheduling.policy import DEFAULT, RunPolicy
 from scheduling.schedules import ScheduleError, job_zone
-from scheduling.sql import insert_all, update_rows
+from scheduling.sql import NewRows, insert_all, update_rows
 
 if TYPE_CHECKING:
     from scheduling.declarations import Declaration
@@ -58,6 +58,9 @@ def loadable_jobs() -> QuerySet[DjangoJob]:
 
 def unpickle(job_state: bytes | memoryview) -> dict[str, Any]:
     return pickle.loads(job_state)  # noqa: S301 - the job store is pickled by design (django_apscheduler)
+
+
+_NEW_STORE_ROW = NewRows(DjangoJob)
 
 
 def state_digest(job_state: bytes | memoryview) -> str:
@@ -506,7 +509,7 @@ class JobStore(DjangoJobStore):
         return set(written) - same
 
     def row(self, job: Job) -> DjangoJob:
-        return DjangoJob(
+        return _NEW_STORE_ROW(
             id=job.id,
             next_run_time=get_django_internal_datetime(job.next_run_time),
             job_state=pickle.dumps(job.__getstate__(), self.pickle_protocol),

@@ -34,7 +34,7 @@ from scheduling.calendars import CalendarDeclaration
 from scheduling.declarations import Declaration, JobDeclarationError
 from scheduling.models import Calendar, CalendarPeriod, ScheduledJob
 from scheduling.schedules import build_trigger
-from scheduling.sql import insert_all, update_rows
+from scheduling.sql import NewRows, insert_all, update_rows
 from scheduling.store import UPDATE_BATCH, JobStore, flag_broken, state_digest
 
 logger = logging.getLogger(__name__)
@@ -301,7 +301,7 @@ def apply_declarations(
     digests = {row.id: state_digest(row.job_state) for row in rows}
     insert_all(
         [
-            ScheduledJob(
+            _NEW_SYNCED(
                 id=declaration.id,
                 source=ScheduledJob.Source.CODE,
                 func_ref=declaration.func_ref,
@@ -324,6 +324,7 @@ def apply_declarations(
     return jobs
 
 
+_NEW_SYNCED = NewRows(ScheduledJob)
 SYNCED_FIELDS = [
     "source",
     "func_ref",

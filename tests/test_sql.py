@@ -129,3 +129,36 @@ def test_an_insert_skips_raises_or_updates_a_row_whose_key_is_taken_as_asked() -
     # Bytes on every database (the job store's rows), a key of text inserted with the row.
     sql.insert_all([DjangoJob(id="job", next_run_time=when, job_state=b"\x00\xff")], conflicts="raise")
     assert bytes(DjangoJob.objects.get(id="job").job_state) == b"\x00\xff"
+
+
+def test_new_rows_are_what_the_model_builds_and_save_as_such() -> None:
+    values = {
+        "id": "report",
+        "source": ScheduledJob.Source.CODE,
+        "func_ref": "tests.support.jobs:succeed",
+        "declaration": {"schedule": {"interval": {"minutes": 5}}},
+        "declared_fingerprint": "f" * 64,
+        "state_digest": "d" * 32,
+    }
+    made = sql.NewRows(ScheduledJob)(**values)
+    built = ScheduledJob(**values)
+
+    assert {k: v for k, v in vars(made).items() if k != "_state"} == {
+        k: v for k, v in vars(built).items() if k != "_state"
+    }
+    assert (made._state.adding, made._state.db) == (True, None)
+    sql.insert_all([made])
+    assert ScheduledJob.objects.get(id="report").declaration == values["declaration"]
+    store_row = sql.NewRows(DjangoJob)(id="a", next_run_time=None, job_state=b"state")
+    store_row.save()
+    assert bytes(DjangoJob.objects.get(id="a").job_state) == b"state"
+
+
+def test_new_rows_do_not_share_a_mutable_default_and_refuse_an_unknown_field() -> None:
+    new = sql.NewRows(ScheduledJob)
+    first, second = new(id="a"), new(id="b")
+    first.run_policy["retries"] = 3
+
+    assert second.run_policy == {}
+    with pytest.raises(TypeError, match="ScheduledJob has no field 'nmae'"):
+        new(id="c", nmae="typo")
