@@ -169,3 +169,29 @@ def test_start_all_starts_every_thread_at_once() -> None:
         wait_for(lambda: len(pool._parked) == 4)
     finally:
         pool.shutdown()
+
+
+def test_a_thread_let_in_during_a_pause_goes_back_to_waiting_once_runs_flow_again() -> None:
+    # A collection, or the outcome writer holding the interpreter, stops every run from ending
+    # and looks like a stall: the watcher lets another thread in. Staying, it took turns with
+    # the others through the rest of the queue, at the slower pace of three threads and more.
+    pool = RunPool(10, name="test-job", stall=0.05)  # a stall far longer than a short run
+    pause = threading.Event()
+    taking: list[int] = []  # threads taking runs, as each short run starts
+
+    def short() -> None:
+        taking.append(pool._taking)
+        time.sleep(0.0005)
+
+    try:
+        pool.submit(lambda: pause.wait(10))  # both threads held: no run ends for a stall
+        pool.submit(lambda: pause.wait(10))
+        for _ in range(1000):
+            pool.submit(short)
+        wait_for(lambda: len(taking) > 20)  # taken by the thread let in
+        assert pool._taking == pool_module.CONCURRENT + 1
+        pause.set()
+        assert pool.wait(30)
+    finally:
+        pool.shutdown()
+    assert max(taking[-300:]) == pool_module.CONCURRENT

@@ -13,7 +13,9 @@ are queued, ``CONCURRENT`` threads take them, and one more joins whenever ``STAL
 runs still queued and none of those going on ending: they wait on I/O, sleep or compute. The
 judge is progress, not how long a run has gone on: a run waiting for the interpreter's lock
 behind the others looks as long as one waiting on the network. One waiting thread (the watcher)
-looks every ``STALL`` while runs are queued; the others sleep until called.
+looks every ``STALL`` while runs are queued; the others sleep until called. A pause of the whole
+interpreter (a collection, another thread holding its lock) looks like a stall too, so a thread
+let in beyond ``CONCURRENT`` goes back to wait once runs flow again.
 
 A run's slot and its outcome are the caller's business (see scheduling.runs.threads); this module
 only runs callables. The threads are daemons: a run still going past the scheduler's shutdown
@@ -132,12 +134,14 @@ class RunPool:
 
     def _work_on(self, worker: _Worker) -> None:
         while self._park(worker):
-            while True:
+            leave = False
+            while not leave:
                 try:
                     # No lock while there is work: deque.popleft is atomic.
                     call = self._work.popleft()
                 except IndexError:
                     break
+                ended = self._ended
                 try:
                     call()
                 # The caller's own handling failed: logged, and the thread goes on with the next.
@@ -149,6 +153,15 @@ class RunPool:
                         self._unfinished -= 1
                         if not self._unfinished:
                             self._all_done.notify_all()
+                        # Runs flow again (the others ended more than there are threads taking,
+                        # while this one went on): a thread beyond CONCURRENT, let in during a
+                        # stall that was only a pause (a collection, the outcome writer holding
+                        # the interpreter), goes back to wait; the watcher lets one in again if
+                        # runs stall anew. Staying, it took turns with the others to the end.
+                        leave = self._taking > CONCURRENT and self._ended - ended > self._taking
+                        if leave:
+                            worker.taking = False
+                            self._taking -= 1
 
     def _park(self, worker: _Worker) -> bool:
         """Wait until this thread may take queued runs; False once shut down with none left."""
