@@ -24,7 +24,7 @@ from scheduling.models import Job
 from scheduling.placement import DEFAULT_ALIAS, Placement, RunsIn
 from scheduling.policy import DEFAULT as DEFAULT_POLICY
 from scheduling.policy import AlertPolicy
-from scheduling.schedules import ScheduleError, build_trigger, crontab_of, job_zone, spec_of
+from scheduling.schedules import ScheduleError, build_trigger, check_fires, crontab_of, job_zone, spec_of
 from scheduling.store import policies_of, unpickle
 
 UNITS = [("seconds", _("seconds")), ("minutes", _("minutes")), ("hours", _("hours")), ("days", _("days"))]
@@ -269,7 +269,7 @@ class JobScheduleForm(forms.ModelForm):
             self.spec = self._spec(kind, data)
             if self.spec is not None:
                 validation.check_spec(self.spec)
-                build_trigger(self.spec)
+                check_fires(build_trigger(self.spec))
         except validation.InputError as exc:
             self.add_error(SPEC_FIELD.get(exc.field.split(".")[0], KIND_FIELD[kind]), str(exc))
         except ScheduleError as exc:

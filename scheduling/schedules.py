@@ -117,8 +117,17 @@ def normalize_spec(
         spec["timezone"] = str(timezone_name)
     if jitter is not None:
         spec["jitter"] = jitter
-    build_trigger(spec)
+    check_fires(build_trigger(spec))
     return spec
+
+
+def check_fires(trigger: BaseTrigger) -> None:
+    """Refuse a cron schedule that no time from now on matches (30 February, a year gone by):
+    stored with no next run, its job would look paused though nobody paused it, and never run."""
+    if isinstance(trigger, CronTrigger) and trigger.get_next_fire_time(None, timezone.now()) is None:
+        raise ScheduleError(
+            _("this cron schedule never fires: no time from now on matches it (such as 30 February)")
+        )
 
 
 def build_trigger(spec: dict[str, Any]) -> BaseTrigger:

@@ -297,6 +297,7 @@ def test_the_change_form_shows_the_current_schedule_and_the_next_five_runs(
     ("changes", "error"),
     [
         ({"kind": "cron", "cron": "61 * * * *"}, "invalid cron expression &#x27;61 * * * *&#x27;"),
+        ({"kind": "cron", "cron": "0 0 30 2 *"}, "this cron schedule never fires"),
         ({"kind": "cron", "cron": ""}, "Enter a cron expression."),
         ({"kind": "interval", "every": "0"}, "Ensure this value is greater than or equal to 1."),
         ({"kind": "date", "run_at_0": "2020-01-01", "run_at_1": "10:00:00"}, "must be in the future"),

@@ -198,6 +198,7 @@ def test_reschedule_changes_the_schedule_flags_it_and_audits_it(client: Client, 
     ("body", "error"),
     [
         ({"cron": "61 * * * *"}, "Invalid schedule: invalid cron expression '61 * * * *'"),
+        ({"cron": "0 0 31 4,6 *"}, "Invalid schedule: this cron schedule never fires"),
         ({"interval": {"fortnights": 1}}, "unknown interval unit 'fortnights'; known: weeks, days"),
         ({"cron": "0 3 * * *", "timezone": "Mars/Olympus"}, "Invalid schedule: unknown timezone 'Mars/"),
         ({"date": "2001-01-01T00:00:00+00:00"}, "date '2001-01-01T00:00:00+00:00' is not in the future"),

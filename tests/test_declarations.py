@@ -66,6 +66,9 @@ def test_declaring_the_same_job_twice_identically_is_harmless(registry: dict) ->
             r"Job 'tests.support.jobs.succeed': invalid cron expression '61 \* \* \* \*'",
         ),
         ({"interval": 5, "minutes": 5}, r"Job 'tests.support.jobs.succeed': unknown option 'minutes'"),
+        # Stored with no next run, the job would look paused though nobody paused it.
+        ({"cron": "0 0 30 2 *"}, r"Job 'tests.support.jobs.succeed': this cron schedule never fires"),
+        ({"cron": {"year": "2020", "hour": "3"}}, r"this cron schedule never fires: no time from now on"),
         (
             {"interval": 5, "args": [dt.datetime.now()]},
             r"Job 'tests.support.jobs.succeed': args cannot be stored",

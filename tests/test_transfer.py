@@ -297,6 +297,10 @@ def version_true(data: dict[str, Any]) -> None:
     data["version"] = True
 
 
+def cron_that_never_fires(data: dict[str, Any]) -> None:
+    jobs_of(data)["weekly-report"]["schedule"] = {"cron": "0 0 30 2 *"}
+
+
 def version_float(data: dict[str, Any]) -> None:
     data["version"] = 1.0
 
@@ -310,6 +314,7 @@ def day_of_year_one(data: dict[str, Any]) -> None:
     [
         (bad_cron, "job 'weekly-report': "),
         (unknown_option, "job 'weekly-report': unknown job option color"),
+        (cron_that_never_fires, "job 'weekly-report': this cron schedule never fires"),
         (unknown_job_field, r"jobs\[0\]: unknown field 'colour'"),
         (unknown_top_field, "unknown field 'extra'"),
         (unknown_calendar, "job 'weekly-report': calendars: there is no calendar named \"Nowhere\""),

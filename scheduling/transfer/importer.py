@@ -28,7 +28,7 @@ from django_apscheduler.models import DjangoJob
 from scheduling import calendars, control, declarations, validation
 from scheduling.models import Calendar, Job, ScheduledJob
 from scheduling.queries import schedule_summary
-from scheduling.schedules import ScheduleError, build_trigger, spec_of
+from scheduling.schedules import ScheduleError, build_trigger, check_fires, spec_of
 from scheduling.store import policies_of
 from scheduling.transfer.export import calendar_entries, options_of
 
@@ -176,6 +176,7 @@ class _Importer:
         # reach control's keywords.
         validation.options(entry.get("options", {}))
         validation.check_spec(entry["schedule"])
+        check_fires(build_trigger(entry["schedule"]))
         current = _stored(job_id)
         declared = job_id in declarations.registry
         if declared:
