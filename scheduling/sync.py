@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from apscheduler.job import Job
 from django.db import transaction
+from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet
 from django.utils import timezone
 from django_apscheduler.models import DjangoJob
 
@@ -97,9 +98,7 @@ def sync(
     report = SyncReport()
     # Read as named tuples of the columns sync looks at, not as model instances: building 100,000
     # instances of each model was a fifth of a restart (the JSON columns, never read here, a tenth).
-    rows: dict[str, StoredRow] = {
-        row.id: row for row in DjangoJob.objects.values_list("id", "next_run_time", "job_state", named=True)
-    }
+    rows: dict[str, StoredRow] = {row.id: row for row in stored_rows()}
     scheduled_jobs: dict[str, Synced] = {
         synced.id: synced for synced in ScheduledJob.objects.values_list(*SYNCED_STATE, named=True)
     }
@@ -139,6 +138,13 @@ def sync(
     return report
 
 
+def stored_rows() -> QuerySet[DjangoJob, StoredRow]:
+    """The job store's rows as sync reads them. Whether paused, not the next run time itself:
+    converting 100,000 of them to aware datetimes was a third of reading the store."""
+    paused = ExpressionWrapper(Q(next_run_time=None), output_field=BooleanField())
+    return DjangoJob.objects.annotate(paused=paused).values_list("id", "paused", "job_state", named=True)
+
+
 SYNC_BATCH = 5000  # declarations looked at, or written, between two calls of sync's ``keep``
 
 
@@ -146,7 +152,7 @@ class StoredRow(Protocol):
     """A row of the job store as sync reads it."""
 
     id: str
-    next_run_time: datetime | None
+    paused: bool  # no next run time
     job_state: bytes
 
 
@@ -187,11 +193,7 @@ def _sync_declared(
         or scheduled_job.source != ScheduledJob.Source.CODE
         or scheduled_job.declared_fingerprint != declaration.fingerprint
     ):
-        keep_paused = (
-            row is not None
-            and row.next_run_time is None
-            and not (scheduled_job and scheduled_job.paused_by_sync)
-        )
+        keep_paused = row is not None and row.paused and not (scheduled_job and scheduled_job.paused_by_sync)
         (report.updated if row is not None else report.added).append(declaration.id)
         return declaration, row is not None, keep_paused
     if row is None:

@@ -13,7 +13,15 @@ from scheduling import store as store_module
 from scheduling.declarations import Declaration
 from scheduling.models import Execution, ScheduledJob
 from scheduling.store import JobStore, state_digest
-from scheduling.sync import SYNCED_STATE, SyncReport, _note_digests, _sync_declared, build_job, sync
+from scheduling.sync import (
+    SYNCED_STATE,
+    SyncReport,
+    _note_digests,
+    _sync_declared,
+    build_job,
+    stored_rows,
+    sync,
+)
 from tests.support import jobs
 
 pytestmark = pytest.mark.django_db
@@ -283,7 +291,7 @@ def test_a_digest_is_not_noted_over_a_reset_written_since_the_job_was_checked(
     stale = ScheduledJob.objects.values_list(*SYNCED_STATE, named=True).get(id="report")
     ScheduledJob.objects.update(stored_fingerprint="f" * 64, state_digest="written by the reset")
     checked: dict[str, tuple[str, str]] = {}
-    row = DjangoJob.objects.values_list("id", "next_run_time", "job_state", named=True).get()
+    [row] = stored_rows()
 
     _sync_declared(store, declaration, stale, row, timezone.now(), SyncReport(), checked)
     _note_digests(checked)
