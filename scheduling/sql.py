@@ -252,7 +252,7 @@ def insert_rows(
     connection = connections[router.db_for_write(model)]
     meta = model._meta
     columns: list[Any] = [field for field in meta.concrete_fields if field is not meta.auto_field]
-    prepared = [prepare(column, _values(column, objs), connection) for column in columns]
+    prepared = [_prepared(column, objs, connection) for column in columns]
     quote = connection.ops.quote_name
     table, names = quote(meta.db_table), ", ".join(quote(column.column) for column in columns)
     if _by_column(connection, columns):
@@ -301,12 +301,17 @@ def _on_conflict(connection: Any, meta: Any, conflicts: str | Sequence[str]) -> 
     )
 
 
-def _values(column: Any, objs: Sequence[Model]) -> list[Any]:
-    """What the ORM would save for ``column`` of each new object (``pre_save`` only where it does
-    more than read the attribute: auto_now and auto_now_add)."""
+def _prepared(column: Any, objs: Sequence[Model], connection: Any) -> list[Any]:
+    """What the ORM would save for ``column`` of each new object, prepared (``pre_save`` only
+    where it does more than read the attribute: auto_now and auto_now_add). Such a column gets
+    one moment for all the rows, prepared once: the statement writes them together (a first start
+    with 100,000 jobs took the clock, and turned it into text on SQLite, 200,000 times)."""
     if getattr(column, "auto_now", False) or getattr(column, "auto_now_add", False):
-        return [column.pre_save(obj, add=True) for obj in objs]
-    return list(map(attrgetter(column.attname), objs))
+        now = column.pre_save(objs[0], add=True)
+        for obj in objs[1:]:
+            setattr(obj, column.attname, now)
+        return prepare(column, [now], connection) * len(objs)
+    return prepare(column, list(map(attrgetter(column.attname), objs)), connection)
 
 
 def _select_arrays(connection: Any, columns: list[Any], prepared: list[list[Any]]) -> tuple[str, list[Any]]:

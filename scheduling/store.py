@@ -13,7 +13,7 @@ import hashlib
 import logging
 import pickle
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Collection, Iterable
 from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -80,9 +80,9 @@ def state_digest(job_state: bytes | memoryview) -> str:
 
 
 @functools.lru_cache(maxsize=1024)
-def _check_arguments(func: Callable[..., Any], positional: int, keywords: frozenset[str]) -> None:
-    """APScheduler's check that ``func`` takes that many positional arguments and those keywords."""
-    check_callable_args(func, (None,) * positional, dict.fromkeys(keywords))
+def _check_arguments(func_ref: str, positional: int, keywords: frozenset[str]) -> None:
+    """APScheduler's check that the function takes that many positional arguments and those keywords."""
+    check_callable_args(ref_to_obj(func_ref), (None,) * positional, dict.fromkeys(keywords))
 
 
 def old_executions(job_ids: Collection[str]) -> dict[str, int]:
@@ -255,8 +255,7 @@ class JobStore(DjangoJobStore):
         :raises ValueError: the function does not take the declaration's arguments.
         :raises Exception: the function cannot be imported.
         """
-        func = ref_to_obj(declaration.func_ref)
-        _check_arguments(func, len(declaration.args), frozenset(declaration.kwargs))
+        _check_arguments(declaration.func_ref, len(declaration.args), frozenset(declaration.kwargs))
         job = Job.__new__(Job)
         job.__setstate__(
             {

@@ -11,6 +11,7 @@ import pytest
 from django.apps import apps
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
 from django_apscheduler.models import DjangoJob
 
 from scheduling import sql
@@ -162,3 +163,16 @@ def test_new_rows_do_not_share_a_mutable_default_and_refuse_an_unknown_field() -
     assert second.run_policy == {}
     with pytest.raises(TypeError, match="ScheduledJob has no field 'nmae'"):
         new(id="c", nmae="typo")
+
+
+def test_rows_inserted_by_one_statement_take_one_moment_for_each_auto_now_column() -> None:
+    rows = [ScheduledJob(id=f"job-{number}", source=ScheduledJob.Source.CODE) for number in range(20)]
+    before = timezone.now()
+
+    sql.insert_rows(rows)
+
+    moments = set(ScheduledJob.objects.values_list("created_at", "updated_at"))
+    assert len(moments) == 1
+    [(created, updated)] = moments
+    assert before <= created <= updated <= timezone.now()
+    assert {(row.created_at, row.updated_at) for row in rows} == moments  # as pre_save sets them
