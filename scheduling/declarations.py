@@ -30,6 +30,10 @@ from scheduling.schedules import ScheduleError
 F = TypeVar("F", bound=Callable[..., Any])
 
 MAX_ID_LENGTH = 255  # django_apscheduler's DjangoJob.id
+# json.dumps(value, sort_keys=True, default=str), without making an encoder for each of the
+# 100,000 declarations a site may fingerprint at start-up (the format must never change: a
+# changed fingerprint would make every job "changed in code" and drop operators' overrides).
+_FINGERPRINT_JSON = json.JSONEncoder(sort_keys=True, default=str)
 
 
 class JobDeclarationError(ImproperlyConfigured):
@@ -56,7 +60,7 @@ class Declaration:
     def fingerprint(self) -> str:
         """Changes whenever the code changes what this job runs or when."""
         if not self._fingerprint:
-            payload = json.dumps(self.as_dict(), sort_keys=True, default=str)
+            payload = _FINGERPRINT_JSON.encode(self.as_dict())
             object.__setattr__(self, "_fingerprint", hashlib.sha256(payload.encode()).hexdigest())
         return self._fingerprint
 

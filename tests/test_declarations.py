@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 
 import pytest
 from django.test import override_settings
@@ -195,3 +197,22 @@ def test_changed_job_defaults_apply_to_declarations_made_after_the_change(regist
     job(id="after", interval=60)(jobs.succeed)
 
     assert [registry[name].misfire_grace_time for name in ("before", "during", "after")] == [60, 5, 60]
+
+
+def test_a_declarations_fingerprint_keeps_its_format(registry: dict) -> None:
+    # Changed, it would make every stored job "changed in code" at the next start, and the code
+    # wins there: operators' overrides would be dropped. The value is pinned from the format's
+    # first definition: sha256 of json.dumps(as_dict(), sort_keys=True, default=str).
+    job(
+        id="pinned",
+        cron={"minute": "*/5", "hour": "3"},
+        args=["a", 1],
+        kwargs={"z": {"b": 2, "a": [1, None]}, "y": True},
+        retries=2,
+        runs_in="processes",
+    )(jobs.write_arguments)
+    declaration = registry["pinned"]
+    payload = json.dumps(declaration.as_dict(), sort_keys=True, default=str)
+
+    assert declaration.fingerprint == hashlib.sha256(payload.encode()).hexdigest()
+    assert declaration.fingerprint == "081e384dde20f425883d2aeb4055cfd81586408844a1acde8045901e8254f63a"
