@@ -40,7 +40,7 @@ class JobDeclarationError(ImproperlyConfigured):
     """A job declaration that cannot work; the message names the job and the problem."""
 
 
-# Slots: a site may declare 100,000 jobs, and a __dict__ each was a third of what they held.
+# Slots: a site may declare 100,000 jobs, and a __dict__ each was a tenth of what they held.
 @dataclass(frozen=True, slots=True)
 class Declaration:
     id: str

@@ -151,13 +151,12 @@ def test_the_outcome_writer_batches_outcomes_from_many_threads_and_writes_all_be
     assert Execution.objects.filter(status="succeeded").count() == 50
 
 
-def test_while_runs_keep_ending_the_writer_gathers_them_and_an_awaited_outcome_is_not_held_back(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # 1,000 runs starting in one second made 50 UPDATEs of a few rows when the writer wrote at
-    # each wake-up, each taking the interpreter's lock from the threads starting the others.
+def _writer_noting_batches(
+    monkeypatch: pytest.MonkeyPatch, busy_interval: float
+) -> tuple[OutcomeWriter, Recorder, list[list[int]]]:
+    """An outcome writer with that busy interval, and the executions of each batch it writes."""
     batches: list[list[int]] = []
-    monkeypatch.setattr(writer_module, "BUSY_INTERVAL", 2.0)  # room to spare on a slow machine
+    monkeypatch.setattr(writer_module, "BUSY_INTERVAL", busy_interval)
 
     def noted(finished: list[tuple[Execution, Outcome]]) -> int:
         batches.append([execution.pk for execution, _ in finished])
@@ -165,7 +164,16 @@ def test_while_runs_keep_ending_the_writer_gathers_them_and_an_awaited_outcome_i
 
     monkeypatch.setattr(writer_module, "finish_all", noted)
     outcomes = OutcomeWriter()
-    recorder = Recorder(outcomes=outcomes)
+    return outcomes, Recorder(outcomes=outcomes), batches
+
+
+def test_while_runs_keep_ending_the_writer_gathers_them_and_an_awaited_outcome_is_not_held_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 1,000 runs starting in one second made 50 UPDATEs of a few rows when the writer wrote at
+    # each wake-up, each taking the interpreter's lock from the threads starting the others.
+    # A busy interval of 2 s: room to spare on a slow machine.
+    outcomes, recorder, batches = _writer_noting_batches(monkeypatch, busy_interval=2.0)
     now = timezone.now()
     lone, *ending, awaited = recorder.insert([recorder.running_row(f"job-{n}", now) for n in range(5)])
     done = Outcome("succeeded", now, now, 0.1)
@@ -192,16 +200,8 @@ def test_an_awaited_outcome_queued_while_the_writer_pauses_cuts_the_pause_short(
 ) -> None:
     # Deciding the pause on the batch's first outcome alone held an awaited one that came during
     # it for the rest of the interval: its signal's receiver, and the run's thread, waited with it.
-    batches: list[list[int]] = []
-    monkeypatch.setattr(writer_module, "BUSY_INTERVAL", 5.0)  # far beyond the bound below
-
-    def noted(finished: list[tuple[Execution, Outcome]]) -> int:
-        batches.append([execution.pk for execution, _ in finished])
-        return finish_all(finished)
-
-    monkeypatch.setattr(writer_module, "finish_all", noted)
-    outcomes = OutcomeWriter()
-    recorder = Recorder(outcomes=outcomes)
+    # A busy interval of 5 s: far beyond the bound below.
+    outcomes, recorder, batches = _writer_noting_batches(monkeypatch, busy_interval=5.0)
     now = timezone.now()
     lone, ending, awaited = recorder.insert([recorder.running_row(f"job-{n}", now) for n in range(3)])
     done = Outcome("succeeded", now, now, 0.1)
