@@ -12,6 +12,7 @@ import functools
 import hashlib
 import logging
 import pickle
+import re
 from collections import OrderedDict
 from collections.abc import Collection, Iterable
 from datetime import datetime, tzinfo
@@ -70,13 +71,21 @@ def state_digest(job_state: bytes | memoryview) -> str:
     run time last (``Job.__getstate__``), so the bytes before its key hold everything else. The
     frame header that pickle protocols 4 and up open with counts the whole length, next run time
     included (``None`` is shorter than a time), and is left out; its contents are not.
+
+    The key must be found once, and last: pickle writes a string it has written already (the same
+    object, say an id or argument "next_run_time", interned like the key) as a reference, so the
+    text found could be a value, with other fields after it that the digest would leave out.
     """
     state = bytes(job_state)
-    end = state.rfind(b"next_run_time")
-    if end < 0:
+    end = state.find(b"next_run_time")
+    if end < 0 or state.find(b"next_run_time", end + 1) >= 0 or _LATER_KEYS.search(state, end):
         return ""
     start = 11 if state[2:3] == b"\x95" else 0  # PROTO, its version, FRAME and 8 bytes of length
     return hashlib.blake2b(state[start:end], digest_size=16).hexdigest()
+
+
+# Job state keys pickled before the next run time's: none may follow the key found.
+_LATER_KEYS = re.compile(rb"max_instances|coalesce|misfire_grace_time")
 
 
 @functools.lru_cache(maxsize=1024)

@@ -393,3 +393,46 @@ def test_a_declaration_whose_arguments_the_function_does_not_take_fails_the_sync
 
     with pytest.raises(ValueError, match="positional arguments"):
         sync(store, [registry["bad"]])
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"id": "next_run_time"},  # interned like the key: pickle refers to it, the key is not written
+        {"kwargs": {"next_run_time": 1}},
+        {"args": ("next_run_time",)},
+        {"id": "the_next_run_time_report"},
+    ],
+    ids=["id", "kwargs key", "argument", "id containing it"],
+)
+def test_a_state_whose_values_hold_the_next_run_time_key_gets_no_digest(
+    store: JobStore, values: dict[str, Any]
+) -> None:
+    # Found in a value instead of as the last key, the digest would leave out the fields after it
+    # (a change of max_instances made outside the code would go unnoticed). Such a job is loaded.
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    def stored(holding: dict[str, Any], **changes: Any) -> bytes:
+        state = (
+            {
+                "version": 1,
+                "id": "report",
+                "func": "tests.support.jobs:succeed",
+                "trigger": IntervalTrigger(minutes=5, start_date=datetime(2026, 1, 1, tzinfo=UTC)),
+                "executor": "default",
+                "args": (),
+                "kwargs": {},
+                "name": "report",
+                "misfire_grace_time": 60,
+                "coalesce": True,
+                "max_instances": 1,
+                "next_run_time": datetime(2026, 12, 7, tzinfo=UTC),
+            }
+            | holding
+            | changes
+        )
+        return pickle.dumps(state, store.pickle_protocol)  # as the store writes it
+
+    assert state_digest(stored({}))
+    assert state_digest(stored(values)) == ""
+    assert state_digest(stored(values, max_instances=2)) == ""
