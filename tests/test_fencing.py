@@ -30,7 +30,7 @@ from scheduling.history.housekeeping import recover_interrupted, running_elsewhe
 from scheduling.history.recorder import Recorder
 from scheduling.history.rows import Outcome
 from scheduling.history.writer import OutcomeWriter
-from scheduling.models import Execution, Lease, ScheduledJob, SchedulerInstance
+from scheduling.models import Execution, Lease, ScheduledJob, SchedulerInstance, SchedulerInstanceQuerySet
 from scheduling.placement import Placement
 from scheduling.queries import job_summaries
 from scheduling.runs.targets import run_targets
@@ -407,6 +407,29 @@ def test_a_frozen_scheduler_of_this_host_keeps_its_runs() -> None:
         "its process exists: it is frozen, not dead"
     )
     assert Execution.objects.get(instance=gone).status == "interrupted"
+
+
+def test_a_frozen_scheduler_that_beats_again_while_its_runs_are_looked_at_keeps_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Woken from a SIGSTOP, a scheduler beat between the two looks of a standby's housekeeping:
+    # stale at the first (schedulers beating), fresh at the second (this host's, not beating),
+    # it was in neither, and its runs, just ended, were recorded interrupted (chaos, MariaDB).
+    woken = SchedulerInstance.objects.create(
+        hostname="here", pid=os.getpid(), last_beat=timezone.now() - timedelta(hours=1), **identity.fields()
+    )
+    Execution.objects.create(job_id="slow", status="running", scheduled_at=timezone.now(), instance=woken)
+    beating = SchedulerInstanceQuerySet.alive
+
+    def beats_right_after(queryset: SchedulerInstanceQuerySet) -> SchedulerInstanceQuerySet:
+        found = list(beating(queryset))  # the first look, as the beat is being written
+        SchedulerInstance.objects.filter(pk=woken.pk).update(last_beat=timezone.now())
+        return queryset.filter(pk__in=[instance.pk for instance in found])
+
+    monkeypatch.setattr(SchedulerInstanceQuerySet, "alive", beats_right_after)
+
+    assert recover_interrupted() == 0
+    assert Execution.objects.get(instance=woken).status == "running"
 
 
 def test_runs_still_going_in_another_scheduler_count_against_max_instances(

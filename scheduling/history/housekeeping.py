@@ -88,8 +88,10 @@ def recover_interrupted() -> int:
     alive = [
         instance.pk for instance in SchedulerInstance.objects.alive() if not identity.scheduler_dead(instance)
     ]
-    # A process of this host whose heartbeat stopped but which still exists is frozen (SIGSTOP,
-    # swapped out), not dead: its runs go on when it wakes, so they are not interrupted.
+    # A process of this host that still exists is alive, whatever its heartbeat says: frozen
+    # (SIGSTOP, swapped out), its runs go on when it wakes, so they are not interrupted. Its
+    # heartbeat is not asked here: one that woke and beat between the query above and this one
+    # was in neither, and its runs were marked interrupted as they ended (a chaos run found it).
     alive += [instance.pk for instance in _local_unstopped() if identity.proven_alive(instance)]
     # Runs handed to task workers are the workers' own: expire_task_runs deals with those.
     orphans = Execution.objects.exclude(instance__in=alive).in_scheduler().running()
@@ -109,7 +111,7 @@ def _local_unstopped() -> QuerySet[SchedulerInstance]:
         return SchedulerInstance.objects.none()
     return SchedulerInstance.objects.filter(
         stopped_at__isnull=True, boot_id=me.boot_id, pid_namespace=me.pid_namespace
-    ).exclude(last_beat__gte=timezone.now() - timedelta(seconds=settings.HEARTBEAT_TIMEOUT))
+    )
 
 
 def running_elsewhere(instance: SchedulerInstance | None) -> dict[str, int]:
