@@ -8,7 +8,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from apscheduler.job import Job
-from django.db.models import Count, Q
+from django.db import connection
+from django.db.models import Count, Func, IntegerField, Q, QuerySet, Subquery
 from django.utils import timezone, translation
 from django_apscheduler.models import DjangoJob
 
@@ -24,7 +25,7 @@ from scheduling.models import (
 from scheduling.placement import Placement, RunsIn
 from scheduling.policy import AlertPolicy, RunPolicy, shown_destination
 from scheduling.schedules import describe
-from scheduling.store import JobStore, broken_job, policies_of
+from scheduling.store import JobStore, policies_of
 
 
 @dataclass(frozen=True)
@@ -53,13 +54,15 @@ def scheduler_status() -> SchedulerStatus:
     now = timezone.now()
     alive = list(SchedulerInstance.objects.alive().order_by("-last_beat"))
     active = [instance for instance in alive if instance.role == SchedulerInstance.Role.ACTIVE]
-    # The Exists goes straight into each filter: PostgreSQL cannot see an annotation's alias
-    # inside an aggregate's FILTER clause.
-    loadable = ~broken_job()
+    # Every job counted as scheduled or paused, less the broken ones of each, counted apart among
+    # the few flagged: an Exists for each of 100,000 jobs took 0.3 s of every admin page on MariaDB.
+    broken = DjangoJob.objects.filter(id__in=ScheduledJob.objects.exclude(import_error="").values("id"))
     jobs = DjangoJob.objects.aggregate(
-        scheduled=Count("id", filter=Q(loadable, next_run_time__isnull=False)),
-        paused=Count("id", filter=Q(loadable, next_run_time__isnull=True)),
-        broken=Count("id", filter=Q(broken_job())),
+        every=Count("id"),
+        scheduled=Count("id", filter=Q(next_run_time__isnull=False))
+        - _count(broken.filter(next_run_time__isnull=False)),
+        paused=Count("id", filter=Q(next_run_time__isnull=True))
+        - _count(broken.filter(next_run_time__isnull=True)),
     )
     runs = (
         Execution.objects.filter(scheduled_at__gte=now - timedelta(hours=1))
@@ -71,12 +74,21 @@ def scheduler_status() -> SchedulerStatus:
         standbys=len(alive) - len(active),
         scheduled=jobs["scheduled"],
         paused=jobs["paused"],
-        broken=jobs["broken"],
+        broken=jobs["every"] - jobs["scheduled"] - jobs["paused"],
         runs_last_hour=runs["runs"],
         failures_last_hour=runs["failures"],
         now=now,
         standby_reason=next((instance.standby_reason for instance in alive if instance.standby_reason), ""),
         maintenance=maintenance_in_force(now),
+    )
+
+
+def _count(rows: QuerySet[Any]) -> Subquery:
+    """``rows``' number, as a subquery to use inside another statement."""
+    return Subquery(
+        rows.order_by()
+        .annotate(number=Func("id", function="COUNT", output_field=IntegerField()))
+        .values("number")
     )
 
 
@@ -165,6 +177,10 @@ def job_page(limit: int, after: str = "") -> tuple[list[JobSummary], str | None]
         .order_by()
         .values_list("id", flat=True)
     )
+    if connection.features.supports_slicing_ordering_in_compound:
+        # Each side stops at a page: unbounded, MariaDB gathered every id of both tables and sorted
+        # them for each page (1 s with 100,000 jobs). SQLite allows no LIMIT there, nor needs it.
+        stored, broken = stored.order_by("id")[: limit + 1], broken.order_by("id")[: limit + 1]
     ids = list(stored.union(broken).order_by("id")[: limit + 1])
     page = read_summaries(ids[:limit])
     return page, (ids[limit - 1] if len(ids) > limit else None)

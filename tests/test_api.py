@@ -297,6 +297,21 @@ def test_status_tells_whether_a_scheduler_is_running(client: Client, declared: N
     assert response.json()["jobs"] == {"scheduled": 2, "paused": 0, "broken": 0}
 
 
+def test_status_counts_broken_jobs_apart_from_scheduled_and_paused_ones(
+    client: Client, registry: dict
+) -> None:
+    for number in range(4):
+        job(interval={"minutes": 5}, id=f"job-{number}")(jobs.succeed)
+    sync(JobStore(), registry.values())
+    DjangoJob.objects.filter(id__in=["job-2", "job-3"]).update(next_run_time=None)
+    ScheduledJob.objects.filter(id__in=["job-1", "job-3"]).update(import_error="ImportError: gone")
+    ScheduledJob.objects.create(id="gone", import_error="ImportError: gone")  # not in the store
+
+    response = client.get(f"{API}/status/", headers=bearer(user_with("view_job")))
+
+    assert response.json()["jobs"] == {"scheduled": 1, "paused": 1, "broken": 2}
+
+
 @pytest.mark.processes
 def test_a_deploy_script_runs_a_job_through_a_real_scheduler_over_http(
     scheduler_process, live_server, figures
