@@ -18,6 +18,7 @@ from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
 from scheduling import control
+from scheduling.admin.paging import EstimatingPaginator
 from scheduling.models import UNFINISHED, Execution, Job, ScheduledJob, SchedulerInstance
 from scheduling.schedules import format_local
 
@@ -53,16 +54,22 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 class JobFilter(admin.SimpleListFilter):
-    """Jobs to filter by, from the small jobs table (a DISTINCT over the history would be slow)."""
+    """Jobs to filter by, from the jobs table (a DISTINCT over the history would be slow).
+
+    A site of more than ``LISTED`` jobs gets no list of them all (100,000 links in the sidebar),
+    only the job chosen: a job's page links to its runs, and the search box finds a job by id.
+    """
 
     title = _("job")
     parameter_name = "job"
+    LISTED = 100
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [
-            (scheduled_job.id, scheduled_job.name or scheduled_job.id)
-            for scheduled_job in ScheduledJob.objects.only("id", "name")
-        ]
+        listed = list(ScheduledJob.objects.only("id", "name")[: self.LISTED + 1])
+        if len(listed) > self.LISTED:
+            value = self.value()
+            return [(value, value)] if value else []
+        return [(scheduled_job.id, scheduled_job.name or scheduled_job.id) for scheduled_job in listed]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Execution]) -> QuerySet[Execution]:
         return queryset.filter(job_id=self.value()) if self.value() else queryset
@@ -118,6 +125,7 @@ class ExecutionAdmin(ReadOnlyAdmin):
     list_filter = ["status", JobFilter, "origin", "ran_in", "scheduled_at"]
     search_fields = ["job_id", "exception", "task_id"]
     show_full_result_count = False
+    paginator = EstimatingPaginator
     change_form_template = "admin/scheduling/execution/change_form.html"
     fieldsets = [
         (
