@@ -176,3 +176,17 @@ def test_rows_inserted_by_one_statement_take_one_moment_for_each_auto_now_column
     [(created, updated)] = moments
     assert before <= created <= updated <= timezone.now()
     assert {(row.created_at, row.updated_at) for row in rows} == moments  # as pre_save sets them
+
+
+def test_on_postgresql_the_values_are_bound_at_the_server() -> None:
+    """psycopg quoted each array into the text in Python, bytes escaped twice."""
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL's binding")
+    import psycopg
+
+    with sql._cursor(connection) as cursor:
+        assert not isinstance(cursor.cursor, psycopg.ClientCursor)
+    sql.insert_all([DjangoJob(id="job", next_run_time=None, job_state=b"\x00\xff")])
+    sql.update_rows(DjangoJob, [("job", {"job_state": b"\xff\x00"})], ["job_state"])
+
+    assert bytes(DjangoJob.objects.get().job_state) == b"\xff\x00"
