@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from apscheduler.job import Job
-from django.db import connection
+from django.db import connections
 from django.db.models import Count, Func, IntegerField, Q, QuerySet, Subquery
 from django.utils import timezone, translation
 from django_apscheduler.models import DjangoJob
@@ -177,7 +177,7 @@ def job_page(limit: int, after: str = "") -> tuple[list[JobSummary], str | None]
         .order_by()
         .values_list("id", flat=True)
     )
-    if connection.features.supports_slicing_ordering_in_compound:
+    if connections[stored.db].features.supports_slicing_ordering_in_compound:
         # Each side stops at a page: unbounded, MariaDB gathered every id of both tables and sorted
         # them for each page (1 s with 100,000 jobs). SQLite allows no LIMIT there, nor needs it.
         stored, broken = stored.order_by("id")[: limit + 1], broken.order_by("id")[: limit + 1]

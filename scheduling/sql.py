@@ -85,13 +85,17 @@ def _cursor(connection: Any) -> Any:
     for poolers such as PgBouncer)."""
     if connection.vendor != "postgresql" or (binding := _server_binding()) is None:
         return connection.cursor()
+    # Django's own cursor() all the same (its health check, time zone, wrappers, and whatever a
+    # backend or tool hooks there, such as a tenant's search_path), made by the binding class.
+    connection.close_if_health_check_failed()
     connection.ensure_connection()
-    connection.validate_thread_sharing()
-    with connection.wrap_database_errors:
-        cursor = binding(connection.connection)
-    return (
-        connection.make_debug_cursor(cursor) if connection.queries_logged else connection.make_cursor(cursor)
-    )
+    driver = connection.connection
+    factory = driver.cursor_factory
+    driver.cursor_factory = binding
+    try:
+        return connection.cursor()
+    finally:
+        driver.cursor_factory = factory
 
 
 def _array_placeholder() -> str:
@@ -123,7 +127,13 @@ _AS_IS = {
     "FloatField": (float,),
     "BooleanField": (bool,),
 }
-_AS_IS_POSTGRESQL = {**_AS_IS, "DateTimeField": (datetime,), "UUIDField": (UUID,), "BinaryField": (bytes,)}
+# Bytes of every kind: an array's values go through the one dumper of its first value.
+_AS_IS_POSTGRESQL = {
+    **_AS_IS,
+    "DateTimeField": (datetime,),
+    "UUIDField": (UUID,),
+    "BinaryField": (bytes, bytearray, memoryview),
+}
 
 
 # Foreign keys to these save their target's value as it is (to a text key, "" would become NULL).

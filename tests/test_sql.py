@@ -113,6 +113,23 @@ def test_bytes_are_compared_and_set_byte_for_byte() -> None:
     assert (bytes(stored.job_state), stored.next_run_time) == (state + b"\x00", None)
 
 
+def test_bytes_of_every_kind_go_together_in_one_statement() -> None:
+    # On PostgreSQL a column's values go as one array, dumped by the dumper of its first value.
+    sql.insert_all([DjangoJob(id="a", job_state=bytearray(b"\x01")), DjangoJob(id="b", job_state=b"\x02")])
+
+    changed = sql.update_rows(
+        DjangoJob,
+        [("a", {"job_state": memoryview(b"\x03")}), ("b", {"job_state": b"\x04"})],
+        ["job_state"],
+    )
+
+    assert changed == 2
+    assert {id: bytes(state) for id, state in DjangoJob.objects.values_list("id", "job_state")} == {
+        "a": b"\x03",
+        "b": b"\x04",
+    }
+
+
 def test_an_insert_skips_raises_or_updates_a_row_whose_key_is_taken_as_asked() -> None:
     when = datetime(2026, 12, 6, 13, 0, tzinfo=UTC)
     first = ScheduledJob(id="same", source="code", name="first", run_policy={"retries": 1})
