@@ -100,7 +100,7 @@ def _cursor(connection: Any) -> Any:
 
 def _array_placeholder() -> str:
     """Arrays go in binary where they are bound at the server: dumped as text, psycopg escaped
-    every element in Python (10,000 pickled jobs: 380 ms as text, 26 ms in binary)."""
+    every element in Python (an array of 10,000 values of 1 KB: 380 ms as text, 26 ms in binary)."""
     return "%s" if _server_binding() is None else "%b"
 
 
