@@ -7,14 +7,15 @@ wraps the statement in a transaction it does not need. The scheduler writes such
 every pass of its loop, so it joins the rows with a table of their new values instead — linear
 at the server —, each value prepared by its field exactly as the ORM would:
 
-* PostgreSQL: ``UPDATE t SET … FROM (VALUES (…), …) AS v (…) WHERE t.pk = v.pk``
-* SQLite (3.33+): the same, with SQLite's ``column1, column2…`` names for the values
+* PostgreSQL: ``UPDATE t SET … FROM unnest(%b::type[], …) AS v (…) WHERE t.pk = v.pk`` (below)
+* SQLite (3.33+): ``… FROM (VALUES (…), …) AS v …``, SQLite naming its columns ``column1, column2…``
 * MySQL and MariaDB: ``UPDATE t JOIN (SELECT … UNION ALL SELECT …) AS v ON t.pk = v.pk SET …``
 
-On PostgreSQL the table of values is ``unnest()`` of one array per column instead, for the
-INSERT too: a statement with a placeholder per value (28,000 for a thousand history rows) cost
-psycopg about a quarter of a second to parse on every pass (it caches only short statements),
-and the server more to plan; with one placeholder per column the text is the same every pass.
+On PostgreSQL the table of values is ``unnest()`` of one array per column, for the INSERT too,
+not a VALUES list: a statement with a placeholder per value (28,000 for a thousand history rows)
+cost psycopg about a quarter of a second to parse on every pass (it caches only short
+statements), and the server more to plan; with one placeholder per column the text is the same
+every pass.
 Measured on PostgreSQL 15, a thousand history rows: 260 ms with VALUES, 70 ms with arrays. And
 the arrays are bound at the server (``_cursor``), not quoted into the text as Django's cursor
 does: psycopg quoted each array in Python, bytes escaped twice (once in the array, once as a
